@@ -1,0 +1,222 @@
+//! Configuration: `config/default.toml` (embedded), then the file given with `--config`, then
+//! `PORTCULLIS__<SECTION>__<KEY>` environment variables; raw serde structs validated into [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::OrgId;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mqtts: MqttsConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub broker: BrokerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttsConfig {
+    pub listen: SocketAddr,
+    /// Lower-case, without leading or trailing dot.
+    pub domain: String,
+    pub no_sni_org: Option<OrgId>,
+    pub default_cert: Option<(PathBuf, PathBuf)>,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_packet_size: usize,
+    pub max_connections: usize,
+    pub max_concurrent_handshakes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listeners: usize,
+    pub max_connections: usize,
+    pub max_payload_size: usize,
+    pub max_inflight: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    mqtts: RawMqtts,
+    admin: RawAdmin,
+    store: RawStore,
+    broker: RawBroker,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtts {
+    listen: SocketAddr,
+    domain: String,
+    no_sni_org: Option<String>,
+    default_cert: Option<PathBuf>,
+    default_key: Option<PathBuf>,
+    handshake_timeout_ms: u64,
+    connect_timeout_ms: u64,
+    max_packet_size: usize,
+    max_connections: usize,
+    max_concurrent_handshakes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: SocketAddr,
+    max_body_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    data_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    listeners: usize,
+    max_connections: usize,
+    max_payload_size: usize,
+    max_inflight: usize,
+}
+
+impl Config {
+    /// Defaults, then `file`, then the process environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("PORTCULLIS")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let raw: Raw = builder.build()?.try_deserialize()?;
+        Config::validate(raw)
+    }
+
+    /// The embedded defaults alone, with the given overrides applied by the caller: what tests use.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        let raw: Raw = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        Config::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let domain = raw.mqtts.domain.trim_matches('.').to_ascii_lowercase();
+        let domain_ok = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !domain_ok {
+            return Err(invalid("mqtts.domain", "must be a DNS name"));
+        }
+        let no_sni_org = match raw.mqtts.no_sni_org.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(OrgId::parse(s).map_err(|e| invalid("mqtts.no_sni_org", &e.to_string()))?),
+        };
+        let default_cert = match (raw.mqtts.default_cert, raw.mqtts.default_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "mqtts.default_cert",
+                    "default_cert and default_key go together",
+                ))
+            }
+        };
+        let positive = |key: &'static str, v: u64| {
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0"))
+            } else {
+                Ok(v)
+            }
+        };
+        positive("mqtts.handshake_timeout_ms", raw.mqtts.handshake_timeout_ms)?;
+        positive("mqtts.connect_timeout_ms", raw.mqtts.connect_timeout_ms)?;
+        positive("mqtts.max_connections", raw.mqtts.max_connections as u64)?;
+        positive(
+            "mqtts.max_concurrent_handshakes",
+            raw.mqtts.max_concurrent_handshakes as u64,
+        )?;
+        positive("broker.listeners", raw.broker.listeners as u64)?;
+        positive("broker.max_connections", raw.broker.max_connections as u64)?;
+        positive("broker.max_inflight", raw.broker.max_inflight as u64)?;
+        if raw.mqtts.max_packet_size < 64 || raw.mqtts.max_packet_size > 268_435_455 {
+            return Err(invalid(
+                "mqtts.max_packet_size",
+                "must be between 64 and 268435455",
+            ));
+        }
+        if raw.broker.max_payload_size == 0 {
+            return Err(invalid("broker.max_payload_size", "must be greater than 0"));
+        }
+        if raw.admin.max_body_bytes < 1024 {
+            return Err(invalid("admin.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(Config {
+            mqtts: MqttsConfig {
+                listen: raw.mqtts.listen,
+                domain,
+                no_sni_org,
+                default_cert,
+                handshake_timeout: Duration::from_millis(raw.mqtts.handshake_timeout_ms),
+                connect_timeout: Duration::from_millis(raw.mqtts.connect_timeout_ms),
+                max_packet_size: raw.mqtts.max_packet_size,
+                max_connections: raw.mqtts.max_connections,
+                max_concurrent_handshakes: raw.mqtts.max_concurrent_handshakes,
+            },
+            admin: AdminConfig {
+                listen: raw.admin.listen,
+                max_body_bytes: raw.admin.max_body_bytes,
+            },
+            store: StoreConfig {
+                data_dir: raw.store.data_dir,
+            },
+            broker: BrokerConfig {
+                listeners: raw.broker.listeners,
+                max_connections: raw.broker.max_connections,
+                max_payload_size: raw.broker.max_payload_size,
+                max_inflight: raw.broker.max_inflight,
+            },
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! Portcullis: an MQTT front-end that lets only authenticated devices in.
+//!
+//! # Layout
+//!
+//! One connection, top-down:
+//!
+//! ```text
+//! device ──TCP──▶ listener ──▶ tls (ClientHello → SNI → org → that org's ServerConfig:
+//!                                server cert + client verifier over the org's active CAs)
+//!                          ──▶ identity (cert CN / SAN email → d|g|a identity)
+//!                          ──▶ mqtt::session (CONNECT check, client id binding, topic mapping,
+//!                                v3.1.1 ⇄ v5 translation) ──TCP loopback──▶ broker (rumqttd)
+//! operator ──HTTP──▶ admin ──▶ store (SQLite) ──▶ registry snapshot (ArcSwap) ──▶ tls / sessions
+//! ```
+//!
+//! - [`config`]: raw (serde) → validated [`config::Config`].
+//! - [`server`]: bind every listener, report addresses, run until shutdown, drain.
+//! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection.
+//! - [`tls`]: SNI → org → `ServerConfig`; the per-org client verifier; the typed TLS outcome.
+//! - [`identity`]: the identity grammar of certificates and MQTT client ids.
+//! - [`mqtt`]: the packet codec, topic policy and the session that forwards to the broker.
+//! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
+//! - [`registry`]: the live snapshot the hot path reads, and the live-session table.
+//! - [`store`]: SQLite schema, migrations, queries, keys encrypted at rest.
+//! - [`pki`]: certificate parsing and checks, platform CA and certificate generation.
+//! - [`admin`]: the HTTP admin API.
+//! - [`metrics`]: metric names and descriptions in one place.
+
+pub mod admin;
+pub mod broker;
+pub mod config;
+pub mod identity;
+pub mod listener;
+pub mod metrics;
+pub mod mqtt;
+pub mod pki;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod tls;
