@@ -37,6 +37,7 @@ pub struct MqttsConfig {
     pub default_cert: Option<(PathBuf, PathBuf)>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_packet_size: usize,
     pub max_connections: usize,
     pub max_concurrent_handshakes: usize,
@@ -80,6 +81,7 @@ struct RawMqtts {
     default_key: Option<PathBuf>,
     handshake_timeout_ms: u64,
     connect_timeout_ms: u64,
+    write_timeout_ms: u64,
     max_packet_size: usize,
     max_connections: usize,
     max_concurrent_handshakes: usize,
@@ -172,6 +174,7 @@ impl Config {
         };
         positive("mqtts.handshake_timeout_ms", raw.mqtts.handshake_timeout_ms)?;
         positive("mqtts.connect_timeout_ms", raw.mqtts.connect_timeout_ms)?;
+        positive("mqtts.write_timeout_ms", raw.mqtts.write_timeout_ms)?;
         positive("mqtts.max_connections", raw.mqtts.max_connections as u64)?;
         positive(
             "mqtts.max_concurrent_handshakes",
@@ -200,6 +203,7 @@ impl Config {
                 default_cert,
                 handshake_timeout: Duration::from_millis(raw.mqtts.handshake_timeout_ms),
                 connect_timeout: Duration::from_millis(raw.mqtts.connect_timeout_ms),
+                write_timeout: Duration::from_millis(raw.mqtts.write_timeout_ms),
                 max_packet_size: raw.mqtts.max_packet_size,
                 max_connections: raw.mqtts.max_connections,
                 max_concurrent_handshakes: raw.mqtts.max_concurrent_handshakes,

@@ -1,1 +1,65 @@
-//! TODO
+//! Metric names, their descriptions and the Prometheus recorder, in one place. Labels are bounded:
+//! a reason, a direction or a kind, never a client id or a peer address.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Counter: accepted TCP connections on the MQTTS listener.
+pub const CONNECTIONS_ACCEPTED: &str = "portcullis_connections_accepted_total";
+/// Counter: connections refused, by `stage` (`tcp`, `tls`, `connect`) and bounded `reason`.
+pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
+/// Counter: completed TLS handshakes, by `resumed` (`true`/`false`).
+pub const HANDSHAKES: &str = "portcullis_tls_handshakes_total";
+/// Histogram: seconds from accept to a completed TLS handshake.
+pub const HANDSHAKE_SECONDS: &str = "portcullis_tls_handshake_seconds";
+/// Gauge: live MQTT sessions (CONNACK accepted, not yet closed).
+pub const SESSIONS_LIVE: &str = "portcullis_sessions_live";
+/// Counter: sessions closed by the front-end because a change invalidated them, by `reason`.
+pub const SESSIONS_REVOKED: &str = "portcullis_sessions_revoked_total";
+/// Counter: MQTT packets, by `direction` (`in` from clients, `out` to clients).
+pub const PACKETS: &str = "portcullis_packets_total";
+/// Counter: MQTT bytes, by `direction`.
+pub const BYTES: &str = "portcullis_bytes_total";
+/// Counter: publishes and filters refused by the topic policy, by `kind` (`publish`, `filter`).
+pub const TOPICS_REFUSED: &str = "portcullis_topics_refused_total";
+/// Gauge: Unix time at which a certificate expires, by `kind` (`ca`, `server`, `platform_ca`).
+/// The earliest of each kind.
+pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_seconds";
+
+/// The process-wide Prometheus handle. The recorder is installed once per process (several
+/// servers in one test process share it).
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(HANDSHAKE_SECONDS.to_owned()),
+                    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0],
+                )
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Another recorder may be installed already (an embedding application's): then ours
+            // still renders, but records nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(CONNECTIONS_ACCEPTED, "Accepted TCP connections on the MQTTS listener");
+    describe_counter!(CONNECTIONS_REFUSED, "Connections refused, by stage and reason");
+    describe_counter!(HANDSHAKES, "Completed TLS handshakes, by resumption");
+    describe_histogram!(HANDSHAKE_SECONDS, Unit::Seconds, "Accept to completed TLS handshake");
+    describe_gauge!(SESSIONS_LIVE, "Live MQTT sessions");
+    describe_counter!(SESSIONS_REVOKED, "Sessions closed because a change invalidated them");
+    describe_counter!(PACKETS, "MQTT packets, by direction");
+    describe_counter!(BYTES, Unit::Bytes, "MQTT bytes, by direction");
+    describe_counter!(TOPICS_REFUSED, "Publishes and filters refused by the topic policy");
+    describe_gauge!(CERT_EXPIRY, "Earliest certificate expiry, by kind");
+}

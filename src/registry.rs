@@ -1,8 +1,24 @@
 //! The live registry: an immutable snapshot of every org (topic policy, active CAs, the built
 //! `ServerConfig`) behind an `ArcSwap` that the hot path reads without locks, and the table of live
 //! sessions, so that a change that invalidates a session closes it.
+//!
+//! Publishing swaps the snapshot first and scans the live sessions second, while a session
+//! registers itself first and checks the snapshot second: whichever way they interleave, a session
+//! authenticated by a CA that is gone is either refused or closed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use rustls::server::ServerConfig;
+use rustls::sign::CertifiedKey;
+use tokio::sync::Notify;
 
 use crate::identity::OrgId;
+use crate::store::{OrgRecord, OrgState, Store};
+use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -12,13 +28,237 @@ pub enum RegistryError {
     Tls { org: String, reason: String },
 }
 
-pub struct Registry {}
+/// What the platform serves when an org has no certificate of its own for a name.
+pub struct Platform {
+    /// The platform messaging domain (`mqtts.domain`), lower case.
+    pub domain: String,
+    /// Serves `*.<domain>`.
+    pub default_cert: Arc<CertifiedKey>,
+    pub no_sni_org: Option<OrgId>,
+}
+
+/// One CA certificate that currently authenticates devices of an org.
+pub struct ActiveCa {
+    pub id: String,
+    /// DER of the subject name, compared with the issuer names of presented chains.
+    pub subject_raw: Vec<u8>,
+    pub der: rustls_pki_types::CertificateDer<'static>,
+}
+
+/// One org as the hot path sees it.
+pub struct OrgEntry {
+    pub org: OrgRecord,
+    pub cas: Vec<ActiveCa>,
+    /// `None` while the org has no active CA: no device can be verified, handshakes are refused.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Names of the org's active uploaded server certificate (custom domains).
+    pub server_names: Vec<String>,
+}
+
+/// Every org, immutable; replaced whole on each change.
+#[derive(Default)]
+pub struct Snapshot {
+    orgs: HashMap<String, Arc<OrgEntry>>,
+}
+
+impl Snapshot {
+    pub fn org(&self, id: &str) -> Option<&Arc<OrgEntry>> {
+        self.orgs.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.orgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.orgs.is_empty()
+    }
+}
+
+pub struct Registry {
+    store: Arc<Store>,
+    platform: Platform,
+    snapshot: ArcSwap<Snapshot>,
+    sessions: Arc<SessionTable>,
+    /// Serialises publishers (read, modify, swap); readers never take it.
+    publish: Mutex<()>,
+}
 
 impl Registry {
+    /// Builds the first snapshot from every org in the store.
+    pub fn load(store: Arc<Store>, platform: Platform) -> Result<Registry, RegistryError> {
+        let mut orgs = HashMap::new();
+        for id in store.org_ids()? {
+            if let Some(state) = store.org_state(&id)? {
+                orgs.insert(id.as_str().to_owned(), Arc::new(build_entry(state, &platform)?));
+            }
+        }
+        Ok(Registry {
+            store,
+            platform,
+            snapshot: ArcSwap::from_pointee(Snapshot { orgs }),
+            sessions: Arc::new(SessionTable::default()),
+            publish: Mutex::new(()),
+        })
+    }
+
+    /// The current snapshot; cheap, lock-free.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    pub fn sessions(&self) -> &Arc<SessionTable> {
+        &self.sessions
+    }
+
     /// Reloads `org` from the store and publishes it: new handshakes see the change at once, and
     /// live sessions it invalidates (CA deactivated or deleted, org deleted) are closed.
     pub fn publish_org(&self, org: &OrgId) -> Result<(), RegistryError> {
-        let _ = org;
-        todo!()
+        let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match self.store.org_state(org)? {
+            Some(state) => Some(Arc::new(build_entry(state, &self.platform)?)),
+            None => None,
+        };
+        let mut orgs = self.snapshot.load().orgs.clone();
+        match &entry {
+            Some(entry) => orgs.insert(org.as_str().to_owned(), entry.clone()),
+            None => orgs.remove(org.as_str()),
+        };
+        self.snapshot.store(Arc::new(Snapshot { orgs }));
+        self.sessions.close_invalidated(org, entry.as_deref());
+        tracing::info!(org = %org, present = entry.is_some(), "registry published");
+        Ok(())
+    }
+}
+
+fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, RegistryError> {
+    let org_name = state.org.id.as_str().to_owned();
+    let tls_error = |reason: String| RegistryError::Tls {
+        org: org_name.clone(),
+        reason,
+    };
+    let mut cas = Vec::with_capacity(state.active_cas.len());
+    for ca in &state.active_cas {
+        let subject_raw = tls::subject_raw(&ca.der).map_err(|e| tls_error(e.to_string()))?;
+        cas.push(ActiveCa {
+            id: ca.id.clone(),
+            subject_raw,
+            der: ca.der.clone(),
+        });
+    }
+    let active = match state.active_server_cert {
+        Some((record, key)) => {
+            let certified = tls::certified_key(record.chain.clone(), key)
+                .map_err(|e| tls_error(e.to_string()))?;
+            Some((certified, record.info.dns_names.clone()))
+        }
+        None => None,
+    };
+    let server_names = active
+        .as_ref()
+        .map(|(_, names)| names.clone())
+        .unwrap_or_default();
+    let tls = if cas.is_empty() {
+        None
+    } else {
+        Some(
+            tls::org_server_config(&cas, active, platform)
+                .map_err(|e| tls_error(e.to_string()))?,
+        )
+    };
+    Ok(OrgEntry {
+        org: state.org,
+        cas,
+        tls,
+        server_names,
+    })
+}
+
+/// Live sessions, so that a registry change can close the ones it invalidates.
+#[derive(Default)]
+pub struct SessionTable {
+    next_id: AtomicU64,
+    live: DashMap<u64, LiveSession>,
+}
+
+struct LiveSession {
+    org: OrgId,
+    ca_id: String,
+    closer: Arc<Notify>,
+}
+
+/// Held by a session while it lives; dropping it unregisters the session.
+pub struct SessionGuard {
+    table: Arc<SessionTable>,
+    id: u64,
+    closer: Arc<Notify>,
+}
+
+impl SessionGuard {
+    /// Resolves once a change has invalidated this session.
+    pub async fn revoked(&self) {
+        self.closer.notified().await
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.table.live.remove(&self.id);
+    }
+}
+
+impl SessionTable {
+    /// Registers a session authenticated for `org` by CA `ca_id`. Register first, then check the
+    /// snapshot (see the module doc).
+    pub fn register(self: &Arc<Self>, org: OrgId, ca_id: String) -> SessionGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let closer = Arc::new(Notify::new());
+        self.live.insert(
+            id,
+            LiveSession {
+                org,
+                ca_id,
+                closer: closer.clone(),
+            },
+        );
+        SessionGuard {
+            table: self.clone(),
+            id,
+            closer,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    fn close_invalidated(&self, org: &OrgId, entry: Option<&OrgEntry>) {
+        let mut closed = 0u64;
+        for session in self.live.iter() {
+            if &session.org != org {
+                continue;
+            }
+            let still_valid =
+                entry.is_some_and(|entry| entry.cas.iter().any(|ca| ca.id == session.ca_id));
+            if !still_valid {
+                // notify_one stores a permit, so a session not yet waiting still sees it.
+                session.closer.notify_one();
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            let reason = if entry.is_some() { "ca_inactive" } else { "org_deleted" };
+            metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => reason)
+                .increment(closed);
+            tracing::info!(org = %org, closed, reason, "live sessions closed");
+        }
     }
 }

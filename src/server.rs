@@ -1,1 +1,200 @@
-//! TODO
+//! The whole server: [`Server::bind`] opens the store, makes or loads the platform PKI, starts the
+//! embedded broker and binds both listeners, so the caller can read the real addresses; then
+//! [`Server::run`] serves until the shutdown future resolves and drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::broker::{Broker, BrokerError};
+use crate::config::Config;
+use crate::listener::{self, Limits};
+use crate::mqtt::session::Context;
+use crate::pki::{self, Issuer, PkiError};
+use crate::registry::{Platform, Registry, RegistryError};
+use crate::store::{self, Store, StoreError};
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("platform PKI: {0}")]
+    Pki(#[from] PkiError),
+    #[error("default server certificate: {0}")]
+    DefaultCert(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin server: {0}")]
+    Admin(#[source] std::io::Error),
+}
+
+pub struct Server {
+    config: Config,
+    mqtts: TcpListener,
+    admin: TcpListener,
+    context: Arc<Context>,
+    admin_state: AdminState,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let data_dir = config.store.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Arc::new(Store::open(&data_dir)?);
+        let platform_ca = match store.platform_ca()? {
+            Some(issuer) => issuer,
+            None => {
+                let issuer = pki::generate_platform_ca()?;
+                store.set_platform_ca(&issuer)?;
+                tracing::info!("platform CA created");
+                issuer
+            }
+        };
+        write_platform_ca(&data_dir, &platform_ca)?;
+        let (chain, key) = match &config.mqtts.default_cert {
+            Some((cert, key)) => load_default_cert(cert, key)?,
+            None => pki::issue_server_cert(&platform_ca, &[format!("*.{}", config.mqtts.domain)])?,
+        };
+        let platform = Platform {
+            domain: config.mqtts.domain.clone(),
+            default_cert: tls::certified_key(chain, key)?,
+            no_sni_org: config.mqtts.no_sni_org.clone(),
+        };
+        let registry = Arc::new(Registry::load(store.clone(), platform)?);
+        let token = store::bootstrap_admin_token(&data_dir)?;
+        let broker = Arc::new(Broker::start(&config.broker).await?);
+
+        let mqtts = bind_listener("MQTTS", config.mqtts.listen).await?;
+        let admin = bind_listener("admin", config.admin.listen).await?;
+        let admin_state = AdminState {
+            store,
+            registry: registry.clone(),
+            admin_token_sha256: sha256(token.as_bytes()),
+            metrics: crate::metrics::handle(),
+            max_body_bytes: config.admin.max_body_bytes,
+        };
+        let context = Arc::new(Context {
+            registry,
+            broker,
+            connect_timeout: config.mqtts.connect_timeout,
+            write_timeout: config.mqtts.write_timeout,
+            max_packet_size: config.mqtts.max_packet_size,
+        });
+        Ok(Server {
+            config,
+            mqtts,
+            admin,
+            context,
+            admin_state,
+        })
+    }
+
+    pub fn mqtts_addr(&self) -> SocketAddr {
+        self.mqtts.local_addr().unwrap_or(self.config.mqtts.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin.listen)
+    }
+
+    /// The embedded broker's own plain-TCP listeners (a baseline for load measurements).
+    pub fn broker_addrs(&self) -> Vec<SocketAddr> {
+        self.context.broker.addrs().to_vec()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, closes live sessions and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let (stop, stopped) = watch::channel(false);
+        let limits = Limits {
+            max_connections: self.config.mqtts.max_connections,
+            max_concurrent_handshakes: self.config.mqtts.max_concurrent_handshakes,
+            handshake_timeout: self.config.mqtts.handshake_timeout,
+        };
+        tracing::info!(mqtts = %self.mqtts_addr(), admin = %self.admin_addr(), "serving");
+        let mqtts = tokio::spawn(listener::run(
+            self.mqtts,
+            self.context,
+            limits,
+            stopped.clone(),
+        ));
+        let mut admin_stopped = stopped;
+        let admin = axum::serve(self.admin, admin::router(self.admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.wait_for(|stop| *stop).await;
+            });
+        let admin = tokio::spawn(async move { admin.await });
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+        let _ = mqtts.await;
+        match admin.await {
+            Ok(result) => result.map_err(ServerError::Admin),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+async fn bind_listener(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// `<data_dir>/platform-ca.pem`, for devices to trust.
+fn write_platform_ca(data_dir: &Path, issuer: &Issuer) -> Result<(), ServerError> {
+    let pem = pem::encode(&pem::Pem::new("CERTIFICATE", issuer.cert_der.to_vec()));
+    std::fs::write(data_dir.join("platform-ca.pem"), pem).map_err(|source| {
+        ServerError::DataDir {
+            path: data_dir.join("platform-ca.pem").display().to_string(),
+            source,
+        }
+    })
+}
+
+type Chain = (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+);
+
+fn load_default_cert(cert: &Path, key: &Path) -> Result<Chain, ServerError> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| ServerError::DefaultCert(format!("{}: {e}", path.display())))
+    };
+    let chain = pki::certs_from_pem(&read(cert)?)?;
+    let key = pki::private_key_from_pem(&read(key)?, None)?;
+    Ok((chain, key))
+}

@@ -1,1 +1,951 @@
-//! TODO
+//! One MQTT session: read the CONNECT under a deadline, bind its client id to the identity the
+//! TLS handshake proved, answer every refusal with a CONNACK, then forward packets both ways
+//! between the client and the embedded broker.
+//!
+//! The broker leg always speaks MQTT 5 (rumqttd's 3.1.1 writer panics on publishes that carry
+//! properties), so 3.1.1 clients are translated. Topics are mapped into the org's namespace on the
+//! way in and back on the way out; MQTT 5 topic aliases are resolved here and never reach the
+//! broker. The front-end keeps the broker leg alive itself (its own PINGREQs), which is how a
+//! client keep-alive of 0 — legal MQTT, refused by rumqttd — is served.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use metrics::Counter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+use crate::broker::Broker;
+use crate::identity::ClientId;
+use crate::mqtt::codec::{
+    self, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish,
+    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::mqtt::topics::TopicMap;
+use crate::registry::Registry;
+use crate::tls::PeerIdentity;
+
+/// Keep-alive the front-end asks of the broker; it pings at half of it.
+const BROKER_KEEP_ALIVE: u16 = 60;
+/// Topic aliases a client may use (MQTT 5); they are resolved here.
+const TOPIC_ALIAS_MAX: u16 = 64;
+/// Largest packet accepted from the broker (loopback, trusted, but bounded all the same).
+const BROKER_MAX_PACKET: usize = 268_435_455;
+
+/// MQTT 5 reason codes the front-end sends itself.
+mod reason {
+    pub const MALFORMED: u8 = 0x81;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const UNSUPPORTED_VERSION: u8 = 0x84;
+    pub const CLIENT_ID_INVALID: u8 = 0x85;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
+    pub const SERVER_BUSY: u8 = 0x89;
+    pub const BAD_AUTH_METHOD: u8 = 0x8C;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
+}
+
+/// What every session needs, shared.
+pub struct Context {
+    pub registry: Arc<Registry>,
+    pub broker: Arc<Broker>,
+    pub connect_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_packet_size: usize,
+}
+
+/// Why a CONNECT was refused; each is answered with a CONNACK (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    UnsupportedProtocol,
+    ClientIdInvalid,
+    OrgMismatch,
+    IdentityMismatch,
+    CaInactive,
+    WillTopic,
+    AuthMethod,
+    BrokerUnavailable,
+    BrokerBusy,
+}
+
+impl ConnectRefusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ConnectRefusal::UnsupportedProtocol => "unsupported_protocol",
+            ConnectRefusal::ClientIdInvalid => "client_id_invalid",
+            ConnectRefusal::OrgMismatch => "org_mismatch",
+            ConnectRefusal::IdentityMismatch => "identity_mismatch",
+            ConnectRefusal::CaInactive => "ca_inactive",
+            ConnectRefusal::WillTopic => "will_topic_not_allowed",
+            ConnectRefusal::AuthMethod => "auth_method_unsupported",
+            ConnectRefusal::BrokerUnavailable => "broker_unavailable",
+            ConnectRefusal::BrokerBusy => "broker_busy",
+        }
+    }
+
+    fn code(self, protocol: Protocol) -> u8 {
+        match (protocol, self) {
+            (Protocol::V311, ConnectRefusal::UnsupportedProtocol) => 0x01,
+            (Protocol::V311, ConnectRefusal::ClientIdInvalid) => 0x02,
+            (Protocol::V311, ConnectRefusal::BrokerUnavailable | ConnectRefusal::BrokerBusy) => {
+                0x03
+            }
+            (Protocol::V311, _) => 0x05,
+            (Protocol::V5, ConnectRefusal::UnsupportedProtocol) => reason::UNSUPPORTED_VERSION,
+            (Protocol::V5, ConnectRefusal::ClientIdInvalid) => reason::CLIENT_ID_INVALID,
+            (Protocol::V5, ConnectRefusal::WillTopic) => reason::TOPIC_NAME_INVALID,
+            (Protocol::V5, ConnectRefusal::AuthMethod) => reason::BAD_AUTH_METHOD,
+            (Protocol::V5, ConnectRefusal::BrokerUnavailable) => reason::SERVER_UNAVAILABLE,
+            (Protocol::V5, ConnectRefusal::BrokerBusy) => reason::SERVER_BUSY,
+            (Protocol::V5, _) => reason::NOT_AUTHORIZED,
+        }
+    }
+
+    fn sentence(self) -> &'static str {
+        match self {
+            ConnectRefusal::UnsupportedProtocol => "only MQTT 3.1.1 and 5 are supported",
+            ConnectRefusal::ClientIdInvalid => {
+                "client id must be d:<org>:<type>:<id>, g:<org>:<type>:<id> or a:<org>:<appId>"
+            }
+            ConnectRefusal::OrgMismatch => "client id names another organisation",
+            ConnectRefusal::IdentityMismatch => "client id is not an identity the certificate claims",
+            ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
+            ConnectRefusal::WillTopic => "will topic not allowed",
+            ConnectRefusal::AuthMethod => "enhanced authentication is not supported",
+            ConnectRefusal::BrokerUnavailable => "broker unavailable",
+            ConnectRefusal::BrokerBusy => "broker busy",
+        }
+    }
+}
+
+/// How a session ended, for the one log event and counter it gets.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no CONNECT before the deadline")]
+    ConnectTimeout,
+    #[error("connection closed before CONNECT")]
+    ClosedBeforeConnect,
+    #[error("CONNECT refused: {}", .0.reason())]
+    Refused(ConnectRefusal),
+    #[error("client sent a bad packet: {0}")]
+    ClientCodec(#[source] CodecError),
+    #[error("broker sent a bad packet: {0}")]
+    BrokerCodec(#[source] CodecError),
+    #[error("client protocol violation: {0}")]
+    ClientViolation(&'static str),
+    #[error("broker protocol violation: {0}")]
+    BrokerViolation(&'static str),
+    #[error("publish refused by the topic policy")]
+    TopicRefused,
+    #[error("keep-alive expired")]
+    KeepAlive,
+    #[error("client does not read")]
+    WriteTimeout,
+    #[error("closed by the broker")]
+    BrokerClosed,
+    #[error("revoked by a registry change")]
+    Revoked,
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SessionError {
+    /// Bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionError::ConnectTimeout => "connect_timeout",
+            SessionError::ClosedBeforeConnect => "closed_before_connect",
+            SessionError::Refused(refusal) => refusal.reason(),
+            SessionError::ClientCodec(_) => "malformed_packet",
+            SessionError::BrokerCodec(_) => "broker_malformed_packet",
+            SessionError::ClientViolation(_) => "protocol_violation",
+            SessionError::BrokerViolation(_) => "broker_protocol_violation",
+            SessionError::TopicRefused => "topic_refused",
+            SessionError::KeepAlive => "keep_alive",
+            SessionError::WriteTimeout => "write_timeout",
+            SessionError::BrokerClosed => "broker_closed",
+            SessionError::Revoked => "revoked",
+            SessionError::Io(_) => "io",
+        }
+    }
+
+    /// True for a refusal at CONNECT (counted as a refused connection rather than a session end).
+    pub fn is_connect_refusal(&self) -> bool {
+        matches!(
+            self,
+            SessionError::ConnectTimeout
+                | SessionError::ClosedBeforeConnect
+                | SessionError::Refused(_)
+        )
+    }
+}
+
+/// Serves one authenticated connection until it ends. `Ok` is a clean end (DISCONNECT or close).
+pub async fn serve<S>(mut client: S, peer: PeerIdentity, ctx: &Context) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut client_buf = BytesMut::with_capacity(1024);
+    let connect = match tokio::time::timeout(
+        ctx.connect_timeout,
+        read_connect(&mut client, &mut client_buf, ctx.max_packet_size),
+    )
+    .await
+    {
+        Err(_) => return Err(SessionError::ConnectTimeout),
+        Ok(Err(SessionError::ClientCodec(CodecError::UnsupportedProtocol(_)))) => {
+            let refusal = ConnectRefusal::UnsupportedProtocol;
+            refuse(&mut client, Protocol::V311, refusal, ctx).await;
+            return Err(SessionError::Refused(refusal));
+        }
+        Ok(result) => result?,
+    };
+    let protocol = connect.protocol;
+
+    let (client_id, assigned) = match bind(&connect, &peer) {
+        Ok(bound) => bound,
+        Err(refusal) => {
+            refuse(&mut client, protocol, refusal, ctx).await;
+            return Err(SessionError::Refused(refusal));
+        }
+    };
+    let org = peer.org.org.id.clone();
+    let topics = TopicMap::new(client_id.clone(), peer.org.org.topic_policy);
+    let will = match &connect.will {
+        Some(will) => match topics.publish(&will.topic) {
+            Ok(topic) => Some(codec::Will {
+                topic,
+                ..will.clone()
+            }),
+            Err(_) => {
+                refuse(&mut client, protocol, ConnectRefusal::WillTopic, ctx).await;
+                return Err(SessionError::Refused(ConnectRefusal::WillTopic));
+            }
+        },
+        None => None,
+    };
+
+    // Register first, then check the current snapshot (see `registry`).
+    let guard = ctx
+        .registry
+        .sessions()
+        .register(org.clone(), peer.ca_id.clone());
+    let still_trusted = ctx
+        .registry
+        .snapshot()
+        .org(org.as_str())
+        .is_some_and(|entry| entry.cas.iter().any(|ca| ca.id == peer.ca_id));
+    if !still_trusted {
+        refuse(&mut client, protocol, ConnectRefusal::CaInactive, ctx).await;
+        return Err(SessionError::Refused(ConnectRefusal::CaInactive));
+    }
+
+    let client_id_text = client_id.to_string();
+    let (broker, broker_buf, broker_connack) =
+        match connect_broker(ctx, &connect, &client_id_text, will).await {
+            Ok(connected) => connected,
+            Err(refusal) => {
+                refuse(&mut client, protocol, refusal, ctx).await;
+                return Err(SessionError::Refused(refusal));
+            }
+        };
+
+    let mut connack = ConnAck {
+        session_present: broker_connack.session_present,
+        code: 0,
+        properties: Properties::default(),
+    };
+    if protocol == Protocol::V5 {
+        let from_broker = broker_connack.properties;
+        connack.properties = Properties {
+            receive_maximum: from_broker.receive_maximum,
+            maximum_qos: from_broker.maximum_qos,
+            retain_available: from_broker.retain_available,
+            wildcard_subscription_available: from_broker.wildcard_subscription_available,
+            shared_subscription_available: from_broker.shared_subscription_available,
+            subscription_identifier_available: from_broker.subscription_identifier_available,
+            maximum_packet_size: Some(u32::try_from(ctx.max_packet_size).unwrap_or(u32::MAX)),
+            topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
+            assigned_client_identifier: assigned,
+            ..Properties::default()
+        };
+    }
+    let mut out = BytesMut::new();
+    encode_to(&Packet::ConnAck(connack), protocol, &mut out)?;
+    write_client(&mut client, &out, ctx).await?;
+
+    let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
+    live.increment(1.0);
+    tracing::debug!(client_id = %client_id_text, org = %org, resumed = peer.resumed, "session open");
+    let mut forwarder = Forwarder {
+        protocol,
+        topics,
+        aliases: HashMap::new(),
+        pending_subscribes: HashMap::new(),
+        pending_unsubscribes: HashMap::new(),
+        counters: Counters::new(),
+    };
+    let result = forwarder
+        .run(
+            client,
+            client_buf,
+            broker,
+            broker_buf,
+            connect.keep_alive,
+            &guard,
+            ctx,
+        )
+        .await;
+    live.decrement(1.0);
+    result
+}
+
+async fn read_connect<S: AsyncRead + Unpin>(
+    client: &mut S,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Connect, SessionError> {
+    loop {
+        if let Some(connect) =
+            codec::decode_connect(buf, max_packet_size).map_err(SessionError::ClientCodec)?
+        {
+            return Ok(connect);
+        }
+        if client.read_buf(buf).await? == 0 {
+            return Err(SessionError::ClosedBeforeConnect);
+        }
+    }
+}
+
+/// Binds the CONNECT's client id to the identities the certificate claims (DESIGN §3).
+fn bind(
+    connect: &Connect,
+    peer: &PeerIdentity,
+) -> Result<(ClientId, Option<String>), ConnectRefusal> {
+    if connect.protocol == Protocol::V5 && connect.properties.authentication_method.is_some() {
+        return Err(ConnectRefusal::AuthMethod);
+    }
+    let org = &peer.org.org.id;
+    if connect.client_id.is_empty() {
+        if connect.protocol == Protocol::V311 && !connect.clean_start {
+            return Err(ConnectRefusal::ClientIdInvalid);
+        }
+        return match peer.claims.as_slice() {
+            [] => Err(ConnectRefusal::IdentityMismatch),
+            [identity] => {
+                let id = ClientId {
+                    org: org.clone(),
+                    identity: identity.clone(),
+                };
+                let assigned = (connect.protocol == Protocol::V5).then(|| id.to_string());
+                Ok((id, assigned))
+            }
+            _ => Err(ConnectRefusal::ClientIdInvalid),
+        };
+    }
+    let id = ClientId::parse(&connect.client_id).map_err(|_| ConnectRefusal::ClientIdInvalid)?;
+    if &id.org != org {
+        return Err(ConnectRefusal::OrgMismatch);
+    }
+    if !peer.claims.contains(&id.identity) {
+        return Err(ConnectRefusal::IdentityMismatch);
+    }
+    Ok((id, None))
+}
+
+/// Answers a refused CONNECT with its CONNACK, best effort, then the caller drops the connection.
+async fn refuse<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    protocol: Protocol,
+    refusal: ConnectRefusal,
+    ctx: &Context,
+) {
+    let mut properties = Properties::default();
+    if protocol == Protocol::V5 {
+        properties.reason_string = Some(refusal.sentence().to_owned());
+    }
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: refusal.code(protocol),
+        properties,
+    });
+    let mut out = BytesMut::new();
+    if encode_to(&connack, protocol, &mut out).is_ok() {
+        let _ = write_client(client, &out, ctx).await;
+        let _ = tokio::time::timeout(ctx.write_timeout, client.shutdown()).await;
+    }
+}
+
+/// Opens the broker leg: MQTT 5, the broker credential, the mapped will.
+async fn connect_broker(
+    ctx: &Context,
+    connect: &Connect,
+    client_id: &str,
+    will: Option<codec::Will>,
+) -> Result<(TcpStream, BytesMut, ConnAck), ConnectRefusal> {
+    let attempt = async {
+        let mut stream = ctx
+            .broker
+            .connect()
+            .await
+            .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
+        let (username, password) = ctx.broker.credentials();
+        let asked = &connect.properties;
+        let session_expiry_interval = match connect.protocol {
+            Protocol::V5 => asked.session_expiry_interval,
+            // 3.1.1 clean session 0: the session outlives the connection.
+            Protocol::V311 => (!connect.clean_start).then_some(u32::MAX),
+        };
+        let broker_connect = Connect {
+            protocol: Protocol::V5,
+            clean_start: connect.clean_start,
+            keep_alive: BROKER_KEEP_ALIVE,
+            client_id: client_id.to_owned(),
+            will,
+            username: Some(username.to_owned()),
+            password: Some(bytes::Bytes::copy_from_slice(password.as_bytes())),
+            properties: Properties {
+                session_expiry_interval,
+                receive_maximum: asked.receive_maximum,
+                maximum_packet_size: asked.maximum_packet_size,
+                request_problem_information: asked.request_problem_information,
+                request_response_information: asked.request_response_information,
+                user_properties: asked.user_properties.clone(),
+                ..Properties::default()
+            },
+        };
+        let mut out = BytesMut::new();
+        codec::encode(
+            &Packet::Connect(Box::new(broker_connect)),
+            Protocol::V5,
+            &mut out,
+        )
+        .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            match codec::decode(&mut buf, Protocol::V5, BROKER_MAX_PACKET) {
+                Ok(Some(Packet::ConnAck(ack))) if ack.code == 0 => return Ok((stream, buf, ack)),
+                Ok(Some(Packet::ConnAck(ack))) if ack.code == reason::SERVER_BUSY => {
+                    return Err(ConnectRefusal::BrokerBusy)
+                }
+                Ok(Some(_)) | Err(_) => return Err(ConnectRefusal::BrokerUnavailable),
+                Ok(None) => {}
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Err(ConnectRefusal::BrokerUnavailable),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(ctx.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err(ConnectRefusal::BrokerUnavailable))
+}
+
+fn encode_to(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), SessionError> {
+    codec::encode(packet, protocol, out).map_err(SessionError::ClientCodec)
+}
+
+async fn write_client<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    bytes: &[u8],
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    match tokio::time::timeout(ctx.write_timeout, write).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionError::WriteTimeout),
+    }
+}
+
+/// Per-session handles on the traffic counters, resolved once.
+struct Counters {
+    packets_in: Counter,
+    packets_out: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        use crate::metrics::{BYTES, PACKETS};
+        Counters {
+            packets_in: metrics::counter!(PACKETS, "direction" => "in"),
+            packets_out: metrics::counter!(PACKETS, "direction" => "out"),
+            bytes_in: metrics::counter!(BYTES, "direction" => "in"),
+            bytes_out: metrics::counter!(BYTES, "direction" => "out"),
+        }
+    }
+}
+
+/// Where each filter of a forwarded SUBSCRIBE or UNSUBSCRIBE went: `Some(i)` is its index in the
+/// forwarded packet, `None` was refused here.
+type Slots = Vec<Option<usize>>;
+
+/// What the session does after a packet.
+enum Flow {
+    Continue,
+    /// A clean end (DISCONNECT).
+    Done,
+}
+
+struct Forwarder {
+    protocol: Protocol,
+    topics: TopicMap,
+    aliases: HashMap<u16, String>,
+    pending_subscribes: HashMap<u16, Slots>,
+    pending_unsubscribes: HashMap<u16, Slots>,
+    counters: Counters,
+}
+
+impl Forwarder {
+    #[allow(clippy::too_many_arguments)]
+    async fn run<S>(
+        &mut self,
+        mut client: S,
+        mut client_buf: BytesMut,
+        broker: TcpStream,
+        mut broker_buf: BytesMut,
+        keep_alive: u16,
+        guard: &crate::registry::SessionGuard,
+        ctx: &Context,
+    ) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut broker_read, mut broker_write) = broker.into_split();
+        // MQTT: a client silent for 1.5 × its keep-alive is gone; 0 disables the check.
+        let client_grace =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let far_future = Duration::from_secs(86_400 * 365);
+        let mut client_deadline = Instant::now() + client_grace.unwrap_or(far_future);
+        let ping_every = Duration::from_secs(u64::from(BROKER_KEEP_ALIVE) / 2);
+        let mut next_ping = Instant::now() + ping_every;
+        let mut to_client = BytesMut::new();
+        let mut to_broker = BytesMut::new();
+
+        // Packets that arrived with the CONNECT (pipelined) are served first.
+        let mut flow = self.from_client(&mut client_buf, &mut to_client, &mut to_broker, ctx);
+        loop {
+            let done = match flow {
+                Ok(Flow::Done) => true,
+                Ok(Flow::Continue) => false,
+                Err(error) => {
+                    let _ = self.flush(&mut client, &mut to_client, ctx).await;
+                    let _ = broker_write.write_all(&to_broker).await;
+                    return Err(error);
+                }
+            };
+            if !to_broker.is_empty() {
+                broker_write.write_all(&to_broker).await?;
+                to_broker.clear();
+            }
+            self.flush(&mut client, &mut to_client, ctx).await?;
+            if done {
+                return Ok(());
+            }
+            flow = tokio::select! {
+                read = client.read_buf(&mut client_buf) => match read? {
+                    0 => return Ok(()),
+                    n => {
+                        self.counters.bytes_in.increment(n as u64);
+                        if let Some(grace) = client_grace {
+                            client_deadline = Instant::now() + grace;
+                        }
+                        self.from_client(&mut client_buf, &mut to_client, &mut to_broker, ctx)
+                    }
+                },
+                read = broker_read.read_buf(&mut broker_buf) => match read? {
+                    0 => {
+                        self.disconnect(reason::SERVER_UNAVAILABLE, &mut to_client);
+                        let _ = self.flush(&mut client, &mut to_client, ctx).await;
+                        return Err(SessionError::BrokerClosed);
+                    }
+                    _ => self.from_broker(&mut broker_buf, &mut to_client, &mut to_broker),
+                },
+                _ = sleep_until(next_ping) => {
+                    next_ping = Instant::now() + ping_every;
+                    encode_to(&Packet::PingReq, Protocol::V5, &mut to_broker).map(|_| Flow::Continue)
+                }
+                _ = sleep_until(client_deadline) => {
+                    self.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
+                    Err(SessionError::KeepAlive)
+                }
+                _ = guard.revoked() => {
+                    self.disconnect(reason::NOT_AUTHORIZED, &mut to_client);
+                    Err(SessionError::Revoked)
+                }
+            };
+        }
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
+        to_client: &mut BytesMut,
+        ctx: &Context,
+    ) -> Result<(), SessionError> {
+        if to_client.is_empty() {
+            return Ok(());
+        }
+        self.counters.bytes_out.increment(to_client.len() as u64);
+        let result = write_client(client, to_client, ctx).await;
+        to_client.clear();
+        result
+    }
+
+    /// An MQTT 5 client is told why it is disconnected; a 3.1.1 client just sees the close.
+    fn disconnect(&self, code: u8, to_client: &mut BytesMut) {
+        if self.protocol == Protocol::V5 {
+            let packet = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::default(),
+            });
+            let _ = codec::encode(&packet, Protocol::V5, to_client);
+        }
+    }
+
+    fn from_client(
+        &mut self,
+        buf: &mut BytesMut,
+        to_client: &mut BytesMut,
+        to_broker: &mut BytesMut,
+        ctx: &Context,
+    ) -> Result<Flow, SessionError> {
+        loop {
+            let packet = match codec::decode(buf, self.protocol, ctx.max_packet_size) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(Flow::Continue),
+                Err(error) => {
+                    let code = match error {
+                        CodecError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
+                        CodecError::Protocol(_) => reason::PROTOCOL_ERROR,
+                        _ => reason::MALFORMED,
+                    };
+                    self.disconnect(code, to_client);
+                    return Err(SessionError::ClientCodec(error));
+                }
+            };
+            self.counters.packets_in.increment(1);
+            if let Flow::Done = self.client_packet(packet, to_client, to_broker)? {
+                return Ok(Flow::Done);
+            }
+        }
+    }
+
+    fn client_packet(
+        &mut self,
+        packet: Packet,
+        to_client: &mut BytesMut,
+        to_broker: &mut BytesMut,
+    ) -> Result<Flow, SessionError> {
+        let forward = match packet {
+            Packet::Publish(publish) => return self.client_publish(publish, to_client, to_broker),
+            Packet::Subscribe(subscribe) => {
+                return self.client_subscribe(subscribe, to_client, to_broker)
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                return self.client_unsubscribe(unsubscribe, to_client, to_broker)
+            }
+            Packet::PingReq => {
+                self.counters.packets_out.increment(1);
+                encode_to(&Packet::PingResp, self.protocol, to_client)?;
+                return Ok(Flow::Continue);
+            }
+            Packet::Disconnect(disconnect) => {
+                encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_broker)?;
+                return Ok(Flow::Done);
+            }
+            ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
+                ack
+            }
+            Packet::Auth(_) => return self.violation("AUTH is not supported", to_client),
+            Packet::Connect(_) => return self.violation("second CONNECT", to_client),
+            Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => return self.violation("server-only packet from a client", to_client),
+        };
+        encode_to(&forward, Protocol::V5, to_broker)?;
+        Ok(Flow::Continue)
+    }
+
+    fn violation(&self, what: &'static str, to_client: &mut BytesMut) -> Result<Flow, SessionError> {
+        self.disconnect(reason::PROTOCOL_ERROR, to_client);
+        Err(SessionError::ClientViolation(what))
+    }
+
+    fn client_publish(
+        &mut self,
+        mut publish: Publish,
+        to_client: &mut BytesMut,
+        to_broker: &mut BytesMut,
+    ) -> Result<Flow, SessionError> {
+        if let Some(alias) = publish.properties.topic_alias.take() {
+            if alias == 0 || alias > TOPIC_ALIAS_MAX {
+                self.disconnect(reason::TOPIC_ALIAS_INVALID, to_client);
+                return Err(SessionError::ClientViolation("topic alias out of range"));
+            }
+            if publish.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(topic) => publish.topic.clone_from(topic),
+                    None => return self.violation("unknown topic alias", to_client),
+                }
+            } else {
+                self.aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        match self.topics.publish(&publish.topic) {
+            Ok(topic) => {
+                publish.topic = topic;
+                encode_to(&Packet::Publish(publish), Protocol::V5, to_broker)?;
+                Ok(Flow::Continue)
+            }
+            Err(_) => {
+                metrics::counter!(crate::metrics::TOPICS_REFUSED, "kind" => "publish").increment(1);
+                let refused_ack = |packet_id| Ack {
+                    packet_id,
+                    reason: reason::NOT_AUTHORIZED,
+                    properties: Properties::default(),
+                };
+                match (self.protocol, publish.qos, publish.packet_id) {
+                    (Protocol::V5, QoS::AtLeastOnce, Some(id)) => {
+                        encode_to(&Packet::PubAck(refused_ack(id)), Protocol::V5, to_client)?;
+                        Ok(Flow::Continue)
+                    }
+                    (Protocol::V5, QoS::ExactlyOnce, Some(id)) => {
+                        encode_to(&Packet::PubRec(refused_ack(id)), Protocol::V5, to_client)?;
+                        Ok(Flow::Continue)
+                    }
+                    _ => {
+                        self.disconnect(reason::NOT_AUTHORIZED, to_client);
+                        Err(SessionError::TopicRefused)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The code for a filter refused here.
+    fn refused_filter_code(&self) -> u8 {
+        match self.protocol {
+            Protocol::V311 => 0x80,
+            Protocol::V5 => reason::NOT_AUTHORIZED,
+        }
+    }
+
+    fn client_subscribe(
+        &mut self,
+        subscribe: Subscribe,
+        to_client: &mut BytesMut,
+        to_broker: &mut BytesMut,
+    ) -> Result<Flow, SessionError> {
+        let mut slots = Vec::with_capacity(subscribe.subscriptions.len());
+        let mut forwarded = Vec::with_capacity(subscribe.subscriptions.len());
+        for mut subscription in subscribe.subscriptions {
+            match self.topics.filter(&subscription.filter) {
+                Ok(filter) => {
+                    subscription.filter = filter;
+                    slots.push(Some(forwarded.len()));
+                    forwarded.push(subscription);
+                }
+                Err(_) => {
+                    metrics::counter!(crate::metrics::TOPICS_REFUSED, "kind" => "filter")
+                        .increment(1);
+                    slots.push(None);
+                }
+            }
+        }
+        if forwarded.is_empty() {
+            let suback = SubAck {
+                packet_id: subscribe.packet_id,
+                codes: vec![self.refused_filter_code(); slots.len()],
+                properties: Properties::default(),
+            };
+            encode_to(&Packet::SubAck(suback), self.protocol, to_client)?;
+            return Ok(Flow::Continue);
+        }
+        self.pending_subscribes.insert(subscribe.packet_id, slots);
+        let packet = Packet::Subscribe(Subscribe {
+            packet_id: subscribe.packet_id,
+            subscriptions: forwarded,
+            properties: subscribe.properties,
+        });
+        encode_to(&packet, Protocol::V5, to_broker)?;
+        Ok(Flow::Continue)
+    }
+
+    fn client_unsubscribe(
+        &mut self,
+        unsubscribe: Unsubscribe,
+        to_client: &mut BytesMut,
+        to_broker: &mut BytesMut,
+    ) -> Result<Flow, SessionError> {
+        let mut slots = Vec::with_capacity(unsubscribe.filters.len());
+        let mut forwarded = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            match self.topics.filter(filter) {
+                Ok(filter) => {
+                    slots.push(Some(forwarded.len()));
+                    forwarded.push(filter);
+                }
+                Err(_) => slots.push(None),
+            }
+        }
+        if forwarded.is_empty() {
+            let codes = match self.protocol {
+                Protocol::V311 => Vec::new(),
+                Protocol::V5 => vec![reason::NOT_AUTHORIZED; slots.len()],
+            };
+            let unsuback = UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                codes,
+                properties: Properties::default(),
+            };
+            encode_to(&Packet::UnsubAck(unsuback), self.protocol, to_client)?;
+            return Ok(Flow::Continue);
+        }
+        self.pending_unsubscribes.insert(unsubscribe.packet_id, slots);
+        let packet = Packet::Unsubscribe(Unsubscribe {
+            packet_id: unsubscribe.packet_id,
+            filters: forwarded,
+            properties: unsubscribe.properties,
+        });
+        encode_to(&packet, Protocol::V5, to_broker)?;
+        Ok(Flow::Continue)
+    }
+
+    fn from_broker(
+        &mut self,
+        buf: &mut BytesMut,
+        to_client: &mut BytesMut,
+        to_broker: &mut BytesMut,
+    ) -> Result<Flow, SessionError> {
+        loop {
+            let packet = match codec::decode(buf, Protocol::V5, BROKER_MAX_PACKET) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(Flow::Continue),
+                Err(error) => {
+                    self.disconnect(reason::SERVER_UNAVAILABLE, to_client);
+                    return Err(SessionError::BrokerCodec(error));
+                }
+            };
+            let to_send = match packet {
+                Packet::Publish(publish) => self.delivery(publish, to_broker)?,
+                Packet::SubAck(suback) => Some(self.merge_suback(suback)),
+                Packet::UnsubAck(unsuback) => Some(self.merge_unsuback(unsuback)),
+                // The front-end's own keep-alive pings.
+                Packet::PingResp => None,
+                Packet::Disconnect(disconnect) => {
+                    if self.protocol == Protocol::V5 {
+                        encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_client)?;
+                    }
+                    return Err(SessionError::BrokerClosed);
+                }
+                ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
+                    Some(ack)
+                }
+                _ => {
+                    self.disconnect(reason::SERVER_UNAVAILABLE, to_client);
+                    return Err(SessionError::BrokerViolation("unexpected packet from the broker"));
+                }
+            };
+            if let Some(packet) = to_send {
+                self.counters.packets_out.increment(1);
+                encode_to(&packet, self.protocol, to_client)?;
+            }
+        }
+    }
+
+    /// A broker delivery, mapped back into the client's view. One outside it (impossible by
+    /// construction of the filters) is acknowledged to the broker and dropped.
+    fn delivery(
+        &mut self,
+        mut publish: Publish,
+        to_broker: &mut BytesMut,
+    ) -> Result<Option<Packet>, SessionError> {
+        match self.topics.deliver(&publish.topic) {
+            Some(topic) => {
+                publish.topic = topic;
+                publish.properties.topic_alias = None;
+                Ok(Some(Packet::Publish(publish)))
+            }
+            None => {
+                tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
+                let ack = |packet_id| Ack {
+                    packet_id,
+                    reason: 0,
+                    properties: Properties::default(),
+                };
+                match (publish.qos, publish.packet_id) {
+                    (QoS::AtLeastOnce, Some(id)) => {
+                        encode_to(&Packet::PubAck(ack(id)), Protocol::V5, to_broker)?
+                    }
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        encode_to(&Packet::PubRec(ack(id)), Protocol::V5, to_broker)?
+                    }
+                    _ => {}
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The broker's SUBACK covers the forwarded filters only: put the refused ones back in place,
+    /// and translate codes for 3.1.1 (any failure is 0x80 there).
+    fn merge_suback(&mut self, suback: SubAck) -> Packet {
+        let refused = self.refused_filter_code();
+        let translate = |code: u8| match self.protocol {
+            Protocol::V311 if code >= 0x80 => 0x80,
+            _ => code,
+        };
+        let codes = match self.pending_subscribes.remove(&suback.packet_id) {
+            Some(slots) => slots
+                .iter()
+                .map(|slot| match slot {
+                    Some(i) => suback.codes.get(*i).copied().map_or(refused, translate),
+                    None => refused,
+                })
+                .collect(),
+            None => suback.codes.iter().copied().map(translate).collect(),
+        };
+        Packet::SubAck(SubAck {
+            packet_id: suback.packet_id,
+            codes,
+            properties: suback.properties,
+        })
+    }
+
+    fn merge_unsuback(&mut self, unsuback: UnsubAck) -> Packet {
+        let slots = self.pending_unsubscribes.remove(&unsuback.packet_id);
+        let codes = match (self.protocol, slots) {
+            (Protocol::V311, _) => Vec::new(),
+            (Protocol::V5, Some(slots)) => slots
+                .iter()
+                .map(|slot| match slot {
+                    Some(i) => unsuback.codes.get(*i).copied().unwrap_or(0),
+                    None => reason::NOT_AUTHORIZED,
+                })
+                .collect(),
+            (Protocol::V5, None) => unsuback.codes,
+        };
+        Packet::UnsubAck(UnsubAck {
+            packet_id: unsuback.packet_id,
+            codes,
+            properties: unsuback.properties,
+        })
+    }
+}
