@@ -1,0 +1,551 @@
+//! Test harness: a real server on 127.0.0.1:0 with its own data directory, a PKI made at test time
+//! with rcgen, real TLS clients (tokio-rustls) and real MQTT clients (rumqttc).
+//!
+//! rumqttc takes the SNI name from the host it resolves, and `acme.messaging.localhost` does not
+//! resolve here; so MQTT clients connect in plain TCP to a per-client bridge that opens the real
+//! TLS connection (SNI and client certificate of the test's choosing) to the server.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::config::Config;
+use portcullis::server::Server;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+use time::{Duration as TimeDuration, OffsetDateTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Every await in a test is bounded by this.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub async fn step<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(STEP, future)
+        .await
+        .expect("test step timed out")
+}
+
+/// Polls `check` every 20 ms until it returns true, for at most `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A CA made at test time.
+pub struct TestCa {
+    pub cert: CertificateDer<'static>,
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    /// Intermediates above this CA, up to and not including the root.
+    pub parents: Vec<CertificateDer<'static>>,
+    pub is_root: bool,
+}
+
+/// A client certificate chain (leaf first) and its key.
+pub struct ClientCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for ClientCert {
+    fn clone(&self) -> Self {
+        ClientCert {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = OffsetDateTime::now_utc() - TimeDuration::days(1);
+    params.not_after = OffsetDateTime::now_utc() + TimeDuration::days(365);
+    params
+}
+
+impl TestCa {
+    pub fn root(cn: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(cn);
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+            parents: Vec::new(),
+            is_root: true,
+        }
+    }
+
+    pub fn intermediate(&self, cn: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let mut parents = Vec::new();
+        if !self.is_root {
+            parents.push(self.cert.clone());
+            parents.extend(self.parents.iter().cloned());
+        }
+        TestCa {
+            pem: cert.pem(),
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+            parents,
+            is_root: false,
+        }
+    }
+
+    /// A client certificate with subject `cn` and SAN emails, valid from yesterday for 30 days.
+    pub fn client(&self, cn: &str, emails: &[&str]) -> ClientCert {
+        let now = OffsetDateTime::now_utc();
+        self.client_valid(
+            cn,
+            emails,
+            now - TimeDuration::days(1),
+            now + TimeDuration::days(30),
+        )
+    }
+
+    pub fn client_valid(
+        &self,
+        cn: &str,
+        emails: &[&str],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> ClientCert {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = emails
+            .iter()
+            .map(|e| SanType::Rfc822Name((*e).try_into().unwrap()))
+            .collect();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let mut chain = vec![cert.der().clone()];
+        // Intermediates travel with the leaf.
+        if !self.is_root {
+            chain.push(self.cert.clone());
+            chain.extend(self.parents.iter().cloned());
+        }
+        ClientCert {
+            chain,
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+}
+
+/// The server under test, with its data directory.
+pub struct TestServer {
+    pub mqtts: SocketAddr,
+    pub admin: SocketAddr,
+    pub broker: Vec<SocketAddr>,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub platform_ca: CertificateDer<'static>,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    http: reqwest::Client,
+}
+
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults().unwrap();
+    config.mqtts.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.store.data_dir = data_dir.to_path_buf();
+    config.broker.listeners = 2;
+    config.mqtts.connect_timeout = Duration::from_secs(5);
+    config.mqtts.handshake_timeout = Duration::from_secs(5);
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut server = Self::start_in(path, adjust).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing data directory (a restart).
+    pub async fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(&data_dir);
+        adjust(&mut config);
+        let server = step(Server::bind(config)).await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let mqtts = server.mqtts_addr();
+        let admin = server.admin_addr();
+        let broker = server.broker_addrs();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let pem = std::fs::read(data_dir.join("platform-ca.pem")).unwrap();
+        let platform_ca = portcullis::pki::certs_from_pem(&pem).unwrap().remove(0);
+        TestServer {
+            mqtts,
+            admin,
+            broker,
+            token,
+            data_dir,
+            platform_ca,
+            _dir: None,
+            shutdown: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server and hands back its data directory for a restart.
+    pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            step(task).await.unwrap();
+        }
+        (self.data_dir.clone(), self._dir.take())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// An admin API call with the bootstrap token: status and JSON body (Null when empty).
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = step(request.send()).await.unwrap();
+        let status = response.status().as_u16();
+        let text = step(response.text()).await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn create_org(&self, id: &str) {
+        let (status, body) = self
+            .api("POST", "/api/v1/orgs", Some(serde_json::json!({"id": id, "name": id})))
+            .await;
+        assert_eq!(status, 201, "create org {id}: {body}");
+    }
+
+    pub async fn create_open_org(&self, id: &str) {
+        let (status, body) = self
+            .api(
+                "POST",
+                "/api/v1/orgs",
+                Some(serde_json::json!({"id": id, "name": id, "topic_policy": "open"})),
+            )
+            .await;
+        assert_eq!(status, 201, "create org {id}: {body}");
+    }
+
+    /// Uploads a CA for `org` and returns its id.
+    pub async fn upload_ca(&self, org: &str, ca: &TestCa) -> String {
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("/api/v1/orgs/{org}/ca-certificates"),
+                Some(serde_json::json!({"certificate": ca.pem, "description": "test"})),
+            )
+            .await;
+        assert_eq!(status, 201, "upload CA: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// An org with one root CA, ready for devices: returns the CA and its id.
+    pub async fn org_with_ca(&self, org: &str) -> (TestCa, String) {
+        self.create_org(org).await;
+        let ca = TestCa::root(&format!("{org} devices CA"));
+        let id = self.upload_ca(org, &ca).await;
+        (ca, id)
+    }
+
+    /// A TLS client configuration that trusts the platform CA (and `extra_roots`) and presents
+    /// `cert` when given.
+    pub fn tls_config(
+        &self,
+        cert: Option<&ClientCert>,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.platform_ca.clone()).unwrap();
+        for root in extra_roots {
+            roots.add(root.clone()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match cert {
+            Some(cert) => builder
+                .with_client_auth_cert(cert.chain.clone(), cert.key.clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        Arc::new(config)
+    }
+
+    /// A TLS connection with SNI `sni` (an IP literal sends none).
+    pub async fn tls(
+        &self,
+        sni: &str,
+        cert: Option<&ClientCert>,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        self.tls_with(sni, self.tls_config(cert, &[])).await
+    }
+
+    pub async fn tls_with(
+        &self,
+        sni: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = step(TcpStream::connect(self.mqtts)).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let mut stream = step(TlsConnector::from(config).connect(name, tcp)).await?;
+        // TLS 1.3: a refused client certificate shows on the first read after the handshake.
+        use tokio::io::AsyncWriteExt;
+        stream.flush().await?;
+        Ok(stream)
+    }
+
+    /// A plain-TCP port that bridges each connection into TLS to the server with `sni` and
+    /// `cert`: what MQTT clients connect to.
+    pub async fn bridge(&self, sni: &str, cert: &ClientCert) -> SocketAddr {
+        self.bridge_with(sni, self.tls_config(Some(cert), &[])).await
+    }
+
+    pub async fn bridge_with(&self, sni: &str, config: Arc<rustls::ClientConfig>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = self.mqtts;
+        let sni = sni.to_owned();
+        tokio::spawn(async move {
+            while let Ok((mut plain, _)) = listener.accept().await {
+                let config = config.clone();
+                let sni = sni.clone();
+                tokio::spawn(async move {
+                    let Ok(tcp) = TcpStream::connect(server).await else {
+                        return;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let _ = plain.set_nodelay(true);
+                    let name = ServerName::try_from(sni).unwrap();
+                    let Ok(mut tls) = TlsConnector::from(config).connect(name, tcp).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+                });
+            }
+        });
+        addr
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// MQTT 3.1.1 and 5 clients (rumqttc) through a bridge.
+pub mod mqtt {
+    use super::*;
+
+    pub fn v4_options(addr: SocketAddr, client_id: &str) -> rumqttc::MqttOptions {
+        let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    /// Connects and waits for the CONNACK: the client and its event loop, or the error.
+    pub async fn connect_v4(
+        options: rumqttc::MqttOptions,
+    ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError> {
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+        loop {
+            match step(eventloop.poll()).await? {
+                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
+                    return Ok((client, eventloop))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The CONNACK return code of a refused 3.1.1 connect.
+    pub async fn refused_v4(options: rumqttc::MqttOptions) -> rumqttc::ConnectReturnCode {
+        match connect_v4(options).await {
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => code,
+            Err(other) => panic!("expected a CONNACK refusal, got {other:?}"),
+            Ok(_) => panic!("expected a refusal, the connect was accepted"),
+        }
+    }
+
+    /// Polls until the next incoming packet that `pick` selects.
+    pub async fn next_v4<T>(
+        eventloop: &mut rumqttc::EventLoop,
+        mut pick: impl FnMut(&rumqttc::Packet) -> Option<T>,
+    ) -> Result<T, rumqttc::ConnectionError> {
+        loop {
+            if let rumqttc::Event::Incoming(packet) = step(eventloop.poll()).await? {
+                if let Some(found) = pick(&packet) {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+
+    pub async fn next_publish_v4(
+        eventloop: &mut rumqttc::EventLoop,
+    ) -> Result<rumqttc::Publish, rumqttc::ConnectionError> {
+        next_v4(eventloop, |p| match p {
+            rumqttc::Packet::Publish(publish) => Some(publish.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Subscribes and returns the SUBACK codes.
+    pub async fn subscribe_v4(
+        client: &rumqttc::AsyncClient,
+        eventloop: &mut rumqttc::EventLoop,
+        filter: &str,
+        qos: rumqttc::QoS,
+    ) -> Vec<rumqttc::SubscribeReasonCode> {
+        client.subscribe(filter, qos).await.unwrap();
+        next_v4(eventloop, |p| match p {
+            rumqttc::Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Drives an event loop in the background, forwarding publishes to a channel.
+    pub fn drive_v4(
+        mut eventloop: rumqttc::EventLoop,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = event {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    pub fn v5_options(addr: SocketAddr, client_id: &str) -> rumqttc::v5::MqttOptions {
+        let mut options =
+            rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    pub async fn connect_v5(
+        options: rumqttc::v5::MqttOptions,
+    ) -> Result<
+        (
+            rumqttc::v5::AsyncClient,
+            rumqttc::v5::EventLoop,
+            rumqttc::v5::mqttbytes::v5::ConnAck,
+        ),
+        rumqttc::v5::ConnectionError,
+    > {
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 16);
+        loop {
+            match step(eventloop.poll()).await? {
+                rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(ack)) => {
+                    return Ok((client, eventloop, ack))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The CONNACK reason of a refused MQTT 5 connect.
+    pub async fn refused_v5(
+        options: rumqttc::v5::MqttOptions,
+    ) -> rumqttc::v5::mqttbytes::v5::ConnectReturnCode {
+        match connect_v5(options).await {
+            Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => code,
+            Err(other) => panic!("expected a CONNACK refusal, got {other:?}"),
+            Ok(_) => panic!("expected a refusal, the connect was accepted"),
+        }
+    }
+
+    pub async fn next_v5<T>(
+        eventloop: &mut rumqttc::v5::EventLoop,
+        mut pick: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
+    ) -> Result<T, rumqttc::v5::ConnectionError> {
+        loop {
+            if let rumqttc::v5::Event::Incoming(packet) = step(eventloop.poll()).await? {
+                if let Some(found) = pick(&packet) {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+}
