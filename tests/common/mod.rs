@@ -549,3 +549,79 @@ pub mod mqtt {
         }
     }
 }
+
+/// Hand-made MQTT bytes, for what real clients cannot be made to send.
+pub mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub fn remaining_length(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut byte = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if n == 0 {
+                return out;
+            }
+        }
+    }
+
+    pub fn string(s: &str) -> Vec<u8> {
+        let mut out = (s.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(s.as_bytes());
+        out
+    }
+
+    pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        out.extend(remaining_length(body.len()));
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// CONNECT with protocol `level` (4 = 3.1.1, 5 = MQTT 5, an empty property list).
+    pub fn connect(level: u8, client_id: &str, clean: bool, keep_alive: u16) -> Vec<u8> {
+        let mut body = string("MQTT");
+        body.push(level);
+        body.push(if clean { 0x02 } else { 0x00 });
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        if level == 5 {
+            body.push(0);
+        }
+        body.extend(string(client_id));
+        packet(0x10, &body)
+    }
+
+    /// Writes `bytes`, then reads what the server answers until it closes (bounded).
+    pub async fn exchange<S>(stream: &mut S, bytes: &[u8]) -> Vec<u8>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.flush().await;
+        read_to_close(stream).await
+    }
+
+    /// Everything the server sends until it closes; panics if it does not close in time.
+    pub async fn read_to_close<S>(stream: &mut S) -> Vec<u8>
+    where
+        S: tokio::io::AsyncRead + Unpin,
+    {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match super::step(stream.read(&mut buf)).await {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// The return code / reason code of a CONNACK at the front of `bytes`.
+    pub fn connack_code(bytes: &[u8]) -> Option<u8> {
+        (bytes.len() >= 4 && bytes[0] == 0x20).then(|| bytes[3])
+    }
+}
