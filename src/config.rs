@@ -146,14 +146,18 @@ impl Config {
             && domain.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if !domain_ok {
             return Err(invalid("mqtts.domain", "must be a DNS name"));
         }
         let no_sni_org = match raw.mqtts.no_sni_org.as_deref() {
             None | Some("") => None,
-            Some(s) => Some(OrgId::parse(s).map_err(|e| invalid("mqtts.no_sni_org", &e.to_string()))?),
+            Some(s) => {
+                Some(OrgId::parse(s).map_err(|e| invalid("mqtts.no_sni_org", &e.to_string()))?)
+            }
         };
         let default_cert = match (raw.mqtts.default_cert, raw.mqtts.default_key) {
             (Some(c), Some(k)) => Some((c, k)),

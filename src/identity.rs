@@ -39,9 +39,17 @@ impl fmt::Display for OrgId {
 /// `[A-Za-z0-9_.-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
-    Device { device_type: String, device_id: String },
-    Gateway { gateway_type: String, gateway_id: String },
-    App { app_id: String },
+    Device {
+        device_type: String,
+        device_id: String,
+    },
+    Gateway {
+        gateway_type: String,
+        gateway_id: String,
+    },
+    App {
+        app_id: String,
+    },
 }
 
 impl Identity {

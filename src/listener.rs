@@ -91,7 +91,12 @@ async fn connection(
     let (stream, identity) = match tls::accept(stream, &ctx.registry, remaining).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            refused(peer, refusal.sni.as_deref(), "tls", refusal.refusal.reason());
+            refused(
+                peer,
+                refusal.sni.as_deref(),
+                "tls",
+                refusal.refusal.reason(),
+            );
             return;
         }
     };

@@ -9,7 +9,10 @@ use portcullis::config::Config;
 use portcullis::server::Server;
 
 #[derive(Parser)]
-#[command(version, about = "An MQTT front-end that lets only authenticated devices in")]
+#[command(
+    version,
+    about = "An MQTT front-end that lets only authenticated devices in"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +68,11 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     portcullis::metrics::handle();
     let server = Server::bind(config).await?;
-    println!("MQTTS on {}, admin API on {}", server.mqtts_addr(), server.admin_addr());
+    println!(
+        "MQTTS on {}, admin API on {}",
+        server.mqtts_addr(),
+        server.admin_addr()
+    );
     server.run(shutdown_signal()).await?;
     Ok(())
 }

@@ -36,7 +36,9 @@ pub fn handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(HANDSHAKE_SECONDS.to_owned()),
-                    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0],
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0,
+                    ],
                 )
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
@@ -52,14 +54,30 @@ pub fn handle() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(CONNECTIONS_ACCEPTED, "Accepted TCP connections on the MQTTS listener");
-    describe_counter!(CONNECTIONS_REFUSED, "Connections refused, by stage and reason");
+    describe_counter!(
+        CONNECTIONS_ACCEPTED,
+        "Accepted TCP connections on the MQTTS listener"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused, by stage and reason"
+    );
     describe_counter!(HANDSHAKES, "Completed TLS handshakes, by resumption");
-    describe_histogram!(HANDSHAKE_SECONDS, Unit::Seconds, "Accept to completed TLS handshake");
+    describe_histogram!(
+        HANDSHAKE_SECONDS,
+        Unit::Seconds,
+        "Accept to completed TLS handshake"
+    );
     describe_gauge!(SESSIONS_LIVE, "Live MQTT sessions");
-    describe_counter!(SESSIONS_REVOKED, "Sessions closed because a change invalidated them");
+    describe_counter!(
+        SESSIONS_REVOKED,
+        "Sessions closed because a change invalidated them"
+    );
     describe_counter!(PACKETS, "MQTT packets, by direction");
     describe_counter!(BYTES, Unit::Bytes, "MQTT bytes, by direction");
-    describe_counter!(TOPICS_REFUSED, "Publishes and filters refused by the topic policy");
+    describe_counter!(
+        TOPICS_REFUSED,
+        "Publishes and filters refused by the topic policy"
+    );
     describe_gauge!(CERT_EXPIRY, "Earliest certificate expiry, by kind");
 }

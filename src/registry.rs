@@ -90,7 +90,10 @@ impl Registry {
         let mut orgs = HashMap::new();
         for id in store.org_ids()? {
             if let Some(state) = store.org_state(&id)? {
-                orgs.insert(id.as_str().to_owned(), Arc::new(build_entry(state, &platform)?));
+                orgs.insert(
+                    id.as_str().to_owned(),
+                    Arc::new(build_entry(state, &platform)?),
+                );
             }
         }
         Ok(Registry {
@@ -165,10 +168,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
     let tls = if cas.is_empty() {
         None
     } else {
-        Some(
-            tls::org_server_config(&cas, active, platform)
-                .map_err(|e| tls_error(e.to_string()))?,
-        )
+        Some(tls::org_server_config(&cas, active, platform).map_err(|e| tls_error(e.to_string()))?)
     };
     Ok(OrgEntry {
         org: state.org,
@@ -255,7 +255,11 @@ impl SessionTable {
             }
         }
         if closed > 0 {
-            let reason = if entry.is_some() { "ca_inactive" } else { "org_deleted" };
+            let reason = if entry.is_some() {
+                "ca_inactive"
+            } else {
+                "org_deleted"
+            };
             metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => reason)
                 .increment(closed);
             tracing::info!(org = %org, closed, reason, "live sessions closed");

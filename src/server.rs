@@ -176,11 +176,9 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// `<data_dir>/platform-ca.pem`, for devices to trust.
 fn write_platform_ca(data_dir: &Path, issuer: &Issuer) -> Result<(), ServerError> {
     let pem = pem::encode(&pem::Pem::new("CERTIFICATE", issuer.cert_der.to_vec()));
-    std::fs::write(data_dir.join("platform-ca.pem"), pem).map_err(|source| {
-        ServerError::DataDir {
-            path: data_dir.join("platform-ca.pem").display().to_string(),
-            source,
-        }
+    std::fs::write(data_dir.join("platform-ca.pem"), pem).map_err(|source| ServerError::DataDir {
+        path: data_dir.join("platform-ca.pem").display().to_string(),
+        source,
     })
 }
 

@@ -140,7 +140,8 @@ pub fn org_server_config(
     for ca in cas {
         roots.add(ca.der.clone())?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
     let resolver = OrgCertResolver {
         active,
         default: platform.default_cert.clone(),
@@ -259,10 +260,12 @@ async fn handshake(
         .map_err(|_| Refusal::Handshake)?;
     let sni = start.client_hello().server_name().map(str::to_owned);
     *sni_out = sni.clone();
-    let routed = route(&registry.snapshot(), registry.platform(), sni.as_deref())
-        .and_then(|entry| match &entry.tls {
-            Some(config) => Ok((config.clone(), entry.org.id.clone())),
-            None => Err(Refusal::OrgHasNoCa),
+    let routed =
+        route(&registry.snapshot(), registry.platform(), sni.as_deref()).and_then(|entry| {
+            match &entry.tls {
+                Some(config) => Ok((config.clone(), entry.org.id.clone())),
+                None => Err(Refusal::OrgHasNoCa),
+            }
         });
     let (config, org_id) = match routed {
         Ok(routed) => routed,
@@ -307,7 +310,10 @@ async fn handshake(
 
 /// The active CA whose subject issued a certificate of the (already verified) chain, walking up
 /// from the leaf; where several CAs share that subject, the one whose key verifies the signature.
-fn authenticating_ca<'a>(cas: &'a [ActiveCa], chain: &[CertificateDer<'_>]) -> Option<&'a ActiveCa> {
+fn authenticating_ca<'a>(
+    cas: &'a [ActiveCa],
+    chain: &[CertificateDer<'_>],
+) -> Option<&'a ActiveCa> {
     for der in chain {
         let Ok((_, cert)) = X509Certificate::from_der(der) else {
             return None;

@@ -16,8 +16,17 @@ async fn malformed_client_id_is_identifier_rejected() {
     let server = TestServer::start().await;
     let (ca, _) = server.org_with_ca("acme").await;
     let addr = server.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
-    for bad in ["sensor-1", "d:acme:sensor", "x:acme:sensor:dev1", "d:ACME:sensor:dev1"] {
-        assert_eq!(refused_v4(v4_options(addr, bad)).await, Code4::BadClientId, "{bad}");
+    for bad in [
+        "sensor-1",
+        "d:acme:sensor",
+        "x:acme:sensor:dev1",
+        "d:ACME:sensor:dev1",
+    ] {
+        assert_eq!(
+            refused_v4(v4_options(addr, bad)).await,
+            Code4::BadClientId,
+            "{bad}"
+        );
         assert_eq!(
             refused_v5(v5_options(addr, bad)).await,
             Code5::ClientIdentifierNotValid,
@@ -49,19 +58,31 @@ async fn identity_not_in_certificate_is_not_authorized() {
     let cert = ca.client("d:sensor:dev1", &["g:edge:gw1"]);
     let addr = server.bridge(SNI, &cert).await;
     for impostor in ["d:acme:sensor:dev2", "a:acme:dev1", "g:acme:edge:gw2"] {
-        assert_eq!(refused_v4(v4_options(addr, impostor)).await, Code4::NotAuthorized);
-        assert_eq!(refused_v5(v5_options(addr, impostor)).await, Code5::NotAuthorized);
+        assert_eq!(
+            refused_v4(v4_options(addr, impostor)).await,
+            Code4::NotAuthorized
+        );
+        assert_eq!(
+            refused_v5(v5_options(addr, impostor)).await,
+            Code5::NotAuthorized
+        );
     }
     // Both identities the certificate claims (CN and SAN email) bind.
-    connect_v4(v4_options(addr, "d:acme:sensor:dev1")).await.unwrap();
-    connect_v4(v4_options(addr, "g:acme:edge:gw1")).await.unwrap();
+    connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+    connect_v4(v4_options(addr, "g:acme:edge:gw1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn certificate_with_org_in_cn_claims_nothing() {
     let server = TestServer::start().await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let addr = server.bridge(SNI, &ca.client("d:acme:sensor:dev1", &[])).await;
+    let addr = server
+        .bridge(SNI, &ca.client("d:acme:sensor:dev1", &[]))
+        .await;
     assert_eq!(
         refused_v4(v4_options(addr, "d:acme:sensor:dev1")).await,
         Code4::NotAuthorized
@@ -146,7 +167,9 @@ async fn full_broker_is_server_unavailable() {
     let (ca, _) = server.org_with_ca("acme").await;
     let addr1 = server.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
     let addr2 = server.bridge(SNI, &ca.client("d:sensor:dev2", &[])).await;
-    let (_first, first_loop) = connect_v4(v4_options(addr1, "d:acme:sensor:dev1")).await.unwrap();
+    let (_first, first_loop) = connect_v4(v4_options(addr1, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
     let _inbox = drive_v4(first_loop);
     assert_eq!(
         refused_v4(v4_options(addr2, "d:acme:sensor:dev2")).await,

@@ -29,15 +29,27 @@ async fn device_to_application_and_back_mqtt311() {
         QoS::AtLeastOnce,
     )
     .await;
-    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
     let mut app_inbox = drive_v4(app_loop);
 
     let dev_addr = server.bridge(SNI, &device).await;
     let (dev_client, mut dev_loop) = connect_v4(v4_options(dev_addr, "d:acme:sensor:dev1"))
         .await
         .unwrap();
-    let codes = subscribe_v4(&dev_client, &mut dev_loop, "iot-2/cmd/+/fmt/json", QoS::AtLeastOnce).await;
-    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    let codes = subscribe_v4(
+        &dev_client,
+        &mut dev_loop,
+        "iot-2/cmd/+/fmt/json",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
     let mut dev_inbox = drive_v4(dev_loop);
 
     dev_client
@@ -86,7 +98,12 @@ async fn device_to_application_and_back_mqtt5() {
     })
     .await
     .unwrap();
-    assert_eq!(codes, vec![rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(QoS5::AtLeastOnce)]);
+    assert_eq!(
+        codes,
+        vec![rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(
+            QoS5::AtLeastOnce
+        )]
+    );
 
     // Empty client id: derived from the certificate and returned as Assigned Client Identifier.
     let dev_addr = server.bridge(SNI, &device).await;
@@ -100,9 +117,11 @@ async fn device_to_application_and_back_mqtt5() {
         .subscribe("iot-2/cmd/+/fmt/+", QoS5::AtMostOnce)
         .await
         .unwrap();
-    next_v5(&mut dev_loop, |p| matches!(p, Packet::SubAck(_)).then_some(()))
-        .await
-        .unwrap();
+    next_v5(&mut dev_loop, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await
+    .unwrap();
 
     dev_client
         .publish("iot-2/evt/temp/fmt/json", QoS5::AtLeastOnce, false, "22")
@@ -114,7 +133,10 @@ async fn device_to_application_and_back_mqtt5() {
     })
     .await
     .unwrap();
-    assert_eq!(&event.topic[..], b"iot-2/type/sensor/id/dev1/evt/temp/fmt/json");
+    assert_eq!(
+        &event.topic[..],
+        b"iot-2/type/sensor/id/dev1/evt/temp/fmt/json"
+    );
     assert_eq!(&event.payload[..], b"22");
 
     app_client
@@ -144,12 +166,22 @@ async fn gateway_publishes_for_a_device_behind_it() {
     let gateway = ca.client("g:edge:gw1", &[]);
 
     let app_addr = server.bridge(SNI, &app).await;
-    let (app_client, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:backend")).await.unwrap();
-    subscribe_v4(&app_client, &mut app_loop, "iot-2/type/+/id/+/evt/+/fmt/+", QoS::AtMostOnce).await;
+    let (app_client, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:backend"))
+        .await
+        .unwrap();
+    subscribe_v4(
+        &app_client,
+        &mut app_loop,
+        "iot-2/type/+/id/+/evt/+/fmt/+",
+        QoS::AtMostOnce,
+    )
+    .await;
     let mut app_inbox = drive_v4(app_loop);
 
     let gw_addr = server.bridge(SNI, &gateway).await;
-    let (gw_client, mut gw_loop) = connect_v4(v4_options(gw_addr, "g:acme:edge:gw1")).await.unwrap();
+    let (gw_client, mut gw_loop) = connect_v4(v4_options(gw_addr, "g:acme:edge:gw1"))
+        .await
+        .unwrap();
     let codes = subscribe_v4(
         &gw_client,
         &mut gw_loop,
@@ -157,22 +189,38 @@ async fn gateway_publishes_for_a_device_behind_it() {
         QoS::AtMostOnce,
     )
     .await;
-    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]);
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
     let mut gw_inbox = drive_v4(gw_loop);
 
     gw_client
-        .publish("iot-2/type/thermo/id/child7/evt/temp/fmt/json", QoS::AtLeastOnce, false, "5")
+        .publish(
+            "iot-2/type/thermo/id/child7/evt/temp/fmt/json",
+            QoS::AtLeastOnce,
+            false,
+            "5",
+        )
         .await
         .unwrap();
     let event = step(app_inbox.recv()).await.unwrap();
     assert_eq!(event.topic, "iot-2/type/thermo/id/child7/evt/temp/fmt/json");
 
     app_client
-        .publish("iot-2/type/thermo/id/child7/cmd/set/fmt/json", QoS::AtLeastOnce, false, "6")
+        .publish(
+            "iot-2/type/thermo/id/child7/cmd/set/fmt/json",
+            QoS::AtLeastOnce,
+            false,
+            "6",
+        )
         .await
         .unwrap();
     let command = step(gw_inbox.recv()).await.unwrap();
-    assert_eq!(command.topic, "iot-2/type/thermo/id/child7/cmd/set/fmt/json");
+    assert_eq!(
+        command.topic,
+        "iot-2/type/thermo/id/child7/cmd/set/fmt/json"
+    );
 }
 
 #[tokio::test]
@@ -186,16 +234,23 @@ async fn open_policy_allows_any_topic_inside_the_org() {
     let b = ca.client("d:car:b", &[]);
 
     let b_addr = server.bridge(sni, &b).await;
-    let (b_client, mut b_loop) = connect_v4(v4_options(b_addr, "d:fleet:car:b")).await.unwrap();
+    let (b_client, mut b_loop) = connect_v4(v4_options(b_addr, "d:fleet:car:b"))
+        .await
+        .unwrap();
     let codes = subscribe_v4(&b_client, &mut b_loop, "cars/#", QoS::AtMostOnce).await;
-    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]);
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
     // `$` topics stay refused under `open`.
     let codes = subscribe_v4(&b_client, &mut b_loop, "$SYS/#", QoS::AtMostOnce).await;
     assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
     let mut b_inbox = drive_v4(b_loop);
 
     let a_addr = server.bridge(sni, &a).await;
-    let (a_client, a_loop) = connect_v4(v4_options(a_addr, "d:fleet:car:a")).await.unwrap();
+    let (a_client, a_loop) = connect_v4(v4_options(a_addr, "d:fleet:car:a"))
+        .await
+        .unwrap();
     let _a_inbox = drive_v4(a_loop);
     a_client
         .publish("cars/a/position", QoS::AtLeastOnce, false, "1,2")
@@ -216,14 +271,27 @@ async fn keep_alive_zero_is_accepted_and_the_session_lives() {
     let mut options = v4_options(addr, "d:acme:sensor:idle");
     options.set_keep_alive(std::time::Duration::ZERO);
     let (dev_client, mut dev_loop) = connect_v4(options).await.unwrap();
-    subscribe_v4(&dev_client, &mut dev_loop, "iot-2/cmd/+/fmt/+", QoS::AtMostOnce).await;
+    subscribe_v4(
+        &dev_client,
+        &mut dev_loop,
+        "iot-2/cmd/+/fmt/+",
+        QoS::AtMostOnce,
+    )
+    .await;
     let mut dev_inbox = drive_v4(dev_loop);
 
     let app_addr = server.bridge(SNI, &app).await;
-    let (app_client, app_loop) = connect_v4(v4_options(app_addr, "a:acme:watch")).await.unwrap();
+    let (app_client, app_loop) = connect_v4(v4_options(app_addr, "a:acme:watch"))
+        .await
+        .unwrap();
     let _app_inbox = drive_v4(app_loop);
     app_client
-        .publish("iot-2/type/sensor/id/idle/cmd/ping/fmt/txt", QoS::AtLeastOnce, false, "x")
+        .publish(
+            "iot-2/type/sensor/id/idle/cmd/ping/fmt/txt",
+            QoS::AtLeastOnce,
+            false,
+            "x",
+        )
         .await
         .unwrap();
     let got = step(dev_inbox.recv()).await.unwrap();

@@ -114,7 +114,9 @@ impl ConnectRefusal {
                 "client id must be d:<org>:<type>:<id>, g:<org>:<type>:<id> or a:<org>:<appId>"
             }
             ConnectRefusal::OrgMismatch => "client id names another organisation",
-            ConnectRefusal::IdentityMismatch => "client id is not an identity the certificate claims",
+            ConnectRefusal::IdentityMismatch => {
+                "client id is not an identity the certificate claims"
+            }
             ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
             ConnectRefusal::WillTopic => "will topic not allowed",
             ConnectRefusal::AuthMethod => "enhanced authentication is not supported",
@@ -669,21 +671,25 @@ impl Forwarder {
                 encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_broker)?;
                 return Ok(Flow::Done);
             }
-            ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
-                ack
-            }
+            ack @ (Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)) => ack,
             Packet::Auth(_) => return self.violation("AUTH is not supported", to_client),
             Packet::Connect(_) => return self.violation("second CONNECT", to_client),
-            Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => return self.violation("server-only packet from a client", to_client),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return self.violation("server-only packet from a client", to_client)
+            }
         };
         encode_to(&forward, Protocol::V5, to_broker)?;
         Ok(Flow::Continue)
     }
 
-    fn violation(&self, what: &'static str, to_client: &mut BytesMut) -> Result<Flow, SessionError> {
+    fn violation(
+        &self,
+        what: &'static str,
+        to_client: &mut BytesMut,
+    ) -> Result<Flow, SessionError> {
         self.disconnect(reason::PROTOCOL_ERROR, to_client);
         Err(SessionError::ClientViolation(what))
     }
@@ -818,7 +824,8 @@ impl Forwarder {
             encode_to(&Packet::UnsubAck(unsuback), self.protocol, to_client)?;
             return Ok(Flow::Continue);
         }
-        self.pending_unsubscribes.insert(unsubscribe.packet_id, slots);
+        self.pending_unsubscribes
+            .insert(unsubscribe.packet_id, slots);
         let packet = Packet::Unsubscribe(Unsubscribe {
             packet_id: unsubscribe.packet_id,
             filters: forwarded,
@@ -855,12 +862,15 @@ impl Forwarder {
                     }
                     return Err(SessionError::BrokerClosed);
                 }
-                ack @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => {
-                    Some(ack)
-                }
+                ack @ (Packet::PubAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubRel(_)
+                | Packet::PubComp(_)) => Some(ack),
                 _ => {
                     self.disconnect(reason::SERVER_UNAVAILABLE, to_client);
-                    return Err(SessionError::BrokerViolation("unexpected packet from the broker"));
+                    return Err(SessionError::BrokerViolation(
+                        "unexpected packet from the broker",
+                    ));
                 }
             };
             if let Some(packet) = to_send {

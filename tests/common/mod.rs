@@ -277,7 +277,11 @@ impl TestServer {
 
     pub async fn create_org(&self, id: &str) {
         let (status, body) = self
-            .api("POST", "/api/v1/orgs", Some(serde_json::json!({"id": id, "name": id})))
+            .api(
+                "POST",
+                "/api/v1/orgs",
+                Some(serde_json::json!({"id": id, "name": id})),
+            )
             .await;
         assert_eq!(status, 201, "create org {id}: {body}");
     }
@@ -368,7 +372,8 @@ impl TestServer {
     /// A plain-TCP port that bridges each connection into TLS to the server with `sni` and
     /// `cert`: what MQTT clients connect to.
     pub async fn bridge(&self, sni: &str, cert: &ClientCert) -> SocketAddr {
-        self.bridge_with(sni, self.tls_config(Some(cert), &[])).await
+        self.bridge_with(sni, self.tls_config(Some(cert), &[]))
+            .await
     }
 
     pub async fn bridge_with(&self, sni: &str, config: Arc<rustls::ClientConfig>) -> SocketAddr {
