@@ -164,6 +164,80 @@ impl TestCa {
     }
 }
 
+/// A server certificate (PEM chain, PEM PKCS#8 key) issued by a test CA.
+pub struct ServerPems {
+    pub chain: String,
+    pub key: String,
+    pub leaf: CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn server(&self, names: &[&str]) -> ServerPems {
+        let now = OffsetDateTime::now_utc();
+        self.server_valid(
+            names,
+            now - TimeDuration::days(1),
+            now + TimeDuration::days(90),
+            true,
+        )
+    }
+
+    pub fn server_valid(
+        &self,
+        names: &[&str],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        server_auth: bool,
+    ) -> ServerPems {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "server");
+        params.extended_key_usages = if server_auth {
+            vec![ExtendedKeyUsagePurpose::ServerAuth]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let mut chain = cert.pem();
+        if !self.is_root {
+            chain.push_str(&self.pem);
+        }
+        ServerPems {
+            chain,
+            key: key.serialize_pem(),
+            leaf: cert.der().clone(),
+        }
+    }
+}
+
+/// The TLS alert a refused handshake ended with, as the client saw it: from the handshake itself,
+/// or (TLS 1.3 client authentication) from the first read after it.
+pub async fn tls_refusal(
+    result: std::io::Result<TlsStream<TcpStream>>,
+) -> rustls::AlertDescription {
+    use tokio::io::AsyncReadExt;
+    let error = match result {
+        Err(error) => error,
+        Ok(mut stream) => {
+            let mut buf = [0u8; 64];
+            match step(stream.read(&mut buf)).await {
+                Err(error) => error,
+                Ok(n) => panic!("expected a TLS alert, read {n} bytes"),
+            }
+        }
+    };
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => *alert,
+        _ => panic!("expected a TLS alert, got {error:?}"),
+    }
+}
+
 /// The server under test, with its data directory.
 pub struct TestServer {
     pub mqtts: SocketAddr,
@@ -629,4 +703,26 @@ pub mod raw {
     pub fn connack_code(bytes: &[u8]) -> Option<u8> {
         (bytes.len() >= 4 && bytes[0] == 0x20).then(|| bytes[3])
     }
+}
+
+/// A CA certificate PEM with adjusted parameters (for refusal tests).
+pub fn ca_pem_with(adjust: impl FnOnce(&mut CertificateParams)) -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut params = ca_params("adjusted CA");
+    adjust(&mut params);
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// Runs the openssl command line in `dir` with `args`; panics with its stderr on failure.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
