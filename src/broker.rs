@@ -26,17 +26,20 @@
 //!   `max_connections`) leaves a stale entry behind, and the next CONNECT with that client id on
 //!   that listener panics rumqttd's task while it holds a lock: the listener then closes every
 //!   connection without a CONNACK, for good. So the session never sends such a client id, and the
-//!   front-end keeps its sessions below `broker.max_connections`;
+//!   front-end keeps its sessions below rumqttd's limit: [`Broker::connect`] hands out
+//!   `broker.max_connections` session slots, and rumqttd is configured with headroom above that;
 //! - each distinct subscription filter costs about 8 KiB that is never freed, and each distinct
 //!   client id leaves a small record behind (its session state, when clean start is 0), forever.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
 
@@ -84,10 +87,29 @@ pub enum BrokerError {
     Start(String),
     #[error("cannot reach the embedded broker: {0}")]
     Connect(#[from] std::io::Error),
+    #[error("the embedded broker holds broker.max_connections sessions")]
+    Full,
+}
+
+/// A session's connection to the broker, with its slot.
+pub struct BrokerLink {
+    pub stream: TcpStream,
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// rumqttd's own connection limit, above the front-end's session slots: a closed session frees
+/// its slot at once, while the router counts it until it has processed the disconnect, and the
+/// readiness probes count too.
+fn router_connections(sessions: usize) -> usize {
+    sessions
+        .saturating_add((sessions / 10).max(64))
 }
 
 pub struct Broker {
     addrs: Vec<SocketAddr>,
+    /// One permit per session: the front-end refuses a session (CONNACK server busy) before the
+    /// broker could ever be full, because a refusal at rumqttd's limit can break a listener.
+    slots: Arc<Semaphore>,
     next: AtomicUsize,
     password: String,
     max_remaining_length: usize,
@@ -132,6 +154,7 @@ impl Broker {
                     tracing::info!(broker = id, ?addrs, "embedded broker started");
                     return Ok(Broker {
                         addrs,
+                        slots: Arc::new(Semaphore::new(config.max_connections)),
                         next: AtomicUsize::new(0),
                         password,
                         max_remaining_length,
@@ -146,8 +169,14 @@ impl Broker {
         Err(BrokerError::Start(last_error))
     }
 
-    /// A new TCP connection (TCP_NODELAY) to the next listener, round robin.
-    pub async fn connect(&self) -> Result<TcpStream, BrokerError> {
+    /// A new TCP connection (TCP_NODELAY) to the next listener, round robin, holding one of the
+    /// `broker.max_connections` session slots until it is dropped; `Full` when none is free.
+    pub async fn connect(&self) -> Result<BrokerLink, BrokerError> {
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BrokerError::Full)?;
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len().max(1);
         let addr = self.addrs.get(i).ok_or_else(|| {
             std::io::Error::new(
@@ -164,7 +193,7 @@ impl Broker {
                 )
             })??;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        Ok(BrokerLink { stream, slot })
     }
 
     /// Username and password every session must send in its CONNECT to the broker.
@@ -286,7 +315,7 @@ fn rumqttd_config(
     rumqttd::Config {
         id,
         router: rumqttd::RouterConfig {
-            max_connections: config.max_connections,
+            max_connections: router_connections(config.max_connections),
             max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
             max_segment_size: SEGMENT_SIZE,
             max_segment_count: SEGMENT_COUNT,
@@ -619,12 +648,12 @@ mod tests {
         let broker = start(3).await;
         let mut ports = Vec::new();
         for _ in 0..6 {
-            let stream = tokio::time::timeout(T, broker.connect())
+            let link = tokio::time::timeout(T, broker.connect())
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(stream.nodelay().unwrap());
-            ports.push(stream.peer_addr().unwrap());
+            assert!(link.stream.nodelay().unwrap());
+            ports.push(link.stream.peer_addr().unwrap());
         }
         assert_eq!(&ports[..3], broker.addrs());
         assert_eq!(&ports[3..], broker.addrs());

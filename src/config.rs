@@ -193,8 +193,12 @@ impl Config {
                 "must be between 64 and 268435455",
             ));
         }
-        if raw.broker.max_payload_size == 0 {
-            return Err(invalid("broker.max_payload_size", "must be greater than 0"));
+        if raw.broker.max_payload_size < raw.mqtts.max_packet_size {
+            // Anything the front-end accepts must fit the broker, or the broker drops the session.
+            return Err(invalid(
+                "broker.max_payload_size",
+                "must be at least mqtts.max_packet_size",
+            ));
         }
         if raw.admin.max_body_bytes < 1024 {
             return Err(invalid("admin.max_body_bytes", "must be at least 1024"));

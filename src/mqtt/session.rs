@@ -15,10 +15,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError, BrokerLink};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
     self, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish,
@@ -271,7 +270,8 @@ where
             retain_available: from_broker.retain_available,
             wildcard_subscription_available: from_broker.wildcard_subscription_available,
             shared_subscription_available: from_broker.shared_subscription_available,
-            subscription_identifier_available: from_broker.subscription_identifier_available,
+            // Subscription identifiers are not forwarded (rumqttd 0.20 does not keep them).
+            subscription_identifier_available: Some(0),
             maximum_packet_size: Some(u32::try_from(ctx.max_packet_size).unwrap_or(u32::MAX)),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
             assigned_client_identifier: assigned,
@@ -390,13 +390,12 @@ async fn connect_broker(
     connect: &Connect,
     client_id: &str,
     will: Option<codec::Will>,
-) -> Result<(TcpStream, BytesMut, ConnAck), ConnectRefusal> {
+) -> Result<(BrokerLink, BytesMut, ConnAck), ConnectRefusal> {
     let attempt = async {
-        let mut stream = ctx
-            .broker
-            .connect()
-            .await
-            .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
+        let BrokerLink { mut stream, slot } = ctx.broker.connect().await.map_err(|e| match e {
+            BrokerError::Full => ConnectRefusal::BrokerBusy,
+            _ => ConnectRefusal::BrokerUnavailable,
+        })?;
         let (username, password) = ctx.broker.credentials();
         let asked = &connect.properties;
         let session_expiry_interval = match connect.protocol {
@@ -436,7 +435,9 @@ async fn connect_broker(
         let mut buf = BytesMut::with_capacity(1024);
         loop {
             match codec::decode(&mut buf, Protocol::V5, BROKER_MAX_PACKET) {
-                Ok(Some(Packet::ConnAck(ack))) if ack.code == 0 => return Ok((stream, buf, ack)),
+                Ok(Some(Packet::ConnAck(ack))) if ack.code == 0 => {
+                    return Ok((BrokerLink { stream, slot }, buf, ack))
+                }
                 Ok(Some(Packet::ConnAck(ack))) if ack.code == reason::SERVER_BUSY => {
                     return Err(ConnectRefusal::BrokerBusy)
                 }
@@ -470,6 +471,40 @@ async fn write_client<S: AsyncWrite + Unpin>(
     match tokio::time::timeout(ctx.write_timeout, write).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(SessionError::WriteTimeout),
+    }
+}
+
+// Only the properties MQTT 5 allows in each packet reach the broker: rumqttd closes the
+// connection, without a word, on any other.
+
+fn publish_only(properties: Properties) -> Properties {
+    Properties {
+        payload_format_indicator: properties.payload_format_indicator,
+        message_expiry_interval: properties.message_expiry_interval,
+        content_type: properties.content_type,
+        response_topic: properties.response_topic,
+        correlation_data: properties.correlation_data,
+        user_properties: properties.user_properties,
+        ..Properties::default()
+    }
+}
+
+fn ack_only(ack: Ack) -> Ack {
+    Ack {
+        packet_id: ack.packet_id,
+        reason: ack.reason,
+        properties: Properties {
+            reason_string: ack.properties.reason_string,
+            user_properties: ack.properties.user_properties,
+            ..Properties::default()
+        },
+    }
+}
+
+fn user_properties_only(properties: Properties) -> Properties {
+    Properties {
+        user_properties: properties.user_properties,
+        ..Properties::default()
     }
 }
 
@@ -519,7 +554,7 @@ impl Forwarder {
         &mut self,
         mut client: S,
         mut client_buf: BytesMut,
-        broker: TcpStream,
+        broker: BrokerLink,
         mut broker_buf: BytesMut,
         keep_alive: u16,
         guard: &crate::registry::SessionGuard,
@@ -528,7 +563,9 @@ impl Forwarder {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (mut broker_read, mut broker_write) = broker.into_split();
+        // The slot is held for as long as the session lives.
+        let BrokerLink { stream, slot: _slot } = broker;
+        let (mut broker_read, mut broker_write) = stream.into_split();
         // MQTT: a client silent for 1.5 × its keep-alive is gone; 0 disables the check.
         let client_grace =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -668,13 +705,22 @@ impl Forwarder {
                 return Ok(Flow::Continue);
             }
             Packet::Disconnect(disconnect) => {
+                let disconnect = Disconnect {
+                    reason: disconnect.reason,
+                    properties: Properties {
+                        session_expiry_interval: disconnect.properties.session_expiry_interval,
+                        reason_string: disconnect.properties.reason_string,
+                        user_properties: disconnect.properties.user_properties,
+                        ..Properties::default()
+                    },
+                };
                 encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_broker)?;
                 return Ok(Flow::Done);
             }
-            ack @ (Packet::PubAck(_)
-            | Packet::PubRec(_)
-            | Packet::PubRel(_)
-            | Packet::PubComp(_)) => ack,
+            Packet::PubAck(ack) => Packet::PubAck(ack_only(ack)),
+            Packet::PubRec(ack) => Packet::PubRec(ack_only(ack)),
+            Packet::PubRel(ack) => Packet::PubRel(ack_only(ack)),
+            Packet::PubComp(ack) => Packet::PubComp(ack_only(ack)),
             Packet::Auth(_) => return self.violation("AUTH is not supported", to_client),
             Packet::Connect(_) => return self.violation("second CONNECT", to_client),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -717,6 +763,7 @@ impl Forwarder {
         match self.topics.publish(&publish.topic) {
             Ok(topic) => {
                 publish.topic = topic;
+                publish.properties = publish_only(publish.properties);
                 encode_to(&Packet::Publish(publish), Protocol::V5, to_broker)?;
                 Ok(Flow::Continue)
             }
@@ -788,7 +835,7 @@ impl Forwarder {
         let packet = Packet::Subscribe(Subscribe {
             packet_id: subscribe.packet_id,
             subscriptions: forwarded,
-            properties: subscribe.properties,
+            properties: user_properties_only(subscribe.properties),
         });
         encode_to(&packet, Protocol::V5, to_broker)?;
         Ok(Flow::Continue)
@@ -829,7 +876,7 @@ impl Forwarder {
         let packet = Packet::Unsubscribe(Unsubscribe {
             packet_id: unsubscribe.packet_id,
             filters: forwarded,
-            properties: unsubscribe.properties,
+            properties: user_properties_only(unsubscribe.properties),
         });
         encode_to(&packet, Protocol::V5, to_broker)?;
         Ok(Flow::Continue)
