@@ -73,7 +73,7 @@ pub struct CertInfo {
 /// Parses one DER certificate, refusing trailing bytes.
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(PkiError::NotACertificate),
     }
 }
@@ -242,8 +242,8 @@ fn key_usable(key: &PrivateKeyDer<'static>) -> bool {
 ///
 /// The first key section found is used. The key must be one the TLS stack can sign with (RSA,
 /// ECDSA P-256/P-384/P-521, Ed25519), else `NotAKey`. Encrypted PKCS#8 (`ENCRYPTED PRIVATE KEY`)
-/// takes PBES2 with PBKDF2 or scrypt and AES-CBC, as `openssl pkcs8 -topk8 -v2 aes-256-cbc`
-/// writes; PBES1 and OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` PEM headers are refused as
+/// takes PBES2 with PBKDF2 (HMAC-SHA-1 or SHA-2) or scrypt and AES-CBC or 3DES-CBC, as
+/// `openssl pkcs8 -topk8 -v2 aes-256-cbc` (and older OpenSSL and Java tools) write; PBES1 and OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` PEM headers are refused as
 /// `NotAKey` (convert with `openssl pkcs8 -topk8`). A passphrase given with a plain key is ignored.
 pub fn private_key_from_pem(
     pem: &[u8],
@@ -285,8 +285,11 @@ fn decrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<PrivateKeyDer<'static>,
     }
     let plain = match info.decrypt(passphrase) {
         Ok(plain) => plain,
-        // Bad padding, or plaintext that is not DER: what a wrong passphrase produces.
-        Err(pkcs8::Error::EncryptedPrivateKey(pkcs5::Error::DecryptFailed))
+        // Bad padding, or plaintext that is not DER: what a wrong passphrase produces. (pkcs5
+        // 0.7 reports bad padding as `EncryptFailed`.)
+        Err(pkcs8::Error::EncryptedPrivateKey(
+            pkcs5::Error::DecryptFailed | pkcs5::Error::EncryptFailed,
+        ))
         | Err(pkcs8::Error::Asn1(_)) => return Err(PkiError::PassphraseWrong),
         Err(_) => return Err(PkiError::NotAKey),
     };
@@ -400,10 +403,7 @@ fn is_dns_label(label: &str) -> bool {
     let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     match (b.first(), b.last()) {
         (Some(first), Some(last)) => {
-            b.len() <= 63
-                && edge(first)
-                && edge(last)
-                && b.iter().all(|c| edge(c) || *c == b'-')
+            b.len() <= 63 && edge(first) && edge(last) && b.iter().all(|c| edge(c) || *c == b'-')
         }
         _ => false,
     }
@@ -507,8 +507,8 @@ pub fn issue_server_cert(
     issuer: &Issuer,
     dns_names: &[String],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
     use rcgen::KeyUsagePurpose;
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
     let first = dns_names
         .first()
         .ok_or_else(|| PkiError::Generate("no DNS name to issue for".to_owned()))?;
@@ -518,7 +518,9 @@ pub fn issue_server_cert(
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate_err)?;
     let mut params = CertificateParams::new(dns_names.to_vec()).map_err(generate_err)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, first.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, first.as_str());
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -532,4 +534,848 @@ pub fn issue_server_cert(
         vec![cert.der().clone(), issuer.cert_der.clone()],
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use std::path::Path;
+    use std::process::Command;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    /// A self-signed certificate with `edit` applied to default parameters (CN "test", valid
+    /// from a day ago for a year, no extensions), and its key.
+    fn cert_with(edit: impl FnOnce(&mut CertificateParams)) -> (CertificateDer<'static>, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "test");
+        params.not_before = now() - Duration::days(1);
+        params.not_after = now() + Duration::days(365);
+        edit(&mut params);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.der().clone(), key)
+    }
+
+    fn ca_params(p: &mut CertificateParams) {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    }
+
+    fn server_params<'a>(names: &'a [&'a str]) -> impl FnOnce(&mut CertificateParams) + 'a {
+        move |p| {
+            p.subject_alt_names = names
+                .iter()
+                .map(|n| rcgen::SanType::DnsName((*n).try_into().unwrap()))
+                .collect();
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+    }
+
+    fn pkcs8(key: &KeyPair) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(key.serialize_der().into())
+    }
+
+    fn pem_of(der: &[u8]) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    }
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // ---- PEM and certificate parsing ----
+
+    #[test]
+    fn certs_from_pem_in_order_skipping_other_sections() {
+        let (a, key) = cert_with(|_| {});
+        let (b, _) = cert_with(|_| {});
+        let text = format!(
+            "leading text\n{}{}{}",
+            pem_of(&a),
+            key.serialize_pem(),
+            pem_of(&b)
+        );
+        assert_eq!(certs_from_pem(text.as_bytes()).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn certs_from_pem_refusals() {
+        assert_eq!(certs_from_pem(b""), Err(PkiError::NotACertificate));
+        assert_eq!(certs_from_pem(b"hello"), Err(PkiError::NotACertificate));
+        let key = KeyPair::generate().unwrap();
+        assert_eq!(
+            certs_from_pem(key.serialize_pem().as_bytes()),
+            Err(PkiError::NotACertificate)
+        );
+        let junk = pem::encode(&pem::Pem::new("CERTIFICATE", b"\x30\x03abc".to_vec()));
+        let (good, _) = cert_with(|_| {});
+        let text = format!("{}{junk}", pem_of(&good));
+        assert_eq!(
+            certs_from_pem(text.as_bytes()),
+            Err(PkiError::NotACertificate)
+        );
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            certs_from_pem(broken.as_bytes()),
+            Err(PkiError::NotACertificate)
+        );
+    }
+
+    #[test]
+    fn single_cert_pem_or_der() {
+        let (a, _) = cert_with(|_| {});
+        let (b, _) = cert_with(|_| {});
+        assert_eq!(single_cert(pem_of(&a).as_bytes()).unwrap(), a);
+        assert_eq!(
+            single_cert(format!("\n  {}", pem_of(&a)).as_bytes()).unwrap(),
+            a
+        );
+        assert_eq!(single_cert(&a).unwrap(), a);
+        let two = format!("{}{}", pem_of(&a), pem_of(&b));
+        assert_eq!(
+            single_cert(two.as_bytes()),
+            Err(PkiError::MoreThanOneCertificate)
+        );
+        assert_eq!(single_cert(b"junk"), Err(PkiError::NotACertificate));
+        let mut trailing = a.to_vec();
+        trailing.push(0);
+        assert_eq!(single_cert(&trailing), Err(PkiError::NotACertificate));
+    }
+
+    #[test]
+    fn cert_info_fields() {
+        let (der, _) = cert_with(|p| {
+            p.distinguished_name.push(DnType::OrganizationName, "Acme");
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0xab, 0x01]));
+            p.subject_alt_names = vec![
+                rcgen::SanType::DnsName("Acme.Messaging.Example.COM".try_into().unwrap()),
+                rcgen::SanType::Rfc822Name("ops@acme.example".try_into().unwrap()),
+            ];
+        });
+        let info = cert_info(&der).unwrap();
+        assert!(info.subject.contains("CN=test"), "{}", info.subject);
+        assert!(info.subject.contains("O=Acme"), "{}", info.subject);
+        assert_eq!(info.subject, info.issuer);
+        assert_eq!(info.serial, "ab01");
+        assert_eq!(info.common_name.as_deref(), Some("test"));
+        assert_eq!(info.dns_names, vec!["acme.messaging.example.com"]);
+        assert_eq!(info.fingerprint_sha256.len(), 64);
+        assert!(info.not_before < now() && now() < info.not_after);
+        assert_eq!(cert_info(b"nope"), Err(PkiError::NotACertificate));
+    }
+
+    #[test]
+    fn cert_info_agrees_with_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        let (der, _) = cert_with(|p| {
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x8f, 0, 1, 2]));
+        });
+        std::fs::write(dir.path().join("c.pem"), pem_of(&der)).unwrap();
+        let out = Command::new("openssl")
+            .args([
+                "x509",
+                "-in",
+                "c.pem",
+                "-noout",
+                "-serial",
+                "-fingerprint",
+                "-sha256",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap().to_ascii_lowercase();
+        let info = cert_info(&der).unwrap();
+        assert!(text.contains(&format!("serial={}", info.serial)), "{text}");
+        let fp = text
+            .lines()
+            .find_map(|l| {
+                l.split_once("fingerprint=")
+                    .map(|(_, f)| f.replace(':', ""))
+            })
+            .unwrap();
+        assert_eq!(fp, info.fingerprint_sha256);
+        assert_eq!(info.serial, "008f000102".trim_start_matches("00"));
+    }
+
+    #[test]
+    fn serial_hex_forms() {
+        assert_eq!(serial_hex(&[0x00, 0x80, 0x01]), "8001");
+        assert_eq!(serial_hex(&[0x01]), "01");
+        assert_eq!(serial_hex(&[0x00]), "00");
+        assert_eq!(serial_hex(&[0x00, 0x00]), "00");
+        assert_eq!(serial_hex(&[]), "");
+    }
+
+    // ---- check_ca ----
+
+    #[test]
+    fn check_ca_accepts_roots_and_cas_without_key_usage() {
+        let (der, _) = cert_with(ca_params);
+        let info = check_ca(&der, now()).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some("test"));
+        let (der, _) = cert_with(|p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0)));
+        assert!(check_ca(&der, now()).is_ok());
+    }
+
+    #[test]
+    fn check_ca_accepts_an_intermediate() {
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::default();
+        ca_params(&mut root);
+        let root = rcgen::CertifiedIssuer::self_signed(root, root_key).unwrap();
+        let mut inter = CertificateParams::default();
+        ca_params(&mut inter);
+        inter
+            .distinguished_name
+            .push(DnType::CommonName, "Intermediate");
+        let inter = inter
+            .signed_by(&KeyPair::generate().unwrap(), &root)
+            .unwrap();
+        let info = check_ca(inter.der(), now()).unwrap();
+        assert_ne!(info.subject, info.issuer);
+    }
+
+    #[test]
+    fn check_ca_refusals_in_order() {
+        let t = now();
+        assert_eq!(check_ca(b"", t), Err(PkiError::NotACertificate));
+        assert_eq!(check_ca(b"\x30\x82", t), Err(PkiError::NotACertificate));
+
+        let (leaf, _) = cert_with(|_| {});
+        assert_eq!(check_ca(&leaf, t), Err(PkiError::NotACa));
+        let (no_ca, _) = cert_with(|p| p.is_ca = IsCa::ExplicitNoCa);
+        assert_eq!(check_ca(&no_ca, t), Err(PkiError::NotACa));
+
+        let (no_sign, _) = cert_with(|p| {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+        });
+        assert_eq!(check_ca(&no_sign, t), Err(PkiError::NoKeyCertSign));
+
+        let (future, _) = cert_with(|p| {
+            ca_params(p);
+            p.not_before = t + Duration::days(1);
+            p.not_after = t + Duration::days(2);
+        });
+        assert_eq!(check_ca(&future, t), Err(PkiError::NotYetValid));
+        assert!(check_ca(&future, t + Duration::hours(36)).is_ok());
+
+        let (expired, _) = cert_with(|p| {
+            ca_params(p);
+            p.not_before = t - Duration::days(2);
+            p.not_after = t - Duration::days(1);
+        });
+        assert_eq!(check_ca(&expired, t), Err(PkiError::Expired));
+
+        // The first failure in the documented order wins.
+        let (expired_leaf, _) = cert_with(|p| {
+            p.not_before = t - Duration::days(2);
+            p.not_after = t - Duration::days(1);
+        });
+        assert_eq!(check_ca(&expired_leaf, t), Err(PkiError::NotACa));
+        let (expired_no_sign, _) = cert_with(|p| {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.not_before = t - Duration::days(2);
+            p.not_after = t - Duration::days(1);
+        });
+        assert_eq!(check_ca(&expired_no_sign, t), Err(PkiError::NoKeyCertSign));
+    }
+
+    // ---- private keys ----
+
+    #[test]
+    fn plain_keys_pkcs8_pkcs1_sec1() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = KeyPair::generate().unwrap();
+        let got = private_key_from_pem(key.serialize_pem().as_bytes(), None).unwrap();
+        assert_eq!(got, pkcs8(&key));
+        // A passphrase given with a plain key is ignored.
+        assert!(private_key_from_pem(key.serialize_pem().as_bytes(), Some("x")).is_ok());
+
+        std::fs::write(d.join("ec8.pem"), key.serialize_pem()).unwrap();
+        openssl(d, &["ec", "-in", "ec8.pem", "-out", "sec1.pem"]);
+        let sec1 = std::fs::read(d.join("sec1.pem")).unwrap();
+        assert!(String::from_utf8_lossy(&sec1).contains("BEGIN EC PRIVATE KEY"));
+        assert!(matches!(
+            private_key_from_pem(&sec1, None),
+            Ok(PrivateKeyDer::Sec1(_))
+        ));
+
+        openssl(
+            d,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "rsa8.pem",
+            ],
+        );
+        openssl(
+            d,
+            &["rsa", "-in", "rsa8.pem", "-traditional", "-out", "rsa1.pem"],
+        );
+        let rsa1 = std::fs::read(d.join("rsa1.pem")).unwrap();
+        assert!(String::from_utf8_lossy(&rsa1).contains("BEGIN RSA PRIVATE KEY"));
+        assert!(matches!(
+            private_key_from_pem(&rsa1, None),
+            Ok(PrivateKeyDer::Pkcs1(_))
+        ));
+        let rsa8 = std::fs::read(d.join("rsa8.pem")).unwrap();
+        assert!(matches!(
+            private_key_from_pem(&rsa8, None),
+            Ok(PrivateKeyDer::Pkcs8(_))
+        ));
+    }
+
+    #[test]
+    fn not_a_key() {
+        let (cert, _) = cert_with(|_| {});
+        for input in [
+            b"".to_vec(),
+            b"junk".to_vec(),
+            pem_of(&cert).into_bytes(),
+            pem::encode(&pem::Pem::new("PRIVATE KEY", b"\x30\x00".to_vec())).into_bytes(),
+            pem::encode(&pem::Pem::new("EC PRIVATE KEY", b"garbage".to_vec())).into_bytes(),
+            pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", b"garbage".to_vec())).into_bytes(),
+        ] {
+            let passphrase = Some("x");
+            assert_eq!(
+                private_key_from_pem(&input, passphrase),
+                Err(PkiError::NotAKey),
+                "{}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+
+    /// An EC key encrypted by `openssl pkcs8 -topk8` with `extra` options, passphrase "s3cret".
+    fn encrypted_key(extra: &[&str]) -> (Vec<u8>, KeyPair) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = KeyPair::generate().unwrap();
+        std::fs::write(d.join("k.pem"), key.serialize_pem()).unwrap();
+        let mut args = vec!["pkcs8", "-topk8", "-in", "k.pem", "-out", "e.pem"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-passout", "pass:s3cret"]);
+        openssl(d, &args);
+        let pem = std::fs::read(d.join("e.pem")).unwrap();
+        assert!(String::from_utf8_lossy(&pem).contains("BEGIN ENCRYPTED PRIVATE KEY"));
+        (pem, key)
+    }
+
+    #[test]
+    fn encrypted_pkcs8_aes256_pbkdf2() {
+        let (pem, key) = encrypted_key(&["-v2", "aes-256-cbc"]);
+        assert_eq!(
+            private_key_from_pem(&pem, Some("s3cret")).unwrap(),
+            pkcs8(&key)
+        );
+        assert_eq!(
+            private_key_from_pem(&pem, Some("wrong")),
+            Err(PkiError::PassphraseWrong)
+        );
+        assert_eq!(
+            private_key_from_pem(&pem, Some("")),
+            Err(PkiError::PassphraseWrong)
+        );
+        assert_eq!(
+            private_key_from_pem(&pem, None),
+            Err(PkiError::PassphraseRequired)
+        );
+    }
+
+    #[test]
+    fn encrypted_pkcs8_other_openssl_forms() {
+        for extra in [
+            // What OpenSSL 1.0 and Java tools wrote: PBKDF2 with HMAC-SHA1.
+            &["-v2", "aes-128-cbc", "-v2prf", "hmacWithSHA1"][..],
+            &["-v2", "des3"][..],
+            // scrypt, with a small N: the debug-built KDF is slow at OpenSSL's default.
+            &["-v2", "aes-256-cbc", "-scrypt", "-scrypt_N", "1024"][..],
+            &[][..], // OpenSSL 3's default
+        ] {
+            let (pem, key) = encrypted_key(extra);
+            assert_eq!(
+                private_key_from_pem(&pem, Some("s3cret")).unwrap(),
+                pkcs8(&key),
+                "{extra:?}"
+            );
+            assert_eq!(
+                private_key_from_pem(&pem, Some("nope")),
+                Err(PkiError::PassphraseWrong),
+                "{extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_pem_encryption_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = KeyPair::generate().unwrap();
+        std::fs::write(d.join("k.pem"), key.serialize_pem()).unwrap();
+        openssl(
+            d,
+            &[
+                "ec",
+                "-in",
+                "k.pem",
+                "-aes256",
+                "-passout",
+                "pass:s3cret",
+                "-out",
+                "l.pem",
+            ],
+        );
+        let pem = std::fs::read(d.join("l.pem")).unwrap();
+        assert!(String::from_utf8_lossy(&pem).contains("Proc-Type: 4,ENCRYPTED"));
+        assert_eq!(
+            private_key_from_pem(&pem, Some("s3cret")),
+            Err(PkiError::NotAKey)
+        );
+    }
+
+    #[test]
+    fn kdf_costs_are_capped() {
+        use pkcs8::pkcs5::pbes2::{self, Kdf, Pbkdf2Params, ScryptParams};
+        use pkcs8::pkcs5::EncryptionScheme;
+        let iv = [0u8; 16];
+        let scheme = |kdf| {
+            EncryptionScheme::Pbes2(pbes2::Parameters {
+                kdf,
+                encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: &iv },
+            })
+        };
+        let pbkdf2 = |n| {
+            Kdf::Pbkdf2(Pbkdf2Params {
+                salt: b"salt",
+                iteration_count: n,
+                key_length: None,
+                prf: Default::default(),
+            })
+        };
+        let scrypt = |n: u64, r: u16, p: u16| {
+            Kdf::Scrypt(ScryptParams {
+                salt: b"salt",
+                cost_parameter: n,
+                block_size: r,
+                parallelization: p,
+                key_length: None,
+            })
+        };
+        assert!(kdf_cost_ok(&scheme(pbkdf2(2048))));
+        assert!(kdf_cost_ok(&scheme(pbkdf2(MAX_PBKDF2_ITERATIONS))));
+        assert!(!kdf_cost_ok(&scheme(pbkdf2(MAX_PBKDF2_ITERATIONS + 1))));
+        assert!(!kdf_cost_ok(&scheme(pbkdf2(u32::MAX))));
+        assert!(kdf_cost_ok(&scheme(scrypt(16384, 8, 1))));
+        assert!(!kdf_cost_ok(&scheme(scrypt(1 << 20, 8, 1))));
+        assert!(!kdf_cost_ok(&scheme(scrypt(u64::MAX, u16::MAX, 1))));
+        assert!(!kdf_cost_ok(&scheme(scrypt(16384, 8, 64))));
+    }
+
+    // ---- PKCS#12 ----
+
+    /// Leaf key and certificate signed by a CA, written to `dir` as key.pem, leaf.pem, ca.pem.
+    fn write_chain(dir: &Path) -> (Vec<CertificateDer<'static>>, KeyPair) {
+        let mut ca = CertificateParams::default();
+        ca_params(&mut ca);
+        ca.distinguished_name.push(DnType::CommonName, "Acme CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["acme.messaging.localhost".into()]).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, "acme");
+        let leaf = leaf.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("leaf.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        (vec![leaf.der().clone(), ca.der().clone()], key)
+    }
+
+    fn p12(dir: &Path, extra: &[&str]) -> Vec<u8> {
+        let mut args = vec!["pkcs12", "-export", "-in", "leaf.pem", "-out", "out.p12"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-passout", "pass:pa55"]);
+        openssl(dir, &args);
+        std::fs::read(dir.join("out.p12")).unwrap()
+    }
+
+    #[test]
+    fn pkcs12_modern_and_legacy() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (chain, key) = write_chain(d);
+        for extra in [
+            &["-inkey", "key.pem", "-certfile", "ca.pem"][..],
+            &["-inkey", "key.pem", "-certfile", "ca.pem", "-legacy"][..],
+            &["-inkey", "key.pem", "-certfile", "ca.pem", "-descert"][..],
+        ] {
+            let file = p12(d, extra);
+            let (got_chain, got_key) = from_pkcs12(&file, "pa55").unwrap();
+            assert_eq!(got_chain, chain, "{extra:?}");
+            assert_eq!(got_key, pkcs8(&key), "{extra:?}");
+            assert_eq!(
+                from_pkcs12(&file, "wrong"),
+                Err(PkiError::Pkcs12PasswordWrong),
+                "{extra:?}"
+            );
+            assert_eq!(
+                from_pkcs12(&file, ""),
+                Err(PkiError::Pkcs12PasswordWrong),
+                "{extra:?}"
+            );
+        }
+        // Leaf only, no chain.
+        let file = p12(d, &["-inkey", "key.pem"]);
+        let (got_chain, _) = from_pkcs12(&file, "pa55").unwrap();
+        assert_eq!(got_chain, chain[..1].to_vec());
+    }
+
+    #[test]
+    fn pkcs12_without_key_or_not_pkcs12() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chain(d);
+        let file = p12(d, &["-nokeys", "-certfile", "ca.pem"]);
+        assert_eq!(from_pkcs12(&file, "pa55"), Err(PkiError::Pkcs12NoKey));
+        assert_eq!(from_pkcs12(b"", "pa55"), Err(PkiError::NotPkcs12));
+        assert_eq!(from_pkcs12(b"junk", "pa55"), Err(PkiError::NotPkcs12));
+        let (cert, _) = cert_with(|_| {});
+        assert_eq!(from_pkcs12(&cert, "pa55"), Err(PkiError::NotPkcs12));
+    }
+
+    /// Truncated and bit-flipped uploads are refused, never a panic.
+    #[test]
+    fn mangled_uploads_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chain(d);
+        let file = p12(d, &["-inkey", "key.pem", "-certfile", "ca.pem", "-legacy"]);
+        let (enc, _) = encrypted_key(&["-v2", "aes-256-cbc"]);
+        let enc_der = pem::parse(&enc).unwrap().into_contents();
+        let (cert, _) = cert_with(ca_params);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..120 {
+            for original in [&file, &enc_der, &cert.to_vec()] {
+                let mut bytes = original.clone();
+                if round % 3 == 0 {
+                    bytes.truncate((next() as usize) % bytes.len());
+                } else {
+                    for _ in 0..1 + round % 4 {
+                        let i = (next() as usize) % bytes.len();
+                        bytes[i] ^= 1 << (next() % 8);
+                    }
+                }
+                let _ = from_pkcs12(&bytes, "pa55");
+                let _ = check_ca(&bytes, now());
+                let _ = cert_info(&bytes);
+                let _ = single_cert(&bytes);
+                let pem = pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", bytes));
+                let _ = private_key_from_pem(pem.as_bytes(), Some("s3cret"));
+            }
+        }
+    }
+
+    // ---- server certificates ----
+
+    #[test]
+    fn server_cert_accepted() {
+        for names in [
+            &["acme.messaging.localhost"][..],
+            &["*.messaging.example.com", "acme.messaging.example.com"][..],
+            &["acme.messaging.iot.example.co.uk"][..],
+            &["ACME.Messaging.Example.com"][..],
+        ] {
+            let (der, key) = cert_with(server_params(names));
+            let info = check_server_cert("acme", &[der], &pkcs8(&key), now()).unwrap();
+            assert_eq!(info.dns_names.len(), names.len());
+        }
+        // No EKU at all is fine.
+        let (der, key) = cert_with(|p| {
+            server_params(&["acme.messaging.localhost"])(p);
+            p.extended_key_usages.clear();
+        });
+        assert!(check_server_cert("acme", &[der], &pkcs8(&key), now()).is_ok());
+        // EKU with serverAuth among others is fine.
+        let (der, key) = cert_with(|p| {
+            server_params(&["acme.messaging.localhost"])(p);
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ];
+        });
+        assert!(check_server_cert("acme", &[der], &pkcs8(&key), now()).is_ok());
+    }
+
+    #[test]
+    fn server_cert_refusals() {
+        let t = now();
+        let names = ["acme.messaging.localhost"];
+        let (der, key) = cert_with(server_params(&names));
+        let other = KeyPair::generate().unwrap();
+
+        assert_eq!(
+            check_server_cert("acme", &[], &pkcs8(&key), t),
+            Err(PkiError::NotACertificate)
+        );
+        assert_eq!(
+            check_server_cert(
+                "acme",
+                &[CertificateDer::from(b"junk".to_vec())],
+                &pkcs8(&key),
+                t
+            ),
+            Err(PkiError::NotACertificate)
+        );
+        assert_eq!(
+            check_server_cert(
+                "acme",
+                &[der.clone(), CertificateDer::from(b"junk".to_vec())],
+                &pkcs8(&key),
+                t
+            ),
+            Err(PkiError::NotACertificate)
+        );
+        assert_eq!(
+            check_server_cert(
+                "acme",
+                std::slice::from_ref(&der),
+                &PrivateKeyDer::Pkcs8(b"\x30\x00".to_vec().into()),
+                t
+            ),
+            Err(PkiError::NotAKey)
+        );
+        assert_eq!(
+            check_server_cert("acme", std::slice::from_ref(&der), &pkcs8(&other), t),
+            Err(PkiError::KeyMismatch)
+        );
+        // Mismatch is reported before expiry.
+        let (expired, expired_key) = cert_with(|p| {
+            server_params(&names)(p);
+            p.not_before = t - Duration::days(2);
+            p.not_after = t - Duration::days(1);
+        });
+        assert_eq!(
+            check_server_cert("acme", std::slice::from_ref(&expired), &pkcs8(&other), t),
+            Err(PkiError::KeyMismatch)
+        );
+        assert_eq!(
+            check_server_cert("acme", &[expired], &pkcs8(&expired_key), t),
+            Err(PkiError::Expired)
+        );
+        let (future, future_key) = cert_with(|p| {
+            server_params(&names)(p);
+            p.not_before = t + Duration::days(1);
+        });
+        assert_eq!(
+            check_server_cert("acme", &[future], &pkcs8(&future_key), t),
+            Err(PkiError::NotYetValid)
+        );
+        let (client_only, ck) = cert_with(|p| {
+            server_params(&names)(p);
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        });
+        assert_eq!(
+            check_server_cert("acme", &[client_only], &pkcs8(&ck), t),
+            Err(PkiError::NoServerAuth)
+        );
+    }
+
+    #[test]
+    fn server_cert_names_must_fit_the_org() {
+        let t = now();
+        for names in [
+            &[][..],
+            &["beta.messaging.localhost"][..],
+            &["acme.messaging.localhost", "beta.messaging.localhost"][..],
+            &["acme.example.com"][..],
+            &["*.example.com"][..],
+            &["*.acme.messaging.localhost"][..],
+            &["acme.messaging"][..],
+            &["messaging.localhost"][..],
+            &["acme.messaging.-bad.com"][..],
+            &["acme.messaging.localhost."][..],
+            &["acme.messaging..com"][..],
+            &["x.acme.messaging.localhost"][..],
+            &["acme-2.messaging.localhost"][..],
+        ] {
+            let (der, key) = cert_with(|p| {
+                server_params(names)(p);
+                // CN is not a name that counts.
+                p.distinguished_name
+                    .push(DnType::CommonName, "acme.messaging.localhost");
+            });
+            let got = check_server_cert("acme", &[der], &pkcs8(&key), t);
+            assert!(
+                matches!(got, Err(PkiError::NamesDoNotFit(_))),
+                "{names:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_name_shapes() {
+        assert!(server_name_fits_org("acme", "acme.messaging.localhost"));
+        assert!(server_name_fits_org("acme", "*.messaging.localhost"));
+        assert!(server_name_fits_org("a-1", "a-1.messaging.x.y.z"));
+        assert!(!server_name_fits_org("acme", "Acme.messaging.localhost"));
+        assert!(!server_name_fits_org("", ".messaging.localhost"));
+        assert!(!server_name_fits_org("acme", "acme.messaging."));
+        assert!(!server_name_fits_org("acme", "acme.messaging.a_b"));
+        assert!(!server_name_fits_org(
+            "acme",
+            &format!("acme.messaging.{}", "a".repeat(64))
+        ));
+        let long = format!("acme.messaging.{}", vec!["a".repeat(60); 4].join("."));
+        assert!(!server_name_fits_org("acme", &long));
+    }
+
+    #[test]
+    fn name_covers_rules() {
+        for (pattern, name, want) in [
+            ("acme.messaging.localhost", "acme.messaging.localhost", true),
+            ("ACME.messaging.localhost", "acme.Messaging.localhost", true),
+            (
+                "acme.messaging.localhost",
+                "beta.messaging.localhost",
+                false,
+            ),
+            ("*.messaging.localhost", "acme.messaging.localhost", true),
+            ("*.messaging.localhost", "ACME.MESSAGING.LOCALHOST", true),
+            ("*.messaging.localhost", "messaging.localhost", false),
+            ("*.messaging.localhost", "a.b.messaging.localhost", false),
+            ("*.messaging.localhost", ".messaging.localhost", false),
+            ("*.messaging.localhost", "*.messaging.localhost", false),
+            ("*.", "a.", false),
+            ("*", "a", false),
+            ("a*.messaging.localhost", "ab.messaging.localhost", false),
+            ("", "", false),
+            ("acme", "", false),
+        ] {
+            assert_eq!(name_covers(pattern, name), want, "{pattern} / {name}");
+        }
+    }
+
+    // ---- generation ----
+
+    #[test]
+    fn platform_ca_is_a_p256_ca_for_ten_years() {
+        let ca = generate_platform_ca().unwrap();
+        let info = check_ca(&ca.cert_der, now()).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some("Portcullis Platform CA"));
+        assert_eq!(info.serial.len(), 32);
+        let years = (info.not_after - info.not_before).whole_days() / 365;
+        assert_eq!(years, 10);
+        let (_, cert) = x509_parser::parse_x509_certificate(&ca.cert_der).unwrap();
+        assert_eq!(
+            cert.public_key().algorithm.algorithm,
+            x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+        );
+        assert!(key_usable(&ca.key_der));
+        let again = generate_platform_ca().unwrap();
+        assert_ne!(cert_info(&again.cert_der).unwrap().serial, info.serial);
+    }
+
+    #[test]
+    fn issued_server_cert_passes_our_checks_and_webpki() {
+        let ca = generate_platform_ca().unwrap();
+        let names = vec!["*.messaging.localhost".to_owned()];
+        let (chain, key) = issue_server_cert(&ca, &names).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1], ca.cert_der);
+        let info = check_server_cert("acme", &chain, &key, now()).unwrap();
+        assert_eq!(info.dns_names, names);
+        assert_eq!(info.common_name.as_deref(), Some("*.messaging.localhost"));
+        let days = (info.not_after - info.not_before).whole_days();
+        assert!((365..=366).contains(&days), "{days}");
+        assert_eq!(
+            info.issuer,
+            cert_info(&ca.cert_der).unwrap().subject,
+            "issued by the platform CA"
+        );
+
+        // What a device does: verify the chain to the platform CA for its SNI name.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der.clone()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .unwrap();
+        use rustls::client::danger::ServerCertVerifier;
+        let sni = rustls_pki_types::ServerName::try_from("acme.messaging.localhost").unwrap();
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &sni,
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .unwrap();
+        let wrong = rustls_pki_types::ServerName::try_from("acme.example.com").unwrap();
+        assert!(verifier
+            .verify_server_cert(
+                &chain[0],
+                &[],
+                &wrong,
+                &[],
+                rustls_pki_types::UnixTime::now()
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn issue_server_cert_refusals() {
+        let ca = generate_platform_ca().unwrap();
+        assert!(matches!(
+            issue_server_cert(&ca, &[]),
+            Err(PkiError::Generate(_))
+        ));
+        let broken = Issuer {
+            cert_der: ca.cert_der.clone(),
+            key_der: PrivateKeyDer::Pkcs8(b"\x30\x00".to_vec().into()),
+        };
+        assert!(matches!(
+            issue_server_cert(&broken, &["acme.messaging.localhost".into()]),
+            Err(PkiError::Generate(_))
+        ));
+        let broken = Issuer {
+            cert_der: CertificateDer::from(b"junk".to_vec()),
+            key_der: ca.key_der.clone_key(),
+        };
+        assert!(matches!(
+            issue_server_cert(&broken, &["acme.messaging.localhost".into()]),
+            Err(PkiError::Generate(_))
+        ));
+    }
 }
