@@ -1444,3 +1444,1318 @@ fn write_property_list<W: Sink>(w: &mut W, p: &Properties, set: PropSet) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
+    /// Every property the set allows, with valid values; repeatable ones twice.
+    fn full_props(set: PropSet) -> Properties {
+        let has = |id: u8| set.allowed & bit(id) != 0;
+        let s = |v: &str, id: u8| has(id).then(|| v.to_owned());
+        Properties {
+            payload_format_indicator: has(PAYLOAD_FORMAT_INDICATOR).then_some(1),
+            message_expiry_interval: has(MESSAGE_EXPIRY_INTERVAL).then_some(3600),
+            content_type: s("application/json", CONTENT_TYPE),
+            response_topic: s("reply/to/me", RESPONSE_TOPIC),
+            correlation_data: has(CORRELATION_DATA).then(|| b(b"\x00\x01corr")),
+            subscription_identifiers: match set.repeatable & bit(SUBSCRIPTION_IDENTIFIER) {
+                0 if has(SUBSCRIPTION_IDENTIFIER) => vec![268_435_455],
+                0 => vec![],
+                _ => vec![1, 300, 268_435_455],
+            },
+            session_expiry_interval: has(SESSION_EXPIRY_INTERVAL).then_some(u32::MAX),
+            assigned_client_identifier: s("d:acme:t:1", ASSIGNED_CLIENT_IDENTIFIER),
+            server_keep_alive: has(SERVER_KEEP_ALIVE).then_some(60),
+            authentication_method: s("SCRAM-SHA-1", AUTHENTICATION_METHOD),
+            authentication_data: has(AUTHENTICATION_DATA).then(|| b(b"\xff\x00data")),
+            request_problem_information: has(REQUEST_PROBLEM_INFORMATION).then_some(0),
+            will_delay_interval: has(WILL_DELAY_INTERVAL).then_some(10),
+            request_response_information: has(REQUEST_RESPONSE_INFORMATION).then_some(1),
+            response_information: s("resp/info", RESPONSE_INFORMATION),
+            server_reference: s("other.example:8883", SERVER_REFERENCE),
+            reason_string: s("a reason \u{e9}", REASON_STRING),
+            receive_maximum: has(RECEIVE_MAXIMUM).then_some(65535),
+            topic_alias_maximum: has(TOPIC_ALIAS_MAXIMUM).then_some(0),
+            topic_alias: has(TOPIC_ALIAS).then_some(7),
+            maximum_qos: has(MAXIMUM_QOS).then_some(1),
+            retain_available: has(RETAIN_AVAILABLE).then_some(0),
+            user_properties: vec![
+                ("k".into(), "v".into()),
+                ("k".into(), "".into()),
+                ("\u{1F600}".into(), "x".into()),
+            ],
+            maximum_packet_size: has(MAXIMUM_PACKET_SIZE).then_some(1 << 20),
+            wildcard_subscription_available: has(WILDCARD_SUBSCRIPTION_AVAILABLE).then_some(1),
+            subscription_identifier_available: has(SUBSCRIPTION_IDENTIFIER_AVAILABLE).then_some(0),
+            shared_subscription_available: has(SHARED_SUBSCRIPTION_AVAILABLE).then_some(1),
+        }
+    }
+
+    fn connect(protocol: Protocol, props: bool) -> Connect {
+        let p = |set| {
+            if props {
+                full_props(set)
+            } else {
+                Properties::default()
+            }
+        };
+        Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: "d:acme:sensor:dev1".into(),
+            will: Some(Will {
+                topic: "iot-2/evt/status/fmt/json".into(),
+                payload: b(b"{\"gone\":true}"),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: p(WILL_PROPS),
+            }),
+            username: Some("user".into()),
+            password: Some(b(b"\x00secret")),
+            properties: p(CONNECT_PROPS),
+        }
+    }
+
+    fn ack(packet_id: u16, reason: u8, properties: Properties) -> Ack {
+        Ack {
+            packet_id,
+            reason,
+            properties,
+        }
+    }
+
+    /// A sample of every packet type, with every property the type allows when `props`.
+    fn samples(protocol: Protocol, props: bool) -> Vec<Packet> {
+        let p = |set| {
+            if props {
+                full_props(set)
+            } else {
+                Properties::default()
+            }
+        };
+        let v5 = protocol == Protocol::V5;
+        let mut out = vec![
+            Packet::Connect(Box::new(connect(protocol, props))),
+            Packet::Connect(Box::new(Connect {
+                protocol,
+                clean_start: false,
+                keep_alive: 0,
+                client_id: String::new(),
+                will: None,
+                username: None,
+                password: None,
+                properties: p(CONNECT_PROPS),
+            })),
+            Packet::ConnAck(ConnAck {
+                session_present: true,
+                code: 0,
+                properties: p(CONNACK_PROPS),
+            }),
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                code: if v5 { 0x87 } else { 5 },
+                properties: Properties::default(),
+            }),
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "a/b".into(),
+                packet_id: None,
+                properties: p(PUBLISH_PROPS),
+                payload: Bytes::new(),
+            }),
+            Packet::Publish(Publish {
+                dup: true,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: "iot-2/evt/\u{e9}v\u{e9}nement/fmt/json".into(),
+                packet_id: Some(1),
+                properties: p(PUBLISH_PROPS),
+                payload: Bytes::from(vec![0xAB; 300]),
+            }),
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                topic: "x".into(),
+                packet_id: Some(65535),
+                properties: Properties::default(),
+                payload: Bytes::from(vec![7; 70_000]),
+            }),
+            Packet::PubAck(ack(1, 0, Properties::default())),
+            Packet::PubRec(ack(2, 0, Properties::default())),
+            Packet::PubRel(ack(3, 0, Properties::default())),
+            Packet::PubComp(ack(4, 0, Properties::default())),
+            Packet::Subscribe(Subscribe {
+                packet_id: 10,
+                subscriptions: vec![
+                    Subscription {
+                        filter: "iot-2/cmd/+/fmt/json".into(),
+                        options: SubscriptionOptions {
+                            qos: QoS::AtMostOnce,
+                            no_local: v5,
+                            retain_as_published: v5,
+                            retain_handling: if v5 { 2 } else { 0 },
+                        },
+                    },
+                    Subscription {
+                        filter: "#".into(),
+                        options: SubscriptionOptions {
+                            qos: QoS::ExactlyOnce,
+                            no_local: false,
+                            retain_as_published: false,
+                            retain_handling: if v5 { 1 } else { 0 },
+                        },
+                    },
+                ],
+                properties: p(SUBSCRIBE_PROPS),
+            }),
+            Packet::SubAck(SubAck {
+                packet_id: 10,
+                codes: if v5 {
+                    vec![0, 2, 0x87]
+                } else {
+                    vec![0, 2, 0x80]
+                },
+                properties: p(ACK_PROPS),
+            }),
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: 11,
+                filters: vec!["a/+".into(), "".into(), "b/#".into()],
+                properties: p(UNSUBSCRIBE_PROPS),
+            }),
+            Packet::UnsubAck(UnsubAck {
+                packet_id: 11,
+                codes: if v5 { vec![0, 0x11, 0x87] } else { vec![] },
+                properties: p(ACK_PROPS),
+            }),
+            Packet::PingReq,
+            Packet::PingResp,
+            Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: Properties::default(),
+            }),
+        ];
+        if v5 {
+            out.extend([
+                Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: String::new(),
+                    packet_id: Some(9),
+                    properties: Properties {
+                        topic_alias: Some(3),
+                        ..Properties::default()
+                    },
+                    payload: b(b"aliased"),
+                }),
+                Packet::PubAck(ack(5, 0x10, Properties::default())),
+                Packet::PubRec(ack(6, 0x80, p(ACK_PROPS))),
+                Packet::PubRel(ack(7, 0x92, p(ACK_PROPS))),
+                Packet::PubComp(ack(8, 0, p(ACK_PROPS))),
+                Packet::Disconnect(Disconnect {
+                    reason: 0x8E,
+                    properties: Properties::default(),
+                }),
+                Packet::Disconnect(Disconnect {
+                    reason: 0,
+                    properties: p(DISCONNECT_PROPS),
+                }),
+                Packet::Auth(Auth {
+                    reason: 0,
+                    properties: Properties::default(),
+                }),
+                Packet::Auth(Auth {
+                    reason: 0x18,
+                    properties: Properties::default(),
+                }),
+                Packet::Auth(Auth {
+                    reason: 0x19,
+                    properties: p(AUTH_PROPS),
+                }),
+            ]);
+        }
+        out
+    }
+
+    fn enc(packet: &Packet, protocol: Protocol) -> BytesMut {
+        let mut out = BytesMut::new();
+        encode(packet, protocol, &mut out).unwrap();
+        out
+    }
+
+    fn dec(bytes: &[u8], protocol: Protocol) -> Result<Option<Packet>, CodecError> {
+        decode(&mut BytesMut::from(bytes), protocol, MAX)
+    }
+
+    fn dec_connect(bytes: &[u8]) -> Result<Option<Connect>, CodecError> {
+        decode_connect(&mut BytesMut::from(bytes), MAX)
+    }
+
+    /// Decodes `bytes`, which must hold exactly one packet.
+    fn dec_one(bytes: &[u8], protocol: Protocol) -> Packet {
+        let mut buf = BytesMut::from(bytes);
+        let packet = decode(&mut buf, protocol, MAX).unwrap().unwrap();
+        assert!(buf.is_empty(), "bytes left over");
+        packet
+    }
+
+    /// Asserts every proper prefix of `bytes` is incomplete and consumes nothing.
+    fn assert_prefixes_incomplete(bytes: &[u8], protocol: Protocol) {
+        for len in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..len]);
+            assert_eq!(decode(&mut buf, protocol, MAX), Ok(None), "prefix {len}");
+            assert_eq!(buf.len(), len, "prefix {len} consumed bytes");
+            if bytes.first() == Some(&0x10) {
+                assert_eq!(decode_connect(&mut buf, MAX), Ok(None), "prefix {len}");
+                assert_eq!(buf.len(), len);
+            }
+        }
+    }
+
+    fn check_round_trip(packet: &Packet, protocol: Protocol) {
+        let bytes = enc(packet, protocol);
+        let mut buf = bytes.clone();
+        buf.extend_from_slice(&[0xC0, 0x00]); // a PINGREQ right behind it
+        let decoded = decode(&mut buf, protocol, MAX).unwrap().unwrap();
+        assert_eq!(&decoded, packet, "{protocol:?}");
+        assert_eq!(&buf[..], &[0xC0, 0x00], "consumed more than one packet");
+        if let Packet::Connect(c) = packet {
+            assert_eq!(dec_connect(&bytes).unwrap().unwrap(), **c);
+        }
+        if bytes.len() < 5000 {
+            assert_prefixes_incomplete(&bytes, protocol);
+        }
+    }
+
+    /// What a packet becomes through 3.1.1: no properties, reasons or MQTT 5 options.
+    fn stripped(packet: &Packet) -> Packet {
+        let none = Properties::default;
+        let ack = |a: &Ack| Ack {
+            packet_id: a.packet_id,
+            reason: 0,
+            properties: none(),
+        };
+        match packet {
+            Packet::Connect(c) => {
+                let mut c = c.clone();
+                c.protocol = Protocol::V311;
+                c.properties = none();
+                if let Some(w) = &mut c.will {
+                    w.properties = none();
+                }
+                Packet::Connect(c)
+            }
+            Packet::ConnAck(a) => Packet::ConnAck(ConnAck {
+                properties: none(),
+                ..a.clone()
+            }),
+            Packet::Publish(p) => Packet::Publish(Publish {
+                properties: none(),
+                ..p.clone()
+            }),
+            Packet::PubAck(a) => Packet::PubAck(ack(a)),
+            Packet::PubRec(a) => Packet::PubRec(ack(a)),
+            Packet::PubRel(a) => Packet::PubRel(ack(a)),
+            Packet::PubComp(a) => Packet::PubComp(ack(a)),
+            Packet::Subscribe(s) => Packet::Subscribe(Subscribe {
+                packet_id: s.packet_id,
+                subscriptions: s
+                    .subscriptions
+                    .iter()
+                    .map(|sub| Subscription {
+                        filter: sub.filter.clone(),
+                        options: SubscriptionOptions {
+                            qos: sub.options.qos,
+                            no_local: false,
+                            retain_as_published: false,
+                            retain_handling: 0,
+                        },
+                    })
+                    .collect(),
+                properties: none(),
+            }),
+            Packet::SubAck(s) => Packet::SubAck(SubAck {
+                properties: none(),
+                ..s.clone()
+            }),
+            Packet::Unsubscribe(u) => Packet::Unsubscribe(Unsubscribe {
+                properties: none(),
+                ..u.clone()
+            }),
+            Packet::UnsubAck(u) => Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                codes: vec![],
+                properties: none(),
+            }),
+            Packet::Disconnect(_) => Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: none(),
+            }),
+            other => other.clone(),
+        }
+    }
+
+    #[test]
+    fn round_trip_every_packet_type_v5() {
+        for props in [false, true] {
+            for packet in samples(Protocol::V5, props) {
+                check_round_trip(&packet, Protocol::V5);
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_every_packet_type_v311() {
+        for props in [false, true] {
+            for packet in samples(Protocol::V311, props) {
+                check_round_trip(&stripped(&packet), Protocol::V311);
+            }
+        }
+    }
+
+    #[test]
+    fn v311_encoding_drops_what_311_cannot_carry() {
+        for packet in samples(Protocol::V5, true) {
+            if matches!(&packet, Packet::Publish(p) if p.topic.is_empty()) {
+                continue; // a topic alias has no 3.1.1 form
+            }
+            if matches!(packet, Packet::Auth(_)) {
+                let mut out = BytesMut::new();
+                assert!(matches!(
+                    encode(&packet, Protocol::V311, &mut out),
+                    Err(CodecError::Encode(_))
+                ));
+                assert!(out.is_empty());
+                continue;
+            }
+            let bytes = enc(&packet, Protocol::V311);
+            assert_eq!(dec_one(&bytes, Protocol::V311), stripped(&packet));
+        }
+    }
+
+    #[test]
+    fn known_encodings() {
+        let v5 = Protocol::V5;
+        let v3 = Protocol::V311;
+        let short = Packet::PubAck(ack(0x0102, 0, Properties::default()));
+        assert_eq!(&enc(&short, v5)[..], &[0x40, 0x02, 0x01, 0x02]);
+        assert_eq!(&enc(&short, v3)[..], &[0x40, 0x02, 0x01, 0x02]);
+        let reason_only = Packet::PubRec(ack(1, 0x10, Properties::default()));
+        assert_eq!(&enc(&reason_only, v5)[..], &[0x50, 0x03, 0x00, 0x01, 0x10]);
+        assert_eq!(&enc(&reason_only, v3)[..], &[0x50, 0x02, 0x00, 0x01]);
+        let disconnect = Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: Properties::default(),
+        });
+        assert_eq!(&enc(&disconnect, v5)[..], &[0xE0, 0x00]);
+        let disconnect = Packet::Disconnect(Disconnect {
+            reason: 0x8E,
+            properties: Properties::default(),
+        });
+        assert_eq!(&enc(&disconnect, v5)[..], &[0xE0, 0x01, 0x8E]);
+        assert_eq!(&enc(&disconnect, v3)[..], &[0xE0, 0x00]);
+        assert_eq!(&enc(&Packet::PingReq, v3)[..], &[0xC0, 0x00]);
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: true,
+            code: 0,
+            properties: Properties::default(),
+        });
+        assert_eq!(&enc(&connack, v5)[..], &[0x20, 0x03, 0x01, 0x00, 0x00]);
+        assert_eq!(&enc(&connack, v3)[..], &[0x20, 0x02, 0x01, 0x00]);
+        let unsuback = Packet::UnsubAck(UnsubAck {
+            packet_id: 5,
+            codes: vec![0x11],
+            properties: Properties::default(),
+        });
+        assert_eq!(&enc(&unsuback, v3)[..], &[0xB0, 0x02, 0x00, 0x05]);
+        assert_eq!(
+            &enc(&unsuback, v5)[..],
+            &[0xB0, 0x04, 0x00, 0x05, 0x00, 0x11]
+        );
+        // A 3.1.1 CONNECT as mosquitto_pub sends it.
+        let bytes = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04dev1";
+        let c = dec_connect(bytes).unwrap().unwrap();
+        assert_eq!(c.protocol, Protocol::V311);
+        assert_eq!(c.client_id, "dev1");
+        assert_eq!(c.keep_alive, 60);
+        assert!(c.clean_start);
+        assert_eq!(&enc(&Packet::Connect(Box::new(c)), v3)[..], &bytes[..]);
+    }
+
+    #[test]
+    fn short_forms_v5() {
+        let v5 = Protocol::V5;
+        for first in [0x40, 0x50, 0x62, 0x70] {
+            let packet = dec_one(&[first, 0x02, 0x00, 0x07], v5);
+            let (Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a)) =
+                packet
+            else {
+                panic!("not an ack: {packet:?}");
+            };
+            assert_eq!(a, ack(7, 0, Properties::default()));
+            let packet = dec_one(&[first, 0x03, 0x00, 0x07, 0x92], v5);
+            let (Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a)) =
+                packet
+            else {
+                panic!("not an ack: {packet:?}");
+            };
+            assert_eq!(a, ack(7, 0x92, Properties::default()));
+            // Reason with an explicitly empty property list.
+            assert!(dec(&[first, 0x04, 0x00, 0x07, 0x92, 0x00], v5).is_ok());
+        }
+        let none = Properties::default;
+        assert_eq!(
+            dec_one(&[0xE0, 0x00], v5),
+            Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: none()
+            })
+        );
+        assert_eq!(
+            dec_one(&[0xE0, 0x01, 0x04], v5),
+            Packet::Disconnect(Disconnect {
+                reason: 4,
+                properties: none()
+            })
+        );
+        assert_eq!(
+            dec_one(&[0xF0, 0x00], v5),
+            Packet::Auth(Auth {
+                reason: 0,
+                properties: none()
+            })
+        );
+        assert_eq!(
+            dec_one(&[0xF0, 0x01, 0x18], v5),
+            Packet::Auth(Auth {
+                reason: 0x18,
+                properties: none()
+            })
+        );
+        // 3.1.1 acks are exactly two bytes long.
+        assert!(matches!(
+            dec(&[0x40, 0x03, 0x00, 0x07, 0x00], Protocol::V311),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            dec(&[0xE0, 0x01, 0x00], Protocol::V311),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn several_packets_in_one_buffer() {
+        let mut buf = BytesMut::new();
+        let packets = samples(Protocol::V5, true);
+        for p in &packets {
+            encode(p, Protocol::V5, &mut buf).unwrap();
+        }
+        for p in &packets {
+            assert_eq!(&decode(&mut buf, Protocol::V5, MAX).unwrap().unwrap(), p);
+        }
+        assert!(buf.is_empty());
+        assert_eq!(decode(&mut buf, Protocol::V5, MAX), Ok(None));
+    }
+
+    #[test]
+    fn publish_payload_is_zero_copy() {
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: Some(1),
+            properties: Properties::default(),
+            payload: Bytes::from(vec![1; 4096]),
+        });
+        let mut buf = enc(&packet, Protocol::V311);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let Some(Packet::Publish(p)) = decode(&mut buf, Protocol::V311, MAX).unwrap() else {
+            panic!("not a publish");
+        };
+        assert!(range.contains(&(p.payload.as_ptr() as usize)));
+        assert_eq!(p.payload.len(), 4096);
+    }
+
+    #[test]
+    fn connect_protocol_levels() {
+        let v4 = b"\x10\x0c\x00\x04MQTT\x04\x00\x00\x00\x00\x00";
+        assert_eq!(dec_connect(v4).unwrap().unwrap().protocol, Protocol::V311);
+        let v5 = b"\x10\x0d\x00\x04MQTT\x05\x00\x00\x00\x00\x00\x00";
+        assert_eq!(dec_connect(v5).unwrap().unwrap().protocol, Protocol::V5);
+        let mqisdp = b"\x10\x0e\x00\x06MQIsdp\x03\x00\x00\x00\x00\x00";
+        assert_eq!(dec_connect(mqisdp), Err(CodecError::UnsupportedProtocol(3)));
+        let v6 = b"\x10\x0c\x00\x04MQTT\x06\x00\x00\x00\x00\x00";
+        assert_eq!(dec_connect(v6), Err(CodecError::UnsupportedProtocol(6)));
+        let v3 = b"\x10\x0c\x00\x04MQTT\x03\x00\x00\x00\x00\x00";
+        assert_eq!(dec_connect(v3), Err(CodecError::UnsupportedProtocol(3)));
+        let lower = b"\x10\x0c\x00\x04mqtt\x04\x00\x00\x00\x00\x00";
+        assert_eq!(dec_connect(lower), Err(CodecError::UnsupportedProtocol(4)));
+        // Not a CONNECT first, even before the rest of the packet arrives.
+        for first in [0x20u8, 0x30, 0xC0, 0x00, 0xF0] {
+            assert!(matches!(
+                dec_connect(&[first]),
+                Err(CodecError::Protocol(_))
+            ));
+        }
+        assert!(matches!(
+            dec_connect(&[0x11]),
+            Err(CodecError::Malformed(_))
+        ));
+        // A second CONNECT decodes as a packet; the session refuses it.
+        assert!(matches!(
+            dec(v4, Protocol::V311),
+            Ok(Some(Packet::Connect(_)))
+        ));
+        assert!(matches!(
+            dec(v4, Protocol::V5),
+            Ok(Some(Packet::Connect(_)))
+        ));
+    }
+
+    /// A CONNECT with the given level, flags and payload (no properties in v5).
+    fn raw_connect(level: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut body = b"\x00\x04MQTT".to_vec();
+        body.extend([level, flags, 0, 10]);
+        if level == 5 {
+            body.push(0);
+        }
+        body.extend_from_slice(payload);
+        let mut out = vec![0x10];
+        put_varint(&mut out_vec(&mut out), body.len()).unwrap();
+        out.extend(body);
+        out
+    }
+
+    struct VecSink<'a>(&'a mut Vec<u8>);
+    impl Sink for VecSink<'_> {
+        fn put_u8(&mut self, v: u8) {
+            self.0.push(v);
+        }
+        fn put_u16(&mut self, v: u16) {
+            self.0.extend(v.to_be_bytes());
+        }
+        fn put_u32(&mut self, v: u32) {
+            self.0.extend(v.to_be_bytes());
+        }
+        fn put_slice(&mut self, s: &[u8]) {
+            self.0.extend_from_slice(s);
+        }
+    }
+    fn out_vec(v: &mut Vec<u8>) -> VecSink<'_> {
+        VecSink(v)
+    }
+
+    #[test]
+    fn connect_flags() {
+        let id = b"\x00\x01c";
+        let will = b"\x00\x01t\x00\x00";
+        let will5 = b"\x00\x00\x01t\x00\x00";
+        for level in [4, 5] {
+            let w: &[u8] = if level == 5 { will5 } else { will };
+            let ok = |flags, payload: &[u8]| {
+                dec_connect(&raw_connect(level, flags, &[id, payload].concat()))
+            };
+            assert!(ok(0x00, b"").unwrap().is_some());
+            assert!(ok(0x02, b"").unwrap().unwrap().clean_start);
+            // Reserved bit.
+            assert!(matches!(ok(0x01, b""), Err(CodecError::Malformed(_))));
+            // Will QoS 3, QoS or retain without the will flag.
+            assert!(matches!(ok(0x1C, w), Err(CodecError::Malformed(_))));
+            assert!(matches!(ok(0x08, b""), Err(CodecError::Malformed(_))));
+            assert!(matches!(ok(0x10, b""), Err(CodecError::Malformed(_))));
+            assert!(matches!(ok(0x20, b""), Err(CodecError::Malformed(_))));
+            let c = ok(0x34, w).unwrap().unwrap();
+            let will = c.will.unwrap();
+            assert_eq!((will.qos, will.retain), (QoS::ExactlyOnce, true));
+            // User name and password.
+            let c = ok(0xC0, b"\x00\x01u\x00\x02pw").unwrap().unwrap();
+            assert_eq!(c.username.as_deref(), Some("u"));
+            assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
+            let password_only = ok(0x40, b"\x00\x02pw");
+            if level == 4 {
+                assert!(matches!(password_only, Err(CodecError::Malformed(_))));
+            } else {
+                let c = password_only.unwrap().unwrap();
+                assert_eq!((c.username, c.password), (None, Some(b(b"pw"))));
+            }
+            // Fields the flags announce must be there, and nothing after them.
+            assert!(matches!(ok(0x80, b""), Err(CodecError::Malformed(_))));
+            assert!(matches!(ok(0x04, b""), Err(CodecError::Malformed(_))));
+            assert!(matches!(ok(0x00, b"\x00"), Err(CodecError::Malformed(_))));
+            // Will topic: a topic name.
+            let wild: &[u8] = if level == 5 {
+                b"\x00\x00\x01#\x00\x00"
+            } else {
+                b"\x00\x01#\x00\x00"
+            };
+            assert!(matches!(ok(0x04, wild), Err(CodecError::Protocol(_))));
+            let empty: &[u8] = if level == 5 {
+                b"\x00\x00\x00\x00\x00"
+            } else {
+                b"\x00\x00\x00\x00"
+            };
+            assert!(matches!(ok(0x04, empty), Err(CodecError::Protocol(_))));
+        }
+    }
+
+    #[test]
+    fn client_id_strings() {
+        for level in [4, 5] {
+            let c = dec_connect(&raw_connect(level, 0, b"\x00\x00"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.client_id, "");
+            for bad in [
+                &b"\x00\x02\xC3\x28"[..],
+                b"\x00\x02a\x00",
+                b"\x00\x01\xFF",
+                b"\x00\x03\xED\xA0\x80",
+            ] {
+                assert_eq!(
+                    dec_connect(&raw_connect(level, 0, bad)),
+                    Err(CodecError::InvalidUtf8),
+                    "{bad:?}"
+                );
+            }
+            let c = dec_connect(&raw_connect(level, 0, "\x00\x04\u{e9}\u{e9}".as_bytes()))
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.client_id, "\u{e9}\u{e9}");
+        }
+    }
+
+    fn raw_publish(first: u8, topic: &[u8], rest: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        let len = 2 + topic.len() + rest.len();
+        put_varint(&mut out_vec(&mut out), len).unwrap();
+        out.extend((topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(topic);
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn publish_topic_names() {
+        let v3 = Protocol::V311;
+        let v5 = Protocol::V5;
+        assert!(dec(&raw_publish(0x30, b"a/b", b"x"), v3).unwrap().is_some());
+        assert!(dec(&raw_publish(0x30, b"a/b", b"\x00x"), v5)
+            .unwrap()
+            .is_some());
+        for bad in [&b"a\xFFb"[..], b"a\x00b", b"\xC0\xAF", b"\xED\xA0\x80"] {
+            assert_eq!(
+                dec(&raw_publish(0x30, bad, b""), v3),
+                Err(CodecError::InvalidUtf8)
+            );
+            assert_eq!(
+                dec(&raw_publish(0x30, bad, b"\x00"), v5),
+                Err(CodecError::InvalidUtf8)
+            );
+        }
+        for wild in [&b"a/+"[..], b"#", b"a/#", b"+", b"a+b"] {
+            assert!(matches!(
+                dec(&raw_publish(0x30, wild, b""), v3),
+                Err(CodecError::Protocol(_))
+            ));
+            assert!(matches!(
+                dec(&raw_publish(0x30, wild, b"\x00"), v5),
+                Err(CodecError::Protocol(_))
+            ));
+        }
+        // Empty topic: only with a topic alias, only in MQTT 5.
+        assert!(matches!(
+            dec(&raw_publish(0x30, b"", b"payload"), v3),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&raw_publish(0x30, b"", b"\x00"), v5),
+            Err(CodecError::Protocol(_))
+        ));
+        let Some(Packet::Publish(p)) =
+            dec(&raw_publish(0x30, b"", b"\x03\x23\x00\x05p"), v5).unwrap()
+        else {
+            panic!("not a publish");
+        };
+        assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("", Some(5)));
+        assert_eq!(p.payload, b(b"p"));
+        // Topic alias 0 is invalid.
+        assert!(matches!(
+            dec(&raw_publish(0x30, b"t", b"\x03\x23\x00\x00"), v5),
+            Err(CodecError::Protocol(_))
+        ));
+        // QoS 1 needs a packet identifier.
+        assert!(matches!(
+            dec(&raw_publish(0x32, b"t", b"\x00"), v3),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn fixed_header_flags() {
+        for protocol in [Protocol::V311, Protocol::V5] {
+            let bad: &[&[u8]] = &[
+                &[0x60, 0x02, 0x00, 0x01],          // PUBREL without 0b0010
+                &[0x61, 0x02, 0x00, 0x01],          // PUBREL wrong flags
+                &[0x80, 0x06, 0, 1, 0, 1, b'a', 0], // SUBSCRIBE without 0b0010
+                &[0xA0, 0x05, 0, 1, 0, 1, b'a'],    // UNSUBSCRIBE without 0b0010
+                &[0x42, 0x02, 0x00, 0x01],          // PUBACK with flags
+                &[0x52, 0x02, 0x00, 0x01],          // PUBREC with flags
+                &[0x72, 0x02, 0x00, 0x01],          // PUBCOMP with flags
+                &[0xC1, 0x00],                      // PINGREQ with flags
+                &[0xD8, 0x00],                      // PINGRESP with flags
+                &[0xE2, 0x00],                      // DISCONNECT with flags
+                &[0x21, 0x02, 0x00, 0x00],          // CONNACK with flags
+                &[0x92, 0x03, 0x00, 0x01, 0x00],    // SUBACK with flags
+                &[0x36, 0x05, 0, 1, b't', 0, 1],    // PUBLISH QoS 3
+                &[0x38, 0x03, 0, 1, b't'],          // DUP on QoS 0
+                &[0x00, 0x00],                      // reserved type 0
+                &[0x1F, 0x00],                      // CONNECT with flags
+            ];
+            for bytes in bad {
+                assert!(
+                    matches!(dec(bytes, protocol), Err(CodecError::Malformed(_))),
+                    "{bytes:02x?}"
+                );
+                // Refused from the first byte, before the rest arrives.
+                assert!(dec(&bytes[..1], protocol).is_err(), "{bytes:02x?}");
+            }
+        }
+        assert!(matches!(
+            dec(&[0xF0, 0x00], Protocol::V311),
+            Err(CodecError::Malformed(_))
+        ));
+        // Reserved CONNACK acknowledge flags.
+        assert!(matches!(
+            dec(&[0x20, 0x02, 0x02, 0x00], Protocol::V311),
+            Err(CodecError::Malformed(_))
+        ));
+        // Body longer than a packet type allows.
+        assert!(matches!(
+            dec(&[0xC0, 0x01, 0x00], Protocol::V5),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn packet_id_zero() {
+        for protocol in [Protocol::V311, Protocol::V5] {
+            let bad: &[&[u8]] = &[
+                &[0x40, 0x02, 0x00, 0x00],
+                &[0x50, 0x02, 0x00, 0x00],
+                &[0x62, 0x02, 0x00, 0x00],
+                &[0x70, 0x02, 0x00, 0x00],
+                &[0xB0, 0x02, 0x00, 0x00],
+            ];
+            for bytes in bad {
+                assert!(matches!(dec(bytes, protocol), Err(CodecError::Protocol(_))));
+            }
+        }
+        let v3 = Protocol::V311;
+        assert!(matches!(
+            dec(&raw_publish(0x32, b"t", b"\x00\x00"), v3),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0x82, 0x06, 0, 0, 0, 1, b'a', 0], v3),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0xA2, 0x05, 0, 0, 0, 1, b'a'], v3),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0x90, 0x03, 0, 0, 0], v3),
+            Err(CodecError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn subscribe_validation() {
+        let v3 = Protocol::V311;
+        let v5 = Protocol::V5;
+        // No filter at all.
+        assert!(matches!(
+            dec(&[0x82, 0x02, 0, 1], v3),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0x82, 0x03, 0, 1, 0], v5),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0xA2, 0x02, 0, 1], v3),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0xA2, 0x03, 0, 1, 0], v5),
+            Err(CodecError::Protocol(_))
+        ));
+        // Options: 3.1.1 has only QoS; MQTT 5 reserves the top two bits.
+        for (opts, v3_ok, v5_ok) in [
+            (0x00u8, true, true),
+            (0x02, true, true),
+            (0x03, false, false),
+            (0x04, false, true),
+            (0x2E, false, true),
+            (0x30, false, false),
+            (0x40, false, false),
+            (0x80, false, false),
+        ] {
+            let r3 = dec(&[0x82, 0x06, 0, 1, 0, 1, b'a', opts], v3);
+            assert_eq!(r3.is_ok(), v3_ok, "{opts:#x} {r3:?}");
+            let r5 = dec(&[0x82, 0x07, 0, 1, 0, 0, 1, b'a', opts], v5);
+            assert_eq!(r5.is_ok(), v5_ok, "{opts:#x} {r5:?}");
+        }
+        // A filter without its options byte.
+        assert!(matches!(
+            dec(&[0x82, 0x05, 0, 1, 0, 1, b'a'], v3),
+            Err(CodecError::Malformed(_))
+        ));
+        // Filters are UTF-8 strings.
+        assert_eq!(
+            dec(&[0x82, 0x06, 0, 1, 0, 1, 0xFF, 0], v3),
+            Err(CodecError::InvalidUtf8)
+        );
+        assert_eq!(
+            dec(&[0xA2, 0x05, 0, 1, 0, 1, 0], v3),
+            Err(CodecError::InvalidUtf8)
+        );
+        // One subscription identifier at most, and not 0.
+        assert!(matches!(
+            dec(&[0x82, 0x0B, 0, 1, 4, 0x0B, 1, 0x0B, 2, 0, 1, b'a', 0], v5),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            dec(&[0x82, 0x09, 0, 1, 2, 0x0B, 0, 0, 1, b'a', 0], v5),
+            Err(CodecError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn remaining_length() {
+        let v3 = Protocol::V311;
+        // Truncated: the varint is not complete yet.
+        for partial in [
+            &[0x30u8][..],
+            &[0x30, 0x80],
+            &[0x30, 0xFF, 0xFF],
+            &[0x30, 0xFF, 0xFF, 0xFF],
+        ] {
+            let mut buf = BytesMut::from(partial);
+            assert_eq!(decode(&mut buf, v3, usize::MAX), Ok(None));
+            assert_eq!(buf.len(), partial.len());
+        }
+        // Overlong: a fifth byte would be needed.
+        for overlong in [
+            &[0x30u8, 0x80, 0x80, 0x80, 0x80][..],
+            &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        ] {
+            assert_eq!(
+                decode(&mut BytesMut::from(overlong), v3, usize::MAX),
+                Err(CodecError::MalformedRemainingLength)
+            );
+            assert_eq!(
+                decode_connect(
+                    &mut BytesMut::from(&[0x10, 0x80, 0x80, 0x80, 0x80][..]),
+                    usize::MAX
+                ),
+                Err(CodecError::MalformedRemainingLength)
+            );
+        }
+        // The largest remaining length is accepted (and waited for).
+        let mut buf = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert_eq!(decode(&mut buf, v3, usize::MAX), Ok(None));
+        // Non-minimal encodings are tolerated.
+        assert_eq!(dec_one(&[0xC0, 0x80, 0x00], v3), Packet::PingReq);
+        // Remaining length shorter than the packet's fields.
+        assert!(matches!(
+            dec(&[0x40, 0x01, 0x00], v3),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            dec(&[0x30, 0x01, 0x00], v3),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_packet_refused_from_its_header() {
+        let v5 = Protocol::V5;
+        // 2 + 16_383 bytes declared; only the header is here.
+        let mut buf = BytesMut::from(&[0x30u8, 0xFF, 0x7F][..]);
+        assert_eq!(
+            decode(&mut buf, v5, 1000),
+            Err(CodecError::PacketTooLarge {
+                size: 16_386,
+                max: 1000
+            })
+        );
+        assert_eq!(buf.len(), 3, "nothing consumed");
+        let mut buf = BytesMut::from(&[0x10u8, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert_eq!(
+            decode_connect(&mut buf, 65_536),
+            Err(CodecError::PacketTooLarge {
+                size: 268_435_460,
+                max: 65_536
+            })
+        );
+        // The limit counts the whole packet, header included.
+        let publish = raw_publish(0x30, b"t", b"12345");
+        assert!(dec(&publish, Protocol::V311).is_ok());
+        let exact = publish.len();
+        assert!(decode(&mut BytesMut::from(&publish[..]), Protocol::V311, exact).is_ok());
+        assert!(matches!(
+            decode(
+                &mut BytesMut::from(&publish[..2]),
+                Protocol::V311,
+                exact - 1
+            ),
+            Err(CodecError::PacketTooLarge { .. })
+        ));
+    }
+
+    /// A v5 DISCONNECT carrying the given raw property bytes.
+    fn disconnect_with(props: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xE0, (2 + props.len()) as u8, 0x00, props.len() as u8];
+        out.extend_from_slice(props);
+        out
+    }
+
+    #[test]
+    fn properties_validation() {
+        let v5 = Protocol::V5;
+        let ok = |props: &[u8]| dec(&disconnect_with(props), v5);
+        assert!(ok(b"").unwrap().is_some());
+        assert!(ok(b"\x1F\x00\x02ok").unwrap().is_some());
+        assert!(ok(b"\x26\x00\x01k\x00\x01v\x26\x00\x01k\x00\x01v")
+            .unwrap()
+            .is_some());
+        // Unknown identifiers, including multi-byte ones.
+        for unknown in [
+            &b"\x00"[..],
+            b"\x04\x00",
+            b"\x2B\x00",
+            b"\x7F\x00",
+            b"\x80\x01\x00",
+        ] {
+            assert!(
+                matches!(ok(unknown), Err(CodecError::Malformed(_))),
+                "{unknown:?}"
+            );
+        }
+        // Twice a property that may appear once.
+        assert!(matches!(
+            ok(b"\x11\x00\x00\x00\x01\x11\x00\x00\x00\x02"),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            ok(b"\x1F\x00\x00\x1F\x00\x00"),
+            Err(CodecError::Protocol(_))
+        ));
+        // Known, but not allowed in a DISCONNECT.
+        assert!(matches!(ok(b"\x23\x00\x01"), Err(CodecError::Malformed(_))));
+        assert!(matches!(ok(b"\x01\x00"), Err(CodecError::Malformed(_))));
+        // A property value running past the property length.
+        assert!(matches!(ok(b"\x11\x00\x00"), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            ok(b"\x1F\x00\x09ab"),
+            Err(CodecError::Malformed(_))
+        ));
+        // A property length running past the packet.
+        assert!(matches!(
+            dec(&[0xE0, 0x03, 0x00, 0x05, 0x1F], v5),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            dec(&[0xE0, 0x06, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], v5),
+            Err(CodecError::Malformed(_))
+        ));
+        // Strings in properties are MQTT strings.
+        assert_eq!(ok(b"\x1F\x00\x01\x00"), Err(CodecError::InvalidUtf8));
+        assert_eq!(
+            ok(b"\x26\x00\x01\xFF\x00\x00"),
+            Err(CodecError::InvalidUtf8)
+        );
+        // Values outside their range.
+        let connack = |props: &[u8]| {
+            let mut out = vec![0x20, (3 + props.len()) as u8, 0x00, 0x00, props.len() as u8];
+            out.extend_from_slice(props);
+            dec(&out, v5)
+        };
+        assert!(connack(b"\x24\x01").unwrap().is_some());
+        for bad in [
+            &b"\x24\x02"[..],
+            b"\x25\x02",
+            b"\x28\x02",
+            b"\x29\x02",
+            b"\x2A\x02",
+            b"\x21\x00\x00",
+            b"\x27\x00\x00\x00\x00",
+            b"\x16\x00\x01x", // authentication data without a method
+        ] {
+            assert!(
+                matches!(connack(bad), Err(CodecError::Protocol(_))),
+                "{bad:?}"
+            );
+        }
+        // Subscription identifiers may repeat in PUBLISH.
+        let Some(Packet::Publish(p)) =
+            dec(&raw_publish(0x30, b"t", b"\x05\x0B\x01\x0B\x80\x01"), v5).unwrap()
+        else {
+            panic!("not a publish");
+        };
+        assert_eq!(p.properties.subscription_identifiers, vec![1, 128]);
+        // Response topic is a topic name.
+        assert!(matches!(
+            dec(&raw_publish(0x30, b"t", b"\x04\x08\x00\x01#"), v5),
+            Err(CodecError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn encode_refuses_what_cannot_be_encoded() {
+        let v5 = Protocol::V5;
+        let publish = |topic: String, qos, packet_id, payload| {
+            Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain: false,
+                topic,
+                packet_id,
+                properties: Properties::default(),
+                payload,
+            })
+        };
+        let refused = |packet: &Packet, protocol| {
+            let mut out = BytesMut::from(&b"keep"[..]);
+            let result = encode(packet, protocol, &mut out);
+            if result.is_err() {
+                assert_eq!(&out[..], b"keep", "output left untouched");
+            }
+            matches!(result, Err(CodecError::Encode(_)))
+        };
+        let long = "x".repeat(65_536);
+        assert!(refused(
+            &publish(long.clone(), QoS::AtMostOnce, None, Bytes::new()),
+            v5
+        ));
+        assert!(!refused(
+            &publish("x".repeat(65_535), QoS::AtMostOnce, None, Bytes::new()),
+            v5
+        ));
+        assert!(refused(
+            &publish("t".into(), QoS::AtLeastOnce, None, Bytes::new()),
+            v5
+        ));
+        assert!(refused(
+            &publish("t".into(), QoS::AtMostOnce, Some(1), Bytes::new()),
+            v5
+        ));
+        assert!(refused(
+            &publish("t".into(), QoS::AtLeastOnce, Some(0), Bytes::new()),
+            v5
+        ));
+        // Over 268,435,455 bytes of remaining length (zeroed pages, never touched).
+        let huge = Bytes::from(vec![0u8; MAX_VARINT]);
+        assert!(refused(
+            &publish("t".into(), QoS::AtMostOnce, None, huge),
+            v5
+        ));
+        assert!(refused(
+            &Packet::PubAck(ack(0, 0, Properties::default())),
+            v5
+        ));
+        assert!(refused(
+            &Packet::Auth(Auth {
+                reason: 0,
+                properties: Properties::default()
+            }),
+            Protocol::V311
+        ));
+        // A property the packet type cannot carry.
+        let mut properties = Properties::default();
+        properties.topic_alias = Some(1);
+        assert!(refused(&Packet::PubAck(ack(1, 0, properties.clone())), v5));
+        // ... which 3.1.1 drops with every other property.
+        assert!(!refused(
+            &Packet::PubAck(ack(1, 0, properties)),
+            Protocol::V311
+        ));
+        let mut c = connect(Protocol::V5, false);
+        c.username = None;
+        assert!(refused(
+            &Packet::Connect(Box::new(c.clone())),
+            Protocol::V311
+        ));
+        assert!(!refused(&Packet::Connect(Box::new(c.clone())), v5));
+        c.client_id = long.clone();
+        assert!(refused(&Packet::Connect(Box::new(c)), v5));
+        let mut user = Properties::default();
+        user.user_properties.push(("k".into(), long));
+        assert!(refused(
+            &Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: user
+            }),
+            v5
+        ));
+        let sub = |subscriptions| {
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                subscriptions,
+                properties: Properties::default(),
+            })
+        };
+        assert!(refused(&sub(vec![]), v5));
+        let options = SubscriptionOptions {
+            qos: QoS::AtMostOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 3,
+        };
+        let filter = Subscription {
+            filter: "a".into(),
+            options,
+        };
+        assert!(refused(&sub(vec![filter]), v5));
+        let mut ids = Properties::default();
+        ids.subscription_identifiers = vec![0];
+        assert!(refused(
+            &Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "t".into(),
+                packet_id: None,
+                properties: ids,
+                payload: Bytes::new(),
+            }),
+            v5
+        ));
+    }
+
+    #[test]
+    fn reason_codes_for_errors() {
+        assert_eq!(CodecError::InvalidUtf8.reason_code(), 0x81);
+        assert_eq!(CodecError::Protocol("x").reason_code(), 0x82);
+        assert_eq!(CodecError::UnsupportedProtocol(3).reason_code(), 0x84);
+        assert_eq!(
+            CodecError::PacketTooLarge { size: 2, max: 1 }.reason_code(),
+            0x95
+        );
+    }
+
+    /// xorshift64*: deterministic, dependency-free randomness for the fuzz loop.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Decodes `input` every way there is; anything that decodes must re-encode to itself.
+    fn exercise(input: &[u8], max_size: usize) {
+        for protocol in [Protocol::V311, Protocol::V5] {
+            let mut buf = BytesMut::from(input);
+            // Keep decoding until the input runs out or fails.
+            while let Ok(Some(packet)) = decode(&mut buf, protocol, max_size) {
+                let encode_as = match &packet {
+                    Packet::Connect(c) => c.protocol,
+                    _ => protocol,
+                };
+                let mut out = BytesMut::new();
+                encode(&packet, encode_as, &mut out).unwrap();
+                let again = if let Packet::Connect(c) = &packet {
+                    Packet::Connect(Box::new(
+                        decode_connect(&mut out, usize::MAX).unwrap().unwrap(),
+                    ))
+                    .eq(&Packet::Connect(c.clone()))
+                } else {
+                    decode(&mut out, protocol, usize::MAX).unwrap().unwrap() == packet
+                };
+                assert!(again, "re-encoding changed {packet:?}");
+                assert!(out.is_empty());
+            }
+        }
+        let mut buf = BytesMut::from(input);
+        let before = buf.len();
+        if let Ok(None) = decode_connect(&mut buf, max_size) {
+            assert_eq!(buf.len(), before);
+        }
+    }
+
+    #[test]
+    fn fuzz_random_and_mutated_inputs_never_panic() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut seeds: Vec<Vec<u8>> = Vec::new();
+        for protocol in [Protocol::V311, Protocol::V5] {
+            for props in [false, true] {
+                for packet in samples(protocol, props) {
+                    let bytes = enc(&packet, protocol);
+                    if bytes.len() < 2000 {
+                        seeds.push(bytes.to_vec());
+                    }
+                }
+            }
+        }
+        let interesting = [
+            0x00u8, 0x01, 0x02, 0x7F, 0x80, 0xFF, b'+', b'#', 0x0B, 0x26, 0x23,
+        ];
+        for round in 0..60_000 {
+            let input: Vec<u8> = if round % 4 == 0 {
+                // Pure noise, with a plausible first byte half of the time.
+                let len = rng.below(64);
+                let mut v: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                if let Some(first) = v.first_mut() {
+                    if rng.below(2) == 0 {
+                        *first = (*first & 0xF0) | [0, 0, 2, 0][rng.below(4)];
+                    }
+                }
+                v
+            } else {
+                let mut v = seeds[rng.below(seeds.len())].clone();
+                for _ in 0..1 + rng.below(4) {
+                    if v.is_empty() {
+                        break;
+                    }
+                    let i = rng.below(v.len());
+                    match rng.below(6) {
+                        0 => v[i] = rng.next() as u8,
+                        1 => v[i] ^= 1 << rng.below(8),
+                        2 => v[i] = interesting[rng.below(interesting.len())],
+                        3 => v.truncate(i),
+                        4 => v.insert(i, rng.next() as u8),
+                        _ => {
+                            v.remove(i);
+                        }
+                    }
+                }
+                v
+            };
+            let max_size = if rng.below(8) == 0 {
+                rng.below(256)
+            } else {
+                MAX
+            };
+            exercise(&input, max_size);
+        }
+    }
+}
