@@ -2585,8 +2585,10 @@ mod tests {
             Protocol::V311
         ));
         // A property the packet type cannot carry.
-        let mut properties = Properties::default();
-        properties.topic_alias = Some(1);
+        let properties = Properties {
+            topic_alias: Some(1),
+            ..Properties::default()
+        };
         assert!(refused(&Packet::PubAck(ack(1, 0, properties.clone())), v5));
         // ... which 3.1.1 drops with every other property.
         assert!(!refused(
@@ -2630,8 +2632,10 @@ mod tests {
             options,
         };
         assert!(refused(&sub(vec![filter]), v5));
-        let mut ids = Properties::default();
-        ids.subscription_identifiers = vec![0];
+        let ids = Properties {
+            subscription_identifiers: vec![0],
+            ..Properties::default()
+        };
         assert!(refused(
             &Packet::Publish(Publish {
                 dup: false,
@@ -2704,7 +2708,15 @@ mod tests {
 
     #[test]
     fn fuzz_random_and_mutated_inputs_never_panic() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        // A longer run: PORTCULLIS_CODEC_FUZZ_ROUNDS=5000000 PORTCULLIS_CODEC_FUZZ_SEED=7.
+        let env = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let rounds = env("PORTCULLIS_CODEC_FUZZ_ROUNDS", 60_000);
+        let mut rng = Rng(env("PORTCULLIS_CODEC_FUZZ_SEED", 0x9E37_79B9_7F4A_7C15) | 1);
         let mut seeds: Vec<Vec<u8>> = Vec::new();
         for protocol in [Protocol::V311, Protocol::V5] {
             for props in [false, true] {
@@ -2719,7 +2731,7 @@ mod tests {
         let interesting = [
             0x00u8, 0x01, 0x02, 0x7F, 0x80, 0xFF, b'+', b'#', 0x0B, 0x26, 0x23,
         ];
-        for round in 0..60_000 {
+        for round in 0..rounds {
             let input: Vec<u8> = if round % 4 == 0 {
                 // Pure noise, with a plausible first byte half of the time.
                 let len = rng.below(64);
@@ -2732,17 +2744,25 @@ mod tests {
                 v
             } else {
                 let mut v = seeds[rng.below(seeds.len())].clone();
+                if rng.below(8) == 0 {
+                    v.extend_from_slice(&seeds[rng.below(seeds.len())]);
+                }
                 for _ in 0..1 + rng.below(4) {
                     if v.is_empty() {
                         break;
                     }
                     let i = rng.below(v.len());
-                    match rng.below(6) {
+                    match rng.below(7) {
                         0 => v[i] = rng.next() as u8,
                         1 => v[i] ^= 1 << rng.below(8),
                         2 => v[i] = interesting[rng.below(interesting.len())],
                         3 => v.truncate(i),
                         4 => v.insert(i, rng.next() as u8),
+                        5 => {
+                            let end = (i + 1 + rng.below(8)).min(v.len());
+                            let chunk = v[i..end].to_vec();
+                            v.splice(i..i, chunk);
+                        }
                         _ => {
                             v.remove(i);
                         }
