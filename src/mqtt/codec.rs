@@ -230,8 +230,8 @@ pub mod reason {
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
-    pub const PACKET_TOO_LARGE: u8 = 0x95;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
 
     /// MQTT 3.1.1 CONNACK return codes.
     pub const V311_ACCEPTED: u8 = 0x00;
@@ -635,11 +635,14 @@ fn utf8(raw: &[u8]) -> Result<&str, CodecError> {
 
 /// A topic name: an MQTT string without wildcards; emptiness is the caller's call (topic aliases).
 fn topic_name(raw: &[u8]) -> Result<String, CodecError> {
-    let s = utf8(raw)?;
-    if raw.iter().any(|&b| b == b'+' || b == b'#') {
-        return Err(CodecError::Protocol("wildcard in a topic name"));
+    // One scan for U+0000 and both wildcards: all ASCII, so never inside a multi-byte sequence.
+    match raw.iter().find(|&&b| matches!(b, 0 | b'+' | b'#')) {
+        Some(0) => Err(CodecError::InvalidUtf8),
+        Some(_) => Err(CodecError::Protocol("wildcard in a topic name")),
+        None => std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| CodecError::InvalidUtf8),
     }
-    Ok(s.to_owned())
 }
 
 fn qos(bits: u8) -> Result<QoS, CodecError> {
