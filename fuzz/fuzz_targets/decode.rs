@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&limit, input)) = data.split_first() else {
         return;
     };
-    let max_size = if limit == 0 { usize::MAX } else { usize::from(limit) * 64 };
+    let max_size = if limit == 0 {
+        usize::MAX
+    } else {
+        usize::from(limit) * 64
+    };
 
     let mut buf = BytesMut::from(input);
     let before = buf.len();
