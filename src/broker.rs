@@ -101,8 +101,7 @@ pub struct BrokerLink {
 /// its slot at once, while the router counts it until it has processed the disconnect, and the
 /// readiness probes count too.
 fn router_connections(sessions: usize) -> usize {
-    sessions
-        .saturating_add((sessions / 10).max(64))
+    sessions.saturating_add((sessions / 10).max(64))
 }
 
 pub struct Broker {

@@ -20,8 +20,8 @@ use tokio::time::{sleep_until, Instant};
 use crate::broker::{Broker, BrokerError, BrokerLink};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
-    self, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish,
-    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
+    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::topics::TopicMap;
 use crate::registry::Registry;
@@ -33,22 +33,6 @@ const BROKER_KEEP_ALIVE: u16 = 60;
 const TOPIC_ALIAS_MAX: u16 = 64;
 /// Largest packet accepted from the broker (loopback, trusted, but bounded all the same).
 const BROKER_MAX_PACKET: usize = 268_435_455;
-
-/// MQTT 5 reason codes the front-end sends itself.
-mod reason {
-    pub const MALFORMED: u8 = 0x81;
-    pub const PROTOCOL_ERROR: u8 = 0x82;
-    pub const UNSUPPORTED_VERSION: u8 = 0x84;
-    pub const CLIENT_ID_INVALID: u8 = 0x85;
-    pub const NOT_AUTHORIZED: u8 = 0x87;
-    pub const SERVER_UNAVAILABLE: u8 = 0x88;
-    pub const SERVER_BUSY: u8 = 0x89;
-    pub const BAD_AUTH_METHOD: u8 = 0x8C;
-    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
-    pub const TOPIC_NAME_INVALID: u8 = 0x90;
-    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
-    pub const PACKET_TOO_LARGE: u8 = 0x95;
-}
 
 /// What every session needs, shared.
 pub struct Context {
@@ -90,16 +74,20 @@ impl ConnectRefusal {
 
     fn code(self, protocol: Protocol) -> u8 {
         match (protocol, self) {
-            (Protocol::V311, ConnectRefusal::UnsupportedProtocol) => 0x01,
-            (Protocol::V311, ConnectRefusal::ClientIdInvalid) => 0x02,
-            (Protocol::V311, ConnectRefusal::BrokerUnavailable | ConnectRefusal::BrokerBusy) => {
-                0x03
+            (Protocol::V311, ConnectRefusal::UnsupportedProtocol) => {
+                reason::V311_UNACCEPTABLE_PROTOCOL_VERSION
             }
-            (Protocol::V311, _) => 0x05,
-            (Protocol::V5, ConnectRefusal::UnsupportedProtocol) => reason::UNSUPPORTED_VERSION,
-            (Protocol::V5, ConnectRefusal::ClientIdInvalid) => reason::CLIENT_ID_INVALID,
+            (Protocol::V311, ConnectRefusal::ClientIdInvalid) => reason::V311_IDENTIFIER_REJECTED,
+            (Protocol::V311, ConnectRefusal::BrokerUnavailable | ConnectRefusal::BrokerBusy) => {
+                reason::V311_SERVER_UNAVAILABLE
+            }
+            (Protocol::V311, _) => reason::V311_NOT_AUTHORIZED,
+            (Protocol::V5, ConnectRefusal::UnsupportedProtocol) => {
+                reason::UNSUPPORTED_PROTOCOL_VERSION
+            }
+            (Protocol::V5, ConnectRefusal::ClientIdInvalid) => reason::CLIENT_IDENTIFIER_NOT_VALID,
             (Protocol::V5, ConnectRefusal::WillTopic) => reason::TOPIC_NAME_INVALID,
-            (Protocol::V5, ConnectRefusal::AuthMethod) => reason::BAD_AUTH_METHOD,
+            (Protocol::V5, ConnectRefusal::AuthMethod) => reason::BAD_AUTHENTICATION_METHOD,
             (Protocol::V5, ConnectRefusal::BrokerUnavailable) => reason::SERVER_UNAVAILABLE,
             (Protocol::V5, ConnectRefusal::BrokerBusy) => reason::SERVER_BUSY,
             (Protocol::V5, _) => reason::NOT_AUTHORIZED,
@@ -564,7 +552,10 @@ impl Forwarder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // The slot is held for as long as the session lives.
-        let BrokerLink { stream, slot: _slot } = broker;
+        let BrokerLink {
+            stream,
+            slot: _slot,
+        } = broker;
         let (mut broker_read, mut broker_write) = stream.into_split();
         // MQTT: a client silent for 1.5 × its keep-alive is gone; 0 disables the check.
         let client_grace =
@@ -669,12 +660,7 @@ impl Forwarder {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return Ok(Flow::Continue),
                 Err(error) => {
-                    let code = match error {
-                        CodecError::PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
-                        CodecError::Protocol(_) => reason::PROTOCOL_ERROR,
-                        _ => reason::MALFORMED,
-                    };
-                    self.disconnect(code, to_client);
+                    self.disconnect(error.reason_code(), to_client);
                     return Err(SessionError::ClientCodec(error));
                 }
             };
@@ -795,7 +781,7 @@ impl Forwarder {
     /// The code for a filter refused here.
     fn refused_filter_code(&self) -> u8 {
         match self.protocol {
-            Protocol::V311 => 0x80,
+            Protocol::V311 => reason::V311_SUBACK_FAILURE,
             Protocol::V5 => reason::NOT_AUTHORIZED,
         }
     }
@@ -966,7 +952,7 @@ impl Forwarder {
     fn merge_suback(&mut self, suback: SubAck) -> Packet {
         let refused = self.refused_filter_code();
         let translate = |code: u8| match self.protocol {
-            Protocol::V311 if code >= 0x80 => 0x80,
+            Protocol::V311 if code >= reason::V311_SUBACK_FAILURE => reason::V311_SUBACK_FAILURE,
             _ => code,
         };
         let codes = match self.pending_subscribes.remove(&suback.packet_id) {
