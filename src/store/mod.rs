@@ -30,7 +30,7 @@ use crate::pki::CertInfo;
 mod ca_certificates;
 pub mod crypto;
 mod orgs;
-mod page;
+pub mod page;
 mod platform;
 mod schema;
 mod server_certificates;

@@ -262,6 +262,19 @@ impl Store {
         Ok(deleted > 0)
     }
 
+    /// The id of the org's active server certificate (`None`: the platform default);
+    /// `UnknownOrg`.
+    pub fn active_server_cert_id(&self, org: &OrgId) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT active_server_certificate FROM orgs WHERE id = ?1",
+                [org.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::UnknownOrg)
+    }
+
     /// Makes `id` the org's active server certificate, or the platform default when `None`.
     /// `UnknownOrg`; `false` when the org has no such certificate (nothing changes).
     pub fn set_active_server_cert(
