@@ -1,12 +1,41 @@
 //! The HTTP admin API (`/api/v1`), `/healthz`, `/readyz` and `/metrics`. Every change is validated,
 //! persisted in one transaction, then published to the registry.
+//!
+//! # Layout
+//!
+//! - `auth`: bearer token, constant-time check; `error`: [`ApiError`], the one error shape;
+//!   `extract`: JSON, query and body extractors that reject with `ApiError`.
+//! - `orgs`, `ca_certificates`, `server_certificates`: one file per resource; `views`: the JSON
+//!   each resource shows (never a private key).
+//!
+//! Handlers run their store work, `pki` checks (PKCS#12 key derivation is deliberately slow) and
+//! the registry publish inside `tokio::task::spawn_blocking`, so a slow upload never stalls the
+//! runtime's workers. The store serialises writers; each change is one transaction, published
+//! only after it commits. A change that commits but fails to publish answers 500
+//! `publish_failed`: it is saved, and the registry keeps serving the last good state.
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use axum::{middleware, Router};
 
+use crate::identity::OrgId;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{Cursor, PageRequest, Store};
+
+mod auth;
+mod ca_certificates;
+mod error;
+mod extract;
+mod orgs;
+mod server_certificates;
+mod views;
+
+pub use auth::token_sha256;
+pub use error::ApiError;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -19,6 +48,121 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    let _ = state;
-    todo!()
+    let api = Router::new()
+        .route("/orgs", get(orgs::list).post(orgs::create))
+        .route(
+            "/orgs/{org}",
+            get(orgs::get).patch(orgs::update).delete(orgs::delete),
+        )
+        .route(
+            "/orgs/{org}/ca-certificates",
+            get(ca_certificates::list).post(ca_certificates::create),
+        )
+        .route(
+            "/orgs/{org}/ca-certificates/{id}",
+            get(ca_certificates::get)
+                .patch(ca_certificates::update)
+                .delete(ca_certificates::delete),
+        )
+        .route(
+            "/orgs/{org}/server-certificates",
+            get(server_certificates::list).post(server_certificates::create),
+        )
+        .route(
+            "/orgs/{org}/server-certificates/{id}",
+            get(server_certificates::get).delete(server_certificates::delete),
+        )
+        .route(
+            "/orgs/{org}/active-server-certificate",
+            put(server_certificates::set_active).get(server_certificates::get_active),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .with_state(state)
 }
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once the router serves: the server builds it after the store opened and the registry
+/// loaded.
+async fn readyz() -> &'static str {
+    "ready"
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such resource")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Runs store, `pki` and registry work off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// An org id from a path: one that cannot exist is simply not found.
+fn org_in_path(s: &str) -> Result<OrgId, ApiError> {
+    OrgId::parse(s).map_err(|_| ApiError::NotFound("no such organisation"))
+}
+
+/// Publishes `org` after a committed change.
+fn publish(state: &AdminState, org: &OrgId) -> Result<(), ApiError> {
+    state.registry.publish_org(org).map_err(ApiError::Publish)
+}
+
+/// `?limit=&cursor=`: limit 1–500 (default 50); the cursor must be one this API returned.
+fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(crate::store::page::DEFAULT_LIMIT);
+    if !(1..=crate::store::page::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_parameter(
+            "invalid_limit",
+            format!(
+                "limit must be between 1 and {}",
+                crate::store::page::MAX_LIMIT
+            ),
+        ));
+    }
+    let cursor = match cursor.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(Cursor::parse(c).map_err(|_| {
+            ApiError::bad_parameter("invalid_cursor", "cursor is not one this API returned")
+        })?),
+    };
+    Ok(PageRequest { limit, cursor })
+}
+
+/// 204 No Content.
+fn no_content() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,49 @@
 //! The store: SQLite (WAL) in `<data_dir>/portcullis.db`, schema migrations, one transaction per
 //! admin change, private keys encrypted at rest with the master key.
+//!
+//! # Concurrency
+//!
+//! One `rusqlite::Connection` behind a `std::sync::Mutex`: every method is short, synchronous and
+//! holds the lock for one transaction. The hot path never calls the store (it reads the registry's
+//! snapshots); the admin API calls it from `tokio::task::spawn_blocking`, and the registry calls
+//! [`Store::org_state`] when it rebuilds an org. A poisoned lock is taken over: a panic inside a
+//! transaction dropped it, and dropping a `rusqlite::Transaction` rolls back.
+//!
+//! # Layout
+//!
+//! - `crypto`: master key, AES-256-GCM sealing of private keys.
+//! - `schema`: numbered migrations (`migrations/NNNN_*.sql`) tracked in `schema_migrations`.
+//! - `page`: opaque, stable cursors over `(registered_at, id)`.
+//! - `orgs`, `ca_certificates`, `server_certificates`, `platform`: the queries, one file per table.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use rusqlite::Connection;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
-use crate::pki::{CertInfo, Issuer};
+use crate::pki::CertInfo;
+
+mod ca_certificates;
+pub mod crypto;
+mod orgs;
+pub mod page;
+mod platform;
+mod schema;
+mod server_certificates;
+
+pub use crypto::MasterKey;
+pub use page::{BadCursor, Cursor, Page, PageRequest};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "portcullis.db";
+/// Name of the environment variable that sets the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "PORTCULLIS_ADMIN_TOKEN";
+/// File name of the generated admin token inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +55,17 @@ pub enum StoreError {
     MasterKey(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The org named by an org-scoped call does not exist.
+    #[error("no such organisation")]
+    UnknownOrg,
+    #[error("an organisation with this id already exists")]
+    OrgExists,
+    /// The same certificate (by SHA-256 fingerprint) is already registered for the org.
+    #[error("this certificate is already registered for the organisation")]
+    DuplicateCertificate,
+    /// The server certificate is the org's active one and cannot be deleted.
+    #[error("the certificate is the organisation's active server certificate")]
+    CertificateActive,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,40 +106,271 @@ pub struct OrgState {
     pub active_server_cert: Option<(ServerCertRecord, PrivateKeyDer<'static>)>,
 }
 
-pub struct Store {}
+/// A new organisation.
+#[derive(Debug, Clone)]
+pub struct NewOrg {
+    pub id: OrgId,
+    pub name: String,
+    pub topic_policy: TopicPolicy,
+    pub created_at: OffsetDateTime,
+}
+
+/// A change to an organisation; `None` leaves the field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct OrgPatch {
+    pub name: Option<String>,
+    pub topic_policy: Option<TopicPolicy>,
+}
+
+/// A CA certificate that passed `pki::check_ca`.
+#[derive(Debug, Clone)]
+pub struct NewCa {
+    pub der: CertificateDer<'static>,
+    pub info: CertInfo,
+    pub description: String,
+    pub registered_at: OffsetDateTime,
+}
+
+/// A change to a CA certificate; `None` leaves the field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct CaPatch {
+    pub active: Option<bool>,
+    pub description: Option<String>,
+}
+
+/// Filters of the CA list; `None` does not filter.
+#[derive(Debug, Clone, Default)]
+pub struct CaFilter {
+    /// Case-insensitive substring of the subject or the description.
+    pub q: Option<String>,
+    pub active: Option<bool>,
+    /// Strictly after.
+    pub registered_after: Option<OffsetDateTime>,
+    /// Strictly before.
+    pub registered_before: Option<OffsetDateTime>,
+}
+
+/// A server certificate chain and key that passed `pki::check_server_cert`.
+pub struct NewServerCert {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Of the leaf.
+    pub info: CertInfo,
+    pub registered_at: OffsetDateTime,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    master_key: MasterKey,
+}
 
 impl Store {
     /// Opens (creating when needed) `<data_dir>/portcullis.db`, runs the migrations, and loads the
     /// master key from `PORTCULLIS_MASTER_KEY` or `<data_dir>/master.key` (generated, mode 0600).
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let _ = data_dir;
-        todo!()
+        let env = std::env::var(crypto::MASTER_KEY_ENV).ok();
+        create_data_dir(data_dir)?;
+        let master_key = MasterKey::load(data_dir, env.as_deref())?;
+        Store::open_with_key(data_dir, master_key)
     }
 
-    pub fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
-        todo!()
+    /// Opens the store with a given master key (what [`Store::open`] does once it has the key).
+    pub fn open_with_key(data_dir: &Path, master_key: MasterKey) -> Result<Store, StoreError> {
+        create_data_dir(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        create_private_file(&path)?;
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL: readers never block the writer; FULL: a committed admin change survives power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        check_master_key(&conn, &master_key)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            master_key,
+        })
     }
 
-    /// `None` when the org does not exist.
-    pub fn org_state(&self, org: &OrgId) -> Result<Option<OrgState>, StoreError> {
-        let _ = org;
-        todo!()
+    /// The connection, for one transaction.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// The platform CA, created on first start.
-    pub fn platform_ca(&self) -> Result<Option<Issuer>, StoreError> {
-        todo!()
-    }
+const KEY_CHECK_NAME: &str = "master_key_check";
+const KEY_CHECK_AAD: &str = "store_meta/master_key_check/check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"portcullis master key check";
 
-    pub fn set_platform_ca(&self, issuer: &Issuer) -> Result<(), StoreError> {
-        let _ = issuer;
-        todo!()
+/// A store created with one master key refuses to open with another, rather than failing later
+/// on the first private key it decrypts.
+fn check_master_key(conn: &Connection, key: &MasterKey) -> Result<(), StoreError> {
+    let stored: Option<Vec<u8>> = match conn.query_row(
+        "SELECT value FROM store_meta WHERE name = ?1",
+        [KEY_CHECK_NAME],
+        |row| row.get(0),
+    ) {
+        Ok(v) => Some(v),
+        Err(rusqlite::Error::QueryReturnedNoRows) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match stored {
+        Some(sealed) => match key.open(KEY_CHECK_AAD, &sealed) {
+            Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
+            _ => Err(StoreError::MasterKey(
+                "this master key does not open the store (was PORTCULLIS_MASTER_KEY or master.key changed?)"
+                    .into(),
+            )),
+        },
+        None => {
+            let sealed = key.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+            conn.execute(
+                "INSERT INTO store_meta (name, value) VALUES (?1, ?2)",
+                rusqlite::params![KEY_CHECK_NAME, sealed],
+            )?;
+            Ok(())
+        }
     }
 }
 
 /// The admin token: `PORTCULLIS_ADMIN_TOKEN` when set, else `<data_dir>/admin-token`, generated
 /// (mode 0600) when missing.
 pub fn bootstrap_admin_token(data_dir: &Path) -> Result<String, StoreError> {
-    let _ = data_dir;
-    todo!()
+    let env = std::env::var(ADMIN_TOKEN_ENV).ok();
+    admin_token(data_dir, env.as_deref())
 }
+
+/// [`bootstrap_admin_token`] with the environment value given: 32 random bytes, base64url without
+/// padding (43 characters), when it generates one.
+pub fn admin_token(data_dir: &Path, env_value: Option<&str>) -> Result<String, StoreError> {
+    if let Some(token) = env_value.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(token.to_owned());
+    }
+    create_data_dir(data_dir)?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let token = crypto::read_or_create_secret_file(&path, || {
+        use base64::Engine;
+        let mut bytes = [0u8; 32];
+        crypto::random_bytes(&mut bytes)?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    })?;
+    if token.is_empty() {
+        return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
+    }
+    Ok(token)
+}
+
+/// Creates the data directory (mode 0700) when missing.
+fn create_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(data_dir)?;
+    Ok(())
+}
+
+/// Creates an empty file with mode 0600 unless it exists, so that SQLite (which gives its WAL and
+/// shared-memory files the database's mode) never makes them readable by others.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A new id: 48 bits of milliseconds since the epoch, then 80 random bits, as 32 hex digits, so
+/// ids sort by creation time and never collide in practice.
+fn new_id(now: OffsetDateTime) -> Result<String, StoreError> {
+    let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    crypto::random_bytes(&mut bytes[6..])?;
+    Ok(hex::encode(bytes))
+}
+
+/// Stored times are unix microseconds.
+fn to_micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn from_micros(micros: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map_err(|_| StoreError::Corrupt(format!("time out of range: {micros}")))
+}
+
+/// `t` as the store keeps it (microsecond precision), so what an insert returns equals what a
+/// later read returns.
+fn truncate_to_micros(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    from_micros(to_micros(t))
+}
+
+fn topic_policy_to_sql(p: TopicPolicy) -> &'static str {
+    match p {
+        TopicPolicy::Iot2 => "iot-2",
+        TopicPolicy::Open => "open",
+    }
+}
+
+fn topic_policy_from_sql(s: &str) -> Result<TopicPolicy, StoreError> {
+    match s {
+        "iot-2" => Ok(TopicPolicy::Iot2),
+        "open" => Ok(TopicPolicy::Open),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown topic policy {other:?}"
+        ))),
+    }
+}
+
+fn parse_org_id(s: &str) -> Result<OrgId, StoreError> {
+    OrgId::parse(s).map_err(|_| StoreError::Corrupt(format!("invalid org id {s:?}")))
+}
+
+/// True when `e` is a UNIQUE or PRIMARY KEY violation.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// True when `e` is a FOREIGN KEY violation.
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    )
+}
+
+/// Fails with `UnknownOrg` unless `org` exists.
+fn require_org(conn: &Connection, org: &OrgId) -> Result<(), StoreError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
+        [org.as_str()],
+        |row| row.get(0),
+    )?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownOrg)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+//! `/api/v1/orgs/{org}/ca-certificates[/{id}]`: the CAs an org's devices' certificates chain to.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{ApiBody, ApiJson, ApiQuery};
+use super::views::{CaView, ListView};
+use super::{blocking, no_content, org_in_path, page_request, publish, AdminState};
+use crate::pki::{self, PkiError};
+use crate::store::{CaFilter, CaPatch, NewCa};
+
+const MAX_DESCRIPTION_LEN: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadJson {
+    certificate: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// The certificate as sent, parsed off the async workers.
+enum Upload {
+    Pem(Vec<u8>),
+    Der(Vec<u8>),
+}
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCa {
+    active: Option<bool>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    q: Option<String>,
+    active: Option<bool>,
+    registered_after: Option<String>,
+    registered_before: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn valid_description(d: &str) -> Result<String, ApiError> {
+    if d.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(ApiError::invalid(
+            "invalid_description",
+            format!("description must be at most {MAX_DESCRIPTION_LEN} characters"),
+        ));
+    }
+    Ok(d.trim().to_owned())
+}
+
+/// The one certificate of a PEM text.
+fn single_pem_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, ApiError> {
+    let mut certs = pki::certs_from_pem(pem)?;
+    match certs.len() {
+        0 => Err(PkiError::NotACertificate.into()),
+        1 => Ok(certs.remove(0)),
+        _ => Err(PkiError::MoreThanOneCertificate.into()),
+    }
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                ApiError::bad_parameter(
+                    "invalid_time",
+                    format!("{name} must be an RFC 3339 time such as 2025-01-31T12:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The media type of the request, lower-case, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    Some(essence.to_ascii_lowercase())
+}
+
+/// `{"certificate": PEM, "description"}` as JSON, or the certificate as the body
+/// (`application/x-pem-file` PEM, `application/pkix-cert` DER) with `?description=`.
+pub async fn create(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Result<(StatusCode, Json<CaView>), ApiError> {
+    let org = org_in_path(&org)?;
+    let (upload, description) = match media_type(&headers).as_deref() {
+        Some("application/json") => {
+            let upload: UploadJson = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))?;
+            (
+                Upload::Pem(upload.certificate.into_bytes()),
+                upload.description,
+            )
+        }
+        Some("application/x-pem-file") => (
+            Upload::Pem(body.to_vec()),
+            query.description.unwrap_or_default(),
+        ),
+        Some("application/pkix-cert") => (
+            Upload::Der(body.to_vec()),
+            query.description.unwrap_or_default(),
+        ),
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/json, application/x-pem-file or application/pkix-cert",
+            ))
+        }
+    };
+    let description = valid_description(&description)?;
+    let record = blocking(move || {
+        // An unknown org is 404 before any certificate check.
+        if state.store.org(&org)?.is_none() {
+            return Err(ApiError::NotFound("no such organisation"));
+        }
+        let der = match upload {
+            Upload::Pem(pem) => single_pem_certificate(&pem)?,
+            Upload::Der(der) => CertificateDer::from(der),
+        };
+        let now = OffsetDateTime::now_utc();
+        let info = pki::check_ca(&der, now)?;
+        let new = NewCa {
+            der,
+            info,
+            description,
+            registered_at: now,
+        };
+        let record = state.store.insert_ca(&org, &new)?;
+        tracing::info!(
+            who = "admin", what = "ca_certificate.create", org = %org, id = %record.id,
+            fingerprint_sha256 = %record.info.fingerprint_sha256, "CA certificate registered"
+        );
+        publish(&state, &org)?;
+        Ok(record)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<ListView<CaView>>, ApiError> {
+    let org = org_in_path(&org)?;
+    let page = page_request(query.limit, query.cursor.as_deref())?;
+    let filter = CaFilter {
+        q: query.q,
+        active: query.active,
+        registered_after: time_param("registered_after", query.registered_after.as_deref())?,
+        registered_before: time_param("registered_before", query.registered_before.as_deref())?,
+    };
+    let page = blocking(move || Ok(state.store.list_cas(&org, &filter, &page)?)).await?;
+    Ok(Json(ListView::from_page(page, CaView::from)))
+}
+
+pub async fn get(
+    State(state): State<AdminState>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<CaView>, ApiError> {
+    let org = org_in_path(&org)?;
+    let record = blocking(move || Ok(state.store.ca(&org, &id)?)).await?;
+    record
+        .map(|c| Json(c.into()))
+        .ok_or(ApiError::NotFound("no such CA certificate"))
+}
+
+/// Deactivating a CA closes the sessions it authenticated (the registry does, on publish).
+pub async fn update(
+    State(state): State<AdminState>,
+    Path((org, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateCa>,
+) -> Result<Json<CaView>, ApiError> {
+    let org = org_in_path(&org)?;
+    let patch = CaPatch {
+        active: body.active,
+        description: body
+            .description
+            .as_deref()
+            .map(valid_description)
+            .transpose()?,
+    };
+    let record = blocking(move || {
+        let Some(record) = state.store.update_ca(&org, &id, &patch)? else {
+            return Err(ApiError::NotFound("no such CA certificate"));
+        };
+        tracing::info!(
+            who = "admin", what = "ca_certificate.update", org = %org, id = %id,
+            active = record.active, "CA certificate updated"
+        );
+        publish(&state, &org)?;
+        Ok(record)
+    })
+    .await?;
+    Ok(Json(record.into()))
+}
+
+pub async fn delete(
+    State(state): State<AdminState>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let org = org_in_path(&org)?;
+    blocking(move || {
+        if !state.store.delete_ca(&org, &id)? {
+            return Err(ApiError::NotFound("no such CA certificate"));
+        }
+        tracing::info!(
+            who = "admin", what = "ca_certificate.delete", org = %org, id = %id,
+            "CA certificate deleted"
+        );
+        publish(&state, &org)
+    })
+    .await?;
+    Ok(no_content())
+}

@@ -1,0 +1,227 @@
+//! `ApiError`: every way a request fails, mapped to one status and one stable snake_case code in
+//! `{"error": {"code", "message"}}`. Internal causes are logged here and never sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::pki::PkiError;
+use crate::registry::RegistryError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `malformed_request`: the body or query does not parse.
+    #[error("{0}")]
+    Malformed(String),
+    /// 400 with its own code: a query parameter that parses but is out of range.
+    #[error("{message}")]
+    BadParameter { code: &'static str, message: String },
+    /// 401: no token, or not the admin token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// 404: no such route, organisation or resource.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405 on a known path.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// 409: the change conflicts with what is stored.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// 413: larger than `admin.max_body_bytes`.
+    #[error("request body is too large")]
+    BodyTooLarge,
+    /// 415: a body type this endpoint does not take.
+    #[error("unsupported content type; send {0}")]
+    UnsupportedMediaType(&'static str),
+    /// 422 with its own code: well-formed but semantically invalid.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// 422 (or 500 for generation failures): an upload `pki` refused.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// 500 `internal`.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// 500 `publish_failed`: committed, but the registry could not apply it.
+    #[error("the change was saved but could not be applied to the live configuration")]
+    Publish(#[source] RegistryError),
+}
+
+impl ApiError {
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ApiError {
+        ApiError::Internal(cause.into())
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_parameter(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadParameter {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Maps an axum extractor rejection: 413 stays 413, anything else is a malformed request.
+    pub fn from_rejection(status: StatusCode, text: String) -> ApiError {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge
+        } else {
+            ApiError::Malformed(text)
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) | ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Pki(PkiError::Generate(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Pki(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) | ApiError::Publish(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed_request",
+            ApiError::BadParameter { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::BodyTooLarge => "body_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Invalid { code, .. } => code,
+            ApiError::Pki(e) => pki_code(e),
+            ApiError::Internal(_) => "internal",
+            ApiError::Publish(_) => "publish_failed",
+        }
+    }
+
+    /// The sentence the client sees: never an internal cause.
+    fn message(&self) -> String {
+        match self {
+            ApiError::Internal(_) | ApiError::Pki(PkiError::Generate(_)) => {
+                "Internal error; the cause is in the server log.".to_owned()
+            }
+            ApiError::Publish(_) => "The change was saved but could not be applied to the live \
+                                     configuration; the cause is in the server log."
+                .to_owned(),
+            other => sentence(&other.to_string()),
+        }
+    }
+}
+
+/// The stable code of each `pki` refusal.
+fn pki_code(e: &PkiError) -> &'static str {
+    match e {
+        PkiError::NotACertificate => "not_a_certificate",
+        PkiError::MoreThanOneCertificate => "more_than_one_certificate",
+        PkiError::NotACa => "not_a_ca",
+        PkiError::NoKeyCertSign => "no_key_cert_sign",
+        PkiError::NotYetValid => "not_yet_valid",
+        PkiError::Expired => "expired",
+        PkiError::NotAKey => "not_a_key",
+        PkiError::PassphraseRequired => "passphrase_required",
+        PkiError::PassphraseWrong => "passphrase_wrong",
+        PkiError::KeyMismatch => "key_mismatch",
+        PkiError::NamesDoNotFit(_) => "names_do_not_fit",
+        PkiError::NoServerAuth => "no_server_auth",
+        PkiError::NotPkcs12 => "not_pkcs12",
+        PkiError::Pkcs12PasswordWrong => "pkcs12_password_wrong",
+        PkiError::Pkcs12NoKey => "pkcs12_no_key",
+        PkiError::Pkcs12NoCertificate => "pkcs12_no_certificate",
+        PkiError::Generate(_) => "internal",
+    }
+}
+
+/// Upper-cases the first letter and ends with a full stop.
+fn sentence(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 1);
+    let mut chars = s.chars();
+    if let Some(first) = chars.next() {
+        out.extend(first.to_uppercase());
+        out.push_str(chars.as_str());
+    }
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::UnknownOrg => ApiError::NotFound("no such organisation"),
+            StoreError::OrgExists => ApiError::Conflict {
+                code: "org_exists",
+                message: "an organisation with this id already exists",
+            },
+            StoreError::DuplicateCertificate => ApiError::Conflict {
+                code: "duplicate_certificate",
+                message: "this certificate is already registered for the organisation",
+            },
+            StoreError::CertificateActive => ApiError::Conflict {
+                code: "certificate_active",
+                message: "this is the organisation's active server certificate; activate \
+                          another (or null for the platform default) first",
+            },
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "admin request failed")
+            }
+            ApiError::Publish(cause) => {
+                tracing::error!(error = %error_chain(cause), "change saved but not published")
+            }
+            ApiError::Pki(e @ PkiError::Generate(_)) => {
+                tracing::error!(error = %e, "certificate generation failed")
+            }
+            _ => {}
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.message() }
+        });
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// `cause: its source: …`, for one log field.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

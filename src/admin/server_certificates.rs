@@ -1,0 +1,188 @@
+//! `/api/v1/orgs/{org}/server-certificates[/{id}]` and `…/active-server-certificate`: the
+//! certificate an org's devices see, uploaded inactive and switched on explicitly.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use super::views::{ListView, ServerCertView};
+use super::{blocking, no_content, org_in_path, page_request, publish, AdminState};
+use crate::pki::{self, PkiError};
+use crate::store::NewServerCert;
+
+/// `{"certificate_chain", "private_key", "passphrase"?}` or `{"pkcs12", "password"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    certificate_chain: Option<String>,
+    private_key: Option<String>,
+    passphrase: Option<String>,
+    pkcs12: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `{"id": "<id>"}` or `{"id": null}` (the platform default); `id` must be present.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Active {
+    #[serde(deserialize_with = "Option::deserialize")]
+    id: Option<String>,
+}
+
+/// Base64 as operators paste it: standard or URL-safe, padded or not, with line breaks.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let unpadded = compact.trim_end_matches('=');
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(unpadded)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(unpadded))
+        .ok()
+}
+
+pub async fn create(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<Upload>,
+) -> Result<(StatusCode, Json<ServerCertView>), ApiError> {
+    let org = org_in_path(&org)?;
+    let record = blocking(move || {
+        // An unknown org is 404 before any certificate check.
+        if state.store.org(&org)?.is_none() {
+            return Err(ApiError::NotFound("no such organisation"));
+        }
+        let now = OffsetDateTime::now_utc();
+        let (chain, key) = match body {
+            Upload {
+                certificate_chain: Some(chain),
+                private_key: Some(key),
+                passphrase,
+                pkcs12: None,
+                password: None,
+            } => {
+                let chain = pki::certs_from_pem(chain.as_bytes())?;
+                let key = pki::private_key_from_pem(key.as_bytes(), passphrase.as_deref())?;
+                (chain, key)
+            }
+            Upload {
+                certificate_chain: None,
+                private_key: None,
+                passphrase: None,
+                pkcs12: Some(p12),
+                password,
+            } => {
+                let der = decode_base64(&p12).ok_or(PkiError::NotPkcs12)?;
+                pki::from_pkcs12(&der, password.as_deref().unwrap_or_default())?
+            }
+            _ => {
+                return Err(ApiError::Malformed(
+                    "send certificate_chain and private_key (and passphrase if the key is \
+                     encrypted), or pkcs12 and password"
+                        .into(),
+                ))
+            }
+        };
+        if chain.is_empty() {
+            return Err(PkiError::NotACertificate.into());
+        }
+        let info = pki::check_server_cert(org.as_str(), &chain, &key, now)?;
+        let new = NewServerCert {
+            chain,
+            key,
+            info,
+            registered_at: now,
+        };
+        let record = state.store.insert_server_cert(&org, &new)?;
+        tracing::info!(
+            who = "admin", what = "server_certificate.create", org = %org, id = %record.id,
+            fingerprint_sha256 = %record.info.fingerprint_sha256, "server certificate registered"
+        );
+        publish(&state, &org)?;
+        Ok(record)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<ListView<ServerCertView>>, ApiError> {
+    let org = org_in_path(&org)?;
+    let page = page_request(query.limit, query.cursor.as_deref())?;
+    let page = blocking(move || Ok(state.store.list_server_certs(&org, &page)?)).await?;
+    Ok(Json(ListView::from_page(page, ServerCertView::from)))
+}
+
+pub async fn get(
+    State(state): State<AdminState>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<ServerCertView>, ApiError> {
+    let org = org_in_path(&org)?;
+    let record = blocking(move || Ok(state.store.server_cert(&org, &id)?)).await?;
+    record
+        .map(|c| Json(c.into()))
+        .ok_or(ApiError::NotFound("no such server certificate"))
+}
+
+/// 409 `certificate_active` for the active one: activate another (or null) first.
+pub async fn delete(
+    State(state): State<AdminState>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let org = org_in_path(&org)?;
+    blocking(move || {
+        if !state.store.delete_server_cert(&org, &id)? {
+            return Err(ApiError::NotFound("no such server certificate"));
+        }
+        tracing::info!(
+            who = "admin", what = "server_certificate.delete", org = %org, id = %id,
+            "server certificate deleted"
+        );
+        publish(&state, &org)
+    })
+    .await?;
+    Ok(no_content())
+}
+
+pub async fn get_active(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+) -> Result<Json<Active>, ApiError> {
+    let org = org_in_path(&org)?;
+    let id = blocking(move || Ok(state.store.active_server_cert_id(&org)?)).await?;
+    Ok(Json(Active { id }))
+}
+
+pub async fn set_active(
+    State(state): State<AdminState>,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<Active>,
+) -> Result<Json<Active>, ApiError> {
+    let org = org_in_path(&org)?;
+    let id = body.id;
+    let id = blocking(move || {
+        if !state.store.set_active_server_cert(&org, id.as_deref())? {
+            return Err(ApiError::NotFound("no such server certificate"));
+        }
+        tracing::info!(
+            who = "admin", what = "server_certificate.activate", org = %org,
+            id = id.as_deref().unwrap_or("platform-default"), "active server certificate set"
+        );
+        publish(&state, &org)?;
+        Ok(id)
+    })
+    .await?;
+    Ok(Json(Active { id }))
+}

@@ -1,0 +1,262 @@
+//! Queries on `ca_certificates`.
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
+use rustls_pki_types::CertificateDer;
+
+use super::{
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, CaFilter, CaPatch, CaRecord,
+    NewCa, Page, PageRequest, Store, StoreError,
+};
+use crate::identity::OrgId;
+use crate::pki::CertInfo;
+
+const COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not_before, \
+                       not_after, common_name, dns_names, description, active, registered_at";
+
+struct CaRow {
+    id: String,
+    der: Vec<u8>,
+    subject: String,
+    issuer: String,
+    serial: String,
+    fingerprint_sha256: String,
+    not_before: i64,
+    not_after: i64,
+    common_name: Option<String>,
+    dns_names: String,
+    description: String,
+    active: bool,
+    registered_at: i64,
+}
+
+impl CaRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<CaRow> {
+        Ok(CaRow {
+            id: row.get(0)?,
+            der: row.get(1)?,
+            subject: row.get(2)?,
+            issuer: row.get(3)?,
+            serial: row.get(4)?,
+            fingerprint_sha256: row.get(5)?,
+            not_before: row.get(6)?,
+            not_after: row.get(7)?,
+            common_name: row.get(8)?,
+            dns_names: row.get(9)?,
+            description: row.get(10)?,
+            active: row.get(11)?,
+            registered_at: row.get(12)?,
+        })
+    }
+
+    fn into_record(self, org: &OrgId) -> Result<CaRecord, StoreError> {
+        Ok(CaRecord {
+            info: CertInfo {
+                subject: self.subject,
+                issuer: self.issuer,
+                serial: self.serial,
+                fingerprint_sha256: self.fingerprint_sha256,
+                not_before: from_micros(self.not_before)?,
+                not_after: from_micros(self.not_after)?,
+                common_name: self.common_name,
+                dns_names: super::server_certificates::dns_names_from_sql(&self.dns_names)?,
+            },
+            id: self.id,
+            org: org.clone(),
+            der: CertificateDer::from(self.der),
+            description: self.description,
+            active: self.active,
+            registered_at: from_micros(self.registered_at)?,
+        })
+    }
+}
+
+fn get_ca(
+    conn: &rusqlite::Connection,
+    org: &OrgId,
+    id: &str,
+) -> Result<Option<CaRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM ca_certificates WHERE org = ?1 AND id = ?2"),
+        params![org.as_str(), id],
+        CaRow::read,
+    )
+    .optional()?
+    .map(|row| row.into_record(org))
+    .transpose()
+}
+
+/// The org's active CAs in registration order: what its client verifier trusts.
+pub(super) fn active_cas(
+    conn: &rusqlite::Connection,
+    org: &OrgId,
+) -> Result<Vec<CaRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM ca_certificates WHERE org = ?1 AND active = 1
+         ORDER BY registered_at, id"
+    ))?;
+    let rows = stmt
+        .query_map([org.as_str()], CaRow::read)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(|r| r.into_record(org)).collect()
+}
+
+impl Store {
+    /// Registers a CA certificate, active. `UnknownOrg`, or `DuplicateCertificate` when the org
+    /// already has one with the same fingerprint.
+    pub fn insert_ca(&self, org: &OrgId, new: &NewCa) -> Result<CaRecord, StoreError> {
+        let registered_at = truncate_to_micros(new.registered_at)?;
+        let id = new_id(registered_at)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let info = &new.info;
+        let inserted = tx.execute(
+            &format!(
+                "INSERT INTO ca_certificates (org, {COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13)"
+            ),
+            params![
+                org.as_str(),
+                id,
+                new.der.as_ref(),
+                info.subject,
+                info.issuer,
+                info.serial,
+                info.fingerprint_sha256,
+                to_micros(info.not_before),
+                to_micros(info.not_after),
+                info.common_name,
+                super::server_certificates::dns_names_to_sql(&info.dns_names)?,
+                new.description,
+                to_micros(registered_at),
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(e) if super::is_unique_violation(&e) => {
+                return Err(StoreError::DuplicateCertificate)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let record = get_ca(&tx, org, &id)?
+            .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// `UnknownOrg`, or `None` when the org has no such CA.
+    pub fn ca(&self, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        get_ca(&conn, org, id)
+    }
+
+    /// The org's CAs that pass `filter`, in registration order.
+    pub fn list_cas(
+        &self,
+        org: &OrgId,
+        filter: &CaFilter,
+        page: &PageRequest,
+    ) -> Result<Page<CaRecord>, StoreError> {
+        let (after_micros, after_id) = page.after();
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM ca_certificates
+             WHERE org = ?1 AND (registered_at, id) > (?2, ?3)"
+        );
+        let mut args: Vec<Value> = vec![
+            Value::Text(org.as_str().to_owned()),
+            Value::Integer(after_micros),
+            Value::Text(after_id.to_owned()),
+        ];
+        let mut arg = |sql: &mut String, clause: &str, value: Value| {
+            args.push(value);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
+            // lower() folds ASCII only, like the subjects and descriptions operators search.
+            arg(
+                &mut sql,
+                " AND (instr(lower(subject), lower(?)) > 0 OR instr(lower(description), lower(?)) > 0)",
+                Value::Text(q.to_owned()),
+            );
+        }
+        if let Some(active) = filter.active {
+            arg(
+                &mut sql,
+                " AND active = ?",
+                Value::Integer(i64::from(active)),
+            );
+        }
+        if let Some(t) = filter.registered_after {
+            arg(
+                &mut sql,
+                " AND registered_at > ?",
+                Value::Integer(to_micros(t)),
+            );
+        }
+        if let Some(t) = filter.registered_before {
+            arg(
+                &mut sql,
+                " AND registered_at < ?",
+                Value::Integer(to_micros(t)),
+            );
+        }
+        args.push(Value::Integer(i64::from(page.limit()) + 1));
+        sql.push_str(&format!(
+            " ORDER BY registered_at, id LIMIT ?{}",
+            args.len()
+        ));
+
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params_from_iter(args), CaRow::read)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let records = rows
+            .into_iter()
+            .map(|r| r.into_record(org))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(records, page.limit(), |c| {
+            (c.registered_at, c.id.as_str())
+        }))
+    }
+
+    /// Applies `patch`; `UnknownOrg`, or `None` when the org has no such CA.
+    pub fn update_ca(
+        &self,
+        org: &OrgId,
+        id: &str,
+        patch: &CaPatch,
+    ) -> Result<Option<CaRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let changed = tx.execute(
+            "UPDATE ca_certificates
+             SET active = COALESCE(?3, active), description = COALESCE(?4, description)
+             WHERE org = ?1 AND id = ?2",
+            params![org.as_str(), id, patch.active, patch.description],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let record = get_ca(&tx, org, id)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// `UnknownOrg`, or `false` when the org has no such CA.
+    pub fn delete_ca(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let deleted = tx.execute(
+            "DELETE FROM ca_certificates WHERE org = ?1 AND id = ?2",
+            params![org.as_str(), id],
+        )?;
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+}

@@ -1,0 +1,161 @@
+//! Queries on `orgs`.
+
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+
+use super::{
+    from_micros, parse_org_id, to_micros, topic_policy_from_sql, topic_policy_to_sql,
+    truncate_to_micros, NewOrg, OrgPatch, OrgRecord, Page, PageRequest, Store, StoreError,
+};
+use crate::identity::OrgId;
+
+const COLUMNS: &str = "id, name, topic_policy, created_at";
+
+/// A row of `orgs` before its id is parsed.
+struct OrgRow {
+    id: String,
+    name: String,
+    topic_policy: String,
+    created_at: i64,
+}
+
+impl OrgRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<OrgRow> {
+        Ok(OrgRow {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            topic_policy: row.get(2)?,
+            created_at: row.get(3)?,
+        })
+    }
+
+    /// `id` is the org the caller asked for, when it did: no need to parse it again.
+    fn into_record(self, id: Option<&OrgId>) -> Result<OrgRecord, StoreError> {
+        Ok(OrgRecord {
+            id: match id {
+                Some(id) => id.clone(),
+                None => parse_org_id(&self.id)?,
+            },
+            name: self.name,
+            topic_policy: topic_policy_from_sql(&self.topic_policy)?,
+            created_at: from_micros(self.created_at)?,
+        })
+    }
+}
+
+pub(super) fn get_org(
+    conn: &rusqlite::Connection,
+    id: &OrgId,
+) -> Result<Option<OrgRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM orgs WHERE id = ?1"),
+        [id.as_str()],
+        OrgRow::read,
+    )
+    .optional()?
+    .map(|row| row.into_record(Some(id)))
+    .transpose()
+}
+
+impl Store {
+    /// Every org id, in id order.
+    pub fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM orgs ORDER BY id")?;
+        let ids = stmt
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        ids.iter().map(|id| parse_org_id(id)).collect()
+    }
+
+    /// Creates an org; `OrgExists` when the id is taken.
+    pub fn create_org(&self, new: &NewOrg) -> Result<OrgRecord, StoreError> {
+        let record = OrgRecord {
+            id: new.id.clone(),
+            name: new.name.clone(),
+            topic_policy: new.topic_policy,
+            created_at: truncate_to_micros(new.created_at)?,
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT INTO orgs (id, name, topic_policy, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                record.id.as_str(),
+                record.name,
+                topic_policy_to_sql(record.topic_policy),
+                to_micros(record.created_at),
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(e) if super::is_unique_violation(&e) => return Err(StoreError::OrgExists),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// `None` when the org does not exist.
+    pub fn org(&self, id: &OrgId) -> Result<Option<OrgRecord>, StoreError> {
+        get_org(&self.conn(), id)
+    }
+
+    /// Orgs in creation order.
+    pub fn list_orgs(&self, page: &PageRequest) -> Result<Page<OrgRecord>, StoreError> {
+        let conn = self.conn();
+        let (after_micros, after_id) = page.after();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM orgs
+             WHERE (created_at, id) > (?1, ?2)
+             ORDER BY created_at, id
+             LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![after_micros, after_id, i64::from(page.limit()) + 1],
+                OrgRow::read,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let records = rows
+            .into_iter()
+            .map(|row| row.into_record(None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(records, page.limit(), |o| {
+            (o.created_at, o.id.as_str())
+        }))
+    }
+
+    /// Applies `patch`; `None` when the org does not exist.
+    pub fn update_org(
+        &self,
+        id: &OrgId,
+        patch: &OrgPatch,
+    ) -> Result<Option<OrgRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE orgs SET name = COALESCE(?2, name), topic_policy = COALESCE(?3, topic_policy)
+             WHERE id = ?1",
+            params![
+                id.as_str(),
+                patch.name,
+                patch.topic_policy.map(topic_policy_to_sql),
+            ],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let record = get_org(&tx, id)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Deletes the org with its CA and server certificates; `false` when it did not exist.
+    pub fn delete_org(&self, id: &OrgId) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let deleted = tx.execute("DELETE FROM orgs WHERE id = ?1", [id.as_str()])?;
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+}

@@ -1,0 +1,341 @@
+//! Queries on `server_certificates` and the org's active one, and [`Store::org_state`].
+
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::{
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, NewServerCert, OrgState, Page,
+    PageRequest, ServerCertRecord, Store, StoreError,
+};
+use crate::identity::OrgId;
+use crate::pki::CertInfo;
+
+/// The AAD of a server certificate's sealed key: bound to its row.
+fn key_aad(id: &str) -> String {
+    format!("server_certificates/{id}/key")
+}
+
+const COLUMNS: &str = "s.id, s.chain_pem, s.subject, s.issuer, s.serial, s.fingerprint_sha256, \
+     s.not_before, s.not_after, s.common_name, s.dns_names, s.registered_at, \
+     COALESCE(o.active_server_certificate = s.id, 0)";
+const FROM: &str = "server_certificates s JOIN orgs o ON o.id = s.org";
+
+pub(super) fn dns_names_to_sql(names: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(names).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn dns_names_from_sql(json: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("dns_names: {e}")))
+}
+
+fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
+    let blocks: Vec<pem::Pem> = chain
+        .iter()
+        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
+        .collect();
+    pem::encode_many(&blocks)
+}
+
+fn chain_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, StoreError> {
+    let blocks = pem::parse_many(text).map_err(|e| StoreError::Corrupt(format!("chain: {e}")))?;
+    if blocks.is_empty() {
+        return Err(StoreError::Corrupt("empty certificate chain".into()));
+    }
+    Ok(blocks
+        .into_iter()
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect())
+}
+
+struct ServerCertRow {
+    id: String,
+    chain_pem: String,
+    subject: String,
+    issuer: String,
+    serial: String,
+    fingerprint_sha256: String,
+    not_before: i64,
+    not_after: i64,
+    common_name: Option<String>,
+    dns_names: String,
+    registered_at: i64,
+    active: bool,
+}
+
+impl ServerCertRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<ServerCertRow> {
+        Ok(ServerCertRow {
+            id: row.get(0)?,
+            chain_pem: row.get(1)?,
+            subject: row.get(2)?,
+            issuer: row.get(3)?,
+            serial: row.get(4)?,
+            fingerprint_sha256: row.get(5)?,
+            not_before: row.get(6)?,
+            not_after: row.get(7)?,
+            common_name: row.get(8)?,
+            dns_names: row.get(9)?,
+            registered_at: row.get(10)?,
+            active: row.get(11)?,
+        })
+    }
+
+    fn into_record(self, org: &OrgId) -> Result<ServerCertRecord, StoreError> {
+        Ok(ServerCertRecord {
+            info: CertInfo {
+                subject: self.subject,
+                issuer: self.issuer,
+                serial: self.serial,
+                fingerprint_sha256: self.fingerprint_sha256,
+                not_before: from_micros(self.not_before)?,
+                not_after: from_micros(self.not_after)?,
+                common_name: self.common_name,
+                dns_names: dns_names_from_sql(&self.dns_names)?,
+            },
+            chain: chain_from_pem(&self.chain_pem)?,
+            id: self.id,
+            org: org.clone(),
+            active: self.active,
+            registered_at: from_micros(self.registered_at)?,
+        })
+    }
+}
+
+fn get_server_cert(
+    conn: &rusqlite::Connection,
+    org: &OrgId,
+    id: &str,
+) -> Result<Option<ServerCertRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM {FROM} WHERE s.org = ?1 AND s.id = ?2"),
+        params![org.as_str(), id],
+        ServerCertRow::read,
+    )
+    .optional()?
+    .map(|row| row.into_record(org))
+    .transpose()
+}
+
+impl Store {
+    /// Registers a server certificate and its key (sealed), not active. `UnknownOrg`, or
+    /// `DuplicateCertificate` when the org already has this leaf.
+    pub fn insert_server_cert(
+        &self,
+        org: &OrgId,
+        new: &NewServerCert,
+    ) -> Result<ServerCertRecord, StoreError> {
+        if new.chain.is_empty() {
+            return Err(StoreError::Corrupt("empty certificate chain".into()));
+        }
+        let registered_at = truncate_to_micros(new.registered_at)?;
+        let id = new_id(registered_at)?;
+        let key_sealed = self.master_key.seal_private_key(&key_aad(&id), &new.key)?;
+        let info = &new.info;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let inserted = tx.execute(
+            "INSERT INTO server_certificates (id, org, chain_pem, key_sealed, subject, issuer,
+                 serial, fingerprint_sha256, not_before, not_after, common_name, dns_names,
+                 registered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                id,
+                org.as_str(),
+                chain_to_pem(&new.chain),
+                key_sealed,
+                info.subject,
+                info.issuer,
+                info.serial,
+                info.fingerprint_sha256,
+                to_micros(info.not_before),
+                to_micros(info.not_after),
+                info.common_name,
+                dns_names_to_sql(&info.dns_names)?,
+                to_micros(registered_at),
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(e) if super::is_unique_violation(&e) => {
+                return Err(StoreError::DuplicateCertificate)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let record = get_server_cert(&tx, org, &id)?
+            .ok_or_else(|| StoreError::Corrupt("inserted server certificate vanished".into()))?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// `UnknownOrg`, or `None` when the org has no such certificate.
+    pub fn server_cert(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<Option<ServerCertRecord>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        get_server_cert(&conn, org, id)
+    }
+
+    /// The org's server certificates in registration order.
+    pub fn list_server_certs(
+        &self,
+        org: &OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<ServerCertRecord>, StoreError> {
+        let (after_micros, after_id) = page.after();
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM {FROM}
+             WHERE s.org = ?1 AND (s.registered_at, s.id) > (?2, ?3)
+             ORDER BY s.registered_at, s.id
+             LIMIT ?4"
+        ))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    org.as_str(),
+                    after_micros,
+                    after_id,
+                    i64::from(page.limit()) + 1
+                ],
+                ServerCertRow::read,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let records = rows
+            .into_iter()
+            .map(|r| r.into_record(org))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(records, page.limit(), |c| {
+            (c.registered_at, c.id.as_str())
+        }))
+    }
+
+    /// The decrypted key of one of the org's server certificates; `None` when there is no such
+    /// certificate.
+    pub fn server_cert_key(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<Option<PrivateKeyDer<'static>>, StoreError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT key_sealed FROM server_certificates WHERE org = ?1 AND id = ?2",
+                params![org.as_str(), id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        sealed
+            .map(|s| self.master_key.open_private_key(&key_aad(id), &s))
+            .transpose()
+    }
+
+    /// `UnknownOrg`; `CertificateActive` when it is the org's active one; `false` when the org
+    /// has no such certificate.
+    pub fn delete_server_cert(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let active: Option<String> = tx.query_row(
+            "SELECT active_server_certificate FROM orgs WHERE id = ?1",
+            [org.as_str()],
+            |row| row.get(0),
+        )?;
+        if active.as_deref() == Some(id) {
+            return Err(StoreError::CertificateActive);
+        }
+        let deleted = match tx.execute(
+            "DELETE FROM server_certificates WHERE org = ?1 AND id = ?2",
+            params![org.as_str(), id],
+        ) {
+            Ok(n) => n,
+            Err(e) if super::is_foreign_key_violation(&e) => {
+                return Err(StoreError::CertificateActive)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+
+    /// The id of the org's active server certificate (`None`: the platform default);
+    /// `UnknownOrg`.
+    pub fn active_server_cert_id(&self, org: &OrgId) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT active_server_certificate FROM orgs WHERE id = ?1",
+                [org.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::UnknownOrg)
+    }
+
+    /// Makes `id` the org's active server certificate, or the platform default when `None`.
+    /// `UnknownOrg`; `false` when the org has no such certificate (nothing changes).
+    pub fn set_active_server_cert(
+        &self,
+        org: &OrgId,
+        id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        if let Some(id) = id {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM server_certificates WHERE org = ?1 AND id = ?2)",
+                params![org.as_str(), id],
+                |row| row.get(0),
+            )?;
+            if !exists {
+                return Ok(false);
+            }
+        }
+        tx.execute(
+            "UPDATE orgs SET active_server_certificate = ?2 WHERE id = ?1",
+            params![org.as_str(), id],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// `None` when the org does not exist.
+    pub fn org_state(&self, org: &OrgId) -> Result<Option<OrgState>, StoreError> {
+        let mut conn = self.conn();
+        // One read transaction: the org, its CAs and its certificate as of one moment.
+        let tx = conn.transaction()?;
+        let Some(record) = super::orgs::get_org(&tx, org)? else {
+            return Ok(None);
+        };
+        let active_cas = super::ca_certificates::active_cas(&tx, org)?;
+        let active: Option<(String, Vec<u8>)> = tx
+            .query_row(
+                "SELECT s.id, s.key_sealed FROM orgs o
+                 JOIN server_certificates s ON s.org = o.id AND s.id = o.active_server_certificate
+                 WHERE o.id = ?1",
+                [org.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let active_server_cert = match active {
+            None => None,
+            Some((id, sealed)) => {
+                let cert = get_server_cert(&tx, org, &id)?.ok_or_else(|| {
+                    StoreError::Corrupt("active server certificate vanished".into())
+                })?;
+                let key = self.master_key.open_private_key(&key_aad(&id), &sealed)?;
+                Some((cert, key))
+            }
+        };
+        tx.commit()?;
+        Ok(Some(OrgState {
+            org: record,
+            active_cas,
+            active_server_cert,
+        }))
+    }
+}

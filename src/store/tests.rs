@@ -1,0 +1,723 @@
+//! Store tests on a temporary data directory. Certificates here are opaque bytes with made-up
+//! `CertInfo`: the store keeps what `pki` checked, it does not parse certificates itself.
+
+use std::path::Path;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use super::*;
+use crate::pki::Issuer;
+
+fn org(s: &str) -> OrgId {
+    OrgId::parse(s).unwrap()
+}
+
+fn key() -> MasterKey {
+    MasterKey::from_bytes(&[42u8; 32]).unwrap()
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open_with_key(dir, key()).unwrap()
+}
+
+const T0: OffsetDateTime = datetime!(2025-01-01 00:00:00 UTC);
+
+fn new_org(store: &Store, id: &str) -> OrgRecord {
+    store
+        .create_org(&NewOrg {
+            id: org(id),
+            name: format!("{id} Inc."),
+            topic_policy: TopicPolicy::Iot2,
+            created_at: T0,
+        })
+        .unwrap()
+}
+
+fn info(subject: &str, fingerprint: &str) -> CertInfo {
+    CertInfo {
+        subject: subject.to_owned(),
+        issuer: "CN=Issuer".to_owned(),
+        serial: "01ab".to_owned(),
+        fingerprint_sha256: fingerprint.to_owned(),
+        not_before: datetime!(2024-01-01 00:00:00 UTC),
+        not_after: datetime!(9999-12-31 23:59:59 UTC),
+        common_name: Some(subject.trim_start_matches("CN=").to_owned()),
+        dns_names: vec![],
+    }
+}
+
+fn new_ca(n: u32, description: &str, at: OffsetDateTime) -> NewCa {
+    NewCa {
+        der: CertificateDer::from(vec![0x30, n as u8]),
+        info: info(&format!("CN=Device CA {n}"), &format!("{n:064x}")),
+        description: description.to_owned(),
+        registered_at: at,
+    }
+}
+
+const KEY_MARKER: &[u8] = b"-----PLAINTEXT PRIVATE KEY MARKER THAT MUST NEVER REACH THE DISK-----";
+
+fn new_server_cert(n: u32, at: OffsetDateTime) -> NewServerCert {
+    let mut key = KEY_MARKER.to_vec();
+    key.push(n as u8);
+    let mut info = info(
+        &format!("CN=acme.messaging.example {n}"),
+        &format!("{:064x}", 1000 + n),
+    );
+    info.dns_names = vec!["acme.messaging.example".to_owned()];
+    NewServerCert {
+        chain: vec![
+            CertificateDer::from(vec![0x30, 0x01, n as u8]),
+            CertificateDer::from(vec![0x30, 0x02]),
+        ],
+        key: PrivateKeyDer::from(PrivatePkcs8KeyDer::from(key)),
+        info,
+        registered_at: at,
+    }
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
+
+#[test]
+fn migrations_are_idempotent_and_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        new_org(&store, "acme");
+    }
+    let store = open(dir.path());
+    assert_eq!(store.org_ids().unwrap(), vec![org("acme")]);
+    let conn = store.conn();
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, (1..=schema::LATEST).collect::<Vec<_>>());
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .conn()
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)",
+                [],
+            )
+            .unwrap();
+    }
+    assert!(matches!(
+        Store::open_with_key(dir.path(), key()),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn another_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let other = MasterKey::from_bytes(&[1u8; 32]).unwrap();
+    assert!(matches!(
+        Store::open_with_key(dir.path(), other),
+        Err(StoreError::MasterKey(_))
+    ));
+    open(dir.path());
+}
+
+#[cfg(unix)]
+#[test]
+fn open_creates_data_dir_and_private_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("nested").join("data");
+    // Store::open reads PORTCULLIS_MASTER_KEY; no test sets it, so it generates master.key.
+    let store = Store::open(&dir).unwrap();
+    drop(store);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+    if std::env::var(crypto::MASTER_KEY_ENV).is_err() {
+        assert_eq!(mode(&dir.join(crypto::MASTER_KEY_FILE)), 0o600);
+    }
+    // And it opens again with the key it generated.
+    Store::open(&dir).unwrap();
+}
+
+#[test]
+fn admin_token_env_then_file() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    assert_eq!(admin_token(&dir, Some(" from-env ")).unwrap(), "from-env");
+    assert!(!dir.join(ADMIN_TOKEN_FILE).exists());
+    let generated = admin_token(&dir, None).unwrap();
+    assert_eq!(generated.len(), 43, "32 bytes, base64url without padding");
+    assert!(generated
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_eq!(
+        admin_token(&dir, Some("")).unwrap(),
+        generated,
+        "file is kept"
+    );
+    assert_eq!(
+        admin_token(&dir, Some("env")).unwrap(),
+        "env",
+        "env still wins"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(ADMIN_TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let other_dir = parent.path().join("other");
+    assert_ne!(admin_token(&other_dir, None).unwrap(), generated);
+}
+
+#[test]
+fn orgs_crud() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let created = store
+        .create_org(&NewOrg {
+            id: org("acme"),
+            name: "Acme".into(),
+            topic_policy: TopicPolicy::Open,
+            created_at: datetime!(2025-01-01 00:00:00.123456789 UTC),
+        })
+        .unwrap();
+    assert_eq!(
+        created.created_at,
+        datetime!(2025-01-01 00:00:00.123456 UTC),
+        "microseconds, like a read"
+    );
+    assert_eq!(store.org(&org("acme")).unwrap(), Some(created.clone()));
+    let dup = store.create_org(&NewOrg {
+        id: org("acme"),
+        name: "Other".into(),
+        topic_policy: TopicPolicy::Iot2,
+        created_at: T0,
+    });
+    assert!(matches!(dup, Err(StoreError::OrgExists)));
+    assert_eq!(store.org(&org("nope")).unwrap(), None);
+
+    let patched = store
+        .update_org(
+            &org("acme"),
+            &OrgPatch {
+                name: Some("Acme Ltd".into()),
+                topic_policy: None,
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(patched.name, "Acme Ltd");
+    assert_eq!(patched.topic_policy, TopicPolicy::Open);
+    let patched = store
+        .update_org(
+            &org("acme"),
+            &OrgPatch {
+                name: None,
+                topic_policy: Some(TopicPolicy::Iot2),
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(patched.name, "Acme Ltd");
+    assert_eq!(patched.topic_policy, TopicPolicy::Iot2);
+    assert_eq!(patched.created_at, created.created_at);
+    assert!(store
+        .update_org(&org("nope"), &OrgPatch::default())
+        .unwrap()
+        .is_none());
+
+    assert!(store.delete_org(&org("acme")).unwrap());
+    assert!(!store.delete_org(&org("acme")).unwrap());
+    assert!(store.org(&org("acme")).unwrap().is_none());
+    assert!(store.org_state(&org("acme")).unwrap().is_none());
+}
+
+#[test]
+fn orgs_page_in_creation_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Same created_at for some: the id breaks the tie.
+    for (i, id) in ["zeta", "alpha", "mid", "beta", "omega"].iter().enumerate() {
+        store
+            .create_org(&NewOrg {
+                id: org(id),
+                name: id.to_string(),
+                topic_policy: TopicPolicy::Iot2,
+                created_at: T0 + Duration::seconds((i / 2) as i64),
+            })
+            .unwrap();
+    }
+    let mut seen = vec![];
+    let mut page = PageRequest {
+        limit: 2,
+        cursor: None,
+    };
+    loop {
+        let p = store.list_orgs(&page).unwrap();
+        assert!(p.items.len() <= 2);
+        seen.extend(p.items.iter().map(|o| o.id.as_str().to_owned()));
+        match p.next_cursor {
+            Some(c) => page.cursor = Some(Cursor::parse(&c).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alpha", "zeta", "beta", "mid", "omega"]);
+}
+
+#[test]
+fn ca_insert_get_duplicate_and_unknown_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    new_org(&store, "other");
+    let ca = store
+        .insert_ca(&org("acme"), &new_ca(1, "fleet A", T0))
+        .unwrap();
+    assert!(ca.active);
+    assert_eq!(ca.org, org("acme"));
+    assert_eq!(ca.id.len(), 32);
+    assert_eq!(ca.info, new_ca(1, "", T0).info);
+    assert_eq!(ca.der.as_ref(), &[0x30, 1]);
+    let got = store.ca(&org("acme"), &ca.id).unwrap().unwrap();
+    assert_eq!(got.info, ca.info);
+    assert_eq!(got.description, "fleet A");
+    assert_eq!(got.registered_at, T0);
+
+    assert!(matches!(
+        store.insert_ca(&org("acme"), &new_ca(1, "again", T0)),
+        Err(StoreError::DuplicateCertificate)
+    ));
+    // The same certificate in another org is another registration.
+    store
+        .insert_ca(&org("other"), &new_ca(1, "theirs", T0))
+        .unwrap();
+    // A CA is only found under its own org.
+    assert!(store.ca(&org("other"), &ca.id).unwrap().is_none());
+    assert!(matches!(
+        store.insert_ca(&org("ghost"), &new_ca(2, "", T0)),
+        Err(StoreError::UnknownOrg)
+    ));
+    assert!(matches!(
+        store.ca(&org("ghost"), &ca.id),
+        Err(StoreError::UnknownOrg)
+    ));
+    assert!(matches!(
+        store.list_cas(&org("ghost"), &CaFilter::default(), &PageRequest::default()),
+        Err(StoreError::UnknownOrg)
+    ));
+}
+
+fn ids(page: &Page<CaRecord>) -> Vec<String> {
+    page.items.iter().map(|c| c.description.clone()).collect()
+}
+
+#[test]
+fn ca_list_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    let a = org("acme");
+    let descriptions = ["Fleet North", "fleet south", "lab", "Backup"];
+    for (i, d) in descriptions.iter().enumerate() {
+        store
+            .insert_ca(&a, &new_ca(i as u32, d, T0 + Duration::hours(i as i64)))
+            .unwrap();
+    }
+    let all = PageRequest::default();
+    let list = |f: CaFilter| ids(&store.list_cas(&a, &f, &all).unwrap());
+    assert_eq!(list(CaFilter::default()), descriptions);
+    // q: case-insensitive, description or subject.
+    let q = |s: &str| CaFilter {
+        q: Some(s.into()),
+        ..CaFilter::default()
+    };
+    assert_eq!(list(q("FLEET")), ["Fleet North", "fleet south"]);
+    assert_eq!(list(q("device ca 2")), ["lab"]);
+    assert_eq!(list(q("%")), Vec::<String>::new(), "no LIKE wildcards");
+    assert_eq!(list(q("")), descriptions);
+
+    let lab = store.list_cas(&a, &q("lab"), &all).unwrap().items[0].clone();
+    store
+        .update_ca(
+            &a,
+            &lab.id,
+            &CaPatch {
+                active: Some(false),
+                description: None,
+            },
+        )
+        .unwrap();
+    let active = |b| CaFilter {
+        active: Some(b),
+        ..CaFilter::default()
+    };
+    assert_eq!(list(active(false)), ["lab"]);
+    assert_eq!(list(active(true)), ["Fleet North", "fleet south", "Backup"]);
+
+    let window = CaFilter {
+        registered_after: Some(T0),
+        registered_before: Some(T0 + Duration::hours(3)),
+        ..CaFilter::default()
+    };
+    assert_eq!(
+        list(window),
+        ["fleet south", "lab"],
+        "both bounds exclusive"
+    );
+    let combined = CaFilter {
+        q: Some("fleet".into()),
+        active: Some(true),
+        registered_after: Some(T0 - Duration::seconds(1)),
+        registered_before: None,
+    };
+    assert_eq!(list(combined), ["Fleet North", "fleet south"]);
+}
+
+#[test]
+fn ca_paging_is_stable_under_inserts_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    let a = org("acme");
+    // Many with the same registered_at: ids break the tie.
+    let mut expected = vec![];
+    for i in 0..7u32 {
+        let at = T0 + Duration::seconds(i64::from(i / 3));
+        let ca = store
+            .insert_ca(&a, &new_ca(i, &format!("ca{i}"), at))
+            .unwrap();
+        expected.push((ca.registered_at, ca.id));
+    }
+    expected.sort();
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+
+    let filter = CaFilter::default();
+    let first = store
+        .list_cas(
+            &a,
+            &filter,
+            &PageRequest {
+                limit: 3,
+                cursor: None,
+            },
+        )
+        .unwrap();
+    let first_ids: Vec<String> = first.items.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(first_ids, expected[..3]);
+    // Between pages: delete a row already seen and one not yet seen, insert one earlier.
+    assert!(store.delete_ca(&a, &expected[0]).unwrap());
+    assert!(store.delete_ca(&a, &expected[4]).unwrap());
+    store
+        .insert_ca(&a, &new_ca(99, "early", T0 - Duration::hours(1)))
+        .unwrap();
+    let mut rest = vec![];
+    let mut cursor = first.next_cursor.clone();
+    while let Some(c) = cursor {
+        let p = store
+            .list_cas(
+                &a,
+                &filter,
+                &PageRequest {
+                    limit: 3,
+                    cursor: Some(Cursor::parse(&c).unwrap()),
+                },
+            )
+            .unwrap();
+        rest.extend(p.items.iter().map(|c| c.id.clone()));
+        cursor = p.next_cursor;
+    }
+    let mut want: Vec<String> = expected[3..].to_vec();
+    want.retain(|id| *id != expected[4]);
+    assert_eq!(rest, want, "no repeats, no skips");
+
+    // An exact multiple of the limit ends with next_cursor None, not an empty page.
+    let p = store
+        .list_cas(
+            &a,
+            &filter,
+            &PageRequest {
+                limit: 6,
+                cursor: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(p.items.len(), 6);
+    assert!(p.next_cursor.is_none());
+}
+
+#[test]
+fn ca_patch_delete_and_cascade() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    let a = org("acme");
+    let ca = store.insert_ca(&a, &new_ca(1, "old", T0)).unwrap();
+    let patched = store
+        .update_ca(
+            &a,
+            &ca.id,
+            &CaPatch {
+                active: None,
+                description: Some("new".into()),
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(patched.description, "new");
+    assert!(patched.active);
+    let patched = store
+        .update_ca(
+            &a,
+            &ca.id,
+            &CaPatch {
+                active: Some(false),
+                description: None,
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert!(!patched.active);
+    assert_eq!(patched.description, "new");
+    assert!(store
+        .update_ca(&a, "ffff", &CaPatch::default())
+        .unwrap()
+        .is_none());
+    assert!(store.org_state(&a).unwrap().unwrap().active_cas.is_empty());
+
+    let second = store.insert_ca(&a, &new_ca(2, "second", T0)).unwrap();
+    assert!(store.delete_ca(&a, &second.id).unwrap());
+    assert!(!store.delete_ca(&a, &second.id).unwrap());
+
+    store
+        .insert_server_cert(&a, &new_server_cert(1, T0))
+        .unwrap();
+    assert!(store.delete_org(&a).unwrap());
+    let conn = store.conn();
+    for table in ["ca_certificates", "server_certificates"] {
+        let n: i64 = conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table} rows cascade with the org");
+    }
+}
+
+#[test]
+fn server_cert_key_is_sealed_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    let a = org("acme");
+    let new = new_server_cert(1, T0);
+    let cert = store.insert_server_cert(&a, &new).unwrap();
+    assert!(!cert.active, "a new server certificate is not active");
+    assert_eq!(cert.chain, new.chain);
+    assert_eq!(cert.info, new.info);
+    assert_eq!(
+        store.server_cert_key(&a, &cert.id).unwrap().unwrap(),
+        new.key
+    );
+    assert!(store.server_cert_key(&a, "ffff").unwrap().is_none());
+    assert!(matches!(
+        store.insert_server_cert(&a, &new_server_cert(1, T0)),
+        Err(StoreError::DuplicateCertificate)
+    ));
+
+    // Checkpoint so the rows are in the main file too, then look for the key in every file.
+    store
+        .conn()
+        .execute_batch("PRAGMA wal_checkpoint(FULL)")
+        .unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(KEY_MARKER.len()).any(|w| w == KEY_MARKER),
+            "plaintext key on disk"
+        );
+    }
+    // The sealed key is bound to its row: moved to another row, it does not open.
+    let other = store
+        .insert_server_cert(&a, &new_server_cert(2, T0))
+        .unwrap();
+    store
+        .conn()
+        .execute(
+            "UPDATE server_certificates SET key_sealed =
+                 (SELECT key_sealed FROM server_certificates WHERE id = ?1) WHERE id = ?2",
+            [&cert.id, &other.id],
+        )
+        .unwrap();
+    assert!(matches!(
+        store.server_cert_key(&a, &other.id),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn active_server_cert_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    new_org(&store, "other");
+    let a = org("acme");
+    let c1 = store
+        .insert_server_cert(&a, &new_server_cert(1, T0))
+        .unwrap();
+    let c2 = store
+        .insert_server_cert(&a, &new_server_cert(2, T0 + Duration::seconds(1)))
+        .unwrap();
+    let theirs = store
+        .insert_server_cert(&org("other"), &new_server_cert(3, T0))
+        .unwrap();
+
+    assert!(store
+        .org_state(&a)
+        .unwrap()
+        .unwrap()
+        .active_server_cert
+        .is_none());
+    assert!(!store.set_active_server_cert(&a, Some("ffff")).unwrap());
+    assert!(
+        !store.set_active_server_cert(&a, Some(&theirs.id)).unwrap(),
+        "another org's certificate"
+    );
+    assert!(matches!(
+        store.set_active_server_cert(&org("ghost"), None),
+        Err(StoreError::UnknownOrg)
+    ));
+    assert!(store.set_active_server_cert(&a, Some(&c2.id)).unwrap());
+
+    let state = store.org_state(&a).unwrap().unwrap();
+    let (active, key) = state.active_server_cert.unwrap();
+    assert_eq!(active.id, c2.id);
+    assert!(active.active);
+    assert_eq!(key, new_server_cert(2, T0).key);
+    assert!(!store.server_cert(&a, &c1.id).unwrap().unwrap().active);
+    let listed = store
+        .list_server_certs(&a, &PageRequest::default())
+        .unwrap();
+    let flags: Vec<(String, bool)> = listed
+        .items
+        .iter()
+        .map(|c| (c.id.clone(), c.active))
+        .collect();
+    assert_eq!(flags, [(c1.id.clone(), false), (c2.id.clone(), true)]);
+
+    assert!(matches!(
+        store.delete_server_cert(&a, &c2.id),
+        Err(StoreError::CertificateActive)
+    ));
+    assert!(store.delete_server_cert(&a, &c1.id).unwrap());
+    assert!(!store.delete_server_cert(&a, &c1.id).unwrap());
+    assert!(store.set_active_server_cert(&a, None).unwrap());
+    assert!(store.delete_server_cert(&a, &c2.id).unwrap());
+    assert!(store
+        .org_state(&a)
+        .unwrap()
+        .unwrap()
+        .active_server_cert
+        .is_none());
+    // Deleting an org whose certificate is active works (and cascades).
+    let c4 = store
+        .insert_server_cert(&org("other"), &new_server_cert(4, T0))
+        .unwrap();
+    assert!(store
+        .set_active_server_cert(&org("other"), Some(&c4.id))
+        .unwrap());
+    assert!(store.delete_org(&org("other")).unwrap());
+}
+
+#[test]
+fn org_state_has_active_cas_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    let a = org("acme");
+    let c1 = store.insert_ca(&a, &new_ca(1, "one", T0)).unwrap();
+    let c2 = store
+        .insert_ca(&a, &new_ca(2, "two", T0 + Duration::seconds(1)))
+        .unwrap();
+    let c3 = store
+        .insert_ca(&a, &new_ca(3, "three", T0 + Duration::seconds(2)))
+        .unwrap();
+    store
+        .update_ca(
+            &a,
+            &c2.id,
+            &CaPatch {
+                active: Some(false),
+                description: None,
+            },
+        )
+        .unwrap();
+    let state = store.org_state(&a).unwrap().unwrap();
+    assert_eq!(state.org.id, a);
+    let ids: Vec<&str> = state.active_cas.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [c1.id.as_str(), c3.id.as_str()]);
+}
+
+#[test]
+fn platform_ca_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert!(store.platform_ca().unwrap().is_none());
+        store
+            .set_platform_ca(&Issuer {
+                cert_der: CertificateDer::from(vec![0x30, 9]),
+                key_der: PrivateKeyDer::from(PrivatePkcs8KeyDer::from(KEY_MARKER.to_vec())),
+            })
+            .unwrap();
+    }
+    let store = open(dir.path());
+    let issuer = store.platform_ca().unwrap().unwrap();
+    assert_eq!(issuer.cert_der.as_ref(), &[0x30, 9]);
+    assert_eq!(issuer.key_der.secret_der(), KEY_MARKER);
+    store
+        .set_platform_ca(&Issuer {
+            cert_der: CertificateDer::from(vec![0x30, 10]),
+            key_der: PrivateKeyDer::from(PrivatePkcs8KeyDer::from(vec![5])),
+        })
+        .unwrap();
+    assert_eq!(
+        store.platform_ca().unwrap().unwrap().cert_der.as_ref(),
+        &[0x30, 10]
+    );
+}
+
+#[test]
+fn new_ids_are_time_ordered_and_distinct() {
+    let a = new_id(T0).unwrap();
+    let b = new_id(T0 + Duration::milliseconds(1)).unwrap();
+    let c = new_id(T0 + Duration::milliseconds(1)).unwrap();
+    assert!(a < b && a < c);
+    assert_ne!(b, c);
+    assert_eq!(a.len(), 32);
+}
