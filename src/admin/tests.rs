@@ -1,16 +1,14 @@
 //! Admin API tests: the router driven with `tower::ServiceExt::oneshot`, no socket.
 //!
-//! What runs now: routing, auth, the error shape, 400/404/405/409/413/415/422 paths, and every
-//! read (orgs, CAs, server certificates) over rows put in the store directly. Changes that succeed
-//! call `Registry::publish_org` and uploads call `pki`: those tests are `#[ignore]`d with the
-//! reason until both land.
+//! Routing, auth, the error shape, 400/404/405/409/413/415/422 paths, reads over rows put in the
+//! store directly, and changes published to a real registry over the same store.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -31,10 +29,17 @@ struct Harness {
     app: Router,
 }
 
-/// The registry as the skeleton defines it. When `registry.rs` lands with its constructor, build
-/// it here (over the same store) and drop the `needs registry` ignores.
-fn registry(_store: &Arc<Store>) -> Arc<Registry> {
-    Arc::new(Registry {})
+/// A real registry over the same store, serving a platform default certificate.
+fn registry(store: &Arc<Store>) -> Arc<Registry> {
+    let ca = crate::pki::generate_platform_ca().unwrap();
+    let (chain, key) =
+        crate::pki::issue_server_cert(&ca, &["*.messaging.localhost".to_owned()]).unwrap();
+    let platform = crate::registry::Platform {
+        domain: "messaging.localhost".to_owned(),
+        default_cert: crate::tls::certified_key(chain, key).unwrap(),
+        no_sni_org: None,
+    };
+    Arc::new(Registry::load(store.clone(), platform).unwrap())
 }
 
 fn harness() -> Harness {
@@ -92,12 +97,15 @@ impl Harness {
     fn add_server_cert(&self, org_id: &str, n: u8) -> String {
         let mut info = info(&format!("CN={org_id}.messaging.example"), 100 + n);
         info.dns_names = vec![format!("{org_id}.messaging.example")];
+        // A real chain and key: activating it publishes a TLS configuration built from them.
+        let issuer = crate::pki::generate_platform_ca().unwrap();
+        let (chain, key) = crate::pki::issue_server_cert(&issuer, &info.dns_names).unwrap();
         self.store
             .insert_server_cert(
                 &org(org_id),
                 &NewServerCert {
-                    chain: vec![CertificateDer::from(vec![0x30, n])],
-                    key: PrivateKeyDer::from(PrivatePkcs8KeyDer::from(b"SECRET-KEY".to_vec())),
+                    chain,
+                    key,
                     info,
                     registered_at: T0 + Duration::seconds(i64::from(n)),
                 },
@@ -617,7 +625,10 @@ async fn server_certificates_read_and_refusals() {
     assert_eq!(keys, expected, "never the key");
     assert_eq!(body["dns_names"], json!(["acme.messaging.example"]));
     assert_eq!(body["active"], false);
-    assert!(!body.to_string().contains("SECRET-KEY"));
+    let key = h.store.server_cert_key(&org("acme"), &c1).unwrap().unwrap();
+    let text = body.to_string();
+    assert!(!text.contains(&hex::encode(key.secret_der())));
+    assert!(!text.contains("PRIVATE KEY"));
 
     let (status, body) = h.get(&format!("{base}?limit=1")).await;
     assert_eq!(status, StatusCode::OK);
@@ -674,7 +685,6 @@ async fn server_certificates_read_and_refusals() {
 // ---- Changes that succeed: they publish to the registry. ----
 
 #[tokio::test]
-#[ignore = "needs registry (publish_org)"]
 async fn org_create_patch_delete() {
     let h = harness();
     let (status, body) = h
@@ -710,7 +720,6 @@ async fn org_create_patch_delete() {
 }
 
 #[tokio::test]
-#[ignore = "needs registry (publish_org)"]
 async fn ca_patch_and_delete() {
     let h = harness();
     h.add_org("acme", T0);
@@ -733,7 +742,6 @@ async fn ca_patch_and_delete() {
 }
 
 #[tokio::test]
-#[ignore = "needs registry (publish_org)"]
 async fn activate_then_delete_server_certificate() {
     let h = harness();
     h.add_org("acme", T0);
@@ -798,7 +806,6 @@ fn test_pki() -> TestPki {
 }
 
 #[tokio::test]
-#[ignore = "needs pki and registry (publish_org)"]
 async fn ca_upload_json_pem_der_and_duplicate() {
     let h = harness();
     h.add_org("acme", T0);
@@ -841,7 +848,6 @@ async fn ca_upload_json_pem_der_and_duplicate() {
 }
 
 #[tokio::test]
-#[ignore = "needs pki"]
 async fn ca_upload_refusals() {
     let h = harness();
     h.add_org("acme", T0);
@@ -875,7 +881,6 @@ async fn ca_upload_refusals() {
 }
 
 #[tokio::test]
-#[ignore = "needs pki and registry (publish_org)"]
 async fn server_certificate_upload() {
     let h = harness();
     h.add_org("acme", T0);
