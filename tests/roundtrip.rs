@@ -122,17 +122,18 @@ async fn device_to_application_and_back_mqtt5() {
     })
     .await
     .unwrap();
+    let mut app_inbox = drive_v5(app_loop);
+    let mut dev_inbox = drive_v5(dev_loop);
 
     dev_client
         .publish("iot-2/evt/temp/fmt/json", QoS5::AtLeastOnce, false, "22")
         .await
         .unwrap();
-    let event = next_v5(&mut app_loop, |p| match p {
+    let event = recv_v5(&mut app_inbox, |p| match p {
         Packet::Publish(publish) => Some(publish.clone()),
         _ => None,
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         &event.topic[..],
         b"iot-2/type/sensor/id/dev1/evt/temp/fmt/json"
@@ -148,12 +149,11 @@ async fn device_to_application_and_back_mqtt5() {
         )
         .await
         .unwrap();
-    let command = next_v5(&mut dev_loop, |p| match p {
+    let command = recv_v5(&mut dev_inbox, |p| match p {
         Packet::Publish(publish) => Some(publish.clone()),
         _ => None,
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(&command.topic[..], b"iot-2/cmd/reboot/fmt/txt");
     assert_eq!(&command.payload[..], b"now");
 }

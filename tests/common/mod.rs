@@ -278,6 +278,11 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (a restart).
     pub async fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        // RUST_LOG=portcullis=debug shows the server's events in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut config = test_config(&data_dir);
         adjust(&mut config);
         let server = step(Server::bind(config)).await.unwrap();
@@ -612,6 +617,36 @@ pub mod mqtt {
             Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => code,
             Err(other) => panic!("expected a CONNACK refusal, got {other:?}"),
             Ok(_) => panic!("expected a refusal, the connect was accepted"),
+        }
+    }
+
+    /// Drives an MQTT 5 event loop in the background, forwarding every incoming packet.
+    pub fn drive_v5(
+        mut eventloop: rumqttc::v5::EventLoop,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let rumqttc::v5::Event::Incoming(packet) = event {
+                    if tx.send(packet).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// The next packet from a driven MQTT 5 event loop that `pick` selects.
+    pub async fn recv_v5<T>(
+        inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+        mut pick: impl FnMut(&rumqttc::v5::mqttbytes::v5::Packet) -> Option<T>,
+    ) -> T {
+        loop {
+            let packet = step(inbox.recv()).await.expect("connection ended");
+            if let Some(found) = pick(&packet) {
+                return found;
+            }
         }
     }
 
