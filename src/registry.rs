@@ -178,11 +178,60 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
     })
 }
 
-/// Live sessions, so that a registry change can close the ones it invalidates.
+/// Live sessions, so that a registry change can close the ones it invalidates, and one slot per
+/// client id, so that a client id has one session at a time.
 #[derive(Default)]
 pub struct SessionTable {
     next_id: AtomicU64,
     live: DashMap<u64, LiveSession>,
+    clients: DashMap<String, Arc<ClientSlot>>,
+}
+
+/// Who holds a client id. A session holds it from CONNECT until its broker connection is gone:
+/// rumqttd identifies connections by a reused slab index, so a broker connection closed late can
+/// tear down the next connection of the same client id; waiting for the broker to close the old
+/// one first makes the order certain.
+#[derive(Default)]
+struct ClientSlot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the holder when a new session takes the client id over.
+    holder: Mutex<Option<Arc<Notify>>>,
+}
+
+/// A client id held by one session; dropping it lets the next session of that client id in.
+pub struct ClientIdGuard {
+    table: Arc<SessionTable>,
+    client_id: String,
+    slot: Option<Arc<ClientSlot>>,
+    taken_over: Arc<Notify>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl ClientIdGuard {
+    /// Resolves once a newer session of the same client id wants it.
+    pub async fn taken_over(&self) {
+        self.taken_over.notified().await
+    }
+}
+
+impl Drop for ClientIdGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let mut holder = slot.holder.lock().unwrap_or_else(|e| e.into_inner());
+            if holder
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(h, &self.taken_over))
+            {
+                *holder = None;
+            }
+            drop(holder);
+            drop(slot);
+            // Only the map still refers to an idle slot: forget it.
+            self.table
+                .clients
+                .remove_if(&self.client_id, |_, slot| Arc::strong_count(slot) == 1);
+        }
+    }
 }
 
 struct LiveSession {
@@ -230,6 +279,40 @@ impl SessionTable {
             id,
             closer,
         }
+    }
+
+    /// Takes `client_id` for a new session: a live session holding it is told to end, and this
+    /// waits until it has (at most `wait`). `None` when it did not end in time.
+    pub async fn claim(
+        self: &Arc<Self>,
+        client_id: &str,
+        wait: std::time::Duration,
+    ) -> Option<ClientIdGuard> {
+        let slot = self
+            .clients
+            .entry(client_id.to_owned())
+            .or_default()
+            .clone();
+        if let Some(holder) = slot
+            .holder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            holder.notify_one();
+        }
+        let lock = tokio::time::timeout(wait, slot.lock.clone().lock_owned())
+            .await
+            .ok()?;
+        let taken_over = Arc::new(Notify::new());
+        *slot.holder.lock().unwrap_or_else(|e| e.into_inner()) = Some(taken_over.clone());
+        Some(ClientIdGuard {
+            table: self.clone(),
+            client_id: client_id.to_owned(),
+            slot: Some(slot),
+            taken_over,
+            _lock: lock,
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -249,15 +249,18 @@ async fn every_server_certificate_refusal_has_its_code() {
         ],
     );
     let encrypted = std::fs::read_to_string(dir.path().join("enc.pem")).unwrap();
+    // The PKCS#12 file holds another certificate: the same one twice would be a duplicate.
+    std::fs::write(dir.path().join("other-key.pem"), &other.key).unwrap();
+    std::fs::write(dir.path().join("other-chain.pem"), &other.chain).unwrap();
     openssl(
         dir.path(),
         &[
             "pkcs12",
             "-export",
             "-in",
-            "chain.pem",
+            "other-chain.pem",
             "-inkey",
-            "key.pem",
+            "other-key.pem",
             "-out",
             "modern.p12",
             "-passout",

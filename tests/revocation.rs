@@ -119,6 +119,10 @@ async fn deleting_a_ca_or_the_org_closes_sessions() {
 async fn resumed_sessions_are_checked_against_the_current_registry() {
     let server = TestServer::start().await;
     let (ca, ca_id) = server.org_with_ca("acme").await;
+    // A second CA keeps the org able to verify devices after the first is deactivated.
+    server
+        .upload_ca("acme", &TestCa::root("acme second CA"))
+        .await;
     let device = ca.client("d:sensor:dev1", &[]);
     let config = server.tls_config(Some(&device), &[]);
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
 use crate::broker::{Broker, BrokerError, BrokerLink};
@@ -24,9 +25,11 @@ use crate::mqtt::codec::{
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::topics::TopicMap;
-use crate::registry::Registry;
+use crate::registry::{ClientIdGuard, Registry, SessionGuard};
 use crate::tls::PeerIdentity;
 
+/// How long a finished session waits for the broker to close its connection.
+const BROKER_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Keep-alive the front-end asks of the broker; it pings at half of it.
 const BROKER_KEEP_ALIVE: u16 = 60;
 /// Topic aliases a client may use (MQTT 5); they are resolved here.
@@ -140,6 +143,8 @@ pub enum SessionError {
     BrokerClosed,
     #[error("revoked by a registry change")]
     Revoked,
+    #[error("taken over by a newer session of the same client id")]
+    TakenOver,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -160,6 +165,7 @@ impl SessionError {
             SessionError::WriteTimeout => "write_timeout",
             SessionError::BrokerClosed => "broker_closed",
             SessionError::Revoked => "revoked",
+            SessionError::TakenOver => "taken_over",
             SessionError::Io(_) => "io",
         }
     }
@@ -236,6 +242,17 @@ where
     }
 
     let client_id_text = client_id.to_string();
+    // One session per client id: an older one is told to end, and this waits until its broker
+    // connection is gone.
+    let Some(held) = ctx
+        .registry
+        .sessions()
+        .claim(&client_id_text, ctx.connect_timeout)
+        .await
+    else {
+        refuse(&mut client, protocol, ConnectRefusal::BrokerBusy, ctx).await;
+        return Err(SessionError::Refused(ConnectRefusal::BrokerBusy));
+    };
     let (broker, broker_buf, broker_connack) =
         match connect_broker(ctx, &connect, &client_id_text, will).await {
             Ok(connected) => connected,
@@ -244,6 +261,10 @@ where
                 return Err(SessionError::Refused(refusal));
             }
         };
+    let BrokerLink {
+        stream: mut broker,
+        slot: _slot,
+    } = broker;
 
     let mut connack = ConnAck {
         session_present: broker_connack.session_present,
@@ -283,17 +304,42 @@ where
     };
     let result = forwarder
         .run(
-            client,
+            &mut client,
             client_buf,
-            broker,
+            &mut broker,
             broker_buf,
             connect.keep_alive,
-            &guard,
+            (&guard, &held),
             ctx,
         )
         .await;
     live.decrement(1.0);
+    // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
+    let _ = tokio::time::timeout(BROKER_CLOSE_WAIT, client.shutdown()).await;
+    close_broker(broker).await;
+    drop(held);
     result
+}
+
+/// Ends a broker connection and waits (bounded) until the broker has closed it too: only then
+/// has rumqttd's router let go of the connection, and a new one with the same client id is safe
+/// (see [`crate::registry::SessionTable::claim`]).
+async fn close_broker(mut broker: TcpStream) {
+    let drained = async {
+        let _ = broker.shutdown().await;
+        let mut sink = [0u8; 1024];
+        while let Ok(n) = broker.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(BROKER_CLOSE_WAIT, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker did not close a finished session's connection in time");
+    }
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
@@ -379,68 +425,97 @@ async fn connect_broker(
     client_id: &str,
     will: Option<codec::Will>,
 ) -> Result<(BrokerLink, BytesMut, ConnAck), ConnectRefusal> {
-    let attempt = async {
-        let BrokerLink { mut stream, slot } = ctx.broker.connect().await.map_err(|e| match e {
-            BrokerError::Full => ConnectRefusal::BrokerBusy,
-            _ => ConnectRefusal::BrokerUnavailable,
-        })?;
-        let (username, password) = ctx.broker.credentials();
-        let asked = &connect.properties;
-        let session_expiry_interval = match connect.protocol {
-            Protocol::V5 => asked.session_expiry_interval,
-            // 3.1.1 clean session 0: the session outlives the connection.
-            Protocol::V311 => (!connect.clean_start).then_some(u32::MAX),
-        };
-        let broker_connect = Connect {
-            protocol: Protocol::V5,
-            clean_start: connect.clean_start,
-            keep_alive: BROKER_KEEP_ALIVE,
-            client_id: client_id.to_owned(),
-            will,
-            username: Some(username.to_owned()),
-            password: Some(bytes::Bytes::copy_from_slice(password.as_bytes())),
-            properties: Properties {
-                session_expiry_interval,
-                receive_maximum: asked.receive_maximum,
-                maximum_packet_size: asked.maximum_packet_size,
-                request_problem_information: asked.request_problem_information,
-                request_response_information: asked.request_response_information,
-                user_properties: asked.user_properties.clone(),
-                ..Properties::default()
-            },
-        };
-        let mut out = BytesMut::new();
-        codec::encode(
-            &Packet::Connect(Box::new(broker_connect)),
-            Protocol::V5,
-            &mut out,
-        )
-        .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
-        stream
-            .write_all(&out)
-            .await
-            .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
-        let mut buf = BytesMut::with_capacity(1024);
-        loop {
-            match codec::decode(&mut buf, Protocol::V5, BROKER_MAX_PACKET) {
-                Ok(Some(Packet::ConnAck(ack))) if ack.code == 0 => {
-                    return Ok((BrokerLink { stream, slot }, buf, ack))
-                }
-                Ok(Some(Packet::ConnAck(ack))) if ack.code == reason::SERVER_BUSY => {
-                    return Err(ConnectRefusal::BrokerBusy)
-                }
-                Ok(Some(_)) | Err(_) => return Err(ConnectRefusal::BrokerUnavailable),
-                Ok(None) => {}
-            }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return Err(ConnectRefusal::BrokerUnavailable),
-                Ok(_) => {}
-            }
-        }
+    let BrokerLink { mut stream, slot } = ctx.broker.connect().await.map_err(|e| match e {
+        BrokerError::Full => ConnectRefusal::BrokerBusy,
+        _ => ConnectRefusal::BrokerUnavailable,
+    })?;
+    let (username, password) = ctx.broker.credentials();
+    let asked = &connect.properties;
+    let session_expiry_interval = match connect.protocol {
+        Protocol::V5 => asked.session_expiry_interval,
+        // 3.1.1 clean session 0: the session outlives the connection.
+        Protocol::V311 => (!connect.clean_start).then_some(u32::MAX),
     };
-    tokio::time::timeout(ctx.connect_timeout, attempt)
+    let broker_connect = Connect {
+        protocol: Protocol::V5,
+        clean_start: connect.clean_start,
+        keep_alive: BROKER_KEEP_ALIVE,
+        client_id: client_id.to_owned(),
+        will,
+        username: Some(username.to_owned()),
+        password: Some(bytes::Bytes::copy_from_slice(password.as_bytes())),
+        properties: Properties {
+            session_expiry_interval,
+            receive_maximum: asked.receive_maximum,
+            maximum_packet_size: asked.maximum_packet_size,
+            request_problem_information: asked.request_problem_information,
+            request_response_information: asked.request_response_information,
+            user_properties: asked.user_properties.clone(),
+            ..Properties::default()
+        },
+    };
+    let mut buf = BytesMut::with_capacity(1024);
+    let exchange = broker_handshake(&mut stream, &broker_connect, &mut buf);
+    let outcome = tokio::time::timeout(ctx.connect_timeout, exchange)
         .await
-        .unwrap_or(Err(ConnectRefusal::BrokerUnavailable))
+        .unwrap_or_else(|_| {
+            tracing::warn!("broker did not answer CONNECT in time");
+            Err(ConnectRefusal::BrokerUnavailable)
+        });
+    match outcome {
+        Ok(ack) => Ok((BrokerLink { stream, slot }, buf, ack)),
+        Err(refusal) => {
+            close_broker(stream).await;
+            Err(refusal)
+        }
+    }
+}
+
+/// Sends the broker CONNECT and reads its CONNACK.
+async fn broker_handshake(
+    stream: &mut TcpStream,
+    connect: &Connect,
+    buf: &mut BytesMut,
+) -> Result<ConnAck, ConnectRefusal> {
+    let mut out = BytesMut::new();
+    codec::encode(
+        &Packet::Connect(Box::new(connect.clone())),
+        Protocol::V5,
+        &mut out,
+    )
+    .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
+    loop {
+        match codec::decode(buf, Protocol::V5, BROKER_MAX_PACKET) {
+            Ok(Some(Packet::ConnAck(ack))) if ack.code == 0 => return Ok(ack),
+            Ok(Some(Packet::ConnAck(ack))) if ack.code == reason::SERVER_BUSY => {
+                return Err(ConnectRefusal::BrokerBusy)
+            }
+            Ok(Some(other)) => {
+                tracing::warn!(?other, "broker answered CONNECT with something else");
+                return Err(ConnectRefusal::BrokerUnavailable);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "broker CONNACK unreadable");
+                return Err(ConnectRefusal::BrokerUnavailable);
+            }
+            Ok(None) => {}
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) => {
+                tracing::warn!("broker closed before CONNACK");
+                return Err(ConnectRefusal::BrokerUnavailable);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "broker read failed before CONNACK");
+                return Err(ConnectRefusal::BrokerUnavailable);
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 fn encode_to(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), SessionError> {
@@ -540,23 +615,17 @@ impl Forwarder {
     #[allow(clippy::too_many_arguments)]
     async fn run<S>(
         &mut self,
-        mut client: S,
+        client: &mut S,
         mut client_buf: BytesMut,
-        broker: BrokerLink,
+        broker: &mut TcpStream,
         mut broker_buf: BytesMut,
         keep_alive: u16,
-        guard: &crate::registry::SessionGuard,
+        (guard, held): (&SessionGuard, &ClientIdGuard),
         ctx: &Context,
     ) -> Result<(), SessionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // The slot is held for as long as the session lives.
-        let BrokerLink {
-            stream,
-            slot: _slot,
-        } = broker;
-        let (mut broker_read, mut broker_write) = stream.into_split();
         // MQTT: a client silent for 1.5 × its keep-alive is gone; 0 disables the check.
         let client_grace =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -574,16 +643,16 @@ impl Forwarder {
                 Ok(Flow::Done) => true,
                 Ok(Flow::Continue) => false,
                 Err(error) => {
-                    let _ = self.flush(&mut client, &mut to_client, ctx).await;
-                    let _ = broker_write.write_all(&to_broker).await;
+                    let _ = self.flush(client, &mut to_client, ctx).await;
+                    let _ = broker.write_all(&to_broker).await;
                     return Err(error);
                 }
             };
             if !to_broker.is_empty() {
-                broker_write.write_all(&to_broker).await?;
+                broker.write_all(&to_broker).await?;
                 to_broker.clear();
             }
-            self.flush(&mut client, &mut to_client, ctx).await?;
+            self.flush(client, &mut to_client, ctx).await?;
             if done {
                 return Ok(());
             }
@@ -598,10 +667,10 @@ impl Forwarder {
                         self.from_client(&mut client_buf, &mut to_client, &mut to_broker, ctx)
                     }
                 },
-                read = broker_read.read_buf(&mut broker_buf) => match read? {
+                read = broker.read_buf(&mut broker_buf) => match read? {
                     0 => {
                         self.disconnect(reason::SERVER_UNAVAILABLE, &mut to_client);
-                        let _ = self.flush(&mut client, &mut to_client, ctx).await;
+                        let _ = self.flush(client, &mut to_client, ctx).await;
                         return Err(SessionError::BrokerClosed);
                     }
                     _ => self.from_broker(&mut broker_buf, &mut to_client, &mut to_broker),
@@ -617,6 +686,10 @@ impl Forwarder {
                 _ = guard.revoked() => {
                     self.disconnect(reason::NOT_AUTHORIZED, &mut to_client);
                     Err(SessionError::Revoked)
+                }
+                _ = held.taken_over() => {
+                    self.disconnect(reason::SESSION_TAKEN_OVER, &mut to_client);
+                    Err(SessionError::TakenOver)
                 }
             };
         }

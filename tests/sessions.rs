@@ -1,0 +1,183 @@
+//! Session life: one session per client id (a newer one takes over), fast reconnects with the
+//! same client id, will messages on abrupt loss, and 3.1.1 ⇄ 5 translation both ways.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::mqtt::*;
+use common::*;
+use rumqttc::QoS;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SNI: &str = "acme.messaging.localhost";
+
+#[tokio::test]
+async fn a_newer_session_takes_the_client_id_over() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let addr = server.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+
+    let (_first, mut first_loop, _) = connect_v5(v5_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+    let first_end = tokio::spawn(async move {
+        loop {
+            if let Err(error) = first_loop.poll().await {
+                return error;
+            }
+        }
+    });
+    let (second, second_loop) = connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+    // The older session ends (rumqttc reads the EOF before the DISCONNECT it sees with it; the
+    // reason code is checked byte by byte in the next test).
+    step(first_end).await.unwrap();
+    // The newer session works.
+    let mut second_loop = second_loop;
+    let codes = subscribe_v4(
+        &second,
+        &mut second_loop,
+        "iot-2/cmd/+/fmt/+",
+        QoS::AtMostOnce,
+    )
+    .await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+}
+
+#[tokio::test]
+async fn taken_over_mqtt5_session_reads_disconnect_0x8e() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let cert = ca.client("d:sensor:dev1", &[]);
+    let mut first = server.tls(SNI, Some(&cert)).await.unwrap();
+    first
+        .write_all(&raw::connect(5, "d:acme:sensor:dev1", true, 30))
+        .await
+        .unwrap();
+    let mut head = [0u8; 2];
+    step(first.read_exact(&mut head)).await.unwrap();
+    let mut rest = vec![0u8; head[1] as usize];
+    step(first.read_exact(&mut rest)).await.unwrap();
+    let mut second = server.tls(SNI, Some(&cert)).await.unwrap();
+    second
+        .write_all(&raw::connect(5, "d:acme:sensor:dev1", true, 30))
+        .await
+        .unwrap();
+    let answer = raw::read_to_close(&mut first).await;
+    assert_eq!(&answer[..], &[0xE0, 0x01, 0x8E], "{answer:?}");
+}
+
+#[tokio::test]
+async fn fast_reconnects_with_the_same_client_id_all_connect() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let cert = ca.client("d:sensor:flappy", &[]);
+    // Each connection drops without DISCONNECT right after its CONNACK: what a flapping link does.
+    for round in 0..20 {
+        let mut tls = server.tls(SNI, Some(&cert)).await.unwrap();
+        tls.write_all(&raw::connect(4, "d:acme:sensor:flappy", round % 2 == 0, 30))
+            .await
+            .unwrap();
+        let mut connack = [0u8; 4];
+        step(tls.read_exact(&mut connack)).await.unwrap();
+        assert_eq!(connack[3], 0, "round {round}: refused with {}", connack[3]);
+    }
+}
+
+#[tokio::test]
+async fn will_message_is_published_when_a_device_vanishes() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let app_addr = server.bridge(SNI, &ca.client("a:ops", &[])).await;
+    let (app, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:ops"))
+        .await
+        .unwrap();
+    subscribe_v4(
+        &app,
+        &mut app_loop,
+        "iot-2/type/+/id/+/evt/+/fmt/+",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let mut inbox = drive_v4(app_loop);
+
+    // Raw CONNECT with a will (3.1.1), then the connection is dropped without DISCONNECT.
+    let cert = ca.client("d:sensor:dev9", &[]);
+    let mut tls = server.tls(SNI, Some(&cert)).await.unwrap();
+    let mut body = raw::string("MQTT");
+    body.extend_from_slice(&[4, 0x02 | 0x04 | 0x08, 0, 30]); // clean, will flag, will QoS 1
+    body.extend(raw::string("d:acme:sensor:dev9"));
+    body.extend(raw::string("iot-2/evt/status/fmt/txt"));
+    body.extend(raw::string("offline"));
+    tls.write_all(&raw::packet(0x10, &body)).await.unwrap();
+    let mut connack = [0u8; 4];
+    step(tls.read_exact(&mut connack)).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    drop(tls);
+
+    let will = step(inbox.recv()).await.unwrap();
+    assert_eq!(will.topic, "iot-2/type/sensor/id/dev9/evt/status/fmt/txt");
+    assert_eq!(&will.payload[..], b"offline");
+}
+
+#[tokio::test]
+async fn mqtt5_publisher_reaches_mqtt311_subscriber_with_topic_aliases_resolved() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let app_addr = server.bridge(SNI, &ca.client("a:ops", &[])).await;
+    let (app, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:ops"))
+        .await
+        .unwrap();
+    subscribe_v4(
+        &app,
+        &mut app_loop,
+        "iot-2/type/+/id/+/evt/+/fmt/+",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let mut inbox = drive_v4(app_loop);
+
+    let dev_addr = server.bridge(SNI, &ca.client("d:sensor:dev5", &[])).await;
+    let (device, dev_loop, connack) = connect_v5(v5_options(dev_addr, "d:acme:sensor:dev5"))
+        .await
+        .unwrap();
+    let alias_max = connack
+        .properties
+        .and_then(|p| p.topic_alias_max)
+        .unwrap_or(0);
+    assert!(alias_max >= 1, "the front-end offers topic aliases");
+    let _dev_inbox = drive_v5(dev_loop);
+
+    // First publish sets alias 1 with its topic, the second uses the alias alone.
+    let with_alias = PublishProperties {
+        topic_alias: Some(1),
+        user_properties: vec![("k".into(), "v".into())],
+        ..Default::default()
+    };
+    device
+        .publish_with_properties(
+            "iot-2/evt/temp/fmt/json",
+            QoS5::AtLeastOnce,
+            false,
+            "1",
+            with_alias.clone(),
+        )
+        .await
+        .unwrap();
+    device
+        .publish_with_properties("", QoS5::AtLeastOnce, false, "2", with_alias)
+        .await
+        .unwrap();
+    for expected in [&b"1"[..], &b"2"[..]] {
+        let got = step(inbox.recv()).await.unwrap();
+        assert_eq!(got.topic, "iot-2/type/sensor/id/dev5/evt/temp/fmt/json");
+        assert_eq!(&got.payload[..], expected);
+    }
+}
