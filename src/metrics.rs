@@ -23,8 +23,8 @@ pub const PACKETS: &str = "portcullis_packets_total";
 pub const BYTES: &str = "portcullis_bytes_total";
 /// Counter: publishes and filters refused by the topic policy, by `kind` (`publish`, `filter`).
 pub const TOPICS_REFUSED: &str = "portcullis_topics_refused_total";
-/// Gauge: Unix time at which a certificate expires, by `kind` (`ca`, `server`, `platform_ca`).
-/// The earliest of each kind.
+/// Gauge: the earliest Unix time at which a served certificate expires, by `kind`: `ca` (active
+/// CA certificates of every org), `server` (active uploaded server certificates), `platform_ca`.
 pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_seconds";
 
 /// The process-wide Prometheus handle. The recorder is installed once per process (several

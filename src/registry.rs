@@ -53,6 +53,9 @@ pub struct OrgEntry {
     pub tls: Option<Arc<ServerConfig>>,
     /// Names of the org's active uploaded server certificate (custom domains).
     pub server_names: Vec<String>,
+    /// Unix times: the earliest notAfter of the active CAs, and of the active server certificate.
+    ca_expiry: Option<i64>,
+    server_expiry: Option<i64>,
 }
 
 /// Every org, immutable; replaced whole on each change.
@@ -62,6 +65,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Sets the expiry gauges: the earliest certificate expiry of each kind over every org.
+    fn record_expiry(&self) {
+        let earliest = |pick: fn(&OrgEntry) -> Option<i64>| {
+            self.orgs.values().filter_map(|entry| pick(entry)).min()
+        };
+        for (kind, at) in [
+            ("ca", earliest(|entry| entry.ca_expiry)),
+            ("server", earliest(|entry| entry.server_expiry)),
+        ] {
+            if let Some(at) = at {
+                metrics::gauge!(crate::metrics::CERT_EXPIRY, "kind" => kind).set(at as f64);
+            }
+        }
+    }
+
     pub fn org(&self, id: &str) -> Option<&Arc<OrgEntry>> {
         self.orgs.get(id)
     }
@@ -96,10 +114,12 @@ impl Registry {
                 );
             }
         }
+        let snapshot = Snapshot { orgs };
+        snapshot.record_expiry();
         Ok(Registry {
             store,
             platform,
-            snapshot: ArcSwap::from_pointee(Snapshot { orgs }),
+            snapshot: ArcSwap::from_pointee(snapshot),
             sessions: Arc::new(SessionTable::default()),
             publish: Mutex::new(()),
         })
@@ -131,7 +151,9 @@ impl Registry {
             Some(entry) => orgs.insert(org.as_str().to_owned(), entry.clone()),
             None => orgs.remove(org.as_str()),
         };
-        self.snapshot.store(Arc::new(Snapshot { orgs }));
+        let snapshot = Arc::new(Snapshot { orgs });
+        snapshot.record_expiry();
+        self.snapshot.store(snapshot);
         self.sessions.close_invalidated(org, entry.as_deref());
         tracing::info!(org = %org, present = entry.is_some(), "registry published");
         Ok(())
@@ -153,6 +175,15 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
             der: ca.der.clone(),
         });
     }
+    let ca_expiry = state
+        .active_cas
+        .iter()
+        .map(|ca| ca.info.not_after.unix_timestamp())
+        .min();
+    let server_expiry = state
+        .active_server_cert
+        .as_ref()
+        .map(|(record, _)| record.info.not_after.unix_timestamp());
     let active = match state.active_server_cert {
         Some((record, key)) => {
             let certified = tls::certified_key(record.chain.clone(), key)
@@ -175,6 +206,8 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         cas,
         tls,
         server_names,
+        ca_expiry,
+        server_expiry,
     })
 }
 

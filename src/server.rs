@@ -61,6 +61,8 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        // The recorder first, so that what bind records is kept.
+        let metrics = crate::metrics::handle();
         let data_dir = config.store.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
             path: data_dir.display().to_string(),
@@ -77,6 +79,9 @@ impl Server {
             }
         };
         write_platform_ca(&data_dir, &platform_ca)?;
+        let platform_expiry = pki::cert_info(&platform_ca.cert_der)?.not_after;
+        metrics::gauge!(crate::metrics::CERT_EXPIRY, "kind" => "platform_ca")
+            .set(platform_expiry.unix_timestamp() as f64);
         let (chain, key) = match &config.mqtts.default_cert {
             Some((cert, key)) => load_default_cert(cert, key)?,
             None => pki::issue_server_cert(&platform_ca, &[format!("*.{}", config.mqtts.domain)])?,
@@ -96,7 +101,7 @@ impl Server {
             store,
             registry: registry.clone(),
             admin_token_sha256: sha256(token.as_bytes()),
-            metrics: crate::metrics::handle(),
+            metrics,
             max_body_bytes: config.admin.max_body_bytes,
         };
         let context = Arc::new(Context {

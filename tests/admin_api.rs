@@ -459,7 +459,7 @@ async fn restart_keeps_orgs_cas_active_flags_and_server_certificates() {
 
     // The custom-domain certificate is served and the active CA verifies devices.
     let device = ca.client("d:sensor:dev1", &[]);
-    let config = server.tls_config(Some(&device), &[web_ca.cert.clone()]);
+    let config = server.tls_config(Some(&device), std::slice::from_ref(&web_ca.cert));
     let stream = server
         .tls_with("acme.messaging.example.com", config.clone())
         .await

@@ -155,7 +155,7 @@ async fn custom_domain_certificate_is_served_once_active() {
     assert_eq!(body["active"], false);
     let id = body["id"].as_str().unwrap().to_owned();
 
-    let config = server.tls_config(Some(&device), &[web_ca.cert.clone()]);
+    let config = server.tls_config(Some(&device), std::slice::from_ref(&web_ca.cert));
     // Not active yet: the custom name is nobody's.
     let alert = tls_refusal(server.tls_with(custom, config.clone()).await).await;
     assert_eq!(alert, AlertDescription::UnrecognisedName);

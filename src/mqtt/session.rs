@@ -637,7 +637,7 @@ impl Forwarder {
         let mut to_broker = BytesMut::new();
 
         // Packets that arrived with the CONNECT (pipelined) are served first.
-        let mut flow = self.from_client(&mut client_buf, &mut to_client, &mut to_broker, ctx);
+        let mut flow = self.client_packets(&mut client_buf, &mut to_client, &mut to_broker, ctx);
         loop {
             let done = match flow {
                 Ok(Flow::Done) => true,
@@ -664,7 +664,7 @@ impl Forwarder {
                         if let Some(grace) = client_grace {
                             client_deadline = Instant::now() + grace;
                         }
-                        self.from_client(&mut client_buf, &mut to_client, &mut to_broker, ctx)
+                        self.client_packets(&mut client_buf, &mut to_client, &mut to_broker, ctx)
                     }
                 },
                 read = broker.read_buf(&mut broker_buf) => match read? {
@@ -673,7 +673,7 @@ impl Forwarder {
                         let _ = self.flush(client, &mut to_client, ctx).await;
                         return Err(SessionError::BrokerClosed);
                     }
-                    _ => self.from_broker(&mut broker_buf, &mut to_client, &mut to_broker),
+                    _ => self.broker_packets(&mut broker_buf, &mut to_client, &mut to_broker),
                 },
                 _ = sleep_until(next_ping) => {
                     next_ping = Instant::now() + ping_every;
@@ -721,7 +721,7 @@ impl Forwarder {
         }
     }
 
-    fn from_client(
+    fn client_packets(
         &mut self,
         buf: &mut BytesMut,
         to_client: &mut BytesMut,
@@ -941,7 +941,7 @@ impl Forwarder {
         Ok(Flow::Continue)
     }
 
-    fn from_broker(
+    fn broker_packets(
         &mut self,
         buf: &mut BytesMut,
         to_client: &mut BytesMut,
