@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::clients::*;
 use common::mqtt::*;
 use common::*;
 use rumqttc::{QoS, SubscribeReasonCode};
@@ -38,58 +39,14 @@ async fn events_never_cross_orgs_either_way() {
     let server = TestServer::start().await;
     let (acme_ca, _) = server.org_with_ca("acme").await;
     let (beta_ca, _) = server.org_with_ca("beta").await;
-
-    let acme_app_addr = server
-        .bridge("acme.messaging.localhost", &acme_ca.client("a:watch", &[]))
-        .await;
-    let (acme_app, mut acme_loop) = connect_v4(v4_options(acme_app_addr, "a:acme:watch"))
-        .await
-        .unwrap();
-    subscribe_v4(
-        &acme_app,
-        &mut acme_loop,
-        "iot-2/type/+/id/+/evt/+/fmt/+",
-        QoS::AtLeastOnce,
-    )
-    .await;
-    let mut acme_inbox = drive_v4(acme_loop);
-
-    let beta_app_addr = server
-        .bridge("beta.messaging.localhost", &beta_ca.client("a:watch", &[]))
-        .await;
-    let (beta_app, mut beta_loop) = connect_v4(v4_options(beta_app_addr, "a:beta:watch"))
-        .await
-        .unwrap();
-    subscribe_v4(
-        &beta_app,
-        &mut beta_loop,
-        "iot-2/type/+/id/+/evt/+/fmt/+",
-        QoS::AtLeastOnce,
-    )
-    .await;
-    let mut beta_inbox = drive_v4(beta_loop);
-
+    let all_events = "iot-2/type/+/id/+/evt/+/fmt/+";
+    let (_acme_app, mut acme_inbox) =
+        subscribed_v4(&server, &acme_ca, "acme", "a:watch", all_events).await;
+    let (_beta_app, mut beta_inbox) =
+        subscribed_v4(&server, &beta_ca, "beta", "a:watch", all_events).await;
     // The same device type and id in both orgs.
-    let acme_dev_addr = server
-        .bridge(
-            "acme.messaging.localhost",
-            &acme_ca.client("d:sensor:dev1", &[]),
-        )
-        .await;
-    let (acme_dev, acme_dev_loop) = connect_v4(v4_options(acme_dev_addr, "d:acme:sensor:dev1"))
-        .await
-        .unwrap();
-    let _keep = drive_v4(acme_dev_loop);
-    let beta_dev_addr = server
-        .bridge(
-            "beta.messaging.localhost",
-            &beta_ca.client("d:sensor:dev1", &[]),
-        )
-        .await;
-    let (beta_dev, beta_dev_loop) = connect_v4(v4_options(beta_dev_addr, "d:beta:sensor:dev1"))
-        .await
-        .unwrap();
-    let _keep2 = drive_v4(beta_dev_loop);
+    let acme_dev = publisher_v4(&server, &acme_ca, "acme", "d:sensor:dev1").await;
+    let beta_dev = publisher_v4(&server, &beta_ca, "beta", "d:sensor:dev1").await;
 
     beta_dev
         .publish("iot-2/evt/secret/fmt/json", QoS::AtLeastOnce, false, "beta")
@@ -132,33 +89,15 @@ async fn open_org_cannot_reach_into_another_orgs_namespace() {
     let evil_ca = TestCa::root("evil CA");
     server.upload_ca("evil", &evil_ca).await;
 
-    let victim_addr = server
-        .bridge(
-            "acme.messaging.localhost",
-            &acme_ca.client("d:sensor:dev1", &[]),
-        )
-        .await;
-    let (victim, mut victim_loop) = connect_v4(v4_options(victim_addr, "d:acme:sensor:dev1"))
-        .await
-        .unwrap();
-    subscribe_v4(
-        &victim,
-        &mut victim_loop,
+    let (_victim, mut victim_inbox) = subscribed_v4(
+        &server,
+        &acme_ca,
+        "acme",
+        "d:sensor:dev1",
         "iot-2/cmd/+/fmt/+",
-        QoS::AtLeastOnce,
     )
     .await;
-    let mut victim_inbox = drive_v4(victim_loop);
-
-    let evil_addr = server
-        .bridge(
-            "evil.messaging.localhost",
-            &evil_ca.client("d:x:mallory", &[]),
-        )
-        .await;
-    let (evil, mut evil_loop) = connect_v4(v4_options(evil_addr, "d:evil:x:mallory"))
-        .await
-        .unwrap();
+    let (evil, mut evil_loop) = connected_v4(&server, &evil_ca, "evil", "d:x:mallory").await;
     // Everything the open policy lets it see is its own org's.
     let codes = subscribe_v4(&evil, &mut evil_loop, "#", QoS::AtLeastOnce).await;
     assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
@@ -175,13 +114,7 @@ async fn open_org_cannot_reach_into_another_orgs_namespace() {
     .unwrap();
 
     // acme traffic: the victim gets its command, evil sees none of it.
-    let app_addr = server
-        .bridge("acme.messaging.localhost", &acme_ca.client("a:ops", &[]))
-        .await;
-    let (app, app_loop) = connect_v4(v4_options(app_addr, "a:acme:ops"))
-        .await
-        .unwrap();
-    let _app_inbox = drive_v4(app_loop);
+    let app = publisher_v4(&server, &acme_ca, "acme", "a:ops").await;
     app.publish(
         "iot-2/type/sensor/id/dev1/cmd/control/fmt/json",
         QoS::AtLeastOnce,
@@ -289,32 +222,24 @@ async fn refused_publish_mqtt5_gets_puback_0x87_and_the_session_goes_on() {
     let (device, mut device_loop, _) = connect_v5(v5_options(addr, "d:acme:sensor:dev1"))
         .await
         .unwrap();
-    device
-        .publish(
+    // Refused, then a permitted publish on the same connection: it goes on.
+    for (topic, expected) in [
+        (
             "iot-2/type/sensor/id/dev2/evt/x/fmt/json",
-            QoS5::AtLeastOnce,
-            false,
-            "",
-        )
+            PubAckReason::NotAuthorized,
+        ),
+        ("iot-2/evt/ok/fmt/json", PubAckReason::Success),
+    ] {
+        device
+            .publish(topic, QoS5::AtLeastOnce, false, "")
+            .await
+            .unwrap();
+        let reason = next_v5(&mut device_loop, |p| match p {
+            Packet::PubAck(ack) => Some(ack.reason),
+            _ => None,
+        })
         .await
         .unwrap();
-    let reason = next_v5(&mut device_loop, |p| match p {
-        Packet::PubAck(ack) => Some(ack.reason),
-        _ => None,
-    })
-    .await
-    .unwrap();
-    assert_eq!(reason, PubAckReason::NotAuthorized);
-    // Still connected: a permitted publish is acknowledged normally.
-    device
-        .publish("iot-2/evt/ok/fmt/json", QoS5::AtLeastOnce, false, "")
-        .await
-        .unwrap();
-    let reason = next_v5(&mut device_loop, |p| match p {
-        Packet::PubAck(ack) => Some(ack.reason),
-        _ => None,
-    })
-    .await
-    .unwrap();
-    assert_eq!(reason, PubAckReason::Success);
+        assert_eq!(reason, expected, "{topic}");
+    }
 }

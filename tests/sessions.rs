@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::clients::*;
 use common::mqtt::*;
 use common::*;
 use rumqttc::QoS;
@@ -93,18 +94,14 @@ async fn fast_reconnects_with_the_same_client_id_all_connect() {
 async fn will_message_is_published_when_a_device_vanishes() {
     let server = TestServer::start().await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let app_addr = server.bridge(SNI, &ca.client("a:ops", &[])).await;
-    let (app, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:ops"))
-        .await
-        .unwrap();
-    subscribe_v4(
-        &app,
-        &mut app_loop,
+    let (_app, mut inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:ops",
         "iot-2/type/+/id/+/evt/+/fmt/+",
-        QoS::AtLeastOnce,
     )
     .await;
-    let mut inbox = drive_v4(app_loop);
 
     // Raw CONNECT with a will (3.1.1), then the connection is dropped without DISCONNECT.
     let cert = ca.client("d:sensor:dev9", &[]);
@@ -131,18 +128,14 @@ async fn mqtt5_publisher_reaches_mqtt311_subscriber_with_topic_aliases_resolved(
     use rumqttc::v5::mqttbytes::QoS as QoS5;
     let server = TestServer::start().await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let app_addr = server.bridge(SNI, &ca.client("a:ops", &[])).await;
-    let (app, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:ops"))
-        .await
-        .unwrap();
-    subscribe_v4(
-        &app,
-        &mut app_loop,
+    let (_app, mut inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:ops",
         "iot-2/type/+/id/+/evt/+/fmt/+",
-        QoS::AtLeastOnce,
     )
     .await;
-    let mut inbox = drive_v4(app_loop);
 
     let dev_addr = server.bridge(SNI, &ca.client("d:sensor:dev5", &[])).await;
     let (device, dev_loop, connack) = connect_v5(v5_options(dev_addr, "d:acme:sensor:dev5"))
