@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::clients::*;
 use common::mqtt::*;
 use common::*;
 use rumqttc::QoS;
@@ -15,42 +16,22 @@ const SNI: &str = "acme.messaging.localhost";
 async fn device_to_application_and_back_mqtt311() {
     let server = TestServer::start().await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let device = ca.client("d:sensor:dev1", &[]);
-    let app = ca.client("a:dashboard", &[]);
-
-    let app_addr = server.bridge(SNI, &app).await;
-    let (app_client, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:dashboard"))
-        .await
-        .unwrap();
-    let codes = subscribe_v4(
-        &app_client,
-        &mut app_loop,
+    let (app_client, mut app_inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:dashboard",
         "iot-2/type/+/id/+/evt/+/fmt/+",
-        QoS::AtLeastOnce,
     )
     .await;
-    assert_eq!(
-        codes,
-        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-    );
-    let mut app_inbox = drive_v4(app_loop);
-
-    let dev_addr = server.bridge(SNI, &device).await;
-    let (dev_client, mut dev_loop) = connect_v4(v4_options(dev_addr, "d:acme:sensor:dev1"))
-        .await
-        .unwrap();
-    let codes = subscribe_v4(
-        &dev_client,
-        &mut dev_loop,
+    let (dev_client, mut dev_inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "d:sensor:dev1",
         "iot-2/cmd/+/fmt/json",
-        QoS::AtLeastOnce,
     )
     .await;
-    assert_eq!(
-        codes,
-        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
-    );
-    let mut dev_inbox = drive_v4(dev_loop);
 
     dev_client
         .publish("iot-2/evt/temp/fmt/json", QoS::AtLeastOnce, false, "21.5")
@@ -162,38 +143,22 @@ async fn device_to_application_and_back_mqtt5() {
 async fn gateway_publishes_for_a_device_behind_it() {
     let server = TestServer::start().await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let app = ca.client("a:backend", &[]);
-    let gateway = ca.client("g:edge:gw1", &[]);
-
-    let app_addr = server.bridge(SNI, &app).await;
-    let (app_client, mut app_loop) = connect_v4(v4_options(app_addr, "a:acme:backend"))
-        .await
-        .unwrap();
-    subscribe_v4(
-        &app_client,
-        &mut app_loop,
+    let (app_client, mut app_inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:backend",
         "iot-2/type/+/id/+/evt/+/fmt/+",
-        QoS::AtMostOnce,
     )
     .await;
-    let mut app_inbox = drive_v4(app_loop);
-
-    let gw_addr = server.bridge(SNI, &gateway).await;
-    let (gw_client, mut gw_loop) = connect_v4(v4_options(gw_addr, "g:acme:edge:gw1"))
-        .await
-        .unwrap();
-    let codes = subscribe_v4(
-        &gw_client,
-        &mut gw_loop,
+    let (gw_client, mut gw_inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "g:edge:gw1",
         "iot-2/type/thermo/id/+/cmd/+/fmt/+",
-        QoS::AtMostOnce,
     )
     .await;
-    assert_eq!(
-        codes,
-        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtMostOnce)]
-    );
-    let mut gw_inbox = drive_v4(gw_loop);
 
     gw_client
         .publish(
