@@ -137,7 +137,7 @@ pub enum SessionError {
     TopicRefused,
     #[error("keep-alive expired")]
     KeepAlive,
-    #[error("client does not read")]
+    #[error("the peer does not read")]
     WriteTimeout,
     #[error("closed by the broker")]
     BrokerClosed,
@@ -289,7 +289,7 @@ where
     }
     let mut out = BytesMut::new();
     encode_to(&Packet::ConnAck(connack), protocol, &mut out)?;
-    write_client(&mut client, &out, ctx).await?;
+    write_within(&mut client, &out, ctx).await?;
 
     let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
     live.increment(1.0);
@@ -413,7 +413,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
     });
     let mut out = BytesMut::new();
     if encode_to(&connack, protocol, &mut out).is_ok() {
-        let _ = write_client(client, &out, ctx).await;
+        let _ = write_within(client, &out, ctx).await;
         let _ = tokio::time::timeout(ctx.write_timeout, client.shutdown()).await;
     }
 }
@@ -522,14 +522,15 @@ fn encode_to(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<
     codec::encode(packet, protocol, out).map_err(SessionError::ClientCodec)
 }
 
-async fn write_client<S: AsyncWrite + Unpin>(
-    client: &mut S,
+/// Writes and flushes `bytes` within the write deadline: a peer that does not read is dropped.
+async fn write_within<S: AsyncWrite + Unpin>(
+    peer: &mut S,
     bytes: &[u8],
     ctx: &Context,
 ) -> Result<(), SessionError> {
     let write = async {
-        client.write_all(bytes).await?;
-        client.flush().await
+        peer.write_all(bytes).await?;
+        peer.flush().await
     };
     match tokio::time::timeout(ctx.write_timeout, write).await {
         Ok(result) => Ok(result?),
@@ -644,12 +645,12 @@ impl Forwarder {
                 Ok(Flow::Continue) => false,
                 Err(error) => {
                     let _ = self.flush(client, &mut to_client, ctx).await;
-                    let _ = broker.write_all(&to_broker).await;
+                    let _ = write_within(broker, &to_broker, ctx).await;
                     return Err(error);
                 }
             };
             if !to_broker.is_empty() {
-                broker.write_all(&to_broker).await?;
+                write_within(broker, &to_broker, ctx).await?;
                 to_broker.clear();
             }
             self.flush(client, &mut to_client, ctx).await?;
@@ -705,7 +706,7 @@ impl Forwarder {
             return Ok(());
         }
         self.counters.bytes_out.increment(to_client.len() as u64);
-        let result = write_client(client, to_client, ctx).await;
+        let result = write_within(client, to_client, ctx).await;
         to_client.clear();
         result
     }
