@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::views::{CaView, ListView};
-use super::{blocking, no_content, org_in_path, page_request, publish, AdminState};
+use super::{change, no_content, org_in_path, page_request, read, require_org, AdminState};
 use crate::pki::{self, PkiError};
 use crate::store::{CaFilter, CaPatch, NewCa};
 
@@ -128,11 +128,8 @@ pub async fn create(
         }
     };
     let description = valid_description(&description)?;
-    let record = blocking(move || {
-        // An unknown org is 404 before any certificate check.
-        if state.store.org(&org)?.is_none() {
-            return Err(ApiError::NotFound("no such organisation"));
-        }
+    let record = change(state, org, move |store, org| {
+        require_org(store, org)?;
         let der = match upload {
             Upload::Pem(pem) => single_pem_certificate(&pem)?,
             Upload::Der(der) => CertificateDer::from(der),
@@ -145,12 +142,11 @@ pub async fn create(
             description,
             registered_at: now,
         };
-        let record = state.store.insert_ca(&org, &new)?;
+        let record = store.insert_ca(org, &new)?;
         tracing::info!(
             who = "admin", what = "ca_certificate.create", org = %org, id = %record.id,
             fingerprint_sha256 = %record.info.fingerprint_sha256, "CA certificate registered"
         );
-        publish(&state, &org)?;
         Ok(record)
     })
     .await?;
@@ -170,7 +166,7 @@ pub async fn list(
         registered_after: time_param("registered_after", query.registered_after.as_deref())?,
         registered_before: time_param("registered_before", query.registered_before.as_deref())?,
     };
-    let page = blocking(move || Ok(state.store.list_cas(&org, &filter, &page)?)).await?;
+    let page = read(state, move |store| store.list_cas(&org, &filter, &page)).await?;
     Ok(Json(ListView::from_page(page, CaView::from)))
 }
 
@@ -179,7 +175,7 @@ pub async fn get(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<CaView>, ApiError> {
     let org = org_in_path(&org)?;
-    let record = blocking(move || Ok(state.store.ca(&org, &id)?)).await?;
+    let record = read(state, move |store| store.ca(&org, &id)).await?;
     record
         .map(|c| Json(c.into()))
         .ok_or(ApiError::NotFound("no such CA certificate"))
@@ -200,15 +196,14 @@ pub async fn update(
             .map(valid_description)
             .transpose()?,
     };
-    let record = blocking(move || {
-        let Some(record) = state.store.update_ca(&org, &id, &patch)? else {
+    let record = change(state, org, move |store, org| {
+        let Some(record) = store.update_ca(org, &id, &patch)? else {
             return Err(ApiError::NotFound("no such CA certificate"));
         };
         tracing::info!(
             who = "admin", what = "ca_certificate.update", org = %org, id = %id,
             active = record.active, "CA certificate updated"
         );
-        publish(&state, &org)?;
         Ok(record)
     })
     .await?;
@@ -220,15 +215,15 @@ pub async fn delete(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
-    blocking(move || {
-        if !state.store.delete_ca(&org, &id)? {
+    change(state, org, move |store, org| {
+        if !store.delete_ca(org, &id)? {
             return Err(ApiError::NotFound("no such CA certificate"));
         }
         tracing::info!(
             who = "admin", what = "ca_certificate.delete", org = %org, id = %id,
             "CA certificate deleted"
         );
-        publish(&state, &org)
+        Ok(())
     })
     .await?;
     Ok(no_content())

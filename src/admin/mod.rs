@@ -24,7 +24,7 @@ use axum::{middleware, Router};
 
 use crate::identity::OrgId;
 use crate::registry::Registry;
-use crate::store::{Cursor, PageRequest, Store};
+use crate::store::{Cursor, PageRequest, Store, StoreError};
 
 mod auth;
 mod ca_certificates;
@@ -126,6 +126,40 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)?
+}
+
+/// Runs a store read off the async workers.
+async fn read<T, F>(state: AdminState, read: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    blocking(move || Ok(read(&state.store)?)).await
+}
+
+/// Runs one change to `org` off the async workers (its checks, its store transaction, its log
+/// event), then publishes `org`: only a change that committed is published, and a failed publish
+/// still answers `publish_failed` over a saved change.
+async fn change<T, F>(state: AdminState, org: OrgId, change: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Store, &OrgId) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    blocking(move || {
+        let changed = change(&state.store, &org)?;
+        publish(&state, &org)?;
+        Ok(changed)
+    })
+    .await
+}
+
+/// Fails with 404 unless `org` exists: an upload to an unknown org is refused before any
+/// certificate check.
+fn require_org(store: &Store, org: &OrgId) -> Result<(), ApiError> {
+    match store.org(org)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound("no such organisation")),
+    }
 }
 
 /// An org id from a path: one that cannot exist is simply not found.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, OrgView};
-use super::{blocking, no_content, org_in_path, page_request, publish, AdminState};
+use super::{change, no_content, org_in_path, page_request, read, AdminState};
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::store::{NewOrg, OrgPatch};
@@ -63,10 +63,9 @@ pub async fn create(
         topic_policy: body.topic_policy,
         created_at: OffsetDateTime::now_utc(),
     };
-    let org = blocking(move || {
-        let org = state.store.create_org(&new)?;
+    let org = change(state, new.id.clone(), move |store, _| {
+        let org = store.create_org(&new)?;
         tracing::info!(who = "admin", what = "org.create", org = %org.id, "organisation created");
-        publish(&state, &org.id)?;
         Ok(org)
     })
     .await?;
@@ -78,7 +77,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ListView<OrgView>>, ApiError> {
     let page = page_request(query.limit, query.cursor.as_deref())?;
-    let page = blocking(move || Ok(state.store.list_orgs(&page)?)).await?;
+    let page = read(state, move |store| store.list_orgs(&page)).await?;
     Ok(Json(ListView::from_page(page, OrgView::from)))
 }
 
@@ -87,7 +86,7 @@ pub async fn get(
     Path(org): Path<String>,
 ) -> Result<Json<OrgView>, ApiError> {
     let org = org_in_path(&org)?;
-    let record = blocking(move || Ok(state.store.org(&org)?)).await?;
+    let record = read(state, move |store| store.org(&org)).await?;
     record
         .map(|o| Json(o.into()))
         .ok_or(ApiError::NotFound("no such organisation"))
@@ -103,12 +102,11 @@ pub async fn update(
         name: body.name.as_deref().map(valid_name).transpose()?,
         topic_policy: body.topic_policy,
     };
-    let record = blocking(move || {
-        let Some(record) = state.store.update_org(&org, &patch)? else {
+    let record = change(state, org, move |store, org| {
+        let Some(record) = store.update_org(org, &patch)? else {
             return Err(ApiError::NotFound("no such organisation"));
         };
         tracing::info!(who = "admin", what = "org.update", org = %org, "organisation updated");
-        publish(&state, &org)?;
         Ok(record)
     })
     .await?;
@@ -121,12 +119,12 @@ pub async fn delete(
     Path(org): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
-    blocking(move || {
-        if !state.store.delete_org(&org)? {
+    change(state, org, move |store, org| {
+        if !store.delete_org(org)? {
             return Err(ApiError::NotFound("no such organisation"));
         }
         tracing::info!(who = "admin", what = "org.delete", org = %org, "organisation deleted");
-        publish(&state, &org)
+        Ok(())
     })
     .await?;
     Ok(no_content())

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, ServerCertView};
-use super::{blocking, no_content, org_in_path, page_request, publish, AdminState};
+use super::{change, no_content, org_in_path, page_request, read, require_org, AdminState};
 use crate::pki::{self, PkiError};
 use crate::store::NewServerCert;
 
@@ -56,11 +56,8 @@ pub async fn create(
     ApiJson(body): ApiJson<Upload>,
 ) -> Result<(StatusCode, Json<ServerCertView>), ApiError> {
     let org = org_in_path(&org)?;
-    let record = blocking(move || {
-        // An unknown org is 404 before any certificate check.
-        if state.store.org(&org)?.is_none() {
-            return Err(ApiError::NotFound("no such organisation"));
-        }
+    let record = change(state, org, move |store, org| {
+        require_org(store, org)?;
         let now = OffsetDateTime::now_utc();
         let (chain, key) = match body {
             Upload {
@@ -102,12 +99,11 @@ pub async fn create(
             info,
             registered_at: now,
         };
-        let record = state.store.insert_server_cert(&org, &new)?;
+        let record = store.insert_server_cert(org, &new)?;
         tracing::info!(
             who = "admin", what = "server_certificate.create", org = %org, id = %record.id,
             fingerprint_sha256 = %record.info.fingerprint_sha256, "server certificate registered"
         );
-        publish(&state, &org)?;
         Ok(record)
     })
     .await?;
@@ -121,7 +117,7 @@ pub async fn list(
 ) -> Result<Json<ListView<ServerCertView>>, ApiError> {
     let org = org_in_path(&org)?;
     let page = page_request(query.limit, query.cursor.as_deref())?;
-    let page = blocking(move || Ok(state.store.list_server_certs(&org, &page)?)).await?;
+    let page = read(state, move |store| store.list_server_certs(&org, &page)).await?;
     Ok(Json(ListView::from_page(page, ServerCertView::from)))
 }
 
@@ -130,7 +126,7 @@ pub async fn get(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<ServerCertView>, ApiError> {
     let org = org_in_path(&org)?;
-    let record = blocking(move || Ok(state.store.server_cert(&org, &id)?)).await?;
+    let record = read(state, move |store| store.server_cert(&org, &id)).await?;
     record
         .map(|c| Json(c.into()))
         .ok_or(ApiError::NotFound("no such server certificate"))
@@ -142,15 +138,15 @@ pub async fn delete(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
-    blocking(move || {
-        if !state.store.delete_server_cert(&org, &id)? {
+    change(state, org, move |store, org| {
+        if !store.delete_server_cert(org, &id)? {
             return Err(ApiError::NotFound("no such server certificate"));
         }
         tracing::info!(
             who = "admin", what = "server_certificate.delete", org = %org, id = %id,
             "server certificate deleted"
         );
-        publish(&state, &org)
+        Ok(())
     })
     .await?;
     Ok(no_content())
@@ -161,7 +157,7 @@ pub async fn get_active(
     Path(org): Path<String>,
 ) -> Result<Json<Active>, ApiError> {
     let org = org_in_path(&org)?;
-    let id = blocking(move || Ok(state.store.active_server_cert_id(&org)?)).await?;
+    let id = read(state, move |store| store.active_server_cert_id(&org)).await?;
     Ok(Json(Active { id }))
 }
 
@@ -172,15 +168,14 @@ pub async fn set_active(
 ) -> Result<Json<Active>, ApiError> {
     let org = org_in_path(&org)?;
     let id = body.id;
-    let id = blocking(move || {
-        if !state.store.set_active_server_cert(&org, id.as_deref())? {
+    let id = change(state, org, move |store, org| {
+        if !store.set_active_server_cert(org, id.as_deref())? {
             return Err(ApiError::NotFound("no such server certificate"));
         }
         tracing::info!(
             who = "admin", what = "server_certificate.activate", org = %org,
             id = id.as_deref().unwrap_or("platform-default"), "active server certificate set"
         );
-        publish(&state, &org)?;
         Ok(id)
     })
     .await?;

@@ -206,6 +206,13 @@ fn assert_error(body: &Value, code: &str) {
     assert!(!message.is_empty() && message.ends_with('.'), "{body}");
 }
 
+/// `(status, body)` is a refusal: this status and an error body with this code.
+#[track_caller]
+fn assert_refused((status, body): (StatusCode, Value), want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_error(&body, code);
+}
+
 #[tokio::test]
 async fn health_ready_and_metrics_need_no_token() {
     let h = harness();
@@ -260,12 +267,16 @@ async fn api_needs_the_admin_token() {
 #[tokio::test]
 async fn unknown_routes_and_methods() {
     let h = harness();
-    let (status, body) = h.get("/api/v1/nothing/here").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "not_found");
-    let (status, body) = h.json(Method::PUT, "/api/v1/orgs", None).await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_error(&body, "method_not_allowed");
+    assert_refused(
+        h.get("/api/v1/nothing/here").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_refused(
+        h.json(Method::PUT, "/api/v1/orgs", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
     let (status, _, _) = h
         .call(Request::get("/elsewhere").body(Body::empty()).unwrap())
         .await;
@@ -278,19 +289,27 @@ async fn create_org_refusals() {
     h.add_org("acme", T0);
     let post = |body: Value| h.json(Method::POST, "/api/v1/orgs", Some(body));
 
-    let (status, body) = post(json!({"id": "Not_A_Label", "name": "x"})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_error(&body, "invalid_org_id");
-    let (status, body) = post(json!({"id": "a".repeat(33), "name": "x"})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_error(&body, "invalid_org_id");
-    let (status, body) = post(json!({"id": "new", "name": "  "})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_error(&body, "invalid_name");
+    assert_refused(
+        post(json!({"id": "Not_A_Label", "name": "x"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_org_id",
+    );
+    assert_refused(
+        post(json!({"id": "a".repeat(33), "name": "x"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_org_id",
+    );
+    assert_refused(
+        post(json!({"id": "new", "name": "  "})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_name",
+    );
 
-    let (status, body) = post(json!({"id": "acme", "name": "Again"})).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(&body, "org_exists");
+    assert_refused(
+        post(json!({"id": "acme", "name": "Again"})).await,
+        StatusCode::CONFLICT,
+        "org_exists",
+    );
 
     for bad in [
         json!({"name": "no id"}),
@@ -302,52 +321,56 @@ async fn create_org_refusals() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert_error(&body, "malformed_request");
     }
-    let (status, body) = h
-        .raw(
+    assert_refused(
+        h.raw(
             Method::POST,
             "/api/v1/orgs",
             "application/json",
             "{not json",
         )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "malformed_request");
-    let (status, body) = h
-        .raw(
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    assert_refused(
+        h.raw(
             Method::POST,
             "/api/v1/orgs",
             "text/plain",
             r#"{"id":"x","name":"y"}"#,
         )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "malformed_request");
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
 }
 
 #[tokio::test]
 async fn body_over_the_limit_is_413() {
     let h = harness();
     let big = json!({"id": "big", "name": "x".repeat(5000)}).to_string();
-    let (status, body) = h
-        .raw(
+    assert_refused(
+        h.raw(
             Method::POST,
             "/api/v1/orgs",
             "application/json",
             big.clone(),
         )
-        .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_error(&body, "body_too_large");
-    let (status, body) = h
-        .raw(
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
+    assert_refused(
+        h.raw(
             Method::POST,
             "/api/v1/orgs/acme/ca-certificates",
             "application/x-pem-file",
             big,
         )
-        .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_error(&body, "body_too_large");
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
 }
 
 #[tokio::test]
@@ -495,9 +518,11 @@ async fn ca_list_get_and_filters() {
             "registered_at": "2025-01-01T00:00:00Z"
         })
     );
-    let (status, body) = h.get("/api/v1/orgs/acme/ca-certificates/0000").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "not_found");
+    assert_refused(
+        h.get("/api/v1/orgs/acme/ca-certificates/0000").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 
     let ids = |body: &Value| -> Vec<String> {
         body["items"]
@@ -554,40 +579,47 @@ async fn ca_upload_refusals_before_pki() {
     let h = harness();
     h.add_org("acme", T0);
     let uri = "/api/v1/orgs/acme/ca-certificates";
-    let (status, body) = h.raw(Method::POST, uri, "text/plain", "x").await;
-    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_error(&body, "unsupported_media_type");
-    let (status, body) = h
-        .raw(
+    assert_refused(
+        h.raw(Method::POST, uri, "text/plain", "x").await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    assert_refused(
+        h.raw(
             Method::POST,
             uri,
             "application/json",
             "{\"certificate\": 1}",
         )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "malformed_request");
-    let (status, body) = h
-        .json(
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    assert_refused(
+        h.json(
             Method::PATCH,
             &format!("{uri}/00ff"),
             Some(json!({"active": "no"})),
         )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_error(&body, "malformed_request");
-    let (status, body) = h
-        .json(
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    assert_refused(
+        h.json(
             Method::PATCH,
             &format!("{uri}/00ff"),
             Some(json!({"active": false})),
         )
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "not_found");
-    let (status, body) = h.json(Method::DELETE, &format!("{uri}/00ff"), None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "not_found");
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_refused(
+        h.json(Method::DELETE, &format!("{uri}/00ff"), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 #[tokio::test]
@@ -642,11 +674,12 @@ async fn server_certificates_read_and_refusals() {
     let (status, body) = h.get(active_uri).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"id": null}));
-    let (status, body) = h
-        .json(Method::PUT, active_uri, Some(json!({"id": "00ff"})))
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "not_found");
+    assert_refused(
+        h.json(Method::PUT, active_uri, Some(json!({"id": "00ff"})))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     let (status, body) = h.json(Method::PUT, active_uri, Some(json!({}))).await;
     assert_eq!(
         status,
@@ -661,12 +694,16 @@ async fn server_certificates_read_and_refusals() {
         .unwrap();
     let (_, body) = h.get(active_uri).await;
     assert_eq!(body, json!({"id": c2}));
-    let (status, body) = h.json(Method::DELETE, &format!("{base}/{c2}"), None).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(&body, "certificate_active");
-    let (status, body) = h.json(Method::DELETE, &format!("{base}/00ff"), None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_error(&body, "not_found");
+    assert_refused(
+        h.json(Method::DELETE, &format!("{base}/{c2}"), None).await,
+        StatusCode::CONFLICT,
+        "certificate_active",
+    );
+    assert_refused(
+        h.json(Method::DELETE, &format!("{base}/00ff"), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 
     // Upload bodies that name neither form, or both.
     for bad in [
@@ -824,16 +861,17 @@ async fn ca_upload_json_pem_der_and_duplicate() {
     assert_eq!(body["org"], "acme");
     assert!(body["subject"].as_str().unwrap().contains("Test Device CA"));
 
-    let (status, body) = h
-        .raw(
+    assert_refused(
+        h.raw(
             Method::POST,
             "/api/v1/orgs/acme/ca-certificates?description=again",
             "application/x-pem-file",
             pki.ca_pem.clone(),
         )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_error(&body, "duplicate_certificate");
+        .await,
+        StatusCode::CONFLICT,
+        "duplicate_certificate",
+    );
 
     let (status, body) = h
         .raw(
@@ -871,11 +909,12 @@ async fn ca_upload_refusals() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
         assert_error(&response, code);
     }
-    let (status, response) = h
-        .raw(Method::POST, uri, "application/pkix-cert", vec![1u8, 2, 3])
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_error(&response, "not_a_certificate");
+    assert_refused(
+        h.raw(Method::POST, uri, "application/pkix-cert", vec![1u8, 2, 3])
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_a_certificate",
+    );
     let (_, list) = h.get(uri).await;
     assert_eq!(list["items"], json!([]), "a refused upload stores nothing");
 }
@@ -905,24 +944,26 @@ async fn server_certificate_upload() {
     assert!(!key.secret_der().is_empty());
 
     let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
-    let (status, body) = h
-        .json(
+    assert_refused(
+        h.json(
             Method::POST,
             uri,
             Some(json!({"certificate_chain": pki.server_chain_pem, "private_key": other_key})),
         )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_error(&body, "key_mismatch");
-    let (status, body) = h
-        .json(
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "key_mismatch",
+    );
+    assert_refused(
+        h.json(
             Method::POST,
             uri,
             Some(json!({"certificate_chain": pki.server_chain_pem, "private_key": "nope"})),
         )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_error(&body, "not_a_key");
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_a_key",
+    );
     let (status, body) = h
         .json(
             Method::POST,

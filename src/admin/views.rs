@@ -4,7 +4,9 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
+use crate::pki::CertInfo;
 use crate::store::{CaRecord, OrgRecord, Page, ServerCertRecord};
 
 /// RFC 3339 in UTC.
@@ -48,8 +50,9 @@ impl From<OrgRecord> for OrgView {
     }
 }
 
+/// The fields both certificate views show, first and in this order.
 #[derive(Debug, Serialize)]
-pub struct CaView {
+pub struct CertView {
     pub id: String,
     pub org: String,
     pub subject: String,
@@ -58,6 +61,27 @@ pub struct CaView {
     pub fingerprint_sha256: String,
     pub not_before: String,
     pub not_after: String,
+}
+
+impl CertView {
+    fn new(id: String, org: &OrgId, info: &CertInfo) -> CertView {
+        CertView {
+            id,
+            org: org.as_str().to_owned(),
+            subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
+            serial: info.serial.clone(),
+            fingerprint_sha256: info.fingerprint_sha256.clone(),
+            not_before: rfc3339(info.not_before),
+            not_after: rfc3339(info.not_after),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CaView {
+    #[serde(flatten)]
+    pub cert: CertView,
     pub description: String,
     pub active: bool,
     pub registered_at: String,
@@ -66,14 +90,7 @@ pub struct CaView {
 impl From<CaRecord> for CaView {
     fn from(c: CaRecord) -> CaView {
         CaView {
-            id: c.id,
-            org: c.org.as_str().to_owned(),
-            subject: c.info.subject,
-            issuer: c.info.issuer,
-            serial: c.info.serial,
-            fingerprint_sha256: c.info.fingerprint_sha256,
-            not_before: rfc3339(c.info.not_before),
-            not_after: rfc3339(c.info.not_after),
+            cert: CertView::new(c.id, &c.org, &c.info),
             description: c.description,
             active: c.active,
             registered_at: rfc3339(c.registered_at),
@@ -83,14 +100,8 @@ impl From<CaRecord> for CaView {
 
 #[derive(Debug, Serialize)]
 pub struct ServerCertView {
-    pub id: String,
-    pub org: String,
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
-    pub fingerprint_sha256: String,
-    pub not_before: String,
-    pub not_after: String,
+    #[serde(flatten)]
+    pub cert: CertView,
     pub dns_names: Vec<String>,
     pub active: bool,
     pub registered_at: String,
@@ -99,14 +110,7 @@ pub struct ServerCertView {
 impl From<ServerCertRecord> for ServerCertView {
     fn from(c: ServerCertRecord) -> ServerCertView {
         ServerCertView {
-            id: c.id,
-            org: c.org.as_str().to_owned(),
-            subject: c.info.subject,
-            issuer: c.info.issuer,
-            serial: c.info.serial,
-            fingerprint_sha256: c.info.fingerprint_sha256,
-            not_before: rfc3339(c.info.not_before),
-            not_after: rfc3339(c.info.not_after),
+            cert: CertView::new(c.id, &c.org, &c.info),
             dns_names: c.info.dns_names,
             active: c.active,
             registered_at: rfc3339(c.registered_at),

@@ -171,46 +171,21 @@ impl TopicMap {
             return Err(TopicRefused::NotAllowed);
         }
         let org = self.org();
-        match (self.policy, &self.client.identity) {
-            (TopicPolicy::Open, _) => join(&[org], topic),
+        let allowed = match (self.policy, &self.client.identity) {
+            (TopicPolicy::Open, _) => true,
             (
                 TopicPolicy::Iot2,
                 Identity::Device {
                     device_type,
                     device_id,
                 },
-            ) => match levels::<5>(topic) {
-                Some(["iot-2", evt, e, fmt, f]) if matches(topic, &DEVICE_EVT, false) => join(
-                    &[
-                        org,
-                        "iot-2",
-                        "type",
-                        device_type,
-                        "id",
-                        device_id,
-                        evt,
-                        e,
-                        fmt,
-                    ],
-                    f,
-                ),
-                _ => Err(TopicRefused::NotAllowed),
-            },
-            (TopicPolicy::Iot2, Identity::Gateway { .. }) => {
-                if matches(topic, &TYPED_EVT, false) {
-                    join(&[org], topic)
-                } else {
-                    Err(TopicRefused::NotAllowed)
-                }
-            }
+            ) => return device_own(org, device_type, device_id, topic, &DEVICE_EVT, false),
+            (TopicPolicy::Iot2, Identity::Gateway { .. }) => matches(topic, &TYPED_EVT, false),
             (TopicPolicy::Iot2, Identity::App { .. }) => {
-                if matches(topic, &TYPED_EVT, false) || matches(topic, &TYPED_CMD, false) {
-                    join(&[org], topic)
-                } else {
-                    Err(TopicRefused::NotAllowed)
-                }
+                matches(topic, &TYPED_EVT, false) || matches(topic, &TYPED_CMD, false)
             }
-        }
+        };
+        under_org(org, topic, allowed)
     }
 
     /// Client filter (SUBSCRIBE or UNSUBSCRIBE) → broker filter.
@@ -227,35 +202,10 @@ impl TopicMap {
             Identity::Device {
                 device_type,
                 device_id,
-            } => {
-                return match levels::<5>(filter) {
-                    Some(["iot-2", cmd, c, fmt, f]) if matches(filter, &DEVICE_CMD, true) => join(
-                        &[
-                            org,
-                            "iot-2",
-                            "type",
-                            device_type,
-                            "id",
-                            device_id,
-                            cmd,
-                            c,
-                            fmt,
-                        ],
-                        f,
-                    ),
-                    _ => Err(TopicRefused::NotAllowed),
-                };
-            }
-            Identity::Gateway { .. } => matches(filter, &TYPED_CMD, true),
-            Identity::App { .. } => {
-                matches(filter, &TYPED_EVT, true) || matches(filter, &TYPED_MON, true)
-            }
+            } => return device_own(org, device_type, device_id, filter, &DEVICE_CMD, true),
+            typed => receives_typed(typed, filter, true),
         };
-        if allowed {
-            join(&[org], filter)
-        } else {
-            Err(TopicRefused::NotAllowed)
-        }
+        under_org(org, filter, allowed)
     }
 
     /// Broker topic of a delivery → the topic the client sees; `None` if it is outside the
@@ -287,12 +237,61 @@ impl TopicMap {
                     _ => None,
                 };
             }
-            (TopicPolicy::Iot2, Identity::Gateway { .. }) => matches(rest, &TYPED_CMD, false),
-            (TopicPolicy::Iot2, Identity::App { .. }) => {
-                matches(rest, &TYPED_EVT, false) || matches(rest, &TYPED_MON, false)
-            }
+            (TopicPolicy::Iot2, typed) => receives_typed(typed, rest, false),
         };
         visible.then(|| rest.to_owned())
+    }
+}
+
+/// A device's own topic or filter, `iot-2/<evt|cmd>/<name>/fmt/<format>` matching `pattern`, →
+/// `<org>/iot-2/type/<device_type>/id/<device_id>/<evt|cmd>/<name>/fmt/<format>`: the device's
+/// type and id come from its certificate, never from what it writes.
+fn device_own(
+    org: &str,
+    device_type: &str,
+    device_id: &str,
+    topic: &str,
+    pattern: &[Level],
+    plus_ok: bool,
+) -> Result<String, TopicRefused> {
+    match levels::<5>(topic) {
+        Some(["iot-2", kind, name, fmt, format]) if matches(topic, pattern, plus_ok) => join(
+            &[
+                org,
+                "iot-2",
+                "type",
+                device_type,
+                "id",
+                device_id,
+                kind,
+                name,
+                fmt,
+            ],
+            format,
+        ),
+        _ => Err(TopicRefused::NotAllowed),
+    }
+}
+
+/// Whether a gateway or an app receives this typed (`iot-2/type/<t>/id/<i>/…`) topic; with
+/// `plus_ok`, whether it may subscribe to this filter. One rule for both, so a client is delivered
+/// exactly what it may subscribe to. A device is never asked: it has its own short form.
+fn receives_typed(identity: &Identity, topic: &str, plus_ok: bool) -> bool {
+    match identity {
+        Identity::Device { .. } => false,
+        Identity::Gateway { .. } => matches(topic, &TYPED_CMD, plus_ok),
+        Identity::App { .. } => {
+            matches(topic, &TYPED_EVT, plus_ok) || matches(topic, &TYPED_MON, plus_ok)
+        }
+    }
+}
+
+/// `<org>/<topic>` when `allowed`.
+fn under_org(org: &str, topic: &str, allowed: bool) -> Result<String, TopicRefused> {
+    if allowed {
+        join(&[org], topic)
+    } else {
+        Err(TopicRefused::NotAllowed)
     }
 }
 

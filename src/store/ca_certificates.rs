@@ -1,15 +1,15 @@
 //! Queries on `ca_certificates`.
 
-use rusqlite::types::Value;
+use rusqlite::types::{ToSql, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::CertificateDer;
 
+use super::cert_info::CertInfoRow;
 use super::{
-    from_micros, new_id, require_org, to_micros, truncate_to_micros, CaFilter, CaPatch, CaRecord,
-    NewCa, Page, PageRequest, Store, StoreError,
+    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, CaFilter,
+    CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
 };
 use crate::identity::OrgId;
-use crate::pki::CertInfo;
 
 const COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not_before, \
                        not_after, common_name, dns_names, description, active, registered_at";
@@ -17,14 +17,7 @@ const COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not
 struct CaRow {
     id: String,
     der: Vec<u8>,
-    subject: String,
-    issuer: String,
-    serial: String,
-    fingerprint_sha256: String,
-    not_before: i64,
-    not_after: i64,
-    common_name: Option<String>,
-    dns_names: String,
+    info: CertInfoRow,
     description: String,
     active: bool,
     registered_at: i64,
@@ -35,14 +28,7 @@ impl CaRow {
         Ok(CaRow {
             id: row.get(0)?,
             der: row.get(1)?,
-            subject: row.get(2)?,
-            issuer: row.get(3)?,
-            serial: row.get(4)?,
-            fingerprint_sha256: row.get(5)?,
-            not_before: row.get(6)?,
-            not_after: row.get(7)?,
-            common_name: row.get(8)?,
-            dns_names: row.get(9)?,
+            info: CertInfoRow::read(row, 2)?,
             description: row.get(10)?,
             active: row.get(11)?,
             registered_at: row.get(12)?,
@@ -51,16 +37,7 @@ impl CaRow {
 
     fn into_record(self, org: &OrgId) -> Result<CaRecord, StoreError> {
         Ok(CaRecord {
-            info: CertInfo {
-                subject: self.subject,
-                issuer: self.issuer,
-                serial: self.serial,
-                fingerprint_sha256: self.fingerprint_sha256,
-                not_before: from_micros(self.not_before)?,
-                not_after: from_micros(self.not_after)?,
-                common_name: self.common_name,
-                dns_names: super::server_certificates::dns_names_from_sql(&self.dns_names)?,
-            },
+            info: self.info.into_info()?,
             id: self.id,
             org: org.clone(),
             der: CertificateDer::from(self.der),
@@ -95,10 +72,10 @@ pub(super) fn active_cas(
         "SELECT {COLUMNS} FROM ca_certificates WHERE org = ?1 AND active = 1
          ORDER BY registered_at, id"
     ))?;
-    let rows = stmt
-        .query_map([org.as_str()], CaRow::read)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter().map(|r| r.into_record(org)).collect()
+    let cas = records(stmt.query_map([org.as_str()], CaRow::read)?, |r| {
+        r.into_record(org)
+    })?;
+    Ok(cas)
 }
 
 impl Store {
@@ -110,35 +87,20 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
-        let info = &new.info;
+        let info = CertInfoRow::from_info(&new.info)?;
         let inserted = tx.execute(
             &format!(
                 "INSERT INTO ca_certificates (org, {COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13)"
             ),
-            params![
-                org.as_str(),
-                id,
-                new.der.as_ref(),
-                info.subject,
-                info.issuer,
-                info.serial,
-                info.fingerprint_sha256,
-                to_micros(info.not_before),
-                to_micros(info.not_after),
-                info.common_name,
-                super::server_certificates::dns_names_to_sql(&info.dns_names)?,
-                new.description,
-                to_micros(registered_at),
-            ],
+            params_from_iter(
+                [&org.as_str() as &dyn ToSql, &id, &new.der.as_ref()]
+                    .into_iter()
+                    .chain(info.params())
+                    .chain([&new.description as &dyn ToSql, &to_micros(registered_at)]),
+            ),
         );
-        match inserted {
-            Ok(_) => {}
-            Err(e) if super::is_unique_violation(&e) => {
-                return Err(StoreError::DuplicateCertificate)
-            }
-            Err(e) => return Err(e.into()),
-        }
+        unique_or(inserted, StoreError::DuplicateCertificate)?;
         let record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;
         tx.commit()?;
@@ -202,7 +164,7 @@ impl Store {
                 Value::Integer(to_micros(t)),
             );
         }
-        args.push(Value::Integer(i64::from(page.limit()) + 1));
+        args.push(Value::Integer(page.rows_to_fetch()));
         sql.push_str(&format!(
             " ORDER BY registered_at, id LIMIT ?{}",
             args.len()
@@ -211,13 +173,9 @@ impl Store {
         let conn = self.conn();
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt
-            .query_map(params_from_iter(args), CaRow::read)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let records = rows
-            .into_iter()
-            .map(|r| r.into_record(org))
-            .collect::<Result<Vec<_>, _>>()?;
+        let records = records(stmt.query_map(params_from_iter(args), CaRow::read)?, |r| {
+            r.into_record(org)
+        })?;
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))

@@ -14,7 +14,8 @@
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `schema`: numbered migrations (`migrations/NNNN_*.sql`) tracked in `schema_migrations`.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
-//! - `orgs`, `ca_certificates`, `server_certificates`, `platform`: the queries, one file per table.
+//! - `orgs`, `ca_certificates`, `server_certificates`, `platform`: the queries, one file per table;
+//!   `cert_info`: the certificate columns both certificate tables share.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -28,6 +29,7 @@ use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
 
 mod ca_certificates;
+mod cert_info;
 pub mod crypto;
 mod orgs;
 pub mod page;
@@ -347,6 +349,24 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
     )
+}
+
+/// The result of an `INSERT`, with a UNIQUE or PRIMARY KEY violation reported as `conflict`.
+fn unique_or(inserted: rusqlite::Result<usize>, conflict: StoreError) -> Result<usize, StoreError> {
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(conflict),
+        other => Ok(other?),
+    }
+}
+
+/// Reads every row of a query, then converts each one. All rows are read before the first
+/// conversion, so a SQLite error is reported before a row that does not convert.
+fn records<R, T>(
+    rows: impl Iterator<Item = rusqlite::Result<R>>,
+    into_record: impl FnMut(R) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(into_record).collect()
 }
 
 /// True when `e` is a FOREIGN KEY violation.

@@ -3,8 +3,9 @@
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    from_micros, parse_org_id, to_micros, topic_policy_from_sql, topic_policy_to_sql,
-    truncate_to_micros, NewOrg, OrgPatch, OrgRecord, Page, PageRequest, Store, StoreError,
+    from_micros, parse_org_id, records, to_micros, topic_policy_from_sql, topic_policy_to_sql,
+    truncate_to_micros, unique_or, NewOrg, OrgPatch, OrgRecord, Page, PageRequest, Store,
+    StoreError,
 };
 use crate::identity::OrgId;
 
@@ -61,10 +62,10 @@ impl Store {
     pub fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id FROM orgs ORDER BY id")?;
-        let ids = stmt
-            .query_map([], |row| row.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        ids.iter().map(|id| parse_org_id(id)).collect()
+        let ids = records(stmt.query_map([], |row| row.get::<_, String>(0))?, |id| {
+            parse_org_id(&id)
+        })?;
+        Ok(ids)
     }
 
     /// Creates an org; `OrgExists` when the id is taken.
@@ -86,11 +87,7 @@ impl Store {
                 to_micros(record.created_at),
             ],
         );
-        match inserted {
-            Ok(_) => {}
-            Err(e) if super::is_unique_violation(&e) => return Err(StoreError::OrgExists),
-            Err(e) => return Err(e.into()),
-        }
+        unique_or(inserted, StoreError::OrgExists)?;
         tx.commit()?;
         Ok(record)
     }
@@ -110,16 +107,13 @@ impl Store {
              ORDER BY created_at, id
              LIMIT ?3"
         ))?;
-        let rows = stmt
-            .query_map(
-                params![after_micros, after_id, i64::from(page.limit()) + 1],
+        let records = records(
+            stmt.query_map(
+                params![after_micros, after_id, page.rows_to_fetch()],
                 OrgRow::read,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let records = rows
-            .into_iter()
-            .map(|row| row.into_record(None))
-            .collect::<Result<Vec<_>, _>>()?;
+            )?,
+            |row| row.into_record(None),
+        )?;
         Ok(Page::from_rows(records, page.limit(), |o| {
             (o.created_at, o.id.as_str())
         }))

@@ -74,6 +74,12 @@ impl PageRequest {
         self.limit.clamp(1, MAX_LIMIT)
     }
 
+    /// How many rows a list query fetches: one more than the page holds, so that
+    /// [`Page::from_rows`] can tell whether there is a next page.
+    pub(crate) fn rows_to_fetch(&self) -> i64 {
+        i64::from(self.limit()) + 1
+    }
+
     /// The cursor's key, or one before every row.
     pub(crate) fn after(&self) -> (i64, &str) {
         match &self.cursor {

@@ -1,14 +1,15 @@
 //! Queries on `server_certificates` and the org's active one, and [`Store::org_state`].
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::types::ToSql;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::cert_info::CertInfoRow;
 use super::{
-    from_micros, new_id, require_org, to_micros, truncate_to_micros, NewServerCert, OrgState, Page,
-    PageRequest, ServerCertRecord, Store, StoreError,
+    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or,
+    NewServerCert, OrgState, Page, PageRequest, ServerCertRecord, Store, StoreError,
 };
 use crate::identity::OrgId;
-use crate::pki::CertInfo;
 
 /// The AAD of a server certificate's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -19,14 +20,6 @@ const COLUMNS: &str = "s.id, s.chain_pem, s.subject, s.issuer, s.serial, s.finge
      s.not_before, s.not_after, s.common_name, s.dns_names, s.registered_at, \
      COALESCE(o.active_server_certificate = s.id, 0)";
 const FROM: &str = "server_certificates s JOIN orgs o ON o.id = s.org";
-
-pub(super) fn dns_names_to_sql(names: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(names).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-pub(super) fn dns_names_from_sql(json: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("dns_names: {e}")))
-}
 
 fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
     let blocks: Vec<pem::Pem> = chain
@@ -50,14 +43,7 @@ fn chain_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, StoreError
 struct ServerCertRow {
     id: String,
     chain_pem: String,
-    subject: String,
-    issuer: String,
-    serial: String,
-    fingerprint_sha256: String,
-    not_before: i64,
-    not_after: i64,
-    common_name: Option<String>,
-    dns_names: String,
+    info: CertInfoRow,
     registered_at: i64,
     active: bool,
 }
@@ -67,14 +53,7 @@ impl ServerCertRow {
         Ok(ServerCertRow {
             id: row.get(0)?,
             chain_pem: row.get(1)?,
-            subject: row.get(2)?,
-            issuer: row.get(3)?,
-            serial: row.get(4)?,
-            fingerprint_sha256: row.get(5)?,
-            not_before: row.get(6)?,
-            not_after: row.get(7)?,
-            common_name: row.get(8)?,
-            dns_names: row.get(9)?,
+            info: CertInfoRow::read(row, 2)?,
             registered_at: row.get(10)?,
             active: row.get(11)?,
         })
@@ -82,16 +61,7 @@ impl ServerCertRow {
 
     fn into_record(self, org: &OrgId) -> Result<ServerCertRecord, StoreError> {
         Ok(ServerCertRecord {
-            info: CertInfo {
-                subject: self.subject,
-                issuer: self.issuer,
-                serial: self.serial,
-                fingerprint_sha256: self.fingerprint_sha256,
-                not_before: from_micros(self.not_before)?,
-                not_after: from_micros(self.not_after)?,
-                common_name: self.common_name,
-                dns_names: dns_names_from_sql(&self.dns_names)?,
-            },
+            info: self.info.into_info()?,
             chain: chain_from_pem(&self.chain_pem)?,
             id: self.id,
             org: org.clone(),
@@ -130,38 +100,28 @@ impl Store {
         let registered_at = truncate_to_micros(new.registered_at)?;
         let id = new_id(registered_at)?;
         let key_sealed = self.master_key.seal_private_key(&key_aad(&id), &new.key)?;
-        let info = &new.info;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
+        let info = CertInfoRow::from_info(&new.info)?;
         let inserted = tx.execute(
             "INSERT INTO server_certificates (id, org, chain_pem, key_sealed, subject, issuer,
                  serial, fingerprint_sha256, not_before, not_after, common_name, dns_names,
                  registered_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                id,
-                org.as_str(),
-                chain_to_pem(&new.chain),
-                key_sealed,
-                info.subject,
-                info.issuer,
-                info.serial,
-                info.fingerprint_sha256,
-                to_micros(info.not_before),
-                to_micros(info.not_after),
-                info.common_name,
-                dns_names_to_sql(&info.dns_names)?,
-                to_micros(registered_at),
-            ],
+            params_from_iter(
+                [
+                    &id as &dyn ToSql,
+                    &org.as_str(),
+                    &chain_to_pem(&new.chain),
+                    &key_sealed,
+                ]
+                .into_iter()
+                .chain(info.params())
+                .chain([&to_micros(registered_at) as &dyn ToSql]),
+            ),
         );
-        match inserted {
-            Ok(_) => {}
-            Err(e) if super::is_unique_violation(&e) => {
-                return Err(StoreError::DuplicateCertificate)
-            }
-            Err(e) => return Err(e.into()),
-        }
+        unique_or(inserted, StoreError::DuplicateCertificate)?;
         let record = get_server_cert(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted server certificate vanished".into()))?;
         tx.commit()?;
@@ -194,21 +154,13 @@ impl Store {
              ORDER BY s.registered_at, s.id
              LIMIT ?4"
         ))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    org.as_str(),
-                    after_micros,
-                    after_id,
-                    i64::from(page.limit()) + 1
-                ],
+        let records = records(
+            stmt.query_map(
+                params![org.as_str(), after_micros, after_id, page.rows_to_fetch()],
                 ServerCertRow::read,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let records = rows
-            .into_iter()
-            .map(|r| r.into_record(org))
-            .collect::<Result<Vec<_>, _>>()?;
+            )?,
+            |r| r.into_record(org),
+        )?;
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))

@@ -35,6 +35,19 @@ fn new_org(store: &Store, id: &str) -> OrgRecord {
         .unwrap()
 }
 
+/// A store in a fresh directory, holding the org `acme`; the directory lives as long as it is kept.
+fn acme_store() -> (tempfile::TempDir, Store, OrgId) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    new_org(&store, "acme");
+    (dir, store, org("acme"))
+}
+
+const DEACTIVATE: CaPatch = CaPatch {
+    active: Some(false),
+    description: None,
+};
+
 fn info(subject: &str, fingerprint: &str) -> CertInfo {
     CertInfo {
         subject: subject.to_owned(),
@@ -341,10 +354,7 @@ fn ids(page: &Page<CaRecord>) -> Vec<String> {
 
 #[test]
 fn ca_list_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    new_org(&store, "acme");
-    let a = org("acme");
+    let (_dir, store, a) = acme_store();
     let descriptions = ["Fleet North", "fleet south", "lab", "Backup"];
     for (i, d) in descriptions.iter().enumerate() {
         store
@@ -365,16 +375,7 @@ fn ca_list_filters() {
     assert_eq!(list(q("")), descriptions);
 
     let lab = store.list_cas(&a, &q("lab"), &all).unwrap().items[0].clone();
-    store
-        .update_ca(
-            &a,
-            &lab.id,
-            &CaPatch {
-                active: Some(false),
-                description: None,
-            },
-        )
-        .unwrap();
+    store.update_ca(&a, &lab.id, &DEACTIVATE).unwrap();
     let active = |b| CaFilter {
         active: Some(b),
         ..CaFilter::default()
@@ -403,10 +404,7 @@ fn ca_list_filters() {
 
 #[test]
 fn ca_paging_is_stable_under_inserts_and_deletes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    new_org(&store, "acme");
-    let a = org("acme");
+    let (_dir, store, a) = acme_store();
     // Many with the same registered_at: ids break the tie.
     let mut expected = vec![];
     for i in 0..7u32 {
@@ -475,10 +473,7 @@ fn ca_paging_is_stable_under_inserts_and_deletes() {
 
 #[test]
 fn ca_patch_delete_and_cascade() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    new_org(&store, "acme");
-    let a = org("acme");
+    let (_dir, store, a) = acme_store();
     let ca = store.insert_ca(&a, &new_ca(1, "old", T0)).unwrap();
     let patched = store
         .update_ca(
@@ -493,17 +488,7 @@ fn ca_patch_delete_and_cascade() {
         .unwrap();
     assert_eq!(patched.description, "new");
     assert!(patched.active);
-    let patched = store
-        .update_ca(
-            &a,
-            &ca.id,
-            &CaPatch {
-                active: Some(false),
-                description: None,
-            },
-        )
-        .unwrap()
-        .unwrap();
+    let patched = store.update_ca(&a, &ca.id, &DEACTIVATE).unwrap().unwrap();
     assert!(!patched.active);
     assert_eq!(patched.description, "new");
     assert!(store
@@ -531,10 +516,7 @@ fn ca_patch_delete_and_cascade() {
 
 #[test]
 fn server_cert_key_is_sealed_and_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    new_org(&store, "acme");
-    let a = org("acme");
+    let (dir, store, a) = acme_store();
     let new = new_server_cert(1, T0);
     let cert = store.insert_server_cert(&a, &new).unwrap();
     assert!(!cert.active, "a new server certificate is not active");
@@ -582,11 +564,8 @@ fn server_cert_key_is_sealed_and_round_trips() {
 
 #[test]
 fn active_server_cert_lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    new_org(&store, "acme");
+    let (_dir, store, a) = acme_store();
     new_org(&store, "other");
-    let a = org("acme");
     let c1 = store
         .insert_server_cert(&a, &new_server_cert(1, T0))
         .unwrap();
@@ -656,10 +635,7 @@ fn active_server_cert_lifecycle() {
 
 #[test]
 fn org_state_has_active_cas_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    new_org(&store, "acme");
-    let a = org("acme");
+    let (_dir, store, a) = acme_store();
     let c1 = store.insert_ca(&a, &new_ca(1, "one", T0)).unwrap();
     let c2 = store
         .insert_ca(&a, &new_ca(2, "two", T0 + Duration::seconds(1)))
@@ -667,16 +643,7 @@ fn org_state_has_active_cas_in_order() {
     let c3 = store
         .insert_ca(&a, &new_ca(3, "three", T0 + Duration::seconds(2)))
         .unwrap();
-    store
-        .update_ca(
-            &a,
-            &c2.id,
-            &CaPatch {
-                active: Some(false),
-                description: None,
-            },
-        )
-        .unwrap();
+    store.update_ca(&a, &c2.id, &DEACTIVATE).unwrap();
     let state = store.org_state(&a).unwrap().unwrap();
     assert_eq!(state.org.id, a);
     let ids: Vec<&str> = state.active_cas.iter().map(|c| c.id.as_str()).collect();
