@@ -32,12 +32,15 @@ const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr; stdout carries only the line with the bound addresses.
+    // Logs go to stderr; stdout carries only the line with the bound addresses. rumqttd logs
+    // every disconnect as an error and rustls warns about each odd ClientHello: the front-end's
+    // own events say what matters, once per connection.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,rumqttd=off,rustls=error")
+            }),
         )
         .init();
     match cli.command {

@@ -7,7 +7,6 @@
 //! another org, nor across a change of the org's trust (DESIGN §6); a resumed session is still
 //! checked against the current snapshot after the handshake, like a full one.
 
-use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,8 +38,8 @@ pub enum TlsError {
 /// Why a TLS connection was refused; `reason()` is a bounded label for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// No SNI, or an IP literal (rustls drops those from the ClientHello).
     NoSni,
-    IpSni,
     UnknownOrg,
     UnrecognizedName,
     OrgHasNoCa,
@@ -61,7 +60,6 @@ impl Refusal {
     pub fn reason(self) -> &'static str {
         match self {
             Refusal::NoSni => "no_sni",
-            Refusal::IpSni => "ip_sni",
             Refusal::UnknownOrg => "unknown_org",
             Refusal::UnrecognizedName => "unrecognized_name",
             Refusal::OrgHasNoCa => "org_has_no_ca",
@@ -186,7 +184,6 @@ pub fn route(
 ) -> Result<Arc<OrgEntry>, Refusal> {
     let routed = match sni {
         None => Err(Refusal::NoSni),
-        Some(name) if name.parse::<IpAddr>().is_ok() => Err(Refusal::IpSni),
         Some(name) => route_name(snapshot, platform, &name.to_ascii_lowercase()),
     };
     routed.or_else(|refusal| {
