@@ -174,3 +174,75 @@ async fn mqtt5_publisher_reaches_mqtt311_subscriber_with_topic_aliases_resolved(
         assert_eq!(&got.payload[..], expected);
     }
 }
+
+/// Reads one whole MQTT packet (fixed header, remaining length, body) from a raw stream.
+async fn read_packet<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut packet = vec![0u8; 1];
+    step(stream.read_exact(&mut packet)).await.unwrap();
+    let mut length = 0usize;
+    for shift in 0..4 {
+        let mut byte = [0u8; 1];
+        step(stream.read_exact(&mut byte)).await.unwrap();
+        packet.push(byte[0]);
+        length |= usize::from(byte[0] & 0x7f) << (7 * shift);
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    step(stream.read_exact(&mut body)).await.unwrap();
+    packet.extend(body);
+    packet
+}
+
+#[tokio::test]
+async fn mqtt5_receive_maximum_is_honoured_although_the_broker_ignores_it() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let app = publisher_v4(&server, &ca, "acme", "a:ops").await;
+
+    // CONNECT v5 with Receive Maximum 1, then SUBSCRIBE QoS 1 to its commands.
+    let cert = ca.client("d:sensor:slow", &[]);
+    let mut tls = server.tls(SNI, Some(&cert)).await.unwrap();
+    let mut body = raw::string("MQTT");
+    body.extend_from_slice(&[5, 0x02, 0, 60]);
+    body.extend_from_slice(&[3, 0x21, 0, 1]); // properties: Receive Maximum = 1
+    body.extend(raw::string("d:acme:sensor:slow"));
+    tls.write_all(&raw::packet(0x10, &body)).await.unwrap();
+    let connack = read_packet(&mut tls).await;
+    assert_eq!((connack[0], connack[3]), (0x20, 0), "{connack:?}");
+    let mut body = vec![0, 1, 0]; // packet id 1, no properties
+    body.extend(raw::string("iot-2/cmd/+/fmt/+"));
+    body.push(1); // QoS 1
+    tls.write_all(&raw::packet(0x82, &body)).await.unwrap();
+    let suback = read_packet(&mut tls).await;
+    assert_eq!(suback[0], 0x90);
+
+    for n in 0..3u8 {
+        app.publish(
+            "iot-2/type/sensor/id/slow/cmd/go/fmt/txt",
+            QoS::AtLeastOnce,
+            false,
+            vec![n],
+        )
+        .await
+        .unwrap();
+    }
+    for n in 0..3u8 {
+        let publish = read_packet(&mut tls).await;
+        assert_eq!(publish[0] & 0xf0, 0x30, "PUBLISH expected: {publish:?}");
+        assert_eq!(publish.last(), Some(&n), "in order");
+        // Nothing more may arrive before this one is acknowledged.
+        let mut extra = [0u8; 1];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(300), tls.read(&mut extra)).await;
+        assert!(
+            early.is_err(),
+            "a second delivery exceeded Receive Maximum 1"
+        );
+        // PUBACK the delivery's packet id (after topic: 2 + len bytes).
+        let topic_len = usize::from(u16::from_be_bytes([publish[2], publish[3]]));
+        let id = &publish[4 + topic_len..6 + topic_len];
+        tls.write_all(&[0x40, 0x02, id[0], id[1]]).await.unwrap();
+    }
+}

@@ -8,7 +8,7 @@
 //! broker. The front-end keeps the broker leg alive itself (its own PINGREQs), which is how a
 //! client keep-alive of 0 — legal MQTT, refused by rumqttd — is served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,6 +300,7 @@ where
         aliases: HashMap::new(),
         pending_subscribes: HashMap::new(),
         pending_unsubscribes: HashMap::new(),
+        window: DeliveryWindow::new(&connect),
         counters: Counters::new(),
     };
     let result = forwarder
@@ -609,7 +610,57 @@ struct Forwarder {
     aliases: HashMap<u16, String>,
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
+    window: DeliveryWindow,
     counters: Counters,
+}
+
+/// The client's Receive Maximum (MQTT 5): QoS 1/2 deliveries it has not acknowledged yet are
+/// counted, and further ones wait here. rumqttd ignores Receive Maximum (it keeps up to 100
+/// deliveries in flight), so without this a client asking for fewer would be overrun. The queue
+/// is bounded by the broker's own window.
+struct DeliveryWindow {
+    receive_maximum: u16,
+    in_flight: u16,
+    waiting: VecDeque<Publish>,
+}
+
+impl DeliveryWindow {
+    fn new(connect: &Connect) -> DeliveryWindow {
+        let receive_maximum = match connect.protocol {
+            Protocol::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
+            Protocol::V311 => u16::MAX,
+        };
+        DeliveryWindow {
+            receive_maximum,
+            in_flight: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// The delivery to send now, if the window has room; else it waits.
+    fn admit(&mut self, publish: Publish) -> Option<Publish> {
+        if publish.qos == QoS::AtMostOnce {
+            return Some(publish);
+        }
+        if self.in_flight < self.receive_maximum && self.waiting.is_empty() {
+            self.in_flight += 1;
+            return Some(publish);
+        }
+        self.waiting.push_back(publish);
+        None
+    }
+
+    /// A QoS 1/2 delivery completed (PUBACK, PUBCOMP, or a failed PUBREC): the next waiting one,
+    /// if any, may go.
+    fn complete(&mut self) -> Option<Publish> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight < self.receive_maximum {
+            let next = self.waiting.pop_front()?;
+            self.in_flight += 1;
+            return Some(next);
+        }
+        None
+    }
 }
 
 impl Forwarder {
@@ -777,10 +828,21 @@ impl Forwarder {
                 encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_broker)?;
                 return Ok(Flow::Done);
             }
-            Packet::PubAck(ack) => Packet::PubAck(ack_only(ack)),
-            Packet::PubRec(ack) => Packet::PubRec(ack_only(ack)),
+            Packet::PubAck(ack) => {
+                self.delivery_completed(to_client)?;
+                Packet::PubAck(ack_only(ack))
+            }
+            Packet::PubRec(ack) => {
+                if ack.reason >= reason::UNSPECIFIED_ERROR {
+                    self.delivery_completed(to_client)?;
+                }
+                Packet::PubRec(ack_only(ack))
+            }
             Packet::PubRel(ack) => Packet::PubRel(ack_only(ack)),
-            Packet::PubComp(ack) => Packet::PubComp(ack_only(ack)),
+            Packet::PubComp(ack) => {
+                self.delivery_completed(to_client)?;
+                Packet::PubComp(ack_only(ack))
+            }
             Packet::Auth(_) => return self.violation("AUTH is not supported", to_client),
             Packet::Connect(_) => return self.violation("second CONNECT", to_client),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -789,6 +851,15 @@ impl Forwarder {
         };
         encode_to(&forward, Protocol::V5, to_broker)?;
         Ok(Flow::Continue)
+    }
+
+    /// The client finished a QoS 1/2 delivery: send the next one the window held back.
+    fn delivery_completed(&mut self, to_client: &mut BytesMut) -> Result<(), SessionError> {
+        if let Some(next) = self.window.complete() {
+            self.counters.packets_out.increment(1);
+            encode_to(&Packet::Publish(next), self.protocol, to_client)?;
+        }
+        Ok(())
     }
 
     fn violation(
@@ -998,7 +1069,7 @@ impl Forwarder {
             Some(topic) => {
                 publish.topic = topic;
                 publish.properties.topic_alias = None;
-                Ok(Some(Packet::Publish(publish)))
+                Ok(self.window.admit(publish).map(Packet::Publish))
             }
             None => {
                 tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
