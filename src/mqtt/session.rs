@@ -301,6 +301,7 @@ where
         pending_subscribes: HashMap::new(),
         pending_unsubscribes: HashMap::new(),
         window: DeliveryWindow::new(&connect),
+        disconnect_forwarded: false,
         counters: Counters::new(),
     };
     let result = forwarder
@@ -317,7 +318,7 @@ where
     live.decrement(1.0);
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
     let _ = tokio::time::timeout(BROKER_CLOSE_WAIT, client.shutdown()).await;
-    close_broker(broker).await;
+    close_broker(broker, forwarder.disconnect_forwarded).await;
     drop(held);
     result
 }
@@ -325,9 +326,17 @@ where
 /// Ends a broker connection and waits (bounded) until the broker has closed it too: only then
 /// has rumqttd's router let go of the connection, and a new one with the same client id is safe
 /// (see [`crate::registry::SessionTable::claim`]).
-async fn close_broker(mut broker: TcpStream) {
+///
+/// After a DISCONNECT the broker closes by itself, and the front-end must not close first:
+/// rumqttd would then report the connection gone twice (once for the DISCONNECT, once for the
+/// end of stream), and the second report can tear down whatever connection reused its slab
+/// index. Without a DISCONNECT (the client vanished, was revoked or taken over) the end of
+/// stream is the one report, and the broker publishes the will.
+async fn close_broker(mut broker: TcpStream, disconnect_sent: bool) {
     let drained = async {
-        let _ = broker.shutdown().await;
+        if !disconnect_sent {
+            let _ = broker.shutdown().await;
+        }
         let mut sink = [0u8; 1024];
         while let Ok(n) = broker.read(&mut sink).await {
             if n == 0 {
@@ -466,7 +475,7 @@ async fn connect_broker(
     match outcome {
         Ok(ack) => Ok((BrokerLink { stream, slot }, buf, ack)),
         Err(refusal) => {
-            close_broker(stream).await;
+            close_broker(stream, false).await;
             Err(refusal)
         }
     }
@@ -611,6 +620,8 @@ struct Forwarder {
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
     window: DeliveryWindow,
+    /// The client's DISCONNECT went to the broker: the broker closes the connection itself.
+    disconnect_forwarded: bool,
     counters: Counters,
 }
 
@@ -826,6 +837,7 @@ impl Forwarder {
                     },
                 };
                 encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_broker)?;
+                self.disconnect_forwarded = true;
                 return Ok(Flow::Done);
             }
             Packet::PubAck(ack) => {
