@@ -149,6 +149,18 @@ pub struct Setup {
     pub server: Option<stats::Process>,
 }
 
+impl Setup {
+    /// The role of the connections `connect`, `hold` and `throughput`'s publishers make.
+    pub fn role(&self) -> target::Role<'_> {
+        target::Role {
+            minter: self.minter.as_ref(),
+            identity_template: &self.identity_template,
+            client_id_template: &self.client_id_template,
+            first: self.first_index,
+        }
+    }
+}
+
 impl Common {
     fn setup(&self, default_keep_alive: u16) -> anyhow::Result<Setup> {
         if !(self.timeout > 0.0 && self.timeout <= 3600.0) {

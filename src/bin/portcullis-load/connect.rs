@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::session::Session;
 use crate::stats::{self, Counters, CpuWindow, Failures, Histogram, Process};
-use crate::target::{prepare, ConnectionSpec, Endpoint, PrepareTimes};
+use crate::target::{prepare, prepare_resume, ConnectionSpec, Endpoint, PrepareTimes};
 use crate::{Report, Setup};
 
 #[derive(Args)]
@@ -23,10 +23,15 @@ pub struct ConnectArgs {
     /// Concurrent workers; each makes its connections one after the other.
     #[arg(short = 't', long = "workers", default_value_t = 32)]
     workers: usize,
-    /// TLS resumption: each worker keeps one session cache and one client certificate (client id
-    /// `{n}` = the worker's index), so its connections after the first resume.
+    /// TLS resumption: each worker keeps one session cache and one client certificate, so its
+    /// connections after the first resume. The certificate claims every identity the worker
+    /// uses (CN and SAN emails), so client ids stay one per connection.
     #[arg(long)]
     resume: bool,
+    /// With --resume: every connection of a worker uses the worker's client id (`{n}` = its
+    /// index), like a device reconnecting, instead of one client id per connection.
+    #[arg(long, requires = "resume")]
+    reuse_client_id: bool,
     /// Keep every connection open until all are made (default: DISCONNECT and close at once).
     #[arg(long)]
     hold_until_end: bool,
@@ -42,15 +47,15 @@ pub struct Opened {
     pub held: Vec<Session>,
 }
 
-/// Makes `n` connections with `workers` workers. Connection `i` uses `specs[i]`, or with
-/// `per_worker` worker `w` uses `specs[w]` for all of its connections. Each session is closed
-/// right after its CONNACK unless `keep`.
+/// Makes a connection for each of `specs` with `workers` workers. Workers take the next one in
+/// line, or with `striped` worker `w` makes connections `w, w + workers, …` (the specs of
+/// resumption: one configuration per worker). Each session is closed right after its CONNACK
+/// unless `keep`.
 pub async fn open_all(
     endpoint: Arc<Endpoint>,
     specs: Arc<Vec<ConnectionSpec>>,
-    n: usize,
     workers: usize,
-    per_worker: bool,
+    striped: bool,
     keep: bool,
     counters: Arc<Counters>,
 ) -> Opened {
@@ -71,12 +76,16 @@ pub async fn open_all(
                 resumed: 0,
                 held: Vec::new(),
             };
+            let mut mine = w;
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let Some(spec) = specs.get(if per_worker { w } else { i }) else {
+                let i = if striped {
+                    let i = mine;
+                    mine += workers;
+                    i
+                } else {
+                    next.fetch_add(1, Ordering::Relaxed)
+                };
+                let Some(spec) = specs.get(i) else {
                     break;
                 };
                 let started = Instant::now();
@@ -169,20 +178,21 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
     if args.n == 0 || args.workers == 0 {
         bail!("-n and -t must be at least 1");
     }
-    if args.resume && args.hold_until_end {
-        bail!("--resume reuses one client id per worker, so it cannot hold every connection");
+    if args.reuse_client_id && args.hold_until_end {
+        bail!("--reuse-client-id uses one client id per worker: it cannot hold every connection");
     }
     let workers = args.workers.min(args.n);
-    let count = if args.resume { workers } else { args.n };
-    let first = setup.first_index;
-    let (specs, times) = prepare(
-        &setup.endpoint,
-        setup.minter.as_ref(),
-        &setup.identity_template,
-        &setup.client_id_template,
-        first..first + count,
-        args.resume,
-    )?;
+    let (specs, times) = if args.resume {
+        prepare_resume(
+            &setup.endpoint,
+            &setup.role(),
+            args.n,
+            workers,
+            args.reuse_client_id,
+        )?
+    } else {
+        prepare(&setup.endpoint, &setup.role(), args.n)?
+    };
     let endpoint = Arc::new(setup.endpoint);
     let me = Process::current();
     let client_cpu = me.as_ref().and_then(|p| CpuWindow::start(p).ok());
@@ -197,7 +207,6 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
     let opened = open_all(
         endpoint.clone(),
         Arc::new(specs),
-        args.n,
         workers,
         args.resume,
         args.hold_until_end,
@@ -239,6 +248,7 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
         "tls": endpoint.tls.is_some(),
         "protocol": if endpoint.protocol == portcullis::mqtt::codec::Protocol::V5 { 5 } else { 4 },
         "resume": args.resume,
+        "reuse_client_id": args.reuse_client_id,
         "hold_until_end": args.hold_until_end,
         "connections": args.n,
         "workers": workers,

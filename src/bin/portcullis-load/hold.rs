@@ -43,15 +43,7 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
         bail!("--hold-seconds must be between 0 and 3600");
     }
     let workers = args.workers.min(args.n);
-    let first = setup.first_index;
-    let (specs, times) = prepare(
-        &setup.endpoint,
-        setup.minter.as_ref(),
-        &setup.identity_template,
-        &setup.client_id_template,
-        first..first + args.n,
-        false,
-    )?;
+    let (specs, times) = prepare(&setup.endpoint, &setup.role(), args.n)?;
     let keep_alive = setup.endpoint.keep_alive;
     let endpoint = Arc::new(setup.endpoint);
     let server = setup.server;
@@ -64,7 +56,6 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
     let opened = open_all(
         endpoint.clone(),
         Arc::new(specs),
-        args.n,
         workers,
         false,
         true,

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context};
 use portcullis::mqtt::codec::Protocol;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
@@ -186,20 +186,18 @@ impl Minter {
         Ok(Minter { issuer })
     }
 
-    /// One certificate per subject CN (ECDSA P-256, EKU clientAuth, valid from an hour ago for a
+    /// One certificate per subject (ECDSA P-256, EKU clientAuth, valid from an hour ago for a
     /// day), minted on every core.
-    pub fn mint(&self, common_names: &[String]) -> anyhow::Result<Vec<ClientIdentity>> {
+    pub fn mint(&self, subjects: &[Subject]) -> anyhow::Result<Vec<ClientIdentity>> {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-            .min(common_names.len().max(1));
-        let chunk = common_names.len().div_ceil(threads).max(1);
+            .min(subjects.len().max(1));
+        let chunk = subjects.len().div_ceil(threads).max(1);
         let results: Vec<anyhow::Result<Vec<ClientIdentity>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = common_names
+            let handles: Vec<_> = subjects
                 .chunks(chunk)
-                .map(|names| {
-                    scope.spawn(move || names.iter().map(|cn| self.mint_one(cn)).collect())
-                })
+                .map(|chunk| scope.spawn(move || chunk.iter().map(|s| self.mint_one(s)).collect()))
                 .collect();
             handles
                 .into_iter()
@@ -209,20 +207,28 @@ impl Minter {
                 })
                 .collect()
         });
-        let mut identities = Vec::with_capacity(common_names.len());
+        let mut identities = Vec::with_capacity(subjects.len());
         for result in results {
             identities.extend(result?);
         }
         Ok(identities)
     }
 
-    fn mint_one(&self, common_name: &str) -> anyhow::Result<ClientIdentity> {
+    fn mint_one(&self, subject: &Subject) -> anyhow::Result<ClientIdentity> {
+        let common_name = subject.common_name.as_str();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| anyhow!("cannot generate a key: {e}"))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
+        for email in &subject.emails {
+            let email = email
+                .as_str()
+                .try_into()
+                .map_err(|_| anyhow!("{email:?} cannot be a SAN email (IA5String)"))?;
+            params.subject_alt_names.push(SanType::Rfc822Name(email));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -237,6 +243,13 @@ impl Minter {
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         })
     }
+}
+
+/// The names a minted certificate carries: the subject CN and SAN emails (Portcullis takes both as
+/// identities the certificate claims).
+pub struct Subject {
+    pub common_name: String,
+    pub emails: Vec<String>,
 }
 
 /// `template` with every `{n}` replaced by `n`.
@@ -266,16 +279,30 @@ impl PrepareTimes {
     }
 }
 
-/// Specs for the connections `indices` (the `{n}` of both templates). Without a minter, TLS
-/// connections present no client certificate and share one configuration.
+/// Who a group of connections is: certificates from `minter` (none: TLS without a client
+/// certificate) with CN `identity_template`, client ids `client_id_template`; `{n}` counts from
+/// `first`.
+pub struct Role<'a> {
+    pub minter: Option<&'a Minter>,
+    pub identity_template: &'a str,
+    pub client_id_template: &'a str,
+    pub first: usize,
+}
+
+/// Specs for `count` connections, each with its own certificate and client id, resumption off.
+/// Without a minter, TLS connections share one configuration.
 pub fn prepare(
     endpoint: &Endpoint,
-    minter: Option<&Minter>,
-    identity_template: &str,
-    client_id_template: &str,
-    indices: std::ops::Range<usize>,
-    resume: bool,
+    role: &Role<'_>,
+    count: usize,
 ) -> anyhow::Result<(Vec<ConnectionSpec>, PrepareTimes)> {
+    let Role {
+        minter,
+        identity_template,
+        client_id_template,
+        first,
+    } = *role;
+    let indices = first..first + count;
     let mut times = PrepareTimes::default();
     let client_ids: Vec<String> = indices
         .clone()
@@ -293,21 +320,26 @@ pub fn prepare(
     };
     let configs = match minter {
         Some(minter) => {
-            let names: Vec<String> = indices.map(|n| expand(identity_template, n)).collect();
+            let subjects: Vec<Subject> = indices
+                .map(|n| Subject {
+                    common_name: expand(identity_template, n),
+                    emails: Vec::new(),
+                })
+                .collect();
             let started = Instant::now();
-            let identities = minter.mint(&names)?;
+            let identities = minter.mint(&subjects)?;
             times.mint = started.elapsed();
             times.minted = identities.len();
             let started = Instant::now();
             let configs = identities
                 .iter()
-                .map(|identity| tls.client_config(Some(identity), resume))
+                .map(|identity| tls.client_config(Some(identity), false))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             times.configs = started.elapsed();
             configs
         }
         None => {
-            let shared = tls.client_config(None, resume)?;
+            let shared = tls.client_config(None, false)?;
             vec![shared; client_ids.len()]
         }
     };
@@ -317,6 +349,82 @@ pub fn prepare(
         .map(|(config, client_id)| ConnectionSpec {
             tls: Some(config),
             client_id,
+        })
+        .collect();
+    Ok((specs, times))
+}
+
+/// Most identities one resumption certificate claims (its SAN emails travel in each full
+/// handshake, so the certificate must stay small).
+pub const MAX_CLAIMS_PER_CERTIFICATE: usize = 256;
+
+/// Specs for `n` connections made by `workers` workers with TLS resumption: worker `w` makes
+/// connections `w, w + workers, …` with one configuration (one session cache, one certificate).
+/// Unless `reuse_client_id`, its certificate claims the identity of every connection it makes (CN
+/// the first, SAN emails the rest), so each connection keeps its own client id; with it, all of a
+/// worker's connections use the worker's client id (a device reconnecting).
+pub fn prepare_resume(
+    endpoint: &Endpoint,
+    role: &Role<'_>,
+    n: usize,
+    workers: usize,
+    reuse_client_id: bool,
+) -> anyhow::Result<(Vec<ConnectionSpec>, PrepareTimes)> {
+    let Role {
+        minter,
+        identity_template,
+        client_id_template,
+        first,
+    } = *role;
+    let stripe = |w: usize| (w..n).step_by(workers.max(1));
+    let mut times = PrepareTimes::default();
+    let client_id = |i: usize| {
+        let owner = if reuse_client_id { i % workers } else { i };
+        expand(client_id_template, first + owner)
+    };
+    let configs: Vec<Option<Arc<ClientConfig>>> = match (&endpoint.tls, minter) {
+        (None, _) => vec![None; workers],
+        (Some(tls), None) => (0..workers)
+            .map(|_| tls.client_config(None, true).map(Some))
+            .collect::<anyhow::Result<_>>()?,
+        (Some(tls), Some(minter)) => {
+            if !reuse_client_id && n.div_ceil(workers) > MAX_CLAIMS_PER_CERTIFICATE {
+                bail!(
+                    "--resume: {} connections per worker is more than one certificate can claim \
+                     ({MAX_CLAIMS_PER_CERTIFICATE}); raise -t or give --reuse-client-id",
+                    n.div_ceil(workers)
+                );
+            }
+            let subjects: Vec<Subject> = (0..workers)
+                .map(|w| Subject {
+                    common_name: expand(identity_template, first + w),
+                    emails: if reuse_client_id {
+                        Vec::new()
+                    } else {
+                        stripe(w)
+                            .skip(1)
+                            .map(|i| expand(identity_template, first + i))
+                            .collect()
+                    },
+                })
+                .collect();
+            let started = Instant::now();
+            let identities = minter.mint(&subjects)?;
+            times.mint = started.elapsed();
+            times.minted = identities.len();
+            let started = Instant::now();
+            let configs = identities
+                .iter()
+                .map(|identity| tls.client_config(Some(identity), true).map(Some))
+                .collect::<anyhow::Result<_>>()?;
+            times.configs = started.elapsed();
+            configs
+        }
+    };
+    let specs = (0..n)
+        .map(|i| ConnectionSpec {
+            tls: configs.get(i % workers).cloned().flatten(),
+            client_id: client_id(i),
         })
         .collect();
     Ok((specs, times))

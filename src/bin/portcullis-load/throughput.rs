@@ -21,7 +21,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::session::{self, Error, Failure, Reader, Session, Step, Writer};
 use crate::stats::{self, Counters, CpuWindow, Failures, Histogram, Process};
-use crate::target::{expand, prepare, ConnectionSpec, Endpoint};
+use crate::target::{expand, prepare, ConnectionSpec, Endpoint, Role};
 use crate::{Report, Setup};
 
 #[derive(Args)]
@@ -111,22 +111,14 @@ pub async fn run(setup: Setup, args: ThroughputArgs) -> anyhow::Result<Report> {
         QoS::AtMostOnce
     };
     let first = setup.first_index;
-    let (sub_specs, sub_times) = prepare(
-        &setup.endpoint,
-        setup.minter.as_ref(),
-        &args.sub_identity_template,
-        &args.sub_client_id_template,
-        first..first + args.subscribers,
-        false,
-    )?;
-    let (pub_specs, pub_times) = prepare(
-        &setup.endpoint,
-        setup.minter.as_ref(),
-        &setup.identity_template,
-        &setup.client_id_template,
-        first..first + args.publishers,
-        false,
-    )?;
+    let sub_role = Role {
+        minter: setup.minter.as_ref(),
+        identity_template: &args.sub_identity_template,
+        client_id_template: &args.sub_client_id_template,
+        first,
+    };
+    let (sub_specs, sub_times) = prepare(&setup.endpoint, &sub_role, args.subscribers)?;
+    let (pub_specs, pub_times) = prepare(&setup.endpoint, &setup.role(), args.publishers)?;
     let mut times = sub_times;
     times.add(pub_times);
     let endpoint = Arc::new(setup.endpoint);
