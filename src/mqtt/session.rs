@@ -1149,3 +1149,46 @@ impl Forwarder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// A connected pair: (the front-end's broker stream, the broker's side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (broker, _) = listener.accept().await.unwrap();
+        (front, broker)
+    }
+
+    #[tokio::test]
+    async fn after_a_disconnect_the_broker_closes_first() {
+        let (front, mut broker) = pair().await;
+        let closing = tokio::spawn(close_broker(front, true));
+        // The front-end must not end the stream: rumqttd would report the connection gone twice.
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(200), broker.read(&mut byte)).await;
+        assert!(early.is_err(), "the front-end closed first: {early:?}");
+        drop(broker);
+        tokio::time::timeout(T, closing).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_disconnect_the_front_end_ends_the_stream() {
+        let (front, mut broker) = pair().await;
+        let closing = tokio::spawn(close_broker(front, false));
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(T, broker.read(&mut byte))
+            .await
+            .unwrap();
+        assert_eq!(read.unwrap(), 0, "end of stream expected");
+        drop(broker);
+        tokio::time::timeout(T, closing).await.unwrap().unwrap();
+    }
+}
