@@ -103,13 +103,13 @@ struct Common {
     /// That CA's private key (PEM: PKCS#8 or SEC1).
     #[arg(long, requires = "client_ca_cert")]
     client_ca_key: Option<PathBuf>,
-    /// Subject CN of minted client certificates; `{n}` is the connection's index.
-    #[arg(long, default_value = "d:sensor:dev{n}")]
+    /// Subject CN of minted client certificates; `{i}` is the connection's index.
+    #[arg(long, default_value = "d:sensor:dev{i}")]
     identity_template: String,
-    /// MQTT client id; `{n}` is the connection's index.
-    #[arg(long, default_value = "d:acme:sensor:dev{n}")]
+    /// MQTT client id; `{i}` is the connection's index.
+    #[arg(long, default_value = "d:acme:sensor:dev{i}")]
     client_id_template: String,
-    /// First `{n}` (to run several tools side by side without sharing client ids).
+    /// First `{i}` (to run several tools side by side without sharing client ids).
     #[arg(long, default_value_t = 0)]
     first_index: usize,
     /// MQTT protocol level: 4 (3.1.1) or 5. The embedded broker speaks 5 only.

@@ -28,7 +28,7 @@ pub struct ConnectArgs {
     /// uses (CN and SAN emails), so client ids stay one per connection.
     #[arg(long)]
     resume: bool,
-    /// With --resume: every connection of a worker uses the worker's client id (`{n}` = its
+    /// With --resume: every connection of a worker uses the worker's client id (`{i}` = its
     /// index), like a device reconnecting, instead of one client id per connection.
     #[arg(long, requires = "resume")]
     reuse_client_id: bool,

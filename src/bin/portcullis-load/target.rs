@@ -252,9 +252,9 @@ pub struct Subject {
     pub emails: Vec<String>,
 }
 
-/// `template` with every `{n}` replaced by `n`.
+/// `template` with every `{i}` replaced by `n`.
 pub fn expand(template: &str, n: usize) -> String {
-    template.replace("{n}", &n.to_string())
+    template.replace("{i}", &n.to_string())
 }
 
 /// What one connection presents: its TLS configuration (certificate included) and client id.
@@ -280,7 +280,7 @@ impl PrepareTimes {
 }
 
 /// Who a group of connections is: certificates from `minter` (none: TLS without a client
-/// certificate) with CN `identity_template`, client ids `client_id_template`; `{n}` counts from
+/// certificate) with CN `identity_template`, client ids `client_id_template`; `{i}` counts from
 /// `first`.
 pub struct Role<'a> {
     pub minter: Option<&'a Minter>,

@@ -50,17 +50,17 @@ pub struct ThroughputArgs {
     /// Seconds to wait after publishing for the last messages (and QoS 1 acks).
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
-    /// Topic publishers publish to; `{n}` is the publisher's index.
+    /// Topic publishers publish to; `{i}` is the publisher's index.
     #[arg(long, default_value = "iot-2/evt/load/fmt/bin")]
     pub_topic: String,
     /// Topic filter subscribers subscribe to.
     #[arg(long, default_value = "iot-2/type/+/id/+/evt/+/fmt/+")]
     sub_filter: String,
     /// Subject CN of subscribers' minted certificates (publishers use --identity-template).
-    #[arg(long, default_value = "a:load{n}")]
+    #[arg(long, default_value = "a:load{i}")]
     sub_identity_template: String,
     /// Subscribers' client ids (publishers use --client-id-template).
-    #[arg(long, default_value = "a:acme:load{n}")]
+    #[arg(long, default_value = "a:acme:load{i}")]
     sub_client_id_template: String,
 }
 
