@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Medians and ratios from the JSON that scripts/side-by-side.sh collected.
+
+Usage: side-by-side-report.py DIR   (files named <server>.<label>.<round>.json)
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+
+def load(directory):
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        server, label, _round, _ext = os.path.basename(path).split(".")
+        with open(path) as f:
+            text = f.read().strip()
+        if not text:
+            continue
+        runs.setdefault((server, label), []).append(json.loads(text))
+    return runs
+
+
+def pick(run, path):
+    value = run
+    for key in path.split("."):
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return value
+
+
+def median(runs, key, path):
+    values = [v for v in (pick(r, path) for r in runs.get(key, [])) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=1):
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+
+def main():
+    runs = load(sys.argv[1])
+    servers = ["portcullis", "mosquitto", "broker"]
+    rows = [
+        ("connect", "connections/s", "connections_per_second", 0),
+        ("connect", "p50 connect ms", "latency_ms.p50", 2),
+        ("connect", "p99 connect ms", "latency_ms.p99", 2),
+        ("connect", "server CPU µs/connection", "server.cpu_us_per_connection", 0),
+        ("connect", "failed", "failed", 0),
+        ("resume", "connections/s (resumed)", "connections_per_second", 0),
+        ("resume", "server CPU µs/connection (resumed)", "server.cpu_us_per_connection", 0),
+        ("resume", "fraction resumed", "resumed_fraction", 3),
+        ("hold", "RSS KiB/idle session", "server.kib_per_session", 1),
+        ("flood", "QoS 0 received msg/s (unlimited)", "received_per_second", 0),
+        ("flood", "server CPU µs/message", "server.cpu_us_per_message_published", 2),
+        ("rate", "QoS 0 p50 latency ms (fixed rate)", "latency_ms.p50", 2),
+        ("rate", "QoS 0 p99 latency ms (fixed rate)", "latency_ms.p99", 2),
+        ("rate", "QoS 0 loss (fixed rate)", "loss", 0),
+    ]
+    rounds = max((len(v) for k, v in runs.items() if k[1] == "connect"), default=0)
+    print(f"medians of {rounds} interleaved round(s)\n")
+    print(f"| metric | {' | '.join(servers)} |")
+    print(f"|---|{'---|' * len(servers)}")
+    for label, name, path, digits in rows:
+        cells = [fmt(median(runs, (s, label), path), digits) for s in servers]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+    cpu = {s: median(runs, (s, "connect"), "server.cpu_us_per_connection") for s in servers}
+    resumed = median(runs, ("portcullis", "resume"), "server.cpu_us_per_connection")
+    hold = {s: median(runs, (s, "hold"), "server.kib_per_session") for s in servers}
+    flood = {s: median(runs, (s, "flood"), "received_per_second") for s in servers}
+    front_end_kib = None if None in (hold["portcullis"], hold["broker"]) else hold["portcullis"] - hold["broker"]
+    print("\n| ratio | value | target |")
+    print("|---|---|---|")
+    print(f"| Portcullis / mosquitto CPU per mTLS connection | {fmt(ratio(cpu['portcullis'], cpu['mosquitto']), 3)} | ≤ 0.286 (1/3.5) |")
+    print(f"| Portcullis / bare broker CPU per connection | {fmt(ratio(cpu['portcullis'], cpu['broker']), 2)} | (forwarding + TLS overhead) |")
+    print(f"| Portcullis resumed / full CPU per connection | {fmt(ratio(resumed, cpu['portcullis']), 2)} | |")
+    print(f"| front-end KiB per idle session (Portcullis − bare broker) | {fmt(front_end_kib, 1)} | ≤ 32 |")
+    print(f"| Portcullis / bare broker QoS 0 received msg/s | {fmt(ratio(flood['portcullis'], flood['broker']), 2)} | ≥ 0.80 |")
+
+
+if __name__ == "__main__":
+    main()
