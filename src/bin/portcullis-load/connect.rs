@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::session::Session;
-use crate::stats::{self, Counters, CpuWindow, Failures, Histogram, Process};
+use crate::stats::{self, Counters, CpuMeter, Failures, Histogram};
 use crate::target::{prepare, prepare_resume, ConnectionSpec, Endpoint, PrepareTimes};
 use crate::{Report, Setup};
 
@@ -194,12 +194,7 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
         prepare(&setup.endpoint, &setup.role(), args.n)?
     };
     let endpoint = Arc::new(setup.endpoint);
-    let me = Process::current();
-    let client_cpu = me.as_ref().and_then(|p| CpuWindow::start(p).ok());
-    let server_cpu = match &setup.server {
-        Some(server) => Some(CpuWindow::start(server)?),
-        None => None,
-    };
+    let cpu = CpuMeter::start(setup.server.as_ref())?;
 
     let counters = Arc::new(Counters::default());
     let progress = stats::progress("connect", counters.clone(), progress_line(args.n));
@@ -215,14 +210,7 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
     .await;
     let wall = started.elapsed();
     drop(progress);
-    let server_cpu_s = match (&setup.server, &server_cpu) {
-        (Some(server), Some(window)) => Some(window.seconds(server)?),
-        _ => None,
-    };
-    let client_cpu_s = match (&me, &client_cpu) {
-        (Some(me), Some(window)) => window.seconds(me).ok(),
-        _ => None,
-    };
+    let (server_cpu_s, client_cpu_s) = cpu.seconds()?;
     let held = opened.held.len();
     close_all(opened.held).await;
 

@@ -174,6 +174,7 @@ impl Failures {
 }
 
 /// A process observed through `/proc/<pid>`: CPU (utime + stime) and resident memory.
+#[derive(Clone)]
 pub struct Process {
     pid: u32,
     clock_ticks: u64,
@@ -257,6 +258,38 @@ fn clock_ticks() -> u64 {
 /// CPU seconds a process spent between two points.
 pub struct CpuWindow {
     start: f64,
+}
+
+/// The CPU the server (when its pid was given) and this tool spend over one timed phase.
+pub struct CpuMeter {
+    server: Option<(Process, CpuWindow)>,
+    client: Option<(Process, CpuWindow)>,
+}
+
+impl CpuMeter {
+    pub fn start(server: Option<&Process>) -> anyhow::Result<CpuMeter> {
+        let server = match server {
+            Some(server) => Some((server.clone(), CpuWindow::start(server)?)),
+            None => None,
+        };
+        // This tool's own CPU is best effort: a missing /proc/self only loses that line.
+        let client =
+            Process::current().and_then(|me| CpuWindow::start(&me).ok().map(|window| (me, window)));
+        Ok(CpuMeter { server, client })
+    }
+
+    /// Seconds of CPU since `start`: (the server's, this tool's).
+    pub fn seconds(&self) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+        let server = match &self.server {
+            Some((process, window)) => Some(window.seconds(process)?),
+            None => None,
+        };
+        let client = self
+            .client
+            .as_ref()
+            .and_then(|(process, window)| window.seconds(process).ok());
+        Ok((server, client))
+    }
 }
 
 impl CpuWindow {

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
 use crate::session::{self, Error, Failure, Reader, Session, Step, Writer};
-use crate::stats::{self, Counters, CpuWindow, Failures, Histogram, Process};
+use crate::stats::{self, Counters, CpuMeter, Failures, Histogram};
 use crate::target::{expand, prepare, ConnectionSpec, Endpoint, Role};
 use crate::{Report, Setup};
 
@@ -151,9 +151,7 @@ pub async fn run(setup: Setup, args: ThroughputArgs) -> anyhow::Result<Report> {
         ));
     }
 
-    let me = Process::current();
-    let client_cpu = me.as_ref().and_then(|p| CpuWindow::start(p).ok());
-    let server_cpu = setup.server.as_ref().map(CpuWindow::start).transpose()?;
+    let cpu = CpuMeter::start(setup.server.as_ref())?;
     let duration = Duration::from_secs_f64(args.duration);
     let (pubs, subs) = (args.publishers as u64, args.subscribers as u64);
     let progress = stats::progress("throughput", counters.clone(), move |elapsed, c| {
@@ -207,14 +205,7 @@ pub async fn run(setup: Setup, args: ThroughputArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(progress);
-    let server_cpu_s = match (&setup.server, &server_cpu) {
-        (Some(server), Some(window)) => Some(window.seconds(server)?),
-        _ => None,
-    };
-    let client_cpu_s = match (&me, &client_cpu) {
-        (Some(me), Some(window)) => window.seconds(me).ok(),
-        _ => None,
-    };
+    let (server_cpu_s, client_cpu_s) = cpu.seconds()?;
     let _ = stop_subs.send(true);
     let mut per_sub = Vec::new();
     let mut latency = Histogram::default();
