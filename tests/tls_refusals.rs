@@ -196,3 +196,49 @@ async fn custom_domain_certificate_is_served_once_active() {
     let alert = tls_refusal(TlsConnector::from(config).connect(name, tcp).await).await;
     assert_eq!(alert, AlertDescription::UnrecognisedName);
 }
+
+/// Presents a certificate chain with a key that is not its own.
+#[derive(Debug)]
+struct Impostor(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Impostor {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_known_chain_without_its_key_is_refused() {
+    // The device's chain is verified once and remembered; a thief replaying that chain with a
+    // key of its own must still fail the handshake signature.
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let device = ca.client("d:sensor:dev1", &[]);
+    let addr = server.bridge(SNI, &device).await;
+    connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+
+    let thief = ca.client("d:sensor:thief", &[]);
+    let wrong_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&thief.key).unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(device.chain.clone(), wrong_key);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.platform_ca.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_cert_resolver(std::sync::Arc::new(Impostor(std::sync::Arc::new(stolen))));
+    let alert = tls_refusal(server.tls_with(SNI, std::sync::Arc::new(config)).await).await;
+    assert_eq!(alert, AlertDescription::DecryptError);
+}

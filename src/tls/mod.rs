@@ -21,6 +21,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+mod chain_cache;
+
 use crate::identity::{self, Identity};
 use crate::pki;
 use crate::registry::{ActiveCa, OrgEntry, Platform, Registry, Snapshot};
@@ -158,6 +160,11 @@ pub fn org_server_config(
     }
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    // Chains verified under this config's trust are remembered (see `chain_cache`).
+    let verifier = Arc::new(chain_cache::CachingVerifier::new(
+        verifier,
+        chain_cache::CAPACITY,
+    ));
     let resolver = OrgCertResolver {
         active,
         default: platform.default_cert.clone(),
