@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::session::Session;
 use crate::stats::{self, Counters, CpuMeter, Failures, Histogram};
-use crate::target::{prepare, prepare_resume, ConnectionSpec, Endpoint, PrepareTimes};
+use crate::target::{prepare, prepare_per_worker, ConnectionSpec, Endpoint, PrepareTimes};
 use crate::{Report, Setup};
 
 #[derive(Args)]
@@ -28,6 +28,10 @@ pub struct ConnectArgs {
     /// uses (CN and SAN emails), so client ids stay one per connection.
     #[arg(long)]
     resume: bool,
+    /// Like --resume without resumption: each worker presents one certificate for all its
+    /// connections, every handshake a full one (known devices reconnecting without a ticket).
+    #[arg(long, conflicts_with = "resume")]
+    known_devices: bool,
     /// With --resume: every connection of a worker uses the worker's client id (`{i}` = its
     /// index), like a device reconnecting, instead of one client id per connection.
     #[arg(long, requires = "resume")]
@@ -182,13 +186,14 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
         bail!("--reuse-client-id uses one client id per worker: it cannot hold every connection");
     }
     let workers = args.workers.min(args.n);
-    let (specs, times) = if args.resume {
-        prepare_resume(
+    let (specs, times) = if args.resume || args.known_devices {
+        prepare_per_worker(
             &setup.endpoint,
             &setup.role(),
             args.n,
             workers,
             args.reuse_client_id,
+            args.resume,
         )?
     } else {
         prepare(&setup.endpoint, &setup.role(), args.n)?
@@ -236,6 +241,7 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
         "tls": endpoint.tls.is_some(),
         "protocol": if endpoint.protocol == portcullis::mqtt::codec::Protocol::V5 { 5 } else { 4 },
         "resume": args.resume,
+        "known_devices": args.known_devices,
         "reuse_client_id": args.reuse_client_id,
         "hold_until_end": args.hold_until_end,
         "connections": args.n,

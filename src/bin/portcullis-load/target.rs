@@ -358,17 +358,20 @@ pub fn prepare(
 /// handshake, so the certificate must stay small).
 pub const MAX_CLAIMS_PER_CERTIFICATE: usize = 256;
 
-/// Specs for `n` connections made by `workers` workers with TLS resumption: worker `w` makes
-/// connections `w, w + workers, …` with one configuration (one session cache, one certificate).
+/// Specs for `n` connections made by `workers` workers, each presenting one certificate: worker
+/// `w` makes connections `w, w + workers, …` with one configuration (one certificate, and with
+/// `resume` one session cache, so its connections after the first resume; without, every
+/// handshake is a full one by a known device).
 /// Unless `reuse_client_id`, its certificate claims the identity of every connection it makes (CN
 /// the first, SAN emails the rest), so each connection keeps its own client id; with it, all of a
 /// worker's connections use the worker's client id (a device reconnecting).
-pub fn prepare_resume(
+pub fn prepare_per_worker(
     endpoint: &Endpoint,
     role: &Role<'_>,
     n: usize,
     workers: usize,
     reuse_client_id: bool,
+    resume: bool,
 ) -> anyhow::Result<(Vec<ConnectionSpec>, PrepareTimes)> {
     let Role {
         minter,
@@ -385,12 +388,12 @@ pub fn prepare_resume(
     let configs: Vec<Option<Arc<ClientConfig>>> = match (&endpoint.tls, minter) {
         (None, _) => vec![None; workers],
         (Some(tls), None) => (0..workers)
-            .map(|_| tls.client_config(None, true).map(Some))
+            .map(|_| tls.client_config(None, resume).map(Some))
             .collect::<anyhow::Result<_>>()?,
         (Some(tls), Some(minter)) => {
             if !reuse_client_id && n.div_ceil(workers) > MAX_CLAIMS_PER_CERTIFICATE {
                 bail!(
-                    "--resume: {} connections per worker is more than one certificate can claim \
+                    "{} connections per worker is more than one certificate can claim \
                      ({MAX_CLAIMS_PER_CERTIFICATE}); raise -t or give --reuse-client-id",
                     n.div_ceil(workers)
                 );
@@ -415,7 +418,7 @@ pub fn prepare_resume(
             let started = Instant::now();
             let configs = identities
                 .iter()
-                .map(|identity| tls.client_config(Some(identity), true).map(Some))
+                .map(|identity| tls.client_config(Some(identity), resume).map(Some))
                 .collect::<anyhow::Result<_>>()?;
             times.configs = started.elapsed();
             configs
