@@ -118,6 +118,8 @@ for round in $(seq 1 "$rounds"); do
     run portcullis connect connect $portcullis -n "$N" -t "$T"
     run mosquitto connect connect $mosquitto -n "$N" -t "$T" --client-id-template "dev{i}"
     run broker connect connect $plain -n "$N" -t "$T"
+    run portcullis known connect $portcullis -n "$N" -t "$T" --known-devices
+    run mosquitto known connect $mosquitto -n "$N" -t "$T" --known-devices --client-id-template "dev{i}"
     run portcullis resume connect $portcullis -n "$N" -t "$T" --resume
     run mosquitto resume connect $mosquitto -n "$N" -t "$T" --resume --client-id-template "dev{i}"
     run portcullis flood throughput $portcullis -P 4 -S 1 --qos 0 --size 64 --duration "$SECS"
