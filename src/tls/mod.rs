@@ -348,17 +348,12 @@ fn authenticating_ca<'a>(
             return None;
         };
         let issuer = cert.issuer().as_raw();
-        let mut candidates = cas.iter().filter(|ca| ca.subject_raw == issuer);
-        let Some(first) = candidates.next() else {
-            continue;
-        };
-        let Some(second) = candidates.next() else {
-            return Some(first);
-        };
-        return [first, second]
-            .into_iter()
-            .chain(cas.iter().filter(|ca| ca.subject_raw == issuer).skip(2))
-            .find(|ca| signed_by(&cert, &ca.der));
+        let candidates = || cas.iter().filter(|ca| ca.subject_raw == issuer);
+        match candidates().count() {
+            0 => continue,
+            1 => return candidates().next(),
+            _ => return candidates().find(|ca| signed_by(&cert, &ca.der)),
+        }
     }
     None
 }
