@@ -1,67 +1,74 @@
 //! The embedded broker (rumqttd 0.20). Nothing outside this module names a rumqttd type.
 //!
-//! rumqttd takes no accepted stream (its only entry points are TCP listeners it binds itself and
-//! in-process "local links" that bypass MQTT), so sessions reach it over loopback TCP: several
-//! MQTT 5 listeners on 127.0.0.1 (its accept loop handles one connection at a time on one thread
-//! per listener and tops out near 900 connections/s each), protected by a per-process random
-//! credential, TCP_NODELAY on every connection.
+//! Sessions reach rumqttd's router through in-process local links (`LinkBuilder`): packets go to
+//! the router as values on its channel, with no MQTT encoding, no loopback TCP connection and no
+//! listener thread in between (a loopback leg cost about as much CPU per connection as the TLS
+//! handshake's key exchange, see BENCHMARKS.md). The router runs on its own thread; it stops when
+//! the [`Broker`] and every link are gone.
 //!
-//! rumqttd has no shutdown: once started, its router thread and one thread per listener run until
-//! the process exits. It keeps no process-global state (no statics, no metrics recorder unless
-//! Prometheus is configured, which it is not here), so several brokers may run in one process —
-//! integration tests start one per server.
-//!
-//! What the session in front of it must know (measured, see the tests):
-//! - it speaks MQTT 5 only here; CONNECT needs the [`Broker::credentials`], a keep-alive > 0 and a
-//!   client id without `+ $ # /`. A refused CONNECT (bad credential, keep-alive 0, bad client id,
-//!   broker full) is answered by closing the TCP connection, never by a CONNACK;
-//! - its CONNACK carries exactly one property, Topic Alias Maximum 4096 (plus Assigned Client
-//!   Identifier when the client id was empty): no Receive Maximum, no Maximum Packet Size;
-//! - a packet whose remaining length exceeds [`Broker::max_remaining_length`], or any property it
-//!   does not expect in that packet, closes the connection without a DISCONNECT;
-//! - it ignores the session's Receive Maximum and keeps up to [`BROKER_MAX_INFLIGHT`] QoS 1/2
-//!   deliveries unacknowledged, with packet ids `1..=100`;
-//! - a second CONNECT with a live client id closes the older connection (TCP close, no DISCONNECT);
-//! - a CONNECT refused *after* authentication (client id with `+ $ # /`, broker at
-//!   `max_connections`) leaves a stale entry behind, and the next CONNECT with that client id on
-//!   that listener panics rumqttd's task while it holds a lock: the listener then closes every
-//!   connection without a CONNACK, for good. So the session never sends such a client id, and the
-//!   front-end keeps its sessions below rumqttd's limit: [`Broker::connect`] hands out
-//!   `broker.max_connections` session slots, and rumqttd is configured with headroom above that;
+//! What the session in front of it must know (read from rumqttd's source, checked by the tests):
+//! - opening a link blocks the calling thread until the router has registered it (microseconds:
+//!   the router does nothing slow); a router at its `max_connections`, or a client id with
+//!   `+ $ # /`, answers by dropping the link. The front-end hands out `broker.max_connections`
+//!   session slots and answers "server busy" itself; the router has headroom above that for links
+//!   that are closing and for will publications;
+//! - a link ends only when a DISCONNECT goes through it: a dropped link stays in the router for
+//!   good. So every [`BrokerSession`] ends with [`BrokerSession::close`] (or a forwarded
+//!   DISCONNECT);
+//! - a DISCONNECT deletes the will the router would hold, and the router publishes wills only for
+//!   its TCP listeners: wills are the front-end's ([`Broker::will`]), with the MQTT 5 will delay;
+//! - the router keeps up to [`BROKER_MAX_INFLIGHT`] QoS 1/2 deliveries unacknowledged per link,
+//!   whatever Receive Maximum the client asked for; a link whose notification buffer fills is
+//!   paused until it says it is ready again ([`BrokerSession::recv`] does);
+//! - `Publish` keeps its QoS and packet id in crate-private fields: they are written and read
+//!   through rumqttd's own serialised header (`Publish::deserialize`/`serialize`), which the
+//!   tests below pin;
 //! - each distinct subscription filter costs about 8 KiB that is never freed, and each distinct
-//!   client id leaves a small record behind (its session state, when clean start is 0), forever.
+//!   client id with clean start 0 leaves its session state behind, forever.
+//!
+//! [`Broker::start`] can also bind plain MQTT 5 TCP listeners on loopback to the same router
+//! (`plain_listeners`, with a per-process random credential): the load tool's baseline of what
+//! the broker costs without the front-end. The server itself binds none.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{
+    self as rp, DisconnectReasonCode, Filter, PubAckReason, PubCompReason, PubRecReason,
+    PubRelReason, RetainForwardRule, SubscribeReasonCode, UnsubAckReason,
+};
+use rumqttd::Notification;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
+use crate::mqtt::codec::{
+    self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck,
+};
 
-/// The one user of the broker's listeners.
+/// The one user of the plain listeners.
 const USERNAME: &str = "portcullis";
-/// How long [`Broker::start`] waits, all attempts together, for every listener to answer.
+/// How long [`Broker::start`] waits for a plain listener to answer, all attempts together.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ports are found by binding `:0` and letting go, so another socket may take one before rumqttd
-/// binds it; a whole new broker on new ports is the way out (rumqttd cannot add a listener later).
+/// binds it: a listener is retried on a new port this many times.
 const START_ATTEMPTS: usize = 3;
-/// How long one attempt waits for a listener that refuses connections before giving up on it:
-/// rumqttd binds within milliseconds of its thread starting, so a port still closed after this
-/// was taken by someone else.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Deadline of one readiness probe (CONNECT → CONNACK).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between probes of a listener that is not accepting yet.
 const PROBE_RETRY: Duration = Duration::from_millis(10);
-/// Deadline of a loopback connect: only a listener whose backlog overflows makes it wait.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long rumqttd waits for CONNECT after accepting. The session sends CONNECT at once.
+/// How long rumqttd waits for CONNECT after accepting on a plain listener.
 const CONNECT_PACKET_TIMEOUT_MS: u16 = 10_000;
+/// Largest remaining length a plain listener reads.
+const PLAIN_MAX_PACKET: usize = 268_435_455;
 /// QoS 0 deliveries the router hands a connection per sweep of one filter.
 const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
 /// Per-filter commit log: every subscription filter gets its own log of `SEGMENT_COUNT` segments
@@ -70,9 +77,9 @@ const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
 /// subscriber lagging by more than the log loses messages.
 const SEGMENT_SIZE: usize = 100 * 1024;
 const SEGMENT_COUNT: usize = 10;
-/// rumqttd's limit applies to a packet's remaining length (topic, properties and payload), not to
-/// the payload: leave room for a maximum-length topic and properties above the payload limit.
-const PACKET_HEADROOM: usize = 64 * 1024;
+
+/// Most packets [`BrokerSession::recv`] hands over at once.
+const RECV_BATCH: usize = 256;
 
 /// QoS 1/2 deliveries rumqttd keeps unacknowledged per connection, whatever Receive Maximum the
 /// CONNECT asked for (its packet ids go `1..=100`). The session queues what its client cannot take.
@@ -85,254 +92,717 @@ static NEXT_BROKER_ID: AtomicUsize = AtomicUsize::new(0);
 pub enum BrokerError {
     #[error("cannot start the embedded broker: {0}")]
     Start(String),
-    #[error("cannot reach the embedded broker: {0}")]
-    Connect(#[from] std::io::Error),
     #[error("the embedded broker holds broker.max_connections sessions")]
     Full,
+    #[error("the embedded broker dropped the link: {0}")]
+    Link(String),
+    #[error("the broker leg does not carry {0}")]
+    Unsupported(&'static str),
 }
 
-/// A session's connection to the broker, with its slot.
-pub struct BrokerLink {
-    pub stream: TcpStream,
-    pub slot: OwnedSemaphorePermit,
+/// rumqttd's `LinkError` carries the router's whole event (hundreds of bytes): only its message
+/// crosses this module's boundary.
+impl From<LinkError> for BrokerError {
+    fn from(error: LinkError) -> BrokerError {
+        BrokerError::Link(error.to_string())
+    }
 }
 
-/// rumqttd's own connection limit, above the front-end's session slots: a closed session frees
-/// its slot at once, while the router counts it until it has processed the disconnect, and the
-/// readiness probes count too.
+/// Opens a local link: (client id, clean session) → the link and the router's CONNACK.
+type OpenLink =
+    dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), BrokerError> + Send + Sync;
+
+/// A will waiting out its delay; `fate` settles it early: `true` publishes now (the session
+/// ended), `false` drops it (the session was resumed).
+struct PendingWill {
+    id: u64,
+    fate: oneshot::Sender<bool>,
+}
+
+type PendingWills = Arc<Mutex<HashMap<String, PendingWill>>>;
+
+/// rumqttd's own connection limit, above the front-end's session slots: will publications use
+/// short-lived links of their own, and the probes of plain listeners count too.
 fn router_connections(sessions: usize) -> usize {
     sessions.saturating_add((sessions / 10).max(64))
 }
 
 pub struct Broker {
-    addrs: Vec<SocketAddr>,
+    open: Arc<OpenLink>,
     /// One permit per session: the front-end refuses a session (CONNACK server busy) before the
-    /// broker could ever be full, because a refusal at rumqttd's limit can break a listener.
+    /// router could ever be full.
     slots: Arc<Semaphore>,
-    next: AtomicUsize,
+    wills: PendingWills,
+    next_will: Arc<AtomicU64>,
+    addrs: Vec<SocketAddr>,
     password: String,
-    max_remaining_length: usize,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("addrs", &self.addrs)
-            .field("max_remaining_length", &self.max_remaining_length)
             .finish_non_exhaustive()
     }
 }
 
+/// One session's link to the router, holding its session slot.
+pub struct BrokerSession {
+    tx: LinkTx,
+    rx: LinkRx,
+    _slot: OwnedSemaphorePermit,
+    session_present: bool,
+    /// The router paused this link (its notification buffer was full): say ready before reading.
+    paused: bool,
+    /// A DISCONNECT went through: the router has let go of the link.
+    ended: bool,
+}
+
 impl Broker {
-    /// Starts rumqttd on its own threads with `config.listeners` MQTT 5 listeners on 127.0.0.1 and
-    /// returns once every listener accepts connections.
-    ///
-    /// "Accepts" means a CONNECT with this broker's credential got a successful CONNACK, so a port
-    /// taken by another socket in the meantime is noticed, and start is retried on new ports (the
-    /// abandoned rumqttd keeps its threads: it cannot be stopped).
+    /// Starts rumqttd's router on its own thread and, when `config.plain_listeners` > 0, that many
+    /// plain MQTT 5 listeners on 127.0.0.1, returning once each answers a CONNECT.
     pub async fn start(config: &BrokerConfig) -> Result<Broker, BrokerError> {
-        if config.listeners == 0 || config.max_connections == 0 || config.max_payload_size == 0 {
+        if config.max_connections == 0 {
             return Err(BrokerError::Start(
-                "listeners, max_connections and max_payload_size must be greater than 0".into(),
+                "max_connections must be greater than 0".into(),
             ));
         }
-        let max_remaining_length = config
-            .max_payload_size
-            .checked_add(PACKET_HEADROOM)
-            .ok_or_else(|| BrokerError::Start("max_payload_size is too large".into()))?;
+        let id = NEXT_BROKER_ID.fetch_add(1, Ordering::Relaxed);
         let password = hex::encode(rand::random::<[u8; 32]>());
+        let router = rumqttd::Router::new(id, router_config(config));
+        // The router's channel type is private to rumqttd: it lives on in these two closures.
+        let router_tx = router.spawn();
+        let listener_tx = router_tx.clone();
+        let new_server =
+            move |settings| rumqttd::Server::new(settings, listener_tx.clone(), rp::v5::V5);
+        let open: Arc<OpenLink> = Arc::new(move |client_id: &str, clean: bool| {
+            LinkBuilder::new(client_id, router_tx.clone())
+                .clean_session(clean)
+                .build()
+                .map_err(BrokerError::from)
+        });
+        let mut addrs = Vec::with_capacity(config.plain_listeners);
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut last_error = String::from("no attempt was made");
-        for attempt in 1..=START_ATTEMPTS {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let id = NEXT_BROKER_ID.fetch_add(1, Ordering::Relaxed);
-            match start_once(id, config, max_remaining_length, &password, deadline).await {
-                Ok(addrs) => {
-                    tracing::info!(broker = id, ?addrs, "embedded broker started");
-                    return Ok(Broker {
-                        addrs,
-                        slots: Arc::new(Semaphore::new(config.max_connections)),
-                        next: AtomicUsize::new(0),
-                        password,
-                        max_remaining_length,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(broker = id, attempt, %error, "embedded broker did not come up");
-                    last_error = error;
-                }
-            }
+        for i in 0..config.plain_listeners {
+            addrs.push(start_listener(id, i, &new_server, &password, deadline).await?);
         }
-        Err(BrokerError::Start(last_error))
+        tracing::info!(broker = id, ?addrs, "embedded broker started");
+        Ok(Broker {
+            open,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            wills: Arc::default(),
+            next_will: Arc::default(),
+            addrs,
+            password,
+        })
     }
 
-    /// A new TCP connection (TCP_NODELAY) to the next listener, round robin, holding one of the
-    /// `broker.max_connections` session slots until it is dropped; `Full` when none is free.
-    pub async fn connect(&self) -> Result<BrokerLink, BrokerError> {
+    /// Opens a session's link, holding one of the `broker.max_connections` session slots until
+    /// it is dropped; `Full` when none is free. A will of an earlier session with this client id
+    /// still waiting out its delay is published now when `clean_start` ends that session, and
+    /// dropped when this one resumes it.
+    ///
+    /// Blocks the calling thread until the router has registered the link (see the module notes).
+    pub fn open(&self, client_id: &str, clean_start: bool) -> Result<BrokerSession, BrokerError> {
+        let pending = lock(&self.wills).remove(client_id);
+        if let Some(pending) = pending {
+            let _ = pending.fate.send(clean_start);
+        }
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| BrokerError::Full)?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len().max(1);
-        let addr = self.addrs.get(i).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "the broker has no listener",
-            )
-        })?;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect to {addr} timed out"),
-                )
-            })??;
-        stream.set_nodelay(true)?;
-        Ok(BrokerLink { stream, slot })
+        let (tx, rx, connack) = (self.open)(client_id, clean_start)?;
+        let session_present = matches!(
+            Option::<rp::Packet>::from(connack),
+            Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
+        );
+        Ok(BrokerSession {
+            tx,
+            rx,
+            _slot: slot,
+            session_present,
+            paused: false,
+            ended: false,
+        })
     }
 
-    /// Username and password every session must send in its CONNECT to the broker.
+    /// Publishes the will of a session that ended without DISCONNECT: now, or after `delay`
+    /// unless a session with the same client id starts first (MQTT 5 will delay; a clean start
+    /// publishes it at once, a resumed session drops it).
+    pub async fn will(&self, client_id: &str, will: codec::Will, delay: Duration) {
+        if delay.is_zero() {
+            publish_will(&*self.open, &self.next_will, will).await;
+            return;
+        }
+        let id = self.next_will.fetch_add(1, Ordering::Relaxed);
+        let (fate, settled) = oneshot::channel();
+        lock(&self.wills).insert(client_id.to_owned(), PendingWill { id, fate });
+        let (open, wills, next_will) = (
+            self.open.clone(),
+            self.wills.clone(),
+            self.next_will.clone(),
+        );
+        let client_id = client_id.to_owned();
+        tokio::spawn(async move {
+            let publish = tokio::select! {
+                fate = settled => fate.unwrap_or(false),
+                () = tokio::time::sleep(delay) => {
+                    let mut wills = lock(&wills);
+                    // Still ours? A newer session may have settled it meanwhile.
+                    match wills.get(&client_id) {
+                        Some(pending) if pending.id == id => {
+                            wills.remove(&client_id);
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+            };
+            if publish {
+                publish_will(&*open, &next_will, will).await;
+            }
+        });
+    }
+
+    /// Username and password of the plain listeners.
     pub fn credentials(&self) -> (&str, &str) {
         (USERNAME, &self.password)
     }
 
-    /// The listener addresses (for the load tool's plain-TCP baseline and tests).
+    /// The plain listeners' addresses (none unless `plain_listeners` asked for some).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
+}
 
-    /// The largest remaining length (fixed header excluded) of a packet the broker reads:
-    /// `broker.max_payload_size` plus room for topic and properties. Anything larger makes it
-    /// close the connection without a DISCONNECT, so the session refuses it first.
-    pub fn max_remaining_length(&self) -> usize {
-        self.max_remaining_length
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Publishes a will through a short-lived link of its own.
+async fn publish_will(open: &OpenLink, next: &AtomicU64, will: codec::Will) {
+    let client_id = format!("portcullis-will-{}", next.fetch_add(1, Ordering::Relaxed));
+    let publish = Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        packet_id: (will.qos != QoS::AtMostOnce).then_some(1),
+        properties: will.properties,
+        payload: will.payload,
+    };
+    let sent = async {
+        let (mut tx, _rx, _) = open(&client_id, true)?;
+        tx.buffer().push_back(to_router(Packet::Publish(publish))?);
+        tx.send(to_router(Packet::Disconnect(Disconnect {
+            reason: codec::reason::SUCCESS,
+            properties: Properties::default(),
+        }))?)
+        .await?;
+        Ok::<_, BrokerError>(())
+    };
+    if let Err(error) = sent.await {
+        tracing::warn!(%error, "a will could not be published");
     }
 }
 
-/// One attempt: pick ports, run rumqttd on them, wait until each listener answers a CONNECT.
-async fn start_once(
-    id: usize,
-    config: &BrokerConfig,
-    max_remaining_length: usize,
-    password: &str,
-    deadline: Instant,
-) -> Result<Vec<SocketAddr>, String> {
-    let addrs = free_ports(config.listeners)?;
-    let rumqttd_config = rumqttd_config(id, config, max_remaining_length, password, &addrs);
-    let thread = std::thread::Builder::new()
-        .name(format!("broker-{id}"))
-        .spawn(move || {
-            // `new` spawns the router thread, `start` one thread (with its own current-thread
-            // runtime) per listener, then blocks joining them: it returns only if all stopped.
-            let mut broker = rumqttd::Broker::new(rumqttd_config);
-            match broker.start() {
-                Ok(()) => tracing::error!(broker = id, "embedded broker stopped: no listener left"),
-                Err(error) => tracing::error!(broker = id, %error, "embedded broker failed"),
-            }
-        })
-        .map_err(|e| format!("cannot spawn the broker thread: {e}"))?;
+impl BrokerSession {
+    /// Whether the router resumed a stored session (clean start 0).
+    pub fn session_present(&self) -> bool {
+        self.session_present
+    }
 
-    let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
-    for (i, addr) in addrs.iter().enumerate() {
-        let client_id = format!("portcullis-probe-{id}-{i}");
-        loop {
-            if thread.is_finished() {
-                return Err(format!("rumqttd stopped before listening on {addr}"));
+    /// Hands `packets` to the router in order, with one wake-up for all, and empties the vector.
+    /// A DISCONNECT among them ends the link.
+    pub async fn send(&mut self, packets: &mut Vec<Packet>) -> Result<(), BrokerError> {
+        let Some(last) = packets.pop() else {
+            return Ok(());
+        };
+        if packets
+            .iter()
+            .chain(std::iter::once(&last))
+            .any(|p| matches!(p, Packet::Disconnect(_)))
+        {
+            self.ended = true;
+        }
+        let converted = packets
+            .drain(..)
+            .map(to_router)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.tx.buffer().extend(converted);
+        self.tx.send(to_router(last)?).await?;
+        Ok(())
+    }
+
+    /// Waits for packets from the router (deliveries, acknowledgements, the router's DISCONNECT)
+    /// and appends them to `out`, with whatever else is ready at once (up to [`RECV_BATCH`]), so
+    /// the session writes them to its client together. An error means the router let go of the
+    /// link.
+    ///
+    /// Cancel safe: nothing is taken from the link unless it is appended to `out` before the
+    /// next await.
+    pub async fn recv(&mut self, out: &mut Vec<Packet>) -> Result<(), BrokerError> {
+        while out.is_empty() {
+            if self.paused {
+                self.rx.wake().await?;
+                self.paused = false;
             }
-            match probe(*addr, &client_id, password).await {
-                Ok(()) => break,
-                Err(Probe::NotListening(e)) => {
-                    if Instant::now() >= attempt_deadline {
-                        return Err(format!("rumqttd is not listening on {addr}: {e}"));
-                    }
-                    tokio::time::sleep(PROBE_RETRY).await;
-                }
-                Err(Probe::Failed(e)) => {
-                    return Err(format!("{addr} does not answer as this broker: {e}"));
+            let notification = self.rx.next().await?;
+            self.take(notification, out);
+            while out.len() < RECV_BATCH {
+                let ready = {
+                    let mut next = std::pin::pin!(self.rx.next());
+                    next.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                };
+                match ready {
+                    Poll::Ready(Ok(Some(notification))) => self.take(Some(notification), out),
+                    Poll::Ready(Err(error)) if out.is_empty() => return Err(error.into()),
+                    Poll::Ready(_) | Poll::Pending => break,
                 }
             }
         }
+        Ok(())
     }
-    Ok(addrs)
+
+    fn take(&mut self, notification: Option<Notification>, out: &mut Vec<Packet>) {
+        match notification {
+            Some(Notification::Unschedule) => self.paused = true,
+            Some(notification) => {
+                if let Some(packet) = Option::<rp::Packet>::from(notification).and_then(from_router)
+                {
+                    out.push(packet);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Ends the link (unless a DISCONNECT already did): the router drops the connection, and
+    /// keeps its session state when it was opened with clean start 0.
+    pub async fn close(mut self) {
+        if self.ended {
+            return;
+        }
+        let mut disconnect = vec![Packet::Disconnect(Disconnect {
+            reason: codec::reason::SUCCESS,
+            properties: Properties::default(),
+        })];
+        if let Err(error) = self.send(&mut disconnect).await {
+            tracing::warn!(%error, "the broker link did not take its DISCONNECT");
+        }
+    }
 }
 
-/// `n` distinct free loopback ports. All stay bound until the last one is found so none repeats;
-/// they are released before rumqttd binds them, which leaves the race [`START_ATTEMPTS`] covers.
-fn free_ports(n: usize) -> Result<Vec<SocketAddr>, String> {
-    let listeners = (0..n)
-        .map(|_| StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot bind a loopback port: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read a loopback port: {e}"))
+/// Reason codes both ways for one of rumqttd's reason enums; unknown codes become `$fallback`.
+macro_rules! reason_codes {
+    ($ty:ident, $to_code:ident, $from_code:ident, $fallback:ident, { $($variant:ident = $code:literal),+ $(,)? }) => {
+        fn $to_code(reason: $ty) -> u8 {
+            match reason {
+                $($ty::$variant => $code,)+
+            }
+        }
+
+        fn $from_code(code: u8) -> $ty {
+            match code {
+                $($code => $ty::$variant,)+
+                _ => $ty::$fallback,
+            }
+        }
+    };
+}
+
+reason_codes!(PubAckReason, puback_code, puback_reason, UnspecifiedError, {
+    Success = 0x00, NoMatchingSubscribers = 0x10, UnspecifiedError = 0x80,
+    ImplementationSpecificError = 0x83, NotAuthorized = 0x87, TopicNameInvalid = 0x90,
+    PacketIdentifierInUse = 0x91, QuotaExceeded = 0x97, PayloadFormatInvalid = 0x99,
+});
+reason_codes!(PubRecReason, pubrec_code, pubrec_reason, UnspecifiedError, {
+    Success = 0x00, NoMatchingSubscribers = 0x10, UnspecifiedError = 0x80,
+    ImplementationSpecificError = 0x83, NotAuthorized = 0x87, TopicNameInvalid = 0x90,
+    PacketIdentifierInUse = 0x91, QuotaExceeded = 0x97, PayloadFormatInvalid = 0x99,
+});
+reason_codes!(PubRelReason, pubrel_code, pubrel_reason, PacketIdentifierNotFound, {
+    Success = 0x00, PacketIdentifierNotFound = 0x92,
+});
+reason_codes!(PubCompReason, pubcomp_code, pubcomp_reason, PacketIdentifierNotFound, {
+    Success = 0x00, PacketIdentifierNotFound = 0x92,
+});
+reason_codes!(DisconnectReasonCode, disconnect_code, disconnect_reason, UnspecifiedError, {
+    NormalDisconnection = 0x00, DisconnectWithWillMessage = 0x04, UnspecifiedError = 0x80,
+    MalformedPacket = 0x81, ProtocolError = 0x82, ImplementationSpecificError = 0x83,
+    NotAuthorized = 0x87, ServerBusy = 0x89, ServerShuttingDown = 0x8B,
+    KeepAliveTimeout = 0x8D, SessionTakenOver = 0x8E, TopicFilterInvalid = 0x8F,
+    TopicNameInvalid = 0x90, ReceiveMaximumExceeded = 0x93, TopicAliasInvalid = 0x94,
+    PacketTooLarge = 0x95, MessageRateTooHigh = 0x96, QuotaExceeded = 0x97,
+    AdministrativeAction = 0x98, PayloadFormatInvalid = 0x99, RetainNotSupported = 0x9A,
+    QoSNotSupported = 0x9B, UseAnotherServer = 0x9C, ServerMoved = 0x9D,
+    SharedSubscriptionNotSupported = 0x9E, ConnectionRateExceeded = 0x9F,
+    MaximumConnectTime = 0xA0, SubscriptionIdentifiersNotSupported = 0xA1,
+    WildcardSubscriptionsNotSupported = 0xA2,
+});
+
+fn suback_code(code: SubscribeReasonCode) -> u8 {
+    use SubscribeReasonCode as C;
+    match code {
+        C::QoS0 | C::Success(rp::QoS::AtMostOnce) => 0x00,
+        C::QoS1 | C::Success(rp::QoS::AtLeastOnce) => 0x01,
+        C::QoS2 | C::Success(rp::QoS::ExactlyOnce) => 0x02,
+        C::Failure | C::Unspecified => 0x80,
+        C::ImplementationSpecific => 0x83,
+        C::NotAuthorized => 0x87,
+        C::TopicFilterInvalid => 0x8F,
+        C::PkidInUse => 0x91,
+        C::QuotaExceeded => 0x97,
+        C::SharedSubscriptionsNotSupported => 0x9E,
+        C::SubscriptionIdNotSupported => 0xA1,
+        C::WildcardSubscriptionsNotSupported => 0xA2,
+    }
+}
+
+fn unsuback_code(reason: UnsubAckReason) -> u8 {
+    use UnsubAckReason as R;
+    match reason {
+        R::Success => 0x00,
+        R::NoSubscriptionExisted => 0x11,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicFilterInvalid => 0x8F,
+        R::PacketIdentifierInUse => 0x91,
+    }
+}
+
+fn router_qos(qos: QoS) -> rp::QoS {
+    match qos {
+        QoS::AtMostOnce => rp::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rp::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rp::QoS::ExactlyOnce,
+    }
+}
+
+/// One of PUBACK, PUBREC, PUBREL, PUBCOMP for the router (the four have the same shape there);
+/// properties are left out when there are none.
+macro_rules! router_ack {
+    ($ack:expr, $packet:ident, $properties:ident, $reason:ident) => {{
+        let ack: Ack = $ack;
+        let p = ack.properties;
+        let properties = (p.reason_string.is_some() || !p.user_properties.is_empty()).then_some(
+            rp::$properties {
+                reason_string: p.reason_string,
+                user_properties: p.user_properties,
+            },
+        );
+        let packet = rp::$packet {
+            pkid: ack.packet_id,
+            reason: $reason(ack.reason),
+        };
+        rp::Packet::$packet(packet, properties)
+    }};
+}
+
+/// The reason string and user properties of an acknowledgement from the router (the property
+/// types differ per packet, the fields do not).
+macro_rules! ack_properties {
+    ($properties:expr) => {{
+        let (reason_string, user_properties) = $properties
+            .map(|p| (p.reason_string, p.user_properties))
+            .unwrap_or_default();
+        Properties {
+            reason_string,
+            user_properties,
+            ..Properties::default()
+        }
+    }};
+}
+
+/// One of PUBACK, PUBREC, PUBREL, PUBCOMP from the router.
+macro_rules! ack_from_router {
+    ($ack:expr, $properties:expr, $code:ident) => {
+        Ack {
+            packet_id: $ack.pkid,
+            reason: $code($ack.reason),
+            properties: ack_properties!($properties),
+        }
+    };
+}
+
+/// rumqttd's `Publish` hides QoS, DUP and packet id from other crates; they are set through its
+/// own serialised header: first byte, packet id, topic length 0.
+fn router_publish(publish: Publish) -> (rp::Publish, Option<rp::PublishProperties>) {
+    let first = 0x30
+        | (u8::from(publish.dup) << 3)
+        | ((router_qos(publish.qos) as u8) << 1)
+        | u8::from(publish.retain);
+    let [hi, lo] = publish.packet_id.unwrap_or(0).to_be_bytes();
+    let mut out = rp::Publish::deserialize(Bytes::copy_from_slice(&[first, hi, lo, 0, 0]));
+    out.topic = Bytes::from(publish.topic.into_bytes());
+    out.payload = publish.payload;
+    let p = publish.properties;
+    let properties = (p.payload_format_indicator.is_some()
+        || p.message_expiry_interval.is_some()
+        || p.content_type.is_some()
+        || p.response_topic.is_some()
+        || p.correlation_data.is_some()
+        || !p.user_properties.is_empty())
+    .then(|| rp::PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
+    });
+    (out, properties)
+}
+
+/// The inverse of [`router_publish`]; `None` for a topic that is not UTF-8 (never stored: every
+/// topic reached the router through the front-end).
+fn publish_from_router(
+    publish: rp::Publish,
+    properties: Option<rp::PublishProperties>,
+) -> Option<Publish> {
+    let mut head = publish.clone();
+    head.topic = Bytes::new();
+    head.payload = Bytes::new();
+    let header = head.serialize();
+    let (first, packet_id) = match header.as_ref() {
+        [first, hi, lo, ..] => (*first, u16::from_be_bytes([*hi, *lo])),
+        _ => return None,
+    };
+    let qos = match (first >> 1) & 0b11 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let topic = String::from_utf8(publish.topic.to_vec()).ok()?;
+    let p = properties.unwrap_or_default();
+    Some(Publish {
+        dup: first & 0b1000 != 0,
+        qos,
+        retain: publish.retain,
+        topic,
+        packet_id: (qos != QoS::AtMostOnce).then_some(packet_id),
+        properties: Properties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            ..Properties::default()
+        },
+        payload: publish.payload,
+    })
+}
+
+/// A packet of the session, as the router takes it.
+fn to_router(packet: Packet) -> Result<rp::Packet, BrokerError> {
+    Ok(match packet {
+        Packet::Publish(publish) => {
+            let (publish, properties) = router_publish(publish);
+            rp::Packet::Publish(publish, properties)
+        }
+        Packet::PubAck(ack) => router_ack!(ack, PubAck, PubAckProperties, puback_reason),
+        Packet::PubRec(ack) => router_ack!(ack, PubRec, PubRecProperties, pubrec_reason),
+        Packet::PubRel(ack) => router_ack!(ack, PubRel, PubRelProperties, pubrel_reason),
+        Packet::PubComp(ack) => router_ack!(ack, PubComp, PubCompProperties, pubcomp_reason),
+        Packet::Subscribe(subscribe) => rp::Packet::Subscribe(
+            rp::Subscribe {
+                pkid: subscribe.packet_id,
+                filters: subscribe
+                    .subscriptions
+                    .into_iter()
+                    .map(|s| Filter {
+                        path: s.filter,
+                        qos: router_qos(s.options.qos),
+                        nolocal: s.options.no_local,
+                        preserve_retain: s.options.retain_as_published,
+                        retain_forward_rule: match s.options.retain_handling {
+                            0 => RetainForwardRule::OnEverySubscribe,
+                            1 => RetainForwardRule::OnNewSubscribe,
+                            _ => RetainForwardRule::Never,
+                        },
+                    })
+                    .collect(),
+            },
+            (!subscribe.properties.user_properties.is_empty()).then_some(rp::SubscribeProperties {
+                id: None,
+                user_properties: subscribe.properties.user_properties,
+            }),
+        ),
+        Packet::Unsubscribe(unsubscribe) => rp::Packet::Unsubscribe(
+            rp::Unsubscribe {
+                pkid: unsubscribe.packet_id,
+                filters: unsubscribe.filters,
+            },
+            (!unsubscribe.properties.user_properties.is_empty()).then_some({
+                rp::UnsubscribeProperties {
+                    user_properties: unsubscribe.properties.user_properties,
+                }
+            }),
+        ),
+        Packet::Disconnect(disconnect) => {
+            let p = disconnect.properties;
+            let properties = (p.session_expiry_interval.is_some()
+                || p.reason_string.is_some()
+                || !p.user_properties.is_empty())
+            .then_some(rp::DisconnectProperties {
+                session_expiry_interval: p.session_expiry_interval,
+                reason_string: p.reason_string,
+                user_properties: p.user_properties,
+                server_reference: None,
+            });
+            rp::Packet::Disconnect(
+                rp::Disconnect {
+                    reason_code: disconnect_reason(disconnect.reason),
+                },
+                properties,
+            )
+        }
+        Packet::Connect(_) => return Err(BrokerError::Unsupported("CONNECT")),
+        Packet::ConnAck(_) => return Err(BrokerError::Unsupported("CONNACK")),
+        Packet::SubAck(_) => return Err(BrokerError::Unsupported("SUBACK")),
+        Packet::UnsubAck(_) => return Err(BrokerError::Unsupported("UNSUBACK")),
+        Packet::PingReq => return Err(BrokerError::Unsupported("PINGREQ")),
+        Packet::PingResp => return Err(BrokerError::Unsupported("PINGRESP")),
+        Packet::Auth(_) => return Err(BrokerError::Unsupported("AUTH")),
+    })
+}
+
+/// A packet from the router, as the session handles it; `None` for what concerns no client
+/// (PINGRESP, CONNACK).
+fn from_router(packet: rp::Packet) -> Option<Packet> {
+    Some(match packet {
+        rp::Packet::Publish(publish, properties) => {
+            Packet::Publish(publish_from_router(publish, properties)?)
+        }
+        rp::Packet::PubAck(ack, p) => Packet::PubAck(ack_from_router!(ack, p, puback_code)),
+        rp::Packet::PubRec(ack, p) => Packet::PubRec(ack_from_router!(ack, p, pubrec_code)),
+        rp::Packet::PubRel(ack, p) => Packet::PubRel(ack_from_router!(ack, p, pubrel_code)),
+        rp::Packet::PubComp(ack, p) => Packet::PubComp(ack_from_router!(ack, p, pubcomp_code)),
+        rp::Packet::SubAck(ack, p) => Packet::SubAck(SubAck {
+            packet_id: ack.pkid,
+            codes: ack.return_codes.into_iter().map(suback_code).collect(),
+            properties: ack_properties!(p),
+        }),
+        rp::Packet::UnsubAck(ack, p) => Packet::UnsubAck(UnsubAck {
+            packet_id: ack.pkid,
+            codes: ack.reasons.into_iter().map(unsuback_code).collect(),
+            properties: ack_properties!(p),
+        }),
+        rp::Packet::Disconnect(disconnect, p) => Packet::Disconnect(Disconnect {
+            reason: disconnect_code(disconnect.reason_code),
+            properties: Properties {
+                reason_string: p.and_then(|p| p.reason_string),
+                ..Properties::default()
+            },
+        }),
+        rp::Packet::Connect(..)
+        | rp::Packet::ConnAck(..)
+        | rp::Packet::Subscribe(..)
+        | rp::Packet::Unsubscribe(..)
+        | rp::Packet::PingReq(_)
+        | rp::Packet::PingResp(_) => return None,
+    })
 }
 
 /// Every field set explicitly: `RouterConfig::default()` admits no connection and its zero
 /// segment size panics the router.
-fn rumqttd_config(
-    id: usize,
-    config: &BrokerConfig,
-    max_remaining_length: usize,
-    password: &str,
-    addrs: &[SocketAddr],
-) -> rumqttd::Config {
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: CONNECT_PACKET_TIMEOUT_MS,
-        max_payload_size: max_remaining_length,
-        // rumqttd uses this as the most packets it reads from a connection in one batch; the
-        // QoS 1/2 window towards the session is fixed (BROKER_MAX_INFLIGHT).
-        max_inflight_count: config.max_inflight,
-        auth: Some(HashMap::from([(USERNAME.to_owned(), password.to_owned())])),
-        external_auth: None,
-        // Subscribing creates a filter's log whatever this says; it would only matter for
-        // publishes matching no filter, and those are dropped in 0.20 either way.
-        dynamic_filters: false,
-    };
-    let listeners = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let name = format!("broker-{id}-{i}");
-            let settings = rumqttd::ServerSettings {
-                name: name.clone(),
-                listen: *addr,
-                tls: None,
-                // The default (1000 ms per connection in its sample config) throttles sessions.
-                next_connection_delay_ms: 0,
-                connections: connections.clone(),
-            };
-            (name, settings)
-        })
-        .collect();
-    rumqttd::Config {
-        id,
-        router: rumqttd::RouterConfig {
-            max_connections: router_connections(config.max_connections),
-            max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
-            max_segment_size: SEGMENT_SIZE,
-            max_segment_count: SEGMENT_COUNT,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: rumqttd::Strategy::default(),
-        },
-        v4: None,
-        v5: Some(listeners),
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
+fn router_config(config: &BrokerConfig) -> rumqttd::RouterConfig {
+    rumqttd::RouterConfig {
+        max_connections: router_connections(config.max_connections),
+        max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
+        max_segment_size: SEGMENT_SIZE,
+        max_segment_count: SEGMENT_COUNT,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: rumqttd::Strategy::default(),
     }
 }
 
+/// Runs plain listener `i` on its own thread (with its own current-thread runtime, as rumqttd's
+/// `Broker` does) and returns its address once it answers a CONNECT with the credential. A port
+/// taken by someone else between finding and binding it is retried on a new one.
+async fn start_listener(
+    id: usize,
+    i: usize,
+    new_server: &(impl Fn(rumqttd::ServerSettings) -> rumqttd::Server<rp::v5::V5>
+          + Clone
+          + Send
+          + 'static),
+    password: &str,
+    deadline: Instant,
+) -> Result<SocketAddr, BrokerError> {
+    let mut last_error = String::from("no attempt was made");
+    for _ in 0..START_ATTEMPTS {
+        let addr = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BrokerError::Start(format!("cannot find a loopback port: {e}")))?;
+        let name = format!("broker-{id}-{i}");
+        let settings = rumqttd::ServerSettings {
+            name: name.clone(),
+            listen: addr,
+            tls: None,
+            // The default (1000 ms per connection in its sample config) throttles connections.
+            next_connection_delay_ms: 0,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: CONNECT_PACKET_TIMEOUT_MS,
+                max_payload_size: PLAIN_MAX_PACKET,
+                max_inflight_count: usize::from(BROKER_MAX_INFLIGHT),
+                auth: Some(HashMap::from([(USERNAME.to_owned(), password.to_owned())])),
+                external_auth: None,
+                dynamic_filters: false,
+            },
+        };
+        let new_server = new_server.clone();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        let mut server = new_server(settings);
+                        if let Err(error) =
+                            runtime.block_on(server.start(rumqttd::LinkType::Remote))
+                        {
+                            tracing::warn!(%error, "plain broker listener stopped");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "no runtime for a plain broker listener"),
+                }
+            })
+            .map_err(|e| BrokerError::Start(format!("cannot spawn a listener thread: {e}")))?;
+        let client_id = format!("portcullis-probe-{id}-{i}");
+        loop {
+            if thread.is_finished() {
+                last_error = format!("rumqttd could not listen on {addr}");
+                break;
+            }
+            match probe(addr, &client_id, password).await {
+                Ok(()) => return Ok(addr),
+                Err(Probe::NotListening(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(PROBE_RETRY).await;
+                }
+                Err(Probe::NotListening(e)) => {
+                    return Err(BrokerError::Start(format!(
+                        "rumqttd is not listening on {addr}: {e}"
+                    )))
+                }
+                Err(Probe::Failed(e)) => {
+                    last_error = format!("{addr} does not answer as this broker: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    Err(BrokerError::Start(last_error))
+}
 enum Probe {
     /// Nothing accepts on the port (yet).
     NotListening(std::io::Error),
@@ -411,446 +881,343 @@ fn push_varint(out: &mut Vec<u8>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::codec::{Subscribe, Subscription, SubscriptionOptions};
 
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+    use rumqttc::v5::mqttbytes::QoS as CQoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
     const T: Duration = Duration::from_secs(10);
 
-    fn config(listeners: usize) -> BrokerConfig {
-        BrokerConfig {
-            listeners,
-            max_connections: 1000,
-            max_payload_size: 64 * 1024,
-            max_inflight: 100,
-        }
-    }
-
-    async fn start(listeners: usize) -> Broker {
-        tokio::time::timeout(Duration::from_secs(15), Broker::start(&config(listeners)))
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    /// A rumqttc v5 client on listener `i`, polled until its CONNACK.
-    async fn client(broker: &Broker, i: usize, id: &str) -> (AsyncClient, EventLoop) {
-        let addr = broker.addrs()[i];
-        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-        let (user, pass) = broker.credentials();
-        options.set_credentials(user, pass);
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut events) = AsyncClient::new(options, 10);
-        loop {
-            match tokio::time::timeout(T, events.poll())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                Event::Incoming(Packet::ConnAck(_)) => return (client, events),
-                _ => continue,
-            }
-        }
-    }
-
-    /// Polls until a PUBLISH arrives; returns its topic and payload.
-    async fn next_publish(events: &mut EventLoop) -> (String, Vec<u8>) {
-        loop {
-            match tokio::time::timeout(T, events.poll())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                Event::Incoming(Packet::Publish(p)) => {
-                    return (
-                        String::from_utf8(p.topic.to_vec()).unwrap(),
-                        p.payload.to_vec(),
-                    )
-                }
-                _ => continue,
-            }
-        }
-    }
-
-    async fn subscribe(client: &AsyncClient, events: &mut EventLoop, filter: &str) {
-        tokio::time::timeout(T, client.subscribe(filter, QoS::AtLeastOnce))
-            .await
-            .unwrap()
-            .unwrap();
-        loop {
-            match tokio::time::timeout(T, events.poll())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                Event::Incoming(Packet::SubAck(_)) => return,
-                _ => continue,
-            }
-        }
-    }
-
-    /// Publishes on `client` and keeps its event loop turning until `sub` gets the message.
-    async fn publish_and_receive(
-        publisher: &AsyncClient,
-        pub_events: &mut EventLoop,
-        sub_events: &mut EventLoop,
-        topic: &str,
-        payload: &[u8],
-    ) -> (String, Vec<u8>) {
-        tokio::time::timeout(
-            T,
-            publisher.publish(topic, QoS::AtLeastOnce, false, payload.to_vec()),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        let drive = async {
-            loop {
-                if pub_events.poll().await.is_err() {
-                    return;
-                }
-            }
+    async fn start_with(max_connections: usize, plain_listeners: usize) -> Broker {
+        let config = BrokerConfig {
+            max_connections,
+            plain_listeners,
         };
-        tokio::select! {
-            got = next_publish(sub_events) => got,
-            () = drive => panic!("publisher connection ended"),
+        tokio::time::timeout(T, Broker::start(&config))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A session with the packets `recv` handed over but the test has not looked at yet.
+    struct Link {
+        session: BrokerSession,
+        received: std::collections::VecDeque<Packet>,
+    }
+
+    impl Link {
+        fn open(broker: &Broker, client_id: &str, clean_start: bool) -> Link {
+            Link {
+                session: broker.open(client_id, clean_start).unwrap(),
+                received: Default::default(),
+            }
+        }
+
+        async fn next(&mut self) -> Result<Packet, BrokerError> {
+            if self.received.is_empty() {
+                let mut out = Vec::new();
+                self.session.recv(&mut out).await?;
+                self.received.extend(out);
+            }
+            Ok(self
+                .received
+                .pop_front()
+                .expect("recv returns at least one packet"))
+        }
+
+        async fn close(self) {
+            self.session.close().await;
         }
     }
 
-    /// Raw MQTT 5 over TCP, for what rumqttc hides (CONNACK bytes, silent closes).
-    struct Raw(TcpStream);
+    async fn send(link: &mut Link, packet: Packet) {
+        link.session.send(&mut vec![packet]).await.unwrap();
+    }
 
-    impl Raw {
-        async fn connect(addr: SocketAddr) -> Raw {
-            let stream = tokio::time::timeout(T, TcpStream::connect(addr))
-                .await
-                .unwrap()
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
-            Raw(stream)
+    async fn recv(link: &mut Link) -> Packet {
+        tokio::time::timeout(T, link.next()).await.unwrap().unwrap()
+    }
+
+    fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: &'static [u8]) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.to_owned(),
+            packet_id,
+            properties: Properties::default(),
+            payload: Bytes::from_static(payload),
         }
+    }
 
-        async fn send(&mut self, bytes: &[u8]) {
-            tokio::time::timeout(T, self.0.write_all(bytes))
-                .await
-                .unwrap()
-                .unwrap();
+    fn will(topic: &str) -> codec::Will {
+        codec::Will {
+            topic: topic.to_owned(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
         }
+    }
 
-        /// The next packet as (first byte, body), or `None` when the broker closed the connection.
-        async fn read(&mut self) -> Option<(u8, Vec<u8>)> {
-            tokio::time::timeout(T, async {
-                let first = self.0.read_u8().await.ok()?;
-                let (mut len, mut shift) = (0usize, 0);
-                loop {
-                    let b = self.0.read_u8().await.ok()?;
-                    len |= usize::from(b & 0x7f) << shift;
-                    shift += 7;
-                    if b & 0x80 == 0 {
-                        break;
-                    }
+    /// A session subscribed to `filter` at QoS 1.
+    async fn subscriber(broker: &Broker, client_id: &str, filter: &str) -> Link {
+        let mut link = Link::open(broker, client_id, true);
+        subscribe(&mut link, filter).await;
+        link
+    }
+
+    async fn subscribe(session: &mut Link, filter: &str) {
+        subscribe_at(session, filter, QoS::AtLeastOnce).await;
+    }
+
+    async fn subscribe_at(session: &mut Link, filter: &str, qos: QoS) {
+        let options = SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        };
+        let packet = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            subscriptions: vec![Subscription {
+                filter: filter.to_owned(),
+                options,
+            }],
+            properties: Properties::default(),
+        });
+        send(session, packet).await;
+        match recv(session).await {
+            Packet::SubAck(ack) => assert_eq!(ack.codes, vec![qos as u8]),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// The next PUBLISH, acknowledged when it is QoS 1.
+    async fn delivery(session: &mut Link) -> Publish {
+        loop {
+            if let Packet::Publish(p) = recv(session).await {
+                if let Some(packet_id) = p.packet_id {
+                    let ack = Ack {
+                        packet_id,
+                        reason: 0,
+                        properties: Properties::default(),
+                    };
+                    send(session, Packet::PubAck(ack)).await;
                 }
-                let mut body = vec![0; len];
-                self.0.read_exact(&mut body).await.ok()?;
-                Some((first, body))
-            })
-            .await
-            .unwrap()
+                return p;
+            }
         }
     }
 
-    /// CONNECT with properties `props` (already encoded, without their length).
-    fn connect_with(
-        client_id: &str,
-        user: &str,
-        pass: &str,
-        keep_alive: u16,
-        props: &[u8],
-    ) -> Vec<u8> {
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xC2];
-        body.extend_from_slice(&keep_alive.to_be_bytes());
-        push_varint(&mut body, props.len());
-        body.extend_from_slice(props);
-        for field in [client_id, user, pass] {
-            body.extend_from_slice(&(field.len() as u16).to_be_bytes());
-            body.extend_from_slice(field.as_bytes());
+    #[test]
+    fn publish_header_fields_survive_the_router_types() {
+        for (qos, packet_id) in [
+            (QoS::AtMostOnce, None),
+            (QoS::AtLeastOnce, Some(1)),
+            (QoS::ExactlyOnce, Some(65_535)),
+        ] {
+            for (dup, retain) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut original = publish("a/b", qos, packet_id, b"payload");
+                original.dup = dup;
+                original.retain = retain;
+                original.properties.user_properties = vec![("k".into(), "v".into())];
+                original.properties.content_type = Some("text/plain".into());
+                let (p, props) = router_publish(original.clone());
+                assert_eq!(publish_from_router(p, props), Some(original));
+            }
         }
-        frame(0x10, &body)
     }
 
-    fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-        let mut packet = vec![first];
-        push_varint(&mut packet, body.len());
-        packet.extend_from_slice(body);
-        packet
-    }
-
-    fn subscribe_packet(pkid: u16, filters: &[&str]) -> Vec<u8> {
-        let mut body = pkid.to_be_bytes().to_vec();
-        body.push(0);
-        for f in filters {
-            body.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            body.extend_from_slice(f.as_bytes());
-            body.push(0); // QoS 0
+    #[test]
+    fn reason_codes_map_both_ways() {
+        for code in [0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99] {
+            assert_eq!(puback_code(puback_reason(code)), code);
+            assert_eq!(pubrec_code(pubrec_reason(code)), code);
         }
-        frame(0x82, &body)
-    }
-
-    /// QoS 0 PUBLISH with properties `props`.
-    fn publish_packet(topic: &str, props: &[u8], payload: &[u8]) -> Vec<u8> {
-        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-        body.extend_from_slice(topic.as_bytes());
-        push_varint(&mut body, props.len());
-        body.extend_from_slice(props);
-        body.extend_from_slice(payload);
-        frame(0x30, &body)
-    }
-
-    /// A raw session on listener `i` past its CONNACK; returns the CONNACK body too.
-    async fn raw_session(broker: &Broker, i: usize, id: &str) -> (Raw, Vec<u8>) {
-        let mut raw = Raw::connect(broker.addrs()[i]).await;
-        let (user, pass) = broker.credentials();
-        raw.send(&connect_with(id, user, pass, 30, &[])).await;
-        let (first, body) = raw.read().await.expect("CONNACK");
-        assert_eq!(first, 0x20);
-        assert_eq!(body[1], 0x00, "CONNACK reason code");
-        (raw, body)
-    }
-
-    #[tokio::test]
-    async fn publish_reaches_a_subscriber_on_another_listener() {
-        let broker = start(2).await;
-        assert_eq!(broker.addrs().len(), 2);
-        let (sub, mut sub_events) = client(&broker, 0, "sub").await;
-        subscribe(&sub, &mut sub_events, "acme/t").await;
-        let (publisher, mut pub_events) = client(&broker, 1, "pub").await;
-        let got = publish_and_receive(
-            &publisher,
-            &mut pub_events,
-            &mut sub_events,
-            "acme/t",
-            b"hello",
-        )
-        .await;
-        assert_eq!(got, ("acme/t".to_owned(), b"hello".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn zero_listeners_is_a_start_error() {
-        let err = Broker::start(&config(0)).await.unwrap_err();
-        assert!(matches!(err, BrokerError::Start(_)), "{err}");
-    }
-
-    #[tokio::test]
-    async fn connect_goes_round_robin_with_nodelay() {
-        let broker = start(3).await;
-        let mut ports = Vec::new();
-        for _ in 0..6 {
-            let link = tokio::time::timeout(T, broker.connect())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(link.stream.nodelay().unwrap());
-            ports.push(link.stream.peer_addr().unwrap());
+        assert_eq!(pubcomp_code(pubcomp_reason(0x92)), 0x92);
+        assert_eq!(pubrel_code(pubrel_reason(0x00)), 0x00);
+        for code in [0x00, 0x04, 0x8E, 0xA2] {
+            assert_eq!(disconnect_code(disconnect_reason(code)), code);
         }
-        assert_eq!(&ports[..3], broker.addrs());
-        assert_eq!(&ports[3..], broker.addrs());
-    }
-
-    #[tokio::test]
-    async fn credential_is_random_per_broker() {
-        let a = start(1).await;
-        let b = start(1).await;
-        assert_eq!(a.credentials().0, "portcullis");
-        assert_eq!(a.credentials().1.len(), 64);
-        assert_ne!(a.credentials().1, b.credentials().1);
-    }
-
-    #[tokio::test]
-    async fn wrong_password_is_closed_without_connack() {
-        let broker = start(1).await;
-        let mut raw = Raw::connect(broker.addrs()[0]).await;
-        raw.send(&connect_with("intruder", "portcullis", "wrong", 30, &[]))
-            .await;
-        assert_eq!(raw.read().await, None);
-        // rumqttc sees the silent close as a dropped connection, not a refusal code.
-        let addr = broker.addrs()[0];
-        let mut options = MqttOptions::new("intruder", addr.ip().to_string(), addr.port());
-        options.set_credentials("portcullis", "wrong");
-        let (_client, mut events) = AsyncClient::new(options, 10);
-        let err = tokio::time::timeout(T, events.poll())
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(
-            !matches!(err, rumqttc::v5::ConnectionError::ConnectionRefused(_)),
-            "{err:?}"
+        assert_eq!(
+            puback_code(puback_reason(0x42)),
+            0x80,
+            "unknown codes are errors"
         );
     }
 
     #[tokio::test]
-    async fn two_brokers_in_one_process_are_independent() {
-        let (a, b) = tokio::join!(start(2), start(2));
-        for broker in [&a, &b] {
-            let (sub, mut sub_events) = client(broker, 1, "same-id").await;
-            subscribe(&sub, &mut sub_events, "acme/t").await;
-            let (publisher, mut pub_events) = client(broker, 0, "pub").await;
-            let got = publish_and_receive(
-                &publisher,
-                &mut pub_events,
-                &mut sub_events,
-                "acme/t",
-                broker.addrs()[0].to_string().as_bytes(),
+    async fn qos1_publish_reaches_a_subscriber_and_is_acknowledged() {
+        let broker = start_with(100, 0).await;
+        let mut sub = subscriber(&broker, "sub", "acme/t").await;
+        let mut publisher = Link::open(&broker, "pub", true);
+        let mut message = publish("acme/t", QoS::AtLeastOnce, Some(7), b"hello");
+        message.properties.user_properties = vec![("k".into(), "v".into())];
+        send(&mut publisher, Packet::Publish(message)).await;
+        match recv(&mut publisher).await {
+            Packet::PubAck(ack) => assert_eq!((ack.packet_id, ack.reason), (7, 0)),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        let got = delivery(&mut sub).await;
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("acme/t", &b"hello"[..])
+        );
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+        assert!(got.packet_id.is_some());
+        assert_eq!(
+            got.properties.user_properties,
+            vec![("k".into(), "v".into())]
+        );
+        sub.close().await;
+        publisher.close().await;
+    }
+
+    #[tokio::test]
+    async fn sessions_beyond_max_connections_are_refused_until_one_closes() {
+        let broker = start_with(1, 0).await;
+        let first = Link::open(&broker, "one", true);
+        assert!(matches!(broker.open("two", true), Err(BrokerError::Full)));
+        first.close().await;
+        Link::open(&broker, "two", true).close().await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_client_id_reconnects_at_once_many_times() {
+        let broker = start_with(10, 0).await;
+        for _ in 0..200 {
+            let mut session = Link::open(&broker, "same", true);
+            send(
+                &mut session,
+                Packet::Publish(publish("x", QoS::AtMostOnce, None, b"")),
             )
             .await;
-            assert_eq!(got.1, broker.addrs()[0].to_string().into_bytes());
+            session.close().await;
         }
-        // One broker's credential opens nothing in the other.
-        let mut raw = Raw::connect(b.addrs()[0]).await;
-        let (user, pass) = a.credentials();
-        raw.send(&connect_with("x", user, pass, 30, &[])).await;
-        assert_eq!(raw.read().await, None);
+        let mut sub = subscriber(&broker, "same", "acme/#").await;
+        let mut publisher = Link::open(&broker, "pub", true);
+        send(
+            &mut publisher,
+            Packet::Publish(publish("acme/ok", QoS::AtMostOnce, None, b"1")),
+        )
+        .await;
+        assert_eq!(delivery(&mut sub).await.topic, "acme/ok");
     }
 
     #[tokio::test]
-    async fn keep_alive_zero_is_closed_without_connack() {
-        let broker = start(1).await;
-        let mut raw = Raw::connect(broker.addrs()[0]).await;
-        let (user, pass) = broker.credentials();
-        raw.send(&connect_with("ka0", user, pass, 0, &[])).await;
-        assert_eq!(raw.read().await, None);
+    async fn a_persistent_session_is_resumed_with_what_it_missed() {
+        let broker = start_with(10, 0).await;
+        let mut session = Link::open(&broker, "keeper", false);
+        assert!(!session.session.session_present());
+        subscribe(&mut session, "acme/t").await;
+        session.close().await;
+        let mut publisher = Link::open(&broker, "pub", true);
+        send(
+            &mut publisher,
+            Packet::Publish(publish("acme/t", QoS::AtLeastOnce, Some(1), b"while away")),
+        )
+        .await;
+        assert!(matches!(recv(&mut publisher).await, Packet::PubAck(_)));
+        let mut resumed = Link::open(&broker, "keeper", false);
+        assert!(resumed.session.session_present());
+        assert_eq!(&delivery(&mut resumed).await.payload[..], b"while away");
     }
 
     #[tokio::test]
-    async fn connack_carries_only_topic_alias_maximum() {
-        let broker = start(1).await;
-        let (_raw, body) = raw_session(&broker, 0, "props").await;
-        // session present 0, success, properties: length 3, Topic Alias Maximum (0x22) = 4096.
-        assert_eq!(body, vec![0x00, 0x00, 0x03, 0x22, 0x10, 0x00]);
+    async fn a_paused_link_gets_every_delivery_once_it_reads_again() {
+        // More QoS 0 messages than the router's notification buffer (200) holds: it pauses the
+        // subscriber, which must say it is ready again to get the rest.
+        let broker = start_with(10, 0).await;
+        let mut sub = Link::open(&broker, "slow", true);
+        subscribe_at(&mut sub, "acme/t", QoS::AtMostOnce).await;
+        let mut publisher = Link::open(&broker, "pub", true);
+        let mut batch: Vec<Packet> = (0..150)
+            .map(|_| Packet::Publish(publish("acme/t", QoS::AtMostOnce, None, b"m")))
+            .collect();
+        for _ in 0..4 {
+            publisher.session.send(&mut batch.clone()).await.unwrap();
+        }
+        batch.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut got = 0;
+        while got < 600 {
+            match tokio::time::timeout(T, sub.next()).await {
+                Ok(Ok(Packet::Publish(_))) => got += 1,
+                Ok(other) => panic!("after {got}: {other:?}"),
+                Err(_) => panic!("only {got} arrived"),
+            }
+        }
+        assert_eq!(got, 600);
     }
 
     #[tokio::test]
-    async fn duplicate_client_id_closes_the_older_connection() {
-        let broker = start(2).await;
-        // Across listeners.
-        let (mut old, _) = raw_session(&broker, 0, "twin").await;
-        let (mut new, _) = raw_session(&broker, 1, "twin").await;
-        assert_eq!(
-            old.read().await,
-            None,
-            "old connection: closed, no DISCONNECT"
+    async fn a_will_is_published_now_or_after_its_delay() {
+        let broker = start_with(10, 0).await;
+        let mut sub = subscriber(&broker, "watcher", "wills/#").await;
+        broker.will("d1", will("wills/now"), Duration::ZERO).await;
+        assert_eq!(delivery(&mut sub).await.topic, "wills/now");
+        broker
+            .will("d2", will("wills/later"), Duration::from_millis(300))
+            .await;
+        let early = tokio::time::timeout(Duration::from_millis(100), sub.next()).await;
+        assert!(early.is_err(), "published before its delay: {early:?}");
+        assert_eq!(delivery(&mut sub).await.topic, "wills/later");
+    }
+
+    #[tokio::test]
+    async fn a_delayed_will_is_dropped_on_resume_and_published_on_clean_start() {
+        let broker = start_with(10, 0).await;
+        let mut sub = subscriber(&broker, "watcher", "wills/#").await;
+        broker
+            .will("d1", will("wills/resumed"), Duration::from_secs(2))
+            .await;
+        Link::open(&broker, "d1", false).close().await;
+        broker
+            .will("d2", will("wills/ended"), Duration::from_secs(60))
+            .await;
+        Link::open(&broker, "d2", true).close().await;
+        assert_eq!(delivery(&mut sub).await.topic, "wills/ended");
+        let resumed = tokio::time::timeout(Duration::from_millis(2500), sub.next()).await;
+        assert!(
+            resumed.is_err(),
+            "the resumed session's will was published: {resumed:?}"
         );
-        new.send(&[0xC0, 0x00]).await; // PINGREQ
-        assert_eq!(new.read().await, Some((0xD0, vec![])));
-        // On the same listener, again and again (sessions reconnect with the same id).
-        let (mut older, _) = raw_session(&broker, 1, "twin").await;
-        assert_eq!(new.read().await, None);
-        older.send(&[0xE0, 0x00]).await; // DISCONNECT
-        assert_eq!(older.read().await, None);
-        let (mut newest, _) = raw_session(&broker, 1, "twin").await;
-        newest.send(&[0xC0, 0x00]).await;
-        assert_eq!(newest.read().await, Some((0xD0, vec![])));
     }
 
     #[tokio::test]
-    async fn publish_with_topic_alias_is_accepted() {
-        let broker = start(1).await;
-        let (mut sub, _) = raw_session(&broker, 0, "alias-sub").await;
-        sub.send(&subscribe_packet(1, &["acme/alias"])).await;
-        assert_eq!(sub.read().await.map(|p| p.0), Some(0x90));
-        let (mut publisher, _) = raw_session(&broker, 0, "alias-pub").await;
-        // Topic Alias (0x23) = 7 with the topic, then alias 7 alone with an empty topic.
-        publisher
-            .send(&publish_packet("acme/alias", &[0x23, 0, 7], b"one"))
-            .await;
-        publisher
-            .send(&publish_packet("", &[0x23, 0, 7], b"two"))
-            .await;
-        for payload in [&b"one"[..], b"two"] {
-            let (first, body) = sub.read().await.expect("PUBLISH");
-            assert_eq!(first & 0xF0, 0x30);
-            assert_eq!(&body[..12], b"\x00\x0aacme/alias");
-            assert!(body.ends_with(payload), "{body:02x?}");
-        }
-    }
+    async fn a_plain_listener_reaches_the_same_router_and_wants_the_credential() {
+        let broker = start_with(10, 1).await;
+        let addr = broker.addrs()[0];
+        let mut sub = subscriber(&broker, "sub", "acme/t").await;
 
-    #[tokio::test]
-    async fn unexpected_property_closes_the_connection() {
-        let broker = start(1).await;
-        let (mut raw, _) = raw_session(&broker, 0, "badprop").await;
-        // Session Expiry Interval (0x11) is not a PUBLISH property: closed, no DISCONNECT.
-        raw.send(&publish_packet("acme/t", &[0x11, 0, 0, 0, 1], b"x"))
-            .await;
-        assert_eq!(raw.read().await, None);
-        // Payload Format Indicator (0x01) is not a CONNECT property: closed, no CONNACK.
-        let mut raw = Raw::connect(broker.addrs()[0]).await;
+        let mut options = MqttOptions::new("plain", addr.ip().to_string(), addr.port());
         let (user, pass) = broker.credentials();
-        raw.send(&connect_with("badconnect", user, pass, 30, &[0x01, 1]))
-            .await;
-        assert_eq!(raw.read().await, None);
-        // A Subscription Identifier (0x0B) in a client's PUBLISH parses, and the router answers
-        // DISCONNECT 0x81 (malformed packet) before closing.
-        let (mut raw, _) = raw_session(&broker, 0, "subid").await;
-        raw.send(&publish_packet("acme/t", &[0x0B, 1], b"x")).await;
-        assert_eq!(raw.read().await, Some((0xE0, vec![0x81])));
-        assert_eq!(raw.read().await, None);
-    }
+        options.set_credentials(user, pass);
+        let (client, mut events) = AsyncClient::new(options, 10);
+        client
+            .publish("acme/t", CQoS::AtMostOnce, false, "plain")
+            .await
+            .unwrap();
+        let drive = async { while events.poll().await.is_ok() {} };
+        let got = tokio::select! {
+            got = delivery(&mut sub) => got,
+            () = drive => panic!("plain connection ended"),
+        };
+        assert_eq!(&got.payload[..], b"plain");
 
-    /// rumqttd 0.20 bug the session must design around: once a CONNECT that passed
-    /// authentication is refused (here: `/` in the client id; also when the broker is full), the
-    /// next CONNECT with that client id on that listener panics rumqttd's accept task while it
-    /// holds a lock, and every later connection on that listener is closed without a CONNACK.
-    #[tokio::test]
-    async fn refused_client_id_reused_kills_the_listener() {
-        let broker = start(2).await;
-        let (user, pass) = broker.credentials();
-        for _ in 0..2 {
-            let mut raw = Raw::connect(broker.addrs()[0]).await;
-            raw.send(&connect_with("acme/bad", user, pass, 30, &[]))
-                .await;
-            assert_eq!(raw.read().await, None);
-        }
-        let mut raw = Raw::connect(broker.addrs()[0]).await;
-        raw.send(&connect_with("good", user, pass, 30, &[])).await;
-        assert_eq!(raw.read().await, None, "listener 0 is dead");
-        raw_session(&broker, 1, "good").await; // the other listener still works
-    }
-
-    #[tokio::test]
-    async fn oversized_packet_closes_the_connection() {
-        let broker = start(1).await;
-        let limit = broker.max_remaining_length();
-        let (mut raw, _) = raw_session(&broker, 0, "big").await;
-        let topic = "acme/t";
-        // Largest accepted: remaining length == limit.
-        let fits = vec![0u8; limit - 2 - topic.len() - 1];
-        raw.send(&publish_packet(topic, &[], &fits)).await;
-        raw.send(&[0xC0, 0x00]).await;
-        assert_eq!(raw.read().await, Some((0xD0, vec![])));
-        let too_big = vec![0u8; fits.len() + 1];
-        raw.send(&publish_packet(topic, &[], &too_big)).await;
-        assert_eq!(raw.read().await, None);
-    }
-
-    #[tokio::test]
-    async fn many_subscriptions_on_one_connection() {
-        let broker = start(1).await;
-        let (mut raw, _) = raw_session(&broker, 0, "many").await;
-        let filters: Vec<String> = (0..5000).map(|i| format!("acme/f/{i}")).collect();
-        for (n, chunk) in filters.chunks(500).enumerate() {
-            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            raw.send(&subscribe_packet(n as u16 + 1, &chunk)).await;
-            let (first, body) = raw.read().await.expect("SUBACK");
-            assert_eq!(first, 0x90);
-            assert_eq!(body.len(), 2 + 1 + 500);
-            assert!(body[3..].iter().all(|&c| c == 0));
-        }
-        let (mut publisher, _) = raw_session(&broker, 0, "many-pub").await;
-        publisher
-            .send(&publish_packet("acme/f/4999", &[], b"last"))
-            .await;
-        let (_, body) = raw.read().await.expect("PUBLISH");
-        assert!(body.ends_with(b"last"));
+        let mut wrong = MqttOptions::new("intruder", addr.ip().to_string(), addr.port());
+        wrong.set_credentials(user, "wrong");
+        let (_client, mut events) = AsyncClient::new(wrong, 10);
+        let first = tokio::time::timeout(T, events.poll()).await.unwrap();
+        assert!(
+            !matches!(
+                first,
+                Ok(Event::Incoming(
+                    rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)
+                ))
+            ),
+            "a wrong password got a CONNACK"
+        );
     }
 }

@@ -56,10 +56,10 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    pub listeners: usize,
     pub max_connections: usize,
-    pub max_payload_size: usize,
-    pub max_inflight: usize,
+    /// Plain MQTT 5 listeners on loopback beside the local links: the load tool's baseline only,
+    /// never set from the configuration (the server binds none).
+    pub plain_listeners: usize,
 }
 
 #[derive(Deserialize)]
@@ -103,10 +103,7 @@ struct RawStore {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBroker {
-    listeners: usize,
     max_connections: usize,
-    max_payload_size: usize,
-    max_inflight: usize,
 }
 
 impl Config {
@@ -184,20 +181,11 @@ impl Config {
             "mqtts.max_concurrent_handshakes",
             raw.mqtts.max_concurrent_handshakes as u64,
         )?;
-        positive("broker.listeners", raw.broker.listeners as u64)?;
         positive("broker.max_connections", raw.broker.max_connections as u64)?;
-        positive("broker.max_inflight", raw.broker.max_inflight as u64)?;
         if raw.mqtts.max_packet_size < 64 || raw.mqtts.max_packet_size > 268_435_455 {
             return Err(invalid(
                 "mqtts.max_packet_size",
                 "must be between 64 and 268435455",
-            ));
-        }
-        if raw.broker.max_payload_size < raw.mqtts.max_packet_size {
-            // Anything the front-end accepts must fit the broker, or the broker drops the session.
-            return Err(invalid(
-                "broker.max_payload_size",
-                "must be at least mqtts.max_packet_size",
             ));
         }
         if raw.admin.max_body_bytes < 1024 {
@@ -224,10 +212,8 @@ impl Config {
                 data_dir: raw.store.data_dir,
             },
             broker: BrokerConfig {
-                listeners: raw.broker.listeners,
                 max_connections: raw.broker.max_connections,
-                max_payload_size: raw.broker.max_payload_size,
-                max_inflight: raw.broker.max_inflight,
+                plain_listeners: 0,
             },
         })
     }

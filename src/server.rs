@@ -128,11 +128,6 @@ impl Server {
         self.admin.local_addr().unwrap_or(self.config.admin.listen)
     }
 
-    /// The embedded broker's own plain-TCP listeners (a baseline for load measurements).
-    pub fn broker_addrs(&self) -> Vec<SocketAddr> {
-        self.context.broker.addrs().to_vec()
-    }
-
     /// Serves until `shutdown` resolves; then stops accepting, closes live sessions and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop, stopped) = watch::channel(false);

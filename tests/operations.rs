@@ -43,7 +43,11 @@ fn invalid_configuration_exits_64_with_a_clear_message() {
             "Not_An_Org",
             "mqtts.no_sni_org",
         ),
-        ("PORTCULLIS__BROKER__LISTENERS", "0", "broker.listeners"),
+        (
+            "PORTCULLIS__BROKER__MAX_CONNECTIONS",
+            "0",
+            "broker.max_connections",
+        ),
     ];
     for (key, value, mentions) in cases {
         let output = portcullis()

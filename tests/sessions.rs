@@ -159,6 +159,135 @@ async fn will_message_is_published_when_a_device_vanishes() {
     assert_eq!(&will.payload[..], b"offline");
 }
 
+/// An MQTT 5 CONNECT of dev9 with a QoS 1 will on `evt/status` (payload "offline"), the given
+/// session expiry and will delay (seconds).
+fn connect_v5_with_will(clean: bool, session_expiry: u32, will_delay: u32) -> Vec<u8> {
+    let mut body = raw::string("MQTT");
+    body.push(5);
+    body.push(if clean { 0x02 } else { 0x00 } | 0x04 | 0x08); // will flag, will QoS 1
+    body.extend_from_slice(&30u16.to_be_bytes());
+    body.extend_from_slice(&[5, 0x11]); // properties: session expiry interval
+    body.extend_from_slice(&session_expiry.to_be_bytes());
+    body.extend(raw::string("d:acme:sensor:dev9"));
+    body.extend_from_slice(&[5, 0x18]); // will properties: will delay interval
+    body.extend_from_slice(&will_delay.to_be_bytes());
+    body.extend(raw::string("iot-2/evt/status/fmt/txt"));
+    body.extend(raw::string("offline"));
+    raw::packet(0x10, &body)
+}
+
+/// dev9 connected with `connect`; the CONNACK checked.
+async fn dev9(
+    server: &TestServer,
+    ca: &TestCa,
+    connect: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let cert = ca.client("d:sensor:dev9", &[]);
+    let mut tls = server.tls(SNI, Some(&cert)).await.unwrap();
+    tls.write_all(connect).await.unwrap();
+    let mut header = [0u8; 2];
+    step(tls.read_exact(&mut header)).await.unwrap();
+    assert_eq!(header[0], 0x20, "CONNACK");
+    let mut body = vec![0u8; usize::from(header[1])];
+    step(tls.read_exact(&mut body)).await.unwrap();
+    assert_eq!(body[1], 0, "CONNACK reason code");
+    tls
+}
+
+#[tokio::test]
+async fn mqtt5_disconnect_with_will_message_publishes_the_will_and_a_normal_one_does_not() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let (_app, mut inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:ops",
+        "iot-2/type/+/id/+/evt/+/fmt/+",
+    )
+    .await;
+
+    let mut tls = dev9(&server, &ca, &connect_v5_with_will(true, 0, 0)).await;
+    tls.write_all(&[0xE0, 0x00]).await.unwrap(); // normal disconnection
+    raw::read_to_close(&mut tls).await;
+    let mut tls = dev9(&server, &ca, &connect_v5_with_will(true, 0, 0)).await;
+    tls.write_all(&[0xE0, 0x01, 0x04]).await.unwrap(); // disconnect with will message
+    raw::read_to_close(&mut tls).await;
+
+    let will = step(inbox.recv()).await.unwrap();
+    assert_eq!(&will.payload[..], b"offline");
+    // The first session's will would have arrived first: only one will was published.
+    let probe = publisher_v4(&server, &ca, "acme", "d:sensor:probe").await;
+    probe
+        .publish(
+            "iot-2/evt/marker/fmt/txt",
+            QoS::AtLeastOnce,
+            false,
+            "marker",
+        )
+        .await
+        .unwrap();
+    let next = step(inbox.recv()).await.unwrap();
+    assert_eq!(&next.payload[..], b"marker", "a second will was published");
+    let _ = probe.disconnect().await;
+}
+
+#[tokio::test]
+async fn mqtt5_will_delay_is_cut_short_by_a_clean_start_and_dropped_by_a_resume() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let (_app, mut inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:ops",
+        "iot-2/type/+/id/+/evt/+/fmt/+",
+    )
+    .await;
+
+    // Lost with a will delayed by a minute: a clean start of the same client id ends the old
+    // session, and its will is published at once.
+    drop(dev9(&server, &ca, &connect_v5_with_will(true, 600, 60)).await);
+    let tls = dev9(
+        &server,
+        &ca,
+        &raw::connect(5, "d:acme:sensor:dev9", true, 30),
+    )
+    .await;
+    let will = step(inbox.recv()).await.unwrap();
+    assert_eq!(&will.payload[..], b"offline");
+    drop(tls);
+
+    // Lost again with a 3 s delay, then resumed (clean start 0) within it: no will, ever.
+    drop(dev9(&server, &ca, &connect_v5_with_will(true, 600, 3)).await);
+    let mut tls = dev9(
+        &server,
+        &ca,
+        &raw::connect(5, "d:acme:sensor:dev9", false, 30),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    tls.write_all(&[0xE0, 0x00]).await.unwrap();
+    raw::read_to_close(&mut tls).await;
+    let probe = publisher_v4(&server, &ca, "acme", "d:sensor:probe").await;
+    probe
+        .publish(
+            "iot-2/evt/marker/fmt/txt",
+            QoS::AtLeastOnce,
+            false,
+            "marker",
+        )
+        .await
+        .unwrap();
+    let next = step(inbox.recv()).await.unwrap();
+    assert_eq!(
+        &next.payload[..],
+        b"marker",
+        "the resumed session's will was published"
+    );
+    let _ = probe.disconnect().await;
+}
+
 #[tokio::test]
 async fn mqtt5_publisher_reaches_mqtt311_subscriber_with_topic_aliases_resolved() {
     use rumqttc::v5::mqttbytes::v5::PublishProperties;

@@ -218,6 +218,7 @@ impl CodecError {
 /// MQTT 5 reason codes (and the 3.1.1 CONNACK return codes) the front-end sends.
 pub mod reason {
     pub const SUCCESS: u8 = 0x00;
+    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
     pub const UNSPECIFIED_ERROR: u8 = 0x80;
     pub const MALFORMED_PACKET: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;

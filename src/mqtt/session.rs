@@ -2,11 +2,12 @@
 //! TLS handshake proved, answer every refusal with a CONNACK, then forward packets both ways
 //! between the client and the embedded broker.
 //!
-//! The broker leg always speaks MQTT 5 (rumqttd's 3.1.1 writer panics on publishes that carry
-//! properties), so 3.1.1 clients are translated. Topics are mapped into the org's namespace on the
-//! way in and back on the way out; MQTT 5 topic aliases are resolved here and never reach the
-//! broker. The front-end keeps the broker leg alive itself (its own PINGREQs), which is how a
-//! client keep-alive of 0 — legal MQTT, refused by rumqttd — is served.
+//! The broker leg is an in-process link to rumqttd's router ([`crate::broker`]) carrying MQTT 5
+//! packets as values, so 3.1.1 clients are translated. Topics are mapped into the org's namespace
+//! on the way in and back on the way out; MQTT 5 topic aliases are resolved here and never reach
+//! the broker. Keep-alive is the front-end's alone (the link needs none), and so are wills: a
+//! session that ends without DISCONNECT (or with reason 0x04) has its will published by
+//! [`Broker::will`], after the MQTT 5 will delay.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,10 +16,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
-use crate::broker::{Broker, BrokerError, BrokerLink};
+use crate::broker::{Broker, BrokerError, BrokerSession};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
@@ -28,14 +28,10 @@ use crate::mqtt::topics::TopicMap;
 use crate::registry::{ClientIdGuard, Registry, SessionGuard};
 use crate::tls::PeerIdentity;
 
-/// How long a finished session waits for the broker to close its connection.
-const BROKER_CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// Keep-alive the front-end asks of the broker; it pings at half of it.
-const BROKER_KEEP_ALIVE: u16 = 60;
+/// How long a finished session waits for its client's TLS close.
+const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Topic aliases a client may use (MQTT 5); they are resolved here.
 const TOPIC_ALIAS_MAX: u16 = 64;
-/// Largest packet accepted from the broker (loopback, trusted, but bounded all the same).
-const BROKER_MAX_PACKET: usize = 268_435_455;
 
 /// What every session needs, shared.
 pub struct Context {
@@ -127,12 +123,10 @@ pub enum SessionError {
     Refused(ConnectRefusal),
     #[error("client sent a bad packet: {0}")]
     ClientCodec(#[source] CodecError),
-    #[error("broker sent a bad packet: {0}")]
-    BrokerCodec(#[source] CodecError),
+    #[error("broker link: {0}")]
+    Broker(#[source] BrokerError),
     #[error("client protocol violation: {0}")]
     ClientViolation(&'static str),
-    #[error("broker protocol violation: {0}")]
-    BrokerViolation(&'static str),
     #[error("publish refused by the topic policy")]
     TopicRefused,
     #[error("keep-alive expired")]
@@ -157,9 +151,8 @@ impl SessionError {
             SessionError::ClosedBeforeConnect => "closed_before_connect",
             SessionError::Refused(refusal) => refusal.reason(),
             SessionError::ClientCodec(_) => "malformed_packet",
-            SessionError::BrokerCodec(_) => "broker_malformed_packet",
+            SessionError::Broker(_) => "broker_link",
             SessionError::ClientViolation(_) => "protocol_violation",
-            SessionError::BrokerViolation(_) => "broker_protocol_violation",
             SessionError::TopicRefused => "topic_refused",
             SessionError::KeepAlive => "keep_alive",
             SessionError::WriteTimeout => "write_timeout",
@@ -253,32 +246,26 @@ where
         refuse(&mut client, protocol, ConnectRefusal::BrokerBusy, ctx).await;
         return Err(SessionError::Refused(ConnectRefusal::BrokerBusy));
     };
-    let (broker, broker_buf, broker_connack) =
-        match connect_broker(ctx, &connect, &client_id_text, will).await {
-            Ok(connected) => connected,
-            Err(refusal) => {
-                refuse(&mut client, protocol, refusal, ctx).await;
-                return Err(SessionError::Refused(refusal));
-            }
-        };
-    let BrokerLink {
-        stream: mut broker,
-        slot: _slot,
-    } = broker;
+    let mut broker = match ctx.broker.open(&client_id_text, connect.clean_start) {
+        Ok(broker) => broker,
+        Err(error) => {
+            let refusal = match error {
+                BrokerError::Full => ConnectRefusal::BrokerBusy,
+                _ => ConnectRefusal::BrokerUnavailable,
+            };
+            tracing::warn!(%error, "no broker link");
+            refuse(&mut client, protocol, refusal, ctx).await;
+            return Err(SessionError::Refused(refusal));
+        }
+    };
 
     let mut connack = ConnAck {
-        session_present: broker_connack.session_present,
+        session_present: broker.session_present(),
         code: 0,
         properties: Properties::default(),
     };
     if protocol == Protocol::V5 {
-        let from_broker = broker_connack.properties;
         connack.properties = Properties {
-            receive_maximum: from_broker.receive_maximum,
-            maximum_qos: from_broker.maximum_qos,
-            retain_available: from_broker.retain_available,
-            wildcard_subscription_available: from_broker.wildcard_subscription_available,
-            shared_subscription_available: from_broker.shared_subscription_available,
             // Subscription identifiers are not forwarded (rumqttd 0.20 does not keep them).
             subscription_identifier_available: Some(0),
             maximum_packet_size: Some(u32::try_from(ctx.max_packet_size).unwrap_or(u32::MAX)),
@@ -288,8 +275,14 @@ where
         };
     }
     let mut out = BytesMut::new();
-    encode_to(&Packet::ConnAck(connack), protocol, &mut out)?;
-    write_within(&mut client, &out, ctx).await?;
+    let sent = match encode_to(&Packet::ConnAck(connack), protocol, &mut out) {
+        Ok(()) => write_within(&mut client, &out, ctx).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = sent {
+        broker.close().await;
+        return Err(error);
+    }
 
     let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
     live.increment(1.0);
@@ -301,7 +294,7 @@ where
         pending_subscribes: HashMap::new(),
         pending_unsubscribes: HashMap::new(),
         window: DeliveryWindow::new(&connect),
-        disconnect_forwarded: false,
+        will_wanted: true,
         counters: Counters::new(),
     };
     let result = forwarder
@@ -309,7 +302,6 @@ where
             &mut client,
             client_buf,
             &mut broker,
-            broker_buf,
             connect.keep_alive,
             (&guard, &held),
             ctx,
@@ -317,38 +309,29 @@ where
         .await;
     live.decrement(1.0);
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
-    let _ = tokio::time::timeout(BROKER_CLOSE_WAIT, client.shutdown()).await;
-    close_broker(broker, forwarder.disconnect_forwarded).await;
+    let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
+    broker.close().await;
+    if let (Some(will), true) = (will, forwarder.will_wanted) {
+        ctx.broker
+            .will(&client_id_text, will, will_delay(&connect))
+            .await;
+    }
     drop(held);
     result
 }
 
-/// Ends a broker connection and waits (bounded) until the broker has closed it too: only then
-/// has rumqttd's router let go of the connection, and a new one with the same client id is safe
-/// (see [`crate::registry::SessionTable::claim`]).
-///
-/// After a DISCONNECT the broker closes by itself, and the front-end must not close first:
-/// rumqttd would then report the connection gone twice (once for the DISCONNECT, once for the
-/// end of stream), and the second report can tear down whatever connection reused its slab
-/// index. Without a DISCONNECT (the client vanished, was revoked or taken over) the end of
-/// stream is the one report, and the broker publishes the will.
-async fn close_broker(mut broker: TcpStream, disconnect_sent: bool) {
-    let drained = async {
-        if !disconnect_sent {
-            let _ = broker.shutdown().await;
-        }
-        let mut sink = [0u8; 1024];
-        while let Ok(n) = broker.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    if tokio::time::timeout(BROKER_CLOSE_WAIT, drained)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the broker did not close a finished session's connection in time");
+/// How long a will waits after the connection is lost (MQTT 5: the will delay, or the session's
+/// expiry when that comes first; 3.1.1 has neither).
+fn will_delay(connect: &Connect) -> Duration {
+    let will_delay = connect
+        .will
+        .as_ref()
+        .and_then(|will| will.properties.will_delay_interval)
+        .unwrap_or(0);
+    let session_expiry = connect.properties.session_expiry_interval.unwrap_or(0);
+    match connect.protocol {
+        Protocol::V5 => Duration::from_secs(u64::from(will_delay.min(session_expiry))),
+        Protocol::V311 => Duration::ZERO,
     }
 }
 
@@ -425,106 +408,6 @@ async fn refuse<S: AsyncWrite + Unpin>(
     if encode_to(&connack, protocol, &mut out).is_ok() {
         let _ = write_within(client, &out, ctx).await;
         let _ = tokio::time::timeout(ctx.write_timeout, client.shutdown()).await;
-    }
-}
-
-/// Opens the broker leg: MQTT 5, the broker credential, the mapped will.
-async fn connect_broker(
-    ctx: &Context,
-    connect: &Connect,
-    client_id: &str,
-    will: Option<codec::Will>,
-) -> Result<(BrokerLink, BytesMut, ConnAck), ConnectRefusal> {
-    let BrokerLink { mut stream, slot } = ctx.broker.connect().await.map_err(|e| match e {
-        BrokerError::Full => ConnectRefusal::BrokerBusy,
-        _ => ConnectRefusal::BrokerUnavailable,
-    })?;
-    let (username, password) = ctx.broker.credentials();
-    let asked = &connect.properties;
-    let session_expiry_interval = match connect.protocol {
-        Protocol::V5 => asked.session_expiry_interval,
-        // 3.1.1 clean session 0: the session outlives the connection.
-        Protocol::V311 => (!connect.clean_start).then_some(u32::MAX),
-    };
-    let broker_connect = Connect {
-        protocol: Protocol::V5,
-        clean_start: connect.clean_start,
-        keep_alive: BROKER_KEEP_ALIVE,
-        client_id: client_id.to_owned(),
-        will,
-        username: Some(username.to_owned()),
-        password: Some(bytes::Bytes::copy_from_slice(password.as_bytes())),
-        properties: Properties {
-            session_expiry_interval,
-            receive_maximum: asked.receive_maximum,
-            maximum_packet_size: asked.maximum_packet_size,
-            request_problem_information: asked.request_problem_information,
-            request_response_information: asked.request_response_information,
-            user_properties: asked.user_properties.clone(),
-            ..Properties::default()
-        },
-    };
-    let mut buf = BytesMut::with_capacity(1024);
-    let exchange = broker_handshake(&mut stream, &broker_connect, &mut buf);
-    let outcome = tokio::time::timeout(ctx.connect_timeout, exchange)
-        .await
-        .unwrap_or_else(|_| {
-            tracing::warn!("broker did not answer CONNECT in time");
-            Err(ConnectRefusal::BrokerUnavailable)
-        });
-    match outcome {
-        Ok(ack) => Ok((BrokerLink { stream, slot }, buf, ack)),
-        Err(refusal) => {
-            close_broker(stream, false).await;
-            Err(refusal)
-        }
-    }
-}
-
-/// Sends the broker CONNECT and reads its CONNACK.
-async fn broker_handshake(
-    stream: &mut TcpStream,
-    connect: &Connect,
-    buf: &mut BytesMut,
-) -> Result<ConnAck, ConnectRefusal> {
-    let mut out = BytesMut::new();
-    codec::encode(
-        &Packet::Connect(Box::new(connect.clone())),
-        Protocol::V5,
-        &mut out,
-    )
-    .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|_| ConnectRefusal::BrokerUnavailable)?;
-    loop {
-        match codec::decode(buf, Protocol::V5, BROKER_MAX_PACKET) {
-            Ok(Some(Packet::ConnAck(ack))) if ack.code == 0 => return Ok(ack),
-            Ok(Some(Packet::ConnAck(ack))) if ack.code == reason::SERVER_BUSY => {
-                return Err(ConnectRefusal::BrokerBusy)
-            }
-            Ok(Some(other)) => {
-                tracing::warn!(?other, "broker answered CONNECT with something else");
-                return Err(ConnectRefusal::BrokerUnavailable);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "broker CONNACK unreadable");
-                return Err(ConnectRefusal::BrokerUnavailable);
-            }
-            Ok(None) => {}
-        }
-        match stream.read_buf(buf).await {
-            Ok(0) => {
-                tracing::warn!("broker closed before CONNACK");
-                return Err(ConnectRefusal::BrokerUnavailable);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "broker read failed before CONNACK");
-                return Err(ConnectRefusal::BrokerUnavailable);
-            }
-            Ok(_) => {}
-        }
     }
 }
 
@@ -620,8 +503,9 @@ struct Forwarder {
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
     window: DeliveryWindow,
-    /// The client's DISCONNECT went to the broker: the broker closes the connection itself.
-    disconnect_forwarded: bool,
+    /// The session's will (if it has one) is due when it ends: false after a DISCONNECT, unless
+    /// its reason was "disconnect with will message".
+    will_wanted: bool,
     counters: Counters,
 }
 
@@ -680,8 +564,7 @@ impl Forwarder {
         &mut self,
         client: &mut S,
         mut client_buf: BytesMut,
-        broker: &mut TcpStream,
-        mut broker_buf: BytesMut,
+        broker: &mut BrokerSession,
         keep_alive: u16,
         (guard, held): (&SessionGuard, &ClientIdGuard),
         ctx: &Context,
@@ -694,10 +577,9 @@ impl Forwarder {
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let far_future = Duration::from_secs(86_400 * 365);
         let mut client_deadline = Instant::now() + client_grace.unwrap_or(far_future);
-        let ping_every = Duration::from_secs(u64::from(BROKER_KEEP_ALIVE) / 2);
-        let mut next_ping = Instant::now() + ping_every;
         let mut to_client = BytesMut::new();
-        let mut to_broker = BytesMut::new();
+        let mut to_broker = Vec::new();
+        let mut from_broker = Vec::new();
 
         // Packets that arrived with the CONNECT (pipelined) are served first.
         let mut flow = self.client_packets(&mut client_buf, &mut to_client, &mut to_broker, ctx);
@@ -707,14 +589,14 @@ impl Forwarder {
                 Ok(Flow::Continue) => false,
                 Err(error) => {
                     let _ = self.flush(client, &mut to_client, ctx).await;
-                    let _ = write_within(broker, &to_broker, ctx).await;
+                    let _ = broker.send(&mut to_broker).await;
                     return Err(error);
                 }
             };
-            if !to_broker.is_empty() {
-                write_within(broker, &to_broker, ctx).await?;
-                to_broker.clear();
-            }
+            broker
+                .send(&mut to_broker)
+                .await
+                .map_err(SessionError::Broker)?;
             self.flush(client, &mut to_client, ctx).await?;
             if done {
                 return Ok(());
@@ -730,18 +612,15 @@ impl Forwarder {
                         self.client_packets(&mut client_buf, &mut to_client, &mut to_broker, ctx)
                     }
                 },
-                read = broker.read_buf(&mut broker_buf) => match read? {
-                    0 => {
+                received = broker.recv(&mut from_broker) => match received {
+                    Err(error) => {
+                        tracing::debug!(%error, "broker link ended");
                         self.disconnect(reason::SERVER_UNAVAILABLE, &mut to_client);
                         let _ = self.flush(client, &mut to_client, ctx).await;
                         return Err(SessionError::BrokerClosed);
                     }
-                    _ => self.broker_packets(&mut broker_buf, &mut to_client, &mut to_broker),
+                    Ok(()) => self.broker_packets(&mut from_broker, &mut to_client, &mut to_broker),
                 },
-                _ = sleep_until(next_ping) => {
-                    next_ping = Instant::now() + ping_every;
-                    encode_to(&Packet::PingReq, Protocol::V5, &mut to_broker).map(|_| Flow::Continue)
-                }
                 _ = sleep_until(client_deadline) => {
                     self.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
                     Err(SessionError::KeepAlive)
@@ -788,7 +667,7 @@ impl Forwarder {
         &mut self,
         buf: &mut BytesMut,
         to_client: &mut BytesMut,
-        to_broker: &mut BytesMut,
+        to_broker: &mut Vec<Packet>,
         ctx: &Context,
     ) -> Result<Flow, SessionError> {
         loop {
@@ -811,7 +690,7 @@ impl Forwarder {
         &mut self,
         packet: Packet,
         to_client: &mut BytesMut,
-        to_broker: &mut BytesMut,
+        to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
         let forward = match packet {
             Packet::Publish(publish) => return self.client_publish(publish, to_client, to_broker),
@@ -836,8 +715,8 @@ impl Forwarder {
                         ..Properties::default()
                     },
                 };
-                encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_broker)?;
-                self.disconnect_forwarded = true;
+                self.will_wanted = disconnect.reason == reason::DISCONNECT_WITH_WILL;
+                to_broker.push(Packet::Disconnect(disconnect));
                 return Ok(Flow::Done);
             }
             Packet::PubAck(ack) => {
@@ -861,7 +740,7 @@ impl Forwarder {
                 return self.violation("server-only packet from a client", to_client)
             }
         };
-        encode_to(&forward, Protocol::V5, to_broker)?;
+        to_broker.push(forward);
         Ok(Flow::Continue)
     }
 
@@ -887,7 +766,7 @@ impl Forwarder {
         &mut self,
         mut publish: Publish,
         to_client: &mut BytesMut,
-        to_broker: &mut BytesMut,
+        to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias == 0 || alias > TOPIC_ALIAS_MAX {
@@ -907,7 +786,7 @@ impl Forwarder {
             Ok(topic) => {
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
-                encode_to(&Packet::Publish(publish), Protocol::V5, to_broker)?;
+                to_broker.push(Packet::Publish(publish));
                 Ok(Flow::Continue)
             }
             Err(_) => {
@@ -947,7 +826,7 @@ impl Forwarder {
         &mut self,
         subscribe: Subscribe,
         to_client: &mut BytesMut,
-        to_broker: &mut BytesMut,
+        to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
         let mut slots = Vec::with_capacity(subscribe.subscriptions.len());
         let mut forwarded = Vec::with_capacity(subscribe.subscriptions.len());
@@ -980,7 +859,7 @@ impl Forwarder {
             subscriptions: forwarded,
             properties: user_properties_only(subscribe.properties),
         });
-        encode_to(&packet, Protocol::V5, to_broker)?;
+        to_broker.push(packet);
         Ok(Flow::Continue)
     }
 
@@ -988,7 +867,7 @@ impl Forwarder {
         &mut self,
         unsubscribe: Unsubscribe,
         to_client: &mut BytesMut,
-        to_broker: &mut BytesMut,
+        to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
         let mut slots = Vec::with_capacity(unsubscribe.filters.len());
         let mut forwarded = Vec::with_capacity(unsubscribe.filters.len());
@@ -1021,31 +900,21 @@ impl Forwarder {
             filters: forwarded,
             properties: user_properties_only(unsubscribe.properties),
         });
-        encode_to(&packet, Protocol::V5, to_broker)?;
+        to_broker.push(packet);
         Ok(Flow::Continue)
     }
 
     fn broker_packets(
         &mut self,
-        buf: &mut BytesMut,
+        packets: &mut Vec<Packet>,
         to_client: &mut BytesMut,
-        to_broker: &mut BytesMut,
+        to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
-        loop {
-            let packet = match codec::decode(buf, Protocol::V5, BROKER_MAX_PACKET) {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(Flow::Continue),
-                Err(error) => {
-                    self.disconnect(reason::SERVER_UNAVAILABLE, to_client);
-                    return Err(SessionError::BrokerCodec(error));
-                }
-            };
+        for packet in packets.drain(..) {
             let to_send = match packet {
-                Packet::Publish(publish) => self.delivery(publish, to_broker)?,
+                Packet::Publish(publish) => self.delivery(publish, to_broker),
                 Packet::SubAck(suback) => Some(self.merge_suback(suback)),
                 Packet::UnsubAck(unsuback) => Some(self.merge_unsuback(unsuback)),
-                // The front-end's own keep-alive pings.
-                Packet::PingResp => None,
                 Packet::Disconnect(disconnect) => {
                     if self.protocol == Protocol::V5 {
                         encode_to(&Packet::Disconnect(disconnect), Protocol::V5, to_client)?;
@@ -1056,32 +925,25 @@ impl Forwarder {
                 | Packet::PubRec(_)
                 | Packet::PubRel(_)
                 | Packet::PubComp(_)) => Some(ack),
-                _ => {
-                    self.disconnect(reason::SERVER_UNAVAILABLE, to_client);
-                    return Err(SessionError::BrokerViolation(
-                        "unexpected packet from the broker",
-                    ));
-                }
+                // The link hands over nothing else (see `broker::from_router`).
+                _ => None,
             };
             if let Some(packet) = to_send {
                 self.counters.packets_out.increment(1);
                 encode_to(&packet, self.protocol, to_client)?;
             }
         }
+        Ok(Flow::Continue)
     }
 
     /// A broker delivery, mapped back into the client's view. One outside it (impossible by
     /// construction of the filters) is acknowledged to the broker and dropped.
-    fn delivery(
-        &mut self,
-        mut publish: Publish,
-        to_broker: &mut BytesMut,
-    ) -> Result<Option<Packet>, SessionError> {
+    fn delivery(&mut self, mut publish: Publish, to_broker: &mut Vec<Packet>) -> Option<Packet> {
         match self.topics.deliver(&publish.topic) {
             Some(topic) => {
                 publish.topic = topic;
                 publish.properties.topic_alias = None;
-                Ok(self.window.admit(publish).map(Packet::Publish))
+                self.window.admit(publish).map(Packet::Publish)
             }
             None => {
                 tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
@@ -1091,15 +953,11 @@ impl Forwarder {
                     properties: Properties::default(),
                 };
                 match (publish.qos, publish.packet_id) {
-                    (QoS::AtLeastOnce, Some(id)) => {
-                        encode_to(&Packet::PubAck(ack(id)), Protocol::V5, to_broker)?
-                    }
-                    (QoS::ExactlyOnce, Some(id)) => {
-                        encode_to(&Packet::PubRec(ack(id)), Protocol::V5, to_broker)?
-                    }
+                    (QoS::AtLeastOnce, Some(id)) => to_broker.push(Packet::PubAck(ack(id))),
+                    (QoS::ExactlyOnce, Some(id)) => to_broker.push(Packet::PubRec(ack(id))),
                     _ => {}
                 }
-                Ok(None)
+                None
             }
         }
     }
@@ -1147,48 +1005,5 @@ impl Forwarder {
             codes,
             properties: unsuback.properties,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-
-    const T: Duration = Duration::from_secs(5);
-
-    /// A connected pair: (the front-end's broker stream, the broker's side).
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let front = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (broker, _) = listener.accept().await.unwrap();
-        (front, broker)
-    }
-
-    #[tokio::test]
-    async fn after_a_disconnect_the_broker_closes_first() {
-        let (front, mut broker) = pair().await;
-        let closing = tokio::spawn(close_broker(front, true));
-        // The front-end must not end the stream: rumqttd would report the connection gone twice.
-        let mut byte = [0u8; 1];
-        let early = tokio::time::timeout(Duration::from_millis(200), broker.read(&mut byte)).await;
-        assert!(early.is_err(), "the front-end closed first: {early:?}");
-        drop(broker);
-        tokio::time::timeout(T, closing).await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn without_a_disconnect_the_front_end_ends_the_stream() {
-        let (front, mut broker) = pair().await;
-        let closing = tokio::spawn(close_broker(front, false));
-        let mut byte = [0u8; 1];
-        let read = tokio::time::timeout(T, broker.read(&mut byte))
-            .await
-            .unwrap();
-        assert_eq!(read.unwrap(), 0, "end of stream expected");
-        drop(broker);
-        tokio::time::timeout(T, closing).await.unwrap().unwrap();
     }
 }

@@ -242,7 +242,6 @@ pub async fn tls_refusal(
 pub struct TestServer {
     pub mqtts: SocketAddr,
     pub admin: SocketAddr,
-    pub broker: Vec<SocketAddr>,
     pub token: String,
     pub data_dir: PathBuf,
     pub platform_ca: CertificateDer<'static>,
@@ -257,7 +256,6 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config.mqtts.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.store.data_dir = data_dir.to_path_buf();
-    config.broker.listeners = 2;
     config.mqtts.connect_timeout = Duration::from_secs(5);
     config.mqtts.handshake_timeout = Duration::from_secs(5);
     config
@@ -289,7 +287,6 @@ impl TestServer {
         let (tx, rx) = oneshot::channel::<()>();
         let mqtts = server.mqtts_addr();
         let admin = server.admin_addr();
-        let broker = server.broker_addrs();
         let task = tokio::spawn(async move {
             server
                 .run(async {
@@ -307,7 +304,6 @@ impl TestServer {
         TestServer {
             mqtts,
             admin,
-            broker,
             token,
             data_dir,
             platform_ca,

@@ -19,20 +19,12 @@ pub struct BrokerArgs {
     /// Most sessions.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Largest payload, in bytes.
-    #[arg(long, default_value_t = 1_048_576)]
-    max_payload_size: usize,
-    /// Packets read from a session per batch; unacknowledged QoS 1/2 deliveries per session.
-    #[arg(long, default_value_t = 100)]
-    max_inflight: usize,
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let config = BrokerConfig {
-        listeners: args.listeners,
         max_connections: args.max_connections,
-        max_payload_size: args.max_payload_size,
-        max_inflight: args.max_inflight,
+        plain_listeners: args.listeners.max(1),
     };
     let broker = Broker::start(&config).await?;
     let (username, password) = broker.credentials();
