@@ -78,6 +78,12 @@ const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
 const SEGMENT_SIZE: usize = 100 * 1024;
 const SEGMENT_COUNT: usize = 10;
 
+/// Packets of one link the router may have yet to take before the session waits.
+const MAX_QUEUED: usize = 128;
+/// How often a waiting session looks whether the router took its queue.
+const QUEUE_POLL: Duration = Duration::from_millis(1);
+/// How long a session waits for the router to take its queue before it gives up on the link.
+const QUEUE_STALL: Duration = Duration::from_secs(10);
 /// Most packets [`BrokerSession::recv`] hands over at once.
 const RECV_BATCH: usize = 256;
 
@@ -314,25 +320,47 @@ impl BrokerSession {
         self.session_present
     }
 
-    /// Hands `packets` to the router in order, with one wake-up for all, and empties the vector.
-    /// A DISCONNECT among them ends the link.
+    /// Hands `packets` to the router in order and empties the vector. A DISCONNECT among them
+    /// ends the link.
+    ///
+    /// The router is told only when the link's queue was empty: a queue with packets in it has a
+    /// notification on its way already (the router takes the whole queue each time). And while
+    /// the router has not yet taken more than [`MAX_QUEUED`] packets of this link, this waits
+    /// (the session stops reading its client meanwhile): that is the publisher's backpressure,
+    /// which a TCP leg would have had from its socket buffers.
     pub async fn send(&mut self, packets: &mut Vec<Packet>) -> Result<(), BrokerError> {
-        let Some(last) = packets.pop() else {
+        if packets.is_empty() {
             return Ok(());
-        };
-        if packets
-            .iter()
-            .chain(std::iter::once(&last))
-            .any(|p| matches!(p, Packet::Disconnect(_)))
-        {
+        }
+        if packets.iter().any(|p| matches!(p, Packet::Disconnect(_))) {
             self.ended = true;
         }
-        let converted = packets
+        let mut converted = packets
             .drain(..)
             .map(to_router)
             .collect::<Result<Vec<_>, _>>()?;
-        self.tx.buffer().extend(converted);
-        self.tx.send(to_router(last)?).await?;
+        let stalled = Instant::now() + QUEUE_STALL;
+        while self.tx.buffer().len() > MAX_QUEUED {
+            if Instant::now() > stalled {
+                return Err(BrokerError::Link(
+                    "the router stopped taking packets".into(),
+                ));
+            }
+            tokio::time::sleep(QUEUE_POLL).await;
+        }
+        let mut last = converted.pop();
+        {
+            let mut queue = self.tx.buffer();
+            let notified = !queue.is_empty();
+            queue.extend(converted);
+            if notified {
+                queue.extend(last.take());
+            }
+        }
+        // `LinkTx::send` queues the last packet and notifies the router.
+        if let Some(last) = last {
+            self.tx.send(last).await?;
+        }
         Ok(())
     }
 
