@@ -62,7 +62,7 @@ impl fmt::Display for OrgId {
 
 /// What a certificate may claim, without an organisation. `type`, `id`, `app`: 1–36 of
 /// `[A-Za-z0-9_.-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Identity {
     Device {
         device_type: String,
@@ -128,10 +128,9 @@ impl fmt::Display for Identity {
 }
 
 /// The identities a client certificate claims: its subject CN and each SAN rfc822Name that parse
-/// as an [`Identity`], without duplicates, CN first.
+/// as an [`Identity`], sorted and without duplicates.
 ///
-/// Every CN attribute of the subject counts (there is normally one), in the order they appear.
-/// Names that do not parse are ignored, not errors: a certificate may carry ordinary e-mail
+/// Every CN attribute of the subject counts (there is normally one). Names that do not parse are ignored, not errors: a certificate may carry ordinary e-mail
 /// addresses beside its identities. Trailing bytes after the DER, or a subject alternative name
 /// extension that cannot be parsed, make the certificate `BadCertificate`.
 pub fn claims(leaf_der: &[u8]) -> Result<Vec<Identity>, IdentityError> {
@@ -141,13 +140,7 @@ pub fn claims(leaf_der: &[u8]) -> Result<Vec<Identity>, IdentityError> {
         return Err(IdentityError::BadCertificate);
     }
     let mut out: Vec<Identity> = Vec::new();
-    let mut add = |s: &str| {
-        if let Some(identity) = Identity::parse(s) {
-            if !out.contains(&identity) {
-                out.push(identity);
-            }
-        }
-    };
+    let mut add = |s: &str| out.extend(Identity::parse(s));
     for cn in cert.subject().iter_common_name() {
         if let Ok(s) = cn.as_str() {
             add(s);
@@ -163,6 +156,9 @@ pub fn claims(leaf_der: &[u8]) -> Result<Vec<Identity>, IdentityError> {
             }
         }
     }
+    // Sorted and without repeats, in O(n log n): a certificate may carry many names.
+    out.sort_unstable();
+    out.dedup();
     Ok(out)
 }
 
@@ -382,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn claims_cn_and_emails_cn_first_deduplicated() {
+    fn claims_cn_and_emails_sorted_deduplicated() {
         let der = leaf(
             Some("d:sensor:dev1"),
             &[
@@ -396,7 +392,7 @@ mod tests {
         );
         assert_eq!(
             claims(&der).unwrap(),
-            vec![dev("sensor", "dev1"), app("dashboard"), gw("gw", "g1")]
+            vec![dev("sensor", "dev1"), gw("gw", "g1"), app("dashboard")]
         );
     }
 

@@ -382,7 +382,7 @@ fn bind(
     if &id.org != org {
         return Err(ConnectRefusal::OrgMismatch);
     }
-    if !peer.claims.contains(&id.identity) {
+    if peer.claims.binary_search(&id.identity).is_err() {
         return Err(ConnectRefusal::IdentityMismatch);
     }
     Ok((id, None))

@@ -87,7 +87,8 @@ pub struct PeerIdentity {
     pub org: Arc<OrgEntry>,
     /// The active CA the client chain verified to.
     pub ca_id: String,
-    /// Identities the leaf certificate claims (may be empty: then no client id can bind).
+    /// Identities the leaf certificate claims, sorted, without repeats (may be empty: then no
+    /// client id can bind).
     pub claims: Vec<Identity>,
     pub resumed: bool,
     /// SNI as sent, for logs.
