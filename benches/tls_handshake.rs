@@ -242,19 +242,53 @@ fn transfer<A, B>(
     to: &mut ConnectionCommon<B>,
     buf: &mut Vec<u8>,
 ) -> bool {
+    drain(from, buf);
+    feed(to, buf);
+    !buf.is_empty()
+}
+
+/// Everything `from` has to send, into `buf` (cleared first).
+fn drain<A>(from: &mut ConnectionCommon<A>, buf: &mut Vec<u8>) {
     buf.clear();
     while from.wants_write() {
         from.write_tls(buf).expect("write_tls to a Vec");
     }
-    if buf.is_empty() {
-        return false;
-    }
-    let mut rest = &buf[..];
+}
+
+/// `buf` read and processed by `to`.
+fn feed<B>(to: &mut ConnectionCommon<B>, buf: &[u8]) {
+    let mut rest = buf;
     while !rest.is_empty() {
         to.read_tls(&mut rest).expect("read_tls from a slice");
         to.process_new_packets().expect("handshake succeeds");
     }
-    true
+}
+
+/// One whole handshake like [`handshake`], returning only the time spent in the server's calls
+/// (creating the connection, reading and processing the client's flights, writing its own): the
+/// server-side floor an end-to-end server cannot go below.
+fn server_side(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> Duration {
+    let name = ServerName::try_from(SNI).expect("server name");
+    let mut client = ClientConnection::new(client.clone(), name).expect("client connection");
+    let start = Instant::now();
+    let mut server = ServerConnection::new(server.clone()).expect("server connection");
+    let mut spent = start.elapsed();
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        drain(&mut client, &mut buf);
+        let sent = !buf.is_empty();
+        let start = Instant::now();
+        feed(&mut server, &buf);
+        drain(&mut server, &mut buf);
+        spent += start.elapsed();
+        let answered = !buf.is_empty();
+        feed(&mut client, &buf);
+        if !sent && !answered {
+            break;
+        }
+    }
+    assert!(!client.is_handshaking() && !server.is_handshaking());
+    spent
 }
 
 /// One whole handshake, including the server's session tickets reaching the client.
@@ -453,6 +487,44 @@ fn ratios(_: &mut Criterion) {
     let cases = cases(&setup);
     const ROUNDS: usize = 15;
     const PER_ROUND: u32 = 40;
+    // The server's share alone: median over many handshakes (the BENCHMARKS.md floor).
+    let median_server_side = |server: &Arc<ServerConfig>, client: &Arc<ClientConfig>| {
+        let mut times: Vec<Duration> = (0..ROUNDS * PER_ROUND as usize)
+            .map(|_| server_side(server, client))
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    eprintln!(
+        "\nserver side only (median of {} handshakes):",
+        ROUNDS * PER_ROUND as usize
+    );
+    for (label, server, client) in [
+        ("bare, full mTLS", &cases.bare, &cases.device),
+        (
+            "org_config, full mTLS (known chain)",
+            &cases.org,
+            &cases.device,
+        ),
+        (
+            "bare, no client auth",
+            &cases.bare_no_client_auth,
+            &cases.anonymous,
+        ),
+        (
+            "bare, resumed",
+            &cases.bare_resume,
+            &cases.device_resume_bare,
+        ),
+        (
+            "org_config, resumed",
+            &cases.org_resume,
+            &cases.device_resume_org,
+        ),
+    ] {
+        let time = median_server_side(server, client);
+        eprintln!("server side {label}: {:.1} µs", time.as_secs_f64() * 1e6);
+    }
     eprintln!(
         "\nratios (median of {ROUNDS} interleaved rounds of {PER_ROUND} handshakes per case):"
     );

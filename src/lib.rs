@@ -9,7 +9,7 @@
 //!                                server cert + client verifier over the org's active CAs)
 //!                          ──▶ identity (cert CN / SAN email → d|g|a identity)
 //!                          ──▶ mqtt::session (CONNECT check, client id binding, topic mapping,
-//!                                v3.1.1 ⇄ v5 translation) ──TCP loopback──▶ broker (rumqttd)
+//!                                v3.1.1 ⇄ v5 translation) ──local link──▶ broker (rumqttd)
 //! operator ──HTTP──▶ admin ──▶ store (SQLite) ──▶ registry snapshot (ArcSwap) ──▶ tls / sessions
 //! ```
 //!

@@ -220,10 +220,10 @@ pub struct SessionTable {
     clients: DashMap<String, Arc<ClientSlot>>,
 }
 
-/// Who holds a client id. A session holds it from CONNECT until its broker connection is gone:
-/// rumqttd identifies connections by a reused slab index, so a broker connection closed late can
-/// tear down the next connection of the same client id; waiting for the broker to close the old
-/// one first makes the order certain.
+/// Who holds a client id. A session holds it from CONNECT until its broker link is closed (and
+/// its will handed over): rumqttd's router drops an older connection of the same client id on its
+/// own, without a word to it, so the front-end ends the older session first and opens the newer
+/// link only then.
 #[derive(Default)]
 struct ClientSlot {
     lock: Arc<tokio::sync::Mutex<()>>,
