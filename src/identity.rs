@@ -139,6 +139,14 @@ pub fn claims(leaf_der: &[u8]) -> Result<Vec<Identity>, IdentityError> {
     if !rest.is_empty() {
         return Err(IdentityError::BadCertificate);
     }
+    claims_of(&cert)
+}
+
+/// [`claims`] of a certificate parsed already (the TLS path parses the leaf once for this and
+/// for finding its CA).
+pub fn claims_of(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<Vec<Identity>, IdentityError> {
     let mut out: Vec<Identity> = Vec::new();
     let mut add = |s: &str| out.extend(Identity::parse(s));
     for cn in cert.subject().iter_common_name() {

@@ -321,11 +321,16 @@ async fn handshake(
         .org(org_id.as_str())
         .cloned()
         .ok_or(Refusal::UnknownOrg)?;
-    let ca_id = authenticating_ca(&entry.cas, chain)
+    // The leaf is parsed once, for its CA and its claims.
+    let leaf = match X509Certificate::from_der(&chain[0]) {
+        Ok(([], leaf)) => leaf,
+        _ => return Err(Refusal::BadCertificate),
+    };
+    let ca_id = authenticating_ca(&entry.cas, &leaf, &chain[1..])
         .ok_or(Refusal::CaInactive)?
         .id
         .clone();
-    let claims = identity::claims(&chain[0]).map_err(|_| Refusal::BadCertificate)?;
+    let claims = identity::claims_of(&leaf).map_err(|_| Refusal::BadCertificate)?;
     Ok((
         stream,
         PeerIdentity {
@@ -339,21 +344,31 @@ async fn handshake(
 }
 
 /// The active CA whose subject issued a certificate of the (already verified) chain, walking up
-/// from the leaf; where several CAs share that subject, the one whose key verifies the signature.
+/// from the leaf through `intermediates`; where several CAs share that subject, the one whose key
+/// verifies the signature.
 fn authenticating_ca<'a>(
     cas: &'a [ActiveCa],
-    chain: &[CertificateDer<'_>],
+    leaf: &X509Certificate<'_>,
+    intermediates: &[CertificateDer<'_>],
 ) -> Option<&'a ActiveCa> {
-    for der in chain {
-        let Ok((_, cert)) = X509Certificate::from_der(der) else {
-            return None;
-        };
+    let issued_by = |cert: &X509Certificate<'_>| {
         let issuer = cert.issuer().as_raw();
         let candidates = || cas.iter().filter(|ca| ca.subject_raw == issuer);
         match candidates().count() {
-            0 => continue,
-            1 => return candidates().next(),
-            _ => return candidates().find(|ca| signed_by(&cert, &ca.der)),
+            0 => None,
+            1 => candidates().next(),
+            _ => candidates().find(|ca| signed_by(cert, &ca.der)),
+        }
+    };
+    if let Some(ca) = issued_by(leaf) {
+        return Some(ca);
+    }
+    for der in intermediates {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return None;
+        };
+        if let Some(ca) = issued_by(&cert) {
+            return Some(ca);
         }
     }
     None
