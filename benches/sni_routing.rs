@@ -121,12 +121,15 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
         for i in 0..orgs {
             let id = OrgId::parse(&org_id(i)).expect("org id");
             store
-                .create_org(&NewOrg {
-                    id: id.clone(),
-                    name: format!("Org {i}"),
-                    topic_policy: TopicPolicy::Iot2,
-                    created_at: now,
-                })
+                .create_org(
+                    &NewOrg {
+                        id: id.clone(),
+                        name: format!("Org {i}"),
+                        topic_policy: TopicPolicy::Iot2,
+                        created_at: now,
+                    },
+                    None,
+                )
                 .expect("create org");
             store
                 .insert_ca(

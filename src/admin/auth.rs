@@ -1,33 +1,171 @@
-//! Bearer-token authentication of `/api/v1`: the token's SHA-256 is compared in constant time with
-//! the admin token's, so neither the comparison's timing nor a memory dump of the state reveals
-//! the token. Tokens are never logged.
+//! Who is calling `/api/v1`, and what they may do (DESIGN §7b).
+//!
+//! The bootstrap admin token is compared by SHA-256 in constant time, so neither the comparison's
+//! timing nor a memory dump of the state reveals it. Anything else must be an org token: a JWT
+//! found by its `jti`, signed by the signing certificate the store says signed it, active and not
+//! expired; its org and role come from the store, not from the token. Tokens are never logged.
+//!
+//! Roles: `operator` manages certificates, `approver` approves or rejects signature requests,
+//! `viewer` reads; every org token reads its own org; changes to orgs, signing certificates and
+//! tokens are the admin's. An org token never reaches another org (403).
 
 use aws_lc_rs::{constant_time, digest};
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use time::OffsetDateTime;
 
 use super::error::ApiError;
-use super::AdminState;
+use super::{blocking, jwt, AdminState};
+use crate::identity::OrgId;
+use crate::store::{Role, TokenStatus};
 
-/// Middleware: 401 unless `Authorization: Bearer <admin token>`.
-pub async fn require_admin(
+/// Header carrying the reason an operator gives for a change (recorded in the audit event).
+pub const REASON_HEADER: &str = "x-portcullis-reason";
+const MAX_REASON_LEN: usize = 1000;
+
+/// The authenticated caller of one request, with the reason it gave.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The bootstrap token: every org, every action.
+    Admin,
+    /// An org token.
+    Token {
+        org: OrgId,
+        name: String,
+        role: Role,
+    },
+}
+
+/// What an endpoint needs of the caller in the org it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any role of the org.
+    Read,
+    /// `operator`.
+    Manage,
+    /// The admin token only.
+    Admin,
+}
+
+impl Need {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Need::Read => true,
+            Need::Manage => role == Role::Operator,
+            Need::Admin => false,
+        }
+    }
+}
+
+impl Caller {
+    /// Ok when the caller may do `need` in `org`; else 403.
+    pub fn require(&self, org: &OrgId, need: Need) -> Result<(), ApiError> {
+        match &self.principal {
+            Principal::Admin => Ok(()),
+            Principal::Token { org: own, role, .. } if own == org && need.allows(*role) => Ok(()),
+            Principal::Token { .. } => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Ok for the admin token only (actions that span orgs); else 403.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.principal {
+            Principal::Admin => Ok(()),
+            Principal::Token { .. } => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Name and role, as audit events and logs show them.
+    pub fn actor(&self) -> (&str, &str) {
+        match &self.principal {
+            Principal::Admin => ("admin", "admin"),
+            Principal::Token { name, role, .. } => (name, role.as_str()),
+        }
+    }
+}
+
+/// Middleware: 401 unless the bearer token is the admin token or a valid org token; the
+/// [`Caller`] goes into the request's extensions.
+pub async fn authenticate(
     State(state): State<AdminState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let reason = reason(request.headers())?;
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match presented {
-        Some(token) if token_matches(&state.admin_token_sha256, token) => {
-            Ok(next.run(request).await)
-        }
-        _ => Err(ApiError::Unauthorized),
+        .and_then(bearer_token)
+        .ok_or(ApiError::Unauthorized)?;
+    let principal = if token_matches(&state.admin_token_sha256, presented) {
+        Principal::Admin
+    } else {
+        let token = presented.to_owned();
+        blocking(move || org_token(&state, &token)).await?
+    };
+    request
+        .extensions_mut()
+        .insert(Caller { principal, reason });
+    Ok(next.run(request).await)
+}
+
+/// The org token `token` is, verified against the store; 401 for anything else.
+fn org_token(state: &AdminState, token: &str) -> Result<Principal, ApiError> {
+    let unverified = jwt::parse(token).map_err(|_| ApiError::Unauthorized)?;
+    let Some(record) = state.store.token(&unverified.claims.jti)? else {
+        return Err(ApiError::Unauthorized);
+    };
+    let Some(signing_id) = record.signing_certificate.as_deref() else {
+        return Err(ApiError::Unauthorized);
+    };
+    let Some(signing) = state.store.signing_cert(&record.org, signing_id)? else {
+        return Err(ApiError::Unauthorized);
+    };
+    let claims = &unverified.claims;
+    let valid = jwt::verify(&unverified, &signing.chain[0])
+        && record.status == TokenStatus::Active
+        && record.expires_at > OffsetDateTime::now_utc()
+        && claims.org == record.org.as_str()
+        && claims.iss == jwt::ISSUER
+        && claims.aud == jwt::AUDIENCE;
+    if !valid {
+        return Err(ApiError::Unauthorized);
     }
+    Ok(Principal::Token {
+        org: record.org,
+        name: record.name,
+        role: record.role,
+    })
+}
+
+/// The optional reason header: at most 1,000 characters, no control characters.
+fn reason(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(REASON_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_parameter(
+            "invalid_reason",
+            format!("{REASON_HEADER} must be UTF-8 text of at most {MAX_REASON_LEN} characters"),
+        )
+    };
+    let text = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| bad())?
+        .trim();
+    if text.chars().count() > MAX_REASON_LEN || text.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1).
@@ -68,5 +206,47 @@ mod tests {
         assert!(token_matches(&h, "secret"));
         assert!(!token_matches(&h, "secret2"));
         assert!(!token_matches(&h, ""));
+    }
+
+    #[test]
+    fn roles_allow_what_the_design_says() {
+        let acme = OrgId::parse("acme").unwrap();
+        let other = OrgId::parse("other").unwrap();
+        let token = |role| Caller {
+            principal: Principal::Token {
+                org: acme.clone(),
+                name: "n".into(),
+                role,
+            },
+            reason: None,
+        };
+        let table = [
+            (Role::Viewer, [true, false, false]),
+            (Role::Approver, [true, false, false]),
+            (Role::Operator, [true, true, false]),
+        ];
+        for (role, allowed) in table {
+            let caller = token(role);
+            for (need, allowed) in [Need::Read, Need::Manage, Need::Admin]
+                .into_iter()
+                .zip(allowed)
+            {
+                assert_eq!(
+                    caller.require(&acme, need).is_ok(),
+                    allowed,
+                    "{role:?} {need:?}"
+                );
+                assert!(
+                    caller.require(&other, need).is_err(),
+                    "{role:?} reached another org"
+                );
+            }
+            assert!(caller.require_admin().is_err());
+        }
+        let admin = Caller {
+            principal: Principal::Admin,
+            reason: None,
+        };
+        assert!(admin.require(&other, Need::Admin).is_ok() && admin.require_admin().is_ok());
     }
 }

@@ -2,20 +2,25 @@
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::views::{CaView, ListView};
-use super::{change, no_content, org_in_path, page_request, read, require_org, AdminState};
+use super::{
+    audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
+};
 use crate::pki::{self, PkiError};
 use crate::store::{CaFilter, CaPatch, NewCa};
 
 const MAX_DESCRIPTION_LEN: usize = 1000;
+const MISSING: &str = "no such CA certificate";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,12 +103,14 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 /// (`application/x-pem-file` PEM, `application/pkix-cert` DER) with `?description=`.
 pub async fn create(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     ApiQuery(query): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Result<(StatusCode, Json<CaView>), ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
     let (upload, description) = match media_type(&headers).as_deref() {
         Some("application/json") => {
             let upload: UploadJson = serde_json::from_slice(&body)
@@ -143,9 +150,12 @@ pub async fn create(
             registered_at: now,
         };
         let record = store.insert_ca(org, &new)?;
-        tracing::info!(
-            who = "admin", what = "ca_certificate.create", org = %org, id = %record.id,
-            fingerprint_sha256 = %record.info.fingerprint_sha256, "CA certificate registered"
+        audit(
+            store,
+            org,
+            &caller,
+            "ca_certificate.create",
+            Some(&record.id),
         );
         Ok(record)
     })
@@ -155,10 +165,12 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ListView<CaView>>, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Read)?;
     let page = page_request(query.limit, query.cursor.as_deref())?;
     let filter = CaFilter {
         q: query.q,
@@ -172,22 +184,29 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<CaView>, ApiError> {
-    let org = org_in_path(&org)?;
-    let record = read(state, move |store| store.ca(&org, &id)).await?;
-    record
-        .map(|c| Json(c.into()))
-        .ok_or(ApiError::NotFound("no such CA certificate"))
+    get_one(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        MISSING,
+        move |store, org| store.ca(org, &id),
+    )
+    .await
 }
 
 /// Deactivating a CA closes the sessions it authenticated (the registry does, on publish).
 pub async fn update(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateCa>,
 ) -> Result<Json<CaView>, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
     let patch = CaPatch {
         active: body.active,
         description: body
@@ -198,12 +217,9 @@ pub async fn update(
     };
     let record = change(state, org, move |store, org| {
         let Some(record) = store.update_ca(org, &id, &patch)? else {
-            return Err(ApiError::NotFound("no such CA certificate"));
+            return Err(ApiError::NotFound(MISSING));
         };
-        tracing::info!(
-            who = "admin", what = "ca_certificate.update", org = %org, id = %id,
-            active = record.active, "CA certificate updated"
-        );
+        audit(store, org, &caller, "ca_certificate.update", Some(&id));
         Ok(record)
     })
     .await?;
@@ -212,17 +228,16 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
         if !store.delete_ca(org, &id)? {
-            return Err(ApiError::NotFound("no such CA certificate"));
+            return Err(ApiError::NotFound(MISSING));
         }
-        tracing::info!(
-            who = "admin", what = "ca_certificate.delete", org = %org, id = %id,
-            "CA certificate deleted"
-        );
+        audit(store, org, &caller, "ca_certificate.delete", Some(&id));
         Ok(())
     })
     .await?;

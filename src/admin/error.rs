@@ -17,9 +17,12 @@ pub enum ApiError {
     /// 400 with its own code: a query parameter that parses but is out of range.
     #[error("{message}")]
     BadParameter { code: &'static str, message: String },
-    /// 401: no token, or not the admin token.
+    /// 401: no token, or not a valid one.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 403: a valid token whose role (or org) does not allow this.
+    #[error("this token's role does not allow this here")]
+    Forbidden,
     /// 404: no such route, organisation or resource.
     #[error("{0}")]
     NotFound(&'static str),
@@ -84,6 +87,7 @@ impl ApiError {
         match self {
             ApiError::Malformed(_) | ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::Malformed(_) => "malformed_request",
             ApiError::BadParameter { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict { code, .. } => code,
@@ -142,6 +147,7 @@ fn pki_code(e: &PkiError) -> &'static str {
         PkiError::KeyMismatch => "key_mismatch",
         PkiError::NamesDoNotFit(_) => "names_do_not_fit",
         PkiError::NoServerAuth => "no_server_auth",
+        PkiError::NotP256Key => "not_p256_key",
         PkiError::NotPkcs12 => "not_pkcs12",
         PkiError::Pkcs12PasswordWrong => "pkcs12_password_wrong",
         PkiError::Pkcs12NoKey => "pkcs12_no_key",
@@ -180,6 +186,19 @@ impl From<StoreError> for ApiError {
                 code: "certificate_active",
                 message: "this is the organisation's active server certificate; activate \
                           another (or null for the platform default) first",
+            },
+            StoreError::SigningCertificateDefault => ApiError::Conflict {
+                code: "signing_certificate_default",
+                message: "this is the organisation's default signing certificate; make another \
+                          the default first",
+            },
+            StoreError::NoSigningCertificate => ApiError::Conflict {
+                code: "no_signing_certificate",
+                message: "the organisation has no signing certificate; generate or import one",
+            },
+            StoreError::TokenRevoked => ApiError::Conflict {
+                code: "token_revoked",
+                message: "the token is revoked and cannot change",
             },
             other => ApiError::internal(other),
         }

@@ -3,10 +3,15 @@
 //!
 //! # Layout
 //!
-//! - `auth`: bearer token, constant-time check; `error`: [`ApiError`], the one error shape;
-//!   `extract`: JSON, query and body extractors that reject with `ApiError`.
-//! - `orgs`, `ca_certificates`, `server_certificates`: one file per resource; `views`: the JSON
-//!   each resource shows (never a private key).
+//! - `auth`: who calls (the admin token, or an org token with its role) and what each role may
+//!   do; `jwt`: org tokens (ES256 JWTs); `error`: [`ApiError`], the one error shape; `extract`:
+//!   JSON, query and body extractors that reject with `ApiError`.
+//! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`,
+//!   `audit_events`: one file per resource; `views`: the JSON each resource shows (never a
+//!   private key, never a token after its creation).
+//!
+//! Every change records an audit event (who, role, what, when, the `X-Portcullis-Reason` header)
+//! right after its transaction commits.
 //!
 //! Handlers run their store work, `pki` checks (PKCS#12 key derivation is deliberately slow) and
 //! the registry publish inside `tokio::task::spawn_blocking`, so a slow upload never stalls the
@@ -20,21 +25,26 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
-use axum::{middleware, Router};
+use axum::{middleware, Json, Router};
+use time::OffsetDateTime;
 
 use crate::identity::OrgId;
 use crate::registry::Registry;
-use crate::store::{Cursor, PageRequest, Store, StoreError};
+use crate::store::{Cursor, NewAuditEvent, Page, PageRequest, Store, StoreError};
 
+mod audit_events;
 mod auth;
 mod ca_certificates;
 mod error;
 mod extract;
+mod jwt;
 mod orgs;
 mod server_certificates;
+mod signing_certificates;
+mod tokens;
 mod views;
 
-pub use auth::token_sha256;
+pub use auth::{token_sha256, REASON_HEADER};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -76,11 +86,35 @@ pub fn router(state: AdminState) -> Router {
             "/orgs/{org}/active-server-certificate",
             put(server_certificates::set_active).get(server_certificates::get_active),
         )
+        .route(
+            "/orgs/{org}/signing-certificates",
+            get(signing_certificates::list).post(signing_certificates::create),
+        )
+        .route(
+            "/orgs/{org}/signing-certificates/{id}",
+            get(signing_certificates::get).delete(signing_certificates::delete),
+        )
+        .route(
+            "/orgs/{org}/signing-certificates/{id}/chain.pem",
+            get(signing_certificates::chain_pem),
+        )
+        .route(
+            "/orgs/{org}/default-signing-certificate",
+            put(signing_certificates::set_default),
+        )
+        .route("/orgs/{org}/tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/orgs/{org}/tokens/{id}",
+            get(tokens::get)
+                .patch(tokens::update)
+                .delete(tokens::delete),
+        )
+        .route("/orgs/{org}/audit-events", get(audit_events::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_admin,
+            auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
     Router::new()
@@ -151,6 +185,79 @@ where
         Ok(changed)
     })
     .await
+}
+
+/// `?limit=&cursor=` of a plain org collection.
+#[derive(serde::Deserialize)]
+struct Paging {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// A page of one of `org`'s collections, for a caller allowed `need` there.
+async fn list_page<R, V>(
+    state: AdminState,
+    caller: &auth::Caller,
+    org: &str,
+    need: auth::Need,
+    paging: Paging,
+    list: impl FnOnce(&Store, &OrgId, &PageRequest) -> Result<Page<R>, StoreError> + Send + 'static,
+) -> Result<Json<views::ListView<V>>, ApiError>
+where
+    R: Send + 'static,
+    V: From<R>,
+{
+    let org = org_in_path(org)?;
+    caller.require(&org, need)?;
+    let page = page_request(paging.limit, paging.cursor.as_deref())?;
+    let page = read(state, move |store| list(store, &org, &page)).await?;
+    Ok(Json(views::ListView::from_page(page, V::from)))
+}
+
+/// One of `org`'s resources, for a caller allowed `need` there; 404 `missing` when absent.
+async fn get_one<R, V>(
+    state: AdminState,
+    caller: &auth::Caller,
+    org: &str,
+    need: auth::Need,
+    missing: &'static str,
+    get: impl FnOnce(&Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
+) -> Result<Json<V>, ApiError>
+where
+    R: Send + 'static,
+    V: From<R>,
+{
+    let org = org_in_path(org)?;
+    caller.require(&org, need)?;
+    let record = read(state, move |store| get(store, &org)).await?;
+    record
+        .map(|r| Json(V::from(r)))
+        .ok_or(ApiError::NotFound(missing))
+}
+
+/// Records the audit event of a committed change to `org` by `caller`, and logs it. A failure is
+/// logged, not returned: the change itself is saved and must still be published.
+fn audit(
+    store: &Store,
+    org: &OrgId,
+    caller: &auth::Caller,
+    action: &'static str,
+    target: Option<&str>,
+) {
+    let (actor, actor_role) = caller.actor();
+    tracing::info!(who = actor, role = actor_role, what = action, org = %org,
+        target = target.unwrap_or_default(), "admin change");
+    let event = NewAuditEvent {
+        at: OffsetDateTime::now_utc(),
+        actor: actor.to_owned(),
+        actor_role: actor_role.to_owned(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        reason: caller.reason.clone(),
+    };
+    if let Err(error) = store.insert_audit_event(org, &event) {
+        tracing::error!(%error, what = action, org = %org, "audit event not recorded");
+    }
 }
 
 /// Fails with 404 unless `org` exists: an upload to an unknown org is refused before any

@@ -2,17 +2,20 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
+use super::signing_certificates::generate;
 use super::views::{ListView, OrgView};
-use super::{change, no_content, org_in_path, page_request, read, AdminState};
+use super::{audit, change, no_content, org_in_path, page_request, read, AdminState};
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
-use crate::store::{NewOrg, OrgPatch};
+use crate::store::{NewOrg, OrgPatch, Role};
 
 const MAX_NAME_LEN: usize = 200;
 
@@ -30,6 +33,7 @@ pub struct CreateOrg {
 pub struct UpdateOrg {
     name: Option<String>,
     topic_policy: Option<TopicPolicy>,
+    approval_required_roles: Option<Vec<Role>>,
 }
 
 #[derive(Deserialize)]
@@ -50,10 +54,14 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// Creates the org with its first token signing certificate (issued by the platform CA, its
+/// default), in one transaction.
 pub async fn create(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateOrg>,
 ) -> Result<(StatusCode, Json<OrgView>), ApiError> {
+    caller.require_admin()?;
     let id =
         OrgId::parse(&body.id).map_err(|e| ApiError::invalid("invalid_org_id", e.to_string()))?;
     let name = valid_name(&body.name)?;
@@ -63,10 +71,11 @@ pub async fn create(
         topic_policy: body.topic_policy,
         created_at: OffsetDateTime::now_utc(),
     };
-    let org = change(state, new.id.clone(), move |store, _| {
-        let org = store.create_org(&new)?;
-        tracing::info!(who = "admin", what = "org.create", org = %org.id, "organisation created");
-        Ok(org)
+    let org = change(state, new.id.clone(), move |store, org| {
+        let signing = generate(store, org, None)?;
+        let record = store.create_org(&new, Some(&signing))?;
+        audit(store, org, &caller, "org.create", Some(org.as_str()));
+        Ok(record)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(org.into())))
@@ -74,8 +83,10 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ListView<OrgView>>, ApiError> {
+    caller.require_admin()?;
     let page = page_request(query.limit, query.cursor.as_deref())?;
     let page = read(state, move |store| store.list_orgs(&page)).await?;
     Ok(Json(ListView::from_page(page, OrgView::from)))
@@ -83,30 +94,36 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> Result<Json<OrgView>, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Read)?;
     let record = read(state, move |store| store.org(&org)).await?;
     record
         .map(|o| Json(o.into()))
         .ok_or(ApiError::NotFound("no such organisation"))
 }
 
+/// Admin only: `approval_required_roles` decides whose signature requests wait for approval.
 pub async fn update(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     ApiJson(body): ApiJson<UpdateOrg>,
 ) -> Result<Json<OrgView>, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Admin)?;
     let patch = OrgPatch {
         name: body.name.as_deref().map(valid_name).transpose()?,
         topic_policy: body.topic_policy,
+        approval_required_roles: body.approval_required_roles,
     };
     let record = change(state, org, move |store, org| {
         let Some(record) = store.update_org(org, &patch)? else {
             return Err(ApiError::NotFound("no such organisation"));
         };
-        tracing::info!(who = "admin", what = "org.update", org = %org, "organisation updated");
+        audit(store, org, &caller, "org.update", Some(org.as_str()));
         Ok(record)
     })
     .await?;
@@ -116,14 +133,16 @@ pub async fn update(
 /// Deletes the org with its certificates; publishing it closes its live sessions.
 pub async fn delete(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Admin)?;
     change(state, org, move |store, org| {
         if !store.delete_org(org)? {
             return Err(ApiError::NotFound("no such organisation"));
         }
-        tracing::info!(who = "admin", what = "org.delete", org = %org, "organisation deleted");
+        audit(store, org, &caller, "org.delete", Some(org.as_str()));
         Ok(())
     })
     .await?;

@@ -3,17 +3,24 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, ServerCertView};
-use super::{change, no_content, org_in_path, page_request, read, require_org, AdminState};
+use super::{
+    audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
+    Paging,
+};
 use crate::pki::{self, PkiError};
 use crate::store::NewServerCert;
+
+const MISSING: &str = "no such server certificate";
 
 /// `{"certificate_chain", "private_key", "passphrase"?}` or `{"pkcs12", "password"}`.
 #[derive(Deserialize)]
@@ -26,12 +33,6 @@ pub struct Upload {
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 /// `{"id": "<id>"}` or `{"id": null}` (the platform default); `id` must be present.
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +42,7 @@ pub struct Active {
 }
 
 /// Base64 as operators paste it: standard or URL-safe, padded or not, with line breaks.
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let unpadded = compact.trim_end_matches('=');
     base64::engine::general_purpose::STANDARD_NO_PAD
@@ -52,10 +53,12 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 pub async fn create(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     ApiJson(body): ApiJson<Upload>,
 ) -> Result<(StatusCode, Json<ServerCertView>), ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
     let record = change(state, org, move |store, org| {
         require_org(store, org)?;
         let now = OffsetDateTime::now_utc();
@@ -100,9 +103,12 @@ pub async fn create(
             registered_at: now,
         };
         let record = store.insert_server_cert(org, &new)?;
-        tracing::info!(
-            who = "admin", what = "server_certificate.create", org = %org, id = %record.id,
-            fingerprint_sha256 = %record.info.fingerprint_sha256, "server certificate registered"
+        audit(
+            store,
+            org,
+            &caller,
+            "server_certificate.create",
+            Some(&record.id),
         );
         Ok(record)
     })
@@ -112,40 +118,50 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<Json<ListView<ServerCertView>>, ApiError> {
-    let org = org_in_path(&org)?;
-    let page = page_request(query.limit, query.cursor.as_deref())?;
-    let page = read(state, move |store| store.list_server_certs(&org, &page)).await?;
-    Ok(Json(ListView::from_page(page, ServerCertView::from)))
+    list_page(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        paging,
+        |store, org, page| store.list_server_certs(org, page),
+    )
+    .await
 }
 
 pub async fn get(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<ServerCertView>, ApiError> {
-    let org = org_in_path(&org)?;
-    let record = read(state, move |store| store.server_cert(&org, &id)).await?;
-    record
-        .map(|c| Json(c.into()))
-        .ok_or(ApiError::NotFound("no such server certificate"))
+    get_one(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        MISSING,
+        move |store, org| store.server_cert(org, &id),
+    )
+    .await
 }
 
 /// 409 `certificate_active` for the active one: activate another (or null) first.
 pub async fn delete(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
         if !store.delete_server_cert(org, &id)? {
-            return Err(ApiError::NotFound("no such server certificate"));
+            return Err(ApiError::NotFound(MISSING));
         }
-        tracing::info!(
-            who = "admin", what = "server_certificate.delete", org = %org, id = %id,
-            "server certificate deleted"
-        );
+        audit(store, org, &caller, "server_certificate.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -154,27 +170,35 @@ pub async fn delete(
 
 pub async fn get_active(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> Result<Json<Active>, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Read)?;
     let id = read(state, move |store| store.active_server_cert_id(&org)).await?;
     Ok(Json(Active { id }))
 }
 
 pub async fn set_active(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
     ApiJson(body): ApiJson<Active>,
 ) -> Result<Json<Active>, ApiError> {
     let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
     let id = body.id;
     let id = change(state, org, move |store, org| {
         if !store.set_active_server_cert(org, id.as_deref())? {
-            return Err(ApiError::NotFound("no such server certificate"));
+            return Err(ApiError::NotFound(MISSING));
         }
-        tracing::info!(
-            who = "admin", what = "server_certificate.activate", org = %org,
-            id = id.as_deref().unwrap_or("platform-default"), "active server certificate set"
+        let target = id.as_deref().unwrap_or("platform-default");
+        audit(
+            store,
+            org,
+            &caller,
+            "server_certificate.activate",
+            Some(target),
         );
         Ok(id)
     })

@@ -29,9 +29,11 @@ struct Harness {
     app: Router,
 }
 
-/// A real registry over the same store, serving a platform default certificate.
+/// A real registry over the same store, serving a platform default certificate; the platform CA
+/// (which issues signing certificates) is stored as the server stores it.
 fn registry(store: &Arc<Store>) -> Arc<Registry> {
     let ca = crate::pki::generate_platform_ca().unwrap();
+    store.set_platform_ca(&ca).unwrap();
     let (chain, key) =
         crate::pki::issue_server_cert(&ca, &["*.messaging.localhost".to_owned()]).unwrap();
     let platform = crate::registry::Platform {
@@ -70,12 +72,15 @@ fn org(s: &str) -> OrgId {
 impl Harness {
     fn add_org(&self, id: &str, created_at: OffsetDateTime) {
         self.store
-            .create_org(&NewOrg {
-                id: org(id),
-                name: format!("{id} name"),
-                topic_policy: TopicPolicy::Iot2,
-                created_at,
-            })
+            .create_org(
+                &NewOrg {
+                    id: org(id),
+                    name: format!("{id} name"),
+                    topic_policy: TopicPolicy::Iot2,
+                    created_at,
+                },
+                None,
+            )
             .unwrap();
     }
 
@@ -384,7 +389,7 @@ async fn get_and_page_orgs() {
     assert_eq!(
         body,
         json!({"id": "a", "name": "a name", "topic_policy": "iot-2",
-               "created_at": "2025-01-01T00:00:01Z"})
+               "approval_required_roles": [], "created_at": "2025-01-01T00:00:01Z"})
     );
     let mut seen = vec![];
     let mut uri = "/api/v1/orgs?limit=2".to_owned();
@@ -741,13 +746,14 @@ async fn org_create_patch_delete() {
         .json(
             Method::PATCH,
             "/api/v1/orgs/acme",
-            Some(json!({"topic_policy": "open"})),
+            Some(json!({"topic_policy": "open", "approval_required_roles": ["operator"]})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"id": "acme", "name": "Acme", "topic_policy": "open", "created_at": created_at})
+        json!({"id": "acme", "name": "Acme", "topic_policy": "open",
+               "approval_required_roles": ["operator"], "created_at": created_at})
     );
     let (status, body) = h.json(Method::DELETE, "/api/v1/orgs/acme", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);

@@ -7,7 +7,10 @@ use time::OffsetDateTime;
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
-use crate::store::{CaRecord, OrgRecord, Page, ServerCertRecord};
+use crate::store::{
+    AuditEvent, CaRecord, OrgRecord, Page, Role, ServerCertRecord, SigningCertRecord, TokenRecord,
+    TokenStatus,
+};
 
 /// RFC 3339 in UTC.
 pub fn rfc3339(t: OffsetDateTime) -> String {
@@ -36,6 +39,7 @@ pub struct OrgView {
     pub id: String,
     pub name: String,
     pub topic_policy: TopicPolicy,
+    pub approval_required_roles: Vec<Role>,
     pub created_at: String,
 }
 
@@ -45,6 +49,7 @@ impl From<OrgRecord> for OrgView {
             id: o.id.as_str().to_owned(),
             name: o.name,
             topic_policy: o.topic_policy,
+            approval_required_roles: o.approval_required_roles,
             created_at: rfc3339(o.created_at),
         }
     }
@@ -114,6 +119,87 @@ impl From<ServerCertRecord> for ServerCertView {
             dns_names: c.info.dns_names,
             active: c.active,
             registered_at: rfc3339(c.registered_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SigningCertView {
+    #[serde(flatten)]
+    pub cert: CertView,
+    pub alias: String,
+    /// New tokens are signed with the default.
+    pub is_default: bool,
+    /// Tokens it signed that are not revoked (deleting it revokes them).
+    pub tokens: u64,
+    pub registered_at: String,
+}
+
+impl From<SigningCertRecord> for SigningCertView {
+    fn from(c: SigningCertRecord) -> SigningCertView {
+        SigningCertView {
+            cert: CertView::new(c.id, &c.org, &c.info),
+            alias: c.alias,
+            is_default: c.is_default,
+            tokens: c.tokens,
+            registered_at: rfc3339(c.registered_at),
+        }
+    }
+}
+
+/// A token resource: never the token itself (that is shown once, at creation).
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    pub role: Role,
+    pub status: TokenStatus,
+    pub signing_certificate: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl From<TokenRecord> for TokenView {
+    fn from(t: TokenRecord) -> TokenView {
+        TokenView {
+            id: t.id,
+            org: t.org.as_str().to_owned(),
+            name: t.name,
+            role: t.role,
+            status: t.status,
+            signing_certificate: t.signing_certificate,
+            created_by: t.created_by,
+            created_at: rfc3339(t.created_at),
+            expires_at: rfc3339(t.expires_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditEventView {
+    pub id: String,
+    pub org: String,
+    pub at: String,
+    pub actor: String,
+    pub actor_role: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<AuditEvent> for AuditEventView {
+    fn from(e: AuditEvent) -> AuditEventView {
+        AuditEventView {
+            id: e.id,
+            org: e.org.as_str().to_owned(),
+            at: rfc3339(e.at),
+            actor: e.actor,
+            actor_role: e.actor_role,
+            action: e.action,
+            target: e.target,
+            reason: e.reason,
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum PkiError {
     NamesDoNotFit(String),
     #[error("extendedKeyUsage does not include serverAuth")]
     NoServerAuth,
+    #[error("a token signing key must be ECDSA P-256 (tokens are ES256)")]
+    NotP256Key,
     #[error("not a PKCS#12 file")]
     NotPkcs12,
     #[error("wrong PKCS#12 password")]
@@ -361,15 +363,7 @@ pub fn check_server_cert(
         parse_cert(other)?;
     }
     let info = info_of(&leaf, leaf_der)?;
-
-    let signing_key = rustls::crypto::aws_lc_rs::default_provider()
-        .key_provider
-        .load_private_key(key.clone_key())
-        .map_err(|_| PkiError::NotAKey)?;
-    rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key)
-        .keys_match()
-        .map_err(|_| PkiError::KeyMismatch)?;
-
+    check_key_matches(chain, key)?;
     check_validity(&info, now)?;
 
     let eku = leaf
@@ -394,6 +388,43 @@ pub fn check_server_cert(
         )));
     }
     Ok(info)
+}
+
+/// Checks an imported token signing certificate and key: the chain parses, the key matches the
+/// leaf and is ECDSA P-256 (tokens are ES256), and the leaf is valid at `now`.
+pub fn check_signing_cert(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    now: OffsetDateTime,
+) -> Result<CertInfo, PkiError> {
+    let leaf_der = chain.first().ok_or(PkiError::NotACertificate)?;
+    let leaf = parse_cert(leaf_der)?;
+    for other in chain.iter().skip(1) {
+        parse_cert(other)?;
+    }
+    let info = info_of(&leaf, leaf_der)?;
+    check_key_matches(chain, key)?;
+    aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        key.secret_der(),
+    )
+    .map_err(|_| PkiError::NotP256Key)?;
+    check_validity(&info, now)?;
+    Ok(info)
+}
+
+/// `NotAKey` unless `key` is a usable private key, `KeyMismatch` unless it is the leaf's.
+fn check_key_matches(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), PkiError> {
+    let signing_key = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|_| PkiError::NotAKey)?;
+    rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key)
+        .keys_match()
+        .map_err(|_| PkiError::KeyMismatch)
 }
 
 /// True when `label` is a DNS label: 1–63 of `[a-z0-9-]` (lower-case), not starting or ending
@@ -507,27 +538,58 @@ pub fn issue_server_cert(
     issuer: &Issuer,
     dns_names: &[String],
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
-    use rcgen::KeyUsagePurpose;
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
     let first = dns_names
         .first()
         .ok_or_else(|| PkiError::Generate("no DNS name to issue for".to_owned()))?;
-    let ca_key = KeyPair::try_from(&issuer.key_der).map_err(generate_err)?;
-    let ca = rcgen::Issuer::from_ca_cert_der(&issuer.cert_der, ca_key).map_err(generate_err)?;
-
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate_err)?;
-    let mut params = CertificateParams::new(dns_names.to_vec()).map_err(generate_err)?;
+    let mut params = rcgen::CertificateParams::new(dns_names.to_vec()).map_err(generate_err)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(DnType::CommonName, first.as_str());
+        .push(rcgen::DnType::CommonName, first.as_str());
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    issue_leaf(issuer, params, Duration::days(365))
+}
+
+/// A token signing certificate for `org`, issued by the platform CA: a new ECDSA P-256 key (org
+/// tokens are ES256), digitalSignature only, valid for [`SIGNING_CERT_DAYS`]; the chain is the
+/// leaf and the issuer.
+pub fn issue_signing_cert(
+    issuer: &Issuer,
+    org: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{org} token signing"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
+    issue_leaf(issuer, params, Duration::days(SIGNING_CERT_DAYS))
+}
+
+/// How long a generated token signing certificate is valid.
+pub const SIGNING_CERT_DAYS: i64 = 730;
+
+/// Signs `params` (names and extended key usages set by the caller) with `issuer` over a new
+/// P-256 key: an end-entity certificate with digitalSignature, a random serial and the issuer's
+/// key identifier, valid from now (backdated a little) for `valid_for`. The chain is the leaf and
+/// the issuer.
+fn issue_leaf(
+    issuer: &Issuer,
+    mut params: rcgen::CertificateParams,
+    valid_for: Duration,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+    use rcgen::{IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::try_from(&issuer.key_der).map_err(generate_err)?;
+    let ca = rcgen::Issuer::from_ca_cert_der(&issuer.cert_der, ca_key).map_err(generate_err)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate_err)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(365);
+    params.not_after = now + valid_for;
     params.serial_number = Some(random_serial());
     let cert = params.signed_by(&key, &ca).map_err(generate_err)?;
     Ok((

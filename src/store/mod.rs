@@ -14,8 +14,9 @@
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `schema`: numbered migrations (`migrations/NNNN_*.sql`) tracked in `schema_migrations`.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
-//! - `orgs`, `ca_certificates`, `server_certificates`, `platform`: the queries, one file per table;
-//!   `cert_info`: the certificate columns both certificate tables share.
+//! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
+//!   `platform`: the queries, one file per table; `cert_info`: the certificate columns the
+//!   certificate tables share.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -28,6 +29,7 @@ use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
 
+mod audit;
 mod ca_certificates;
 mod cert_info;
 pub mod crypto;
@@ -36,9 +38,14 @@ pub mod page;
 mod platform;
 mod schema;
 mod server_certificates;
+mod signing_certificates;
+mod tokens;
 
+pub use audit::{AuditEvent, NewAuditEvent};
 pub use crypto::MasterKey;
 pub use page::{BadCursor, Cursor, Page, PageRequest};
+pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
+pub use tokens::{NewToken, Role, TokenPatch, TokenRecord, TokenStatus};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "portcullis.db";
@@ -68,6 +75,15 @@ pub enum StoreError {
     /// The server certificate is the org's active one and cannot be deleted.
     #[error("the certificate is the organisation's active server certificate")]
     CertificateActive,
+    /// The signing certificate is the org's default and cannot be deleted.
+    #[error("the certificate is the organisation's default signing certificate")]
+    SigningCertificateDefault,
+    /// The org has no default signing certificate: no token can be issued.
+    #[error("the organisation has no signing certificate")]
+    NoSigningCertificate,
+    /// A revoked token changes no more.
+    #[error("the token is revoked")]
+    TokenRevoked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +91,8 @@ pub struct OrgRecord {
     pub id: OrgId,
     pub name: String,
     pub topic_policy: TopicPolicy,
+    /// Roles whose signature requests wait for an approver.
+    pub approval_required_roles: Vec<Role>,
     pub created_at: OffsetDateTime,
 }
 
@@ -122,6 +140,7 @@ pub struct NewOrg {
 pub struct OrgPatch {
     pub name: Option<String>,
     pub topic_policy: Option<TopicPolicy>,
+    pub approval_required_roles: Option<Vec<Role>>,
 }
 
 /// A CA certificate that passed `pki::check_ca`.

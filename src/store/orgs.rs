@@ -2,14 +2,15 @@
 
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
+use super::signing_certificates::insert_signing_cert;
 use super::{
     from_micros, parse_org_id, records, to_micros, topic_policy_from_sql, topic_policy_to_sql,
-    truncate_to_micros, unique_or, NewOrg, OrgPatch, OrgRecord, Page, PageRequest, Store,
-    StoreError,
+    truncate_to_micros, unique_or, NewOrg, NewSigningCert, OrgPatch, OrgRecord, Page, PageRequest,
+    Role, Store, StoreError,
 };
 use crate::identity::OrgId;
 
-const COLUMNS: &str = "id, name, topic_policy, created_at";
+const COLUMNS: &str = "id, name, topic_policy, created_at, approval_required_roles";
 
 /// A row of `orgs` before its id is parsed.
 struct OrgRow {
@@ -17,6 +18,7 @@ struct OrgRow {
     name: String,
     topic_policy: String,
     created_at: i64,
+    approval_required_roles: String,
 }
 
 impl OrgRow {
@@ -26,6 +28,7 @@ impl OrgRow {
             name: row.get(1)?,
             topic_policy: row.get(2)?,
             created_at: row.get(3)?,
+            approval_required_roles: row.get(4)?,
         })
     }
 
@@ -38,6 +41,8 @@ impl OrgRow {
             },
             name: self.name,
             topic_policy: topic_policy_from_sql(&self.topic_policy)?,
+            approval_required_roles: serde_json::from_str(&self.approval_required_roles)
+                .map_err(|e| StoreError::Corrupt(format!("approval_required_roles: {e}")))?,
             created_at: from_micros(self.created_at)?,
         })
     }
@@ -68,12 +73,18 @@ impl Store {
         Ok(ids)
     }
 
-    /// Creates an org; `OrgExists` when the id is taken.
-    pub fn create_org(&self, new: &NewOrg) -> Result<OrgRecord, StoreError> {
+    /// Creates an org, with `signing` as its default signing certificate when given, in one
+    /// transaction; `OrgExists` when the id is taken.
+    pub fn create_org(
+        &self,
+        new: &NewOrg,
+        signing: Option<&NewSigningCert>,
+    ) -> Result<OrgRecord, StoreError> {
         let record = OrgRecord {
             id: new.id.clone(),
             name: new.name.clone(),
             topic_policy: new.topic_policy,
+            approval_required_roles: Vec::new(),
             created_at: truncate_to_micros(new.created_at)?,
         };
         let mut conn = self.conn();
@@ -88,6 +99,9 @@ impl Store {
             ],
         );
         unique_or(inserted, StoreError::OrgExists)?;
+        if let Some(signing) = signing {
+            insert_signing_cert(&tx, &self.master_key, &record.id, signing, true)?;
+        }
         tx.commit()?;
         Ok(record)
     }
@@ -128,12 +142,18 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
-            "UPDATE orgs SET name = COALESCE(?2, name), topic_policy = COALESCE(?3, topic_policy)
+            "UPDATE orgs SET name = COALESCE(?2, name), topic_policy = COALESCE(?3, topic_policy),
+                 approval_required_roles = COALESCE(?4, approval_required_roles)
              WHERE id = ?1",
             params![
                 id.as_str(),
                 patch.name,
                 patch.topic_policy.map(topic_policy_to_sql),
+                patch
+                    .approval_required_roles
+                    .as_deref()
+                    .map(roles_json)
+                    .transpose()?,
             ],
         )?;
         if changed == 0 {
@@ -152,4 +172,12 @@ impl Store {
         tx.commit()?;
         Ok(deleted > 0)
     }
+}
+
+/// Roles as stored: a JSON array, each once, in a stable order.
+fn roles_json(roles: &[Role]) -> Result<String, StoreError> {
+    let mut unique: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    serde_json::to_string(&unique).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -8,7 +8,10 @@ use time::OffsetDateTime;
 use super::StoreError;
 
 /// `(version, sql)`, in order. Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_tokens_audit.sql")),
+];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -21,7 +21,7 @@ const COLUMNS: &str = "s.id, s.chain_pem, s.subject, s.issuer, s.serial, s.finge
      COALESCE(o.active_server_certificate = s.id, 0)";
 const FROM: &str = "server_certificates s JOIN orgs o ON o.id = s.org";
 
-fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
+pub(super) fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
     let blocks: Vec<pem::Pem> = chain
         .iter()
         .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
@@ -29,7 +29,7 @@ fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
     pem::encode_many(&blocks)
 }
 
-fn chain_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, StoreError> {
+pub(super) fn chain_from_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, StoreError> {
     let blocks = pem::parse_many(text).map_err(|e| StoreError::Corrupt(format!("chain: {e}")))?;
     if blocks.is_empty() {
         return Err(StoreError::Corrupt("empty certificate chain".into()));

@@ -26,12 +26,15 @@ const T0: OffsetDateTime = datetime!(2025-01-01 00:00:00 UTC);
 
 fn new_org(store: &Store, id: &str) -> OrgRecord {
     store
-        .create_org(&NewOrg {
-            id: org(id),
-            name: format!("{id} Inc."),
-            topic_policy: TopicPolicy::Iot2,
-            created_at: T0,
-        })
+        .create_org(
+            &NewOrg {
+                id: org(id),
+                name: format!("{id} Inc."),
+                topic_policy: TopicPolicy::Iot2,
+                created_at: T0,
+            },
+            None,
+        )
         .unwrap()
 }
 
@@ -215,12 +218,15 @@ fn orgs_crud() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let created = store
-        .create_org(&NewOrg {
-            id: org("acme"),
-            name: "Acme".into(),
-            topic_policy: TopicPolicy::Open,
-            created_at: datetime!(2025-01-01 00:00:00.123456789 UTC),
-        })
+        .create_org(
+            &NewOrg {
+                id: org("acme"),
+                name: "Acme".into(),
+                topic_policy: TopicPolicy::Open,
+                created_at: datetime!(2025-01-01 00:00:00.123456789 UTC),
+            },
+            None,
+        )
         .unwrap();
     assert_eq!(
         created.created_at,
@@ -228,12 +234,15 @@ fn orgs_crud() {
         "microseconds, like a read"
     );
     assert_eq!(store.org(&org("acme")).unwrap(), Some(created.clone()));
-    let dup = store.create_org(&NewOrg {
-        id: org("acme"),
-        name: "Other".into(),
-        topic_policy: TopicPolicy::Iot2,
-        created_at: T0,
-    });
+    let dup = store.create_org(
+        &NewOrg {
+            id: org("acme"),
+            name: "Other".into(),
+            topic_policy: TopicPolicy::Iot2,
+            created_at: T0,
+        },
+        None,
+    );
     assert!(matches!(dup, Err(StoreError::OrgExists)));
     assert_eq!(store.org(&org("nope")).unwrap(), None);
 
@@ -243,6 +252,7 @@ fn orgs_crud() {
             &OrgPatch {
                 name: Some("Acme Ltd".into()),
                 topic_policy: None,
+                approval_required_roles: None,
             },
         )
         .unwrap()
@@ -255,6 +265,7 @@ fn orgs_crud() {
             &OrgPatch {
                 name: None,
                 topic_policy: Some(TopicPolicy::Iot2),
+                approval_required_roles: None,
             },
         )
         .unwrap()
@@ -280,12 +291,15 @@ fn orgs_page_in_creation_order() {
     // Same created_at for some: the id breaks the tie.
     for (i, id) in ["zeta", "alpha", "mid", "beta", "omega"].iter().enumerate() {
         store
-            .create_org(&NewOrg {
-                id: org(id),
-                name: id.to_string(),
-                topic_policy: TopicPolicy::Iot2,
-                created_at: T0 + Duration::seconds((i / 2) as i64),
-            })
+            .create_org(
+                &NewOrg {
+                    id: org(id),
+                    name: id.to_string(),
+                    topic_policy: TopicPolicy::Iot2,
+                    created_at: T0 + Duration::seconds((i / 2) as i64),
+                },
+                None,
+            )
             .unwrap();
     }
     let mut seen = vec![];

@@ -331,11 +331,20 @@ impl TestServer {
 
     /// An admin API call with the bootstrap token: status and JSON body (Null when empty).
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_as(&self.token, method, path, body).await
+    }
+
+    /// An admin API call with `token`: status and JSON body (Null when empty, a string when the
+    /// body is not JSON).
+    pub async fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token);
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -370,6 +379,22 @@ impl TestServer {
             )
             .await;
         assert_eq!(status, 201, "create org {id}: {body}");
+    }
+
+    /// Issues an org token with the admin token: returns its id and the token.
+    pub async fn issue_token(&self, org: &str, name: &str, role: &str) -> (String, String) {
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("/api/v1/orgs/{org}/tokens"),
+                Some(serde_json::json!({"name": name, "role": role, "ttl_seconds": 3600})),
+            )
+            .await;
+        assert_eq!(status, 201, "issue token: {body}");
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Uploads a CA for `org` and returns its id.

@@ -1,0 +1,228 @@
+//! `/api/v1/orgs/{org}/signing-certificates[/{id}[/chain.pem]]` and
+//! `…/default-signing-certificate`: the keys org tokens are signed with. Reading is open to every
+//! role of the org (clients verify tokens with the served chain); changes are the admin's.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::auth::{Caller, Need};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use super::server_certificates::decode_base64;
+use super::views::{ListView, SigningCertView};
+use super::{
+    audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
+    Paging,
+};
+use crate::identity::OrgId;
+use crate::pki::{self, PkiError};
+use crate::store::{NewSigningCert, SigningCertDeleted, Store};
+
+const MAX_ALIAS_LEN: usize = 200;
+const MISSING: &str = "no such signing certificate";
+
+/// `{}` or `{"alias", "default"}` generates one from the platform CA; with `"pkcs12"` and
+/// `"password"` it imports one. `default` (false unless the org has none) makes it the default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    alias: Option<String>,
+    #[serde(default)]
+    default: bool,
+    pkcs12: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Default {
+    id: String,
+}
+
+fn valid_alias(alias: Option<&str>, fallback: &str) -> Result<String, ApiError> {
+    let alias = alias
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(fallback);
+    if alias.chars().count() > MAX_ALIAS_LEN || alias.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_alias",
+            format!("alias must be at most {MAX_ALIAS_LEN} characters without control characters"),
+        ));
+    }
+    Ok(alias.to_owned())
+}
+
+/// A new signing certificate for `org` from the platform CA (alias: its CN unless given).
+pub(super) fn generate(
+    store: &Store,
+    org: &OrgId,
+    alias: Option<&str>,
+) -> Result<NewSigningCert, ApiError> {
+    let platform = store
+        .platform_ca()?
+        .ok_or_else(|| ApiError::internal("the platform CA is missing"))?;
+    let (chain, key) = pki::issue_signing_cert(&platform, org.as_str())?;
+    let info = pki::cert_info(&chain[0])?;
+    let alias = valid_alias(alias, info.common_name.as_deref().unwrap_or_default())?;
+    Ok(NewSigningCert {
+        chain,
+        key,
+        info,
+        alias,
+        registered_at: OffsetDateTime::now_utc(),
+    })
+}
+
+pub async fn create(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<Create>,
+) -> Result<(StatusCode, Json<SigningCertView>), ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Admin)?;
+    let record = change(state, org, move |store, org| {
+        require_org(store, org)?;
+        let new = match (body.pkcs12, body.password) {
+            (None, None) => generate(store, org, body.alias.as_deref())?,
+            (Some(p12), password) => {
+                let der = decode_base64(&p12).ok_or(PkiError::NotPkcs12)?;
+                let (chain, key) = pki::from_pkcs12(&der, password.as_deref().unwrap_or_default())?;
+                let now = OffsetDateTime::now_utc();
+                let info = pki::check_signing_cert(&chain, &key, now)?;
+                let alias = valid_alias(
+                    body.alias.as_deref(),
+                    info.common_name.as_deref().unwrap_or_default(),
+                )?;
+                NewSigningCert {
+                    chain,
+                    key,
+                    info,
+                    alias,
+                    registered_at: now,
+                }
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::Malformed("password without pkcs12".into()));
+            }
+        };
+        let record = store.insert_signing_cert(org, &new, body.default)?;
+        audit(
+            store,
+            org,
+            &caller,
+            "signing_certificate.create",
+            Some(&record.id),
+        );
+        Ok(record)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Json<ListView<SigningCertView>>, ApiError> {
+    list_page(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        paging,
+        |store, org, page| store.list_signing_certs(org, page),
+    )
+    .await
+}
+
+pub async fn get(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<SigningCertView>, ApiError> {
+    get_one(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        MISSING,
+        move |store, org| store.signing_cert(org, &id),
+    )
+    .await
+}
+
+/// The chain as PEM, leaf first: what verifies the org's tokens.
+pub async fn chain_pem(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Read)?;
+    let record = read(state, move |store| store.signing_cert(&org, &id))
+        .await?
+        .ok_or(ApiError::NotFound(MISSING))?;
+    let blocks: Vec<pem::Pem> = record
+        .chain
+        .iter()
+        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
+        .collect();
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        pem::encode_many(&blocks),
+    ))
+}
+
+pub async fn set_default(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<Default>,
+) -> Result<Json<SigningCertView>, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Admin)?;
+    let record = change(state, org, move |store, org| {
+        let Some(record) = store.set_default_signing_cert(org, &body.id)? else {
+            return Err(ApiError::NotFound(MISSING));
+        };
+        audit(
+            store,
+            org,
+            &caller,
+            "signing_certificate.set_default",
+            Some(&body.id),
+        );
+        Ok(record)
+    })
+    .await?;
+    Ok(Json(record.into()))
+}
+
+/// Deletes it and revokes every token it signed; 409 for the default.
+pub async fn delete(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Admin)?;
+    change(state, org, move |store, org| {
+        match store.delete_signing_cert(org, &id)? {
+            SigningCertDeleted::NotFound => Err(ApiError::NotFound(MISSING)),
+            SigningCertDeleted::Deleted { tokens_revoked } => {
+                tracing::info!(org = %org, id = %id, tokens_revoked, "signing certificate deleted");
+                audit(store, org, &caller, "signing_certificate.delete", Some(&id));
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    Ok(no_content())
+}

@@ -1,0 +1,298 @@
+//! Queries on `signing_certificates` and the org's default one: the keys org tokens are signed
+//! with.
+
+use rusqlite::types::ToSql;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+
+use super::cert_info::CertInfoRow;
+use super::server_certificates::{chain_from_pem, chain_to_pem};
+use super::{
+    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, Page,
+    PageRequest, Store, StoreError,
+};
+use crate::identity::OrgId;
+use crate::pki::CertInfo;
+
+/// The AAD of a signing certificate's sealed key: bound to its row.
+fn key_aad(id: &str) -> String {
+    format!("signing_certificates/{id}/key")
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningCertRecord {
+    pub id: String,
+    pub org: OrgId,
+    pub alias: String,
+    /// Of the leaf.
+    pub info: CertInfo,
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The org's default: new tokens are signed with it.
+    pub is_default: bool,
+    /// Tokens it signed that are not revoked.
+    pub tokens: u64,
+    pub registered_at: OffsetDateTime,
+}
+
+/// A signing certificate chain and its key, generated or imported.
+pub struct NewSigningCert {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Of the leaf.
+    pub info: CertInfo,
+    pub alias: String,
+    pub registered_at: OffsetDateTime,
+}
+
+/// What deleting a signing certificate did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningCertDeleted {
+    NotFound,
+    /// Deleted; this many tokens it signed were revoked.
+    Deleted {
+        tokens_revoked: u64,
+    },
+}
+
+const COLUMNS: &str = "s.id, s.alias, s.chain_pem, s.subject, s.issuer, s.serial, \
+     s.fingerprint_sha256, s.not_before, s.not_after, s.common_name, s.dns_names, \
+     s.registered_at, COALESCE(o.default_signing_certificate = s.id, 0), \
+     (SELECT COUNT(*) FROM tokens t WHERE t.signing_certificate = s.id AND t.status != 'revoked')";
+const FROM: &str = "signing_certificates s JOIN orgs o ON o.id = s.org";
+
+struct SigningCertRow {
+    id: String,
+    alias: String,
+    chain_pem: String,
+    info: CertInfoRow,
+    registered_at: i64,
+    is_default: bool,
+    tokens: i64,
+}
+
+impl SigningCertRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<SigningCertRow> {
+        Ok(SigningCertRow {
+            id: row.get(0)?,
+            alias: row.get(1)?,
+            chain_pem: row.get(2)?,
+            info: CertInfoRow::read(row, 3)?,
+            registered_at: row.get(11)?,
+            is_default: row.get(12)?,
+            tokens: row.get(13)?,
+        })
+    }
+
+    fn into_record(self, org: &OrgId) -> Result<SigningCertRecord, StoreError> {
+        Ok(SigningCertRecord {
+            info: self.info.into_info()?,
+            chain: chain_from_pem(&self.chain_pem)?,
+            id: self.id,
+            org: org.clone(),
+            alias: self.alias,
+            is_default: self.is_default,
+            tokens: u64::try_from(self.tokens).unwrap_or(0),
+            registered_at: from_micros(self.registered_at)?,
+        })
+    }
+}
+
+fn get_signing_cert(
+    conn: &rusqlite::Connection,
+    org: &OrgId,
+    id: &str,
+) -> Result<Option<SigningCertRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM {FROM} WHERE s.org = ?1 AND s.id = ?2"),
+        params![org.as_str(), id],
+        SigningCertRow::read,
+    )
+    .optional()?
+    .map(|row| row.into_record(org))
+    .transpose()
+}
+
+/// Inserts a signing certificate of `org` (which must exist) inside `tx`; it becomes the org's
+/// default when `make_default` or when the org has none. Returns its id.
+pub(super) fn insert_signing_cert(
+    tx: &rusqlite::Transaction<'_>,
+    master_key: &super::MasterKey,
+    org: &OrgId,
+    new: &NewSigningCert,
+    make_default: bool,
+) -> Result<String, StoreError> {
+    if new.chain.is_empty() {
+        return Err(StoreError::Corrupt("empty certificate chain".into()));
+    }
+    let registered_at = truncate_to_micros(new.registered_at)?;
+    let id = new_id(registered_at)?;
+    let key_sealed = master_key.seal_private_key(&key_aad(&id), &new.key)?;
+    let info = CertInfoRow::from_info(&new.info)?;
+    let inserted = tx.execute(
+        "INSERT INTO signing_certificates (id, org, alias, chain_pem, key_sealed, subject, issuer,
+             serial, fingerprint_sha256, not_before, not_after, common_name, dns_names,
+             registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params_from_iter(
+            [
+                &id as &dyn ToSql,
+                &org.as_str(),
+                &new.alias,
+                &chain_to_pem(&new.chain),
+                &key_sealed,
+            ]
+            .into_iter()
+            .chain(info.params())
+            .chain([&to_micros(registered_at) as &dyn ToSql]),
+        ),
+    );
+    unique_or(inserted, StoreError::DuplicateCertificate)?;
+    tx.execute(
+        "UPDATE orgs SET default_signing_certificate = ?2
+         WHERE id = ?1 AND (?3 OR default_signing_certificate IS NULL)",
+        params![org.as_str(), id, make_default],
+    )?;
+    Ok(id)
+}
+
+impl Store {
+    /// Registers a signing certificate and its key (sealed); see [`insert_signing_cert`].
+    /// `UnknownOrg`, or `DuplicateCertificate`.
+    pub fn insert_signing_cert(
+        &self,
+        org: &OrgId,
+        new: &NewSigningCert,
+        make_default: bool,
+    ) -> Result<SigningCertRecord, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let id = insert_signing_cert(&tx, &self.master_key, org, new, make_default)?;
+        let record = get_signing_cert(&tx, org, &id)?
+            .ok_or_else(|| StoreError::Corrupt("inserted signing certificate not found".into()))?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// One of the org's signing certificates; `None` when there is no such certificate.
+    pub fn signing_cert(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<Option<SigningCertRecord>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        get_signing_cert(&conn, org, id)
+    }
+
+    /// The org's signing certificates in registration order.
+    pub fn list_signing_certs(
+        &self,
+        org: &OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<SigningCertRecord>, StoreError> {
+        let (after_micros, after_id) = page.after();
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM {FROM}
+             WHERE s.org = ?1 AND (s.registered_at, s.id) > (?2, ?3)
+             ORDER BY s.registered_at, s.id
+             LIMIT ?4"
+        ))?;
+        let records = records(
+            stmt.query_map(
+                params![org.as_str(), after_micros, after_id, page.rows_to_fetch()],
+                SigningCertRow::read,
+            )?,
+            |r| r.into_record(org),
+        )?;
+        Ok(Page::from_rows(records, page.limit(), |c| {
+            (c.registered_at, c.id.as_str())
+        }))
+    }
+
+    /// The org's default signing certificate with its decrypted key; `None` when it has none.
+    pub fn default_signing_key(
+        &self,
+        org: &OrgId,
+    ) -> Result<Option<(SigningCertRecord, PrivateKeyDer<'static>)>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let row: Option<(String, Vec<u8>)> = conn
+            .query_row(
+                "SELECT s.id, s.key_sealed FROM signing_certificates s
+                 JOIN orgs o ON o.default_signing_certificate = s.id AND o.id = s.org
+                 WHERE o.id = ?1",
+                [org.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, sealed)) = row else {
+            return Ok(None);
+        };
+        let key = self.master_key.open_private_key(&key_aad(&id), &sealed)?;
+        let record = get_signing_cert(&conn, org, &id)?
+            .ok_or_else(|| StoreError::Corrupt("default signing certificate vanished".into()))?;
+        Ok(Some((record, key)))
+    }
+
+    /// Makes `id` the org's default; `None` when the org has no such certificate.
+    pub fn set_default_signing_cert(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<Option<SigningCertRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        if get_signing_cert(&tx, org, id)?.is_none() {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE orgs SET default_signing_certificate = ?2 WHERE id = ?1",
+            params![org.as_str(), id],
+        )?;
+        let record = get_signing_cert(&tx, org, id)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Deletes a signing certificate and revokes every token it signed, in one transaction;
+    /// `SigningCertificateDefault` when it is the org's default.
+    pub fn delete_signing_cert(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> Result<SigningCertDeleted, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let Some(record) = get_signing_cert(&tx, org, id)? else {
+            return Ok(SigningCertDeleted::NotFound);
+        };
+        if record.is_default {
+            return Err(StoreError::SigningCertificateDefault);
+        }
+        let revoked = tx.execute(
+            "UPDATE tokens SET status = 'revoked', signing_certificate = NULL
+             WHERE signing_certificate = ?1 AND status != 'revoked'",
+            [id],
+        )?;
+        tx.execute(
+            "UPDATE tokens SET signing_certificate = NULL WHERE signing_certificate = ?1",
+            [id],
+        )?;
+        tx.execute(
+            "DELETE FROM signing_certificates WHERE org = ?1 AND id = ?2",
+            params![org.as_str(), id],
+        )?;
+        tx.commit()?;
+        Ok(SigningCertDeleted::Deleted {
+            tokens_revoked: u64::try_from(revoked).unwrap_or(0),
+        })
+    }
+}
