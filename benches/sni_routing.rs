@@ -138,6 +138,7 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
                         der: der.clone(),
                         info: info.clone(),
                         description: "bench".to_owned(),
+                        key: None,
                         registered_at: now,
                     },
                 )

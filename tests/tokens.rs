@@ -125,6 +125,7 @@ async fn tokens_verify_with_the_served_chain_in_an_independent_jwt_library() {
 enum Need {
     Read,
     Manage,
+    Approve,
     Admin,
 }
 
@@ -241,6 +242,46 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
         ),
         ("DELETE", format!("{o}/tokens/{BOGUS}"), None, Need::Admin),
         ("GET", format!("{o}/audit-events"), None, Need::Read),
+        (
+            "POST",
+            format!("{o}/server-certificates/generate"),
+            Some(json!({"dns_name": "x", "key_type": "ecdsa-p256"})),
+            Need::Manage,
+        ),
+        ("GET", format!("{o}/csrs"), None, Need::Read),
+        (
+            "POST",
+            format!("{o}/csrs"),
+            Some(json!({"common_name": "", "dns_names": [], "key_type": "ecdsa-p256"})),
+            Need::Manage,
+        ),
+        ("GET", format!("{o}/csrs/{BOGUS}"), None, Need::Read),
+        ("GET", format!("{o}/csrs/{BOGUS}/csr.pem"), None, Need::Read),
+        ("DELETE", format!("{o}/csrs/{BOGUS}"), None, Need::Manage),
+        (
+            "POST",
+            format!("{o}/csrs/{BOGUS}/certificate"),
+            Some(json!({"certificate_chain": "x"})),
+            Need::Manage,
+        ),
+        (
+            "POST",
+            format!("{o}/csrs/{BOGUS}/signature-request"),
+            Some(json!({"self_signed": true, "reason": "r"})),
+            Need::Manage,
+        ),
+        (
+            "POST",
+            format!("{o}/csrs/{BOGUS}/approve"),
+            Some(json!({"reason": "r"})),
+            Need::Approve,
+        ),
+        (
+            "POST",
+            format!("{o}/csrs/{BOGUS}/reject"),
+            Some(json!({"reason": "r"})),
+            Need::Approve,
+        ),
     ]
 }
 
@@ -261,6 +302,7 @@ async fn every_endpoint_allows_and_forbids_each_role_as_the_table_says() {
             let allowed = match need {
                 Need::Read => true,
                 Need::Manage => *role == "operator",
+                Need::Approve => *role == "approver",
                 Need::Admin => false,
             };
             let (status, answer) = server.api_as(token, method, &path, body.clone()).await;

@@ -40,6 +40,7 @@ pub enum Principal {
     /// An org token.
     Token {
         org: OrgId,
+        id: String,
         name: String,
         role: Role,
     },
@@ -52,6 +53,8 @@ pub enum Need {
     Read,
     /// `operator`.
     Manage,
+    /// `approver`.
+    Approve,
     /// The admin token only.
     Admin,
 }
@@ -61,6 +64,7 @@ impl Need {
         match self {
             Need::Read => true,
             Need::Manage => role == Role::Operator,
+            Need::Approve => role == Role::Approver,
             Need::Admin => false,
         }
     }
@@ -81,6 +85,22 @@ impl Caller {
         match self.principal {
             Principal::Admin => Ok(()),
             Principal::Token { .. } => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Who this is, for telling a requester from an approver: "admin" or the token's id.
+    pub fn id(&self) -> &str {
+        match &self.principal {
+            Principal::Admin => "admin",
+            Principal::Token { id, .. } => id,
+        }
+    }
+
+    /// The role an org's `approval_required_roles` is checked against (`None`: the admin).
+    pub fn role(&self) -> Option<Role> {
+        match &self.principal {
+            Principal::Admin => None,
+            Principal::Token { role, .. } => Some(*role),
         }
     }
 
@@ -143,6 +163,7 @@ fn org_token(state: &AdminState, token: &str) -> Result<Principal, ApiError> {
     }
     Ok(Principal::Token {
         org: record.org,
+        id: record.id,
         name: record.name,
         role: record.role,
     })
@@ -215,19 +236,20 @@ mod tests {
         let token = |role| Caller {
             principal: Principal::Token {
                 org: acme.clone(),
+                id: "t".into(),
                 name: "n".into(),
                 role,
             },
             reason: None,
         };
         let table = [
-            (Role::Viewer, [true, false, false]),
-            (Role::Approver, [true, false, false]),
-            (Role::Operator, [true, true, false]),
+            (Role::Viewer, [true, false, false, false]),
+            (Role::Approver, [true, false, true, false]),
+            (Role::Operator, [true, true, false, false]),
         ];
         for (role, allowed) in table {
             let caller = token(role);
-            for (need, allowed) in [Need::Read, Need::Manage, Need::Admin]
+            for (need, allowed) in [Need::Read, Need::Manage, Need::Approve, Need::Admin]
                 .into_iter()
                 .zip(allowed)
             {

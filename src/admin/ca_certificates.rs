@@ -1,7 +1,7 @@
 //! `/api/v1/orgs/{org}/ca-certificates[/{id}]`: the CAs an org's devices' certificates chain to.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
 use rustls_pki_types::CertificateDer;
@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
+use super::server_certificates::decode_base64;
 use super::views::{CaView, ListView};
 use super::{
     audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
@@ -22,10 +23,14 @@ use crate::store::{CaFilter, CaPatch, NewCa};
 const MAX_DESCRIPTION_LEN: usize = 1000;
 const MISSING: &str = "no such CA certificate";
 
+/// `{"certificate": PEM, "description"}`, or `{"pkcs12", "password", "description"}` for a CA
+/// imported with its key (which can then issue server certificates).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UploadJson {
-    certificate: String,
+    certificate: Option<String>,
+    pkcs12: Option<String>,
+    password: Option<String>,
     #[serde(default)]
     description: String,
 }
@@ -34,6 +39,7 @@ struct UploadJson {
 enum Upload {
     Pem(Vec<u8>),
     Der(Vec<u8>),
+    Pkcs12 { der: Vec<u8>, password: String },
 }
 
 #[derive(Deserialize)]
@@ -92,13 +98,6 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>,
         .transpose()
 }
 
-/// The media type of the request, lower-case, without parameters.
-fn media_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    Some(essence.to_ascii_lowercase())
-}
-
 /// `{"certificate": PEM, "description"}` as JSON, or the certificate as the body
 /// (`application/x-pem-file` PEM, `application/pkix-cert` DER) with `?description=`.
 pub async fn create(
@@ -111,14 +110,23 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CaView>), ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
-    let (upload, description) = match media_type(&headers).as_deref() {
+    let (upload, description) = match super::media_type(&headers).as_deref() {
         Some("application/json") => {
             let upload: UploadJson = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))?;
-            (
-                Upload::Pem(upload.certificate.into_bytes()),
-                upload.description,
-            )
+            let sent = match (upload.certificate, upload.pkcs12) {
+                (Some(pem), None) if upload.password.is_none() => Upload::Pem(pem.into_bytes()),
+                (None, Some(p12)) => Upload::Pkcs12 {
+                    der: decode_base64(&p12).ok_or(PkiError::NotPkcs12)?,
+                    password: upload.password.unwrap_or_default(),
+                },
+                _ => {
+                    return Err(ApiError::Malformed(
+                        "send certificate, or pkcs12 and password".into(),
+                    ))
+                }
+            };
+            (sent, upload.description)
         }
         Some("application/x-pem-file") => (
             Upload::Pem(body.to_vec()),
@@ -137,9 +145,15 @@ pub async fn create(
     let description = valid_description(&description)?;
     let record = change(state, org, move |store, org| {
         require_org(store, org)?;
-        let der = match upload {
-            Upload::Pem(pem) => single_pem_certificate(&pem)?,
-            Upload::Der(der) => CertificateDer::from(der),
+        let (der, key) = match upload {
+            Upload::Pem(pem) => (single_pem_certificate(&pem)?, None),
+            Upload::Der(der) => (CertificateDer::from(der), None),
+            Upload::Pkcs12 { der, password } => {
+                let (mut chain, key) = pki::from_pkcs12(&der, &password)?;
+                let ca = chain.swap_remove(0);
+                pki::check_ca_key(&ca, &key)?;
+                (ca, Some(key))
+            }
         };
         let now = OffsetDateTime::now_utc();
         let info = pki::check_ca(&der, now)?;
@@ -147,6 +161,7 @@ pub async fn create(
             der,
             info,
             description,
+            key,
             registered_at: now,
         };
         let record = store.insert_ca(org, &new)?;

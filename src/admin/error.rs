@@ -7,7 +7,7 @@ use axum::Json;
 
 use crate::pki::PkiError;
 use crate::registry::RegistryError;
-use crate::store::StoreError;
+use crate::store::{CsrStatus, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -195,6 +195,15 @@ impl From<StoreError> for ApiError {
             StoreError::NoSigningCertificate => ApiError::Conflict {
                 code: "no_signing_certificate",
                 message: "the organisation has no signing certificate; generate or import one",
+            },
+            StoreError::CsrStatus(status) => ApiError::Conflict {
+                code: match status {
+                    CsrStatus::Generated => "csr_generated",
+                    CsrStatus::PendingApproval => "csr_pending_approval",
+                    CsrStatus::Completed => "csr_completed",
+                    CsrStatus::Rejected => "csr_rejected",
+                },
+                message: "the CSR's status does not allow this (its code names the status)",
             },
             StoreError::TokenRevoked => ApiError::Conflict {
                 code: "token_revoked",

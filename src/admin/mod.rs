@@ -22,9 +22,9 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 use time::OffsetDateTime;
 
@@ -35,6 +35,7 @@ use crate::store::{Cursor, NewAuditEvent, Page, PageRequest, Store, StoreError};
 mod audit_events;
 mod auth;
 mod ca_certificates;
+mod csrs;
 mod error;
 mod extract;
 mod jwt;
@@ -110,6 +111,23 @@ pub fn router(state: AdminState) -> Router {
                 .delete(tokens::delete),
         )
         .route("/orgs/{org}/audit-events", get(audit_events::list))
+        .route(
+            "/orgs/{org}/server-certificates/generate",
+            post(server_certificates::generate),
+        )
+        .route("/orgs/{org}/csrs", get(csrs::list).post(csrs::create))
+        .route("/orgs/{org}/csrs/{id}", get(csrs::get).delete(csrs::delete))
+        .route("/orgs/{org}/csrs/{id}/csr.pem", get(csrs::csr_pem))
+        .route(
+            "/orgs/{org}/csrs/{id}/certificate",
+            post(csrs::upload_certificate),
+        )
+        .route(
+            "/orgs/{org}/csrs/{id}/signature-request",
+            post(csrs::request_signature),
+        )
+        .route("/orgs/{org}/csrs/{id}/approve", post(csrs::approve))
+        .route("/orgs/{org}/csrs/{id}/reject", post(csrs::reject))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -233,6 +251,31 @@ where
     record
         .map(|r| Json(V::from(r)))
         .ok_or(ApiError::NotFound(missing))
+}
+
+const MAX_ALIAS_LEN: usize = 200;
+
+/// An alias as given, or `fallback` (a certificate's CN) when none is: at most 200 characters,
+/// no control characters.
+fn valid_alias(alias: Option<&str>, fallback: &str) -> Result<String, ApiError> {
+    let alias = alias
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(fallback);
+    if alias.chars().count() > MAX_ALIAS_LEN || alias.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_alias",
+            format!("alias must be at most {MAX_ALIAS_LEN} characters without control characters"),
+        ));
+    }
+    Ok(alias.to_owned())
+}
+
+/// The media type of the request, lower-case, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    Some(essence.to_ascii_lowercase())
 }
 
 /// Records the audit event of a committed change to `org` by `caller`, and logs it. A failure is

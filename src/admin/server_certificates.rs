@@ -116,6 +116,58 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+/// `{"dns_name", "key_type"}`: a server certificate for one of the org's names issued by the
+/// platform CA over a new key, so clients that trust `platform-ca.pem` connect without warnings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generate {
+    dns_name: String,
+    key_type: pki::KeyType,
+}
+
+pub async fn generate(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<Generate>,
+) -> Result<(StatusCode, Json<ServerCertView>), ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    let name = body.dns_name.trim().to_ascii_lowercase();
+    if !pki::server_name_fits_org(org.as_str(), &name) {
+        return Err(PkiError::NamesDoNotFit(format!(
+            "{name} is neither {org}.messaging.<domain> nor *.messaging.<domain>"
+        ))
+        .into());
+    }
+    let record = change(state, org, move |store, org| {
+        require_org(store, org)?;
+        let platform = store
+            .platform_ca()?
+            .ok_or_else(|| ApiError::internal("the platform CA is missing"))?;
+        let key = pki::generate_key(body.key_type)?;
+        let dns_names = [name.clone()];
+        let names = pki::ServerNames {
+            common_name: &name,
+            dns_names: &dns_names,
+        };
+        let chain = pki::sign_server_cert(Some(&platform), &names, &key)?;
+        let id = super::csrs::register(store, org, chain, key)?;
+        audit(
+            store,
+            org,
+            &caller,
+            "server_certificate.generate",
+            Some(&id),
+        );
+        store
+            .server_cert(org, &id)?
+            .ok_or_else(|| ApiError::internal("a generated server certificate vanished"))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

@@ -22,7 +22,6 @@ use crate::identity::OrgId;
 use crate::pki::{self, PkiError};
 use crate::store::{NewSigningCert, SigningCertDeleted, Store};
 
-const MAX_ALIAS_LEN: usize = 200;
 const MISSING: &str = "no such signing certificate";
 
 /// `{}` or `{"alias", "default"}` generates one from the platform CA; with `"pkcs12"` and
@@ -43,20 +42,6 @@ pub struct Default {
     id: String,
 }
 
-fn valid_alias(alias: Option<&str>, fallback: &str) -> Result<String, ApiError> {
-    let alias = alias
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .unwrap_or(fallback);
-    if alias.chars().count() > MAX_ALIAS_LEN || alias.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "invalid_alias",
-            format!("alias must be at most {MAX_ALIAS_LEN} characters without control characters"),
-        ));
-    }
-    Ok(alias.to_owned())
-}
-
 /// A new signing certificate for `org` from the platform CA (alias: its CN unless given).
 pub(super) fn generate(
     store: &Store,
@@ -68,7 +53,7 @@ pub(super) fn generate(
         .ok_or_else(|| ApiError::internal("the platform CA is missing"))?;
     let (chain, key) = pki::issue_signing_cert(&platform, org.as_str())?;
     let info = pki::cert_info(&chain[0])?;
-    let alias = valid_alias(alias, info.common_name.as_deref().unwrap_or_default())?;
+    let alias = super::valid_alias(alias, info.common_name.as_deref().unwrap_or_default())?;
     Ok(NewSigningCert {
         chain,
         key,
@@ -95,7 +80,7 @@ pub async fn create(
                 let (chain, key) = pki::from_pkcs12(&der, password.as_deref().unwrap_or_default())?;
                 let now = OffsetDateTime::now_utc();
                 let info = pki::check_signing_cert(&chain, &key, now)?;
-                let alias = valid_alias(
+                let alias = super::valid_alias(
                     body.alias.as_deref(),
                     info.common_name.as_deref().unwrap_or_default(),
                 )?;

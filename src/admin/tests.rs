@@ -93,6 +93,7 @@ impl Harness {
                     info: info(&format!("CN=Device CA {n}"), n),
                     description: description.to_owned(),
                     registered_at: at,
+                    key: None,
                 },
             )
             .unwrap()

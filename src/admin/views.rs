@@ -7,9 +7,10 @@ use time::OffsetDateTime;
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
+use crate::pki::KeyType;
 use crate::store::{
-    AuditEvent, CaRecord, OrgRecord, Page, Role, ServerCertRecord, SigningCertRecord, TokenRecord,
-    TokenStatus,
+    AuditEvent, CaRecord, CsrRecord, CsrStatus, OrgRecord, Page, Role, ServerCertRecord,
+    SigningCertRecord, TokenRecord, TokenStatus,
 };
 
 /// RFC 3339 in UTC.
@@ -89,6 +90,8 @@ pub struct CaView {
     pub cert: CertView,
     pub description: String,
     pub active: bool,
+    /// Imported with its key: it can sign CSRs (`issuer` of a signature request).
+    pub can_issue: bool,
     pub registered_at: String,
 }
 
@@ -98,6 +101,7 @@ impl From<CaRecord> for CaView {
             cert: CertView::new(c.id, &c.org, &c.info),
             description: c.description,
             active: c.active,
+            can_issue: c.has_key,
             registered_at: rfc3339(c.registered_at),
         }
     }
@@ -200,6 +204,63 @@ impl From<AuditEvent> for AuditEventView {
             action: e.action,
             target: e.target,
             reason: e.reason,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignatureRequestView {
+    pub requested_by: String,
+    pub requested_role: String,
+    pub self_signed: bool,
+    /// `"platform"` or a CA id; absent when self-signed.
+    pub issuer: Option<String>,
+    pub reason: String,
+}
+
+/// A CSR: never its key.
+#[derive(Debug, Serialize)]
+pub struct CsrView {
+    pub id: String,
+    pub org: String,
+    pub alias: String,
+    pub common_name: String,
+    pub dns_names: Vec<String>,
+    pub key_type: KeyType,
+    pub status: CsrStatus,
+    pub csr_pem: String,
+    pub signature_request: Option<SignatureRequestView>,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+    /// The server certificate it became.
+    pub server_certificate: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<CsrRecord> for CsrView {
+    fn from(c: CsrRecord) -> CsrView {
+        CsrView {
+            id: c.id,
+            org: c.org.as_str().to_owned(),
+            alias: c.alias,
+            common_name: c.common_name,
+            dns_names: c.dns_names,
+            key_type: c.key_type,
+            status: c.status,
+            csr_pem: c.csr_pem,
+            signature_request: c.request.map(|r| SignatureRequestView {
+                requested_by: r.requested_by,
+                requested_role: r.requested_role,
+                self_signed: r.issuer.is_none(),
+                issuer: r.issuer,
+                reason: r.reason,
+            }),
+            decided_by: c.decided_by,
+            decision_reason: c.decision_reason,
+            server_certificate: c.server_certificate,
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
         }
     }
 }

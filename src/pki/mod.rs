@@ -413,6 +413,14 @@ pub fn check_signing_cert(
     Ok(info)
 }
 
+/// Checks a CA imported with its key (PKCS#12): `key` is a usable private key and the CA's.
+pub fn check_ca_key(
+    ca: &CertificateDer<'static>,
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), PkiError> {
+    check_key_matches(std::slice::from_ref(ca), key)
+}
+
 /// `NotAKey` unless `key` is a usable private key, `KeyMismatch` unless it is the leaf's.
 fn check_key_matches(
     chain: &[CertificateDer<'static>],
@@ -529,11 +537,116 @@ pub fn generate_platform_ca() -> Result<Issuer, PkiError> {
     })
 }
 
-/// Issues a server certificate (ECDSA P-256, EKU serverAuth, valid 1 year) for `dns_names` from
-/// `issuer`: the chain (leaf, issuer) and the new key.
-///
-/// The subject CN is the first name. `dns_names` must not be empty; whether the names fit an org
-/// is the caller's check ([`server_name_fits_org`]).
+/// Key types the platform generates (CSRs, generated server certificates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyType> {
+        [
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Rsa2048,
+            KeyType::Rsa3072,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A new private key of `key_type` (PKCS#8).
+pub fn generate_key(key_type: KeyType) -> Result<PrivateKeyDer<'static>, PkiError> {
+    use rcgen::{KeyPair, RsaKeySize};
+    let key = match key_type {
+        KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048),
+        KeyType::Rsa3072 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072),
+    }
+    .map_err(generate_err)?;
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        key.serialize_der(),
+    )))
+}
+
+/// What a server certificate is for: its subject CN and its DNS names.
+pub struct ServerNames<'a> {
+    pub common_name: &'a str,
+    pub dns_names: &'a [String],
+}
+
+impl ServerNames<'_> {
+    /// End-entity parameters: CN, SANs, digitalSignature, serverAuth, `valid_for` from now.
+    fn params(&self, valid_for: Duration) -> Result<rcgen::CertificateParams, PkiError> {
+        let mut params =
+            rcgen::CertificateParams::new(self.dns_names.to_vec()).map_err(generate_err)?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, self.common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        leaf_params(&mut params, valid_for);
+        Ok(params)
+    }
+}
+
+/// A PKCS#10 certificate signing request (PEM) for `names`, signed with `key`.
+pub fn csr_pem(names: &ServerNames<'_>, key: &PrivateKeyDer<'_>) -> Result<String, PkiError> {
+    let key = rcgen::KeyPair::try_from(key).map_err(generate_err)?;
+    let mut params = names.params(Duration::days(365))?;
+    // What a CSR cannot carry: the signer chooses serial and key identifiers.
+    params.serial_number = None;
+    params.use_authority_key_identifier_extension = false;
+    params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(generate_err)
+}
+
+/// A server certificate for `names` over `key`, valid a year: signed by `issuer`, or by `key`
+/// itself when `None` (self-signed). The chain is the leaf, then the issuer's certificate.
+pub fn sign_server_cert(
+    issuer: Option<&Issuer>,
+    names: &ServerNames<'_>,
+    key: &PrivateKeyDer<'_>,
+) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let key = rcgen::KeyPair::try_from(key).map_err(generate_err)?;
+    let params = names.params(Duration::days(365))?;
+    match issuer {
+        Some(issuer) => {
+            let ca_key = rcgen::KeyPair::try_from(&issuer.key_der).map_err(generate_err)?;
+            let ca =
+                rcgen::Issuer::from_ca_cert_der(&issuer.cert_der, ca_key).map_err(generate_err)?;
+            let cert = params.signed_by(&key, &ca).map_err(generate_err)?;
+            Ok(vec![cert.der().clone(), issuer.cert_der.clone()])
+        }
+        None => {
+            let cert = params.self_signed(&key).map_err(generate_err)?;
+            Ok(vec![cert.der().clone()])
+        }
+    }
+}
+
+/// A server certificate for `dns_names` (CN: the first) issued by `issuer` over a new P-256 key.
+/// Whether the names may be served for an org is the caller's check ([`server_name_fits_org`]).
 pub fn issue_server_cert(
     issuer: &Issuer,
     dns_names: &[String],
@@ -541,14 +654,17 @@ pub fn issue_server_cert(
     let first = dns_names
         .first()
         .ok_or_else(|| PkiError::Generate("no DNS name to issue for".to_owned()))?;
-    let mut params = rcgen::CertificateParams::new(dns_names.to_vec()).map_err(generate_err)?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, first.as_str());
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    issue_leaf(issuer, params, Duration::days(365))
+    let key = generate_key(KeyType::EcdsaP256)?;
+    let names = ServerNames {
+        common_name: first,
+        dns_names,
+    };
+    let chain = sign_server_cert(Some(issuer), &names, &key)?;
+    Ok((chain, key))
 }
+
+/// How long a generated token signing certificate is valid.
+pub const SIGNING_CERT_DAYS: i64 = 730;
 
 /// A token signing certificate for `org`, issued by the platform CA: a new ECDSA P-256 key (org
 /// tokens are ES256), digitalSignature only, valid for [`SIGNING_CERT_DAYS`]; the chain is the
@@ -557,6 +673,8 @@ pub fn issue_signing_cert(
     issuer: &Issuer,
     org: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+    let key_der = generate_key(KeyType::EcdsaP256)?;
+    let key = rcgen::KeyPair::try_from(&key_der).map_err(generate_err)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -565,37 +683,23 @@ pub fn issue_signing_cert(
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, org);
-    issue_leaf(issuer, params, Duration::days(SIGNING_CERT_DAYS))
+    leaf_params(&mut params, Duration::days(SIGNING_CERT_DAYS));
+    let ca_key = rcgen::KeyPair::try_from(&issuer.key_der).map_err(generate_err)?;
+    let ca = rcgen::Issuer::from_ca_cert_der(&issuer.cert_der, ca_key).map_err(generate_err)?;
+    let cert = params.signed_by(&key, &ca).map_err(generate_err)?;
+    Ok((vec![cert.der().clone(), issuer.cert_der.clone()], key_der))
 }
 
-/// How long a generated token signing certificate is valid.
-pub const SIGNING_CERT_DAYS: i64 = 730;
-
-/// Signs `params` (names and extended key usages set by the caller) with `issuer` over a new
-/// P-256 key: an end-entity certificate with digitalSignature, a random serial and the issuer's
-/// key identifier, valid from now (backdated a little) for `valid_for`. The chain is the leaf and
-/// the issuer.
-fn issue_leaf(
-    issuer: &Issuer,
-    mut params: rcgen::CertificateParams,
-    valid_for: Duration,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
-    use rcgen::{IsCa, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::try_from(&issuer.key_der).map_err(generate_err)?;
-    let ca = rcgen::Issuer::from_ca_cert_der(&issuer.cert_der, ca_key).map_err(generate_err)?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate_err)?;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+/// What every generated end-entity certificate has: not a CA, digitalSignature, a random
+/// serial, the issuer's key identifier, valid from now (backdated a little) for `valid_for`.
+fn leaf_params(params: &mut rcgen::CertificateParams, valid_for: Duration) {
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - BACKDATE;
     params.not_after = now + valid_for;
     params.serial_number = Some(random_serial());
-    let cert = params.signed_by(&key, &ca).map_err(generate_err)?;
-    Ok((
-        vec![cert.der().clone(), issuer.cert_der.clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    ))
 }
 
 #[cfg(test)]
@@ -1113,6 +1217,29 @@ mod tests {
         let file = p12(d, &["-inkey", "key.pem"]);
         let (got_chain, _) = from_pkcs12(&file, "pa55").unwrap();
         assert_eq!(got_chain, chain[..1].to_vec());
+    }
+
+    #[test]
+    fn key_types_generate_and_name_themselves_the_same_everywhere() {
+        for key_type in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+            let json = serde_json::to_string(&key_type).unwrap();
+            assert_eq!(json, format!("\"{}\"", key_type.as_str()));
+            assert_eq!(KeyType::parse(key_type.as_str()), Some(key_type));
+            let key = generate_key(key_type).unwrap();
+            let names = ServerNames {
+                common_name: "acme.messaging.example",
+                dns_names: &["acme.messaging.example".to_owned()],
+            };
+            let chain = sign_server_cert(None, &names, &key).unwrap();
+            check_server_cert("acme", &chain, &key, now()).unwrap();
+            let csr = csr_pem(&names, &key).unwrap();
+            assert!(
+                csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+                "{csr}"
+            );
+        }
+        assert_eq!(KeyType::parse("rsa-3072"), Some(KeyType::Rsa3072));
+        assert_eq!(KeyType::parse("dsa"), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@ use rusqlite::types::{ToSql, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::CertificateDer;
 
+use crate::pki::Issuer;
+
 use super::cert_info::CertInfoRow;
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, CaFilter,
@@ -11,8 +13,17 @@ use super::{
 };
 use crate::identity::OrgId;
 
+/// The columns an insert writes; reads add whether a key is kept.
 const COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not_before, \
                        not_after, common_name, dns_names, description, active, registered_at";
+const READ_COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not_before, \
+     not_after, common_name, dns_names, description, active, registered_at, \
+     key_sealed IS NOT NULL";
+
+/// The AAD of a CA's sealed key: bound to its row.
+fn key_aad(id: &str) -> String {
+    format!("ca_certificates/{id}/key")
+}
 
 struct CaRow {
     id: String,
@@ -21,6 +32,7 @@ struct CaRow {
     description: String,
     active: bool,
     registered_at: i64,
+    has_key: bool,
 }
 
 impl CaRow {
@@ -32,6 +44,7 @@ impl CaRow {
             description: row.get(10)?,
             active: row.get(11)?,
             registered_at: row.get(12)?,
+            has_key: row.get(13)?,
         })
     }
 
@@ -43,6 +56,7 @@ impl CaRow {
             der: CertificateDer::from(self.der),
             description: self.description,
             active: self.active,
+            has_key: self.has_key,
             registered_at: from_micros(self.registered_at)?,
         })
     }
@@ -54,7 +68,7 @@ fn get_ca(
     id: &str,
 ) -> Result<Option<CaRecord>, StoreError> {
     conn.query_row(
-        &format!("SELECT {COLUMNS} FROM ca_certificates WHERE org = ?1 AND id = ?2"),
+        &format!("SELECT {READ_COLUMNS} FROM ca_certificates WHERE org = ?1 AND id = ?2"),
         params![org.as_str(), id],
         CaRow::read,
     )
@@ -69,7 +83,7 @@ pub(super) fn active_cas(
     org: &OrgId,
 ) -> Result<Vec<CaRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM ca_certificates WHERE org = ?1 AND active = 1
+        "SELECT {READ_COLUMNS} FROM ca_certificates WHERE org = ?1 AND active = 1
          ORDER BY registered_at, id"
     ))?;
     let cas = records(stmt.query_map([org.as_str()], CaRow::read)?, |r| {
@@ -101,10 +115,42 @@ impl Store {
             ),
         );
         unique_or(inserted, StoreError::DuplicateCertificate)?;
+        if let Some(key) = &new.key {
+            let sealed = self.master_key.seal_private_key(&key_aad(&id), key)?;
+            tx.execute(
+                "UPDATE ca_certificates SET key_sealed = ?2 WHERE id = ?1",
+                params![id, sealed],
+            )?;
+        }
         let record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;
         tx.commit()?;
         Ok(record)
+    }
+
+    /// One of the org's CAs as an issuer: `None` when there is no such CA, `Some(None)` when it
+    /// was registered without its key.
+    pub fn ca_issuer(&self, org: &OrgId, id: &str) -> Result<Option<Option<Issuer>>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = conn
+            .query_row(
+                "SELECT der, key_sealed FROM ca_certificates WHERE org = ?1 AND id = ?2",
+                params![org.as_str(), id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(der, sealed)| {
+            sealed
+                .map(|sealed| {
+                    Ok(Issuer {
+                        cert_der: CertificateDer::from(der),
+                        key_der: self.master_key.open_private_key(&key_aad(id), &sealed)?,
+                    })
+                })
+                .transpose()
+        })
+        .transpose()
     }
 
     /// `UnknownOrg`, or `None` when the org has no such CA.
@@ -123,7 +169,7 @@ impl Store {
     ) -> Result<Page<CaRecord>, StoreError> {
         let (after_micros, after_id) = page.after();
         let mut sql = format!(
-            "SELECT {COLUMNS} FROM ca_certificates
+            "SELECT {READ_COLUMNS} FROM ca_certificates
              WHERE org = ?1 AND (registered_at, id) > (?2, ?3)"
         );
         let mut args: Vec<Value> = vec![

@@ -33,6 +33,7 @@ mod audit;
 mod ca_certificates;
 mod cert_info;
 pub mod crypto;
+mod csrs;
 mod orgs;
 pub mod page;
 mod platform;
@@ -43,6 +44,7 @@ mod tokens;
 
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use crypto::MasterKey;
+pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
 pub use tokens::{NewToken, Role, TokenPatch, TokenRecord, TokenStatus};
@@ -84,6 +86,9 @@ pub enum StoreError {
     /// A revoked token changes no more.
     #[error("the token is revoked")]
     TokenRevoked,
+    /// The CSR is not in the status the change needs (it holds the current one).
+    #[error("the CSR is {}", .0.as_str())]
+    CsrStatus(CsrStatus),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +109,8 @@ pub struct CaRecord {
     pub der: CertificateDer<'static>,
     pub description: String,
     pub active: bool,
+    /// Imported with its private key: it can issue server certificates.
+    pub has_key: bool,
     pub registered_at: OffsetDateTime,
 }
 
@@ -143,12 +150,13 @@ pub struct OrgPatch {
     pub approval_required_roles: Option<Vec<Role>>,
 }
 
-/// A CA certificate that passed `pki::check_ca`.
-#[derive(Debug, Clone)]
+/// A CA certificate that passed `pki::check_ca`, with its key when it was imported with one.
+#[derive(Debug)]
 pub struct NewCa {
     pub der: CertificateDer<'static>,
     pub info: CertInfo,
     pub description: String,
+    pub key: Option<PrivateKeyDer<'static>>,
     pub registered_at: OffsetDateTime,
 }
 

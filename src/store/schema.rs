@@ -11,6 +11,7 @@ use super::StoreError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_tokens_audit.sql")),
+    (3, include_str!("migrations/0003_csrs.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -69,6 +69,7 @@ fn new_ca(n: u32, description: &str, at: OffsetDateTime) -> NewCa {
         der: CertificateDer::from(vec![0x30, n as u8]),
         info: info(&format!("CN=Device CA {n}"), &format!("{n:064x}")),
         description: description.to_owned(),
+        key: None,
         registered_at: at,
     }
 }

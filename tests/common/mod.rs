@@ -122,6 +122,12 @@ impl TestCa {
         }
     }
 
+    /// Signs a PKCS#10 request (PEM) as an outside CA would: the certificate as PEM.
+    pub fn sign_csr(&self, csr_pem: &str) -> String {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
+        csr.signed_by(&self.issuer).unwrap().pem()
+    }
+
     /// A client certificate with subject `cn` and SAN emails, valid from yesterday for 30 days.
     pub fn client(&self, cn: &str, emails: &[&str]) -> ClientCert {
         let now = OffsetDateTime::now_utc();

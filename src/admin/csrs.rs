@@ -1,0 +1,471 @@
+//! `/api/v1/orgs/{org}/csrs[/{id}[/csr.pem|/certificate|/signature-request|/approve|/reject]]`:
+//! certificate signing requests whose key is generated and kept (encrypted) here, signed
+//! elsewhere and uploaded back, or signed here — self-signed, by the platform CA or by one of the
+//! org's CAs imported with its key — at once or after an approver agrees (DESIGN §7b).
+//!
+//! Whose requests wait is the org's `approval_required_roles`; an approver other than the
+//! requester approves (which signs) or rejects. Every outcome is a server certificate, not
+//! active, with the CSR's key.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::auth::{Caller, Need};
+use super::error::ApiError;
+use super::extract::{ApiBody, ApiJson, ApiQuery};
+use super::views::{CsrView, ListView};
+use super::{
+    audit, change, get_one, list_page, no_content, org_in_path, require_org, AdminState, Paging,
+};
+use crate::identity::OrgId;
+use crate::pki::{self, KeyType, PkiError, ServerNames};
+use crate::store::{
+    CsrRecord, CsrStatus, CsrTransition, NewCsr, NewServerCert, SignatureRequest, Store,
+};
+
+const MISSING: &str = "no such CSR";
+const MAX_CN_LEN: usize = 64;
+const MAX_NAMES: usize = 100;
+const MAX_REASON_LEN: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    common_name: String,
+    dns_names: Vec<String>,
+    key_type: KeyType,
+    alias: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<CsrStatus>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    self_signed: bool,
+    /// `"platform"` or the id of one of the org's CAs imported with its key.
+    issuer: Option<String>,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    reason: String,
+}
+
+fn valid_reason(reason: &str) -> Result<String, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_LEN {
+        return Err(ApiError::invalid(
+            "invalid_reason",
+            format!("reason must be 1-{MAX_REASON_LEN} characters"),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+/// Checks the names a CSR asks for: a CN, and 1–100 DNS names that each fit the org (§2).
+fn valid_names(org: &OrgId, body: &Create) -> Result<(String, Vec<String>), ApiError> {
+    let cn = body.common_name.trim();
+    if cn.is_empty() || cn.chars().count() > MAX_CN_LEN || cn.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_common_name",
+            format!("common_name must be 1-{MAX_CN_LEN} characters"),
+        ));
+    }
+    let names: Vec<String> = body
+        .dns_names
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    if names.is_empty() || names.len() > MAX_NAMES {
+        return Err(ApiError::invalid(
+            "invalid_dns_names",
+            format!("dns_names must hold 1-{MAX_NAMES} names"),
+        ));
+    }
+    if let Some(bad) = names
+        .iter()
+        .find(|n| !pki::server_name_fits_org(org.as_str(), n))
+    {
+        return Err(PkiError::NamesDoNotFit(format!(
+            "{bad} is neither {org}.messaging.<domain> nor *.messaging.<domain>"
+        ))
+        .into());
+    }
+    Ok((cn.to_owned(), names))
+}
+
+pub async fn create(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiJson(body): ApiJson<Create>,
+) -> Result<(StatusCode, Json<CsrView>), ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    let (common_name, dns_names) = valid_names(&org, &body)?;
+    let alias = super::valid_alias(body.alias.as_deref(), &common_name)?;
+    let record = change(state, org, move |store, org| {
+        require_org(store, org)?;
+        let key = pki::generate_key(body.key_type)?;
+        let names = ServerNames {
+            common_name: &common_name,
+            dns_names: &dns_names,
+        };
+        let csr_pem = pki::csr_pem(&names, &key)?;
+        let new = NewCsr {
+            alias,
+            common_name: common_name.clone(),
+            dns_names: dns_names.clone(),
+            key_type: body.key_type,
+            csr_pem,
+            key,
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let record = store.insert_csr(org, &new)?;
+        audit(store, org, &caller, "csr.create", Some(&record.id));
+        Ok(record)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<ListView<CsrView>>, ApiError> {
+    let status = query.status;
+    list_page(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        query.paging,
+        move |store, org, page| store.list_csrs(org, status, page),
+    )
+    .await
+}
+
+pub async fn get(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<CsrView>, ApiError> {
+    get_one(
+        state,
+        &caller,
+        &org,
+        Need::Read,
+        MISSING,
+        move |store, org| store.csr(org, &id),
+    )
+    .await
+}
+
+/// The CSR itself (PKCS#10 PEM), to send to an outside CA.
+pub async fn csr_pem(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(view) = get(State(state), Extension(caller), Path((org, id))).await?;
+    Ok(([(header::CONTENT_TYPE, "application/pkcs10")], view.csr_pem))
+}
+
+pub async fn delete(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    change(state, org, move |store, org| {
+        if !store.delete_csr(org, &id)? {
+            return Err(ApiError::NotFound(MISSING));
+        }
+        audit(store, org, &caller, "csr.delete", Some(&id));
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
+
+/// The certificate an outside CA signed for a `generated` CSR: a PEM chain (leaf first) as
+/// `application/x-pem-file`, or `{"certificate_chain": PEM}`. It must match the CSR's key and
+/// pass the server certificate checks; it becomes a server certificate with that key.
+pub async fn upload_certificate(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Result<(StatusCode, Json<CsrView>), ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    let pem = match super::media_type(&headers).as_deref() {
+        Some("application/x-pem-file") => body.to_vec(),
+        Some("application/json") => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Chain {
+                certificate_chain: String,
+            }
+            let chain: Chain = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))?;
+            chain.certificate_chain.into_bytes()
+        }
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/x-pem-file or application/json",
+            ))
+        }
+    };
+    let record = change(state, org, move |store, org| {
+        let (csr, key) = store
+            .csr_with_key(org, &id)?
+            .ok_or(ApiError::NotFound(MISSING))?;
+        if csr.status != CsrStatus::Generated {
+            return Err(status_conflict(csr.status));
+        }
+        let chain = pki::certs_from_pem(&pem)?;
+        let server_certificate = register(store, org, chain, key)?;
+        let transition = CsrTransition::Completed {
+            request: None,
+            server_certificate,
+            decision: None,
+        };
+        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
+        audit(store, org, &caller, "csr.certificate_upload", Some(&id));
+        Ok(record)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+/// Asks for a signature: 201 `completed` at once, or 202 `pending_approval` when the
+/// requester's role is one of the org's `approval_required_roles`.
+pub async fn request_signature(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Request>,
+) -> Result<(StatusCode, Json<CsrView>), ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    let issuer = match (body.self_signed, body.issuer) {
+        (true, None) => None,
+        (false, Some(issuer)) => Some(issuer),
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_issuer",
+                "give self_signed true without issuer, or self_signed false with issuer \
+                 (\"platform\" or a CA id)",
+            ))
+        }
+    };
+    let (actor, role) = caller.actor();
+    let request = SignatureRequest {
+        requested_by_id: caller.id().to_owned(),
+        requested_by: actor.to_owned(),
+        requested_role: role.to_owned(),
+        issuer,
+        reason: valid_reason(&body.reason)?,
+    };
+    let (status, record) = change(state, org, move |store, org| {
+        let settings = store
+            .org(org)?
+            .ok_or(ApiError::NotFound("no such organisation"))?;
+        let (csr, key) = store
+            .csr_with_key(org, &id)?
+            .ok_or(ApiError::NotFound(MISSING))?;
+        if csr.status != CsrStatus::Generated {
+            return Err(status_conflict(csr.status));
+        }
+        let needs_approval = caller
+            .role()
+            .is_some_and(|role| settings.approval_required_roles.contains(&role));
+        if needs_approval {
+            // The issuer must exist now, not only when an approver signs.
+            issuer_of(store, org, request.issuer.as_deref())?;
+            let transition = CsrTransition::Requested(request);
+            let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
+            audit(store, org, &caller, "csr.signature_request", Some(&id));
+            return Ok((StatusCode::ACCEPTED, record));
+        }
+        let server_certificate = sign(store, org, &csr, key, request.issuer.as_deref())?;
+        let transition = CsrTransition::Completed {
+            request: Some(request),
+            server_certificate,
+            decision: None,
+        };
+        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
+        audit(store, org, &caller, "csr.sign", Some(&id));
+        Ok((StatusCode::CREATED, record))
+    })
+    .await?;
+    Ok((status, Json(record.into())))
+}
+
+/// An approver other than the requester signs a pending request.
+pub async fn approve(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Decision>,
+) -> Result<Json<CsrView>, ApiError> {
+    decide(state, caller, org, id, body, true).await
+}
+
+/// An approver other than the requester ends a pending request.
+pub async fn reject(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Decision>,
+) -> Result<Json<CsrView>, ApiError> {
+    decide(state, caller, org, id, body, false).await
+}
+
+async fn decide(
+    state: AdminState,
+    caller: Caller,
+    org: String,
+    id: String,
+    body: Decision,
+    approve: bool,
+) -> Result<Json<CsrView>, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Approve)?;
+    let reason = valid_reason(&body.reason)?;
+    let record = change(state, org, move |store, org| {
+        let (csr, key) = store
+            .csr_with_key(org, &id)?
+            .ok_or(ApiError::NotFound(MISSING))?;
+        if csr.status != CsrStatus::PendingApproval {
+            return Err(status_conflict(csr.status));
+        }
+        let request = csr
+            .request
+            .clone()
+            .ok_or_else(|| ApiError::internal("a pending CSR without its request"))?;
+        if request.requested_by_id == caller.id() {
+            return Err(ApiError::Conflict {
+                code: "requester_cannot_approve",
+                message: "the requester of a signature cannot approve or reject it",
+            });
+        }
+        let decided_by = caller.actor().0.to_owned();
+        let (transition, action) = if approve {
+            let server_certificate = sign(store, org, &csr, key, request.issuer.as_deref())?;
+            let transition = CsrTransition::Completed {
+                request: None,
+                server_certificate,
+                decision: Some((decided_by, reason)),
+            };
+            (transition, "csr.approve")
+        } else {
+            (CsrTransition::Rejected { decided_by, reason }, "csr.reject")
+        };
+        let record = transition_csr(store, org, &csr, CsrStatus::PendingApproval, &transition)?;
+        audit(store, org, &caller, action, Some(&id));
+        Ok(record)
+    })
+    .await?;
+    Ok(Json(record.into()))
+}
+
+fn status_conflict(status: CsrStatus) -> ApiError {
+    ApiError::from(crate::store::StoreError::CsrStatus(status))
+}
+
+fn transition_csr(
+    store: &Store,
+    org: &OrgId,
+    csr: &CsrRecord,
+    from: CsrStatus,
+    transition: &CsrTransition,
+) -> Result<CsrRecord, ApiError> {
+    store
+        .transition_csr(org, &csr.id, from, transition, OffsetDateTime::now_utc())?
+        .ok_or(ApiError::NotFound(MISSING))
+}
+
+/// The issuer a request names: `None` for self-signed, the platform CA, or one of the org's CAs
+/// imported with its key (422 `unknown_issuer`, `issuer_without_key` otherwise).
+fn issuer_of(
+    store: &Store,
+    org: &OrgId,
+    issuer: Option<&str>,
+) -> Result<Option<pki::Issuer>, ApiError> {
+    match issuer {
+        None => Ok(None),
+        Some("platform") => {
+            Ok(Some(store.platform_ca()?.ok_or_else(|| {
+                ApiError::internal("the platform CA is missing")
+            })?))
+        }
+        Some(ca) => match store.ca_issuer(org, ca)? {
+            None => Err(ApiError::invalid(
+                "unknown_issuer",
+                "issuer must be \"platform\" or the id of one of the organisation's CAs",
+            )),
+            Some(None) => Err(ApiError::invalid(
+                "issuer_without_key",
+                "that CA was registered without its key; import it as PKCS#12 to sign with it",
+            )),
+            Some(Some(issuer)) => Ok(Some(issuer)),
+        },
+    }
+}
+
+/// Signs the CSR's names over its key and registers the result; returns the new server
+/// certificate's id.
+fn sign(
+    store: &Store,
+    org: &OrgId,
+    csr: &CsrRecord,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    issuer: Option<&str>,
+) -> Result<String, ApiError> {
+    let issuer = issuer_of(store, org, issuer)?;
+    let names = ServerNames {
+        common_name: &csr.common_name,
+        dns_names: &csr.dns_names,
+    };
+    let chain = pki::sign_server_cert(issuer.as_ref(), &names, &key)?;
+    register(store, org, chain, key)
+}
+
+/// Checks a chain and key as a server certificate of `org` and registers it (not active).
+pub(super) fn register(
+    store: &Store,
+    org: &OrgId,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Result<String, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let info = pki::check_server_cert(org.as_str(), &chain, &key, now)?;
+    let record = store.insert_server_cert(
+        org,
+        &NewServerCert {
+            chain,
+            key,
+            info,
+            registered_at: now,
+        },
+    )?;
+    Ok(record.id)
+}
