@@ -520,7 +520,7 @@ async fn ca_list_get_and_filters() {
             "id": north, "org": "acme", "subject": "CN=Device CA 1", "issuer": "CN=Root",
             "serial": "01", "fingerprint_sha256": format!("{:064x}", 1),
             "not_before": "2024-01-01T00:00:00Z", "not_after": "2034-01-01T00:00:00Z",
-            "description": "Fleet North", "active": true,
+            "description": "Fleet North", "active": true, "can_issue": false,
             "registered_at": "2025-01-01T00:00:00Z"
         })
     );
