@@ -436,3 +436,146 @@ async fn a_ca_imported_as_pkcs12_with_its_key_issues_server_certificates() {
         .await;
     assert_eq!(cert["issuer"], "CN=Acme Issuing CA");
 }
+
+#[tokio::test]
+async fn lists_filter_by_alias_window_and_status_and_details_say_where_used() {
+    let server = TestServer::start().await;
+    let (_, ca_id) = server.org_with_ca("acme").await;
+    let generate = |key_type: &'static str| json!({"dns_name": NAME, "key_type": key_type});
+    let (_, first) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/server-certificates/generate",
+            Some(generate("ecdsa-p384")),
+        )
+        .await;
+    let (_, second) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/server-certificates/generate",
+            Some(generate("rsa-2048")),
+        )
+        .await;
+    activate(&server, first["id"].as_str().unwrap()).await;
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |query: &str| format!("/api/v1/orgs/acme/server-certificates?{query}");
+    let (_, active) = server.api("GET", &list("status=active"), None).await;
+    assert_eq!(ids(&active), [first["id"].as_str().unwrap()]);
+    let (_, inactive) = server
+        .api("GET", &list("status=inactive&alias=ACME.messaging"), None)
+        .await;
+    assert_eq!(ids(&inactive), [second["id"].as_str().unwrap()]);
+    let (_, none) = server
+        .api("GET", &list("alias=nothing-like-it"), None)
+        .await;
+    assert!(ids(&none).is_empty());
+    let after = second["registered_at"].as_str().unwrap();
+    let (_, later) = server
+        .api(
+            "GET",
+            &list(&format!("registered_after={}", after.replace('+', "%2B"))),
+            None,
+        )
+        .await;
+    assert!(
+        ids(&later).is_empty(),
+        "nothing registered after the last one"
+    );
+    let (status, body) = server.api("GET", &list("status=sideways"), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_status"))
+    );
+
+    // Details: key type, both fingerprints, where it is used.
+    let (_, detail) = server
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/orgs/acme/server-certificates/{}",
+                first["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(detail["key_type"], "ecdsa-p384");
+    assert_eq!(detail["used_for"], json!(["mqtts"]));
+    assert_eq!(detail["alias"], NAME);
+    assert_eq!(detail["fingerprint_sha1"].as_str().unwrap().len(), 40);
+    let (_, other) = server
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/orgs/acme/server-certificates/{}",
+                second["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(other["key_type"], "rsa-2048");
+    assert_eq!(other["used_for"], json!([]));
+
+    let (_, ca) = server
+        .api(
+            "GET",
+            &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(ca["used_for"], json!(["device_authentication"]));
+    assert_eq!(ca["alias"], "acme devices CA");
+    let (status, renamed) = server
+        .api(
+            "PATCH",
+            &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}"),
+            Some(json!({"alias": "Fleet 2026"})),
+        )
+        .await;
+    assert_eq!(
+        (status, renamed["alias"].as_str()),
+        (200, Some("Fleet 2026"))
+    );
+    let (_, found) = server
+        .api("GET", "/api/v1/orgs/acme/ca-certificates?alias=fleet", None)
+        .await;
+    assert_eq!(ids(&found), [ca_id.as_str()]);
+
+    let (_, signing) = server
+        .api(
+            "GET",
+            "/api/v1/orgs/acme/signing-certificates?status=default",
+            None,
+        )
+        .await;
+    assert_eq!(signing["items"][0]["used_for"], json!(["token_signing"]));
+    let (_, standby) = server
+        .api(
+            "GET",
+            "/api/v1/orgs/acme/signing-certificates?status=standby",
+            None,
+        )
+        .await;
+    assert!(ids(&standby).is_empty());
+
+    let csr = new_csr(&server, &server.token.clone(), "ecdsa-p256").await;
+    let (_, csrs) = server
+        .api(
+            "GET",
+            "/api/v1/orgs/acme/csrs?status=generated&alias=acme",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&csrs), [csr["id"].as_str().unwrap()]);
+    let (_, csrs) = server
+        .api("GET", "/api/v1/orgs/acme/csrs?status=completed", None)
+        .await;
+    assert!(ids(&csrs).is_empty());
+}

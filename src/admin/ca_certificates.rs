@@ -6,7 +6,6 @@ use axum::Extension;
 use axum::Json;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::auth::{Caller, Need};
@@ -51,13 +50,17 @@ pub struct UploadQuery {
 #[serde(deny_unknown_fields)]
 pub struct UpdateCa {
     active: Option<bool>,
+    alias: Option<String>,
     description: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     q: Option<String>,
+    alias: Option<String>,
     active: Option<bool>,
+    /// `active` or `inactive` (the same as `active=true|false`).
+    status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
     limit: Option<u32>,
@@ -82,20 +85,6 @@ fn single_pem_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, ApiErro
         1 => Ok(certs.remove(0)),
         _ => Err(PkiError::MoreThanOneCertificate.into()),
     }
-}
-
-fn time_param(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
-                ApiError::bad_parameter(
-                    "invalid_time",
-                    format!("{name} must be an RFC 3339 time such as 2025-01-31T12:00:00Z"),
-                )
-            })
-        })
-        .transpose()
 }
 
 /// `{"certificate": PEM, "description"}` as JSON, or the certificate as the body
@@ -187,11 +176,19 @@ pub async fn list(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Read)?;
     let page = page_request(query.limit, query.cursor.as_deref())?;
+    let status = super::status_param(
+        query.status.as_deref(),
+        &[("active", true), ("inactive", false)],
+    )?;
     let filter = CaFilter {
         q: query.q,
-        active: query.active,
-        registered_after: time_param("registered_after", query.registered_after.as_deref())?,
-        registered_before: time_param("registered_before", query.registered_before.as_deref())?,
+        alias: query.alias,
+        active: query.active.or(status),
+        registered_after: super::time_param("registered_after", query.registered_after.as_deref())?,
+        registered_before: super::time_param(
+            "registered_before",
+            query.registered_before.as_deref(),
+        )?,
     };
     let page = read(state, move |store| store.list_cas(&org, &filter, &page)).await?;
     Ok(Json(ListView::from_page(page, CaView::from)))
@@ -224,6 +221,11 @@ pub async fn update(
     caller.require(&org, Need::Manage)?;
     let patch = CaPatch {
         active: body.active,
+        alias: body
+            .alias
+            .as_deref()
+            .map(|a| super::valid_alias(Some(a), ""))
+            .transpose()?,
         description: body
             .description
             .as_deref()

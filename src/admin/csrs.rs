@@ -19,7 +19,8 @@ use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::views::{CsrView, ListView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, require_org, AdminState, Paging,
+    audit, change, get_one, list_page, no_content, org_in_path, require_org, AdminState,
+    CertListQuery,
 };
 use crate::identity::OrgId;
 use crate::pki::{self, KeyType, PkiError, ServerNames};
@@ -39,13 +40,6 @@ pub struct Create {
     dns_names: Vec<String>,
     key_type: KeyType,
     alias: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    status: Option<CsrStatus>,
-    #[serde(flatten)]
-    paging: Paging,
 }
 
 #[derive(Deserialize)]
@@ -145,16 +139,21 @@ pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<CertListQuery>,
 ) -> Result<Json<ListView<CsrView>>, ApiError> {
-    let status = query.status;
+    let (filter, paging) = query.split(&[
+        ("generated", CsrStatus::Generated),
+        ("pending_approval", CsrStatus::PendingApproval),
+        ("completed", CsrStatus::Completed),
+        ("rejected", CsrStatus::Rejected),
+    ])?;
     list_page(
         state,
         &caller,
         &org,
         Need::Read,
-        query.paging,
-        move |store, org, page| store.list_csrs(org, status, page),
+        paging,
+        move |store, org, page| store.list_csrs(org, &filter, page),
     )
     .await
 }

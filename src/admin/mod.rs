@@ -26,6 +26,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::identity::OrgId;
@@ -203,6 +204,73 @@ where
         Ok(changed)
     })
     .await
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                ApiError::bad_parameter(
+                    "invalid_time",
+                    format!("{name} must be an RFC 3339 time such as 2025-01-31T12:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `?status=` as one of `statuses` (name, value); 400 `invalid_status` for another.
+fn status_param<S: Copy>(
+    value: Option<&str>,
+    statuses: &[(&str, S)],
+) -> Result<Option<S>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    statuses
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, s)| Some(*s))
+        .ok_or_else(|| {
+            let names: Vec<&str> = statuses.iter().map(|(name, _)| *name).collect();
+            ApiError::bad_parameter(
+                "invalid_status",
+                format!("status must be one of {}", names.join(", ")),
+            )
+        })
+}
+
+/// `?alias=&registered_after=&registered_before=&status=&limit=&cursor=` of a certificate
+/// collection (DESIGN §7b).
+#[derive(serde::Deserialize)]
+struct CertListQuery {
+    alias: Option<String>,
+    registered_after: Option<String>,
+    registered_before: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl CertListQuery {
+    /// The filter, with `status` one of `statuses`; and the paging.
+    fn split<S: Copy>(
+        self,
+        statuses: &[(&str, S)],
+    ) -> Result<(crate::store::ListFilter<S>, Paging), ApiError> {
+        let filter = crate::store::ListFilter {
+            alias: self.alias,
+            registered_after: time_param("registered_after", self.registered_after.as_deref())?,
+            registered_before: time_param("registered_before", self.registered_before.as_deref())?,
+            status: status_param(self.status.as_deref(), statuses)?,
+        };
+        let paging = Paging {
+            limit: self.limit,
+            cursor: self.cursor,
+        };
+        Ok((filter, paging))
+    }
 }
 
 /// `?limit=&cursor=` of a plain org collection.

@@ -15,7 +15,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, ServerCertView};
 use super::{
     audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
-    Paging,
+    CertListQuery,
 };
 use crate::pki::{self, PkiError};
 use crate::store::NewServerCert;
@@ -172,15 +172,16 @@ pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
-    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(query): ApiQuery<CertListQuery>,
 ) -> Result<Json<ListView<ServerCertView>>, ApiError> {
+    let (filter, paging) = query.split(&[("active", true), ("inactive", false)])?;
     list_page(
         state,
         &caller,
         &org,
         Need::Read,
         paging,
-        |store, org, page| store.list_server_certs(org, page),
+        move |store, org, page| store.list_server_certs(org, &filter, page),
     )
     .await
 }

@@ -16,7 +16,7 @@ use super::server_certificates::decode_base64;
 use super::views::{ListView, SigningCertView};
 use super::{
     audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
-    Paging,
+    CertListQuery,
 };
 use crate::identity::OrgId;
 use crate::pki::{self, PkiError};
@@ -114,15 +114,16 @@ pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
-    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(query): ApiQuery<CertListQuery>,
 ) -> Result<Json<ListView<SigningCertView>>, ApiError> {
+    let (filter, paging) = query.split(&[("default", true), ("standby", false)])?;
     list_page(
         state,
         &caller,
         &org,
         Need::Read,
         paging,
-        |store, org, page| store.list_signing_certs(org, page),
+        move |store, org, page| store.list_signing_certs(org, &filter, page),
     )
     .await
 }

@@ -505,6 +505,7 @@ async fn ca_list_get_and_filters() {
             &lab,
             &CaPatch {
                 active: Some(false),
+                alias: None,
                 description: None,
             },
         )
@@ -521,7 +522,9 @@ async fn ca_list_get_and_filters() {
             "serial": "01", "fingerprint_sha256": format!("{:064x}", 1),
             "not_before": "2024-01-01T00:00:00Z", "not_after": "2034-01-01T00:00:00Z",
             "description": "Fleet North", "active": true, "can_issue": false,
-            "registered_at": "2025-01-01T00:00:00Z"
+            "registered_at": "2025-01-01T00:00:00Z", "alias": "CN=Device CA 1",
+            "fingerprint_sha1": "18c42203590f36ef6f08a9585fa415d7b0240b02",
+            "key_type": "unknown", "used_for": ["device_authentication"]
         })
     );
     assert_refused(
@@ -656,6 +659,10 @@ async fn server_certificates_read_and_refusals() {
         "registered_at",
         "serial",
         "subject",
+        "alias",
+        "fingerprint_sha1",
+        "key_type",
+        "used_for",
     ];
     expected.sort_unstable();
     let mut keys = keys;

@@ -65,12 +65,24 @@ pub struct CertView {
     pub issuer: String,
     pub serial: String,
     pub fingerprint_sha256: String,
+    pub fingerprint_sha1: String,
     pub not_before: String,
     pub not_after: String,
+    pub key_type: String,
+    pub alias: String,
+    /// Where the certificate is in use now (empty: nowhere).
+    pub used_for: Vec<&'static str>,
 }
 
 impl CertView {
-    fn new(id: String, org: &OrgId, info: &CertInfo) -> CertView {
+    fn new(
+        id: String,
+        org: &OrgId,
+        info: &CertInfo,
+        der: &[u8],
+        alias: String,
+        used_for: Vec<&'static str>,
+    ) -> CertView {
         CertView {
             id,
             org: org.as_str().to_owned(),
@@ -78,10 +90,23 @@ impl CertView {
             issuer: info.issuer.clone(),
             serial: info.serial.clone(),
             fingerprint_sha256: info.fingerprint_sha256.clone(),
+            fingerprint_sha1: crate::pki::fingerprint_sha1(der),
             not_before: rfc3339(info.not_before),
             not_after: rfc3339(info.not_after),
+            key_type: crate::pki::key_type_of(der),
+            alias,
+            used_for,
         }
     }
+}
+
+/// `used_for` entries: only those that hold.
+fn uses(candidates: &[(bool, &'static str)]) -> Vec<&'static str> {
+    candidates
+        .iter()
+        .filter(|(holds, _)| *holds)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -98,7 +123,14 @@ pub struct CaView {
 impl From<CaRecord> for CaView {
     fn from(c: CaRecord) -> CaView {
         CaView {
-            cert: CertView::new(c.id, &c.org, &c.info),
+            cert: CertView::new(
+                c.id,
+                &c.org,
+                &c.info,
+                &c.der,
+                c.alias,
+                uses(&[(c.active, "device_authentication"), (c.has_key, "issuing")]),
+            ),
             description: c.description,
             active: c.active,
             can_issue: c.has_key,
@@ -119,7 +151,14 @@ pub struct ServerCertView {
 impl From<ServerCertRecord> for ServerCertView {
     fn from(c: ServerCertRecord) -> ServerCertView {
         ServerCertView {
-            cert: CertView::new(c.id, &c.org, &c.info),
+            cert: CertView::new(
+                c.id,
+                &c.org,
+                &c.info,
+                c.chain.first().map(|d| d.as_ref()).unwrap_or_default(),
+                c.alias,
+                uses(&[(c.active, "mqtts")]),
+            ),
             dns_names: c.info.dns_names,
             active: c.active,
             registered_at: rfc3339(c.registered_at),
@@ -131,7 +170,6 @@ impl From<ServerCertRecord> for ServerCertView {
 pub struct SigningCertView {
     #[serde(flatten)]
     pub cert: CertView,
-    pub alias: String,
     /// New tokens are signed with the default.
     pub is_default: bool,
     /// Tokens it signed that are not revoked (deleting it revokes them).
@@ -142,8 +180,17 @@ pub struct SigningCertView {
 impl From<SigningCertRecord> for SigningCertView {
     fn from(c: SigningCertRecord) -> SigningCertView {
         SigningCertView {
-            cert: CertView::new(c.id, &c.org, &c.info),
-            alias: c.alias,
+            cert: CertView::new(
+                c.id,
+                &c.org,
+                &c.info,
+                c.chain.first().map(|d| d.as_ref()).unwrap_or_default(),
+                c.alias,
+                uses(&[
+                    (c.is_default, "token_signing"),
+                    (c.tokens > 0, "token_verification"),
+                ]),
+            ),
             is_default: c.is_default,
             tokens: c.tokens,
             registered_at: rfc3339(c.registered_at),

@@ -390,6 +390,37 @@ pub fn check_server_cert(
     Ok(info)
 }
 
+/// The key of a certificate as the API names key types (`ecdsa-p256`, `rsa-2048`, `ed25519`, …);
+/// `unknown` for a key it cannot read.
+pub fn key_type_of(der: &[u8]) -> String {
+    use x509_parser::public_key::PublicKey;
+    let Ok(cert) = parse_cert(der) else {
+        return "unknown".to_owned();
+    };
+    match cert.public_key().parsed() {
+        // An uncompressed point: 1 + 2 × the field size.
+        Ok(PublicKey::EC(point)) => match point.data().len() {
+            65 => "ecdsa-p256".to_owned(),
+            97 => "ecdsa-p384".to_owned(),
+            133 => "ecdsa-p521".to_owned(),
+            _ => "ecdsa".to_owned(),
+        },
+        Ok(PublicKey::RSA(rsa)) => format!("rsa-{}", rsa.key_size()),
+        _ if cert.public_key().algorithm.algorithm.to_id_string() == "1.3.101.112" => {
+            "ed25519".to_owned()
+        }
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Lower-case hex SHA-1 of the DER: the fingerprint many tools still show.
+pub fn fingerprint_sha1(der: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        der,
+    ))
+}
+
 /// Checks an imported token signing certificate and key: the chain parses, the key matches the
 /// leaf and is ECDSA P-256 (tokens are ES256), and the leaf is valid at `now`.
 pub fn check_signing_cert(

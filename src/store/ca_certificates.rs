@@ -7,6 +7,7 @@ use rustls_pki_types::CertificateDer;
 use crate::pki::Issuer;
 
 use super::cert_info::CertInfoRow;
+use super::filter::{ListFilter, Where};
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, CaFilter,
     CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
@@ -18,7 +19,7 @@ const COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not
                        not_after, common_name, dns_names, description, active, registered_at";
 const READ_COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not_before, \
      not_after, common_name, dns_names, description, active, registered_at, \
-     key_sealed IS NOT NULL";
+     key_sealed IS NOT NULL, alias";
 
 /// The AAD of a CA's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -33,6 +34,7 @@ struct CaRow {
     active: bool,
     registered_at: i64,
     has_key: bool,
+    alias: String,
 }
 
 impl CaRow {
@@ -45,6 +47,7 @@ impl CaRow {
             active: row.get(11)?,
             registered_at: row.get(12)?,
             has_key: row.get(13)?,
+            alias: row.get(14)?,
         })
     }
 
@@ -54,6 +57,7 @@ impl CaRow {
             id: self.id,
             org: org.clone(),
             der: CertificateDer::from(self.der),
+            alias: self.alias,
             description: self.description,
             active: self.active,
             has_key: self.has_key,
@@ -115,6 +119,11 @@ impl Store {
             ),
         );
         unique_or(inserted, StoreError::DuplicateCertificate)?;
+        // The alias starts as the CN (else the subject); PATCH changes it.
+        tx.execute(
+            "UPDATE ca_certificates SET alias = COALESCE(common_name, subject) WHERE id = ?1",
+            [&id],
+        )?;
         if let Some(key) = &new.key {
             let sealed = self.master_key.seal_private_key(&key_aad(&id), key)?;
             tx.execute(
@@ -167,55 +176,28 @@ impl Store {
         filter: &CaFilter,
         page: &PageRequest,
     ) -> Result<Page<CaRecord>, StoreError> {
-        let (after_micros, after_id) = page.after();
-        let mut sql = format!(
-            "SELECT {READ_COLUMNS} FROM ca_certificates
-             WHERE org = ?1 AND (registered_at, id) > (?2, ?3)"
-        );
-        let mut args: Vec<Value> = vec![
-            Value::Text(org.as_str().to_owned()),
-            Value::Integer(after_micros),
-            Value::Text(after_id.to_owned()),
-        ];
-        let mut arg = |sql: &mut String, clause: &str, value: Value| {
-            args.push(value);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
+        let mut clause = Where::page("org", "registered_at", "id", org, page);
         if let Some(q) = filter.q.as_deref().filter(|q| !q.is_empty()) {
             // lower() folds ASCII only, like the subjects and descriptions operators search.
-            arg(
-                &mut sql,
-                " AND (instr(lower(subject), lower(?)) > 0 OR instr(lower(description), lower(?)) > 0)",
+            clause.and(
+                "(instr(lower(subject), lower(?)) > 0 OR instr(lower(description), lower(?)) > 0)",
                 Value::Text(q.to_owned()),
             );
         }
         if let Some(active) = filter.active {
-            arg(
-                &mut sql,
-                " AND active = ?",
-                Value::Integer(i64::from(active)),
-            );
+            clause.and("active = ?", Value::Integer(i64::from(active)));
         }
-        if let Some(t) = filter.registered_after {
-            arg(
-                &mut sql,
-                " AND registered_at > ?",
-                Value::Integer(to_micros(t)),
-            );
-        }
-        if let Some(t) = filter.registered_before {
-            arg(
-                &mut sql,
-                " AND registered_at < ?",
-                Value::Integer(to_micros(t)),
-            );
-        }
-        args.push(Value::Integer(page.rows_to_fetch()));
-        sql.push_str(&format!(
-            " ORDER BY registered_at, id LIMIT ?{}",
-            args.len()
-        ));
-
+        clause.filter(
+            "alias",
+            &ListFilter::<()> {
+                alias: filter.alias.clone(),
+                registered_after: filter.registered_after,
+                registered_before: filter.registered_before,
+                status: None,
+            },
+        );
+        let (where_sql, args) = clause.finish(page);
+        let sql = format!("SELECT {READ_COLUMNS} FROM ca_certificates{where_sql}");
         let conn = self.conn();
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&sql)?;
@@ -239,9 +221,16 @@ impl Store {
         require_org(&tx, org)?;
         let changed = tx.execute(
             "UPDATE ca_certificates
-             SET active = COALESCE(?3, active), description = COALESCE(?4, description)
+             SET active = COALESCE(?3, active), description = COALESCE(?4, description),
+                 alias = COALESCE(?5, alias)
              WHERE org = ?1 AND id = ?2",
-            params![org.as_str(), id, patch.active, patch.description],
+            params![
+                org.as_str(),
+                id,
+                patch.active,
+                patch.description,
+                patch.alias
+            ],
         )?;
         if changed == 0 {
             return Ok(None);

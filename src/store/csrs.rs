@@ -1,7 +1,10 @@
 //! Queries on `csrs`: certificate signing requests with keys generated here, their signature
 //! requests and approvals, and the server certificates they became.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
+
+use super::filter::{ListFilter, Where};
 use rustls_pki_types::PrivateKeyDer;
 use time::OffsetDateTime;
 
@@ -260,35 +263,25 @@ impl Store {
         Ok(Some((record, key)))
     }
 
-    /// The org's CSRs in creation order, `status` when given.
+    /// The org's CSRs in creation order (the registration window applies to creation).
     pub fn list_csrs(
         &self,
         org: &OrgId,
-        status: Option<CsrStatus>,
+        filter: &ListFilter<CsrStatus>,
         page: &PageRequest,
     ) -> Result<Page<CsrRecord>, StoreError> {
-        let (after_micros, after_id) = page.after();
+        let mut clause = Where::page("org", "created_at", "id", org, page);
+        clause.filter("alias", filter);
+        if let Some(status) = filter.status {
+            clause.and("status = ?", Value::Text(status.as_str().to_owned()));
+        }
+        let (where_sql, args) = clause.finish(page);
         let conn = self.conn();
         require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM csrs
-             WHERE org = ?1 AND (created_at, id) > (?2, ?3) AND (?4 IS NULL OR status = ?4)
-             ORDER BY created_at, id
-             LIMIT ?5"
-        ))?;
-        let records = records(
-            stmt.query_map(
-                params![
-                    org.as_str(),
-                    after_micros,
-                    after_id,
-                    status.map(CsrStatus::as_str),
-                    page.rows_to_fetch()
-                ],
-                CsrRow::read,
-            )?,
-            |r| r.into_record(org),
-        )?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM csrs{where_sql}"))?;
+        let records = records(stmt.query_map(params_from_iter(args), CsrRow::read)?, |r| {
+            r.into_record(org)
+        })?;
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.created_at, c.id.as_str())
         }))

@@ -34,6 +34,7 @@ mod ca_certificates;
 mod cert_info;
 pub mod crypto;
 mod csrs;
+mod filter;
 mod orgs;
 pub mod page;
 mod platform;
@@ -45,6 +46,7 @@ mod tokens;
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use crypto::MasterKey;
 pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
+pub use filter::ListFilter;
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
 pub use tokens::{NewToken, Role, TokenPatch, TokenRecord, TokenStatus};
@@ -107,6 +109,7 @@ pub struct CaRecord {
     pub org: OrgId,
     pub info: CertInfo,
     pub der: CertificateDer<'static>,
+    pub alias: String,
     pub description: String,
     pub active: bool,
     /// Imported with its private key: it can issue server certificates.
@@ -122,6 +125,7 @@ pub struct ServerCertRecord {
     pub info: CertInfo,
     /// Leaf first.
     pub chain: Vec<CertificateDer<'static>>,
+    pub alias: String,
     pub active: bool,
     pub registered_at: OffsetDateTime,
 }
@@ -164,6 +168,7 @@ pub struct NewCa {
 #[derive(Debug, Clone, Default)]
 pub struct CaPatch {
     pub active: Option<bool>,
+    pub alias: Option<String>,
     pub description: Option<String>,
 }
 
@@ -172,6 +177,8 @@ pub struct CaPatch {
 pub struct CaFilter {
     /// Case-insensitive substring of the subject or the description.
     pub q: Option<String>,
+    /// Case-insensitive substring of the alias.
+    pub alias: Option<String>,
     pub active: Option<bool>,
     /// Strictly after.
     pub registered_after: Option<OffsetDateTime>,

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_tokens_audit.sql")),
     (3, include_str!("migrations/0003_csrs.sql")),
+    (4, include_str!("migrations/0004_aliases.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -5,11 +5,13 @@ use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBeha
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::cert_info::CertInfoRow;
+use super::filter::{ListFilter, Where};
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or,
     NewServerCert, OrgState, Page, PageRequest, ServerCertRecord, Store, StoreError,
 };
 use crate::identity::OrgId;
+use rusqlite::types::Value;
 
 /// The AAD of a server certificate's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -18,7 +20,7 @@ fn key_aad(id: &str) -> String {
 
 const COLUMNS: &str = "s.id, s.chain_pem, s.subject, s.issuer, s.serial, s.fingerprint_sha256, \
      s.not_before, s.not_after, s.common_name, s.dns_names, s.registered_at, \
-     COALESCE(o.active_server_certificate = s.id, 0)";
+     COALESCE(o.active_server_certificate = s.id, 0), s.alias";
 const FROM: &str = "server_certificates s JOIN orgs o ON o.id = s.org";
 
 pub(super) fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
@@ -46,6 +48,7 @@ struct ServerCertRow {
     info: CertInfoRow,
     registered_at: i64,
     active: bool,
+    alias: String,
 }
 
 impl ServerCertRow {
@@ -56,6 +59,7 @@ impl ServerCertRow {
             info: CertInfoRow::read(row, 2)?,
             registered_at: row.get(10)?,
             active: row.get(11)?,
+            alias: row.get(12)?,
         })
     }
 
@@ -65,6 +69,7 @@ impl ServerCertRow {
             chain: chain_from_pem(&self.chain_pem)?,
             id: self.id,
             org: org.clone(),
+            alias: self.alias,
             active: self.active,
             registered_at: from_micros(self.registered_at)?,
         })
@@ -122,6 +127,10 @@ impl Store {
             ),
         );
         unique_or(inserted, StoreError::DuplicateCertificate)?;
+        tx.execute(
+            "UPDATE server_certificates SET alias = COALESCE(common_name, subject) WHERE id = ?1",
+            [&id],
+        )?;
         let record = get_server_cert(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted server certificate vanished".into()))?;
         tx.commit()?;
@@ -143,22 +152,23 @@ impl Store {
     pub fn list_server_certs(
         &self,
         org: &OrgId,
+        filter: &ListFilter<bool>,
         page: &PageRequest,
     ) -> Result<Page<ServerCertRecord>, StoreError> {
-        let (after_micros, after_id) = page.after();
+        let mut clause = Where::page("s.org", "s.registered_at", "s.id", org, page);
+        clause.filter("s.alias", filter);
+        if let Some(active) = filter.status {
+            clause.and(
+                "COALESCE(o.active_server_certificate = s.id, 0) = ?",
+                Value::Integer(i64::from(active)),
+            );
+        }
+        let (where_sql, args) = clause.finish(page);
         let conn = self.conn();
         require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM {FROM}
-             WHERE s.org = ?1 AND (s.registered_at, s.id) > (?2, ?3)
-             ORDER BY s.registered_at, s.id
-             LIMIT ?4"
-        ))?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM {FROM}{where_sql}"))?;
         let records = records(
-            stmt.query_map(
-                params![org.as_str(), after_micros, after_id, page.rows_to_fetch()],
-                ServerCertRow::read,
-            )?,
+            stmt.query_map(params_from_iter(args), ServerCertRow::read)?,
             |r| r.into_record(org),
         )?;
         Ok(Page::from_rows(records, page.limit(), |c| {

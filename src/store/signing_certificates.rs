@@ -7,6 +7,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
 use super::cert_info::CertInfoRow;
+use super::filter::{ListFilter, Where};
 use super::server_certificates::{chain_from_pem, chain_to_pem};
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, Page,
@@ -14,6 +15,7 @@ use super::{
 };
 use crate::identity::OrgId;
 use crate::pki::CertInfo;
+use rusqlite::types::Value;
 
 /// The AAD of a signing certificate's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -188,26 +190,28 @@ impl Store {
         get_signing_cert(&conn, org, id)
     }
 
-    /// The org's signing certificates in registration order.
+    /// The org's signing certificates in registration order; `status` filters on being the
+    /// default.
     pub fn list_signing_certs(
         &self,
         org: &OrgId,
+        filter: &ListFilter<bool>,
         page: &PageRequest,
     ) -> Result<Page<SigningCertRecord>, StoreError> {
-        let (after_micros, after_id) = page.after();
+        let mut clause = Where::page("s.org", "s.registered_at", "s.id", org, page);
+        clause.filter("s.alias", filter);
+        if let Some(is_default) = filter.status {
+            clause.and(
+                "COALESCE(o.default_signing_certificate = s.id, 0) = ?",
+                Value::Integer(i64::from(is_default)),
+            );
+        }
+        let (where_sql, args) = clause.finish(page);
         let conn = self.conn();
         require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM {FROM}
-             WHERE s.org = ?1 AND (s.registered_at, s.id) > (?2, ?3)
-             ORDER BY s.registered_at, s.id
-             LIMIT ?4"
-        ))?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM {FROM}{where_sql}"))?;
         let records = records(
-            stmt.query_map(
-                params![org.as_str(), after_micros, after_id, page.rows_to_fetch()],
-                SigningCertRow::read,
-            )?,
+            stmt.query_map(params_from_iter(args), SigningCertRow::read)?,
             |r| r.into_record(org),
         )?;
         Ok(Page::from_rows(records, page.limit(), |c| {

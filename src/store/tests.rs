@@ -48,6 +48,7 @@ fn acme_store() -> (tempfile::TempDir, Store, OrgId) {
 
 const DEACTIVATE: CaPatch = CaPatch {
     active: Some(false),
+    alias: None,
     description: None,
 };
 
@@ -409,6 +410,7 @@ fn ca_list_filters() {
         "both bounds exclusive"
     );
     let combined = CaFilter {
+        alias: None,
         q: Some("fleet".into()),
         active: Some(true),
         registered_after: Some(T0 - Duration::seconds(1)),
@@ -496,6 +498,7 @@ fn ca_patch_delete_and_cascade() {
             &ca.id,
             &CaPatch {
                 active: None,
+                alias: None,
                 description: Some("new".into()),
             },
         )
@@ -615,7 +618,7 @@ fn active_server_cert_lifecycle() {
     assert_eq!(key, new_server_cert(2, T0).key);
     assert!(!store.server_cert(&a, &c1.id).unwrap().unwrap().active);
     let listed = store
-        .list_server_certs(&a, &PageRequest::default())
+        .list_server_certs(&a, &ListFilter::default(), &PageRequest::default())
         .unwrap();
     let flags: Vec<(String, bool)> = listed
         .items
