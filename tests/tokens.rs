@@ -488,3 +488,44 @@ async fn audit_events_name_the_token_its_role_and_the_reason_but_never_the_token
     assert_eq!(items[0]["actor"], "admin");
     assert!(!events.to_string().contains(&token));
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint_without_a_token() {
+    let server = TestServer::start().await;
+    let (_, ca_id) = server.org_with_ca("acme").await;
+    let response = reqwest::get(server.url("/api/v1/openapi.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = 0;
+    for (method, path, _, _) in endpoints(&ca_id) {
+        let template = path
+            .replace("/orgs/acme", "/orgs/{org}")
+            .replace(BOGUS, "{id}")
+            .replace(&ca_id, "{id}");
+        let operation = &paths
+            .get(&template)
+            .unwrap_or_else(|| panic!("{template} is not documented"))[method.to_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not documented"
+        );
+        assert!(
+            operation["responses"]["4XX"].is_object(),
+            "{method} {template}: no refusals"
+        );
+        documented += 1;
+    }
+    let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(
+        operations, documented,
+        "the document has operations the API does not"
+    );
+}

@@ -24,7 +24,7 @@ const MISSING: &str = "no such CA certificate";
 
 /// `{"certificate": PEM, "description"}`, or `{"pkcs12", "password", "description"}` for a CA
 /// imported with its key (which can then issue server certificates).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UploadJson {
     certificate: Option<String>,
@@ -41,12 +41,13 @@ enum Upload {
     Pkcs12 { der: Vec<u8>, password: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCa {
     active: Option<bool>,
@@ -54,7 +55,8 @@ pub struct UpdateCa {
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     q: Option<String>,
     alias: Option<String>,
@@ -89,6 +91,15 @@ fn single_pem_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, ApiErro
 
 /// `{"certificate": PEM, "description"}` as JSON, or the certificate as the body
 /// (`application/x-pem-file` PEM, `application/pkix-cert` DER) with `?description=`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/ca-certificates",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), UploadQuery),
+    request_body(content((UploadJson = "application/json"), (String = "application/x-pem-file"), (Vec<u8> = "application/pkix-cert"))),
+    responses((status = 201, description = "done", body = CaView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -167,6 +178,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/ca-certificates",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), ListQuery),
+    responses((status = 200, description = "done", body = ListView<CaView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -194,6 +213,14 @@ pub async fn list(
     Ok(Json(ListView::from_page(page, CaView::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "done", body = CaView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -211,6 +238,15 @@ pub async fn get(
 }
 
 /// Deactivating a CA closes the sessions it authenticated (the registry does, on publish).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    request_body = UpdateCa,
+    responses((status = 200, description = "done", body = CaView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -243,6 +279,14 @@ pub async fn update(
     Ok(Json(record.into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

@@ -33,7 +33,7 @@ const MAX_CN_LEN: usize = 64;
 const MAX_NAMES: usize = 100;
 const MAX_REASON_LEN: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Create {
     common_name: String,
@@ -42,7 +42,7 @@ pub struct Create {
     alias: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     self_signed: bool,
@@ -51,7 +51,14 @@ pub struct Request {
     reason: String,
 }
 
-#[derive(Deserialize)]
+/// `{"certificate_chain": PEM}`: the chain an outside CA signed, leaf first.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainJson {
+    certificate_chain: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     reason: String,
@@ -100,6 +107,15 @@ fn valid_names(org: &OrgId, body: &Create) -> Result<(String, Vec<String>), ApiE
     Ok((cn.to_owned(), names))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/csrs",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Create,
+    responses((status = 201, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -135,6 +151,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/csrs",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), CertListQuery),
+    responses((status = 200, description = "done", body = ListView<CsrView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -158,6 +182,14 @@ pub async fn list(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/csrs/{id}",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -175,6 +207,14 @@ pub async fn get(
 }
 
 /// The CSR itself (PKCS#10 PEM), to send to an outside CA.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/csrs/{id}/csr.pem",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "the PKCS#10 request", body = String, content_type = "application/pkcs10"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn csr_pem(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -184,6 +224,14 @@ pub async fn csr_pem(
     Ok(([(header::CONTENT_TYPE, "application/pkcs10")], view.csr_pem))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/csrs/{id}",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -205,6 +253,15 @@ pub async fn delete(
 /// The certificate an outside CA signed for a `generated` CSR: a PEM chain (leaf first) as
 /// `application/x-pem-file`, or `{"certificate_chain": PEM}`. It must match the CSR's key and
 /// pass the server certificate checks; it becomes a server certificate with that key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/csrs/{id}/certificate",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    request_body(content((String = "application/x-pem-file"), (ChainJson = "application/json"))),
+    responses((status = 201, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn upload_certificate(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -217,12 +274,7 @@ pub async fn upload_certificate(
     let pem = match super::media_type(&headers).as_deref() {
         Some("application/x-pem-file") => body.to_vec(),
         Some("application/json") => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Chain {
-                certificate_chain: String,
-            }
-            let chain: Chain = serde_json::from_slice(&body)
+            let chain: ChainJson = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))?;
             chain.certificate_chain.into_bytes()
         }
@@ -256,6 +308,15 @@ pub async fn upload_certificate(
 
 /// Asks for a signature: 201 `completed` at once, or 202 `pending_approval` when the
 /// requester's role is one of the org's `approval_required_roles`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/csrs/{id}/signature-request",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    request_body = Request,
+    responses((status = 201, description = "signed", body = CsrView), (status = 202, description = "waiting for an approver", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn request_signature(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -319,6 +380,15 @@ pub async fn request_signature(
 }
 
 /// An approver other than the requester signs a pending request.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/csrs/{id}/approve",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    request_body = Decision,
+    responses((status = 200, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn approve(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -329,6 +399,15 @@ pub async fn approve(
 }
 
 /// An approver other than the requester ends a pending request.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/csrs/{id}/reject",
+    tag = "csrs",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    request_body = Decision,
+    responses((status = 200, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn reject(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::views::{ErrorDetail, ErrorView};
 use crate::pki::PkiError;
 use crate::registry::RegistryError;
 use crate::store::{CsrStatus, StoreError};
@@ -229,9 +230,12 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.message() }
-        });
+        let body = ErrorView {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response

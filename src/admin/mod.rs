@@ -40,6 +40,7 @@ mod csrs;
 mod error;
 mod extract;
 mod jwt;
+mod openapi;
 mod orgs;
 mod server_certificates;
 mod signing_certificates;
@@ -136,7 +137,15 @@ pub fn router(state: AdminState) -> Router {
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    let openapi = Arc::new(<openapi::ApiDoc as utoipa::OpenApi>::openapi());
     Router::new()
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -243,7 +252,8 @@ fn status_param<S: Copy>(
 
 /// `?alias=&registered_after=&registered_before=&status=&limit=&cursor=` of a certificate
 /// collection (DESIGN §7b).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CertListQuery {
     alias: Option<String>,
     registered_after: Option<String>,
@@ -274,7 +284,8 @@ impl CertListQuery {
 }
 
 /// `?limit=&cursor=` of a plain org collection.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Paging {
     limit: Option<u32>,
     cursor: Option<String>,

@@ -19,7 +19,7 @@ use crate::store::{NewOrg, OrgPatch, Role};
 
 const MAX_NAME_LEN: usize = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     id: String,
@@ -28,7 +28,7 @@ pub struct CreateOrg {
     topic_policy: TopicPolicy,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
     name: Option<String>,
@@ -36,7 +36,8 @@ pub struct UpdateOrg {
     approval_required_roles: Option<Vec<Role>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     limit: Option<u32>,
     cursor: Option<String>,
@@ -56,6 +57,14 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 
 /// Creates the org with its first token signing certificate (issued by the platform CA, its
 /// default), in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs",
+    tag = "orgs",
+    request_body = CreateOrg,
+    responses((status = 201, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -81,6 +90,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(org.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs",
+    tag = "orgs",
+    params(ListQuery),
+    responses((status = 200, description = "done", body = ListView<OrgView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -92,6 +109,14 @@ pub async fn list(
     Ok(Json(ListView::from_page(page, OrgView::from)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}",
+    tag = "orgs",
+    params(("org" = String, Path, description = "organisation id")),
+    responses((status = 200, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -106,6 +131,15 @@ pub async fn get(
 }
 
 /// Admin only: `approval_required_roles` decides whose signature requests wait for approval.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orgs/{org}",
+    tag = "orgs",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = UpdateOrg,
+    responses((status = 200, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -131,6 +165,14 @@ pub async fn update(
 }
 
 /// Deletes the org with its certificates; publishing it closes its live sessions.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}",
+    tag = "orgs",
+    params(("org" = String, Path, description = "organisation id")),
+    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

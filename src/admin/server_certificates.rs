@@ -23,7 +23,7 @@ use crate::store::NewServerCert;
 const MISSING: &str = "no such server certificate";
 
 /// `{"certificate_chain", "private_key", "passphrase"?}` or `{"pkcs12", "password"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upload {
     certificate_chain: Option<String>,
@@ -34,7 +34,7 @@ pub struct Upload {
 }
 
 /// `{"id": "<id>"}` or `{"id": null}` (the platform default); `id` must be present.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Active {
     #[serde(deserialize_with = "Option::deserialize")]
@@ -51,6 +51,15 @@ pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/server-certificates",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Upload,
+    responses((status = 201, description = "done", body = ServerCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -118,13 +127,22 @@ pub async fn create(
 
 /// `{"dns_name", "key_type"}`: a server certificate for one of the org's names issued by the
 /// platform CA over a new key, so clients that trust `platform-ca.pem` connect without warnings.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Generate {
     dns_name: String,
     key_type: pki::KeyType,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/server-certificates/generate",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Generate,
+    responses((status = 201, description = "done", body = ServerCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn generate(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -168,6 +186,14 @@ pub async fn generate(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/server-certificates",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id"), CertListQuery),
+    responses((status = 200, description = "done", body = ListView<ServerCertView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -186,6 +212,14 @@ pub async fn list(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/server-certificates/{id}",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "done", body = ServerCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -203,6 +237,14 @@ pub async fn get(
 }
 
 /// 409 `certificate_active` for the active one: activate another (or null) first.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/server-certificates/{id}",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -221,6 +263,14 @@ pub async fn delete(
     Ok(no_content())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/active-server-certificate",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id")),
+    responses((status = 200, description = "done", body = Active), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get_active(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -232,6 +282,15 @@ pub async fn get_active(
     Ok(Json(Active { id }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/active-server-certificate",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Active,
+    responses((status = 200, description = "done", body = Active), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn set_active(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

@@ -26,7 +26,7 @@ const MISSING: &str = "no such signing certificate";
 
 /// `{}` or `{"alias", "default"}` generates one from the platform CA; with `"pkcs12"` and
 /// `"password"` it imports one. `default` (false unless the org has none) makes it the default.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Create {
     alias: Option<String>,
@@ -36,7 +36,7 @@ pub struct Create {
     password: Option<String>,
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Default {
     id: String,
@@ -63,6 +63,15 @@ pub(super) fn generate(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/signing-certificates",
+    tag = "signing-certificates",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Create,
+    responses((status = 201, description = "done", body = SigningCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -110,6 +119,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/signing-certificates",
+    tag = "signing-certificates",
+    params(("org" = String, Path, description = "organisation id"), CertListQuery),
+    responses((status = 200, description = "done", body = ListView<SigningCertView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -128,6 +145,14 @@ pub async fn list(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/signing-certificates/{id}",
+    tag = "signing-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "done", body = SigningCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -145,6 +170,14 @@ pub async fn get(
 }
 
 /// The chain as PEM, leaf first: what verifies the org's tokens.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/signing-certificates/{id}/chain.pem",
+    tag = "signing-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "the chain, leaf first", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn chain_pem(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -166,6 +199,15 @@ pub async fn chain_pem(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/default-signing-certificate",
+    tag = "signing-certificates",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Default,
+    responses((status = 200, description = "done", body = SigningCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn set_default(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -192,6 +234,14 @@ pub async fn set_default(
 }
 
 /// Deletes it and revokes every token it signed; 409 for the default.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/signing-certificates/{id}",
+    tag = "signing-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

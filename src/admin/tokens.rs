@@ -22,7 +22,7 @@ const MISSING: &str = "no such token";
 const MIN_TTL_SECONDS: i64 = 60;
 const MAX_TTL_SECONDS: i64 = 366 * 24 * 3600;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Create {
     name: String,
@@ -30,7 +30,7 @@ pub struct Create {
     ttl_seconds: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     name: Option<String>,
@@ -39,7 +39,7 @@ pub struct Update {
 }
 
 /// The answer to a creation: the token, this once, with its resource.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Created {
     token: String,
     #[serde(flatten)]
@@ -60,6 +60,15 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 
 /// Signs a new token with the org's default signing certificate; 409 `no_signing_certificate`
 /// when it has none, 422 `ttl_exceeds_signing_certificate` when the token would outlive it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{org}/tokens",
+    tag = "tokens",
+    params(("org" = String, Path, description = "organisation id")),
+    request_body = Create,
+    responses((status = 201, description = "done", body = Created), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -123,6 +132,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/tokens",
+    tag = "tokens",
+    params(("org" = String, Path, description = "organisation id"), Paging),
+    responses((status = 200, description = "done", body = ListView<TokenView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -140,6 +157,14 @@ pub async fn list(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/tokens/{id}",
+    tag = "tokens",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "done", body = TokenView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -157,6 +182,15 @@ pub async fn get(
 }
 
 /// Renames, suspends or reactivates a token; 409 `token_revoked` for a revoked one.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orgs/{org}/tokens/{id}",
+    tag = "tokens",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    request_body = Update,
+    responses((status = 200, description = "done", body = TokenView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
@@ -187,6 +221,14 @@ pub async fn update(
 }
 
 /// Revokes a token for good (it stays listed as `revoked`); revoking it again changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/tokens/{id}",
+    tag = "tokens",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,

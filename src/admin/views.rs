@@ -20,7 +20,7 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListView<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -35,7 +35,7 @@ impl<T> ListView<T> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrgView {
     pub id: String,
     pub name: String,
@@ -57,7 +57,7 @@ impl From<OrgRecord> for OrgView {
 }
 
 /// The fields both certificate views show, first and in this order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertView {
     pub id: String,
     pub org: String,
@@ -109,7 +109,7 @@ fn uses(candidates: &[(bool, &'static str)]) -> Vec<&'static str> {
         .collect()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CaView {
     #[serde(flatten)]
     pub cert: CertView,
@@ -139,7 +139,7 @@ impl From<CaRecord> for CaView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerCertView {
     #[serde(flatten)]
     pub cert: CertView,
@@ -166,7 +166,7 @@ impl From<ServerCertRecord> for ServerCertView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SigningCertView {
     #[serde(flatten)]
     pub cert: CertView,
@@ -199,7 +199,7 @@ impl From<SigningCertRecord> for SigningCertView {
 }
 
 /// A token resource: never the token itself (that is shown once, at creation).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub org: String,
@@ -228,7 +228,7 @@ impl From<TokenRecord> for TokenView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEventView {
     pub id: String,
     pub org: String,
@@ -255,7 +255,7 @@ impl From<AuditEvent> for AuditEventView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignatureRequestView {
     pub requested_by: String,
     pub requested_role: String,
@@ -266,7 +266,7 @@ pub struct SignatureRequestView {
 }
 
 /// A CSR: never its key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CsrView {
     pub id: String,
     pub org: String,
@@ -310,4 +310,18 @@ impl From<CsrRecord> for CsrView {
             updated_at: rfc3339(c.updated_at),
         }
     }
+}
+
+/// Every refusal: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorView {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code (README, "Admin API").
+    pub code: &'static str,
+    /// A sentence for people; never an internal cause.
+    pub message: String,
 }

@@ -14,7 +14,17 @@
 use crate::identity::{is_name, ClientId, Identity};
 
 /// An organisation's topic policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum TopicPolicy {
     /// The Watson IoT topic space of DESIGN §4 (the default).
     #[default]

@@ -569,7 +569,9 @@ pub fn generate_platform_ca() -> Result<Issuer, PkiError> {
 }
 
 /// Key types the platform generates (CSRs, generated server certificates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum KeyType {
     #[serde(rename = "ecdsa-p256")]
     EcdsaP256,

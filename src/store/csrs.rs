@@ -19,7 +19,9 @@ fn key_aad(id: &str) -> String {
     format!("csrs/{id}/key")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CsrStatus {
     Generated,
