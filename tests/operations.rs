@@ -181,3 +181,107 @@ async fn reqwest_text(url: &str) -> String {
         .await
         .unwrap()
 }
+
+/// Tokens and private keys pass through the API (issued, presented, uploaded, generated) while
+/// the server logs at its most verbose: none of them reaches the log.
+#[tokio::test]
+async fn no_log_line_holds_a_token_or_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let child = portcullis()
+        .current_dir(dir.path())
+        .args(["serve"])
+        .env(
+            "RUST_LOG",
+            "trace,rumqttd=off,hyper=off,hyper_util=off,h2=off",
+        )
+        .env("PORTCULLIS__MQTTS__LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut line = String::new();
+    BufReader::new(running.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let admin = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    let admin_token = admin_token.trim();
+    let http = ::reqwest::Client::new();
+    let call = |token: &str, method: ::reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("http://{admin}/api/v1{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    use ::reqwest::Method;
+    let created = call(
+        admin_token,
+        Method::POST,
+        "/orgs",
+        serde_json::json!({"id": "acme", "name": "Acme"}),
+    );
+    assert_eq!(step(created).await.unwrap().status().as_u16(), 201);
+    let issued = call(
+        admin_token,
+        Method::POST,
+        "/orgs/acme/tokens",
+        serde_json::json!({"name": "ops", "role": "operator", "ttl_seconds": 600}),
+    );
+    let issued: serde_json::Value = step(issued).await.unwrap().json().await.unwrap();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let ca = TestCa::root("Log Test CA");
+    let server_cert = ca.server(&["acme.messaging.localhost"]);
+    let upload = call(
+        &token,
+        Method::POST,
+        "/orgs/acme/server-certificates",
+        serde_json::json!({"certificate_chain": server_cert.chain, "private_key": server_cert.key}),
+    );
+    assert_eq!(step(upload).await.unwrap().status().as_u16(), 201);
+    let csr = call(
+        &token,
+        Method::POST,
+        "/orgs/acme/csrs",
+        serde_json::json!({"common_name": "acme.messaging.localhost",
+                           "dns_names": ["acme.messaging.localhost"], "key_type": "ecdsa-p256"}),
+    );
+    assert_eq!(step(csr).await.unwrap().status().as_u16(), 201);
+    let forged = call(
+        &format!("{token}x"),
+        Method::GET,
+        "/orgs/acme",
+        serde_json::json!({}),
+    );
+    assert_eq!(step(forged).await.unwrap().status().as_u16(), 401);
+
+    let pid = running.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("admin change"),
+        "the log was not written: {text}"
+    );
+    let key_body: String = server_cert
+        .key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let (_, signature) = token.rsplit_once('.').unwrap();
+    for (what, secret) in [
+        ("admin token", admin_token),
+        ("org token", token.as_str()),
+        ("org token signature", signature),
+        ("PEM private key", "PRIVATE KEY"),
+        ("uploaded key", &key_body[..40]),
+    ] {
+        assert!(!text.contains(secret), "the log holds the {what}");
+    }
+}
