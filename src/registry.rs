@@ -6,8 +6,9 @@
 //! registers itself first and checks the snapshot second: whichever way they interleave, a session
 //! authenticated by a CA that is gone is either refused or closed.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -16,8 +17,9 @@ use rustls::server::ServerConfig;
 use rustls::sign::CertifiedKey;
 use tokio::sync::Notify;
 
-use crate::identity::OrgId;
-use crate::store::{OrgRecord, OrgState, Store};
+use crate::identity::{Identity, OrgId};
+use crate::mqtt::codec::reason;
+use crate::store::{BlockTarget, BlockedDevice, OrgRecord, OrgState, Store};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +55,89 @@ pub struct OrgEntry {
     pub tls: Option<Arc<ServerConfig>>,
     /// Names of the org's active uploaded server certificate (custom domains).
     pub server_names: Vec<String>,
+    pub blocklist: Blocklist,
     /// Unix times: the earliest notAfter of the active CAs, and of the active server certificate.
     ca_expiry: Option<i64>,
     server_expiry: Option<i64>,
+}
+
+/// The certificate a session was authenticated with, as revocations name it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// The identity its client id bound.
+    pub identity: Identity,
+    /// The active CA its chain verified to.
+    pub ca_id: String,
+    /// SHA-256 of the leaf's DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    /// The leaf's serial, lower-case hex.
+    pub serial: String,
+}
+
+/// Why a device may not stay connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    CaInactive,
+    DeviceBlocked,
+}
+
+impl Revocation {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Revocation::CaInactive => "ca_inactive",
+            Revocation::DeviceBlocked => "device_blocked",
+        }
+    }
+}
+
+/// An org's blocklist as the hot path checks it.
+#[derive(Debug, Default)]
+pub struct Blocklist {
+    identities: HashSet<Identity>,
+    fingerprints: HashSet<String>,
+    /// (CA id, serial).
+    serials: HashSet<(String, String)>,
+}
+
+impl Blocklist {
+    fn new(entries: &[BlockedDevice]) -> Blocklist {
+        let mut list = Blocklist::default();
+        for entry in entries {
+            match &entry.target {
+                BlockTarget::Identity(identity) => {
+                    list.identities.insert(identity.clone());
+                }
+                BlockTarget::Fingerprint(f) => {
+                    list.fingerprints.insert(f.clone());
+                }
+                BlockTarget::Serial { ca_id, serial } => {
+                    list.serials.insert((ca_id.clone(), serial.clone()));
+                }
+            }
+        }
+        list
+    }
+
+    pub fn blocks(&self, device: &Device) -> bool {
+        self.identities.contains(&device.identity)
+            || self.fingerprints.contains(&device.fingerprint_sha256)
+            || self
+                .serials
+                .contains(&(device.ca_id.clone(), device.serial.clone()))
+    }
+}
+
+impl OrgEntry {
+    /// Why `device` may not be connected to this org now; `None` when it may.
+    pub fn revocation(&self, device: &Device) -> Option<Revocation> {
+        if !self.cas.iter().any(|ca| ca.id == device.ca_id) {
+            return Some(Revocation::CaInactive);
+        }
+        if self.blocklist.blocks(device) {
+            return Some(Revocation::DeviceBlocked);
+        }
+        None
+    }
 }
 
 /// Every org, immutable; replaced whole on each change.
@@ -206,6 +288,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         cas,
         tls,
         server_names,
+        blocklist: Blocklist::new(&state.blocked),
         ca_expiry,
         server_expiry,
     })
@@ -267,23 +350,51 @@ impl Drop for ClientIdGuard {
     }
 }
 
+/// What the sessions list shows of a live session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub client_id: String,
+    pub device: Device,
+    /// 4 (3.1.1) or 5.
+    pub protocol: u8,
+    pub peer: Option<SocketAddr>,
+    pub connected_at: time::OffsetDateTime,
+}
+
 struct LiveSession {
     org: OrgId,
-    ca_id: String,
-    closer: Arc<Notify>,
+    info: SessionInfo,
+    closer: Arc<Closer>,
+}
+
+/// Tells a session to end, and with which DISCONNECT reason code.
+#[derive(Default)]
+struct Closer {
+    notify: Notify,
+    code: AtomicU8,
+}
+
+impl Closer {
+    fn close(&self, code: u8) {
+        self.code.store(code, Ordering::Relaxed);
+        // notify_one stores a permit, so a session not yet waiting still sees it.
+        self.notify.notify_one();
+    }
 }
 
 /// Held by a session while it lives; dropping it unregisters the session.
 pub struct SessionGuard {
     table: Arc<SessionTable>,
     id: u64,
-    closer: Arc<Notify>,
+    closer: Arc<Closer>,
 }
 
 impl SessionGuard {
-    /// Resolves once a change has invalidated this session.
-    pub async fn revoked(&self) {
-        self.closer.notified().await
+    /// Resolves once a change (or an operator) ends this session, with the DISCONNECT reason
+    /// code an MQTT 5 client is told.
+    pub async fn revoked(&self) -> u8 {
+        self.closer.notify.notified().await;
+        self.closer.code.load(Ordering::Relaxed)
     }
 }
 
@@ -294,16 +405,16 @@ impl Drop for SessionGuard {
 }
 
 impl SessionTable {
-    /// Registers a session authenticated for `org` by CA `ca_id`. Register first, then check the
-    /// snapshot (see the module doc).
-    pub fn register(self: &Arc<Self>, org: OrgId, ca_id: String) -> SessionGuard {
+    /// Registers a session of `org`. Register first, then check the snapshot (see the module
+    /// doc).
+    pub fn register(self: &Arc<Self>, org: OrgId, info: SessionInfo) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let closer = Arc::new(Notify::new());
+        let closer = Arc::new(Closer::default());
         self.live.insert(
             id,
             LiveSession {
                 org,
-                ca_id,
+                info,
                 closer: closer.clone(),
             },
         );
@@ -356,29 +467,48 @@ impl SessionTable {
         self.live.is_empty()
     }
 
+    /// The live sessions of `org`, in no particular order.
+    pub fn list(&self, org: &OrgId) -> Vec<SessionInfo> {
+        self.live
+            .iter()
+            .filter(|s| &s.org == org)
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// Ends the live session of `org` holding `client_id` (DISCONNECT 0x98, administrative
+    /// action); `false` when there is none.
+    pub fn disconnect(&self, org: &OrgId, client_id: &str) -> bool {
+        let mut found = false;
+        for session in self.live.iter() {
+            if &session.org == org && session.info.client_id == client_id {
+                session.closer.close(reason::ADMINISTRATIVE_ACTION);
+                found = true;
+            }
+        }
+        found
+    }
+
     fn close_invalidated(&self, org: &OrgId, entry: Option<&OrgEntry>) {
-        let mut closed = 0u64;
+        let mut closed: HashMap<&'static str, u64> = HashMap::new();
         for session in self.live.iter() {
             if &session.org != org {
                 continue;
             }
-            let still_valid =
-                entry.is_some_and(|entry| entry.cas.iter().any(|ca| ca.id == session.ca_id));
-            if !still_valid {
-                // notify_one stores a permit, so a session not yet waiting still sees it.
-                session.closer.notify_one();
-                closed += 1;
+            let revoked = match entry {
+                None => Some("org_deleted"),
+                Some(entry) => entry
+                    .revocation(&session.info.device)
+                    .map(Revocation::reason),
+            };
+            if let Some(why) = revoked {
+                session.closer.close(reason::NOT_AUTHORIZED);
+                *closed.entry(why).or_default() += 1;
             }
         }
-        if closed > 0 {
-            let reason = if entry.is_some() {
-                "ca_inactive"
-            } else {
-                "org_deleted"
-            };
-            metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => reason)
-                .increment(closed);
-            tracing::info!(org = %org, closed, reason, "live sessions closed");
+        for (why, count) in closed {
+            metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => why).increment(count);
+            tracing::info!(org = %org, closed = count, reason = why, "live sessions closed");
         }
     }
 }

@@ -18,9 +18,16 @@ async fn live_device(
     ca: &TestCa,
     id: &str,
 ) -> tokio::sync::oneshot::Receiver<()> {
-    let addr = server
-        .bridge(SNI, &ca.client(&format!("d:sensor:{id}"), &[]))
-        .await;
+    live_device_with(server, &ca.client(&format!("d:sensor:{id}"), &[]), id).await
+}
+
+/// [`live_device`] presenting `cert`.
+async fn live_device_with(
+    server: &TestServer,
+    cert: &ClientCert,
+    id: &str,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let addr = server.bridge(SNI, cert).await;
     let (client, mut eventloop) = connect_v4(v4_options(addr, &format!("d:acme:sensor:{id}")))
         .await
         .unwrap();
@@ -162,4 +169,176 @@ async fn resumed_sessions_are_checked_against_the_current_registry() {
     assert_eq!(status, 200);
     let alert = tls_refusal(server.tls_with(SNI, config).await).await;
     assert_eq!(alert, rustls::AlertDescription::UnknownCA);
+}
+
+async fn block(server: &TestServer, body: serde_json::Value) -> String {
+    let (status, entry) = server
+        .api("POST", "/api/v1/orgs/acme/blocked-devices", Some(body))
+        .await;
+    assert_eq!(status, 201, "{entry}");
+    entry["id"].as_str().unwrap().to_owned()
+}
+
+async fn refused_with(
+    server: &TestServer,
+    cert: &ClientCert,
+    id: &str,
+) -> rumqttc::ConnectReturnCode {
+    let addr = server.bridge(SNI, cert).await;
+    refused_v4(v4_options(addr, &format!("d:acme:sensor:{id}"))).await
+}
+
+#[tokio::test]
+async fn blocking_a_device_closes_its_session_and_refuses_it_by_identity_fingerprint_or_serial() {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let certs: Vec<ClientCert> = (1..=4)
+        .map(|i| ca.client(&format!("d:sensor:dev{i}"), &[]))
+        .collect();
+    let mut live = Vec::new();
+    for (i, cert) in certs.iter().enumerate() {
+        live.push(live_device_with(&server, cert, &format!("dev{}", i + 1)).await);
+    }
+    let mut spared = live.pop().unwrap();
+
+    let by_identity = block(
+        &server,
+        serde_json::json!({"identity": "d:sensor:dev1", "reason": "stolen"}),
+    )
+    .await;
+    let fingerprint = portcullis::pki::fingerprint_sha256(&certs[1].chain[0]);
+    block(
+        &server,
+        serde_json::json!({"fingerprint_sha256": fingerprint.to_uppercase()}),
+    )
+    .await;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&certs[2].chain[0]).unwrap();
+    let serial = format!("0x{}", portcullis::pki::serial_hex(leaf.raw_serial()));
+    block(
+        &server,
+        serde_json::json!({"ca_id": ca_id, "serial": serial}),
+    )
+    .await;
+    for (i, closed) in live.into_iter().enumerate() {
+        assert!(
+            closes_within_a_second(closed).await,
+            "dev{} still connected",
+            i + 1
+        );
+    }
+    assert!(spared.try_recv().is_err(), "an unblocked device was closed");
+
+    let not_authorized = rumqttc::ConnectReturnCode::NotAuthorized;
+    // By identity: any certificate claiming it. By fingerprint or serial: that certificate only.
+    assert_eq!(
+        refused_with(&server, &ca.client("d:sensor:dev1", &[]), "dev1").await,
+        not_authorized
+    );
+    assert_eq!(
+        refused_with(&server, &certs[1], "dev2").await,
+        not_authorized
+    );
+    assert_eq!(
+        refused_with(&server, &certs[2], "dev3").await,
+        not_authorized
+    );
+    let renewed = ca.client("d:sensor:dev2", &[]);
+    let addr = server.bridge(SNI, &renewed).await;
+    connect_v4(v4_options(addr, "d:acme:sensor:dev2"))
+        .await
+        .expect("a new certificate connects");
+
+    let (status, list) = server
+        .api("GET", "/api/v1/orgs/acme/blocked-devices", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    assert_eq!(list["items"][1]["fingerprint_sha256"], fingerprint.as_str());
+    assert_eq!(list["items"][0]["reason"], "stolen");
+    let (status, _) = server
+        .api(
+            "DELETE",
+            &format!("/api/v1/orgs/acme/blocked-devices/{by_identity}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let addr = server.bridge(SNI, &certs[0]).await;
+    connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .expect("unblocked");
+
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/blocked-devices",
+            Some(serde_json::json!({"identity": "d:sensor:x", "serial": "01"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_block"))
+    );
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/blocked-devices",
+            Some(serde_json::json!({"ca_id": "0000", "serial": "01"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unknown_ca"))
+    );
+}
+
+#[tokio::test]
+async fn live_sessions_are_listed_and_an_operator_disconnects_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let cert = ca.client("d:sensor:dev1", &[]);
+    let mut tls = server.tls(SNI, Some(&cert)).await.unwrap();
+    tls.write_all(&raw::connect(5, "d:acme:sensor:dev1", true, 30))
+        .await
+        .unwrap();
+    let mut header = [0u8; 2];
+    step(tls.read_exact(&mut header)).await.unwrap();
+    let mut connack = vec![0u8; usize::from(header[1])];
+    step(tls.read_exact(&mut connack)).await.unwrap();
+    assert_eq!((header[0], connack[1]), (0x20, 0));
+
+    let (status, sessions) = server.api("GET", "/api/v1/orgs/acme/sessions", None).await;
+    assert_eq!(status, 200);
+    let items = sessions["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{sessions}");
+    let session = &items[0];
+    assert_eq!(session["client_id"], "d:acme:sensor:dev1");
+    assert_eq!(session["identity"], "d:sensor:dev1");
+    assert_eq!(session["ca_id"], ca_id.as_str());
+    assert_eq!(session["protocol"], 5);
+    assert_eq!(
+        session["fingerprint_sha256"],
+        portcullis::pki::fingerprint_sha256(&cert.chain[0]).as_str()
+    );
+    assert!(session["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+
+    let path = "/api/v1/orgs/acme/sessions/d:acme:sensor:dev1";
+    let (status, _) = server.api("DELETE", path, None).await;
+    assert_eq!(status, 204);
+    let rest = raw::read_to_close(&mut tls).await;
+    assert_eq!(
+        rest.first(),
+        Some(&0xE0),
+        "DISCONNECT expected: {rest:02x?}"
+    );
+    assert_eq!(
+        rest.get(2),
+        Some(&0x98),
+        "administrative action: {rest:02x?}"
+    );
+    let (status, _) = server.api("DELETE", path, None).await;
+    assert_eq!(status, 404);
+    let (_, sessions) = server.api("GET", "/api/v1/orgs/acme/sessions", None).await;
+    assert!(sessions["items"].as_array().unwrap().is_empty());
 }

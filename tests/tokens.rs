@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const BOGUS: &str = "00000000000000000000000000000000";
+/// A client id with no live session.
+const GHOST: &str = "d:acme:sensor:ghost";
 
 /// The org's default signing certificate resource.
 async fn default_signing(server: &TestServer, org: &str) -> Value {
@@ -282,6 +284,26 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
             Some(json!({"reason": "r"})),
             Need::Approve,
         ),
+        ("GET", format!("{o}/blocked-devices"), None, Need::Read),
+        (
+            "POST",
+            format!("{o}/blocked-devices"),
+            Some(json!({"identity": "bad"})),
+            Need::Manage,
+        ),
+        (
+            "DELETE",
+            format!("{o}/blocked-devices/{BOGUS}"),
+            None,
+            Need::Manage,
+        ),
+        ("GET", format!("{o}/sessions"), None, Need::Read),
+        (
+            "DELETE",
+            format!("{o}/sessions/{GHOST}"),
+            None,
+            Need::Manage,
+        ),
     ]
 }
 
@@ -509,6 +531,7 @@ async fn the_openapi_document_describes_every_endpoint_without_a_token() {
         let template = path
             .replace("/orgs/acme", "/orgs/{org}")
             .replace(BOGUS, "{id}")
+            .replace(GHOST, "{client_id}")
             .replace(&ca_id, "{id}");
         let operation = &paths
             .get(&template)

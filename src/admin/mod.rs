@@ -35,6 +35,7 @@ use crate::store::{Cursor, NewAuditEvent, Page, PageRequest, Store, StoreError};
 
 mod audit_events;
 mod auth;
+mod blocked_devices;
 mod ca_certificates;
 mod csrs;
 mod error;
@@ -43,6 +44,7 @@ mod jwt;
 mod openapi;
 mod orgs;
 mod server_certificates;
+mod sessions;
 mod signing_certificates;
 mod tokens;
 mod views;
@@ -130,6 +132,19 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/orgs/{org}/csrs/{id}/approve", post(csrs::approve))
         .route("/orgs/{org}/csrs/{id}/reject", post(csrs::reject))
+        .route(
+            "/orgs/{org}/blocked-devices",
+            get(blocked_devices::list).post(blocked_devices::create),
+        )
+        .route(
+            "/orgs/{org}/blocked-devices/{id}",
+            axum::routing::delete(blocked_devices::delete),
+        )
+        .route("/orgs/{org}/sessions", get(sessions::list))
+        .route(
+            "/orgs/{org}/sessions/{client_id}",
+            axum::routing::delete(sessions::disconnect),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

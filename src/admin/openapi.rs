@@ -6,7 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit_events, ca_certificates, csrs, orgs, server_certificates, signing_certificates, tokens,
+    audit_events, blocked_devices, ca_certificates, csrs, orgs, server_certificates, sessions,
+    signing_certificates, tokens,
 };
 
 #[derive(OpenApi)]
@@ -31,6 +32,8 @@ use super::{
         audit_events::list,
         csrs::create, csrs::list, csrs::get, csrs::csr_pem, csrs::delete,
         csrs::upload_certificate, csrs::request_signature, csrs::approve, csrs::reject,
+        blocked_devices::create, blocked_devices::list, blocked_devices::delete,
+        sessions::list, sessions::disconnect,
     ),
     modifiers(&BearerAuth)
 )]

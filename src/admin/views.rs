@@ -8,9 +8,10 @@ use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
 use crate::pki::KeyType;
+use crate::registry::SessionInfo;
 use crate::store::{
-    AuditEvent, CaRecord, CsrRecord, CsrStatus, OrgRecord, Page, Role, ServerCertRecord,
-    SigningCertRecord, TokenRecord, TokenStatus,
+    AuditEvent, BlockTarget, BlockedDevice, CaRecord, CsrRecord, CsrStatus, OrgRecord, Page, Role,
+    ServerCertRecord, SigningCertRecord, TokenRecord, TokenStatus,
 };
 
 /// RFC 3339 in UTC.
@@ -324,4 +325,68 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// A sentence for people; never an internal cause.
     pub message: String,
+}
+
+/// A blocklist entry: exactly one of `identity`, `fingerprint_sha256`, `ca_id` + `serial`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlockedDeviceView {
+    pub id: String,
+    pub org: String,
+    pub identity: Option<String>,
+    pub fingerprint_sha256: Option<String>,
+    pub ca_id: Option<String>,
+    pub serial: Option<String>,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+impl From<BlockedDevice> for BlockedDeviceView {
+    fn from(b: BlockedDevice) -> BlockedDeviceView {
+        let (identity, fingerprint_sha256, ca_id, serial) = match b.target {
+            BlockTarget::Identity(i) => (Some(i.to_string()), None, None, None),
+            BlockTarget::Fingerprint(f) => (None, Some(f), None, None),
+            BlockTarget::Serial { ca_id, serial } => (None, None, Some(ca_id), Some(serial)),
+        };
+        BlockedDeviceView {
+            id: b.id,
+            org: b.org.as_str().to_owned(),
+            identity,
+            fingerprint_sha256,
+            ca_id,
+            serial,
+            reason: b.reason,
+            created_by: b.created_by,
+            created_at: rfc3339(b.created_at),
+        }
+    }
+}
+
+/// A live session.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub client_id: String,
+    pub identity: String,
+    pub ca_id: String,
+    pub fingerprint_sha256: String,
+    pub serial: String,
+    /// 4 (MQTT 3.1.1) or 5.
+    pub protocol: u8,
+    pub peer: Option<String>,
+    pub connected_at: String,
+}
+
+impl From<SessionInfo> for SessionView {
+    fn from(s: SessionInfo) -> SessionView {
+        SessionView {
+            client_id: s.client_id,
+            identity: s.device.identity.to_string(),
+            ca_id: s.device.ca_id,
+            fingerprint_sha256: s.device.fingerprint_sha256,
+            serial: s.device.serial,
+            protocol: s.protocol,
+            peer: s.peer.map(|p| p.to_string()),
+            connected_at: rfc3339(s.connected_at),
+        }
+    }
 }

@@ -25,7 +25,7 @@ use crate::mqtt::codec::{
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::topics::TopicMap;
-use crate::registry::{ClientIdGuard, Registry, SessionGuard};
+use crate::registry::{ClientIdGuard, Device, Registry, Revocation, SessionGuard, SessionInfo};
 use crate::tls::PeerIdentity;
 
 /// How long a finished session waits for its client's TLS close.
@@ -50,6 +50,7 @@ pub enum ConnectRefusal {
     OrgMismatch,
     IdentityMismatch,
     CaInactive,
+    DeviceBlocked,
     WillTopic,
     AuthMethod,
     BrokerUnavailable,
@@ -64,6 +65,7 @@ impl ConnectRefusal {
             ConnectRefusal::OrgMismatch => "org_mismatch",
             ConnectRefusal::IdentityMismatch => "identity_mismatch",
             ConnectRefusal::CaInactive => "ca_inactive",
+            ConnectRefusal::DeviceBlocked => "device_blocked",
             ConnectRefusal::WillTopic => "will_topic_not_allowed",
             ConnectRefusal::AuthMethod => "auth_method_unsupported",
             ConnectRefusal::BrokerUnavailable => "broker_unavailable",
@@ -104,6 +106,7 @@ impl ConnectRefusal {
                 "client id is not an identity the certificate claims"
             }
             ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
+            ConnectRefusal::DeviceBlocked => "this device is blocked",
             ConnectRefusal::WillTopic => "will topic not allowed",
             ConnectRefusal::AuthMethod => "enhanced authentication is not supported",
             ConnectRefusal::BrokerUnavailable => "broker unavailable",
@@ -220,21 +223,37 @@ where
     };
 
     // Register first, then check the current snapshot (see `registry`).
-    let guard = ctx
-        .registry
-        .sessions()
-        .register(org.clone(), peer.ca_id.clone());
-    let still_trusted = ctx
-        .registry
-        .snapshot()
-        .org(org.as_str())
-        .is_some_and(|entry| entry.cas.iter().any(|ca| ca.id == peer.ca_id));
-    if !still_trusted {
-        refuse(&mut client, protocol, ConnectRefusal::CaInactive, ctx).await;
-        return Err(SessionError::Refused(ConnectRefusal::CaInactive));
+    let client_id_text = client_id.to_string();
+    let info = SessionInfo {
+        client_id: client_id_text.clone(),
+        device: Device {
+            identity: client_id.identity.clone(),
+            ca_id: peer.ca_id.clone(),
+            fingerprint_sha256: peer.fingerprint_sha256.clone(),
+            serial: peer.serial.clone(),
+        },
+        protocol: match protocol {
+            Protocol::V311 => 4,
+            Protocol::V5 => 5,
+        },
+        peer: peer.addr,
+        connected_at: time::OffsetDateTime::now_utc(),
+    };
+    let device = info.device.clone();
+    let guard = ctx.registry.sessions().register(org.clone(), info);
+    let revocation = match ctx.registry.snapshot().org(org.as_str()) {
+        Some(entry) => entry.revocation(&device),
+        None => Some(Revocation::CaInactive),
+    };
+    if let Some(revocation) = revocation {
+        let refusal = match revocation {
+            Revocation::CaInactive => ConnectRefusal::CaInactive,
+            Revocation::DeviceBlocked => ConnectRefusal::DeviceBlocked,
+        };
+        refuse(&mut client, protocol, refusal, ctx).await;
+        return Err(SessionError::Refused(refusal));
     }
 
-    let client_id_text = client_id.to_string();
     // One session per client id: an older one is told to end, and this waits until its broker
     // connection is gone.
     let Some(held) = ctx
@@ -625,8 +644,8 @@ impl Forwarder {
                     self.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
                     Err(SessionError::KeepAlive)
                 }
-                _ = guard.revoked() => {
-                    self.disconnect(reason::NOT_AUTHORIZED, &mut to_client);
+                code = guard.revoked() => {
+                    self.disconnect(code, &mut to_client);
                     Err(SessionError::Revoked)
                 }
                 _ = held.taken_over() => {

@@ -30,6 +30,7 @@ use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
 
 mod audit;
+mod blocked;
 mod ca_certificates;
 mod cert_info;
 pub mod crypto;
@@ -44,6 +45,7 @@ mod signing_certificates;
 mod tokens;
 
 pub use audit::{AuditEvent, NewAuditEvent};
+pub use blocked::{BlockTarget, BlockedDevice, NewBlock};
 pub use crypto::MasterKey;
 pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
 pub use filter::ListFilter;
@@ -135,6 +137,7 @@ pub struct OrgState {
     pub org: OrgRecord,
     pub active_cas: Vec<CaRecord>,
     pub active_server_cert: Option<(ServerCertRecord, PrivateKeyDer<'static>)>,
+    pub blocked: Vec<BlockedDevice>,
 }
 
 /// A new organisation.

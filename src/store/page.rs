@@ -52,6 +52,11 @@ impl Cursor {
     }
 }
 
+/// `t` as cursors hold it (unix microseconds), for lists paged outside the store.
+pub(crate) fn micros(t: OffsetDateTime) -> i64 {
+    super::to_micros(t)
+}
+
 /// Which page: at most `limit` rows after `cursor` (from the start when `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {

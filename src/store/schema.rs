@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_tokens_audit.sql")),
     (3, include_str!("migrations/0003_csrs.sql")),
     (4, include_str!("migrations/0004_aliases.sql")),
+    (5, include_str!("migrations/0005_blocked_devices.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -293,11 +293,13 @@ impl Store {
                 Some((cert, key))
             }
         };
+        let blocked = super::blocked::all_blocked(&tx, org)?;
         tx.commit()?;
         Ok(Some(OrgState {
             org: record,
             active_cas,
             active_server_cert,
+            blocked,
         }))
     }
 }

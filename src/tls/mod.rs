@@ -90,9 +90,14 @@ pub struct PeerIdentity {
     /// Identities the leaf certificate claims, sorted, without repeats (may be empty: then no
     /// client id can bind).
     pub claims: Vec<Identity>,
+    /// SHA-256 of the leaf's DER and its serial, lower-case hex: what a blocklist names.
+    pub fingerprint_sha256: String,
+    pub serial: String,
     pub resumed: bool,
     /// SNI as sent, for logs.
     pub sni: Option<String>,
+    /// The client's address, for the sessions list.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 /// A refused handshake, with what is known for the one log event it gets.
@@ -285,6 +290,7 @@ async fn handshake(
     registry: &Registry,
     sni_out: &mut Option<String>,
 ) -> Result<(TlsStream<TcpStream>, PeerIdentity), Refusal> {
+    let addr = stream.peer_addr().ok();
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
         .await
         .map_err(|_| Refusal::Handshake)?;
@@ -331,14 +337,19 @@ async fn handshake(
         .id
         .clone();
     let claims = identity::claims_of(&leaf).map_err(|_| Refusal::BadCertificate)?;
+    let serial = crate::pki::serial_hex(leaf.raw_serial());
+    let fingerprint_sha256 = crate::pki::fingerprint_sha256(&chain[0]);
     Ok((
         stream,
         PeerIdentity {
             org: entry,
             ca_id,
             claims,
+            fingerprint_sha256,
+            serial,
             resumed,
             sni,
+            addr,
         },
     ))
 }

@@ -1,0 +1,86 @@
+//! `/api/v1/orgs/{org}/sessions[/{client_id}]`: the org's live sessions, and disconnecting one
+//! (an MQTT 5 client is told DISCONNECT 0x98, administrative action).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+
+use super::auth::{Caller, Need};
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use super::views::{ListView, SessionView};
+use super::{audit, blocking, no_content, org_in_path, page_request, AdminState, Paging};
+use crate::store::Page;
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/sessions",
+    tag = "sessions",
+    params(("org" = String, Path, description = "organisation id"), Paging),
+    responses(
+        (status = 200, description = "live sessions, oldest first", body = ListView<SessionView>),
+        (status = "4XX", description = "refused", body = super::views::ErrorView)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(org): Path<String>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Json<ListView<SessionView>>, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Read)?;
+    let page = page_request(paging.limit, paging.cursor.as_deref())?;
+    let mut sessions = state.registry.sessions().list(&org);
+    sessions.sort_by(|a, b| (a.connected_at, &a.client_id).cmp(&(b.connected_at, &b.client_id)));
+    let (after_micros, after_id) = page.after();
+    let rows: Vec<_> = sessions
+        .into_iter()
+        .filter(|s| {
+            let micros = crate::store::page::micros(s.connected_at);
+            (micros, s.client_id.as_str()) > (after_micros, after_id)
+        })
+        .take(page.limit as usize + 1)
+        .collect();
+    let page = Page::from_rows(rows, page.limit, |s| (s.connected_at, s.client_id.as_str()));
+    Ok(Json(ListView::from_page(page, SessionView::from)))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orgs/{org}/sessions/{client_id}",
+    tag = "sessions",
+    params(
+        ("org" = String, Path, description = "organisation id"),
+        ("client_id" = String, Path, description = "the session's MQTT client id")
+    ),
+    responses(
+        (status = 204, description = "told to end"),
+        (status = "4XX", description = "refused", body = super::views::ErrorView)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn disconnect(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, client_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    blocking(move || {
+        if !state.registry.sessions().disconnect(&org, &client_id) {
+            return Err(ApiError::NotFound("no live session with this client id"));
+        }
+        audit(
+            &state.store,
+            &org,
+            &caller,
+            "session.disconnect",
+            Some(&client_id),
+        );
+        Ok(())
+    })
+    .await?;
+    Ok(no_content())
+}
