@@ -210,16 +210,17 @@ impl Broker {
     ///
     /// Blocks the calling thread until the router has registered the link (see the module notes).
     pub fn open(&self, client_id: &str, clean_start: bool) -> Result<BrokerSession, BrokerError> {
-        let pending = lock(&self.wills).remove(client_id);
-        if let Some(pending) = pending {
-            let _ = pending.fate.send(clean_start);
-        }
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| BrokerError::Full)?;
         let (tx, rx, connack) = (self.open)(client_id, clean_start)?;
+        // Only a session that exists settles the will of the one before it.
+        let pending = lock(&self.wills).remove(client_id);
+        if let Some(pending) = pending {
+            let _ = pending.fate.send(clean_start);
+        }
         let session_present = matches!(
             Option::<rp::Packet>::from(connack),
             Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
@@ -252,18 +253,20 @@ impl Broker {
         );
         let client_id = client_id.to_owned();
         tokio::spawn(async move {
+            let mut settled = settled;
             let publish = tokio::select! {
-                fate = settled => fate.unwrap_or(false),
+                biased;
+                fate = &mut settled => fate.unwrap_or(false),
                 () = tokio::time::sleep(delay) => {
-                    let mut wills = lock(&wills);
-                    // Still ours? A newer session may have settled it meanwhile.
-                    match wills.get(&client_id) {
-                        Some(pending) if pending.id == id => {
-                            wills.remove(&client_id);
-                            true
+                    let ours = {
+                        let mut wills = lock(&wills);
+                        match wills.get(&client_id) {
+                            Some(pending) if pending.id == id => wills.remove(&client_id).is_some(),
+                            _ => false,
                         }
-                        _ => false,
-                    }
+                    };
+                    // Not ours any more: a new session took it and is settling it now.
+                    ours || settled.await.unwrap_or(false)
                 }
             };
             if publish {
@@ -299,9 +302,19 @@ async fn publish_will(open: &OpenLink, next: &AtomicU64, will: codec::Will) {
         properties: will.properties,
         payload: will.payload,
     };
+    let exactly_once = publish.qos == QoS::ExactlyOnce;
     let sent = async {
         let (mut tx, _rx, _) = open(&client_id, true)?;
         tx.buffer().push_back(to_router(Packet::Publish(publish))?);
+        if exactly_once {
+            // rumqttd holds a QoS 2 publish until its PUBREL.
+            let release = Ack {
+                packet_id: 1,
+                reason: codec::reason::SUCCESS,
+                properties: Properties::default(),
+            };
+            tx.buffer().push_back(to_router(Packet::PubRel(release))?);
+        }
         tx.send(to_router(Packet::Disconnect(Disconnect {
             reason: codec::reason::SUCCESS,
             properties: Properties::default(),
@@ -332,9 +345,7 @@ impl BrokerSession {
         if packets.is_empty() {
             return Ok(());
         }
-        if packets.iter().any(|p| matches!(p, Packet::Disconnect(_))) {
-            self.ended = true;
-        }
+        let disconnects = packets.iter().any(|p| matches!(p, Packet::Disconnect(_)));
         let mut converted = packets
             .drain(..)
             .map(to_router)
@@ -361,6 +372,7 @@ impl BrokerSession {
         if let Some(last) = last {
             self.tx.send(last).await?;
         }
+        self.ended |= disconnects;
         Ok(())
     }
 
@@ -636,7 +648,14 @@ fn to_router(packet: Packet) -> Result<rp::Packet, BrokerError> {
         }
         Packet::PubAck(ack) => router_ack!(ack, PubAck, PubAckProperties, puback_reason),
         Packet::PubRec(ack) => router_ack!(ack, PubRec, PubRecProperties, pubrec_reason),
-        Packet::PubRel(ack) => router_ack!(ack, PubRel, PubRelProperties, pubrel_reason),
+        // rumqttd takes a PUBREL only without properties (it ignores any other).
+        Packet::PubRel(ack) => rp::Packet::PubRel(
+            rp::PubRel {
+                pkid: ack.packet_id,
+                reason: pubrel_reason(ack.reason),
+            },
+            None,
+        ),
         Packet::PubComp(ack) => router_ack!(ack, PubComp, PubCompProperties, pubcomp_reason),
         Packet::Subscribe(subscribe) => rp::Packet::Subscribe(
             rp::Subscribe {
@@ -1185,6 +1204,11 @@ mod tests {
         let mut sub = subscriber(&broker, "watcher", "wills/#").await;
         broker.will("d1", will("wills/now"), Duration::ZERO).await;
         assert_eq!(delivery(&mut sub).await.topic, "wills/now");
+        // QoS 2 wills need their PUBREL, or rumqttd never delivers them.
+        let mut exactly_once = will("wills/exactly");
+        exactly_once.qos = QoS::ExactlyOnce;
+        broker.will("d3", exactly_once, Duration::ZERO).await;
+        assert_eq!(delivery(&mut sub).await.topic, "wills/exactly");
         broker
             .will("d2", will("wills/later"), Duration::from_millis(300))
             .await;

@@ -66,6 +66,8 @@ pub struct OrgEntry {
 pub struct Device {
     /// The identity its client id bound.
     pub identity: Identity,
+    /// Every identity its certificate claims (the bound one among them).
+    pub claims: Vec<Identity>,
     /// The active CA its chain verified to.
     pub ca_id: String,
     /// SHA-256 of the leaf's DER, lower-case hex.
@@ -120,6 +122,7 @@ impl Blocklist {
 
     pub fn blocks(&self, device: &Device) -> bool {
         self.identities.contains(&device.identity)
+            || device.claims.iter().any(|c| self.identities.contains(c))
             || self.fingerprints.contains(&device.fingerprint_sha256)
             || self
                 .serials

@@ -168,6 +168,19 @@ async fn signature_requests_with_and_without_approval() {
         )
         .await;
     assert_eq!(status, 200);
+    // Nor can the operator get a certificate without approval another way.
+    let (status, refusal) = server
+        .api_as(
+            &operator,
+            "POST",
+            "/api/v1/orgs/acme/server-certificates/generate",
+            Some(json!({"dns_name": NAME, "key_type": "ecdsa-p256"})),
+        )
+        .await;
+    assert_eq!(
+        (status, refusal["error"]["code"].as_str()),
+        (409, Some("approval_required"))
+    );
     let csr = new_csr(&server, &operator, "rsa-2048").await;
     let id = csr["id"].as_str().unwrap();
     let (status, pending) = server

@@ -242,6 +242,9 @@ async fn blocking_a_device_closes_its_session_and_refuses_it_by_identity_fingerp
         refused_with(&server, &certs[2], "dev3").await,
         not_authorized
     );
+    // A certificate claiming the blocked identity among others is refused under any of them.
+    let multi = ca.client("d:sensor:spare", &["d:sensor:dev1"]);
+    assert_eq!(refused_with(&server, &multi, "spare").await, not_authorized);
     let renewed = ca.client("d:sensor:dev2", &[]);
     let addr = server.bridge(SNI, &renewed).await;
     connect_v4(v4_options(addr, "d:acme:sensor:dev2"))

@@ -159,7 +159,20 @@ pub async fn generate(
         .into());
     }
     let record = change(state, org, move |store, org| {
-        require_org(store, org)?;
+        let settings = store
+            .org(org)?
+            .ok_or(ApiError::NotFound("no such organisation"))?;
+        // A signature the org wants approved goes through a CSR and its signature request.
+        if caller
+            .role()
+            .is_some_and(|role| settings.approval_required_roles.contains(&role))
+        {
+            return Err(ApiError::Conflict {
+                code: "approval_required",
+                message: "this role's signatures need approval: create a CSR and request a \
+                          signature instead",
+            });
+        }
         let platform = store
             .platform_ca()?
             .ok_or_else(|| ApiError::internal("the platform CA is missing"))?;

@@ -228,6 +228,7 @@ where
         client_id: client_id_text.clone(),
         device: Device {
             identity: client_id.identity.clone(),
+            claims: peer.claims.clone(),
             ca_id: peer.ca_id.clone(),
             fingerprint_sha256: peer.fingerprint_sha256.clone(),
             serial: peer.serial.clone(),
