@@ -59,6 +59,7 @@ fn platform() -> Platform {
         domain: DOMAIN.to_owned(),
         default_cert: tls::certified_key(chain, key).expect("certified key"),
         no_sni_org: None,
+        deny_stale_crl: false,
     }
 }
 
@@ -159,7 +160,7 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
     let platform = registry.platform();
     let configs = report(orgs, "of which tls::org_server_config alone", || {
         (0..orgs)
-            .map(|_| tls::org_server_config(std::slice::from_ref(&ca), None, platform))
+            .map(|_| tls::org_server_config(std::slice::from_ref(&ca), Vec::new(), None, platform))
             .collect::<Result<Vec<_>, _>>()
             .expect("org configs")
     });

@@ -140,6 +140,7 @@ fn setup() -> Setup {
         default_cert: tls::certified_key(server_chain.clone(), server_key.clone_key())
             .expect("certified key"),
         no_sni_org: None,
+        deny_stale_crl: false,
     };
     Setup {
         device: device_pki(),
@@ -197,7 +198,8 @@ impl Setup {
     /// What the registry builds for an org whose one active CA is the device root, with no
     /// server certificate of its own.
     fn org_config(&self) -> Arc<ServerConfig> {
-        tls::org_server_config(&[self.active_ca()], None, &self.platform).expect("org config")
+        tls::org_server_config(&[self.active_ca()], Vec::new(), None, &self.platform)
+            .expect("org config")
     }
 
     fn client_builder(

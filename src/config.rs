@@ -26,6 +26,13 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub broker: BrokerConfig,
+    pub revocation: RevocationConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RevocationConfig {
+    /// `revocation.on_stale_crl = "deny"`.
+    pub deny_stale_crl: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +76,13 @@ struct Raw {
     admin: RawAdmin,
     store: RawStore,
     broker: RawBroker,
+    revocation: RawRevocation,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    on_stale_crl: String,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +228,18 @@ impl Config {
             broker: BrokerConfig {
                 max_connections: raw.broker.max_connections,
                 plain_listeners: 0,
+            },
+            revocation: RevocationConfig {
+                deny_stale_crl: match raw.revocation.on_stale_crl.as_str() {
+                    "allow" => false,
+                    "deny" => true,
+                    _ => {
+                        return Err(invalid(
+                            "revocation.on_stale_crl",
+                            "must be \"allow\" or \"deny\"",
+                        ))
+                    }
+                },
             },
         })
     }

@@ -37,6 +37,8 @@ pub struct Platform {
     /// Serves `*.<domain>`.
     pub default_cert: Arc<CertifiedKey>,
     pub no_sni_org: Option<OrgId>,
+    /// `revocation.on_stale_crl = "deny"`: a CRL past its nextUpdate refuses its CA's devices.
+    pub deny_stale_crl: bool,
 }
 
 /// One CA certificate that currently authenticates devices of an org.
@@ -56,6 +58,8 @@ pub struct OrgEntry {
     /// Names of the org's active uploaded server certificate (custom domains).
     pub server_names: Vec<String>,
     pub blocklist: Blocklist,
+    /// (CA id, serial) of every certificate the CAs' CRLs revoke.
+    revoked: HashSet<(String, String)>,
     /// Unix times: the earliest notAfter of the active CAs, and of the active server certificate.
     ca_expiry: Option<i64>,
     server_expiry: Option<i64>,
@@ -81,6 +85,7 @@ pub struct Device {
 pub enum Revocation {
     CaInactive,
     DeviceBlocked,
+    CertificateRevoked,
 }
 
 impl Revocation {
@@ -88,6 +93,7 @@ impl Revocation {
         match self {
             Revocation::CaInactive => "ca_inactive",
             Revocation::DeviceBlocked => "device_blocked",
+            Revocation::CertificateRevoked => "certificate_revoked",
         }
     }
 }
@@ -138,6 +144,13 @@ impl OrgEntry {
         }
         if self.blocklist.blocks(device) {
             return Some(Revocation::DeviceBlocked);
+        }
+        // Handshakes check CRLs themselves; this catches resumed ones and live sessions.
+        if self
+            .revoked
+            .contains(&(device.ca_id.clone(), device.serial.clone()))
+        {
+            return Some(Revocation::CertificateRevoked);
         }
         None
     }
@@ -281,10 +294,24 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         .as_ref()
         .map(|(_, names)| names.clone())
         .unwrap_or_default();
+    let mut revoked = HashSet::new();
+    let mut crls = Vec::with_capacity(state.crls.len());
+    for (ca_id, der) in state.crls {
+        let info = crate::pki::crl_info(&der).map_err(|e| tls_error(e.to_string()))?;
+        revoked.extend(
+            info.revoked
+                .into_iter()
+                .map(|serial| (ca_id.clone(), serial)),
+        );
+        crls.push(rustls_pki_types::CertificateRevocationListDer::from(der));
+    }
     let tls = if cas.is_empty() {
         None
     } else {
-        Some(tls::org_server_config(&cas, active, platform).map_err(|e| tls_error(e.to_string()))?)
+        Some(
+            tls::org_server_config(&cas, crls, active, platform)
+                .map_err(|e| tls_error(e.to_string()))?,
+        )
     };
     Ok(OrgEntry {
         org: state.org,
@@ -292,6 +319,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         tls,
         server_names,
         blocklist: Blocklist::new(&state.blocked),
+        revoked,
         ca_expiry,
         server_expiry,
     })

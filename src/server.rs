@@ -90,6 +90,7 @@ impl Server {
             domain: config.mqtts.domain.clone(),
             default_cert: tls::certified_key(chain, key)?,
             no_sni_org: config.mqtts.no_sni_org.clone(),
+            deny_stale_crl: config.revocation.deny_stale_crl,
         };
         let registry = Arc::new(Registry::load(store.clone(), platform)?);
         let token = store::bootstrap_admin_token(&data_dir)?;

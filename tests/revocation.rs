@@ -345,3 +345,142 @@ async fn live_sessions_are_listed_and_an_operator_disconnects_one() {
     let (_, sessions) = server.api("GET", "/api/v1/orgs/acme/sessions", None).await;
     assert!(sessions["items"].as_array().unwrap().is_empty());
 }
+
+async fn put_crl(server: &TestServer, ca_id: &str, pem: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(server.url(&format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/crl")))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/x-pem-file")
+        .body(pem.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_crl_refuses_the_certificates_it_revokes_and_closes_their_sessions() {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let revoked = ca.client("d:sensor:dev1", &[]);
+    let kept = ca.client("d:sensor:dev2", &[]);
+    let hit = live_device_with(&server, &revoked, "dev1").await;
+    let mut spared = live_device_with(&server, &kept, "dev2").await;
+    let now = time::OffsetDateTime::now_utc();
+    let hour = time::Duration::hours(1);
+
+    // Signed by another CA: refused, nothing changes.
+    let stranger = TestCa::root("acme devices CA");
+    let (status, body) = put_crl(
+        &server,
+        &ca_id,
+        &stranger.crl(&[&revoked], now - hour, now + hour),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("crl_signature_invalid"))
+    );
+
+    let (status, body) = put_crl(
+        &server,
+        &ca_id,
+        &ca.crl(&[&revoked], now - hour, now + hour),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entries"], 1);
+    assert_eq!(body["stale"], false);
+    assert!(
+        closes_within_a_second(hit).await,
+        "the revoked device is still connected"
+    );
+    assert!(
+        spared.try_recv().is_err(),
+        "a device the CRL does not list was closed"
+    );
+    let alert = tls_refusal(server.tls(SNI, Some(&revoked)).await).await;
+    assert_eq!(alert, rustls::AlertDescription::CertificateRevoked);
+
+    // An older CRL does not replace it.
+    let (status, body) = put_crl(&server, &ca_id, &ca.crl(&[], now - 2 * hour, now + hour)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("crl_older"))
+    );
+    let (status, held) = server
+        .api(
+            "GET",
+            &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/crl"),
+            None,
+        )
+        .await;
+    assert_eq!((status, held["entries"].as_i64()), (200, Some(1)));
+
+    // A stale CRL, under `allow` (the default): certificates it does not list still connect.
+    let (status, body) = put_crl(
+        &server,
+        &ca_id,
+        &ca.crl(
+            &[&revoked],
+            now - hour / 2,
+            now - time::Duration::minutes(1),
+        ),
+    )
+    .await;
+    assert_eq!((status, body["stale"].as_bool()), (200, Some(true)));
+    let addr = server.bridge(SNI, &ca.client("d:sensor:dev3", &[])).await;
+    connect_v4(v4_options(addr, "d:acme:sensor:dev3"))
+        .await
+        .expect("allowed under a stale CRL");
+}
+
+#[tokio::test]
+async fn under_deny_a_stale_crl_refuses_its_ca_s_devices() {
+    let server = TestServer::start_with(|config| config.revocation.deny_stale_crl = true).await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let now = time::OffsetDateTime::now_utc();
+    let device = ca.client("d:sensor:dev1", &[]);
+    let (status, _) = put_crl(
+        &server,
+        &ca_id,
+        &ca.crl(
+            &[],
+            now - time::Duration::hours(2),
+            now + time::Duration::hours(1),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let addr = server.bridge(SNI, &device).await;
+    connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .expect("a fresh CRL that does not list it");
+    let (status, _) = put_crl(
+        &server,
+        &ca_id,
+        &ca.crl(
+            &[],
+            now - time::Duration::hours(1),
+            now - time::Duration::minutes(1),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Every certificate of that CA is refused at the handshake (the test fails on a success).
+    let alert = tls_refusal(
+        server
+            .tls(SNI, Some(&ca.client("d:sensor:dev2", &[])))
+            .await,
+    )
+    .await;
+    assert_ne!(
+        alert,
+        rustls::AlertDescription::CertificateRevoked,
+        "not revoked, stale"
+    );
+}

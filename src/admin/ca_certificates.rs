@@ -12,7 +12,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::server_certificates::decode_base64;
-use super::views::{CaView, ListView};
+use super::views::{CaView, CrlView, ListView};
 use super::{
     audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
@@ -303,4 +303,75 @@ pub async fn delete(
     })
     .await?;
     Ok(no_content())
+}
+
+/// The CRL of one of the org's CAs: a PEM (`application/x-pem-file`) or DER
+/// (`application/pkix-crl`) body. It must be issued and signed by that CA (422
+/// `crl_signature_invalid`) and not older than the one held (409 `crl_older`). Certificates it
+/// revokes fail their handshakes with `certificate_revoked`, and their live sessions are closed.
+#[utoipa::path(
+    put,
+    path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl",
+    tag = "revocation",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "CA id")),
+    request_body(content((String = "application/x-pem-file"), (Vec<u8> = "application/pkix-crl"))),
+    responses(
+        (status = 200, description = "held and applied", body = CrlView),
+        (status = "4XX", description = "refused", body = super::views::ErrorView)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_crl(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Result<Json<CrlView>, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Manage)?;
+    if !matches!(
+        super::media_type(&headers).as_deref(),
+        Some("application/x-pem-file" | "application/pkix-crl")
+    ) {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/x-pem-file or application/pkix-crl",
+        ));
+    }
+    let view = change(state, org, move |store, org| {
+        let ca = store.ca(org, &id)?.ok_or(ApiError::NotFound(MISSING))?;
+        let der = pki::crl_der(&body)?;
+        let info = pki::check_crl(&der, &ca.der)?;
+        let now = OffsetDateTime::now_utc();
+        store.set_crl(org, &id, &der, &info, now)?;
+        audit(store, org, &caller, "ca_certificate.crl", Some(&id));
+        Ok(CrlView::new(info, now))
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl",
+    tag = "revocation",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "CA id")),
+    responses(
+        (status = 200, description = "the CRL held", body = CrlView),
+        (status = "4XX", description = "refused; 404 when none is held", body = super::views::ErrorView)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_crl(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<CrlView>, ApiError> {
+    let org = org_in_path(&org)?;
+    caller.require(&org, Need::Read)?;
+    let der = read(state, move |store| store.crl(&org, &id))
+        .await?
+        .ok_or(ApiError::NotFound("no CRL is held for this CA"))?;
+    let info = pki::crl_info(&der)?;
+    Ok(Json(CrlView::new(info, OffsetDateTime::now_utc())))
 }

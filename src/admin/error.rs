@@ -149,6 +149,8 @@ fn pki_code(e: &PkiError) -> &'static str {
         PkiError::NamesDoNotFit(_) => "names_do_not_fit",
         PkiError::NoServerAuth => "no_server_auth",
         PkiError::NotP256Key => "not_p256_key",
+        PkiError::NotACrl => "not_a_crl",
+        PkiError::CrlSignatureInvalid => "crl_signature_invalid",
         PkiError::NotPkcs12 => "not_pkcs12",
         PkiError::Pkcs12PasswordWrong => "pkcs12_password_wrong",
         PkiError::Pkcs12NoKey => "pkcs12_no_key",
@@ -205,6 +207,10 @@ impl From<StoreError> for ApiError {
                     CsrStatus::Rejected => "csr_rejected",
                 },
                 message: "the CSR's status does not allow this (its code names the status)",
+            },
+            StoreError::CrlOlder => ApiError::Conflict {
+                code: "crl_older",
+                message: "a CRL issued later is already held for this CA",
             },
             StoreError::TokenRevoked => ApiError::Conflict {
                 code: "token_revoked",

@@ -140,6 +140,10 @@ pub fn router(state: AdminState) -> Router {
             "/orgs/{org}/blocked-devices/{id}",
             axum::routing::delete(blocked_devices::delete),
         )
+        .route(
+            "/orgs/{org}/ca-certificates/{id}/crl",
+            get(ca_certificates::get_crl).put(ca_certificates::put_crl),
+        )
         .route("/orgs/{org}/sessions", get(sessions::list))
         .route(
             "/orgs/{org}/sessions/{client_id}",

@@ -33,7 +33,7 @@ use super::{
         csrs::create, csrs::list, csrs::get, csrs::csr_pem, csrs::delete,
         csrs::upload_certificate, csrs::request_signature, csrs::approve, csrs::reject,
         blocked_devices::create, blocked_devices::list, blocked_devices::delete,
-        sessions::list, sessions::disconnect,
+        sessions::list, sessions::disconnect, ca_certificates::put_crl, ca_certificates::get_crl,
     ),
     modifiers(&BearerAuth)
 )]

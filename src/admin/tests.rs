@@ -40,6 +40,7 @@ fn registry(store: &Arc<Store>) -> Arc<Registry> {
         domain: "messaging.localhost".to_owned(),
         default_cert: crate::tls::certified_key(chain, key).unwrap(),
         no_sni_org: None,
+        deny_stale_crl: false,
     };
     Arc::new(Registry::load(store.clone(), platform).unwrap())
 }

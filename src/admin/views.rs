@@ -390,3 +390,27 @@ impl From<SessionInfo> for SessionView {
         }
     }
 }
+
+/// The CRL held for a CA.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CrlView {
+    pub issuer: String,
+    pub this_update: String,
+    pub next_update: Option<String>,
+    /// Certificates it revokes.
+    pub entries: usize,
+    /// Past its `next_update` (see `revocation.on_stale_crl`).
+    pub stale: bool,
+}
+
+impl CrlView {
+    pub fn new(info: crate::pki::CrlInfo, now: OffsetDateTime) -> CrlView {
+        CrlView {
+            issuer: info.issuer,
+            this_update: rfc3339(info.this_update),
+            next_update: info.next_update.map(rfc3339),
+            entries: info.revoked.len(),
+            stale: info.next_update.is_some_and(|next| next < now),
+        }
+    }
+}

@@ -51,6 +51,7 @@ pub enum ConnectRefusal {
     IdentityMismatch,
     CaInactive,
     DeviceBlocked,
+    CertificateRevoked,
     WillTopic,
     AuthMethod,
     BrokerUnavailable,
@@ -66,6 +67,7 @@ impl ConnectRefusal {
             ConnectRefusal::IdentityMismatch => "identity_mismatch",
             ConnectRefusal::CaInactive => "ca_inactive",
             ConnectRefusal::DeviceBlocked => "device_blocked",
+            ConnectRefusal::CertificateRevoked => "certificate_revoked",
             ConnectRefusal::WillTopic => "will_topic_not_allowed",
             ConnectRefusal::AuthMethod => "auth_method_unsupported",
             ConnectRefusal::BrokerUnavailable => "broker_unavailable",
@@ -107,6 +109,7 @@ impl ConnectRefusal {
             }
             ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
             ConnectRefusal::DeviceBlocked => "this device is blocked",
+            ConnectRefusal::CertificateRevoked => "the certificate is revoked",
             ConnectRefusal::WillTopic => "will topic not allowed",
             ConnectRefusal::AuthMethod => "enhanced authentication is not supported",
             ConnectRefusal::BrokerUnavailable => "broker unavailable",
@@ -250,6 +253,7 @@ where
         let refusal = match revocation {
             Revocation::CaInactive => ConnectRefusal::CaInactive,
             Revocation::DeviceBlocked => ConnectRefusal::DeviceBlocked,
+            Revocation::CertificateRevoked => ConnectRefusal::CertificateRevoked,
         };
         refuse(&mut client, protocol, refusal, ctx).await;
         return Err(SessionError::Refused(refusal));

@@ -33,6 +33,7 @@ mod audit;
 mod blocked;
 mod ca_certificates;
 mod cert_info;
+mod crls;
 pub mod crypto;
 mod csrs;
 mod filter;
@@ -87,6 +88,9 @@ pub enum StoreError {
     /// The org has no default signing certificate: no token can be issued.
     #[error("the organisation has no signing certificate")]
     NoSigningCertificate,
+    /// The CRL held for the CA was issued after the one offered.
+    #[error("a newer CRL is held for this CA")]
+    CrlOlder,
     /// A revoked token changes no more.
     #[error("the token is revoked")]
     TokenRevoked,
@@ -138,6 +142,8 @@ pub struct OrgState {
     pub active_cas: Vec<CaRecord>,
     pub active_server_cert: Option<(ServerCertRecord, PrivateKeyDer<'static>)>,
     pub blocked: Vec<BlockedDevice>,
+    /// The CRLs of the active CAs: (CA id, DER).
+    pub crls: Vec<(String, Vec<u8>)>,
 }
 
 /// A new organisation.

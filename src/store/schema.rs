@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_csrs.sql")),
     (4, include_str!("migrations/0004_aliases.sql")),
     (5, include_str!("migrations/0005_blocked_devices.sql")),
+    (6, include_str!("migrations/0006_crls.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -294,12 +294,14 @@ impl Store {
             }
         };
         let blocked = super::blocked::all_blocked(&tx, org)?;
+        let crls = super::crls::active_crls(&tx, org)?;
         tx.commit()?;
         Ok(Some(OrgState {
             org: record,
             active_cas,
             active_server_cert,
             blocked,
+            crls,
         }))
     }
 }

@@ -157,6 +157,7 @@ pub fn certified_key(
 /// and resumption state of its own.
 pub fn org_server_config(
     cas: &[ActiveCa],
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
     active: Option<(Arc<CertifiedKey>, Vec<String>)>,
     platform: &Platform,
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -164,8 +165,16 @@ pub fn org_server_config(
     for ca in cas {
         roots.add(ca.der.clone())?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    // The CAs' CRLs, for the leaf (a CA's CRL lists what it issued); a CA without one revokes
+    // nothing. A revoked leaf fails the handshake with `certificate_revoked`.
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status();
+    if platform.deny_stale_crl {
+        verifier = verifier.enforce_revocation_expiration();
+    }
+    let verifier = verifier.build()?;
     // Chains verified under this config's trust are remembered (see `chain_cache`).
     let verifier = Arc::new(chain_cache::CachingVerifier::new(
         verifier,

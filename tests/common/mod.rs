@@ -122,6 +122,37 @@ impl TestCa {
         }
     }
 
+    /// A CRL (PEM) of this CA revoking `revoked`, issued at `this_update`, next due at
+    /// `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[&ClientCert],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> String {
+        let revoked_certs = revoked
+            .iter()
+            .map(|cert| {
+                let (_, leaf) = x509_parser::parse_x509_certificate(&cert.chain[0]).unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(leaf.raw_serial()),
+                    revocation_time: this_update,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: rcgen::SerialNumber::from(this_update.unix_timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
+    }
+
     /// Signs a PKCS#10 request (PEM) as an outside CA would: the certificate as PEM.
     pub fn sign_csr(&self, csr_pem: &str) -> String {
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
