@@ -298,8 +298,18 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
             Need::Manage,
         ),
         ("GET", format!("{o}/sessions"), None, Need::Read),
-        ("GET", format!("{o}/ca-certificates/{ca}/crl"), None, Need::Read),
-        ("PUT", format!("{o}/ca-certificates/{ca}/crl"), Some(json!({})), Need::Manage),
+        (
+            "GET",
+            format!("{o}/ca-certificates/{ca}/crl"),
+            None,
+            Need::Read,
+        ),
+        (
+            "PUT",
+            format!("{o}/ca-certificates/{ca}/crl"),
+            Some(json!({})),
+            Need::Manage,
+        ),
         (
             "DELETE",
             format!("{o}/sessions/{GHOST}"),

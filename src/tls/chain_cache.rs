@@ -6,7 +6,8 @@
 //! - it lives inside one org's `ServerConfig`, which is rebuilt on every change to the org's CAs,
 //!   so a chain verified under the old trust is never found under the new one;
 //! - an entry holds only until the earliest notAfter of the chain's certificates, and is used only
-//!   from their latest notBefore;
+//!   from their latest notBefore; and no entry is used from `trust_until` on (a CRL's nextUpdate
+//!   when stale CRLs are refused: from then on every chain is checked again);
 //! - the handshake signature (CertificateVerify) is checked by the inner verifier every time: a
 //!   cached chain proves nothing about the key of whoever presents it.
 
@@ -35,14 +36,22 @@ pub struct CachingVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     verified: Mutex<HashMap<[u8; 32], Validity>>,
     capacity: usize,
+    /// Unix seconds from which nothing cached is used.
+    trust_until: u64,
 }
 
 impl CachingVerifier {
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, capacity: usize) -> CachingVerifier {
+    /// `trust_until`: Unix seconds from which no cached chain is used (`u64::MAX`: no bound).
+    pub fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        capacity: usize,
+        trust_until: u64,
+    ) -> CachingVerifier {
         CachingVerifier {
             inner,
             verified: Mutex::new(HashMap::new()),
             capacity,
+            trust_until,
         }
     }
 
@@ -51,7 +60,7 @@ impl CachingVerifier {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         verified
             .get(key)
-            .is_some_and(|v| v.not_before <= now && now < v.not_after)
+            .is_some_and(|v| v.not_before <= now && now < v.not_after.min(self.trust_until))
     }
 
     fn remember(&self, key: [u8; 32], validity: Validity) {
@@ -231,6 +240,14 @@ mod tests {
     }
 
     fn verifier(pki: &Pki, capacity: usize) -> (CachingVerifier, Arc<Counting>) {
+        verifier_until(pki, capacity, u64::MAX)
+    }
+
+    fn verifier_until(
+        pki: &Pki,
+        capacity: usize,
+        trust_until: u64,
+    ) -> (CachingVerifier, Arc<Counting>) {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(pki.root.clone()).unwrap();
         let inner =
@@ -241,7 +258,10 @@ mod tests {
             inner,
             calls: AtomicUsize::new(0),
         });
-        (CachingVerifier::new(counting.clone(), capacity), counting)
+        (
+            CachingVerifier::new(counting.clone(), capacity, trust_until),
+            counting,
+        )
     }
 
     fn at(days: i64) -> UnixTime {
@@ -262,6 +282,23 @@ mod tests {
         let other = leaf(&pki, "d:sensor:dev2", -1, 10);
         cache.verify_client_cert(&other, &[], at(0)).unwrap();
         assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn nothing_cached_is_used_from_trust_until_on() {
+        let pki = pki();
+        let until = at(3).as_secs();
+        let (cache, counting) = verifier_until(&pki, 16, until);
+        let cert = leaf(&pki, "d:sensor:dev1", -1, 10);
+        cache.verify_client_cert(&cert, &[], at(0)).unwrap();
+        cache.verify_client_cert(&cert, &[], at(2)).unwrap();
+        assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
+        cache.verify_client_cert(&cert, &[], at(4)).unwrap();
+        assert_eq!(
+            counting.calls.load(Ordering::SeqCst),
+            2,
+            "a cached chain past trust_until"
+        );
     }
 
     #[test]

@@ -168,17 +168,26 @@ pub fn org_server_config(
     // The CAs' CRLs, for the leaf (a CA's CRL lists what it issued); a CA without one revokes
     // nothing. A revoked leaf fails the handshake with `certificate_revoked`.
     let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .with_crls(crls)
         .only_check_end_entity_revocation()
         .allow_unknown_revocation_status();
+    // Refusing stale CRLs, a chain verified now is taken as verified only until the earliest
+    // nextUpdate: then every handshake checks the CRLs again.
+    let mut trust_until = u64::MAX;
     if platform.deny_stale_crl {
         verifier = verifier.enforce_revocation_expiration();
+        trust_until = crls
+            .iter()
+            .filter_map(|crl| crate::pki::crl_info(crl).ok()?.next_update)
+            .map(|t| u64::try_from(t.unix_timestamp()).unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
     }
-    let verifier = verifier.build()?;
+    let verifier = verifier.with_crls(crls).build()?;
     // Chains verified under this config's trust are remembered (see `chain_cache`).
     let verifier = Arc::new(chain_cache::CachingVerifier::new(
         verifier,
         chain_cache::CAPACITY,
+        trust_until,
     ));
     let resolver = OrgCertResolver {
         active,
