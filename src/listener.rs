@@ -10,6 +10,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::events::{Event, Kind};
 use crate::metrics::{CONNECTIONS_ACCEPTED, CONNECTIONS_REFUSED};
 use crate::mqtt::session::{self, Context};
 use crate::tls;
@@ -91,21 +92,30 @@ async fn connection(
     let (stream, identity) = match tls::accept(stream, &ctx.registry, remaining).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            refused(
-                peer,
-                refusal.sni.as_deref(),
-                "tls",
-                refusal.refusal.reason(),
-            );
+            let reason = refusal.refusal.reason();
+            refused(peer, refusal.sni.as_deref(), "tls", reason);
+            // An org's stream sees the refusals of handshakes that named it.
+            let snapshot = ctx.registry.snapshot();
+            if let Ok(entry) =
+                tls::route(&snapshot, ctx.registry.platform(), refusal.sni.as_deref())
+            {
+                let mut event = Event::new(entry.org.id.as_str(), Kind::Refused, Some(peer));
+                event.reason = Some(reason);
+                ctx.registry.events().publish(event);
+            }
             return;
         }
     };
     drop(slot);
     let sni = identity.sni.clone();
+    let org = identity.org.org.id.clone();
     match session::serve(stream, identity, &ctx).await {
         Ok(()) => tracing::debug!(%peer, "session closed"),
         Err(error) if error.is_connect_refusal() => {
             refused(peer, sni.as_deref(), "connect", error.reason());
+            let mut event = Event::new(org.as_str(), Kind::Refused, Some(peer));
+            event.reason = Some(error.reason());
+            ctx.registry.events().publish(event);
         }
         Err(error) => tracing::debug!(%peer, reason = error.reason(), %error, "session ended"),
     }

@@ -196,6 +196,7 @@ pub struct Registry {
     platform: Platform,
     snapshot: ArcSwap<Snapshot>,
     sessions: Arc<SessionTable>,
+    events: crate::events::Events,
     /// Serialises publishers (read, modify, swap); readers never take it.
     publish: Mutex<()>,
 }
@@ -219,6 +220,7 @@ impl Registry {
             platform,
             snapshot: ArcSwap::from_pointee(snapshot),
             sessions: Arc::new(SessionTable::default()),
+            events: crate::events::Events::default(),
             publish: Mutex::new(()),
         })
     }
@@ -234,6 +236,11 @@ impl Registry {
 
     pub fn sessions(&self) -> &Arc<SessionTable> {
         &self.sessions
+    }
+
+    /// Connects, disconnects and refusals, for the event stream.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// Reloads `org` from the store and publishes it: new handshakes see the change at once, and

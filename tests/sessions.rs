@@ -412,3 +412,63 @@ async fn mqtt5_receive_maximum_is_honoured_although_the_broker_ignores_it() {
         tls.write_all(&[0x40, 0x02, id[0], id[1]]).await.unwrap();
     }
 }
+
+/// Reads the event stream until `done` says what came is enough; returns all of it.
+async fn read_events(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut seen = String::new();
+    while !done(&seen) {
+        let chunk = step(response.chunk())
+            .await
+            .unwrap()
+            .expect("the stream ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_event_stream_shows_connects_disconnects_and_refusals_with_their_reason() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let mut response = reqwest::Client::new()
+        .get(server.url("/api/v1/orgs/acme/events"))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+
+    // Refused at CONNECT: a client id the certificate does not claim.
+    let addr = server.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+    refused_v4(v4_options(addr, "d:acme:sensor:someone-else")).await;
+    // Refused at the handshake: a certificate of another CA, naming acme.
+    let stranger = TestCa::root("stranger");
+    let _ = server
+        .tls(SNI, Some(&stranger.client("d:sensor:dev9", &[])))
+        .await;
+    // A session that connects and ends.
+    let (client, _eventloop) = connected_v4(&server, &ca, "acme", "d:sensor:dev2").await;
+    client.disconnect().await.unwrap();
+    drop(_eventloop);
+
+    let seen = read_events(&mut response, |s| {
+        s.contains("identity_mismatch")
+            && s.contains("unknown_ca")
+            && s.contains("event: disconnect")
+    })
+    .await;
+    assert!(seen.contains("event: refused"), "{seen}");
+    assert!(seen.contains("event: connect\ndata:"), "{seen}");
+    let connect = seen
+        .lines()
+        .skip_while(|l| *l != "event: connect")
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("data: ")
+        .to_owned();
+    let connect: serde_json::Value = serde_json::from_str(&connect).unwrap();
+    assert_eq!(connect["client_id"], "d:acme:sensor:dev2");
+    assert_eq!(connect["identity"], "d:sensor:dev2");
+    assert!(connect["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+}

@@ -122,6 +122,17 @@ async fn tokens_verify_with_the_served_chain_in_an_independent_jwt_library() {
     }
 }
 
+/// The status of a GET, without reading the body (for streams).
+async fn status_of(server: &TestServer, token: &str, path: &str) -> u16 {
+    let response = reqwest::Client::new()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
 /// What an endpoint needs (DESIGN §7b, README "Roles").
 #[derive(Clone, Copy, Debug)]
 enum Need {
@@ -298,6 +309,7 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
             Need::Manage,
         ),
         ("GET", format!("{o}/sessions"), None, Need::Read),
+        ("GET", format!("{o}/events"), None, Need::Read),
         (
             "GET",
             format!("{o}/ca-certificates/{ca}/crl"),
@@ -339,7 +351,12 @@ async fn every_endpoint_allows_and_forbids_each_role_as_the_table_says() {
                 Need::Approve => *role == "approver",
                 Need::Admin => false,
             };
-            let (status, answer) = server.api_as(token, method, &path, body.clone()).await;
+            let (status, answer) = if path.ends_with("/events") {
+                // A stream never ends: its status is the answer.
+                (status_of(&server, token, &path).await, Value::Null)
+            } else {
+                server.api_as(token, method, &path, body.clone()).await
+            };
             if allowed {
                 assert!(
                     ![401, 403].contains(&status),
@@ -349,6 +366,12 @@ async fn every_endpoint_allows_and_forbids_each_role_as_the_table_says() {
                 assert_eq!(status, 403, "{role} {method} {path}: {answer}");
                 assert_eq!(answer["error"]["code"], "forbidden");
             }
+        }
+        if path.ends_with("/events") {
+            assert_eq!(status_of(&server, &stranger, &path).await, 403);
+            assert_eq!(status_of(&server, "not-a-token", &path).await, 401);
+            assert_eq!(status_of(&server, &server.token, &path).await, 200);
+            continue;
         }
         let (status, _) = server.api_as(&stranger, method, &path, body.clone()).await;
         assert_eq!(status, 403, "another org's operator: {method} {path}");

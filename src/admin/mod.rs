@@ -39,6 +39,7 @@ mod blocked_devices;
 mod ca_certificates;
 mod csrs;
 mod error;
+mod events;
 mod extract;
 mod jwt;
 mod openapi;
@@ -144,6 +145,7 @@ pub fn router(state: AdminState) -> Router {
             "/orgs/{org}/ca-certificates/{id}/crl",
             get(ca_certificates::get_crl).put(ca_certificates::put_crl),
         )
+        .route("/orgs/{org}/events", get(events::stream))
         .route("/orgs/{org}/sessions", get(sessions::list))
         .route(
             "/orgs/{org}/sessions/{client_id}",

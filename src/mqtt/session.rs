@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
 use crate::broker::{Broker, BrokerError, BrokerSession};
+use crate::events::{Event, Kind};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
@@ -310,6 +311,13 @@ where
 
     let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
     live.increment(1.0);
+    let event = |kind| {
+        let mut event = Event::new(org.as_str(), kind, peer.addr);
+        event.client_id = Some(client_id_text.clone());
+        event.identity = Some(device.identity.to_string());
+        event
+    };
+    ctx.registry.events().publish(event(Kind::Connect));
     tracing::debug!(client_id = %client_id_text, org = %org, resumed = peer.resumed, "session open");
     let mut forwarder = Forwarder {
         protocol,
@@ -332,6 +340,12 @@ where
         )
         .await;
     live.decrement(1.0);
+    let mut ended = event(Kind::Disconnect);
+    ended.reason = Some(match &result {
+        Ok(()) => "normal",
+        Err(error) => error.reason(),
+    });
+    ctx.registry.events().publish(ended);
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
     let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
     broker.close().await;
