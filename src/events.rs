@@ -12,8 +12,7 @@ use tokio::sync::broadcast;
 /// Events kept for readers that are behind.
 pub const CAPACITY: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Connect,
     Disconnect,
