@@ -194,6 +194,29 @@ async fn dev9(
     tls
 }
 
+/// Publishes a marker and checks it is the next message `inbox` gets: nothing (no will) came
+/// before it.
+async fn next_is_a_marker(
+    server: &TestServer,
+    ca: &TestCa,
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    failure: &str,
+) {
+    let probe = publisher_v4(server, ca, "acme", "d:sensor:probe").await;
+    probe
+        .publish(
+            "iot-2/evt/marker/fmt/txt",
+            QoS::AtLeastOnce,
+            false,
+            "marker",
+        )
+        .await
+        .unwrap();
+    let next = step(inbox.recv()).await.unwrap();
+    assert_eq!(&next.payload[..], b"marker", "{failure}");
+    let _ = probe.disconnect().await;
+}
+
 #[tokio::test]
 async fn mqtt5_disconnect_with_will_message_publishes_the_will_and_a_normal_one_does_not() {
     let server = TestServer::start().await;
@@ -217,19 +240,7 @@ async fn mqtt5_disconnect_with_will_message_publishes_the_will_and_a_normal_one_
     let will = step(inbox.recv()).await.unwrap();
     assert_eq!(&will.payload[..], b"offline");
     // The first session's will would have arrived first: only one will was published.
-    let probe = publisher_v4(&server, &ca, "acme", "d:sensor:probe").await;
-    probe
-        .publish(
-            "iot-2/evt/marker/fmt/txt",
-            QoS::AtLeastOnce,
-            false,
-            "marker",
-        )
-        .await
-        .unwrap();
-    let next = step(inbox.recv()).await.unwrap();
-    assert_eq!(&next.payload[..], b"marker", "a second will was published");
-    let _ = probe.disconnect().await;
+    next_is_a_marker(&server, &ca, &mut inbox, "a second will was published").await;
 }
 
 #[tokio::test]
@@ -269,23 +280,13 @@ async fn mqtt5_will_delay_is_cut_short_by_a_clean_start_and_dropped_by_a_resume(
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     tls.write_all(&[0xE0, 0x00]).await.unwrap();
     raw::read_to_close(&mut tls).await;
-    let probe = publisher_v4(&server, &ca, "acme", "d:sensor:probe").await;
-    probe
-        .publish(
-            "iot-2/evt/marker/fmt/txt",
-            QoS::AtLeastOnce,
-            false,
-            "marker",
-        )
-        .await
-        .unwrap();
-    let next = step(inbox.recv()).await.unwrap();
-    assert_eq!(
-        &next.payload[..],
-        b"marker",
-        "the resumed session's will was published"
-    );
-    let _ = probe.disconnect().await;
+    next_is_a_marker(
+        &server,
+        &ca,
+        &mut inbox,
+        "the resumed session's will was published",
+    )
+    .await;
 }
 
 #[tokio::test]
