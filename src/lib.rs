@@ -21,6 +21,7 @@
 //! - [`mqtt`]: the packet codec, topic policy and the session that forwards to the broker.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
 //! - [`registry`]: the live snapshot the hot path reads, and the live-session table.
+//! - [`devices`]: the device registry's writer, behind the connect path.
 //! - [`events`]: connects, disconnects and refusals, broadcast to the admin API's event stream.
 //! - [`store`]: SQLite schema, migrations, queries, keys encrypted at rest.
 //! - [`pki`]: certificate parsing and checks, platform CA and certificate generation.
@@ -30,6 +31,7 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod devices;
 pub mod events;
 pub mod identity;
 pub mod listener;

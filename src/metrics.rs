@@ -23,6 +23,8 @@ pub const PACKETS: &str = "portcullis_packets_total";
 pub const BYTES: &str = "portcullis_bytes_total";
 /// Counter: publishes and filters refused by the topic policy, by `kind` (`publish`, `filter`).
 pub const TOPICS_REFUSED: &str = "portcullis_topics_refused_total";
+/// Counter: device sightings dropped because the registry's queue was full.
+pub const DEVICES_DROPPED: &str = "portcullis_device_registry_dropped_total";
 /// Gauge: the earliest Unix time at which a served certificate expires, by `kind`: `ca` (active
 /// CA certificates of every org), `server` (active uploaded server certificates), `platform_ca`.
 pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_seconds";
@@ -80,4 +82,8 @@ fn describe() {
         "Publishes and filters refused by the topic policy"
     );
     describe_gauge!(CERT_EXPIRY, "Earliest certificate expiry, by kind");
+    describe_counter!(
+        DEVICES_DROPPED,
+        "Device registry sightings dropped (queue full)"
+    );
 }

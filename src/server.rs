@@ -98,6 +98,8 @@ impl Server {
 
         let mqtts = bind_listener("MQTTS", config.mqtts.listen).await?;
         let admin = bind_listener("admin", config.admin.listen).await?;
+        let (devices, device_writer) = crate::devices::DeviceLog::new(store.clone());
+        tokio::spawn(device_writer);
         let admin_state = AdminState {
             store,
             registry: registry.clone(),
@@ -108,6 +110,7 @@ impl Server {
         let context = Arc::new(Context {
             registry,
             broker,
+            devices,
             connect_timeout: config.mqtts.connect_timeout,
             write_timeout: config.mqtts.write_timeout,
             max_packet_size: config.mqtts.max_packet_size,

@@ -9,6 +9,7 @@ use common::clients::*;
 use common::mqtt::*;
 use common::*;
 use rumqttc::QoS;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SNI: &str = "acme.messaging.localhost";
@@ -472,4 +473,73 @@ async fn the_event_stream_shows_connects_disconnects_and_refusals_with_their_rea
     assert_eq!(connect["client_id"], "d:acme:sensor:dev2");
     assert_eq!(connect["identity"], "d:sensor:dev2");
     assert!(connect["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn the_device_registry_records_each_identity_with_its_certificate() {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let cert = ca.client("d:sensor:dev1", &[]);
+    let addr = server.bridge(SNI, &cert).await;
+    let (first, _first_loop) = connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+    let (_gateway, _gateway_loop) = connected_v4(&server, &ca, "acme", "g:gw:gate1").await;
+    let (_app, _app_loop) = connected_v4(&server, &ca, "acme", "a:ops").await;
+
+    let list = |query: &'static str| {
+        let server = &server;
+        async move {
+            let (status, body) = server
+                .api("GET", &format!("/api/v1/orgs/acme/devices{query}"), None)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["items"].as_array().unwrap().clone()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            list("").await.len() == 3
+        })
+        .await,
+        "the registry was not written behind within seconds"
+    );
+    let sensors = list("?type=sensor").await;
+    assert_eq!(sensors.len(), 1);
+    let dev1 = &sensors[0];
+    assert_eq!(dev1["identity"], "d:sensor:dev1");
+    assert_eq!(dev1["ca_id"], ca_id.as_str());
+    assert_eq!(
+        dev1["fingerprint_sha256"],
+        portcullis::pki::fingerprint_sha256(&cert.chain[0]).as_str()
+    );
+    assert_eq!(list("?type=gw").await[0]["identity"], "g:gw:gate1");
+    assert_eq!(list("?id_prefix=dev").await.len(), 1);
+    assert_eq!(list("?id_prefix=gate&type=gw").await.len(), 1);
+    // Issued for 30 days: none expires within a day, all within a year.
+    assert!(list("?expires_before=2000-01-01T00:00:00Z")
+        .await
+        .is_empty());
+    assert_eq!(list("?expires_before=2999-01-01T00:00:00Z").await.len(), 3);
+    assert!(list("?seen_after=2999-01-01T00:00:00Z").await.is_empty());
+
+    // The same certificate again is the same device, seen later.
+    first.disconnect().await.unwrap();
+    let addr = server.bridge(SNI, &cert).await;
+    let _again = connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+    let first_seen = dev1["first_seen"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let now = list("?type=sensor").await;
+            let rfc3339 = |s: &str| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            };
+            now.len() == 1 && rfc3339(now[0]["last_seen"].as_str().unwrap()) > rfc3339(&first_seen)
+        })
+        .await,
+        "the second sighting did not update last_seen"
+    );
 }

@@ -38,6 +38,7 @@ mod auth;
 mod blocked_devices;
 mod ca_certificates;
 mod csrs;
+mod devices;
 mod error;
 mod events;
 mod extract;
@@ -146,6 +147,7 @@ pub fn router(state: AdminState) -> Router {
             get(ca_certificates::get_crl).put(ca_certificates::put_crl),
         )
         .route("/orgs/{org}/events", get(events::stream))
+        .route("/orgs/{org}/devices", get(devices::list))
         .route("/orgs/{org}/sessions", get(sessions::list))
         .route(
             "/orgs/{org}/sessions/{client_id}",

@@ -10,8 +10,8 @@ use crate::pki::CertInfo;
 use crate::pki::KeyType;
 use crate::registry::SessionInfo;
 use crate::store::{
-    AuditEvent, BlockTarget, BlockedDevice, CaRecord, CsrRecord, CsrStatus, OrgRecord, Page, Role,
-    ServerCertRecord, SigningCertRecord, TokenRecord, TokenStatus,
+    AuditEvent, BlockTarget, BlockedDevice, CaRecord, CsrRecord, CsrStatus, DeviceRecord,
+    OrgRecord, Page, Role, ServerCertRecord, SigningCertRecord, TokenRecord, TokenStatus,
 };
 
 /// RFC 3339 in UTC.
@@ -411,6 +411,32 @@ impl CrlView {
             next_update: info.next_update.map(rfc3339),
             entries: info.revoked.len(),
             stale: info.next_update.is_some_and(|next| next < now),
+        }
+    }
+}
+
+/// A device of the registry: one identity with one certificate.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    pub identity: String,
+    pub ca_id: String,
+    pub fingerprint_sha256: String,
+    pub serial: String,
+    pub not_after: String,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+impl From<DeviceRecord> for DeviceView {
+    fn from(d: DeviceRecord) -> DeviceView {
+        DeviceView {
+            identity: d.identity,
+            ca_id: d.ca_id,
+            fingerprint_sha256: d.fingerprint_sha256,
+            serial: d.serial,
+            not_after: rfc3339(d.not_after),
+            first_seen: rfc3339(d.first_seen),
+            last_seen: rfc3339(d.last_seen),
         }
     }
 }

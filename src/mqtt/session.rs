@@ -41,6 +41,8 @@ pub struct Context {
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     pub max_packet_size: usize,
+    /// Authentications for the device registry, written behind (see [`crate::devices`]).
+    pub devices: crate::devices::DeviceLog,
 }
 
 /// Why a CONNECT was refused; each is answered with a CONNACK (DESIGN §3).
@@ -318,6 +320,15 @@ where
         event
     };
     ctx.registry.events().publish(event(Kind::Connect));
+    ctx.devices.seen(crate::store::DeviceSeen {
+        org: org.clone(),
+        identity: device.identity.to_string(),
+        fingerprint_sha256: device.fingerprint_sha256.clone(),
+        ca_id: device.ca_id.clone(),
+        serial: device.serial.clone(),
+        not_after: peer.not_after,
+        at: time::OffsetDateTime::now_utc(),
+    });
     tracing::debug!(client_id = %client_id_text, org = %org, resumed = peer.resumed, "session open");
     let mut forwarder = Forwarder {
         protocol,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_aliases.sql")),
     (5, include_str!("migrations/0005_blocked_devices.sql")),
     (6, include_str!("migrations/0006_crls.sql")),
+    (7, include_str!("migrations/0007_devices.sql")),
 ];
 
 /// The newest schema version this build knows.

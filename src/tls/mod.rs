@@ -93,6 +93,8 @@ pub struct PeerIdentity {
     /// SHA-256 of the leaf's DER and its serial, lower-case hex: what a blocklist names.
     pub fingerprint_sha256: String,
     pub serial: String,
+    /// The leaf's notAfter, for the device registry.
+    pub not_after: time::OffsetDateTime,
     pub resumed: bool,
     /// SNI as sent, for logs.
     pub sni: Option<String>,
@@ -356,6 +358,7 @@ async fn handshake(
         .clone();
     let claims = identity::claims_of(&leaf).map_err(|_| Refusal::BadCertificate)?;
     let serial = crate::pki::serial_hex(leaf.raw_serial());
+    let not_after = leaf.validity().not_after.to_datetime();
     let fingerprint_sha256 = crate::pki::fingerprint_sha256(&chain[0]);
     Ok((
         stream,
@@ -365,6 +368,7 @@ async fn handshake(
             claims,
             fingerprint_sha256,
             serial,
+            not_after,
             resumed,
             sni,
             addr,

@@ -1,0 +1,161 @@
+//! Queries on `devices`: the registry of identities seen, written in batches behind the connect
+//! path.
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Row, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::filter::Where;
+use super::{
+    from_micros, parse_org_id, records, require_org, to_micros, Page, PageRequest, Store,
+    StoreError,
+};
+use crate::identity::OrgId;
+
+/// One authentication, as the session saw it.
+#[derive(Debug, Clone)]
+pub struct DeviceSeen {
+    pub org: OrgId,
+    pub identity: String,
+    pub fingerprint_sha256: String,
+    pub ca_id: String,
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    pub org: OrgId,
+    pub identity: String,
+    pub fingerprint_sha256: String,
+    pub ca_id: String,
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+    pub first_seen: OffsetDateTime,
+    pub last_seen: OffsetDateTime,
+}
+
+/// Filters of the device list; `None` does not filter.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// The identity's type (`sensor` of `d:sensor:dev1`).
+    pub device_type: Option<String>,
+    /// A prefix of the identity's id (`dev` matches `d:sensor:dev1`).
+    pub id_prefix: Option<String>,
+    pub expires_before: Option<OffsetDateTime>,
+    pub seen_after: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str =
+    "org, identity, fingerprint_sha256, ca_id, serial, not_after, first_seen, last_seen";
+
+/// A row before its times and org are converted.
+struct DeviceRow {
+    org: String,
+    identity: String,
+    fingerprint_sha256: String,
+    ca_id: String,
+    serial: String,
+    not_after: i64,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+impl DeviceRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+        Ok(DeviceRow {
+            org: row.get(0)?,
+            identity: row.get(1)?,
+            fingerprint_sha256: row.get(2)?,
+            ca_id: row.get(3)?,
+            serial: row.get(4)?,
+            not_after: row.get(5)?,
+            first_seen: row.get(6)?,
+            last_seen: row.get(7)?,
+        })
+    }
+
+    fn into_record(self) -> Result<DeviceRecord, StoreError> {
+        Ok(DeviceRecord {
+            org: parse_org_id(&self.org)?,
+            identity: self.identity,
+            fingerprint_sha256: self.fingerprint_sha256,
+            ca_id: self.ca_id,
+            serial: self.serial,
+            not_after: from_micros(self.not_after)?,
+            first_seen: from_micros(self.first_seen)?,
+            last_seen: from_micros(self.last_seen)?,
+        })
+    }
+}
+
+impl Store {
+    /// Records a batch of authentications in one transaction: new (identity, certificate) pairs
+    /// are added, known ones get their `last_seen`. Entries of orgs deleted meanwhile are
+    /// skipped.
+    pub fn record_devices(&self, seen: &[DeviceSeen]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for s in seen {
+            tx.execute(
+                "INSERT INTO devices (org, identity, fingerprint_sha256, ca_id, serial, not_after,
+                     first_seen, last_seen)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 WHERE EXISTS (SELECT 1 FROM orgs WHERE id = ?1)
+                 ON CONFLICT (org, identity, fingerprint_sha256) DO UPDATE
+                 SET last_seen = MAX(last_seen, excluded.last_seen), ca_id = excluded.ca_id",
+                params![
+                    s.org.as_str(),
+                    s.identity,
+                    s.fingerprint_sha256,
+                    s.ca_id,
+                    s.serial,
+                    to_micros(s.not_after),
+                    to_micros(s.at),
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The org's devices, by first sighting.
+    pub fn list_devices(
+        &self,
+        org: &OrgId,
+        filter: &DeviceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceRecord>, StoreError> {
+        let mut clause = Where::page("org", "first_seen", "fingerprint_sha256", org, page);
+        if let Some(device_type) = filter.device_type.as_deref().filter(|t| !t.is_empty()) {
+            // `d:<type>:` or `g:<type>:`.
+            clause.and(
+                "(substr(identity, 3, length(?)) = ? AND substr(identity, 3 + length(?), 1) = ':')",
+                Value::Text(device_type.to_owned()),
+            );
+        }
+        if let Some(prefix) = filter.id_prefix.as_deref().filter(|p| !p.is_empty()) {
+            clause.and(
+                "instr(substr(identity, 3), ':') > 0 AND substr(substr(identity, 3), instr(substr(identity, 3), ':') + 1, length(?)) = ?",
+                Value::Text(prefix.to_owned()),
+            );
+        }
+        if let Some(t) = filter.expires_before {
+            clause.and("not_after < ?", Value::Integer(to_micros(t)));
+        }
+        if let Some(t) = filter.seen_after {
+            clause.and("last_seen > ?", Value::Integer(to_micros(t)));
+        }
+        let (where_sql, args) = clause.finish(page);
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM devices{where_sql}"))?;
+        let rows = records(
+            stmt.query_map(params_from_iter(args), DeviceRow::read)?,
+            DeviceRow::into_record,
+        )?;
+        Ok(Page::from_rows(rows, page.limit(), |d| {
+            (d.first_seen, d.fingerprint_sha256.as_str())
+        }))
+    }
+}
