@@ -543,3 +543,73 @@ async fn the_device_registry_records_each_identity_with_its_certificate() {
         "the second sighting did not update last_seen"
     );
 }
+
+#[tokio::test]
+async fn the_expiring_view_lists_every_kind_of_certificate_in_its_window() {
+    let server = TestServer::start().await;
+    // The device CA is valid a year, device certificates 30 days, generated server
+    // certificates a year, signing certificates two years.
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let (_device, _device_loop) = connected_v4(&server, &ca, "acme", "d:sensor:dev1").await;
+    let (status, server_cert) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/server-certificates/generate",
+            Some(serde_json::json!({"dns_name": SNI, "key_type": "ecdsa-p256"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let expiring = |days: u32| {
+        let server = &server;
+        async move {
+            let (status, body) = server
+                .api(
+                    "GET",
+                    &format!("/api/v1/orgs/acme/expiring?within_days={days}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["kind"].as_str().unwrap().to_owned(),
+                        e["id"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            expiring(31).await.len() == 1
+        })
+        .await,
+        "the device's certificate (30 days) is not listed"
+    );
+    assert_eq!(expiring(31).await[0].0, "device");
+    assert!(expiring(20).await.is_empty());
+    let year = expiring(400).await;
+    let kinds: Vec<&str> = year.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["device", "ca", "server"],
+        "soonest first, signing (2 years) left out"
+    );
+    assert!(year.contains(&("ca".to_owned(), ca_id)));
+    assert!(year.contains(&(
+        "server".to_owned(),
+        server_cert["id"].as_str().unwrap().to_owned()
+    )));
+    assert_eq!(expiring(800).await.len(), 4);
+    let (status, body) = server
+        .api("GET", "/api/v1/orgs/acme/expiring?within_days=0", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_within_days"))
+    );
+}

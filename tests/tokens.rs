@@ -311,6 +311,7 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
         ("GET", format!("{o}/sessions"), None, Need::Read),
         ("GET", format!("{o}/events"), None, Need::Read),
         ("GET", format!("{o}/devices"), None, Need::Read),
+        ("GET", format!("{o}/expiring"), None, Need::Read),
         (
             "GET",
             format!("{o}/ca-certificates/{ca}/crl"),

@@ -41,6 +41,7 @@ mod csrs;
 mod devices;
 mod error;
 mod events;
+mod expiring;
 mod extract;
 mod jwt;
 mod openapi;
@@ -148,6 +149,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/orgs/{org}/events", get(events::stream))
         .route("/orgs/{org}/devices", get(devices::list))
+        .route("/orgs/{org}/expiring", get(expiring::list))
         .route("/orgs/{org}/sessions", get(sessions::list))
         .route(
             "/orgs/{org}/sessions/{client_id}",

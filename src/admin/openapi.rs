@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit_events, blocked_devices, ca_certificates, csrs, devices, events, orgs,
+    audit_events, blocked_devices, ca_certificates, csrs, devices, events, expiring, orgs,
     server_certificates, sessions, signing_certificates, tokens,
 };
 
@@ -33,7 +33,7 @@ use super::{
         csrs::create, csrs::list, csrs::get, csrs::csr_pem, csrs::delete,
         csrs::upload_certificate, csrs::request_signature, csrs::approve, csrs::reject,
         blocked_devices::create, blocked_devices::list, blocked_devices::delete,
-        sessions::list, sessions::disconnect, events::stream, devices::list, ca_certificates::put_crl, ca_certificates::get_crl,
+        sessions::list, sessions::disconnect, events::stream, devices::list, expiring::list, ca_certificates::put_crl, ca_certificates::get_crl,
     ),
     modifiers(&BearerAuth)
 )]

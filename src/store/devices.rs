@@ -1,5 +1,5 @@
 //! Queries on `devices`: the registry of identities seen, written in batches behind the connect
-//! path.
+//! path; and the `expiring` view over every certificate kind of an org, devices' included.
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Row, TransactionBehavior};
@@ -157,5 +157,64 @@ impl Store {
         Ok(Page::from_rows(rows, page.limit(), |d| {
             (d.first_seen, d.fingerprint_sha256.as_str())
         }))
+    }
+}
+
+/// A certificate of the org that expires soon, of any kind.
+#[derive(Debug, Clone)]
+pub struct Expiring {
+    /// `ca`, `server`, `signing` or `device`.
+    pub kind: String,
+    /// The resource id; for a device, its certificate's fingerprint.
+    pub id: String,
+    /// The alias; for a device, its identity.
+    pub name: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl Store {
+    /// Every certificate of the org — CA, server, signing, and devices' from the registry —
+    /// whose notAfter falls in `[from, until)`, soonest first.
+    pub fn expiring(
+        &self,
+        org: &OrgId,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Vec<Expiring>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let mut stmt = conn.prepare(
+            "SELECT 'ca', id, alias, not_after FROM ca_certificates
+                 WHERE org = ?1 AND not_after >= ?2 AND not_after < ?3
+             UNION ALL SELECT 'server', id, alias, not_after FROM server_certificates
+                 WHERE org = ?1 AND not_after >= ?2 AND not_after < ?3
+             UNION ALL SELECT 'signing', id, alias, not_after FROM signing_certificates
+                 WHERE org = ?1 AND not_after >= ?2 AND not_after < ?3
+             UNION ALL SELECT 'device', fingerprint_sha256, identity, not_after FROM devices
+                 WHERE org = ?1 AND not_after >= ?2 AND not_after < ?3
+             ORDER BY 4, 1, 2",
+        )?;
+        let rows = records(
+            stmt.query_map(
+                params![org.as_str(), to_micros(from), to_micros(until)],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                },
+            )?,
+            |(kind, id, name, not_after)| {
+                Ok(Expiring {
+                    kind,
+                    id,
+                    name,
+                    not_after: from_micros(not_after)?,
+                })
+            },
+        )?;
+        Ok(rows)
     }
 }

@@ -50,7 +50,7 @@ pub use audit::{AuditEvent, NewAuditEvent};
 pub use blocked::{BlockTarget, BlockedDevice, NewBlock};
 pub use crypto::MasterKey;
 pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
-pub use devices::{DeviceFilter, DeviceRecord, DeviceSeen};
+pub use devices::{DeviceFilter, DeviceRecord, DeviceSeen, Expiring};
 pub use filter::ListFilter;
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
