@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::identity::OrgId;
+use crate::store::GrantPolicy;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -27,12 +28,25 @@ pub struct Config {
     pub store: StoreConfig,
     pub broker: BrokerConfig,
     pub revocation: RevocationConfig,
+    pub notify: NotifyConfig,
+    pub grants: GrantPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// `smtp://host:port`, `smtps://…` or `smtp://…?tls=required`, with optional `user:pass@`;
+    /// `None`: no e-mail is sent (webhooks still are).
+    pub smtp_url: Option<String>,
+    pub from: String,
+    pub check_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct RevocationConfig {
     /// `revocation.on_stale_crl = "deny"`.
     pub deny_stale_crl: bool,
+    /// Deadline of one OCSP request or CRL download.
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -77,12 +91,32 @@ struct Raw {
     store: RawStore,
     broker: RawBroker,
     revocation: RawRevocation,
+    notify: RawNotify,
+    grants: RawGrants,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    smtp_url: String,
+    from: String,
+    check_interval_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    max_age_days: u32,
+    max_uses: u64,
+    warn_before_days: u32,
+    warn_usage_ratio: f64,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRevocation {
     on_stale_crl: String,
+    fetch_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +230,46 @@ impl Config {
             raw.mqtts.max_concurrent_handshakes as u64,
         )?;
         positive("broker.max_connections", raw.broker.max_connections as u64)?;
+        positive(
+            "revocation.fetch_timeout_ms",
+            raw.revocation.fetch_timeout_ms,
+        )?;
+        positive(
+            "notify.check_interval_seconds",
+            raw.notify.check_interval_seconds,
+        )?;
+        positive("grants.max_age_days", u64::from(raw.grants.max_age_days))?;
+        positive("grants.max_uses", raw.grants.max_uses)?;
+        if raw.grants.max_uses > i64::MAX as u64 {
+            return Err(invalid("grants.max_uses", "is too large"));
+        }
+        if raw.grants.warn_before_days >= raw.grants.max_age_days {
+            return Err(invalid(
+                "grants.warn_before_days",
+                "must be less than grants.max_age_days",
+            ));
+        }
+        if !(raw.grants.warn_usage_ratio > 0.0 && raw.grants.warn_usage_ratio <= 1.0) {
+            return Err(invalid(
+                "grants.warn_usage_ratio",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if raw.notify.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid("notify.from", "must be an e-mail address"));
+        }
+        let smtp_url = match raw.notify.smtp_url.trim() {
+            "" => None,
+            url if url.starts_with("smtp://") || url.starts_with("smtps://") => {
+                Some(url.to_owned())
+            }
+            _ => {
+                return Err(invalid(
+                    "notify.smtp_url",
+                    "must be empty or an smtp:// or smtps:// URL",
+                ))
+            }
+        };
         if raw.mqtts.max_packet_size < 64 || raw.mqtts.max_packet_size > 268_435_455 {
             return Err(invalid(
                 "mqtts.max_packet_size",
@@ -240,6 +314,18 @@ impl Config {
                         ))
                     }
                 },
+                fetch_timeout: Duration::from_millis(raw.revocation.fetch_timeout_ms),
+            },
+            notify: NotifyConfig {
+                smtp_url,
+                from: raw.notify.from,
+                check_interval: Duration::from_secs(raw.notify.check_interval_seconds),
+            },
+            grants: GrantPolicy {
+                max_age: time::Duration::days(i64::from(raw.grants.max_age_days)),
+                max_uses: raw.grants.max_uses as i64,
+                warn_before: time::Duration::days(i64::from(raw.grants.warn_before_days)),
+                warn_usage_ratio: raw.grants.warn_usage_ratio,
             },
         })
     }

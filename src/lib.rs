@@ -30,13 +30,16 @@
 
 pub mod admin;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod devices;
 pub mod events;
+pub mod fetch;
 pub mod identity;
 pub mod listener;
 pub mod metrics;
 pub mod mqtt;
+pub mod notify;
 pub mod pki;
 pub mod registry;
 pub mod server;

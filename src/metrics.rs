@@ -28,6 +28,26 @@ pub const DEVICES_DROPPED: &str = "portcullis_device_registry_dropped_total";
 /// Gauge: the earliest Unix time at which a served certificate expires, by `kind`: `ca` (active
 /// CA certificates of every org), `server` (active uploaded server certificates), `platform_ca`.
 pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_seconds";
+/// Gauge: certificates of every org (CA, server, signing, devices' from the registry) expiring
+/// within `within_days` (`1`, `7`, `30`), by `kind`; read from the store at each scrape.
+pub const CERTS_EXPIRING: &str = "portcullis_certificates_expiring";
+/// Gauge: seconds until the next certificate of any org expires (absent when none is ahead).
+pub const NEXT_EXPIRY_SECONDS: &str = "portcullis_certificate_next_expiry_seconds";
+/// Counter: notices delivered or failed, by `channel` (`email`, `webhook`) and `outcome`.
+pub const NOTIFICATIONS: &str = "portcullis_notifications_total";
+
+/// Sets the expiry gauges from `summary`, as of `now`.
+pub fn record_expiry(summary: &crate::store::ExpirySummary, now: time::OffsetDateTime) {
+    for (kind, counts) in &summary.counts {
+        for (days, count) in ["1", "7", "30"].into_iter().zip(counts) {
+            metrics::gauge!(CERTS_EXPIRING, "kind" => *kind, "within_days" => days)
+                .set(*count as f64);
+        }
+    }
+    if let Some(next) = summary.next {
+        metrics::gauge!(NEXT_EXPIRY_SECONDS).set((next - now).as_seconds_f64().max(0.0));
+    }
+}
 
 /// The process-wide Prometheus handle. The recorder is installed once per process (several
 /// servers in one test process share it).
@@ -71,6 +91,19 @@ fn describe() {
         "Accept to completed TLS handshake"
     );
     describe_gauge!(SESSIONS_LIVE, "Live MQTT sessions");
+    describe_gauge!(
+        CERTS_EXPIRING,
+        "Certificates expiring within 1, 7 or 30 days, by kind"
+    );
+    describe_gauge!(
+        NEXT_EXPIRY_SECONDS,
+        Unit::Seconds,
+        "Seconds until the next certificate expires"
+    );
+    describe_counter!(
+        NOTIFICATIONS,
+        "Notices sent or failed, by channel and outcome"
+    );
     describe_counter!(
         SESSIONS_REVOKED,
         "Sessions closed because a change invalidated them"

@@ -12,9 +12,11 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::listener::{self, Limits};
 use crate::mqtt::session::Context;
+use crate::notify::{Notifier, NotifyError};
 use crate::pki::{self, Issuer, PkiError};
 use crate::registry::{Platform, Registry, RegistryError};
 use crate::store::{self, Store, StoreError};
@@ -49,6 +51,8 @@ pub enum ServerError {
     },
     #[error("admin server: {0}")]
     Admin(#[source] std::io::Error),
+    #[error("notifications: {0}")]
+    Notify(#[from] NotifyError),
 }
 
 pub struct Server {
@@ -57,10 +61,17 @@ pub struct Server {
     admin: TcpListener,
     context: Arc<Context>,
     admin_state: AdminState,
+    notifier: Arc<Notifier>,
 }
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Server::bind_with_clock(config, Clock::system()).await
+    }
+
+    /// [`Server::bind`] with the clock that expiry, notifications and grants read: tests pass a
+    /// manual one.
+    pub async fn bind_with_clock(config: Config, clock: Clock) -> Result<Server, ServerError> {
         // The recorder first, so that what bind records is kept.
         let metrics = crate::metrics::handle();
         let data_dir = config.store.data_dir.clone();
@@ -68,7 +79,11 @@ impl Server {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let store = Arc::new(Store::open(&data_dir)?);
+        let store = Arc::new(Store::open(&data_dir)?.with_grants(config.grants, clock));
+        let granted = store.ensure_grants()?;
+        if granted > 0 {
+            tracing::info!(granted, "access grants given to keys held without one");
+        }
         let platform_ca = match store.platform_ca()? {
             Some(issuer) => issuer,
             None => {
@@ -100,12 +115,18 @@ impl Server {
         let admin = bind_listener("admin", config.admin.listen).await?;
         let (devices, device_writer) = crate::devices::DeviceLog::new(store.clone());
         tokio::spawn(device_writer);
+        let notifier = Arc::new(Notifier::new(
+            store.clone(),
+            &config.notify,
+            config.revocation.fetch_timeout,
+        )?);
         let admin_state = AdminState {
             store,
             registry: registry.clone(),
             admin_token_sha256: sha256(token.as_bytes()),
             metrics,
             max_body_bytes: config.admin.max_body_bytes,
+            notifier: notifier.clone(),
         };
         let context = Arc::new(Context {
             registry,
@@ -121,6 +142,7 @@ impl Server {
             admin,
             context,
             admin_state,
+            notifier,
         })
     }
 
@@ -147,6 +169,8 @@ impl Server {
             limits,
             stopped.clone(),
         ));
+        let notifier = tokio::spawn(self.notifier.run(stopped.clone()));
+        let store = self.admin_state.store.clone();
         let mut admin_stopped = stopped;
         let admin = axum::serve(self.admin, admin::router(self.admin_state))
             .with_graceful_shutdown(async move {
@@ -157,10 +181,17 @@ impl Server {
         tracing::info!("shutting down");
         let _ = stop.send(true);
         let _ = mqtts.await;
-        match admin.await {
+        let _ = notifier.await;
+        let served = match admin.await {
             Ok(result) => result.map_err(ServerError::Admin),
             Err(_) => Ok(()),
-        }
+        };
+        // Grant uses spent from memory are written, so a clean restart does not count the
+        // reservations left as spent.
+        tokio::task::spawn_blocking(move || store.flush_grants())
+            .await
+            .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("flush: {e}"))))??;
+        served
     }
 }
 

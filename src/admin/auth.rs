@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::{blocking, jwt, AdminState};
 use crate::identity::OrgId;
-use crate::store::{Role, TokenStatus};
+use crate::store::{GrantStatus, Role, TokenStatus};
 
 /// Header carrying the reason an operator gives for a change (recorded in the audit event).
 pub const REASON_HEADER: &str = "x-portcullis-reason";
@@ -153,13 +153,23 @@ fn org_token(state: &AdminState, token: &str) -> Result<Principal, ApiError> {
     };
     let claims = &unverified.claims;
     let valid = jwt::verify(&unverified, &signing.chain[0])
-        && record.status == TokenStatus::Active
+        && record.status != TokenStatus::Revoked
         && record.expires_at > OffsetDateTime::now_utc()
         && claims.org == record.org.as_str()
         && claims.iss == jwt::ISSUER
         && claims.aud == jwt::AUDIENCE;
     if !valid {
         return Err(ApiError::Unauthorized);
+    }
+    // The grant on the signing key may have expired since the token was last used: its expiry
+    // suspends the token (DESIGN §11).
+    let suspended = record.status == TokenStatus::Suspended
+        || state
+            .store
+            .grant_of(&record.org, signing_id)?
+            .is_some_and(|grant| grant.status == GrantStatus::Expired);
+    if suspended {
+        return Err(ApiError::TokenSuspended);
     }
     Ok(Principal::Token {
         org: record.org,

@@ -63,6 +63,8 @@ pub struct ListQuery {
     active: Option<bool>,
     /// `active` or `inactive` (the same as `active=true|false`).
     status: Option<String>,
+    /// `active`, `warning` or `expired`: of the access grant on the CA's key.
+    grant_status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
     limit: Option<u32>,
@@ -203,6 +205,7 @@ pub async fn list(
         q: query.q,
         alias: query.alias,
         active: query.active.or(status),
+        grant_status: super::grant_status_param(query.grant_status.as_deref())?,
         registered_after: super::time_param("registered_after", query.registered_after.as_deref())?,
         registered_before: super::time_param(
             "registered_before",

@@ -518,7 +518,13 @@ fn sign(
     key: rustls_pki_types::PrivateKeyDer<'static>,
     issuer: Option<&str>,
 ) -> Result<String, ApiError> {
-    let issuer = issuer_of(store, org, issuer)?;
+    let signer = issuer_of(store, org, issuer)?;
+    // A CA of the org signs under its grant: one use, spent before the signature. The platform
+    // CA and self-signed certificates use no org key.
+    if let Some(ca) = issuer.filter(|i| *i != "platform") {
+        store.spend_use(org, ca)?;
+    }
+    let issuer = signer;
     let names = ServerNames {
         common_name: &csr.common_name,
         dns_names: &csr.dns_names,

@@ -21,6 +21,10 @@ pub enum ApiError {
     /// 401: no token, or not a valid one.
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// 401: a valid token, suspended (by an operator, or because the grant on the key that
+    /// signed it expired) until an operator reactivates it.
+    #[error("this token is suspended; an operator can reactivate it")]
+    TokenSuspended,
     /// 403: a valid token whose role (or org) does not allow this.
     #[error("this token's role does not allow this here")]
     Forbidden,
@@ -87,7 +91,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Malformed(_) | ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::TokenSuspended => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::Malformed(_) => "malformed_request",
             ApiError::BadParameter { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
+            ApiError::TokenSuspended => "token_suspended",
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -211,6 +216,10 @@ impl From<StoreError> for ApiError {
             StoreError::CrlOlder => ApiError::Conflict {
                 code: "crl_older",
                 message: "a CRL issued later is already held for this CA",
+            },
+            StoreError::GrantExpired => ApiError::Conflict {
+                code: "grant_expired",
+                message: "the access grant on this key is expired; renew it to sign with the key",
             },
             StoreError::TokenRevoked => ApiError::Conflict {
                 code: "token_revoked",

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::auth::{Caller, Need};
 use super::error::ApiError;
@@ -65,9 +65,11 @@ pub async fn list(
             format!("within_days must be between 1 and {MAX_DAYS}"),
         ));
     }
-    let now = OffsetDateTime::now_utc();
-    let until = now + Duration::days(days);
-    let rows = read(state, move |store| store.expiring(&org, now, until)).await?;
+    let (now, rows) = read(state, move |store| {
+        let now = store.clock().now();
+        Ok((now, store.expiring(&org, now, now + Duration::days(days))?))
+    })
+    .await?;
     let items = rows
         .into_iter()
         .map(|e| ExpiringView {

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 use crate::identity::OrgId;
 use crate::registry::Registry;
-use crate::store::{Cursor, NewAuditEvent, Page, PageRequest, Store, StoreError};
+use crate::store::{Cursor, GrantStatus, NewAuditEvent, Page, PageRequest, Store, StoreError};
 
 mod audit_events;
 mod auth;
@@ -43,7 +43,9 @@ mod error;
 mod events;
 mod expiring;
 mod extract;
+mod grants;
 mod jwt;
+mod notification_settings;
 mod openapi;
 mod orgs;
 mod server_certificates;
@@ -51,6 +53,7 @@ mod sessions;
 mod signing_certificates;
 mod tokens;
 mod views;
+pub use views::rfc3339;
 
 pub use auth::{token_sha256, REASON_HEADER};
 pub use error::ApiError;
@@ -63,6 +66,8 @@ pub struct AdminState {
     pub admin_token_sha256: [u8; 32],
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub max_body_bytes: usize,
+    /// Sends renewal codes.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -155,6 +160,17 @@ pub fn router(state: AdminState) -> Router {
             "/orgs/{org}/sessions/{client_id}",
             axum::routing::delete(sessions::disconnect),
         )
+        .route("/orgs/{org}/grants", get(grants::list))
+        .route("/orgs/{org}/grants/{id}", get(grants::get))
+        .route(
+            "/orgs/{org}/grants/{id}/renewal-challenge",
+            post(grants::challenge),
+        )
+        .route("/orgs/{org}/grants/{id}/renew", post(grants::renew))
+        .route(
+            "/orgs/{org}/notification-settings",
+            get(notification_settings::get).put(notification_settings::put),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -190,6 +206,18 @@ async fn readyz() -> &'static str {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // The expiry gauges are read from the store when scraped, so they are never staler than the
+    // scrape.
+    let store = state.store.clone();
+    let summary = blocking(move || {
+        let now = store.clock().now();
+        Ok::<_, ApiError>((store.expiry_summary(now)?, now))
+    })
+    .await;
+    match summary {
+        Ok((summary, now)) => crate::metrics::record_expiry(&summary, now),
+        Err(e) => tracing::warn!(error = %e, "expiry gauges not updated"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -275,12 +303,27 @@ fn status_param<S: Copy>(
         })
 }
 
+/// `?grant_status=`: `active`, `warning` or `expired`.
+fn grant_status_param(value: Option<&str>) -> Result<Option<GrantStatus>, ApiError> {
+    status_param(
+        value,
+        &[
+            ("active", GrantStatus::Active),
+            ("warning", GrantStatus::Warning),
+            ("expired", GrantStatus::Expired),
+        ],
+    )
+}
+
 /// `?alias=&registered_after=&registered_before=&status=&limit=&cursor=` of a certificate
 /// collection (DESIGN §7b).
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct CertListQuery {
     alias: Option<String>,
+    /// `active`, `warning` or `expired`: of the access grant on the certificate's key (CA and
+    /// signing certificates only).
+    grant_status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
     status: Option<String>,
@@ -289,6 +332,17 @@ struct CertListQuery {
 }
 
 impl CertListQuery {
+    /// [`CertListQuery::split`] for a collection whose keys carry access grants.
+    fn split_granted<S: Copy>(
+        mut self,
+        statuses: &[(&str, S)],
+    ) -> Result<(crate::store::ListFilter<S>, Paging), ApiError> {
+        let grant_status = grant_status_param(self.grant_status.take().as_deref())?;
+        let (mut filter, paging) = self.split(statuses)?;
+        filter.grant_status = grant_status;
+        Ok((filter, paging))
+    }
+
     /// The filter, with `status` one of `statuses`; and the paging.
     fn split<S: Copy>(
         self,
@@ -299,7 +353,14 @@ impl CertListQuery {
             registered_after: time_param("registered_after", self.registered_after.as_deref())?,
             registered_before: time_param("registered_before", self.registered_before.as_deref())?,
             status: status_param(self.status.as_deref(), statuses)?,
+            grant_status: None,
         };
+        if self.grant_status.is_some() {
+            return Err(ApiError::bad_parameter(
+                "invalid_grant_status",
+                "grant_status filters CA and signing certificates only",
+            ));
+        }
         let paging = Paging {
             limit: self.limit,
             cursor: self.cursor,

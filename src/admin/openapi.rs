@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    audit_events, blocked_devices, ca_certificates, csrs, devices, events, expiring, orgs,
-    server_certificates, sessions, signing_certificates, tokens,
+    audit_events, blocked_devices, ca_certificates, csrs, devices, events, expiring, grants,
+    notification_settings, orgs, server_certificates, sessions, signing_certificates, tokens,
 };
 
 #[derive(OpenApi)]
@@ -34,6 +34,8 @@ use super::{
         csrs::upload_certificate, csrs::request_signature, csrs::approve, csrs::reject,
         blocked_devices::create, blocked_devices::list, blocked_devices::delete,
         sessions::list, sessions::disconnect, events::stream, devices::list, expiring::list, ca_certificates::put_crl, ca_certificates::get_crl,
+        grants::list, grants::get, grants::challenge, grants::renew,
+        notification_settings::put, notification_settings::get,
     ),
     modifiers(&BearerAuth)
 )]

@@ -133,7 +133,7 @@ pub async fn list(
     Path(org): Path<String>,
     ApiQuery(query): ApiQuery<CertListQuery>,
 ) -> Result<Json<ListView<SigningCertView>>, ApiError> {
-    let (filter, paging) = query.split(&[("default", true), ("standby", false)])?;
+    let (filter, paging) = query.split_granted(&[("default", true), ("standby", false)])?;
     list_page(
         state,
         &caller,

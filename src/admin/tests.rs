@@ -58,6 +58,14 @@ fn harness() -> Harness {
             .build_recorder()
             .handle(),
         max_body_bytes: 4096,
+        notifier: Arc::new(
+            crate::notify::Notifier::new(
+                store.clone(),
+                &crate::config::Config::defaults().unwrap().notify,
+                std::time::Duration::from_secs(1),
+            )
+            .unwrap(),
+        ),
     };
     Harness {
         _dir: dir,

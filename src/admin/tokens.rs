@@ -14,7 +14,7 @@ use super::views::{ListView, TokenView};
 use super::{
     audit, blocking, get_one, jwt, list_page, no_content, org_in_path, AdminState, Paging,
 };
-use crate::store::{NewToken, Role, StoreError, TokenPatch, TokenStatus};
+use crate::store::{GrantStatus, NewToken, Role, StoreError, TokenPatch, TokenStatus};
 
 const MAX_NAME_LEN: usize = 200;
 const MISSING: &str = "no such token";
@@ -98,6 +98,8 @@ pub async fn create(
                  generate a new signing certificate",
             ));
         }
+        // One use of the grant on the signing key, spent before the signature.
+        store.spend_use(&org, &signing.id)?;
         let (actor, _) = caller.actor();
         let record = store.insert_token(
             &org,
@@ -198,7 +200,8 @@ pub async fn update(
     ApiJson(body): ApiJson<Update>,
 ) -> Result<Json<TokenView>, ApiError> {
     let org = org_in_path(&org)?;
-    caller.require(&org, Need::Admin)?;
+    // Operators reactivate the tokens a grant's expiry suspended (DESIGN §11).
+    caller.require(&org, Need::Manage)?;
     if body.status == Some(TokenStatus::Revoked) {
         return Err(ApiError::invalid(
             "invalid_status",
@@ -210,6 +213,18 @@ pub async fn update(
         status: body.status,
     };
     let record = blocking(move || {
+        if patch.status == Some(TokenStatus::Active) {
+            let signing = state
+                .store
+                .org_token(&org, &id)?
+                .and_then(|token| token.signing_certificate);
+            if let Some(signing) = signing {
+                let grant = state.store.grant_of(&org, &signing)?;
+                if grant.is_some_and(|g| g.status == GrantStatus::Expired) {
+                    return Err(StoreError::GrantExpired.into());
+                }
+            }
+        }
         let Some(record) = state.store.update_token(&org, &id, &patch)? else {
             return Err(ApiError::NotFound(MISSING));
         };

@@ -11,7 +11,8 @@ use crate::pki::KeyType;
 use crate::registry::SessionInfo;
 use crate::store::{
     AuditEvent, BlockTarget, BlockedDevice, CaRecord, CsrRecord, CsrStatus, DeviceRecord,
-    OrgRecord, Page, Role, ServerCertRecord, SigningCertRecord, TokenRecord, TokenStatus,
+    GrantRecord, NotificationSettings, OrgRecord, Page, Role, ServerCertRecord, SigningCertRecord,
+    TokenRecord, TokenStatus,
 };
 
 /// RFC 3339 in UTC.
@@ -119,6 +120,9 @@ pub struct CaView {
     /// Imported with its key: it can sign CSRs (`issuer` of a signature request).
     pub can_issue: bool,
     pub registered_at: String,
+    /// The access grant on its key (when imported with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantView>,
 }
 
 impl From<CaRecord> for CaView {
@@ -136,6 +140,7 @@ impl From<CaRecord> for CaView {
             active: c.active,
             can_issue: c.has_key,
             registered_at: rfc3339(c.registered_at),
+            grant: c.grant.map(GrantView::from),
         }
     }
 }
@@ -176,6 +181,9 @@ pub struct SigningCertView {
     /// Tokens it signed that are not revoked (deleting it revokes them).
     pub tokens: u64,
     pub registered_at: String,
+    /// The access grant on its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantView>,
 }
 
 impl From<SigningCertRecord> for SigningCertView {
@@ -195,6 +203,7 @@ impl From<SigningCertRecord> for SigningCertView {
             is_default: c.is_default,
             tokens: c.tokens,
             registered_at: rfc3339(c.registered_at),
+            grant: c.grant.map(GrantView::from),
         }
     }
 }
@@ -437,6 +446,55 @@ impl From<DeviceRecord> for DeviceView {
             not_after: rfc3339(d.not_after),
             first_seen: rfc3339(d.first_seen),
             last_seen: rfc3339(d.last_seen),
+        }
+    }
+}
+
+/// An access grant (DESIGN §11): how long and how often the product may still sign with a key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantView {
+    pub id: String,
+    /// `active`, `warning` or `expired`.
+    pub status: &'static str,
+    /// `ca_certificate` or `signing_certificate`.
+    pub holder: &'static str,
+    pub holder_id: String,
+    /// Signatures made with the key under this grant.
+    pub uses: i64,
+    pub max_uses: i64,
+    pub granted_at: String,
+    pub expires_at: String,
+}
+
+impl From<GrantRecord> for GrantView {
+    fn from(g: GrantRecord) -> GrantView {
+        GrantView {
+            id: g.id,
+            status: g.status.as_str(),
+            holder: g.holder.as_str(),
+            holder_id: g.holder_id,
+            uses: g.uses,
+            max_uses: g.max_uses,
+            granted_at: rfc3339(g.granted_at),
+            expires_at: rfc3339(g.expires_at),
+        }
+    }
+}
+
+/// Where an org's notices go; the webhook secret is never shown back.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotificationSettingsView {
+    pub emails: Vec<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_set: bool,
+}
+
+impl From<NotificationSettings> for NotificationSettingsView {
+    fn from(s: NotificationSettings) -> NotificationSettingsView {
+        NotificationSettingsView {
+            emails: s.emails,
+            webhook_url: s.webhook_url,
+            webhook_secret_set: s.webhook_secret.is_some(),
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::pki::Issuer;
 
 use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
+use super::grants::{insert_grant, GrantHolder};
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, CaFilter,
     CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
@@ -62,6 +63,7 @@ impl CaRow {
             active: self.active,
             has_key: self.has_key,
             registered_at: from_micros(self.registered_at)?,
+            grant: None,
         })
     }
 }
@@ -130,9 +132,12 @@ impl Store {
                 "UPDATE ca_certificates SET key_sealed = ?2 WHERE id = ?1",
                 params![id, sealed],
             )?;
+            let holder = GrantHolder::CaCertificate;
+            insert_grant(&tx, &self.grant_policy, org, holder, &id, self.clock.now())?;
         }
-        let record = get_ca(&tx, org, &id)?
+        let mut record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;
+        record.grant = self.grant_on(&tx, &id)?;
         tx.commit()?;
         Ok(record)
     }
@@ -164,9 +169,14 @@ impl Store {
 
     /// `UnknownOrg`, or `None` when the org has no such CA.
     pub fn ca(&self, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
+        self.refresh_grants(Some(org))?;
         let conn = self.conn();
         require_org(&conn, org)?;
-        get_ca(&conn, org, id)
+        let Some(mut record) = get_ca(&conn, org, id)? else {
+            return Ok(None);
+        };
+        record.grant = self.grant_on(&conn, id)?;
+        Ok(Some(record))
     }
 
     /// The org's CAs that pass `filter`, in registration order.
@@ -194,16 +204,21 @@ impl Store {
                 registered_after: filter.registered_after,
                 registered_before: filter.registered_before,
                 status: None,
+                grant_status: filter.grant_status,
             },
         );
         let (where_sql, args) = clause.finish(page);
         let sql = format!("SELECT {READ_COLUMNS} FROM ca_certificates{where_sql}");
+        self.refresh_grants(Some(org))?;
         let conn = self.conn();
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&sql)?;
-        let records = records(stmt.query_map(params_from_iter(args), CaRow::read)?, |r| {
+        let mut records = records(stmt.query_map(params_from_iter(args), CaRow::read)?, |r| {
             r.into_record(org)
         })?;
+        for record in &mut records {
+            record.grant = self.grant_on(&conn, &record.id)?;
+        }
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))
@@ -235,7 +250,10 @@ impl Store {
         if changed == 0 {
             return Ok(None);
         }
-        let record = get_ca(&tx, org, id)?;
+        let mut record = get_ca(&tx, org, id)?;
+        if let Some(record) = &mut record {
+            record.grant = self.grant_on(&tx, id)?;
+        }
         tx.commit()?;
         Ok(record)
     }

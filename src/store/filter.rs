@@ -4,7 +4,7 @@
 use rusqlite::types::Value;
 use time::OffsetDateTime;
 
-use super::{to_micros, PageRequest};
+use super::{to_micros, GrantStatus, PageRequest};
 use crate::identity::OrgId;
 
 /// `None` does not filter.
@@ -17,6 +17,8 @@ pub struct ListFilter<S> {
     /// Strictly before.
     pub registered_before: Option<OffsetDateTime>,
     pub status: Option<S>,
+    /// Of the grant on the certificate's key (CA and signing certificates).
+    pub grant_status: Option<GrantStatus>,
 }
 
 impl<S> Default for ListFilter<S> {
@@ -26,6 +28,7 @@ impl<S> Default for ListFilter<S> {
             registered_after: None,
             registered_before: None,
             status: None,
+            grant_status: None,
         }
     }
 }
@@ -83,6 +86,15 @@ impl Where {
         }
         if let Some(t) = filter.registered_before {
             self.and(&format!("{} < ?", self.time), Value::Integer(to_micros(t)));
+        }
+        if let Some(status) = filter.grant_status {
+            self.and(
+                &format!(
+                    "EXISTS (SELECT 1 FROM grants g WHERE g.holder_id = {} AND g.status = ?)",
+                    self.id
+                ),
+                Value::Text(status.as_str().to_owned()),
+            );
         }
     }
 

@@ -18,13 +18,16 @@
 //!   `platform`: the queries, one file per table; `cert_info`: the certificate columns the
 //!   certificate tables share.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
@@ -38,6 +41,8 @@ pub mod crypto;
 mod csrs;
 mod devices;
 mod filter;
+mod grants;
+mod notifications;
 mod orgs;
 pub mod page;
 mod platform;
@@ -52,6 +57,8 @@ pub use crypto::MasterKey;
 pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
 pub use devices::{DeviceFilter, DeviceRecord, DeviceSeen, Expiring};
 pub use filter::ListFilter;
+pub use grants::{GrantHolder, GrantPolicy, GrantRecord, GrantStatus, RenewalRefused};
+pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
 pub use tokens::{NewToken, Role, TokenPatch, TokenRecord, TokenStatus};
@@ -99,6 +106,9 @@ pub enum StoreError {
     /// The CSR is not in the status the change needs (it holds the current one).
     #[error("the CSR is {}", .0.as_str())]
     CsrStatus(CsrStatus),
+    /// The access grant on the key is expired (by time or uses): nothing is signed with it.
+    #[error("the access grant on this key is expired")]
+    GrantExpired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +133,8 @@ pub struct CaRecord {
     /// Imported with its private key: it can issue server certificates.
     pub has_key: bool,
     pub registered_at: OffsetDateTime,
+    /// The access grant on its key, when it has one.
+    pub grant: Option<GrantRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +198,7 @@ pub struct CaPatch {
 /// Filters of the CA list; `None` does not filter.
 #[derive(Debug, Clone, Default)]
 pub struct CaFilter {
+    pub grant_status: Option<GrantStatus>,
     /// Case-insensitive substring of the subject or the description.
     pub q: Option<String>,
     /// Case-insensitive substring of the alias.
@@ -210,6 +223,13 @@ pub struct NewServerCert {
 pub struct Store {
     conn: Mutex<Connection>,
     master_key: MasterKey,
+    /// What grants are given and when they warn; the clock they are judged by.
+    grant_policy: GrantPolicy,
+    clock: Clock,
+    /// Grant uses spent in this process (see `grants`).
+    meters: Mutex<HashMap<String, grants::Meter>>,
+    /// Woken when a grant changes status, so the notifier tells at once.
+    grant_changed: Arc<Notify>,
 }
 
 impl Store {
@@ -235,10 +255,32 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
         check_master_key(&conn, &master_key)?;
+        grants::recover_uses(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             master_key,
+            grant_policy: GrantPolicy::default(),
+            clock: Clock::system(),
+            meters: Mutex::new(HashMap::new()),
+            grant_changed: Arc::new(Notify::new()),
         })
+    }
+
+    /// The store with this grant policy and clock (defaults: [`GrantPolicy::default`], the system
+    /// clock).
+    pub fn with_grants(mut self, policy: GrantPolicy, clock: Clock) -> Store {
+        self.grant_policy = policy;
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Notified whenever a grant changes status.
+    pub fn grant_changed(&self) -> Arc<Notify> {
+        self.grant_changed.clone()
     }
 
     /// The connection, for one transaction.

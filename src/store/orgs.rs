@@ -2,6 +2,7 @@
 
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
+use super::grants::{insert_grant, GrantHolder};
 use super::signing_certificates::insert_signing_cert;
 use super::{
     from_micros, parse_org_id, records, to_micros, topic_policy_from_sql, topic_policy_to_sql,
@@ -100,7 +101,16 @@ impl Store {
         );
         unique_or(inserted, StoreError::OrgExists)?;
         if let Some(signing) = signing {
-            insert_signing_cert(&tx, &self.master_key, &record.id, signing, true)?;
+            let id = insert_signing_cert(&tx, &self.master_key, &record.id, signing, true)?;
+            let holder = GrantHolder::SigningCertificate;
+            insert_grant(
+                &tx,
+                &self.grant_policy,
+                &record.id,
+                holder,
+                &id,
+                self.clock.now(),
+            )?;
         }
         tx.commit()?;
         Ok(record)

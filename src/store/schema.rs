@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_blocked_devices.sql")),
     (6, include_str!("migrations/0006_crls.sql")),
     (7, include_str!("migrations/0007_devices.sql")),
+    (8, include_str!("migrations/0008_grants_notifications.sql")),
 ];
 
 /// The newest schema version this build knows.

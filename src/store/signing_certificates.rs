@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
+use super::grants::{insert_grant, GrantHolder, GrantRecord};
 use super::server_certificates::{chain_from_pem, chain_to_pem};
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, Page,
@@ -36,6 +37,8 @@ pub struct SigningCertRecord {
     /// Tokens it signed that are not revoked.
     pub tokens: u64,
     pub registered_at: OffsetDateTime,
+    /// The access grant on its key.
+    pub grant: Option<GrantRecord>,
 }
 
 /// A signing certificate chain and its key, generated or imported.
@@ -98,6 +101,7 @@ impl SigningCertRow {
             is_default: self.is_default,
             tokens: u64::try_from(self.tokens).unwrap_or(0),
             registered_at: from_micros(self.registered_at)?,
+            grant: None,
         })
     }
 }
@@ -173,8 +177,11 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
         let id = insert_signing_cert(&tx, &self.master_key, org, new, make_default)?;
-        let record = get_signing_cert(&tx, org, &id)?
+        let holder = GrantHolder::SigningCertificate;
+        insert_grant(&tx, &self.grant_policy, org, holder, &id, self.clock.now())?;
+        let mut record = get_signing_cert(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted signing certificate not found".into()))?;
+        record.grant = self.grant_on(&tx, &id)?;
         tx.commit()?;
         Ok(record)
     }
@@ -185,9 +192,14 @@ impl Store {
         org: &OrgId,
         id: &str,
     ) -> Result<Option<SigningCertRecord>, StoreError> {
+        self.refresh_grants(Some(org))?;
         let conn = self.conn();
         require_org(&conn, org)?;
-        get_signing_cert(&conn, org, id)
+        let Some(mut record) = get_signing_cert(&conn, org, id)? else {
+            return Ok(None);
+        };
+        record.grant = self.grant_on(&conn, id)?;
+        Ok(Some(record))
     }
 
     /// The org's signing certificates in registration order; `status` filters on being the
@@ -207,13 +219,17 @@ impl Store {
             );
         }
         let (where_sql, args) = clause.finish(page);
+        self.refresh_grants(Some(org))?;
         let conn = self.conn();
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM {FROM}{where_sql}"))?;
-        let records = records(
+        let mut records = records(
             stmt.query_map(params_from_iter(args), SigningCertRow::read)?,
             |r| r.into_record(org),
         )?;
+        for record in &mut records {
+            record.grant = self.grant_on(&conn, &record.id)?;
+        }
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))
@@ -260,7 +276,10 @@ impl Store {
             "UPDATE orgs SET default_signing_certificate = ?2 WHERE id = ?1",
             params![org.as_str(), id],
         )?;
-        let record = get_signing_cert(&tx, org, id)?;
+        let mut record = get_signing_cert(&tx, org, id)?;
+        if let Some(record) = &mut record {
+            record.grant = self.grant_on(&tx, id)?;
+        }
         tx.commit()?;
         Ok(record)
     }

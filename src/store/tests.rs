@@ -415,6 +415,7 @@ fn ca_list_filters() {
         active: Some(true),
         registered_after: Some(T0 - Duration::seconds(1)),
         registered_before: None,
+        grant_status: None,
     };
     assert_eq!(list(combined), ["Fleet North", "fleet south"]);
 }

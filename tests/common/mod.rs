@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis::clock::Clock;
 use portcullis::config::Config;
 use portcullis::server::Server;
 use rcgen::{
@@ -27,6 +28,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+pub mod notices;
 
 /// Every await in a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -313,6 +316,24 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (a restart).
     pub async fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_at(data_dir, Clock::system(), adjust).await
+    }
+
+    /// A server whose expiry, notifications and grants read `clock`, in a new data directory.
+    pub async fn start_with_clock(clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut server = Self::start_at(path, clock, adjust).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on `data_dir` with `clock`.
+    pub async fn start_at(
+        data_dir: PathBuf,
+        clock: Clock,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
         // RUST_LOG=portcullis=debug shows the server's events in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -320,7 +341,7 @@ impl TestServer {
             .try_init();
         let mut config = test_config(&data_dir);
         adjust(&mut config);
-        let server = step(Server::bind(config)).await.unwrap();
+        let server = step(Server::bind_with_clock(config, clock)).await.unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let mqtts = server.mqtts_addr();
         let admin = server.admin_addr();

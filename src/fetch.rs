@@ -1,0 +1,237 @@
+//! Outbound HTTP: CRL downloads from a CA's `crl_url`, OCSP requests, notification webhooks. One
+//! request per connection (HTTP/1.1 over TCP, or TLS verified against the system's roots for
+//! `https`), one deadline over the whole exchange, and a cap on the body read, so a slow or
+//! hostile server costs a bounded wait and bounded memory.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid URL {0:?}: only http:// and https:// URLs with a host")]
+    Url(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[source] hyper::Error),
+    #[error("HTTP request: {0}")]
+    Request(#[source] hyper::http::Error),
+    #[error("the response body is larger than {0} bytes, or broken")]
+    Body(usize),
+    #[error("the server answered {0}")]
+    Status(StatusCode),
+}
+
+/// One outbound request.
+pub struct Fetch<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    /// `(name, value)` pairs, `Content-Type` among them when there is a body.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Bytes,
+    pub timeout: Duration,
+    /// The most bytes of response body read.
+    pub max_body: usize,
+}
+
+impl Fetch<'_> {
+    /// Sends the request; the body of a 2xx answer, else `Status`.
+    pub async fn send(self) -> Result<Bytes, FetchError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.exchange())
+            .await
+            .map_err(|_| FetchError::Timeout(timeout))?
+    }
+
+    async fn exchange(self) -> Result<Bytes, FetchError> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|_| FetchError::Url(self.url.to_owned()))?;
+        let bad_url = || FetchError::Url(self.url.to_owned());
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad_url()),
+        };
+        let host = uri.host().ok_or_else(bad_url)?.to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.trim_matches(|c| c == '[' || c == ']'), port))
+            .await
+            .map_err(FetchError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = Request::builder()
+            .method(self.method)
+            .uri(path)
+            .header(hyper::header::HOST, authority(&uri))
+            .header(hyper::header::USER_AGENT, "portcullis");
+        for (name, value) in self.headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(self.body))
+            .map_err(FetchError::Request)?;
+        if tls {
+            let name = ServerName::try_from(host.clone()).map_err(|_| bad_url())?;
+            let stream = connector()
+                .connect(name, tcp)
+                .await
+                .map_err(FetchError::Tls)?;
+            round_trip(stream, request, self.max_body).await
+        } else {
+            round_trip(tcp, request, self.max_body).await
+        }
+    }
+}
+
+fn authority(uri: &Uri) -> String {
+    uri.authority()
+        .map_or_else(String::new, |a| a.as_str().to_owned())
+}
+
+async fn round_trip<S>(
+    io: S,
+    request: Request<Full<Bytes>>,
+    max_body: usize,
+) -> Result<Bytes, FetchError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(FetchError::Http)?;
+    // The connection task ends with the exchange (or with the caller's deadline, when the
+    // future holding `sender` is dropped and the connection with it).
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(FetchError::Http)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(FetchError::Status(status));
+    }
+    let body = Limited::new(response.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|_| FetchError::Body(max_body))?;
+    Ok(body.to_bytes())
+}
+
+/// TLS client configuration over the system's root certificates, built once.
+fn connector() -> tokio_rustls::TlsConnector {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
+        match config {
+            Ok(config) => Arc::new(config),
+            // The default provider always supports the default versions.
+            Err(_) => Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        }
+    });
+    tokio_rustls::TlsConnector::from(config.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-shot HTTP server answering `response` and handing back the request it read.
+    async fn serve_once(response: &'static [u8]) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/path?q=1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).await.unwrap();
+            request.truncate(n);
+            stream.write_all(response).await.unwrap();
+            let _ = stream.shutdown().await;
+            request
+        });
+        (url, task)
+    }
+
+    fn post(url: &str, max_body: usize, timeout: Duration) -> Fetch<'_> {
+        Fetch {
+            method: Method::POST,
+            url,
+            headers: &[("content-type", "text/plain")],
+            body: Bytes::from_static(b"hello"),
+            timeout,
+            max_body,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_sends_its_body_and_reads_the_answer() {
+        let (url, server) =
+            serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        let body = post(&url, 100, Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"ok");
+        let request = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(
+            request.starts_with("POST /path?q=1 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain"));
+        assert!(request.ends_with("hello"));
+    }
+
+    #[tokio::test]
+    async fn errors_oversized_bodies_and_silence_are_reported() {
+        let (url, _server) = serve_once(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n").await;
+        let error = post(&url, 100, Duration::from_secs(5)).send().await;
+        assert!(matches!(error, Err(FetchError::Status(s)) if s.as_u16() == 503));
+
+        let (url, _server) =
+            serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789").await;
+        let error = post(&url, 4, Duration::from_secs(5)).send().await;
+        assert!(matches!(error, Err(FetchError::Body(4))), "{error:?}");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let error = post(&url, 100, Duration::from_millis(200)).send().await;
+        assert!(matches!(error, Err(FetchError::Timeout(_))), "{error:?}");
+
+        for url in ["ftp://example.com/", "not a url", "/relative"] {
+            let error = post(url, 100, Duration::from_secs(1)).send().await;
+            assert!(matches!(error, Err(FetchError::Url(_))), "{url}: {error:?}");
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! Access grants (DESIGN §11): every key the product signs with for an org — a CA imported with its
+//! key, a signing certificate — carries a grant limited in time and in uses.
+//!
+//! # Uses
+//!
+//! A signature spends one use. Uses are reserved in the store in blocks of [`RESERVE_BLOCK`]
+//! before they are spent, and spent from memory ([`Meter`]); `uses` is written with each
+//! reservation, each change of status and at shutdown ([`Store::flush_grants`]). A process killed
+//! between two writes loses what it spent since the last one, so opening the store counts every
+//! reserved use as spent: a crash over-counts by less than a block, never under-counts.
+//!
+//! # Status
+//!
+//! `active` → `warning` (from `warn_before` ahead of `expires_at`, or `warn_usage_ratio` of the
+//! uses) → `expired` (at either limit). The status is evaluated from the clock and the uses
+//! whenever a grant is read or spent ([`Store::refresh_grants`]) and written when it changes; a
+//! signing certificate's grant expiring suspends the tokens it signed, in the same transaction.
+
+use std::collections::HashMap;
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::filter::Where;
+use super::{
+    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, Store, StoreError,
+};
+use crate::identity::OrgId;
+
+/// Uses reserved at a time.
+pub const RESERVE_BLOCK: i64 = 100;
+/// Wrong codes after which a renewal challenge is void.
+pub const MAX_CHALLENGE_FAILURES: i64 = 5;
+
+/// The limits a new or renewed grant gets (`[grants]` in the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct GrantPolicy {
+    pub max_age: time::Duration,
+    pub max_uses: i64,
+    pub warn_before: time::Duration,
+    pub warn_usage_ratio: f64,
+}
+
+impl Default for GrantPolicy {
+    fn default() -> Self {
+        GrantPolicy {
+            max_age: time::Duration::days(60),
+            max_uses: 1_000_000_000,
+            warn_before: time::Duration::days(7),
+            warn_usage_ratio: 0.9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GrantStatus {
+    Active,
+    Warning,
+    Expired,
+}
+
+impl GrantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::Active => "active",
+            GrantStatus::Warning => "warning",
+            GrantStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantStatus> {
+        match s {
+            "active" => Some(GrantStatus::Active),
+            "warning" => Some(GrantStatus::Warning),
+            "expired" => Some(GrantStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// What holds the key a grant covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantHolder {
+    CaCertificate,
+    SigningCertificate,
+}
+
+impl GrantHolder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantHolder::CaCertificate => "ca_certificate",
+            GrantHolder::SigningCertificate => "signing_certificate",
+        }
+    }
+
+    fn from_sql(s: &str) -> Result<GrantHolder, StoreError> {
+        match s {
+            "ca_certificate" => Ok(GrantHolder::CaCertificate),
+            "signing_certificate" => Ok(GrantHolder::SigningCertificate),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown grant holder {other:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub org: OrgId,
+    pub holder: GrantHolder,
+    pub holder_id: String,
+    pub status: GrantStatus,
+    /// Signatures made.
+    pub uses: i64,
+    pub max_uses: i64,
+    pub granted_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A renewal that did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewalRefused {
+    /// No pending challenge, or the code is wrong (the fifth wrong code voids the challenge).
+    Invalid,
+    /// The challenge's two minutes are over.
+    Expired,
+}
+
+/// Uses spent in this process, ahead of what the store says.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Meter {
+    spent: i64,
+    reserved: i64,
+}
+
+const COLUMNS: &str = "id, org, holder_kind, holder_id, status, uses, reserved, max_uses, \
+                       granted_at, expires_at";
+
+struct GrantRow {
+    id: String,
+    org: String,
+    holder: String,
+    holder_id: String,
+    status: String,
+    uses: i64,
+    reserved: i64,
+    max_uses: i64,
+    granted_at: i64,
+    expires_at: i64,
+}
+
+impl GrantRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<GrantRow> {
+        Ok(GrantRow {
+            id: row.get(0)?,
+            org: row.get(1)?,
+            holder: row.get(2)?,
+            holder_id: row.get(3)?,
+            status: row.get(4)?,
+            uses: row.get(5)?,
+            reserved: row.get(6)?,
+            max_uses: row.get(7)?,
+            granted_at: row.get(8)?,
+            expires_at: row.get(9)?,
+        })
+    }
+
+    /// The record, with the uses this process spent beyond what the row says.
+    fn into_record(self, meters: &HashMap<String, Meter>) -> Result<GrantRecord, StoreError> {
+        let uses = meters.get(&self.id).map_or(self.uses, |m| m.spent);
+        Ok(GrantRecord {
+            org: super::parse_org_id(&self.org)?,
+            holder: GrantHolder::from_sql(&self.holder)?,
+            holder_id: self.holder_id,
+            status: GrantStatus::parse(&self.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("grant status {:?}", self.status)))?,
+            uses,
+            max_uses: self.max_uses,
+            granted_at: from_micros(self.granted_at)?,
+            expires_at: from_micros(self.expires_at)?,
+            id: self.id,
+        })
+    }
+}
+
+/// The status `grant` has at `now`.
+fn status_at(policy: &GrantPolicy, grant: &GrantRecord, now: OffsetDateTime) -> GrantStatus {
+    if now >= grant.expires_at || grant.uses >= grant.max_uses {
+        GrantStatus::Expired
+    } else if now >= grant.expires_at - policy.warn_before
+        || grant.uses as f64 >= policy.warn_usage_ratio * grant.max_uses as f64
+    {
+        GrantStatus::Warning
+    } else {
+        GrantStatus::Active
+    }
+}
+
+/// Inserts the grant of a key the product was just given, in the caller's transaction.
+pub(super) fn insert_grant(
+    conn: &Connection,
+    policy: &GrantPolicy,
+    org: &OrgId,
+    holder: GrantHolder,
+    holder_id: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO grants (id, org, holder_kind, holder_id, granted_at, expires_at, max_uses)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            new_id(now)?,
+            org.as_str(),
+            holder.as_str(),
+            holder_id,
+            to_micros(now),
+            to_micros(now + policy.max_age),
+            policy.max_uses,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes `grant`'s new status; on expiry of a signing certificate's grant, suspends the active
+/// tokens it signed.
+fn set_status(
+    conn: &Connection,
+    grant: &GrantRecord,
+    status: GrantStatus,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE grants SET status = ?2, uses = MAX(uses, ?3) WHERE id = ?1",
+        params![grant.id, status.as_str(), grant.uses],
+    )?;
+    if status == GrantStatus::Expired && grant.holder == GrantHolder::SigningCertificate {
+        let suspended = conn.execute(
+            "UPDATE tokens SET status = 'suspended'
+             WHERE org = ?1 AND signing_certificate = ?2 AND status = 'active'",
+            params![grant.org.as_str(), grant.holder_id],
+        )?;
+        tracing::warn!(org = %grant.org, grant = %grant.id, suspended, "grant expired: its tokens are suspended");
+    }
+    Ok(())
+}
+
+impl Store {
+    fn meters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
+        self.meters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The grant on `holder_id`'s key, read inside the caller's transaction: what a CA or signing
+    /// certificate record shows inline.
+    pub(super) fn grant_on(
+        &self,
+        conn: &Connection,
+        holder_id: &str,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        let row = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM grants WHERE holder_id = ?1"),
+                [holder_id],
+                GrantRow::read,
+            )
+            .optional()?;
+        row.map(|row| row.into_record(&self.meters())).transpose()
+    }
+
+    /// Every key the product holds for an org without a grant (a store written before grants)
+    /// gets one, starting now.
+    pub fn ensure_grants(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut missing: Vec<(String, String, GrantHolder)> = Vec::new();
+        for (table, holder, keyed) in [
+            (
+                "ca_certificates",
+                GrantHolder::CaCertificate,
+                "key_sealed IS NOT NULL",
+            ),
+            ("signing_certificates", GrantHolder::SigningCertificate, "1"),
+        ] {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT org, id FROM {table} t WHERE {keyed}
+                 AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.holder_id = t.id)"
+            ))?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, holder)))?;
+            missing.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+        }
+        for (org, id, holder) in &missing {
+            insert_grant(
+                &tx,
+                &self.grant_policy,
+                &super::parse_org_id(org)?,
+                *holder,
+                id,
+                now,
+            )?;
+        }
+        tx.commit()?;
+        Ok(missing.len())
+    }
+
+    /// Evaluates the status of the grants of `org` (every org when `None`) and writes those that
+    /// changed, suspending tokens on expiry. Returns the grants that changed, with their new
+    /// status.
+    pub fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
+        let now = self.clock.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM grants
+                 WHERE status != 'expired' AND (?1 IS NULL OR org = ?1)"
+            ))?;
+            let rows = stmt.query_map([org.map(OrgId::as_str)], GrantRow::read)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut changed = Vec::new();
+        {
+            let meters = self.meters();
+            for row in rows {
+                let mut grant = row.into_record(&meters)?;
+                let status = status_at(&self.grant_policy, &grant, now);
+                if status != grant.status {
+                    set_status(&tx, &grant, status)?;
+                    grant.status = status;
+                    changed.push(grant);
+                }
+            }
+        }
+        tx.commit()?;
+        if !changed.is_empty() {
+            self.grant_changed.notify_one();
+        }
+        Ok(changed)
+    }
+
+    /// One of the org's grants.
+    pub fn grant(&self, org: &OrgId, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.refresh_grants(Some(org))?;
+        self.grant_where(org, "id", id)
+    }
+
+    /// The grant of the key `holder_id` names (a CA or signing certificate of the org).
+    pub fn grant_of(
+        &self,
+        org: &OrgId,
+        holder_id: &str,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        self.refresh_grants(Some(org))?;
+        self.grant_where(org, "holder_id", holder_id)
+    }
+
+    fn grant_where(
+        &self,
+        org: &OrgId,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let row = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM grants WHERE org = ?1 AND {column} = ?2"),
+                params![org.as_str(), value],
+                GrantRow::read,
+            )
+            .optional()?;
+        row.map(|row| row.into_record(&self.meters())).transpose()
+    }
+
+    /// The org's grants in `warning` or `expired`: what the notifier tells about.
+    pub fn grants_to_notify(&self, org: &OrgId) -> Result<Vec<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM grants WHERE org = ?1 AND status != 'active'
+             ORDER BY granted_at, id"
+        ))?;
+        let meters = self.meters();
+        let grants = records(stmt.query_map([org.as_str()], GrantRow::read)?, |r| {
+            r.into_record(&meters)
+        })?;
+        Ok(grants)
+    }
+
+    /// The org's grants in grant order, optionally of one status.
+    pub fn list_grants(
+        &self,
+        org: &OrgId,
+        status: Option<GrantStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<GrantRecord>, StoreError> {
+        self.refresh_grants(Some(org))?;
+        let mut clause = Where::page("org", "granted_at", "id", org, page);
+        if let Some(status) = status {
+            clause.and("status = ?", Value::Text(status.as_str().to_owned()));
+        }
+        let (where_sql, args) = clause.finish(page);
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM grants{where_sql}"))?;
+        let meters = self.meters();
+        let records = records(
+            stmt.query_map(params_from_iter(args), GrantRow::read)?,
+            |r| r.into_record(&meters),
+        )?;
+        Ok(Page::from_rows(records, page.limit(), |g| {
+            (g.granted_at, g.id.as_str())
+        }))
+    }
+
+    /// Spends one use of the grant on `holder_id`'s key, before the signature is made.
+    /// `Ok(None)` when the key has no grant (the platform's own keys); `GrantExpired` when the
+    /// grant is expired (by time or uses), and nothing is spent.
+    pub fn spend_use(
+        &self,
+        org: &OrgId,
+        holder_id: &str,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        let now = self.clock.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(row) = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM grants WHERE org = ?1 AND holder_id = ?2"),
+                params![org.as_str(), holder_id],
+                GrantRow::read,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let (stored_uses, stored_reserved) = (row.uses, row.reserved);
+        let mut meters = self.meters();
+        let mut grant = row.into_record(&meters)?;
+        let before = status_at(&self.grant_policy, &grant, now);
+        if before == GrantStatus::Expired {
+            if grant.status != GrantStatus::Expired {
+                set_status(&tx, &grant, before)?;
+                tx.commit()?;
+                self.grant_changed.notify_one();
+            }
+            return Err(StoreError::GrantExpired);
+        }
+        let meter = meters.entry(grant.id.clone()).or_insert(Meter {
+            spent: stored_uses,
+            reserved: stored_reserved.max(stored_uses),
+        });
+        if meter.spent >= meter.reserved {
+            meter.reserved = (meter.spent + RESERVE_BLOCK).min(grant.max_uses);
+            tx.execute(
+                "UPDATE grants SET reserved = ?2, uses = ?3 WHERE id = ?1",
+                params![grant.id, meter.reserved, meter.spent],
+            )?;
+        }
+        meter.spent += 1;
+        grant.uses = meter.spent;
+        let after = status_at(&self.grant_policy, &grant, now);
+        if after != grant.status {
+            set_status(&tx, &grant, after)?;
+            grant.status = after;
+        }
+        tx.commit()?;
+        drop(meters);
+        if after != before {
+            self.grant_changed.notify_one();
+        }
+        Ok(Some(grant))
+    }
+
+    /// Writes the uses spent in this process, and gives back the reservations left: what a clean
+    /// shutdown does, so a restart does not count them.
+    pub fn flush_grants(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut meters = self.meters();
+        for (id, meter) in meters.drain() {
+            tx.execute(
+                "UPDATE grants SET uses = ?2, reserved = ?2 WHERE id = ?1",
+                params![id, meter.spent],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Opens a renewal challenge on the grant: `code_sha256` is the hash of the code sent, valid
+    /// until `expires_at`. Replaces a pending one. `None` when the org has no such grant.
+    pub fn open_challenge(
+        &self,
+        org: &OrgId,
+        id: &str,
+        code_sha256: &[u8],
+        expires_at: OffsetDateTime,
+    ) -> Result<Option<()>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let updated = conn.execute(
+            "UPDATE grants SET challenge_sha256 = ?3, challenge_expires_at = ?4,
+                 challenge_failures = 0
+             WHERE org = ?1 AND id = ?2",
+            params![org.as_str(), id, code_sha256, to_micros(expires_at)],
+        )?;
+        Ok((updated > 0).then_some(()))
+    }
+
+    /// Renews the grant when `code_sha256` answers its pending challenge: granted now, for the
+    /// policy's age and uses, `uses` 0, status active (its suspended tokens stay suspended).
+    /// `Ok(None)` when the org has no such grant.
+    pub fn renew_grant(
+        &self,
+        org: &OrgId,
+        id: &str,
+        code_sha256: &[u8],
+    ) -> Result<Option<Result<GrantRecord, RenewalRefused>>, StoreError> {
+        let now = self.clock.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let challenge: Option<(Option<Vec<u8>>, Option<i64>, i64)> = tx
+            .query_row(
+                "SELECT challenge_sha256, challenge_expires_at, challenge_failures FROM grants
+                 WHERE org = ?1 AND id = ?2",
+                params![org.as_str(), id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let Some((expected, deadline, failures)) = challenge else {
+            return Ok(None);
+        };
+        let (Some(expected), Some(deadline)) = (expected, deadline) else {
+            return Ok(Some(Err(RenewalRefused::Invalid)));
+        };
+        let clear = "UPDATE grants SET challenge_sha256 = NULL, challenge_expires_at = NULL,
+                         challenge_failures = 0 WHERE id = ?1";
+        if to_micros(now) > deadline {
+            tx.execute(clear, [id])?;
+            tx.commit()?;
+            return Ok(Some(Err(RenewalRefused::Expired)));
+        }
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&expected, code_sha256).is_err() {
+            if failures + 1 >= MAX_CHALLENGE_FAILURES {
+                tx.execute(clear, [id])?;
+            } else {
+                tx.execute(
+                    "UPDATE grants SET challenge_failures = challenge_failures + 1 WHERE id = ?1",
+                    [id],
+                )?;
+            }
+            tx.commit()?;
+            return Ok(Some(Err(RenewalRefused::Invalid)));
+        }
+        tx.execute(clear, [id])?;
+        tx.execute(
+            "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0, reserved = 0,
+                 max_uses = ?4, status = 'active'
+             WHERE id = ?1",
+            params![
+                id,
+                to_micros(now),
+                to_micros(now + self.grant_policy.max_age),
+                self.grant_policy.max_uses,
+            ],
+        )?;
+        let mut meters = self.meters();
+        meters.remove(id);
+        let row = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM grants WHERE id = ?1"),
+            [id],
+            GrantRow::read,
+        )?;
+        let grant = row.into_record(&meters)?;
+        drop(meters);
+        tx.commit()?;
+        self.grant_changed.notify_one();
+        Ok(Some(Ok(grant)))
+    }
+}
+
+/// After a crash, uses spent since the last write are unknown: count every reserved one.
+pub(super) fn recover_uses(conn: &Connection) -> Result<(), StoreError> {
+    let recovered = conn.execute(
+        "UPDATE grants SET uses = reserved WHERE reserved > uses",
+        [],
+    )?;
+    if recovered > 0 {
+        tracing::warn!(
+            grants = recovered,
+            "the last run did not stop cleanly: reserved grant uses are counted as spent"
+        );
+    }
+    Ok(())
+}
