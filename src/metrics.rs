@@ -28,6 +28,10 @@ pub const DEVICES_DROPPED: &str = "portcullis_device_registry_dropped_total";
 /// Gauge: the earliest Unix time at which a served certificate expires, by `kind`: `ca` (active
 /// CA certificates of every org), `server` (active uploaded server certificates), `platform_ca`.
 pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_seconds";
+/// Counter: OCSP requests sent, by `outcome` (`good`, `revoked`, `unknown`, `error`).
+pub const OCSP_REQUESTS: &str = "portcullis_ocsp_requests_total";
+/// Counter: OCSP checks answered from the cache (a remembered failure included).
+pub const OCSP_CACHE_HITS: &str = "portcullis_ocsp_cache_hits_total";
 
 /// The process-wide Prometheus handle. The recorder is installed once per process (several
 /// servers in one test process share it).
@@ -86,4 +90,6 @@ fn describe() {
         DEVICES_DROPPED,
         "Device registry sightings dropped (queue full)"
     );
+    describe_counter!(OCSP_REQUESTS, "OCSP requests sent, by outcome");
+    describe_counter!(OCSP_CACHE_HITS, "OCSP checks answered from the cache");
 }
