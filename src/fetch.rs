@@ -113,24 +113,30 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(FetchError::Http)?;
-    // The connection task ends with the exchange (or with the caller's deadline, when the
-    // future holding `sender` is dropped and the connection with it).
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(FetchError::Http)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(FetchError::Status(status));
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(FetchError::Http)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status(status));
+        }
+        let body = Limited::new(response.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|_| FetchError::Body(max_body))?;
+        Ok(body.to_bytes())
+    };
+    // The connection is driven here, not spawned, so nothing outlives the caller's deadline.
+    tokio::pin!(connection, exchange);
+    tokio::select! {
+        answer = &mut exchange => answer,
+        closed = &mut connection => {
+            closed.map_err(FetchError::Http)?;
+            exchange.await
+        }
     }
-    let body = Limited::new(response.into_body(), max_body)
-        .collect()
-        .await
-        .map_err(|_| FetchError::Body(max_body))?;
-    Ok(body.to_bytes())
 }
 
 /// TLS client configuration over the system's root certificates, built once.

@@ -18,6 +18,7 @@
 //! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection.
 //! - [`tls`]: SNI → org → `ServerConfig`; the per-org client verifier; the typed TLS outcome.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
+//! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once.
 //! - [`mqtt`]: the packet codec, topic policy and the session that forwards to the broker.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
 //! - [`registry`]: the live snapshot the hot path reads, and the live-session table.
@@ -40,6 +41,7 @@ pub mod listener;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod ocsp;
 pub mod pki;
 pub mod registry;
 pub mod server;

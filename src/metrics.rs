@@ -48,6 +48,10 @@ pub fn record_expiry(summary: &crate::store::ExpirySummary, now: time::OffsetDat
         metrics::gauge!(NEXT_EXPIRY_SECONDS).set((next - now).as_seconds_f64().max(0.0));
     }
 }
+/// Counter: OCSP requests sent, by `outcome` (`good`, `revoked`, `unknown`, `error`).
+pub const OCSP_REQUESTS: &str = "portcullis_ocsp_requests_total";
+/// Counter: OCSP checks answered from the cache (a remembered failure included).
+pub const OCSP_CACHE_HITS: &str = "portcullis_ocsp_cache_hits_total";
 
 /// The process-wide Prometheus handle. The recorder is installed once per process (several
 /// servers in one test process share it).
@@ -119,4 +123,6 @@ fn describe() {
         DEVICES_DROPPED,
         "Device registry sightings dropped (queue full)"
     );
+    describe_counter!(OCSP_REQUESTS, "OCSP requests sent, by outcome");
+    describe_counter!(OCSP_CACHE_HITS, "OCSP checks answered from the cache");
 }

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ocsp;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,6 +125,11 @@ impl TestCa {
             parents,
             is_root: false,
         }
+    }
+
+    /// This CA's private key, PKCS#8 DER (for a test OCSP responder).
+    pub fn key_pkcs8(&self) -> Vec<u8> {
+        self.issuer.key().serialize_der()
     }
 
     /// A CRL (PEM) of this CA revoking `revoked`, issued at `this_update`, next due at
