@@ -407,6 +407,9 @@ async fn a_ca_imported_as_pkcs12_with_its_key_issues_server_certificates() {
         .await;
     assert_eq!(status, 201, "{legacy}");
     assert_eq!(legacy["can_issue"], true);
+    // The key the product now holds carries an access grant (DESIGN §11); a keyless CA none.
+    assert_eq!(legacy["grant"]["status"], "active", "{legacy}");
+    assert_eq!(legacy["grant"]["uses"], 0);
     // The same CA again, modern encoding: a duplicate (it parsed, with its key).
     let (status, dup) = server
         .api(
@@ -448,6 +451,26 @@ async fn a_ca_imported_as_pkcs12_with_its_key_issues_server_certificates() {
         )
         .await;
     assert_eq!(cert["issuer"], "CN=Acme Issuing CA");
+    // The signature was one use of the CA's grant; the keyless CA has no grant to show.
+    let (_, issuer) = server
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/orgs/acme/ca-certificates/{}",
+                legacy["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(issuer["grant"]["uses"], 1, "{issuer}");
+    let (_, keyless) = server
+        .api(
+            "GET",
+            &format!("/api/v1/orgs/acme/ca-certificates/{keyless_id}"),
+            None,
+        )
+        .await;
+    assert!(keyless.get("grant").is_none(), "{keyless}");
 }
 
 #[tokio::test]

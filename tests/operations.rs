@@ -32,6 +32,49 @@ fn portcullis() -> Command {
     command
 }
 
+/// The binary serving on loopback ports with the data directory under `dir`; returns it with the
+/// admin API's address, read from its first line of output.
+fn serve(dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (Running, String) {
+    let child = portcullis()
+        .current_dir(dir)
+        .args(["serve"])
+        .env("PORTCULLIS__MQTTS__LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut line = String::new();
+    BufReader::new(running.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "MQTTS on 127.0.0.1:P, admin API on 127.0.0.1:Q"
+    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
+    let admin = line.trim().rsplit(' ').next().unwrap().to_owned();
+    (running, admin)
+}
+
+/// SIGTERM, then waits (10 s at most) for a successful exit.
+fn stop(mut running: Running) {
+    let pid = running.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn invalid_configuration_exits_64_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,24 +116,7 @@ fn invalid_configuration_exits_64_with_a_clear_message() {
 #[test]
 fn serve_with_embedded_defaults_bootstraps_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = portcullis()
-        .current_dir(dir.path())
-        .args(["serve"])
-        .env("PORTCULLIS__MQTTS__LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut running = Running(child);
-    let mut line = String::new();
-    let mut stdout = BufReader::new(stdout);
-    stdout.read_line(&mut line).unwrap();
-    // "MQTTS on 127.0.0.1:P, admin API on 127.0.0.1:Q"
-    let admin = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
-
+    let (running, admin) = serve(dir.path(), &[], Stdio::null());
     let health = reqwest::blocking_get(&format!("http://{admin}/healthz"));
     assert_eq!(health, 200);
 
@@ -110,22 +136,95 @@ fn serve_with_embedded_defaults_bootstraps_and_stops_on_sigterm() {
             .mode();
         assert_eq!(mode & 0o077, 0, "{secret} is readable by others: {mode:o}");
     }
+    stop(running);
+}
 
-    let pid = running.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
+/// Grant uses are reserved in the store in blocks before they are spent (DESIGN §11): a process
+/// killed with SIGKILL may have counted more uses than it made, never fewer; a clean stop writes
+/// the exact count.
+#[tokio::test]
+async fn grant_uses_are_never_under_counted_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = ::reqwest::Client::new();
+    let token = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("data/admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let call =
+        |admin: &str, method: ::reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+            let mut request = http
+                .request(method, format!("http://{admin}/api/v1{path}"))
+                .bearer_auth(token(dir.path()));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let response = step(request.send()).await.unwrap();
+                let status = response.status().as_u16();
+                (
+                    status,
+                    step(response.json::<serde_json::Value>()).await.unwrap(),
+                )
+            }
+        };
+    let issue = |admin: String, n: usize| {
+        let call = &call;
+        async move {
+            for i in 0..n {
+                let body = serde_json::json!({"name": format!("t{i}"), "role": "viewer", "ttl_seconds": 600});
+                let (status, answer) = call(
+                    &admin,
+                    ::reqwest::Method::POST,
+                    "/orgs/acme/tokens",
+                    Some(body),
+                )
+                .await;
+                assert_eq!(status, 201, "{answer}");
+            }
         }
-        assert!(Instant::now() < deadline, "no exit 10 s after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    let uses = |admin: String| {
+        let call = &call;
+        async move {
+            let (status, list) =
+                call(&admin, ::reqwest::Method::GET, "/orgs/acme/grants", None).await;
+            assert_eq!(status, 200, "{list}");
+            list["items"][0]["uses"].as_i64().unwrap()
+        }
+    };
+
+    let (mut running, admin) = serve(dir.path(), &[], Stdio::null());
+    let body = serde_json::json!({"id": "acme", "name": "Acme"});
+    assert_eq!(
+        call(&admin, ::reqwest::Method::POST, "/orgs", Some(body))
+            .await
+            .0,
+        201
+    );
+    issue(admin.clone(), 5).await;
+    assert_eq!(uses(admin.clone()).await, 5);
+    running.0.kill().unwrap();
+    running.0.wait().unwrap();
+
+    let (running, admin) = serve(dir.path(), &[], Stdio::null());
+    let after_crash = uses(admin.clone()).await;
+    assert!(
+        after_crash >= 5,
+        "under-counted after kill -9: {after_crash} < 5"
+    );
+    issue(admin.clone(), 3).await;
+    assert_eq!(uses(admin.clone()).await, after_crash + 3);
+    stop(running);
+
+    let (running, admin) = serve(dir.path(), &[], Stdio::null());
+    assert_eq!(
+        uses(admin).await,
+        after_crash + 3,
+        "a clean stop counts exactly"
+    );
+    stop(running);
 }
 
 /// A tiny blocking GET, so the process test needs no runtime.
@@ -188,25 +287,14 @@ async fn reqwest_text(url: &str) -> String {
 async fn no_log_line_holds_a_token_or_a_private_key() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr.log");
-    let child = portcullis()
-        .current_dir(dir.path())
-        .args(["serve"])
-        .env(
+    let (running, admin) = serve(
+        dir.path(),
+        &[(
             "RUST_LOG",
             "trace,rumqttd=off,hyper=off,hyper_util=off,h2=off",
-        )
-        .env("PORTCULLIS__MQTTS__LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let mut line = String::new();
-    BufReader::new(running.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let admin = line.trim().rsplit(' ').next().unwrap().to_owned();
+        )],
+        std::fs::File::create(&log).unwrap().into(),
+    );
     let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
     let admin_token = admin_token.trim();
     let http = ::reqwest::Client::new();
@@ -257,13 +345,7 @@ async fn no_log_line_holds_a_token_or_a_private_key() {
     );
     assert_eq!(step(forged).await.unwrap().status().as_u16(), 401);
 
-    let pid = running.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop(running);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("admin change"),
