@@ -104,7 +104,8 @@ impl Drop for SmtpSink {
 }
 
 /// A webhook endpoint on 127.0.0.1:0 keeping every POST whose signature checks with `secret`;
-/// a POST with a wrong or missing signature is answered 401 and counted.
+/// a POST with a wrong or missing signature is answered 401 and counted. The first `fail_first`
+/// POSTs are answered 503, to see the sender retry.
 pub struct WebhookReceiver {
     pub url: String,
     received: Arc<Mutex<Vec<Value>>>,
@@ -113,15 +114,23 @@ pub struct WebhookReceiver {
 }
 
 impl WebhookReceiver {
-    pub async fn start(secret: &'static str) -> WebhookReceiver {
+    pub async fn start(secret: &'static str, fail_first: usize) -> WebhookReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let bad_signatures = Arc::new(Mutex::new(0));
+        let failures_left = Arc::new(Mutex::new(fail_first));
         let (kept, bad) = (received.clone(), bad_signatures.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let (kept, bad) = (kept.clone(), bad.clone());
+                let (kept, bad, failures_left) = (kept.clone(), bad.clone(), failures_left.clone());
                 async move {
+                    {
+                        let mut left = failures_left.lock().unwrap();
+                        if *left > 0 {
+                            *left -= 1;
+                            return StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                    }
                     let expected = format!("sha256={}", hmac_sha256_hex(secret, &body));
                     let given = headers
                         .get("x-portcullis-signature")
