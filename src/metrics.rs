@@ -33,6 +33,9 @@ pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_
 pub const CERTS_EXPIRING: &str = "portcullis_certificates_expiring";
 /// Gauge: seconds until the next certificate of any org expires (absent when none is ahead).
 pub const NEXT_EXPIRY_SECONDS: &str = "portcullis_certificate_next_expiry_seconds";
+/// Gauge: active CAs whose CRL is past its nextUpdate (`revocation.on_stale_crl` decides what that
+/// does); read from the store at each scrape.
+pub const CRLS_STALE: &str = "portcullis_crls_stale";
 /// Counter: notices delivered or failed, by `channel` (`email`, `webhook`) and `outcome`.
 pub const NOTIFICATIONS: &str = "portcullis_notifications_total";
 
@@ -44,6 +47,7 @@ pub fn record_expiry(summary: &crate::store::ExpirySummary, now: time::OffsetDat
                 .set(*count as f64);
         }
     }
+    metrics::gauge!(CRLS_STALE).set(summary.stale_crls as f64);
     if let Some(next) = summary.next {
         metrics::gauge!(NEXT_EXPIRY_SECONDS).set((next - now).as_seconds_f64().max(0.0));
     }

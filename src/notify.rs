@@ -157,11 +157,16 @@ impl Notifier {
 
     async fn try_pass(&self) -> Result<usize, NotifyError> {
         let store = self.store.clone();
-        let orgs = blocking(move || {
+        let (orgs, stale) = blocking(move || {
             store.refresh_grants(None)?;
-            store.orgs_with_notifications()
+            let stale = store.stale_crls(None, store.clock().now())?;
+            Ok((store.orgs_with_notifications()?, stale))
         })
         .await?;
+        // `revocation.on_stale_crl` decides what a stale CRL does; the log says it at every pass.
+        for (org, ca, alias) in &stale {
+            tracing::warn!(%org, ca, alias, "the CA's CRL is past its nextUpdate and no fresher one is held");
+        }
         let alerts =
             std::mem::take(&mut *self.alerts.lock().unwrap_or_else(PoisonError::into_inner));
         let mut sent = 0;
@@ -435,7 +440,7 @@ fn due(
             }),
         ));
     }
-    for (ca_id, alias) in store.stale_crls(org, now)? {
+    for (_, ca_id, alias) in store.stale_crls(Some(org), now)? {
         notices.push(notice(
             "crl_stale",
             format!("ca:{ca_id}"),

@@ -52,6 +52,8 @@ pub struct ExpirySummary {
     /// `(kind, [within 1 day, within 7, within 30])`, for each of ca, server, signing, device.
     pub counts: Vec<(&'static str, [u64; 3])>,
     pub next: Option<OffsetDateTime>,
+    /// Active CAs whose CRL is past its nextUpdate.
+    pub stale_crls: u64,
 }
 
 impl Store {
@@ -180,24 +182,25 @@ impl Store {
         Ok(())
     }
 
-    /// The CAs of the org whose CRL is past its nextUpdate at `now`: (CA id, alias).
+    /// The active CAs whose CRL is past its nextUpdate at `now`, of `org` or of every org:
+    /// (org, CA id, alias).
     pub fn stale_crls(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         now: OffsetDateTime,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(OrgId, String, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT c.ca_id, a.alias FROM crls c JOIN ca_certificates a ON a.id = c.ca_id
-             WHERE c.org = ?1 AND a.active = 1 AND c.next_update IS NOT NULL
+            "SELECT c.org, c.ca_id, a.alias FROM crls c JOIN ca_certificates a ON a.id = c.ca_id
+             WHERE (?1 IS NULL OR c.org = ?1) AND a.active = 1 AND c.next_update IS NOT NULL
                  AND c.next_update < ?2
-             ORDER BY c.ca_id",
+             ORDER BY c.org, c.ca_id",
         )?;
         let rows = records(
-            stmt.query_map(params![org.as_str(), to_micros(now)], |row| {
-                Ok((row.get(0)?, row.get(1)?))
+            stmt.query_map(params![org.map(OrgId::as_str), to_micros(now)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?))
             })?,
-            Ok,
+            |(org, ca, alias)| Ok((super::parse_org_id(&org)?, ca, alias)),
         )?;
         Ok(rows)
     }
@@ -232,6 +235,12 @@ impl Store {
                 summary.next = Some(summary.next.map_or(next, |held| held.min(next)));
             }
         }
+        summary.stale_crls = conn.query_row(
+            "SELECT COUNT(*) FROM crls c JOIN ca_certificates a ON a.id = c.ca_id
+             WHERE a.active = 1 AND c.next_update IS NOT NULL AND c.next_update < ?1",
+            [now_us],
+            |row| row.get(0),
+        )?;
         Ok(summary)
     }
 }
