@@ -140,6 +140,7 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
                         info: info.clone(),
                         description: "bench".to_owned(),
                         key: None,
+                        key_passphrase: None,
                         registered_at: now,
                     },
                 )

@@ -432,3 +432,75 @@ async fn a_grant_warns_expires_suspends_its_tokens_and_is_renewed_with_its_code(
     assert_eq!(webhook.bad_signatures(), 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_grant_on_a_key_imported_from_pkcs12_renews_only_with_that_file_s_passphrase() {
+    let smtp = SmtpSink::start().await;
+    let webhook = WebhookReceiver::start(SECRET, 0).await;
+    let smtp_url = smtp.url();
+    let server = TestServer::start_with(|config| config.notify.smtp_url = Some(smtp_url)).await;
+    server.create_org("acme").await;
+    settings(&server, &webhook).await;
+    let ca = TestCa::root("Acme Issuing CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", ca.key_pkcs8()));
+    std::fs::write(dir.path().join("ca.key"), key).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "ca.pem",
+            "-inkey",
+            "ca.key",
+            "-passout",
+            "pass:p12 pass",
+            "-out",
+            "ca.p12",
+        ],
+    );
+    use base64::Engine;
+    let p12 = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(dir.path().join("ca.p12")).unwrap());
+    let (status, imported) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/ca-certificates",
+            Some(json!({"pkcs12": p12, "password": "p12 pass"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    let grant = &imported["grant"];
+    assert_eq!(grant["needs_key_passphrase"], true, "{imported}");
+    let grant_id = grant["id"].as_str().unwrap();
+
+    challenge(&server, grant_id).await;
+    let code = code(&smtp, 1).await;
+    let path = format!("/api/v1/orgs/acme/grants/{grant_id}/renew");
+    let renew_with = |passphrase: Option<&str>| {
+        let mut body = json!({ "code": code });
+        if let Some(p) = passphrase {
+            body["key_passphrase"] = json!(p);
+        }
+        server.api("POST", &path, Some(body))
+    };
+    for passphrase in [None, Some("wrong")] {
+        let (status, body) = renew_with(passphrase).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("key_passphrase_invalid")),
+            "{passphrase:?}: {body}"
+        );
+    }
+    let (status, renewed) = renew_with(Some("p12 pass")).await;
+    assert_eq!(
+        (status, renewed["status"].as_str()),
+        (200, Some("active")),
+        "{renewed}"
+    );
+    // The passphrase is never shown back, nor logged.
+    assert!(!renewed.to_string().contains("p12 pass"));
+    server.stop().await;
+}

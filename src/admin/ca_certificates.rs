@@ -17,7 +17,7 @@ use super::{
     audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
 use crate::pki::{self, PkiError};
-use crate::store::{CaFilter, CaPatch, NewCa};
+use crate::store::{CaFilter, CaPatch, KeyPassphrase, NewCa};
 
 const MAX_DESCRIPTION_LEN: usize = 1000;
 const MISSING: &str = "no such CA certificate";
@@ -147,14 +147,14 @@ pub async fn create(
     let description = valid_description(&description)?;
     let record = change(state, org, move |store, org| {
         require_org(store, org)?;
-        let (der, key) = match upload {
-            Upload::Pem(pem) => (single_pem_certificate(&pem)?, None),
-            Upload::Der(der) => (CertificateDer::from(der), None),
+        let (der, key, key_passphrase) = match upload {
+            Upload::Pem(pem) => (single_pem_certificate(&pem)?, None, None),
+            Upload::Der(der) => (CertificateDer::from(der), None, None),
             Upload::Pkcs12 { der, password } => {
                 let (mut chain, key) = pki::from_pkcs12(&der, &password)?;
                 let ca = chain.swap_remove(0);
                 pki::check_ca_key(&ca, &key)?;
-                (ca, Some(key))
+                (ca, Some(key), Some(KeyPassphrase(password)))
             }
         };
         let now = OffsetDateTime::now_utc();
@@ -164,6 +164,7 @@ pub async fn create(
             info,
             description,
             key,
+            key_passphrase,
             registered_at: now,
         };
         let record = store.insert_ca(org, &new)?;

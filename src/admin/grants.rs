@@ -34,6 +34,8 @@ pub struct ListQuery {
 pub struct Renew {
     /// The code the renewal challenge sent.
     code: String,
+    /// For a key imported from PKCS#12: that file's passphrase.
+    key_passphrase: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -181,7 +183,7 @@ pub async fn renew(
     let renewed = super::blocking(move || {
         let outcome = state
             .store
-            .renew_grant(&org, &id, &hash)?
+            .renew_grant(&org, &id, &hash, body.key_passphrase.as_deref())?
             .ok_or(ApiError::NotFound(MISSING))?;
         match outcome {
             Ok(grant) => {
@@ -192,6 +194,11 @@ pub async fn renew(
                 "challenge_invalid",
                 "the code is wrong, or no renewal challenge is pending (five wrong codes void \
                  one); ask for a new code",
+            )),
+            Err(RenewalRefused::Passphrase) => Err(ApiError::invalid(
+                "key_passphrase_invalid",
+                "the key was imported from PKCS#12: give that file's passphrase as \
+                 key_passphrase (a wrong one counts as a wrong code)",
             )),
             Err(RenewalRefused::Expired) => Err(ApiError::invalid(
                 "challenge_expired",

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::identity::OrgId;
 use crate::pki::{self, PkiError};
-use crate::store::{NewSigningCert, SigningCertDeleted, Store};
+use crate::store::{KeyPassphrase, NewSigningCert, SigningCertDeleted, Store};
 
 const MISSING: &str = "no such signing certificate";
 
@@ -59,6 +59,7 @@ pub(super) fn generate(
         key,
         info,
         alias,
+        key_passphrase: None,
         registered_at: OffsetDateTime::now_utc(),
     })
 }
@@ -86,7 +87,8 @@ pub async fn create(
             (None, None) => generate(store, org, body.alias.as_deref())?,
             (Some(p12), password) => {
                 let der = decode_base64(&p12).ok_or(PkiError::NotPkcs12)?;
-                let (chain, key) = pki::from_pkcs12(&der, password.as_deref().unwrap_or_default())?;
+                let password = password.unwrap_or_default();
+                let (chain, key) = pki::from_pkcs12(&der, &password)?;
                 let now = OffsetDateTime::now_utc();
                 let info = pki::check_signing_cert(&chain, &key, now)?;
                 let alias = super::valid_alias(
@@ -98,6 +100,7 @@ pub async fn create(
                     key,
                     info,
                     alias,
+                    key_passphrase: Some(KeyPassphrase(password)),
                     registered_at: now,
                 }
             }

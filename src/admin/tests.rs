@@ -103,6 +103,7 @@ impl Harness {
                     description: description.to_owned(),
                     registered_at: at,
                     key: None,
+                    key_passphrase: None,
                 },
             )
             .unwrap()

@@ -464,6 +464,8 @@ pub struct GrantView {
     pub max_uses: i64,
     pub granted_at: String,
     pub expires_at: String,
+    /// Its key was imported from PKCS#12: renewing asks for that file's passphrase.
+    pub needs_key_passphrase: bool,
 }
 
 impl From<GrantRecord> for GrantView {
@@ -477,6 +479,7 @@ impl From<GrantRecord> for GrantView {
             max_uses: g.max_uses,
             granted_at: rfc3339(g.granted_at),
             expires_at: rfc3339(g.expires_at),
+            needs_key_passphrase: g.needs_key_passphrase,
         }
     }
 }

@@ -133,7 +133,9 @@ impl Store {
                 params![id, sealed],
             )?;
             let holder = GrantHolder::CaCertificate;
-            insert_grant(&tx, &self.grant_policy, org, holder, &id, self.clock.now())?;
+            let (policy, now) = (&self.grant_policy, self.clock.now());
+            let passphrase = new.key_passphrase.as_ref();
+            insert_grant(&tx, policy, org, holder, &id, now, passphrase)?;
         }
         let mut record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;

@@ -117,6 +117,8 @@ pub struct GrantRecord {
     pub max_uses: i64,
     pub granted_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// Its key was imported from PKCS#12: renewing asks for that file's passphrase.
+    pub needs_key_passphrase: bool,
 }
 
 /// A renewal that did not happen.
@@ -126,6 +128,52 @@ pub enum RenewalRefused {
     Invalid,
     /// The challenge's two minutes are over.
     Expired,
+    /// The key was imported from PKCS#12 and the passphrase given is missing or wrong (counted
+    /// as a wrong code).
+    Passphrase,
+}
+
+/// The passphrase of an imported PKCS#12 file: a renewal of the grant on its key must present it
+/// again. Only a verifier (salted PBKDF2) is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPassphrase(pub String);
+
+impl std::fmt::Debug for KeyPassphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPassphrase(<redacted>)")
+    }
+}
+
+const PBKDF2_ROUNDS: u32 = 100_000;
+const SALT_LEN: usize = 16;
+
+fn pbkdf2(salt: &[u8], passphrase: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(PBKDF2_ROUNDS).unwrap_or(std::num::NonZeroU32::MIN),
+        salt,
+        passphrase.as_bytes(),
+        &mut out,
+    );
+    out
+}
+
+fn passphrase_verifier(passphrase: &KeyPassphrase) -> Result<Vec<u8>, StoreError> {
+    let mut salt = [0u8; SALT_LEN];
+    super::crypto::random_bytes(&mut salt)?;
+    let mut verifier = salt.to_vec();
+    verifier.extend_from_slice(&pbkdf2(&salt, &passphrase.0));
+    Ok(verifier)
+}
+
+fn passphrase_matches(verifier: &[u8], given: &str) -> bool {
+    verifier.len() == SALT_LEN + 32
+        && aws_lc_rs::constant_time::verify_slices_are_equal(
+            &verifier[SALT_LEN..],
+            &pbkdf2(&verifier[..SALT_LEN], given),
+        )
+        .is_ok()
 }
 
 /// Uses spent in this process, ahead of what the store says.
@@ -136,7 +184,7 @@ pub(super) struct Meter {
 }
 
 const COLUMNS: &str = "id, org, holder_kind, holder_id, status, uses, reserved, max_uses, \
-                       granted_at, expires_at";
+                       granted_at, expires_at, passphrase_verifier IS NOT NULL";
 
 struct GrantRow {
     id: String,
@@ -149,6 +197,7 @@ struct GrantRow {
     max_uses: i64,
     granted_at: i64,
     expires_at: i64,
+    needs_passphrase: bool,
 }
 
 impl GrantRow {
@@ -164,6 +213,7 @@ impl GrantRow {
             max_uses: row.get(7)?,
             granted_at: row.get(8)?,
             expires_at: row.get(9)?,
+            needs_passphrase: row.get(10)?,
         })
     }
 
@@ -180,6 +230,7 @@ impl GrantRow {
             max_uses: self.max_uses,
             granted_at: from_micros(self.granted_at)?,
             expires_at: from_micros(self.expires_at)?,
+            needs_key_passphrase: self.needs_passphrase,
             id: self.id,
         })
     }
@@ -206,10 +257,16 @@ pub(super) fn insert_grant(
     holder: GrantHolder,
     holder_id: &str,
     now: OffsetDateTime,
+    passphrase: Option<&KeyPassphrase>,
 ) -> Result<(), StoreError> {
+    let verifier = passphrase
+        .filter(|p| !p.0.is_empty())
+        .map(passphrase_verifier)
+        .transpose()?;
     conn.execute(
-        "INSERT INTO grants (id, org, holder_kind, holder_id, granted_at, expires_at, max_uses)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO grants (id, org, holder_kind, holder_id, granted_at, expires_at, max_uses,
+             passphrase_verifier)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             new_id(now)?,
             org.as_str(),
@@ -218,6 +275,7 @@ pub(super) fn insert_grant(
             to_micros(now),
             to_micros(now + policy.max_age),
             policy.max_uses,
+            verifier,
         ],
     )?;
     Ok(())
@@ -299,6 +357,7 @@ impl Store {
                 *holder,
                 id,
                 now,
+                None,
             )?;
         }
         tx.commit()?;
@@ -509,28 +568,32 @@ impl Store {
         Ok((updated > 0).then_some(()))
     }
 
-    /// Renews the grant when `code_sha256` answers its pending challenge: granted now, for the
-    /// policy's age and uses, `uses` 0, status active (its suspended tokens stay suspended).
-    /// `Ok(None)` when the org has no such grant.
+    /// Renews the grant when `code_sha256` answers its pending challenge (and `passphrase` is the
+    /// imported key's, when it was imported): granted now, for the policy's age and uses, `uses`
+    /// 0, status active (its suspended tokens stay suspended). `Ok(None)` when the org has no
+    /// such grant.
     pub fn renew_grant(
         &self,
         org: &OrgId,
         id: &str,
         code_sha256: &[u8],
+        passphrase: Option<&str>,
     ) -> Result<Option<Result<GrantRecord, RenewalRefused>>, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
-        let challenge: Option<(Option<Vec<u8>>, Option<i64>, i64)> = tx
+        type Challenge = (Option<Vec<u8>>, Option<i64>, i64, Option<Vec<u8>>);
+        let challenge: Option<Challenge> = tx
             .query_row(
-                "SELECT challenge_sha256, challenge_expires_at, challenge_failures FROM grants
+                "SELECT challenge_sha256, challenge_expires_at, challenge_failures,
+                     passphrase_verifier FROM grants
                  WHERE org = ?1 AND id = ?2",
                 params![org.as_str(), id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
             .optional()?;
-        let Some((expected, deadline, failures)) = challenge else {
+        let Some((expected, deadline, failures, verifier)) = challenge else {
             return Ok(None);
         };
         let (Some(expected), Some(deadline)) = (expected, deadline) else {
@@ -543,7 +606,11 @@ impl Store {
             tx.commit()?;
             return Ok(Some(Err(RenewalRefused::Expired)));
         }
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&expected, code_sha256).is_err() {
+        let code_wrong =
+            aws_lc_rs::constant_time::verify_slices_are_equal(&expected, code_sha256).is_err();
+        let passphrase_wrong = verifier
+            .is_some_and(|verifier| !passphrase.is_some_and(|p| passphrase_matches(&verifier, p)));
+        if code_wrong || passphrase_wrong {
             if failures + 1 >= MAX_CHALLENGE_FAILURES {
                 tx.execute(clear, [id])?;
             } else {
@@ -553,7 +620,11 @@ impl Store {
                 )?;
             }
             tx.commit()?;
-            return Ok(Some(Err(RenewalRefused::Invalid)));
+            return Ok(Some(Err(if code_wrong {
+                RenewalRefused::Invalid
+            } else {
+                RenewalRefused::Passphrase
+            })));
         }
         tx.execute(clear, [id])?;
         tx.execute(

@@ -57,7 +57,9 @@ pub use crypto::MasterKey;
 pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
 pub use devices::{DeviceFilter, DeviceRecord, DeviceSeen, Expiring};
 pub use filter::ListFilter;
-pub use grants::{GrantHolder, GrantPolicy, GrantRecord, GrantStatus, RenewalRefused};
+pub use grants::{
+    GrantHolder, GrantPolicy, GrantRecord, GrantStatus, KeyPassphrase, RenewalRefused,
+};
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
@@ -184,6 +186,8 @@ pub struct NewCa {
     pub info: CertInfo,
     pub description: String,
     pub key: Option<PrivateKeyDer<'static>>,
+    /// The passphrase of the PKCS#12 file the key came from (renewing its grant asks for it).
+    pub key_passphrase: Option<KeyPassphrase>,
     pub registered_at: OffsetDateTime,
 }
 

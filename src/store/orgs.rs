@@ -110,6 +110,7 @@ impl Store {
                 holder,
                 &id,
                 self.clock.now(),
+                signing.key_passphrase.as_ref(),
             )?;
         }
         tx.commit()?;

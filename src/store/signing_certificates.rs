@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
-use super::grants::{insert_grant, GrantHolder, GrantRecord};
+use super::grants::{insert_grant, GrantHolder, GrantRecord, KeyPassphrase};
 use super::server_certificates::{chain_from_pem, chain_to_pem};
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, Page,
@@ -49,6 +49,8 @@ pub struct NewSigningCert {
     /// Of the leaf.
     pub info: CertInfo,
     pub alias: String,
+    /// The passphrase of the PKCS#12 file it was imported from (renewing its grant asks for it).
+    pub key_passphrase: Option<KeyPassphrase>,
     pub registered_at: OffsetDateTime,
 }
 
@@ -178,7 +180,16 @@ impl Store {
         require_org(&tx, org)?;
         let id = insert_signing_cert(&tx, &self.master_key, org, new, make_default)?;
         let holder = GrantHolder::SigningCertificate;
-        insert_grant(&tx, &self.grant_policy, org, holder, &id, self.clock.now())?;
+        let passphrase = new.key_passphrase.as_ref();
+        insert_grant(
+            &tx,
+            &self.grant_policy,
+            org,
+            holder,
+            &id,
+            self.clock.now(),
+            passphrase,
+        )?;
         let mut record = get_signing_cert(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted signing certificate not found".into()))?;
         record.grant = self.grant_on(&tx, &id)?;

@@ -71,6 +71,7 @@ fn new_ca(n: u32, description: &str, at: OffsetDateTime) -> NewCa {
         info: info(&format!("CN=Device CA {n}"), &format!("{n:064x}")),
         description: description.to_owned(),
         key: None,
+        key_passphrase: None,
         registered_at: at,
     }
 }

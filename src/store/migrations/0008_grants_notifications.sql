@@ -24,6 +24,9 @@ CREATE TABLE grants (
     max_uses             INTEGER NOT NULL,
     -- 'active' | 'warning' | 'expired', as last evaluated.
     status               TEXT NOT NULL DEFAULT 'active',
+    -- A key imported from PKCS#12: salt (16 bytes) and PBKDF2-HMAC-SHA256 (100,000 rounds) of the
+    -- file's passphrase, which a renewal must present again; NULL otherwise.
+    passphrase_verifier  BLOB,
     -- The pending renewal challenge: SHA-256 of the code, its deadline, wrong codes so far.
     challenge_sha256     BLOB,
     challenge_expires_at INTEGER,
