@@ -144,6 +144,10 @@ pub struct Ocsp {
     timeout: Duration,
     capacity: usize,
     cache: DashMap<Key, Cached>,
+    /// SHA-256 of (leaf, issuer) → its cache key: a device reconnecting is found without parsing
+    /// either certificate again (parsing and the SHA-1s of the key cost more than the rest of a
+    /// cache hit). Cleared when it reaches `capacity`.
+    known: DashMap<[u8; 32], Key>,
     /// One cell per certificate being asked about; every concurrent check of it waits on the
     /// same cell, and only the check that initialises it sends the request.
     in_flight: DashMap<Key, Arc<OnceCell<Verdict>>>,
@@ -160,6 +164,7 @@ impl Ocsp {
             timeout,
             capacity,
             cache: DashMap::new(),
+            known: DashMap::new(),
             in_flight: DashMap::new(),
         }
     }
@@ -168,6 +173,11 @@ impl Ocsp {
     /// no fresh answer (over `http://`, or `https://` verified against the system's roots).
     /// Waits at most about the timeout given to [`Ocsp::new`], whoever sends the request.
     pub async fn status(&self, leaf: &[u8], issuer: &[u8], url: &str) -> Verdict {
+        let pair = pair_hash(leaf, issuer);
+        let known = self.known.get(&pair).map(|key| key.clone());
+        if let Some(verdict) = known.and_then(|key| self.fresh(&key)) {
+            return verdict;
+        }
         let query = match Query::new(leaf, issuer) {
             Ok(query) => query,
             Err(error) => {
@@ -176,6 +186,10 @@ impl Ocsp {
             }
         };
         let key = query.key().clone();
+        if self.known.len() >= self.capacity {
+            self.known.clear();
+        }
+        self.known.insert(pair, key.clone());
         if let Some(verdict) = self.fresh(&key) {
             return verdict;
         }
@@ -271,6 +285,18 @@ impl Ocsp {
             },
         );
     }
+}
+
+/// SHA-256 over both certificates, each length-prefixed.
+fn pair_hash(leaf: &[u8], issuer: &[u8]) -> [u8; 32] {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for der in [leaf, issuer] {
+        context.update(&(der.len() as u64).to_be_bytes());
+        context.update(der);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
 }
 
 /// The OCSP responder URL from the leaf's Authority Information Access, if any (the first
