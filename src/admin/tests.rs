@@ -50,9 +50,15 @@ fn harness() -> Harness {
     let store = Arc::new(
         Store::open_with_key(dir.path(), MasterKey::from_bytes(&[9u8; 32]).unwrap()).unwrap(),
     );
+    let registry = registry(&store);
     let state = AdminState {
         store: store.clone(),
-        registry: registry(&store),
+        crl_fetcher: Arc::new(crate::crls::CrlFetcher::new(
+            store.clone(),
+            registry.clone(),
+            std::time::Duration::from_secs(1),
+        )),
+        registry,
         admin_token_sha256: token_sha256(TOKEN),
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
@@ -514,8 +520,7 @@ async fn ca_list_get_and_filters() {
             &lab,
             &CaPatch {
                 active: Some(false),
-                alias: None,
-                description: None,
+                ..CaPatch::default()
             },
         )
         .unwrap();
