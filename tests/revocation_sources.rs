@@ -54,27 +54,27 @@ impl CrlServer {
     }
 }
 
+/// `PATCH …/ca-certificates/{ca_id}`: status and body.
+async fn patch(
+    server: &TestServer,
+    ca_id: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let path = format!("/api/v1/orgs/acme/ca-certificates/{ca_id}");
+    server.api("PATCH", &path, Some(body)).await
+}
+
+/// A PATCH that succeeds: the CA's view.
 async fn patch_ca(server: &TestServer, ca_id: &str, body: serde_json::Value) -> serde_json::Value {
-    let (status, answer) = server
-        .api(
-            "PATCH",
-            &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}"),
-            Some(body),
-        )
-        .await;
+    let (status, answer) = patch(server, ca_id, body).await;
     assert_eq!(status, 200, "{answer}");
     answer
 }
 
 /// The CRL the server holds for the CA (its `GET …/crl` view).
 async fn held_crl(server: &TestServer, ca_id: &str) -> serde_json::Value {
-    let (status, held) = server
-        .api(
-            "GET",
-            &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/crl"),
-            None,
-        )
-        .await;
+    let path = format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/crl");
+    let (status, held) = server.api("GET", &path, None).await;
     assert_eq!(status, 200, "{held}");
     held
 }
@@ -138,13 +138,7 @@ async fn a_crl_from_crl_url_is_fetched_checked_held_and_kept_across_a_restart() 
             "invalid_ocsp_url",
         ),
     ] {
-        let (status, answer) = server
-            .api(
-                "PATCH",
-                &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}"),
-                Some(body),
-            )
-            .await;
+        let (status, answer) = patch(&server, &ca_id, body).await;
         assert_eq!(
             (status, answer["error"]["code"].as_str()),
             (422, Some(code))
@@ -219,19 +213,6 @@ async fn a_crl_from_crl_url_is_fetched_checked_held_and_kept_across_a_restart() 
     assert_eq!(view["crl_url"], serde_json::Value::Null);
 }
 
-/// Reads the org's event stream until `done` holds for what was read.
-async fn events_until(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
-    let mut seen = String::new();
-    while !done(&seen) {
-        let chunk = step(response.chunk())
-            .await
-            .unwrap()
-            .expect("the event stream ended");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    seen
-}
-
 #[tokio::test]
 async fn ocsp_refuses_revoked_certificates_and_an_unreachable_responder_only_under_hard() {
     let server = TestServer::start().await;
@@ -266,7 +247,7 @@ async fn ocsp_refuses_revoked_certificates_and_an_unreachable_responder_only_und
     );
     let (_, code) = mqtt_connect(&server, &revoked, "d:acme:sensor:bad", 5).await;
     assert_eq!(code, 0x87, "MQTT 5: not authorized");
-    let seen = events_until(&mut events, |s| s.contains("certificate_revoked")).await;
+    let seen = read_events(&mut events, |s| s.contains("certificate_revoked")).await;
     assert!(seen.contains("event: refused\ndata:"), "{seen}");
 
     // The responder gone: `hard` refuses, `soft` lets in.
@@ -274,7 +255,7 @@ async fn ocsp_refuses_revoked_certificates_and_an_unreachable_responder_only_und
     let unanswered = ca.client("d:sensor:new", &[]);
     let (_, code) = mqtt_connect(&server, &unanswered, "d:acme:sensor:new", 4).await;
     assert_eq!(code, 0x05, "hard: refused without an answer");
-    events_until(&mut events, |s| s.contains("ocsp_unavailable")).await;
+    read_events(&mut events, |s| s.contains("ocsp_unavailable")).await;
     patch_ca(&server, &ca_id, serde_json::json!({"ocsp_mode": "soft"})).await;
     let (_, code) = mqtt_connect(&server, &unanswered, "d:acme:sensor:new", 4).await;
     assert_eq!(code, 0, "soft: allowed without an answer");

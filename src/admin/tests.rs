@@ -538,7 +538,8 @@ async fn ca_list_get_and_filters() {
             "description": "Fleet North", "active": true, "can_issue": false,
             "registered_at": "2025-01-01T00:00:00Z", "alias": "CN=Device CA 1",
             "fingerprint_sha1": "18c42203590f36ef6f08a9585fa415d7b0240b02",
-            "key_type": "unknown", "used_for": ["device_authentication"]
+            "key_type": "unknown", "used_for": ["device_authentication"],
+            "crl_url": null, "ocsp_mode": "off", "ocsp_url": null
         })
     );
     assert_refused(
