@@ -152,6 +152,8 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
         id: "bench-ca".to_owned(),
         subject_raw: tls::subject_raw(&der).expect("subject"),
         der: der.clone(),
+        ocsp_mode: portcullis::ocsp::OcspMode::Off,
+        ocsp_url: None,
     };
     let registry = report(orgs, "Registry::load", || {
         Registry::load(Arc::new(store), platform).expect("load the registry")

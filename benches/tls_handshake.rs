@@ -283,6 +283,8 @@ impl Setup {
             id: "bench-ca".to_owned(),
             subject_raw: tls::subject_raw(&self.device.root).expect("subject"),
             der: self.device.root.clone(),
+            ocsp_mode: portcullis::ocsp::OcspMode::Off,
+            ocsp_url: None,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct RevocationConfig {
     pub deny_stale_crl: bool,
     /// Deadline of one OCSP request or CRL download.
     pub fetch_timeout: Duration,
+    /// How often live sessions of CAs with OCSP on are checked again.
+    pub ocsp_recheck: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,7 @@ struct RawGrants {
 struct RawRevocation {
     on_stale_crl: String,
     fetch_timeout_ms: u64,
+    ocsp_recheck_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +238,10 @@ impl Config {
             raw.revocation.fetch_timeout_ms,
         )?;
         positive(
+            "revocation.ocsp_recheck_seconds",
+            raw.revocation.ocsp_recheck_seconds,
+        )?;
+        positive(
             "notify.check_interval_seconds",
             raw.notify.check_interval_seconds,
         )?;
@@ -315,6 +322,7 @@ impl Config {
                     }
                 },
                 fetch_timeout: Duration::from_millis(raw.revocation.fetch_timeout_ms),
+                ocsp_recheck: Duration::from_secs(raw.revocation.ocsp_recheck_seconds),
             },
             notify: NotifyConfig {
                 smtp_url,

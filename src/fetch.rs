@@ -34,6 +34,12 @@ pub enum FetchError {
     Status(StatusCode),
 }
 
+/// True for an `http://` or `https://` URL with a host: one [`Fetch`] can ask.
+pub fn is_fetchable(url: &str) -> bool {
+    url.parse::<Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+}
+
 /// One outbound request.
 pub struct Fetch<'a> {
     pub method: Method,

@@ -18,7 +18,9 @@
 //! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection.
 //! - [`tls`]: SNI → org → `ServerConfig`; the per-org client verifier; the typed TLS outcome.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
-//! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once.
+//! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once;
+//!   asked again for live sessions.
+//! - [`crls`]: CAs' CRLs checked and held (uploaded or fetched from `crl_url`), the fetch task.
 //! - [`mqtt`]: the packet codec, topic policy and the session that forwards to the broker.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
 //! - [`registry`]: the live snapshot the hot path reads, and the live-session table.
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod crls;
 pub mod devices;
 pub mod events;
 pub mod fetch;

@@ -56,6 +56,9 @@ pub fn record_expiry(summary: &crate::store::ExpirySummary, now: time::OffsetDat
 pub const OCSP_REQUESTS: &str = "portcullis_ocsp_requests_total";
 /// Counter: OCSP checks answered from the cache (a remembered failure included).
 pub const OCSP_CACHE_HITS: &str = "portcullis_ocsp_cache_hits_total";
+/// Counter: CRL fetches from CAs' `crl_url`, by `outcome` (`updated`, `unchanged`, `unreachable`,
+/// `rejected`, `error`).
+pub const CRL_FETCHES: &str = "portcullis_crl_fetches_total";
 
 /// The process-wide Prometheus handle. The recorder is installed once per process (several
 /// servers in one test process share it).
@@ -129,4 +132,5 @@ fn describe() {
     );
     describe_counter!(OCSP_REQUESTS, "OCSP requests sent, by outcome");
     describe_counter!(OCSP_CACHE_HITS, "OCSP checks answered from the cache");
+    describe_counter!(CRL_FETCHES, "CRL fetches from CAs' crl_url, by outcome");
 }

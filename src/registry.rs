@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::identity::{Identity, OrgId};
 use crate::mqtt::codec::reason;
+use crate::ocsp::{self, OcspMode};
 use crate::store::{BlockTarget, BlockedDevice, OrgRecord, OrgState, Store};
 use crate::tls;
 
@@ -47,6 +48,10 @@ pub struct ActiveCa {
     /// DER of the subject name, compared with the issuer names of presented chains.
     pub subject_raw: Vec<u8>,
     pub der: rustls_pki_types::CertificateDer<'static>,
+    /// What OCSP decides for its devices, asked after the handshake.
+    pub ocsp_mode: OcspMode,
+    /// Its responder; `None`: the one each leaf's AIA names.
+    pub ocsp_url: Option<String>,
 }
 
 /// One org as the hot path sees it.
@@ -278,6 +283,8 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
             id: ca.id.clone(),
             subject_raw,
             der: ca.der.clone(),
+            ocsp_mode: ca.ocsp_mode,
+            ocsp_url: ca.ocsp_url.clone(),
         });
     }
     let ca_expiry = state
@@ -403,6 +410,23 @@ struct LiveSession {
     org: OrgId,
     info: SessionInfo,
     closer: Arc<Closer>,
+    /// Its certificate, when its CA asked for OCSP at connect time.
+    ocsp: Option<Arc<ocsp::Subject>>,
+}
+
+/// A live session whose certificate OCSP is asked about again ([`ocsp::recheck`]).
+pub struct OcspChecked {
+    pub org: OrgId,
+    pub ca_id: String,
+    pub subject: Arc<ocsp::Subject>,
+    closer: Arc<Closer>,
+}
+
+impl OcspChecked {
+    /// Ends the session: its certificate is revoked (DISCONNECT 0x87, not authorized).
+    pub fn revoke(&self) {
+        self.closer.close(reason::NOT_AUTHORIZED);
+    }
 }
 
 /// Tells a session to end, and with which DISCONNECT reason code.
@@ -443,9 +467,14 @@ impl Drop for SessionGuard {
 }
 
 impl SessionTable {
-    /// Registers a session of `org`. Register first, then check the snapshot (see the module
-    /// doc).
-    pub fn register(self: &Arc<Self>, org: OrgId, info: SessionInfo) -> SessionGuard {
+    /// Registers a session of `org`, with its certificate when OCSP is to be asked about it again.
+    /// Register first, then check the snapshot (see the module doc).
+    pub fn register(
+        self: &Arc<Self>,
+        org: OrgId,
+        info: SessionInfo,
+        ocsp: Option<Arc<ocsp::Subject>>,
+    ) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let closer = Arc::new(Closer::default());
         self.live.insert(
@@ -454,6 +483,7 @@ impl SessionTable {
                 org,
                 info,
                 closer: closer.clone(),
+                ocsp,
             },
         );
         SessionGuard {
@@ -511,6 +541,21 @@ impl SessionTable {
             .iter()
             .filter(|s| &s.org == org)
             .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// The live sessions whose certificate OCSP was asked about at connect time.
+    pub fn ocsp_checked(&self) -> Vec<OcspChecked> {
+        self.live
+            .iter()
+            .filter_map(|s| {
+                Some(OcspChecked {
+                    org: s.org.clone(),
+                    ca_id: s.info.device.ca_id.clone(),
+                    subject: s.ocsp.clone()?,
+                    closer: s.closer.clone(),
+                })
+            })
             .collect()
     }
 

@@ -14,9 +14,11 @@ use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::crls::CrlFetcher;
 use crate::listener::{self, Limits};
 use crate::mqtt::session::Context;
 use crate::notify::{Notifier, NotifyError};
+use crate::ocsp::Ocsp;
 use crate::pki::{self, Issuer, PkiError};
 use crate::registry::{Platform, Registry, RegistryError};
 use crate::store::{self, Store, StoreError};
@@ -62,6 +64,7 @@ pub struct Server {
     context: Arc<Context>,
     admin_state: AdminState,
     notifier: Arc<Notifier>,
+    crl_fetcher: Arc<CrlFetcher>,
 }
 
 impl Server {
@@ -120,7 +123,13 @@ impl Server {
             &config.notify,
             config.revocation.fetch_timeout,
         )?);
+        let crl_fetcher = Arc::new(CrlFetcher::new(
+            store.clone(),
+            registry.clone(),
+            config.revocation.fetch_timeout,
+        ));
         let admin_state = AdminState {
+            crl_fetcher: crl_fetcher.clone(),
             store,
             registry: registry.clone(),
             admin_token_sha256: sha256(token.as_bytes()),
@@ -135,6 +144,8 @@ impl Server {
             connect_timeout: config.mqtts.connect_timeout,
             write_timeout: config.mqtts.write_timeout,
             max_packet_size: config.mqtts.max_packet_size,
+            ocsp: Arc::new(Ocsp::new(config.revocation.fetch_timeout)),
+            notifier: notifier.clone(),
         });
         Ok(Server {
             config,
@@ -143,6 +154,7 @@ impl Server {
             context,
             admin_state,
             notifier,
+            crl_fetcher,
         })
     }
 
@@ -163,6 +175,13 @@ impl Server {
             handshake_timeout: self.config.mqtts.handshake_timeout,
         };
         tracing::info!(mqtts = %self.mqtts_addr(), admin = %self.admin_addr(), "serving");
+        let ocsp_recheck = tokio::spawn(crate::ocsp::recheck::run(
+            self.context.registry.clone(),
+            self.context.ocsp.clone(),
+            self.config.revocation.ocsp_recheck,
+            stopped.clone(),
+        ));
+        let crl_fetcher = tokio::spawn(self.crl_fetcher.run(stopped.clone()));
         let mqtts = tokio::spawn(listener::run(
             self.mqtts,
             self.context,
@@ -182,6 +201,8 @@ impl Server {
         let _ = stop.send(true);
         let _ = mqtts.await;
         let _ = notifier.await;
+        let _ = crl_fetcher.await;
+        let _ = ocsp_recheck.await;
         let served = match admin.await {
             Ok(result) => result.map_err(ServerError::Admin),
             Err(_) => Ok(()),

@@ -415,19 +415,6 @@ async fn mqtt5_receive_maximum_is_honoured_although_the_broker_ignores_it() {
     }
 }
 
-/// Reads the event stream until `done` says what came is enough; returns all of it.
-async fn read_events(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
-    let mut seen = String::new();
-    while !done(&seen) {
-        let chunk = step(response.chunk())
-            .await
-            .unwrap()
-            .expect("the stream ended");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    seen
-}
-
 #[tokio::test]
 async fn the_event_stream_shows_connects_disconnects_and_refusals_with_their_reason() {
     let server = TestServer::start().await;

@@ -16,6 +16,7 @@ use super::views::{CaView, CrlView, ListView};
 use super::{
     audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
+use crate::ocsp::OcspMode;
 use crate::pki::{self, PkiError};
 use crate::store::{CaFilter, CaPatch, KeyPassphrase, NewCa};
 
@@ -53,6 +54,42 @@ pub struct UpdateCa {
     active: Option<bool>,
     alias: Option<String>,
     description: Option<String>,
+    /// Where the CA's CRL is fetched from (http:// or https://); null stops fetching.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    crl_url: Option<Option<String>>,
+    /// `off`, `soft` (a revoked certificate is refused) or `hard` (so is one the responder
+    /// does not vouch for).
+    ocsp_mode: Option<String>,
+    /// The OCSP responder; null: the one each device certificate's AIA names.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    ocsp_url: Option<Option<String>>,
+}
+
+/// A field that is present, null or not: `Some(None)` for null, and `None` (by `default`) when
+/// absent.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// An http:// or https:// URL, or null; 422 `code` for anything else.
+fn valid_url(
+    url: Option<Option<String>>,
+    code: &'static str,
+    field: &str,
+) -> Result<Option<Option<String>>, ApiError> {
+    match url {
+        Some(Some(url)) if !crate::fetch::is_fetchable(url.trim()) => Err(ApiError::invalid(
+            code,
+            format!("{field} must be an http:// or https:// URL, or null"),
+        )),
+        other => Ok(other.map(|url| url.map(|u| u.trim().to_owned()))),
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -271,7 +308,18 @@ pub async fn update(
             .as_deref()
             .map(valid_description)
             .transpose()?,
+        crl_url: valid_url(body.crl_url, "invalid_crl_url", "crl_url")?,
+        ocsp_mode: body
+            .ocsp_mode
+            .map(|mode| mode.parse::<OcspMode>())
+            .transpose()
+            .map_err(|_| {
+                ApiError::invalid("invalid_ocsp_mode", "ocsp_mode must be off, soft or hard")
+            })?,
+        ocsp_url: valid_url(body.ocsp_url, "invalid_ocsp_url", "ocsp_url")?,
     };
+    let fetch_crl = matches!(patch.crl_url, Some(Some(_)));
+    let fetcher = state.crl_fetcher.clone();
     let record = change(state, org, move |store, org| {
         let Some(record) = store.update_ca(org, &id, &patch)? else {
             return Err(ApiError::NotFound(MISSING));
@@ -280,6 +328,9 @@ pub async fn update(
         Ok(record)
     })
     .await?;
+    if fetch_crl {
+        fetcher.fetch_now(&record.org, &record.id);
+    }
     Ok(Json(record.into()))
 }
 
@@ -343,13 +394,10 @@ pub async fn put_crl(
         ));
     }
     let view = change(state, org, move |store, org| {
-        let ca = store.ca(org, &id)?.ok_or(ApiError::NotFound(MISSING))?;
-        let der = pki::crl_der(&body)?;
-        let info = pki::check_crl(&der, &ca.der)?;
         let now = OffsetDateTime::now_utc();
-        store.set_crl(org, &id, &der, &info, now)?;
+        let held = crate::crls::hold(store, org, &id, &body, now)?;
         audit(store, org, &caller, "ca_certificate.crl", Some(&id));
-        Ok(CrlView::new(info, now))
+        Ok(CrlView::new(held.info, now))
     })
     .await?;
     Ok(Json(view))

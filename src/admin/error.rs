@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::views::{ErrorDetail, ErrorView};
+use crate::crls::CrlError;
 use crate::pki::PkiError;
 use crate::registry::RegistryError;
 use crate::store::{CsrStatus, StoreError};
@@ -225,6 +226,18 @@ impl From<StoreError> for ApiError {
                 code: "token_revoked",
                 message: "the token is revoked and cannot change",
             },
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<CrlError> for ApiError {
+    fn from(e: CrlError) -> ApiError {
+        match e {
+            CrlError::UnknownCa => ApiError::NotFound("no such CA certificate"),
+            CrlError::Pki(e) => e.into(),
+            CrlError::Store(e) => e.into(),
+            CrlError::Publish(e) => ApiError::Publish(e),
             other => ApiError::internal(other),
         }
     }

@@ -68,6 +68,8 @@ pub struct AdminState {
     pub max_body_bytes: usize,
     /// Sends renewal codes.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Fetches a CA's CRL at once when its `crl_url` is set.
+    pub crl_fetcher: Arc<crate::crls::CrlFetcher>,
 }
 
 pub fn router(state: AdminState) -> Router {

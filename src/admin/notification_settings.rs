@@ -48,10 +48,7 @@ fn validate(body: Settings) -> Result<NotificationSettings, ApiError> {
     }
     let webhook_url = body.webhook_url.filter(|u| !u.trim().is_empty());
     if let Some(url) = &webhook_url {
-        let valid = url
-            .parse::<hyper::Uri>()
-            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-        if !valid {
+        if !crate::fetch::is_fetchable(url) {
             return Err(ApiError::invalid(
                 "invalid_webhook_url",
                 "webhook_url must be an http:// or https:// URL",

@@ -50,9 +50,15 @@ fn harness() -> Harness {
     let store = Arc::new(
         Store::open_with_key(dir.path(), MasterKey::from_bytes(&[9u8; 32]).unwrap()).unwrap(),
     );
+    let registry = registry(&store);
     let state = AdminState {
         store: store.clone(),
-        registry: registry(&store),
+        crl_fetcher: Arc::new(crate::crls::CrlFetcher::new(
+            store.clone(),
+            registry.clone(),
+            std::time::Duration::from_secs(1),
+        )),
+        registry,
         admin_token_sha256: token_sha256(TOKEN),
         metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
@@ -515,8 +521,7 @@ async fn ca_list_get_and_filters() {
             &lab,
             &CaPatch {
                 active: Some(false),
-                alias: None,
-                description: None,
+                ..CaPatch::default()
             },
         )
         .unwrap();
@@ -534,7 +539,8 @@ async fn ca_list_get_and_filters() {
             "description": "Fleet North", "active": true, "can_issue": false,
             "registered_at": "2025-01-01T00:00:00Z", "alias": "CN=Device CA 1",
             "fingerprint_sha1": "18c42203590f36ef6f08a9585fa415d7b0240b02",
-            "key_type": "unknown", "used_for": ["device_authentication"]
+            "key_type": "unknown", "used_for": ["device_authentication"],
+            "crl_url": null, "ocsp_mode": "off", "ocsp_url": null
         })
     );
     assert_refused(

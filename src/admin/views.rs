@@ -123,6 +123,12 @@ pub struct CaView {
     /// The access grant on its key (when imported with one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantView>,
+    /// Where its CRL is fetched from; null: only uploaded.
+    pub crl_url: Option<String>,
+    /// `off`, `soft` or `hard`.
+    pub ocsp_mode: &'static str,
+    /// Its OCSP responder; null: the one each device certificate's AIA names.
+    pub ocsp_url: Option<String>,
 }
 
 impl From<CaRecord> for CaView {
@@ -141,6 +147,9 @@ impl From<CaRecord> for CaView {
             can_issue: c.has_key,
             registered_at: rfc3339(c.registered_at),
             grant: c.grant.map(GrantView::from),
+            crl_url: c.crl_url,
+            ocsp_mode: c.ocsp_mode.as_str(),
+            ocsp_url: c.ocsp_url,
         }
     }
 }

@@ -26,6 +26,8 @@ use crate::mqtt::codec::{
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::topics::TopicMap;
+use crate::notify::Notifier;
+use crate::ocsp::{Ocsp, Verdict};
 use crate::registry::{ClientIdGuard, Device, Registry, Revocation, SessionGuard, SessionInfo};
 use crate::tls::PeerIdentity;
 
@@ -43,6 +45,10 @@ pub struct Context {
     pub max_packet_size: usize,
     /// Authentications for the device registry, written behind (see [`crate::devices`]).
     pub devices: crate::devices::DeviceLog,
+    /// Asks CAs' OCSP responders, before CONNACK.
+    pub ocsp: Arc<Ocsp>,
+    /// Told when an OCSP responder does not answer.
+    pub notifier: Arc<Notifier>,
 }
 
 /// Why a CONNECT was refused; each is answered with a CONNACK (DESIGN §3).
@@ -55,6 +61,8 @@ pub enum ConnectRefusal {
     CaInactive,
     DeviceBlocked,
     CertificateRevoked,
+    /// The CA's `ocsp_mode` is `hard` and its responder gave no usable answer.
+    OcspUnavailable,
     WillTopic,
     AuthMethod,
     BrokerUnavailable,
@@ -71,6 +79,7 @@ impl ConnectRefusal {
             ConnectRefusal::CaInactive => "ca_inactive",
             ConnectRefusal::DeviceBlocked => "device_blocked",
             ConnectRefusal::CertificateRevoked => "certificate_revoked",
+            ConnectRefusal::OcspUnavailable => "ocsp_unavailable",
             ConnectRefusal::WillTopic => "will_topic_not_allowed",
             ConnectRefusal::AuthMethod => "auth_method_unsupported",
             ConnectRefusal::BrokerUnavailable => "broker_unavailable",
@@ -113,6 +122,9 @@ impl ConnectRefusal {
             ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
             ConnectRefusal::DeviceBlocked => "this device is blocked",
             ConnectRefusal::CertificateRevoked => "the certificate is revoked",
+            ConnectRefusal::OcspUnavailable => {
+                "the certificate's revocation status cannot be checked now"
+            }
             ConnectRefusal::WillTopic => "will topic not allowed",
             ConnectRefusal::AuthMethod => "enhanced authentication is not supported",
             ConnectRefusal::BrokerUnavailable => "broker unavailable",
@@ -247,7 +259,10 @@ where
         connected_at: time::OffsetDateTime::now_utc(),
     };
     let device = info.device.clone();
-    let guard = ctx.registry.sessions().register(org.clone(), info);
+    let guard = ctx
+        .registry
+        .sessions()
+        .register(org.clone(), info, peer.ocsp.clone());
     let revocation = match ctx.registry.snapshot().org(org.as_str()) {
         Some(entry) => entry.revocation(&device),
         None => Some(Revocation::CaInactive),
@@ -258,6 +273,10 @@ where
             Revocation::DeviceBlocked => ConnectRefusal::DeviceBlocked,
             Revocation::CertificateRevoked => ConnectRefusal::CertificateRevoked,
         };
+        refuse(&mut client, protocol, refusal, ctx).await;
+        return Err(SessionError::Refused(refusal));
+    }
+    if let Some(refusal) = ocsp_refusal(&peer, ctx).await {
         refuse(&mut client, protocol, refusal, ctx).await;
         return Err(SessionError::Refused(refusal));
     }
@@ -399,6 +418,25 @@ async fn read_connect<S: AsyncRead + Unpin>(
             return Err(SessionError::ClosedBeforeConnect);
         }
     }
+}
+
+/// What the authenticating CA's OCSP policy says of the peer's certificate (DESIGN §11). An
+/// unanswered check is told to the org's notification channels, whatever the mode.
+async fn ocsp_refusal(peer: &PeerIdentity, ctx: &Context) -> Option<ConnectRefusal> {
+    let subject = peer.ocsp.as_ref()?;
+    let ca = peer.org.cas.iter().find(|ca| ca.id == peer.ca_id)?;
+    let verdict = ctx.ocsp.verdict(subject, ca.ocsp_url.as_deref()).await;
+    if verdict == Verdict::Unavailable {
+        ctx.notifier.alert(
+            &peer.org.org.id,
+            "ocsp_unavailable",
+            format!("ca:{}", ca.id),
+        );
+    }
+    ca.ocsp_mode.refusal(verdict).map(|_| match verdict {
+        Verdict::Revoked => ConnectRefusal::CertificateRevoked,
+        _ => ConnectRefusal::OcspUnavailable,
+    })
 }
 
 /// Binds the CONNECT's client id to the identities the certificate claims (DESIGN §3).

@@ -9,6 +9,7 @@
 //! [`Ocsp::status`] only reports; what a [`Verdict`] means for a connection is the CA's
 //! [`OcspMode`]'s to say ([`OcspMode::refusal`]).
 
+pub mod recheck;
 mod wire;
 
 use std::str::FromStr;
@@ -125,6 +126,18 @@ pub enum OcspError {
     Expired,
 }
 
+/// A client certificate as OCSP asks about it, kept with its session so that it can be asked
+/// about again while the session lives ([`recheck`]).
+#[derive(Debug)]
+pub struct Subject {
+    /// DER of the leaf.
+    pub leaf: Vec<u8>,
+    /// DER of the certificate that issued the leaf.
+    pub issuer: Vec<u8>,
+    /// The responder the leaf's Authority Information Access names.
+    pub aia_url: Option<String>,
+}
+
 /// What an answer is cached under: the certificate as its CertID names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -211,6 +224,15 @@ impl Ocsp {
             })
             .await;
         *verdict
+    }
+
+    /// The status of `subject` by the responder at `ca_url`, else the one its AIA names;
+    /// `Unavailable` when neither names one.
+    pub async fn verdict(&self, subject: &Subject, ca_url: Option<&str>) -> Verdict {
+        match ca_url.or(subject.aia_url.as_deref()) {
+            Some(url) => self.status(&subject.leaf, &subject.issuer, url).await,
+            None => Verdict::Unavailable,
+        }
     }
 
     /// A cached verdict still fresh, counted as a hit.

@@ -10,8 +10,8 @@ use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
 use super::grants::{insert_grant, GrantHolder};
 use super::{
-    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, CaFilter,
-    CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
+    from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros,
+    unique_or, CaFilter, CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -20,7 +20,7 @@ const COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not
                        not_after, common_name, dns_names, description, active, registered_at";
 const READ_COLUMNS: &str = "id, der, subject, issuer, serial, fingerprint_sha256, not_before, \
      not_after, common_name, dns_names, description, active, registered_at, \
-     key_sealed IS NOT NULL, alias";
+     key_sealed IS NOT NULL, alias, crl_url, ocsp_mode, ocsp_url";
 
 /// The AAD of a CA's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -36,6 +36,9 @@ struct CaRow {
     registered_at: i64,
     has_key: bool,
     alias: String,
+    crl_url: Option<String>,
+    ocsp_mode: String,
+    ocsp_url: Option<String>,
 }
 
 impl CaRow {
@@ -49,6 +52,9 @@ impl CaRow {
             registered_at: row.get(12)?,
             has_key: row.get(13)?,
             alias: row.get(14)?,
+            crl_url: row.get(15)?,
+            ocsp_mode: row.get(16)?,
+            ocsp_url: row.get(17)?,
         })
     }
 
@@ -64,6 +70,12 @@ impl CaRow {
             has_key: self.has_key,
             registered_at: from_micros(self.registered_at)?,
             grant: None,
+            crl_url: self.crl_url,
+            ocsp_mode: self
+                .ocsp_mode
+                .parse()
+                .map_err(|e: crate::ocsp::OcspError| StoreError::Corrupt(e.to_string()))?,
+            ocsp_url: self.ocsp_url,
         })
     }
 }
@@ -239,14 +251,22 @@ impl Store {
         let changed = tx.execute(
             "UPDATE ca_certificates
              SET active = COALESCE(?3, active), description = COALESCE(?4, description),
-                 alias = COALESCE(?5, alias)
+                 alias = COALESCE(?5, alias),
+                 crl_url = CASE WHEN ?6 THEN ?7 ELSE crl_url END,
+                 ocsp_mode = COALESCE(?8, ocsp_mode),
+                 ocsp_url = CASE WHEN ?9 THEN ?10 ELSE ocsp_url END
              WHERE org = ?1 AND id = ?2",
             params![
                 org.as_str(),
                 id,
                 patch.active,
                 patch.description,
-                patch.alias
+                patch.alias,
+                patch.crl_url.is_some(),
+                patch.crl_url.clone().flatten(),
+                patch.ocsp_mode.map(crate::ocsp::OcspMode::as_str),
+                patch.ocsp_url.is_some(),
+                patch.ocsp_url.clone().flatten(),
             ],
         )?;
         if changed == 0 {
@@ -258,6 +278,23 @@ impl Store {
         }
         tx.commit()?;
         Ok(record)
+    }
+
+    /// Every active CA with a `crl_url`, of every org: (org, CA id, URL).
+    pub fn crl_sources(&self) -> Result<Vec<(OrgId, String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT org, id, crl_url FROM ca_certificates
+             WHERE crl_url IS NOT NULL AND active = 1 ORDER BY org, id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        records(rows, |(org, id, url)| Ok((parse_org_id(&org)?, id, url)))
     }
 
     /// `UnknownOrg`, or `false` when the org has no such CA.

@@ -137,6 +137,11 @@ pub struct CaRecord {
     pub registered_at: OffsetDateTime,
     /// The access grant on its key, when it has one.
     pub grant: Option<GrantRecord>,
+    /// Where its CRL is fetched from (`None`: only uploaded).
+    pub crl_url: Option<String>,
+    pub ocsp_mode: crate::ocsp::OcspMode,
+    /// The OCSP responder asked (`None`: the one each leaf's AIA names).
+    pub ocsp_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +202,11 @@ pub struct CaPatch {
     pub active: Option<bool>,
     pub alias: Option<String>,
     pub description: Option<String>,
+    /// `Some(None)` clears the URL.
+    pub crl_url: Option<Option<String>>,
+    pub ocsp_mode: Option<crate::ocsp::OcspMode>,
+    /// `Some(None)` clears the URL.
+    pub ocsp_url: Option<Option<String>>,
 }
 
 /// Filters of the CA list; `None` does not filter.

@@ -50,6 +50,9 @@ const DEACTIVATE: CaPatch = CaPatch {
     active: Some(false),
     alias: None,
     description: None,
+    crl_url: None,
+    ocsp_mode: None,
+    ocsp_url: None,
 };
 
 fn info(subject: &str, fingerprint: &str) -> CertInfo {
@@ -499,9 +502,8 @@ fn ca_patch_delete_and_cascade() {
             &a,
             &ca.id,
             &CaPatch {
-                active: None,
-                alias: None,
                 description: Some("new".into()),
+                ..CaPatch::default()
             },
         )
         .unwrap()

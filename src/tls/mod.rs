@@ -24,6 +24,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 mod chain_cache;
 
 use crate::identity::{self, Identity};
+use crate::ocsp::{self, OcspMode};
 use crate::pki;
 use crate::registry::{ActiveCa, OrgEntry, Platform, Registry, Snapshot};
 
@@ -100,6 +101,9 @@ pub struct PeerIdentity {
     pub sni: Option<String>,
     /// The client's address, for the sessions list.
     pub addr: Option<std::net::SocketAddr>,
+    /// The certificate as OCSP asks about it, when its CA's `ocsp_mode` is not `off`: asked
+    /// before CONNACK, never during the handshake.
+    pub ocsp: Option<Arc<ocsp::Subject>>,
 }
 
 /// A refused handshake, with what is known for the one log event it gets.
@@ -352,10 +356,20 @@ async fn handshake(
         Ok(([], leaf)) => leaf,
         _ => return Err(Refusal::BadCertificate),
     };
-    let ca_id = authenticating_ca(&entry.cas, &leaf, &chain[1..])
-        .ok_or(Refusal::CaInactive)?
-        .id
-        .clone();
+    let ca = authenticating_ca(&entry.cas, &leaf, &chain[1..]).ok_or(Refusal::CaInactive)?;
+    let ca_id = ca.id.clone();
+    let ocsp = (ca.ocsp_mode != OcspMode::Off).then(|| {
+        // The CA issued the leaf, or the intermediate the client sent next to it did.
+        let issuer = match chain.get(1) {
+            Some(intermediate) if leaf.issuer().as_raw() != ca.subject_raw => intermediate,
+            _ => &ca.der,
+        };
+        Arc::new(ocsp::Subject {
+            leaf: chain[0].to_vec(),
+            issuer: issuer.to_vec(),
+            aia_url: ocsp::aia_url(&chain[0]),
+        })
+    });
     let claims = identity::claims_of(&leaf).map_err(|_| Refusal::BadCertificate)?;
     let serial = crate::pki::serial_hex(leaf.raw_serial());
     let not_after = leaf.validity().not_after.to_datetime();
@@ -372,6 +386,7 @@ async fn handshake(
             resumed,
             sni,
             addr,
+            ocsp,
         },
     ))
 }

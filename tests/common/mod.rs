@@ -60,6 +60,19 @@ where
     }
 }
 
+/// Reads the event stream until `done` says what came is enough; returns all of it.
+pub async fn read_events(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut seen = String::new();
+    while !done(&seen) {
+        let chunk = step(response.chunk())
+            .await
+            .unwrap()
+            .expect("the stream ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
 /// A CA made at test time.
 pub struct TestCa {
     pub cert: CertificateDer<'static>,

@@ -4,7 +4,7 @@
 //! `unknown`, as a real responder would.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,8 @@ struct Responder {
     /// By serial, without leading zero octets.
     states: Mutex<HashMap<Vec<u8>, CertState>>,
     requests: AtomicUsize,
+    /// Seconds from an answer's thisUpdate to its nextUpdate.
+    next_update_secs: AtomicU64,
 }
 
 pub struct OcspResponder {
@@ -58,6 +60,7 @@ impl OcspResponder {
             key_hash: sha1(&cert.public_key().subject_public_key.data),
             states: Mutex::default(),
             requests: AtomicUsize::new(0),
+            next_update_secs: AtomicU64::new(3600),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/ocsp", listener.local_addr().unwrap());
@@ -85,6 +88,13 @@ impl OcspResponder {
         self.responder.states.lock().unwrap().insert(serial, state);
     }
 
+    /// Answers from now on are valid for `validity` (whole seconds; an hour unless told).
+    pub fn set_next_update(&self, validity: Duration) {
+        self.responder
+            .next_update_secs
+            .store(validity.as_secs(), Ordering::SeqCst);
+    }
+
     /// Requests answered so far.
     pub fn requests(&self) -> usize {
         self.responder.requests.load(Ordering::SeqCst)
@@ -110,6 +120,7 @@ impl Drop for OcspResponder {
 async fn answer(State(responder): State<Arc<Responder>>, body: Bytes) -> impl IntoResponse {
     let request = OcspRequest::from_der(&body).unwrap();
     let now = SystemTime::now();
+    let validity = Duration::from_secs(responder.next_update_secs.load(Ordering::SeqCst));
     let responses = request
         .tbs_request
         .request_list
@@ -139,7 +150,7 @@ async fn answer(State(responder): State<Arc<Responder>>, body: Bytes) -> impl In
                     CertState::Unknown => CertStatus::unknown(),
                 },
                 this_update: time(now),
-                next_update: Some(time(now + Duration::from_secs(3600))),
+                next_update: Some(time(now + validity)),
                 single_extensions: None,
             }
         })
