@@ -6,8 +6,9 @@
 //! - it lives inside one org's `ServerConfig`, which is rebuilt on every change to the org's CAs,
 //!   so a chain verified under the old trust is never found under the new one;
 //! - an entry holds only until the earliest notAfter of the chain's certificates, and is used only
-//!   from their latest notBefore; and no entry is used from `trust_until` on (a CRL's nextUpdate
-//!   when stale CRLs are refused: from then on every chain is checked again);
+//!   from their latest notBefore;
+//! - the org's CRLs ([`Revocations`]) are consulted at every handshake, cached chain or not, so a
+//!   CRL growing stale under `deny` refuses from the moment it does;
 //! - the handshake signature (CertificateVerify) is checked by the inner verifier every time: a
 //!   cached chain proves nothing about the key of whoever presents it.
 
@@ -16,9 +17,11 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::revocation::Revocations;
 
 /// Chains remembered per org; when full, the cache starts over (a reconnect storm of more
 /// distinct devices than this verifies them all again, never wrongly).
@@ -36,23 +39,38 @@ pub struct CachingVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     verified: Mutex<HashMap<[u8; 32], Validity>>,
     capacity: usize,
-    /// Unix seconds from which nothing cached is used.
-    trust_until: u64,
+    /// What the org's CRLs revoke, checked on the leaf of every chain.
+    revocations: Revocations,
 }
 
 impl CachingVerifier {
-    /// `trust_until`: Unix seconds from which no cached chain is used (`u64::MAX`: no bound).
     pub fn new(
         inner: Arc<dyn ClientCertVerifier>,
         capacity: usize,
-        trust_until: u64,
+        revocations: Revocations,
     ) -> CachingVerifier {
         CachingVerifier {
             inner,
             verified: Mutex::new(HashMap::new()),
             capacity,
-            trust_until,
+            revocations,
         }
+    }
+
+    /// The CRL check of a verified chain's leaf.
+    fn check_revocation(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        if self.revocations.is_empty() {
+            return Ok(());
+        }
+        let (_, leaf) = X509Certificate::from_der(end_entity)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        self.revocations
+            .check(&leaf, now)
+            .map_err(Error::InvalidCertificate)
     }
 
     fn cached(&self, key: &[u8; 32], now: UnixTime) -> bool {
@@ -60,7 +78,7 @@ impl CachingVerifier {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         verified
             .get(key)
-            .is_some_and(|v| v.not_before <= now && now < v.not_after.min(self.trust_until))
+            .is_some_and(|v| v.not_before <= now && now < v.not_after)
     }
 
     fn remember(&self, key: [u8; 32], validity: Validity) {
@@ -123,14 +141,17 @@ impl ClientCertVerifier for CachingVerifier {
     ) -> Result<ClientCertVerified, Error> {
         let key = chain_key(end_entity, intermediates);
         if self.cached(&key, now) {
+            self.check_revocation(end_entity, now)?;
             return Ok(ClientCertVerified::assertion());
         }
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        // The chain is valid whatever the CRLs say, so it is remembered either way.
         if let Some(validity) = chain_validity(end_entity, intermediates) {
             self.remember(key, validity);
         }
+        self.check_revocation(end_entity, now)?;
         Ok(verified)
     }
 
@@ -240,13 +261,13 @@ mod tests {
     }
 
     fn verifier(pki: &Pki, capacity: usize) -> (CachingVerifier, Arc<Counting>) {
-        verifier_until(pki, capacity, u64::MAX)
+        verifier_revoking(pki, capacity, Revocations::default())
     }
 
-    fn verifier_until(
+    fn verifier_revoking(
         pki: &Pki,
         capacity: usize,
-        trust_until: u64,
+        revocations: Revocations,
     ) -> (CachingVerifier, Arc<Counting>) {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(pki.root.clone()).unwrap();
@@ -259,7 +280,7 @@ mod tests {
             calls: AtomicUsize::new(0),
         });
         (
-            CachingVerifier::new(counting.clone(), capacity, trust_until),
+            CachingVerifier::new(counting.clone(), capacity, revocations),
             counting,
         )
     }
@@ -284,21 +305,70 @@ mod tests {
         assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
     }
 
+    /// A CRL of the test CA revoking `revoked`, next due `next_update_days` from now.
+    fn crl(pki: &Pki, revoked: &[&CertificateDer<'_>], next_update_days: i64) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::days(1),
+            next_update: now + Duration::days(next_update_days),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|der| {
+                    let (_, cert) = X509Certificate::from_der(der).unwrap();
+                    rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                        revocation_time: now - Duration::days(1),
+                        reason_code: None,
+                        invalidity_date: None,
+                    }
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&pki.issuer).unwrap().der().to_vec()
+    }
+
+    fn revocations(crl: Vec<u8>, deny_stale: bool) -> Revocations {
+        Revocations::new(&[crl.into()], deny_stale).unwrap()
+    }
+
     #[test]
-    fn nothing_cached_is_used_from_trust_until_on() {
+    fn the_crl_is_checked_on_every_chain_cached_or_not() {
         let pki = pki();
-        let until = at(3).as_secs();
-        let (cache, counting) = verifier_until(&pki, 16, until);
-        let cert = leaf(&pki, "d:sensor:dev1", -1, 10);
-        cache.verify_client_cert(&cert, &[], at(0)).unwrap();
-        cache.verify_client_cert(&cert, &[], at(2)).unwrap();
-        assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
-        cache.verify_client_cert(&cert, &[], at(4)).unwrap();
-        assert_eq!(
-            counting.calls.load(Ordering::SeqCst),
-            2,
-            "a cached chain past trust_until"
+        let revoked = leaf(&pki, "d:sensor:stolen", -1, 10);
+        let kept = leaf(&pki, "d:sensor:dev1", -1, 10);
+        let (cache, counting) =
+            verifier_revoking(&pki, 16, revocations(crl(&pki, &[&revoked], 7), true));
+        for _ in 0..2 {
+            let refused = cache.verify_client_cert(&revoked, &[], at(0));
+            assert!(
+                matches!(
+                    refused,
+                    Err(Error::InvalidCertificate(CertificateError::Revoked))
+                ),
+                "{refused:?}"
+            );
+            cache.verify_client_cert(&kept, &[], at(0)).unwrap();
+        }
+        // The revoked chain verifies (it is only revoked) and is remembered; the CRL still
+        // refuses it from the cache.
+        assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
+        // Stale under `deny`: every certificate of that CA, the cached one included.
+        let stale = cache.verify_client_cert(&kept, &[], at(8));
+        assert!(
+            matches!(
+                stale,
+                Err(Error::InvalidCertificate(
+                    CertificateError::ExpiredRevocationList
+                ))
+            ),
+            "{stale:?}"
         );
+        // Stale under `allow`: what the CRL does not list connects.
+        let (allow, _) = verifier_revoking(&pki, 16, revocations(crl(&pki, &[&revoked], 7), false));
+        allow.verify_client_cert(&kept, &[], at(8)).unwrap();
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 mod chain_cache;
+mod revocation;
 
 use crate::identity::{self, Identity};
 use crate::ocsp::{self, OcspMode};
@@ -39,6 +40,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("CRL: {0}")]
+    Crl(#[from] crate::pki::PkiError),
 }
 
 /// Why a TLS connection was refused; `reason()` is a bounded label for metrics and logs.
@@ -54,6 +57,8 @@ pub enum Refusal {
     UnknownCa,
     CertificateExpired,
     CertificateNotYetValid,
+    /// Listed in the CRL of the CA that issued it.
+    CertificateRevoked,
     BadCertificate,
     /// The CA that verified the chain is no longer active (a change raced the handshake).
     CaInactive,
@@ -74,6 +79,7 @@ impl Refusal {
             Refusal::UnknownCa => "unknown_ca",
             Refusal::CertificateExpired => "certificate_expired",
             Refusal::CertificateNotYetValid => "certificate_not_yet_valid",
+            Refusal::CertificateRevoked => "certificate_revoked",
             Refusal::BadCertificate => "bad_certificate",
             Refusal::CaInactive => "ca_inactive",
             Refusal::ClientAlert => "client_alert",
@@ -171,29 +177,16 @@ pub fn org_server_config(
     for ca in cas {
         roots.add(ca.der.clone())?;
     }
-    // The CAs' CRLs, for the leaf (a CA's CRL lists what it issued); a CA without one revokes
-    // nothing. A revoked leaf fails the handshake with `certificate_revoked`.
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .only_check_end_entity_revocation()
-        .allow_unknown_revocation_status();
-    // Refusing stale CRLs, a chain verified now is taken as verified only until the earliest
-    // nextUpdate: then every handshake checks the CRLs again.
-    let mut trust_until = u64::MAX;
-    if platform.deny_stale_crl {
-        verifier = verifier.enforce_revocation_expiration();
-        trust_until = crls
-            .iter()
-            .filter_map(|crl| crate::pki::crl_info(crl).ok()?.next_update)
-            .map(|t| u64::try_from(t.unix_timestamp()).unwrap_or(0))
-            .min()
-            .unwrap_or(u64::MAX);
-    }
-    let verifier = verifier.with_crls(crls).build()?;
+    // The CAs' CRLs are checked on the leaf by the caching verifier (see `revocation` for why not
+    // by webpki): a revoked leaf fails the handshake with `certificate_revoked`.
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    let revocations = revocation::Revocations::new(&crls, platform.deny_stale_crl)?;
     // Chains verified under this config's trust are remembered (see `chain_cache`).
     let verifier = Arc::new(chain_cache::CachingVerifier::new(
         verifier,
         chain_cache::CAPACITY,
-        trust_until,
+        revocations,
     ));
     let resolver = OrgCertResolver {
         active,
@@ -445,6 +438,7 @@ fn classify(error: std::io::Error) -> Refusal {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Refusal::CertificateNotYetValid
             }
+            CertificateError::Revoked => Refusal::CertificateRevoked,
             _ => Refusal::BadCertificate,
         },
         rustls::Error::AlertReceived(_) => Refusal::ClientAlert,
