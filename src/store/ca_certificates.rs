@@ -221,13 +221,10 @@ impl Store {
                 grant_status: filter.grant_status,
             },
         );
-        let (where_sql, args) = clause.finish(page);
-        let sql = format!("SELECT {READ_COLUMNS} FROM ca_certificates{where_sql}");
         self.refresh_grants(Some(org))?;
         let conn = self.conn();
-        require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&sql)?;
-        let mut records = records(stmt.query_map(params_from_iter(args), CaRow::read)?, |r| {
+        let select = format!("SELECT {READ_COLUMNS} FROM ca_certificates");
+        let mut records = clause.fetch(&conn, org, &select, page, CaRow::read, |r| {
             r.into_record(org)
         })?;
         for record in &mut records {

@@ -2,15 +2,15 @@
 //! requests and approvals, and the server certificates they became.
 
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::filter::{ListFilter, Where};
 use rustls_pki_types::PrivateKeyDer;
 use time::OffsetDateTime;
 
 use super::{
-    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    Store, StoreError,
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest, Store,
+    StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::KeyType;
@@ -277,11 +277,8 @@ impl Store {
         if let Some(status) = filter.status {
             clause.and("status = ?", Value::Text(status.as_str().to_owned()));
         }
-        let (where_sql, args) = clause.finish(page);
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM csrs{where_sql}"))?;
-        let records = records(stmt.query_map(params_from_iter(args), CsrRow::read)?, |r| {
+        let select = format!("SELECT {COLUMNS} FROM csrs");
+        let records = clause.fetch(&self.conn(), org, &select, page, CsrRow::read, |r| {
             r.into_record(org)
         })?;
         Ok(Page::from_rows(records, page.limit(), |c| {

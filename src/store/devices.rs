@@ -2,7 +2,7 @@
 //! path; and the `expiring` view over every certificate kind of an org, devices' included.
 
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Row, TransactionBehavior};
+use rusqlite::{params, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::filter::Where;
@@ -146,12 +146,13 @@ impl Store {
         if let Some(t) = filter.seen_after {
             clause.and("last_seen > ?", Value::Integer(to_micros(t)));
         }
-        let (where_sql, args) = clause.finish(page);
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM devices{where_sql}"))?;
-        let rows = records(
-            stmt.query_map(params_from_iter(args), DeviceRow::read)?,
+        let select = format!("SELECT {COLUMNS} FROM devices");
+        let rows = clause.fetch(
+            &self.conn(),
+            org,
+            &select,
+            page,
+            DeviceRow::read,
             DeviceRow::into_record,
         )?;
         Ok(Page::from_rows(rows, page.limit(), |d| {

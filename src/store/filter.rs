@@ -2,9 +2,10 @@
 //! a status where the collection has one; and the `WHERE` clause they become.
 
 use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, Row};
 use time::OffsetDateTime;
 
-use super::{to_micros, GrantStatus, PageRequest};
+use super::{records, require_org, to_micros, GrantStatus, PageRequest, StoreError};
 use crate::identity::OrgId;
 
 /// `None` does not filter.
@@ -98,8 +99,26 @@ impl Where {
         }
     }
 
+    /// Runs `{select}` with this clause on `conn` (checking `org` exists) and converts each row:
+    /// the rows of one page and one more, in cursor order.
+    pub(super) fn fetch<R, T>(
+        self,
+        conn: &Connection,
+        org: &OrgId,
+        select: &str,
+        page: &PageRequest,
+        read: impl FnMut(&Row<'_>) -> rusqlite::Result<R>,
+        into_record: impl FnMut(R) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let (where_sql, args) = self.finish(page);
+        require_org(conn, org)?;
+        let mut stmt = conn.prepare(&format!("{select}{where_sql}"))?;
+        let rows = stmt.query_map(params_from_iter(args), read)?;
+        records(rows, into_record)
+    }
+
     /// The clause, ordered by the cursor key, limited to one row more than the page holds.
-    pub(super) fn finish(mut self, page: &PageRequest) -> (String, Vec<Value>) {
+    fn finish(mut self, page: &PageRequest) -> (String, Vec<Value>) {
         self.args.push(Value::Integer(page.rows_to_fetch()));
         let n = self.args.len();
         self.sql

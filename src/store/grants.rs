@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::filter::Where;
@@ -459,15 +459,12 @@ impl Store {
         if let Some(status) = status {
             clause.and("status = ?", Value::Text(status.as_str().to_owned()));
         }
-        let (where_sql, args) = clause.finish(page);
         let conn = self.conn();
-        require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM grants{where_sql}"))?;
+        let select = format!("SELECT {COLUMNS} FROM grants");
         let meters = self.meters();
-        let records = records(
-            stmt.query_map(params_from_iter(args), GrantRow::read)?,
-            |r| r.into_record(&meters),
-        )?;
+        let records = clause.fetch(&conn, org, &select, page, GrantRow::read, |r| {
+            r.into_record(&meters)
+        })?;
         Ok(Page::from_rows(records, page.limit(), |g| {
             (g.granted_at, g.id.as_str())
         }))

@@ -7,8 +7,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
 use super::{
-    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or,
-    NewServerCert, OrgState, Page, PageRequest, ServerCertRecord, Store, StoreError,
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, NewServerCert,
+    OrgState, Page, PageRequest, ServerCertRecord, Store, StoreError,
 };
 use crate::identity::OrgId;
 use rusqlite::types::Value;
@@ -163,14 +163,10 @@ impl Store {
                 Value::Integer(i64::from(active)),
             );
         }
-        let (where_sql, args) = clause.finish(page);
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM {FROM}{where_sql}"))?;
-        let records = records(
-            stmt.query_map(params_from_iter(args), ServerCertRow::read)?,
-            |r| r.into_record(org),
-        )?;
+        let select = format!("SELECT {COLUMNS} FROM {FROM}");
+        let records = clause.fetch(&self.conn(), org, &select, page, ServerCertRow::read, |r| {
+            r.into_record(org)
+        })?;
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))

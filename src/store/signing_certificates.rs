@@ -11,8 +11,8 @@ use super::filter::{ListFilter, Where};
 use super::grants::{insert_grant, GrantHolder, GrantRecord, KeyPassphrase};
 use super::server_certificates::{chain_from_pem, chain_to_pem};
 use super::{
-    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, unique_or, Page,
-    PageRequest, Store, StoreError,
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, Page, PageRequest,
+    Store, StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::CertInfo;
@@ -229,15 +229,12 @@ impl Store {
                 Value::Integer(i64::from(is_default)),
             );
         }
-        let (where_sql, args) = clause.finish(page);
         self.refresh_grants(Some(org))?;
         let conn = self.conn();
-        require_org(&conn, org)?;
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM {FROM}{where_sql}"))?;
-        let mut records = records(
-            stmt.query_map(params_from_iter(args), SigningCertRow::read)?,
-            |r| r.into_record(org),
-        )?;
+        let select = format!("SELECT {COLUMNS} FROM {FROM}");
+        let mut records = clause.fetch(&conn, org, &select, page, SigningCertRow::read, |r| {
+            r.into_record(org)
+        })?;
         for record in &mut records {
             record.grant = self.grant_on(&conn, &record.id)?;
         }
