@@ -484,3 +484,35 @@ async fn under_deny_a_stale_crl_refuses_its_ca_s_devices() {
         "not revoked, stale"
     );
 }
+
+/// A client may send any extra certificate: one that names another of the org's CAs as its
+/// issuer must not make the device count as that CA's (and slip past what is set on its own CA).
+#[tokio::test]
+async fn a_look_alike_certificate_in_the_chain_does_not_change_the_device_s_ca() {
+    let server = TestServer::start().await;
+    let (root_a, a_id) = server.org_with_ca("acme").await;
+    let root_b = TestCa::root("acme other CA");
+    server.upload_ca("acme", &root_b).await;
+    let issuing = root_a.intermediate("acme issuing CA");
+    let mut device = issuing.client("d:sensor:dev1", &[]);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&device.chain[0]).unwrap();
+    let serial = portcullis::pki::serial_hex(leaf.raw_serial());
+    block(
+        &server,
+        serde_json::json!({"ca_id": a_id, "serial": serial}),
+    )
+    .await;
+    // The path is leaf → issuing → A; a look-alike of B's name goes in front of the real
+    // intermediate, and a look-alike of the intermediate itself (another key, issued "by B").
+    let fake_b = TestCa::root("acme other CA");
+    let fake_issuing = fake_b.intermediate("acme issuing CA");
+    device
+        .chain
+        .insert(1, fake_b.intermediate("decoy").cert.clone());
+    device.chain.insert(1, fake_issuing.cert.clone());
+    assert_eq!(
+        refused_with(&server, &device, "dev1").await,
+        rumqttc::ConnectReturnCode::NotAuthorized,
+        "the device counted as CA B's"
+    );
+}

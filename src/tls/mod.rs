@@ -349,13 +349,14 @@ async fn handshake(
         Ok(([], leaf)) => leaf,
         _ => return Err(Refusal::BadCertificate),
     };
-    let ca = authenticating_ca(&entry.cas, &leaf, &chain[1..]).ok_or(Refusal::CaInactive)?;
+    let (ca, leaf_issuer) =
+        authenticating_ca(&entry.cas, &leaf, &chain[1..]).ok_or(Refusal::CaInactive)?;
     let ca_id = ca.id.clone();
     let ocsp = (ca.ocsp_mode != OcspMode::Off).then(|| {
-        // The CA issued the leaf, or the intermediate the client sent next to it did.
-        let issuer = match chain.get(1) {
-            Some(intermediate) if leaf.issuer().as_raw() != ca.subject_raw => intermediate,
-            _ => &ca.der,
+        // What OCSP asks about is the leaf's issuer: the CA, or the intermediate on the path.
+        let issuer = match leaf_issuer {
+            Some(i) => &chain[1 + i],
+            None => &ca.der,
         };
         Arc::new(ocsp::Subject {
             leaf: chain[0].to_vec(),
@@ -384,33 +385,50 @@ async fn handshake(
     ))
 }
 
-/// The active CA whose subject issued a certificate of the (already verified) chain, walking up
-/// from the leaf through `intermediates`; where several CAs share that subject, the one whose key
-/// verifies the signature.
+/// The active CA the (already verified) chain leads to, and which certificate issued the leaf:
+/// `None` the CA itself, `Some(i)` the `i`-th of `intermediates`. The walk follows names from the
+/// leaf: at each step an active CA whose subject is the current certificate's issuer, else the
+/// intermediate of that subject. Certificates off that path are never looked at (a client may
+/// send any extra certificate it likes), and where several share the subject (a key rollover, or
+/// a look-alike slipped into the chain), the one whose key verifies the signature is taken.
 fn authenticating_ca<'a>(
     cas: &'a [ActiveCa],
     leaf: &X509Certificate<'_>,
     intermediates: &[CertificateDer<'_>],
-) -> Option<&'a ActiveCa> {
-    let issued_by = |cert: &X509Certificate<'_>| {
-        let issuer = cert.issuer().as_raw();
-        let candidates = || cas.iter().filter(|ca| ca.subject_raw == issuer);
-        match candidates().count() {
+) -> Option<(&'a ActiveCa, Option<usize>)> {
+    let parsed = intermediates
+        .iter()
+        .map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| cert))
+        .collect::<Option<Vec<_>>>()?;
+    let mut current = leaf;
+    let mut leaf_issuer = None;
+    for depth in 0..=parsed.len() {
+        let issuer = current.issuer().as_raw();
+        let named = || cas.iter().filter(|ca| ca.subject_raw == issuer);
+        let ca = match named().count() {
             0 => None,
-            1 => candidates().next(),
-            _ => candidates().find(|ca| signed_by(cert, &ca.der)),
-        }
-    };
-    if let Some(ca) = issued_by(leaf) {
-        return Some(ca);
-    }
-    for der in intermediates {
-        let Ok((_, cert)) = X509Certificate::from_der(der) else {
-            return None;
+            1 => named().next(),
+            _ => named().find(|ca| signed_by(current, &ca.der)),
         };
-        if let Some(ca) = issued_by(&cert) {
-            return Some(ca);
+        if let Some(ca) = ca {
+            return Some((ca, leaf_issuer));
         }
+        let named = || {
+            parsed
+                .iter()
+                .enumerate()
+                .filter(|(_, cert)| cert.subject().as_raw() == issuer)
+        };
+        let (next, _) = match named().count() {
+            0 => return None,
+            1 => named().next()?,
+            _ => named()
+                .find(|(_, cert)| current.verify_signature(Some(cert.public_key())).is_ok())?,
+        };
+        if depth == 0 {
+            leaf_issuer = Some(next);
+        }
+        current = &parsed[next];
     }
     None
 }
