@@ -246,6 +246,9 @@ impl Config {
             raw.notify.check_interval_seconds,
         )?;
         positive("grants.max_age_days", u64::from(raw.grants.max_age_days))?;
+        if raw.grants.max_age_days > 3650 {
+            return Err(invalid("grants.max_age_days", "must be at most 3650"));
+        }
         positive("grants.max_uses", raw.grants.max_uses)?;
         if raw.grants.max_uses > i64::MAX as u64 {
             return Err(invalid("grants.max_uses", "is too large"));

@@ -36,8 +36,12 @@ pub enum FetchError {
 
 /// True for an `http://` or `https://` URL with a host: one [`Fetch`] can ask.
 pub fn is_fetchable(url: &str) -> bool {
-    url.parse::<Uri>()
-        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+    url.parse::<Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https"))
+            && u.host().is_some()
+            // Credentials in a URL would travel in the Host header and show in views.
+            && !u.authority().is_some_and(|a| a.as_str().contains('@'))
+    })
 }
 
 /// One outbound request.
@@ -67,6 +71,9 @@ impl Fetch<'_> {
             .parse()
             .map_err(|_| FetchError::Url(self.url.to_owned()))?;
         let bad_url = || FetchError::Url(self.url.to_owned());
+        if !is_fetchable(self.url) {
+            return Err(bad_url());
+        }
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
@@ -241,7 +248,12 @@ mod tests {
         let error = post(&url, 100, Duration::from_millis(200)).send().await;
         assert!(matches!(error, Err(FetchError::Timeout(_))), "{error:?}");
 
-        for url in ["ftp://example.com/", "not a url", "/relative"] {
+        for url in [
+            "ftp://example.com/",
+            "not a url",
+            "/relative",
+            "http://user:secret@127.0.0.1/",
+        ] {
             let error = post(url, 100, Duration::from_secs(1)).send().await;
             assert!(matches!(error, Err(FetchError::Url(_))), "{url}: {error:?}");
         }

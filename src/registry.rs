@@ -65,6 +65,9 @@ pub struct OrgEntry {
     pub blocklist: Blocklist,
     /// (CA id, serial) of every certificate the CAs' CRLs revoke.
     revoked: HashSet<(String, String)>,
+    /// Under `revocation.on_stale_crl = "deny"`: each CA's CRL nextUpdate (Unix seconds), after
+    /// which its devices are refused. The handshake checks it; this catches TLS resumptions.
+    crl_deadlines: HashMap<String, i64>,
     /// Unix times: the earliest notAfter of the active CAs, and of the active server certificate.
     ca_expiry: Option<i64>,
     server_expiry: Option<i64>,
@@ -91,6 +94,7 @@ pub enum Revocation {
     CaInactive,
     DeviceBlocked,
     CertificateRevoked,
+    CrlStale,
 }
 
 impl Revocation {
@@ -99,6 +103,7 @@ impl Revocation {
             Revocation::CaInactive => "ca_inactive",
             Revocation::DeviceBlocked => "device_blocked",
             Revocation::CertificateRevoked => "certificate_revoked",
+            Revocation::CrlStale => "crl_stale",
         }
     }
 }
@@ -156,6 +161,14 @@ impl OrgEntry {
             .contains(&(device.ca_id.clone(), device.serial.clone()))
         {
             return Some(Revocation::CertificateRevoked);
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if self
+            .crl_deadlines
+            .get(&device.ca_id)
+            .is_some_and(|next_update| *next_update < now)
+        {
+            return Some(Revocation::CrlStale);
         }
         None
     }
@@ -309,9 +322,13 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         .map(|(_, names)| names.clone())
         .unwrap_or_default();
     let mut revoked = HashSet::new();
+    let mut crl_deadlines = HashMap::new();
     let mut crls = Vec::with_capacity(state.crls.len());
     for (ca_id, der) in state.crls {
         let info = crate::pki::crl_info(&der).map_err(|e| tls_error(e.to_string()))?;
+        if let (true, Some(next_update)) = (platform.deny_stale_crl, info.next_update) {
+            crl_deadlines.insert(ca_id.clone(), next_update.unix_timestamp());
+        }
         revoked.extend(
             info.revoked
                 .into_iter()
@@ -334,6 +351,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         server_names,
         blocklist: Blocklist::new(&state.blocked),
         revoked,
+        crl_deadlines,
         ca_expiry,
         server_expiry,
     })

@@ -516,3 +516,43 @@ async fn a_look_alike_certificate_in_the_chain_does_not_change_the_device_s_ca()
         "the device counted as CA B's"
     );
 }
+
+/// Under `deny`, a CRL that goes stale with time (no change published, so TLS tickets stay
+/// good) still refuses a resumed session at CONNECT.
+#[tokio::test]
+async fn under_deny_a_crl_going_stale_refuses_resumed_sessions_too() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|config| config.revocation.deny_stale_crl = true).await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let now = time::OffsetDateTime::now_utc();
+    let next_update = now + time::Duration::seconds(2);
+    let (status, _) = put_crl(
+        &server,
+        &ca_id,
+        &ca.crl(&[], now - time::Duration::hours(1), next_update),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let device = ca.client("d:sensor:dev1", &[]);
+    let config = server.tls_config(Some(&device), &[]);
+    let mut first = server.tls_with(SNI, config.clone()).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(200), first.read(&mut [0u8; 1])).await;
+    drop(first);
+    // Real time must pass the CRL's nextUpdate (whole seconds).
+    let stale = eventually(Duration::from_secs(5), || async move {
+        time::OffsetDateTime::now_utc() > next_update + time::Duration::seconds(1)
+    })
+    .await;
+    assert!(stale);
+    let mut resumed = server.tls_with(SNI, config).await.unwrap();
+    assert_eq!(
+        resumed.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    let answer = raw::exchange(
+        &mut resumed,
+        &raw::connect(4, "d:acme:sensor:dev1", true, 30),
+    )
+    .await;
+    assert_eq!(raw::connack_code(&answer), Some(0x05), "{answer:?}");
+}

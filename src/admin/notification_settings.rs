@@ -1,7 +1,8 @@
 //! `/api/v1/orgs/{org}/notification-settings`: where an org's notices go (DESIGN §11): e-mail
 //! addresses, and a webhook whose POSTs carry `X-Portcullis-Signature: sha256=<HMAC-SHA256 of the
 //! body with webhook_secret>`. A PUT replaces the whole settings; the secret is kept sealed and
-//! never shown back.
+//! never shown back. Operators change the webhook; the e-mail addresses, which receive grant
+//! renewal codes, only the admin.
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
@@ -96,6 +97,12 @@ pub async fn put(
     let settings = validate(body)?;
     let notifier = state.notifier.clone();
     let settings = change(state, org, move |store, org| {
+        // The addresses receive grant renewal codes: changing them is the admin's, or an
+        // operator's stolen token could renew the org's grants at will.
+        let held = store.notification_settings(org)?.unwrap_or_default();
+        if held.emails != settings.emails {
+            caller.require(org, Need::Admin)?;
+        }
         store.set_notification_settings(org, &settings, time::OffsetDateTime::now_utc())?;
         audit(store, org, &caller, "notification_settings.update", None);
         Ok(settings)

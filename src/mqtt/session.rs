@@ -61,6 +61,9 @@ pub enum ConnectRefusal {
     CaInactive,
     DeviceBlocked,
     CertificateRevoked,
+    /// The CA's CRL is past its nextUpdate and `revocation.on_stale_crl` is `deny` (a TLS
+    /// resumption skipped the handshake's check).
+    CrlStale,
     /// The CA's `ocsp_mode` is `hard` and its responder gave no usable answer.
     OcspUnavailable,
     WillTopic,
@@ -79,6 +82,7 @@ impl ConnectRefusal {
             ConnectRefusal::CaInactive => "ca_inactive",
             ConnectRefusal::DeviceBlocked => "device_blocked",
             ConnectRefusal::CertificateRevoked => "certificate_revoked",
+            ConnectRefusal::CrlStale => "crl_stale",
             ConnectRefusal::OcspUnavailable => "ocsp_unavailable",
             ConnectRefusal::WillTopic => "will_topic_not_allowed",
             ConnectRefusal::AuthMethod => "auth_method_unsupported",
@@ -122,6 +126,7 @@ impl ConnectRefusal {
             ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
             ConnectRefusal::DeviceBlocked => "this device is blocked",
             ConnectRefusal::CertificateRevoked => "the certificate is revoked",
+            ConnectRefusal::CrlStale => "the CA's revocation list is out of date",
             ConnectRefusal::OcspUnavailable => {
                 "the certificate's revocation status cannot be checked now"
             }
@@ -272,6 +277,7 @@ where
             Revocation::CaInactive => ConnectRefusal::CaInactive,
             Revocation::DeviceBlocked => ConnectRefusal::DeviceBlocked,
             Revocation::CertificateRevoked => ConnectRefusal::CertificateRevoked,
+            Revocation::CrlStale => ConnectRefusal::CrlStale,
         };
         refuse(&mut client, protocol, refusal, ctx).await;
         return Err(SessionError::Refused(refusal));

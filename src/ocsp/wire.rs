@@ -23,6 +23,9 @@ use super::{Key, OcspError};
 const MAX_SKEW: Duration = Duration::from_secs(300);
 /// How long an answer without `nextUpdate` is taken for: it promises nothing about the future.
 const NO_NEXT_UPDATE_TTL: Duration = Duration::from_secs(300);
+/// An answer without nextUpdate older than this is refused (a responder that omits nextUpdate
+/// signs fresh answers on request).
+const MAX_AGE_WITHOUT_NEXT_UPDATE: Duration = Duration::from_secs(3600);
 /// The longest an answer is cached, whatever its `nextUpdate` says (a far-future `nextUpdate`
 /// must not pin a verdict for years).
 const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -147,7 +150,12 @@ impl Query {
             Some(next_update) => (UNIX_EPOCH + next_update.0.to_unix_duration())
                 .duration_since(now)
                 .map_err(|_| OcspError::Expired)?,
-            None => NO_NEXT_UPDATE_TTL,
+            // Without a nextUpdate, an answer is only as good as it is recent: an old one (a
+            // replay from before a revocation) is refused.
+            None => match now.duration_since(this_update) {
+                Ok(age) if age > MAX_AGE_WITHOUT_NEXT_UPDATE => return Err(OcspError::Expired),
+                _ => NO_NEXT_UPDATE_TTL,
+            },
         };
         let status = match single.cert_status {
             CertStatus::Good(_) => Status::Good,

@@ -503,7 +503,9 @@ impl Store {
             }
             return Err(StoreError::GrantExpired);
         }
-        let meter = meters.entry(grant.id.clone()).or_insert(Meter {
+        // A copy, written back only once the transaction committed: a reservation the store
+        // did not record must never be spent from memory.
+        let mut meter = meters.get(&grant.id).copied().unwrap_or(Meter {
             spent: stored_uses,
             reserved: stored_reserved.max(stored_uses),
         });
@@ -522,6 +524,7 @@ impl Store {
             grant.status = after;
         }
         tx.commit()?;
+        meters.insert(grant.id.clone(), meter);
         drop(meters);
         if after != before {
             self.grant_changed.notify_one();
@@ -624,6 +627,19 @@ impl Store {
             })));
         }
         tx.execute(clear, [id])?;
+        // A grant that ran out without anyone noticing yet is expired first: its tokens are
+        // suspended, as they would have been, and stay so after the renewal.
+        let row = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM grants WHERE id = ?1"),
+            [id],
+            GrantRow::read,
+        )?;
+        let held = row.into_record(&self.meters())?;
+        if held.status != GrantStatus::Expired
+            && status_at(&self.grant_policy, &held, now) == GrantStatus::Expired
+        {
+            set_status(&tx, &held, GrantStatus::Expired)?;
+        }
         tx.execute(
             "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0, reserved = 0,
                  max_uses = ?4, status = 'active'
