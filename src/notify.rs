@@ -55,6 +55,8 @@ pub enum NotifyError {
     Address(String),
     #[error("SMTP: {0}")]
     Smtp(#[source] lettre::transport::smtp::Error),
+    #[error("the SMTP server did not take the message within {0:?}")]
+    SmtpTimeout(Duration),
     #[error("webhook: {0}")]
     Webhook(#[source] FetchError),
     #[error("store: {0}")]
@@ -132,7 +134,7 @@ impl Notifier {
     /// Runs passes until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            let sent = self.pass().await;
+            let sent = self.pass(&stop).await;
             if sent > 0 {
                 tracing::info!(sent, "notices sent");
             }
@@ -144,9 +146,22 @@ impl Notifier {
         }
     }
 
-    /// One pass: every notice due now and not yet sent today. Returns how many were sent.
-    pub async fn pass(&self) -> usize {
-        match self.try_pass().await {
+    /// One pass: every notice due now and not yet sent today (until `stop` turns true). Returns
+    /// how many were sent.
+    async fn pass(&self, stop: &watch::Receiver<bool>) -> usize {
+        let mut alerts =
+            std::mem::take(&mut *self.alerts.lock().unwrap_or_else(PoisonError::into_inner));
+        let outcome = self.try_pass(stop, &mut alerts).await;
+        // Alerts not told (a channel failed, or the pass did) wait for the next pass.
+        if !alerts.is_empty() {
+            let mut held = self.alerts.lock().unwrap_or_else(PoisonError::into_inner);
+            for alert in alerts {
+                if held.len() < 10_000 && !held.contains(&alert) {
+                    held.push(alert);
+                }
+            }
+        }
+        match outcome {
             Ok(sent) => sent,
             Err(e) => {
                 tracing::warn!(error = %e, "notification pass failed");
@@ -155,7 +170,13 @@ impl Notifier {
         }
     }
 
-    async fn try_pass(&self) -> Result<usize, NotifyError> {
+    /// `alerts`: those raised since the last pass; the ones told (or with nobody to tell) are
+    /// taken out.
+    async fn try_pass(
+        &self,
+        stop: &watch::Receiver<bool>,
+        alerts: &mut Vec<(OrgId, &'static str, String)>,
+    ) -> Result<usize, NotifyError> {
         let store = self.store.clone();
         let (orgs, stale) = blocking(move || {
             store.refresh_grants(None)?;
@@ -167,10 +188,13 @@ impl Notifier {
         for (org, ca, alias) in &stale {
             tracing::warn!(%org, ca, alias, "the CA's CRL is past its nextUpdate and no fresher one is held");
         }
-        let alerts =
-            std::mem::take(&mut *self.alerts.lock().unwrap_or_else(PoisonError::into_inner));
+        // Nobody to tell about an org without settings.
+        alerts.retain(|(org, _, _)| orgs.contains(org));
         let mut sent = 0;
         for org in orgs {
+            if *stop.borrow() {
+                break;
+            }
             let store = self.store.clone();
             let org_alerts: Vec<_> = alerts
                 .iter()
@@ -183,13 +207,21 @@ impl Notifier {
                 let now = self.store.clock().now();
                 let store = self.store.clone();
                 let key = notice.key.clone();
+                let told = |alerts: &mut Vec<(OrgId, &'static str, String)>| {
+                    let key = &notice.key;
+                    alerts.retain(|(o, e, x)| {
+                        !(*o == key.org && *e == key.event && *x == key.object)
+                    });
+                };
                 if blocking(move || store.notification_sent(&key, now)).await? {
+                    told(alerts);
                     continue;
                 }
                 if self.deliver(&settings, &notice, now).await {
                     let store = self.store.clone();
                     let key = notice.key.clone();
                     blocking(move || store.record_notification(&key, now)).await?;
+                    told(alerts);
                     sent += 1;
                 } else {
                     // The next pass tries again; the rest of this org's notices would likely fail
@@ -281,7 +313,12 @@ impl Notifier {
             message = message.to(mailbox);
         }
         let message = message.body(text).map_err(NotifyError::Message)?;
-        mailer.send(message).await.map_err(NotifyError::Smtp)?;
+        // lettre's timeout bounds each step of the exchange; this bounds the whole of it.
+        let deadline = self.timeout * 4;
+        tokio::time::timeout(deadline, mailer.send(message))
+            .await
+            .map_err(|_| NotifyError::SmtpTimeout(deadline))?
+            .map_err(NotifyError::Smtp)?;
         Ok(())
     }
 
@@ -417,14 +454,28 @@ fn due(
         ));
     }
     for grant in store.grants_to_notify(org)? {
-        let (event, state) = match grant.status {
+        // One grant period (renewal starts another): its notices are told apart by its start.
+        let period = crate::admin::rfc3339(grant.granted_at);
+        let object = format!("grant:{}", grant.id);
+        let mut events = vec![match grant.status {
             GrantStatus::Expired => ("grant_expired", "expired"),
             _ => ("grant_warning", "nearing its limits"),
+        }];
+        // A grant that went through `warning` faster than a pass still gets its warning.
+        let warning = NotificationKey {
+            org: org.clone(),
+            event: "grant_warning",
+            object: object.clone(),
+            threshold: period.clone(),
         };
-        notices.push(notice(
+        if grant.status == GrantStatus::Expired && !store.notification_ever_sent(&warning)? {
+            events.push(("grant_warning", "nearing its limits"));
+        }
+        for (event, state) in events {
+            notices.push(notice(
             event,
-            format!("grant:{}", grant.id),
-            "",
+            object.clone(),
+            &period,
             format!(
                 "the access grant on {} {} is {state} ({} of {} uses, until {})",
                 grant.holder.as_str().replace('_', " "),
@@ -439,6 +490,7 @@ fn due(
                 "expires_at": crate::admin::rfc3339(grant.expires_at),
             }),
         ));
+        }
     }
     for (_, ca_id, alias) in store.stale_crls(Some(org), now)? {
         notices.push(notice(

@@ -504,3 +504,20 @@ async fn a_grant_on_a_key_imported_from_pkcs12_renews_only_with_that_file_s_pass
     assert!(!renewed.to_string().contains("p12 pass"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_grant_that_runs_out_before_a_pass_still_sends_its_warning() {
+    let webhook = WebhookReceiver::start(SECRET, 0).await;
+    let server = TestServer::start_with(|config| config.grants.max_uses = 2).await;
+    server.create_org("acme").await;
+    settings(&server, &webhook).await;
+    let object = format!("grant:{}", grant(&server).await["id"].as_str().unwrap());
+    // Two uses of two: active to expired in one signature, never seen in `warning`.
+    for name in ["one", "two"] {
+        assert_eq!(new_token(&server, name).await.0, 201);
+    }
+    assert_eq!(grant(&server).await["status"], "expired");
+    arrives("the expiry", || webhook.count("grant_expired", &object) == 1).await;
+    arrives("the warning", || webhook.count("grant_warning", &object) == 1).await;
+    server.stop().await;
+}

@@ -156,6 +156,16 @@ impl Store {
         )?)
     }
 
+    /// True when `key` was ever sent (within the 90 days kept).
+    pub fn notification_ever_sent(&self, key: &NotificationKey) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM notifications_sent
+                 WHERE org = ?1 AND event = ?2 AND object = ?3 AND threshold = ?4)",
+            params![key.org.as_str(), key.event, key.object, key.threshold],
+            |row| row.get(0),
+        )?)
+    }
+
     /// Records `key` as sent at `at`.
     pub fn record_notification(
         &self,
@@ -174,10 +184,10 @@ impl Store {
                 to_micros(at)
             ],
         )?;
-        // What is older than a week can no longer suppress anything.
+        // Kept 90 days: long enough to know a grant period's warning went out.
         self.conn().execute(
             "DELETE FROM notifications_sent WHERE sent_at < ?1",
-            [to_micros(at - time::Duration::days(7))],
+            [to_micros(at - time::Duration::days(90))],
         )?;
         Ok(())
     }
