@@ -6,7 +6,8 @@
 //! server trusts the root); the server presents the platform default certificate (leaf + platform
 //! CA) made by `pki`, as `Server::bind` makes it. Every case but the `new_device` ones presents
 //! the same leaf, so through the org config it is a known device: the verified-chain cache
-//! (`tls/chain_cache.rs`) skips the chain's verification, CRL lookup included. Cases:
+//! (`tls/chain_cache.rs`) skips the chain's verification (the CRL lookup, `tls/revocation.rs`,
+//! runs for every chain, cached or not). Cases:
 //!
 //! - `bare_no_client_auth`: rustls without a client verifier, for reference (the cost of mTLS);
 //! - `bare`: rustls `ServerConfig` with `WebPkiClientVerifier` over the root and a single cert;
@@ -15,7 +16,7 @@
 //! - `org_config_new_device`: that, with a device the server has not verified before at every
 //!   handshake (the next of [`NEW_DEVICES`] leaves, each its own key): the chain is verified;
 //! - `org_config_crl10k`, `org_config_crl10k_new_device`: those two with the CRL of the leaves'
-//!   issuer (the intermediate: rustls checks the end entity only) listing 10,000 revoked serials,
+//!   issuer (the intermediate: only the end entity is checked) listing 10,000 revoked serials,
 //!   none of a leaf that connects; setup checks that a leaf it lists is refused;
 //! - `org_config_ocsp_warm`: `org_config` plus what the session path does after the handshake
 //!   when the CA's `ocsp_mode` is soft or hard, `Ocsp::status(leaf, issuer, url)`, answered from a
