@@ -517,7 +517,13 @@ async fn a_grant_that_runs_out_before_a_pass_still_sends_its_warning() {
         assert_eq!(new_token(&server, name).await.0, 201);
     }
     assert_eq!(grant(&server).await["status"], "expired");
-    arrives("the expiry", || webhook.count("grant_expired", &object) == 1).await;
-    arrives("the warning", || webhook.count("grant_warning", &object) == 1).await;
+    arrives("the expiry", || {
+        webhook.count("grant_expired", &object) == 1
+    })
+    .await;
+    arrives("the warning", || {
+        webhook.count("grant_warning", &object) == 1
+    })
+    .await;
     server.stop().await;
 }
