@@ -29,6 +29,9 @@
 //! - [`store`]: SQLite schema, migrations, queries, keys encrypted at rest.
 //! - [`pki`]: certificate parsing and checks, platform CA and certificate generation.
 //! - [`admin`]: the HTTP admin API.
+//! - [`notify`]: expiry, grant, CRL and OCSP notices by e-mail and signed webhooks, once a day.
+//! - [`fetch`]: outbound HTTP (OCSP, CRL downloads, webhooks) under one deadline.
+//! - [`clock`]: the clock expiry, notices and grants read (tests move a manual one).
 //! - [`metrics`]: metric names and descriptions in one place.
 
 pub mod admin;
