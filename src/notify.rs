@@ -213,7 +213,7 @@ impl Notifier {
                         !(*o == key.org && *e == key.event && *x == key.object)
                     });
                 };
-                if blocking(move || store.notification_sent(&key, now)).await? {
+                if blocking(move || store.notification_sent(&key, Some(now))).await? {
                     told(alerts);
                     continue;
                 }
@@ -468,7 +468,7 @@ fn due(
             object: object.clone(),
             threshold: period.clone(),
         };
-        if grant.status == GrantStatus::Expired && !store.notification_ever_sent(&warning)? {
+        if grant.status == GrantStatus::Expired && !store.notification_sent(&warning, None)? {
             events.push(("grant_warning", "nearing its limits"));
         }
         for (event, state) in events {

@@ -236,6 +236,21 @@ impl GrantRow {
     }
 }
 
+/// The grant row matching `condition` (SQL over the grants table, `?N` for `params`), if any.
+fn grant_row(
+    conn: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<GrantRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM grants WHERE {condition}"),
+            params,
+            GrantRow::read,
+        )
+        .optional()?)
+}
+
 /// The status `grant` has at `now`.
 fn status_at(policy: &GrantPolicy, grant: &GrantRecord, now: OffsetDateTime) -> GrantStatus {
     if now >= grant.expires_at || grant.uses >= grant.max_uses {
@@ -317,14 +332,9 @@ impl Store {
         conn: &Connection,
         holder_id: &str,
     ) -> Result<Option<GrantRecord>, StoreError> {
-        let row = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM grants WHERE holder_id = ?1"),
-                [holder_id],
-                GrantRow::read,
-            )
-            .optional()?;
-        row.map(|row| row.into_record(&self.meters())).transpose()
+        grant_row(conn, "holder_id = ?1", [holder_id])?
+            .map(|row| row.into_record(&self.meters()))
+            .transpose()
     }
 
     /// Every key the product holds for an org without a grant (a store written before grants)
@@ -423,14 +433,10 @@ impl Store {
     ) -> Result<Option<GrantRecord>, StoreError> {
         let conn = self.conn();
         require_org(&conn, org)?;
-        let row = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM grants WHERE org = ?1 AND {column} = ?2"),
-                params![org.as_str(), value],
-                GrantRow::read,
-            )
-            .optional()?;
-        row.map(|row| row.into_record(&self.meters())).transpose()
+        let condition = format!("org = ?1 AND {column} = ?2");
+        grant_row(&conn, &condition, params![org.as_str(), value])?
+            .map(|row| row.into_record(&self.meters()))
+            .transpose()
     }
 
     /// The org's grants in `warning` or `expired`: what the notifier tells about.
@@ -481,13 +487,11 @@ impl Store {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(row) = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM grants WHERE org = ?1 AND holder_id = ?2"),
-                params![org.as_str(), holder_id],
-                GrantRow::read,
-            )
-            .optional()?
+        let Some(row) = grant_row(
+            &tx,
+            "org = ?1 AND holder_id = ?2",
+            params![org.as_str(), holder_id],
+        )?
         else {
             return Ok(None);
         };
@@ -629,12 +633,10 @@ impl Store {
         tx.execute(clear, [id])?;
         // A grant that ran out without anyone noticing yet is expired first: its tokens are
         // suspended, as they would have been, and stay so after the renewal.
-        let row = tx.query_row(
-            &format!("SELECT {COLUMNS} FROM grants WHERE id = ?1"),
-            [id],
-            GrantRow::read,
-        )?;
-        let held = row.into_record(&self.meters())?;
+        let vanished = || StoreError::Corrupt("a grant vanished inside its transaction".into());
+        let held = grant_row(&tx, "id = ?1", [id])?
+            .ok_or_else(vanished)?
+            .into_record(&self.meters())?;
         if held.status != GrantStatus::Expired
             && status_at(&self.grant_policy, &held, now) == GrantStatus::Expired
         {
@@ -653,12 +655,9 @@ impl Store {
         )?;
         let mut meters = self.meters();
         meters.remove(id);
-        let row = tx.query_row(
-            &format!("SELECT {COLUMNS} FROM grants WHERE id = ?1"),
-            [id],
-            GrantRow::read,
-        )?;
-        let grant = row.into_record(&meters)?;
+        let grant = grant_row(&tx, "id = ?1", [id])?
+            .ok_or_else(vanished)?
+            .into_record(&meters)?;
         drop(meters);
         tx.commit()?;
         self.grant_changed.notify_one();

@@ -136,32 +136,24 @@ impl Store {
         Ok(orgs)
     }
 
-    /// True when `key` was already sent on the UTC day of `at`.
+    /// True when `key` was sent on the UTC day of `on`; with `on` `None`, ever (within the 90
+    /// days kept).
     pub fn notification_sent(
         &self,
         key: &NotificationKey,
-        at: OffsetDateTime,
+        on: Option<OffsetDateTime>,
     ) -> Result<bool, StoreError> {
         Ok(self.conn().query_row(
             "SELECT EXISTS (SELECT 1 FROM notifications_sent
-                 WHERE org = ?1 AND event = ?2 AND object = ?3 AND threshold = ?4 AND day = ?5)",
+                 WHERE org = ?1 AND event = ?2 AND object = ?3 AND threshold = ?4
+                     AND (?5 IS NULL OR day = ?5))",
             params![
                 key.org.as_str(),
                 key.event,
                 key.object,
                 key.threshold,
-                day(at)
+                on.map(day)
             ],
-            |row| row.get(0),
-        )?)
-    }
-
-    /// True when `key` was ever sent (within the 90 days kept).
-    pub fn notification_ever_sent(&self, key: &NotificationKey) -> Result<bool, StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM notifications_sent
-                 WHERE org = ?1 AND event = ?2 AND object = ?3 AND threshold = ?4)",
-            params![key.org.as_str(), key.event, key.object, key.threshold],
             |row| row.get(0),
         )?)
     }
