@@ -64,12 +64,26 @@ pub struct MqttsConfig {
     pub max_packet_size: usize,
     pub max_connections: usize,
     pub max_concurrent_handshakes: usize,
+    /// How long a new connection may stay silent before it is closed; waited for before a
+    /// handshake slot is taken, so silent sockets cannot hold the slots.
+    pub first_byte_timeout: Duration,
+    /// Most connections open at once from one source address (handshakes included).
+    pub max_connections_per_source: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Most admin connections open at once; further ones are closed at accept, so the admin
+    /// listener cannot take the descriptors and memory the device listener needs.
+    pub max_connections: usize,
+    /// Deadline for a request's headers, from its first byte (from accept for a new connection).
+    pub header_timeout: Duration,
+    /// Deadline for a request's whole body, from the end of its headers.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +150,8 @@ struct RawMqtts {
     max_packet_size: usize,
     max_connections: usize,
     max_concurrent_handshakes: usize,
+    first_byte_timeout_ms: u64,
+    max_connections_per_source: usize,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +159,10 @@ struct RawMqtts {
 struct RawAdmin {
     listen: SocketAddr,
     max_body_bytes: usize,
+    max_connections: usize,
+    header_timeout_ms: u64,
+    body_timeout_ms: u64,
+    idle_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +252,18 @@ impl Config {
             "mqtts.max_concurrent_handshakes",
             raw.mqtts.max_concurrent_handshakes as u64,
         )?;
+        positive(
+            "mqtts.first_byte_timeout_ms",
+            raw.mqtts.first_byte_timeout_ms,
+        )?;
+        positive(
+            "mqtts.max_connections_per_source",
+            raw.mqtts.max_connections_per_source as u64,
+        )?;
+        positive("admin.max_connections", raw.admin.max_connections as u64)?;
+        positive("admin.header_timeout_ms", raw.admin.header_timeout_ms)?;
+        positive("admin.body_timeout_ms", raw.admin.body_timeout_ms)?;
+        positive("admin.idle_timeout_ms", raw.admin.idle_timeout_ms)?;
         positive("broker.max_connections", raw.broker.max_connections as u64)?;
         positive(
             "revocation.fetch_timeout_ms",
@@ -301,10 +333,16 @@ impl Config {
                 max_packet_size: raw.mqtts.max_packet_size,
                 max_connections: raw.mqtts.max_connections,
                 max_concurrent_handshakes: raw.mqtts.max_concurrent_handshakes,
+                first_byte_timeout: Duration::from_millis(raw.mqtts.first_byte_timeout_ms),
+                max_connections_per_source: raw.mqtts.max_connections_per_source,
             },
             admin: AdminConfig {
                 listen: raw.admin.listen,
                 max_body_bytes: raw.admin.max_body_bytes,
+                max_connections: raw.admin.max_connections,
+                header_timeout: Duration::from_millis(raw.admin.header_timeout_ms),
+                body_timeout: Duration::from_millis(raw.admin.body_timeout_ms),
+                idle_timeout: Duration::from_millis(raw.admin.idle_timeout_ms),
             },
             store: StoreConfig {
                 data_dir: raw.store.data_dir,

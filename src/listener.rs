@@ -1,8 +1,14 @@
-//! The MQTTS accept loop: connection limits, admission control for handshakes, backoff on accept
-//! errors, one task per connection, and one log event plus one counter per refused connection.
+//! The MQTTS accept loop: connection limits (in all and per source address), a deadline for the
+//! first bytes before a handshake slot is taken, admission control for handshakes, backoff on
+//! accept errors, one task per connection, and one log event plus one counter per refused
+//! connection. [`admin`] is the admin listener's loop, under deadlines and a limit of its own.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub mod admin;
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +25,11 @@ use crate::tls;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// One host (or one NAT address) cannot take every connection.
+    pub max_connections_per_source: usize,
     pub max_concurrent_handshakes: usize,
+    /// A silent socket is closed after this, before it could hold a handshake slot.
+    pub first_byte_timeout: Duration,
     pub handshake_timeout: Duration,
 }
 
@@ -31,40 +41,124 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Arc::new(Sources::new(limits.max_connections_per_source));
     let handshakes = Arc::new(Semaphore::new(limits.max_concurrent_handshakes));
     let mut tasks = JoinSet::new();
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    metrics::counter!(CONNECTIONS_ACCEPTED).increment(1);
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        refused(peer, None, "tcp", "max_connections");
-                        continue;
-                    };
-                    tasks.spawn(connection(
-                        stream,
-                        peer,
-                        ctx.clone(),
-                        handshakes.clone(),
-                        limits.handshake_timeout,
-                        permit,
-                    ));
-                }
-                Err(error) => {
-                    // Out of descriptors or memory: wait, then try again, rather than spin.
-                    tracing::warn!(%error, ?backoff, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
+            (stream, peer) = backoff.accept(&listener) => {
+                metrics::counter!(CONNECTIONS_ACCEPTED).increment(1);
+                let Some(source) = sources.enter(peer.ip()) else {
+                    refused(peer, None, "tcp", "max_connections_per_source");
+                    continue;
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    refused(peer, None, "tcp", "max_connections");
+                    continue;
+                };
+                tasks.spawn(connection(
+                    stream,
+                    peer,
+                    ctx.clone(),
+                    handshakes.clone(),
+                    limits.clone(),
+                    (permit, source),
+                ));
+            }
         }
     }
     tasks.shutdown().await;
+}
+
+/// Accepts with a growing pause after failures: out of descriptors or memory, the loop waits and
+/// tries again rather than spin. Shared by the MQTTS and the admin listeners.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(5))
+    }
+}
+
+impl Backoff {
+    /// The next accepted connection; cancel-safe (a `select!` branch).
+    async fn accept(&mut self, listener: &TcpListener) -> (TcpStream, SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(accepted) => {
+                    *self = Backoff::default();
+                    return accepted;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, backoff = ?self.0, "accept failed");
+                    tokio::time::sleep(self.0).await;
+                    self.0 = (self.0 * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Connections open per source address. IPv4-mapped IPv6 addresses count as their IPv4 address.
+struct Sources {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its source until dropped.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Sources {
+    fn new(max: usize) -> Sources {
+        Sources {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` when that source is at its cap.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+        })
+    }
+
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Sources with nothing open are forgotten, so the table follows the connections.
+        if let Entry::Occupied(mut entry) = open.entry(self.ip) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
 }
 
 async fn connection(
@@ -72,12 +166,23 @@ async fn connection(
     peer: SocketAddr,
     ctx: Arc<Context>,
     handshakes: Arc<Semaphore>,
-    handshake_timeout: Duration,
-    _connection: OwnedSemaphorePermit,
+    limits: Limits,
+    _held: (OwnedSemaphorePermit, SourceSlot),
 ) {
-    let deadline = Instant::now() + handshake_timeout;
+    let accepted = Instant::now();
+    let deadline = accepted + limits.handshake_timeout;
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set_nodelay failed");
+    }
+    // A socket that never sends its ClientHello must not hold a handshake slot: wait for its first
+    // byte without one. A closed or failing socket goes on, and fails the handshake as it would.
+    let first_bytes = deadline.min(accepted + limits.first_byte_timeout);
+    if tokio::time::timeout_at(first_bytes, stream.peek(&mut [0u8; 1]))
+        .await
+        .is_err()
+    {
+        refused(peer, None, "tcp", "first_byte_timeout");
+        return;
     }
     // Admission control: a storm waits for a handshake slot within its own deadline instead of
     // making every handshake slow.
@@ -125,4 +230,40 @@ async fn connection(
 fn refused(peer: SocketAddr, sni: Option<&str>, stage: &'static str, reason: &'static str) {
     metrics::counter!(CONNECTIONS_REFUSED, "stage" => stage, "reason" => reason).increment(1);
     tracing::warn!(%peer, sni = sni.unwrap_or(""), stage, reason, "connection refused");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_at_its_cap_is_refused_until_one_of_its_connections_ends() {
+        let sources = Arc::new(Sources::new(2));
+        let a = IpAddr::from([192, 0, 2, 1]);
+        let b = IpAddr::from([192, 0, 2, 2]);
+        let first = sources.enter(a);
+        let second = sources.enter(a);
+        assert!(first.is_some() && second.is_some());
+        assert!(sources.enter(a).is_none(), "a third from the same source");
+        assert!(sources.enter(b).is_some(), "another source is not affected");
+        drop(first);
+        assert!(sources.enter(a).is_some(), "a slot freed is taken again");
+    }
+
+    #[test]
+    fn mapped_ipv6_counts_as_its_ipv4_source_and_empty_sources_are_forgotten() {
+        let sources = Arc::new(Sources::new(1));
+        let v4 = IpAddr::from([192, 0, 2, 7]);
+        let mapped = IpAddr::from(std::net::Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
+        let slot = sources.enter(v4);
+        assert!(slot.is_some());
+        assert!(sources.enter(mapped).is_none());
+        drop(slot);
+        assert_eq!(sources.open_from(v4), 0);
+        assert!(sources
+            .open
+            .lock()
+            .map(|open| open.is_empty())
+            .unwrap_or(false));
+    }
 }

@@ -9,6 +9,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const CONNECTIONS_ACCEPTED: &str = "portcullis_connections_accepted_total";
 /// Counter: connections refused, by `stage` (`tcp`, `tls`, `connect`) and bounded `reason`.
 pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
+/// Counter: admin connections the admin listener closed, by `reason`: `max_connections` (at
+/// accept, over `admin.max_connections`), `header_timeout`, `body_timeout`, `idle_timeout`.
+pub const ADMIN_CONNECTIONS_CLOSED: &str = "portcullis_admin_connections_closed_total";
 /// Counter: completed TLS handshakes, by `resumed` (`true`/`false`).
 pub const HANDSHAKES: &str = "portcullis_tls_handshakes_total";
 /// Histogram: seconds from accept to a completed TLS handshake.
@@ -94,6 +97,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused, by stage and reason"
+    );
+    describe_counter!(
+        ADMIN_CONNECTIONS_CLOSED,
+        "Admin connections closed by the listener (limit at accept, deadlines), by reason"
     );
     describe_counter!(HANDSHAKES, "Completed TLS handshakes, by resumption");
     describe_histogram!(

@@ -15,6 +15,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crls::CrlFetcher;
+use crate::listener::admin::AdminLimits;
 use crate::listener::{self, Limits};
 use crate::mqtt::session::Context;
 use crate::notify::{Notifier, NotifyError};
@@ -51,8 +52,6 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("admin server: {0}")]
-    Admin(#[source] std::io::Error),
     #[error("notifications: {0}")]
     Notify(#[from] NotifyError),
 }
@@ -171,8 +170,16 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let limits = Limits {
             max_connections: self.config.mqtts.max_connections,
+            max_connections_per_source: self.config.mqtts.max_connections_per_source,
             max_concurrent_handshakes: self.config.mqtts.max_concurrent_handshakes,
+            first_byte_timeout: self.config.mqtts.first_byte_timeout,
             handshake_timeout: self.config.mqtts.handshake_timeout,
+        };
+        let admin_limits = AdminLimits {
+            max_connections: self.config.admin.max_connections,
+            header_timeout: self.config.admin.header_timeout,
+            body_timeout: self.config.admin.body_timeout,
+            idle_timeout: self.config.admin.idle_timeout,
         };
         tracing::info!(mqtts = %self.mqtts_addr(), admin = %self.admin_addr(), "serving");
         let ocsp_recheck = tokio::spawn(crate::ocsp::recheck::run(
@@ -190,12 +197,12 @@ impl Server {
         ));
         let notifier = tokio::spawn(self.notifier.run(stopped.clone()));
         let store = self.admin_state.store.clone();
-        let mut admin_stopped = stopped;
-        let admin = axum::serve(self.admin, admin::router(self.admin_state))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.wait_for(|stop| *stop).await;
-            });
-        let admin = tokio::spawn(async move { admin.await });
+        let admin = tokio::spawn(listener::admin::run(
+            self.admin,
+            admin::router(self.admin_state),
+            admin_limits,
+            stopped,
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
@@ -203,16 +210,13 @@ impl Server {
         let _ = notifier.await;
         let _ = crl_fetcher.await;
         let _ = ocsp_recheck.await;
-        let served = match admin.await {
-            Ok(result) => result.map_err(ServerError::Admin),
-            Err(_) => Ok(()),
-        };
+        let _ = admin.await;
         // Grant uses spent from memory are written, so a clean restart does not count the
         // reservations left as spent.
         tokio::task::spawn_blocking(move || store.flush_grants())
             .await
             .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("flush: {e}"))))??;
-        served
+        Ok(())
     }
 }
 

@@ -1,0 +1,357 @@
+//! The admin listener's accept loop: the axum router served by hyper's HTTP/1 connection, one
+//! task per connection, under a connection limit and deadlines of its own, so idle or slow HTTP
+//! clients cannot take the descriptors and memory the device listener needs. A connection is in
+//! one [`Phase`] at a time, and each phase but answering has a deadline: a new connection and a
+//! request being received must complete their headers within `header_timeout`, a request body
+//! must arrive within `body_timeout`, a keep-alive connection may wait `idle_timeout` for its next
+//! request. While a response is being produced or sent (an event stream for hours) nothing is cut.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::Backoff;
+use crate::metrics::ADMIN_CONNECTIONS_CLOSED;
+
+/// At shutdown, connections get this long to finish what they are answering; then they are cut
+/// (an event stream never finishes by itself).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What the admin listener lets a client hold.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Serves `router` until `shutdown` turns true, then lets connections finish within [`DRAIN`].
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    limits: AdminLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut tasks = JoinSet::new();
+    let mut backoff = Backoff::default();
+    let stopping = shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            (stream, peer) = backoff.accept(&listener) => {
+                // Over the limit the connection is dropped here, closed before it costs anything.
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    closed(peer, "max_connections");
+                    continue;
+                };
+                let router = router.clone();
+                tasks.spawn(connection(stream, peer, router, limits, stopping.clone(), permit));
+            }
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::info!(left = tasks.len(), "admin connections cut at shutdown");
+    }
+    tasks.shutdown().await;
+}
+
+/// The one counter (and, for a refusal at accept, the one log event) of a connection the listener
+/// closed.
+fn closed(peer: SocketAddr, reason: &'static str) {
+    metrics::counter!(ADMIN_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+    if reason == "max_connections" {
+        tracing::warn!(%peer, reason, "admin connection refused");
+    } else {
+        tracing::debug!(%peer, reason, "admin connection closed");
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: AdminLimits,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new(limits));
+    let io = TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let requests = activity.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let activity = requests.clone();
+        let router = router.clone();
+        async move {
+            let answering = activity.request();
+            let request = request.map(|body| Body::new(Arriving::new(body, activity)));
+            let response = match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // The response body holds the guard: the connection is answering until it is sent.
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _held = &answering;
+                    frame
+                }))
+            }))
+        }
+    });
+    let mut builder = http1::Builder::new();
+    // The deadlines are the watch below, phase by phase; hyper's own would also cut idle
+    // keep-alive connections at the header deadline.
+    builder.header_read_timeout(None);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        let (phase, deadline) = activity.deadline();
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "admin connection ended");
+                }
+                return;
+            }
+            _ = activity.changed.notified() => {}
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // Dropping the connection closes it; whatever it was receiving is abandoned.
+                closed(peer, phase.timeout_reason());
+                return;
+            }
+            _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Where a connection is, for its deadline.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Accepted, nothing received yet: the first request's headers are due.
+    New { since: Instant },
+    /// A response was sent; keep-alive, waiting for the next request.
+    Idle { since: Instant },
+    /// Bytes of a request came: its headers are due.
+    Header { since: Instant },
+    /// The request is being answered while its body still comes.
+    Body { until: Instant },
+    /// The request is read; its response is being produced or sent.
+    Answering,
+}
+
+impl Phase {
+    fn timeout_reason(self) -> &'static str {
+        match self {
+            Phase::New { .. } | Phase::Header { .. } => "header_timeout",
+            Phase::Idle { .. } => "idle_timeout",
+            Phase::Body { .. } | Phase::Answering => "body_timeout",
+        }
+    }
+}
+
+/// A connection's phase, moved by its reads, its requests and its responses; `changed` wakes the
+/// watch when a deadline moves.
+struct Activity {
+    phase: Mutex<Phase>,
+    changed: Notify,
+    limits: AdminLimits,
+}
+
+impl Activity {
+    fn new(limits: AdminLimits) -> Activity {
+        Activity {
+            phase: Mutex::new(Phase::New {
+                since: Instant::now(),
+            }),
+            changed: Notify::new(),
+            limits,
+        }
+    }
+
+    fn moved(&self, change: impl FnOnce(Phase) -> Option<Phase>) {
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(next) = change(*phase) {
+            *phase = next;
+            // One stored permit if the watch is not waiting yet: no change is missed.
+            self.changed.notify_one();
+        }
+    }
+
+    /// The current phase and when it runs out (`None`: never, while answering).
+    fn deadline(&self) -> (Phase, Option<Instant>) {
+        let phase = *self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = &self.limits;
+        let deadline = match phase {
+            Phase::New { since } | Phase::Header { since } => Some(since + limits.header_timeout),
+            Phase::Idle { since } => Some(since + limits.idle_timeout),
+            Phase::Body { until } => Some(until),
+            Phase::Answering => None,
+        };
+        (phase, deadline)
+    }
+
+    /// Bytes came: a request has begun, if none had.
+    fn received(&self) {
+        self.moved(|phase| match phase {
+            Phase::Idle { .. } => Some(Phase::Header {
+                since: Instant::now(),
+            }),
+            _ => None,
+        });
+    }
+
+    /// hyper has read a request's headers; its body is due within the body deadline.
+    fn request(self: &Arc<Self>) -> Answering {
+        let until = Instant::now() + self.limits.body_timeout;
+        self.moved(|_| Some(Phase::Body { until }));
+        Answering {
+            activity: self.clone(),
+        }
+    }
+
+    /// The request body is in (or no longer wanted).
+    fn body_done(&self) {
+        self.moved(|phase| match phase {
+            Phase::Body { .. } => Some(Phase::Answering),
+            _ => None,
+        });
+    }
+}
+
+/// Held by a response until it is sent; then the connection is idle.
+struct Answering {
+    activity: Arc<Activity>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.activity.moved(|_| {
+            Some(Phase::Idle {
+                since: Instant::now(),
+            })
+        });
+    }
+}
+
+/// A request body that tells the connection when it has all come.
+struct Arriving {
+    body: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl Arriving {
+    fn new(body: Incoming, activity: Arc<Activity>) -> Arriving {
+        if hyper::body::Body::is_end_stream(&body) {
+            activity.body_done();
+        }
+        Arriving { body, activity }
+    }
+}
+
+impl hyper::body::Body for Arriving {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.activity.body_done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.activity.body_done();
+    }
+}
+
+/// The connection's socket, telling the connection when bytes come.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.received();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
