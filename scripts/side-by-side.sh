@@ -51,6 +51,7 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/server-ca.pem" -CAkey "$work
 
 # Portcullis, with org acme and the device CA.
 PORTCULLIS__MQTTS__LISTEN=127.0.0.1:28883 PORTCULLIS__ADMIN__LISTEN=127.0.0.1:28080 \
+PORTCULLIS__MQTTS__MAX_CONNECTIONS_PER_SOURCE=1000000 \
 PORTCULLIS__STORE__DATA_DIR="$work/data" PORTCULLIS_ADMIN_TOKEN=bench-token \
     target/release/portcullis serve > /dev/null 2> "$work/portcullis.log" &
 portcullis_pid=$!

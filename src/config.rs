@@ -84,6 +84,8 @@ pub struct AdminConfig {
     pub body_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// How long a response may wait for a client that does not read it.
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +165,7 @@ struct RawAdmin {
     header_timeout_ms: u64,
     body_timeout_ms: u64,
     idle_timeout_ms: u64,
+    write_timeout_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +267,7 @@ impl Config {
         positive("admin.header_timeout_ms", raw.admin.header_timeout_ms)?;
         positive("admin.body_timeout_ms", raw.admin.body_timeout_ms)?;
         positive("admin.idle_timeout_ms", raw.admin.idle_timeout_ms)?;
+        positive("admin.write_timeout_ms", raw.admin.write_timeout_ms)?;
         positive("broker.max_connections", raw.broker.max_connections as u64)?;
         positive(
             "revocation.fetch_timeout_ms",
@@ -343,6 +347,7 @@ impl Config {
                 header_timeout: Duration::from_millis(raw.admin.header_timeout_ms),
                 body_timeout: Duration::from_millis(raw.admin.body_timeout_ms),
                 idle_timeout: Duration::from_millis(raw.admin.idle_timeout_ms),
+                write_timeout: Duration::from_millis(raw.admin.write_timeout_ms),
             },
             store: StoreConfig {
                 data_dir: raw.store.data_dir,

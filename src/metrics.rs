@@ -10,7 +10,8 @@ pub const CONNECTIONS_ACCEPTED: &str = "portcullis_connections_accepted_total";
 /// Counter: connections refused, by `stage` (`tcp`, `tls`, `connect`) and bounded `reason`.
 pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
 /// Counter: admin connections the admin listener closed, by `reason`: `max_connections` (at
-/// accept, over `admin.max_connections`), `header_timeout`, `body_timeout`, `idle_timeout`.
+/// accept, over `admin.max_connections`), `header_timeout`, `body_timeout`, `idle_timeout`,
+/// `write_timeout`.
 pub const ADMIN_CONNECTIONS_CLOSED: &str = "portcullis_admin_connections_closed_total";
 /// Counter: completed TLS handshakes, by `resumed` (`true`/`false`).
 pub const HANDSHAKES: &str = "portcullis_tls_handshakes_total";

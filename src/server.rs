@@ -180,6 +180,7 @@ impl Server {
             header_timeout: self.config.admin.header_timeout,
             body_timeout: self.config.admin.body_timeout,
             idle_timeout: self.config.admin.idle_timeout,
+            write_timeout: self.config.admin.write_timeout,
         };
         tracing::info!(mqtts = %self.mqtts_addr(), admin = %self.admin_addr(), "serving");
         let ocsp_recheck = tokio::spawn(crate::ocsp::recheck::run(

@@ -234,3 +234,33 @@ async fn the_event_stream_outlives_every_admin_deadline() {
     let seen = common::read_events(&mut events, |seen| seen.contains("event: refused")).await;
     assert!(seen.contains("no_client_certificate"), "{seen}");
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_responses_is_closed_after_the_write_deadline() {
+    let server = TestServer::start_with(|config| {
+        config.admin.write_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let series = format!(r#"{ADMIN_CLOSED}{{reason="write_timeout"}}"#);
+    let before = counter(&server, &series).await;
+    // A small receive window and many pipelined requests: the answers fill every buffer between
+    // the two ends, and the server's writes block.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = step(socket.connect(server.admin)).await.unwrap();
+    let (mut reading, mut writing) = stream.into_split();
+    let requests = b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n".repeat(20_000);
+    // The writer blocks too once the server stops reading; it ends with the connection.
+    let writer = tokio::spawn(async move {
+        let _ = writing.write_all(&requests).await;
+    });
+    let closed = eventually(STEP, || async { counter(&server, &series).await > before }).await;
+    assert!(closed, "the connection was closed for not reading");
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = step(reading.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+    }
+    writer.abort();
+}

@@ -4,7 +4,8 @@
 //! one [`Phase`] at a time, and each phase but answering has a deadline: a new connection and a
 //! request being received must complete their headers within `header_timeout`, a request body
 //! must arrive within `body_timeout`, a keep-alive connection may wait `idle_timeout` for its next
-//! request. While a response is being produced or sent (an event stream for hours) nothing is cut.
+//! request. While a response is being produced or sent (an event stream for hours) nothing is cut
+//! but a client that stops reading it: a write blocked for `write_timeout` closes the connection.
 
 use std::convert::Infallible;
 use std::io;
@@ -41,6 +42,7 @@ pub struct AdminLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
+    pub write_timeout: Duration,
 }
 
 /// Serves `router` until `shutdown` turns true, then lets connections finish within [`DRAIN`].
@@ -129,7 +131,7 @@ async fn connection(
     tokio::pin!(conn);
     let mut draining = false;
     loop {
-        let (phase, deadline) = activity.deadline();
+        let (reason, deadline) = activity.deadline();
         tokio::select! {
             served = conn.as_mut() => {
                 if let Err(error) = served {
@@ -139,9 +141,12 @@ async fn connection(
             }
             _ = activity.changed.notified() => {}
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                // Dropping the connection closes it; whatever it was receiving is abandoned.
-                closed(peer, phase.timeout_reason());
-                return;
+                // A deadline moved later without a wake-up (a write went through) is looked at again.
+                if activity.deadline().1.is_some_and(|due| due <= Instant::now()) {
+                    // Dropping the connection closes it; whatever it was doing is abandoned.
+                    closed(peer, reason);
+                    return;
+                }
             }
             _ = shutdown.wait_for(|stop| *stop), if !draining => {
                 draining = true;
@@ -166,55 +171,81 @@ enum Phase {
     Answering,
 }
 
-impl Phase {
-    fn timeout_reason(self) -> &'static str {
-        match self {
-            Phase::New { .. } | Phase::Header { .. } => "header_timeout",
-            Phase::Idle { .. } => "idle_timeout",
-            Phase::Body { .. } | Phase::Answering => "body_timeout",
-        }
-    }
-}
-
-/// A connection's phase, moved by its reads, its requests and its responses; `changed` wakes the
-/// watch when a deadline moves.
+/// A connection's phase, moved by its reads, its requests and its responses, and since when its
+/// writes are blocked (a client not reading); `changed` wakes the watch when a deadline comes
+/// nearer.
 struct Activity {
-    phase: Mutex<Phase>,
+    state: Mutex<State>,
     changed: Notify,
     limits: AdminLimits,
+}
+
+#[derive(Clone, Copy)]
+struct State {
+    phase: Phase,
+    write_blocked: Option<Instant>,
 }
 
 impl Activity {
     fn new(limits: AdminLimits) -> Activity {
         Activity {
-            phase: Mutex::new(Phase::New {
-                since: Instant::now(),
+            state: Mutex::new(State {
+                phase: Phase::New {
+                    since: Instant::now(),
+                },
+                write_blocked: None,
             }),
             changed: Notify::new(),
             limits,
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn moved(&self, change: impl FnOnce(Phase) -> Option<Phase>) {
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(next) = change(*phase) {
-            *phase = next;
+        let mut state = self.state();
+        if let Some(next) = change(state.phase) {
+            state.phase = next;
             // One stored permit if the watch is not waiting yet: no change is missed.
             self.changed.notify_one();
         }
     }
 
-    /// The current phase and when it runs out (`None`: never, while answering).
-    fn deadline(&self) -> (Phase, Option<Instant>) {
-        let phase = *self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The next deadline and the reason it closes for (`None`: none, while answering freely).
+    fn deadline(&self) -> (&'static str, Option<Instant>) {
+        let state = *self.state();
         let limits = &self.limits;
-        let deadline = match phase {
-            Phase::New { since } | Phase::Header { since } => Some(since + limits.header_timeout),
-            Phase::Idle { since } => Some(since + limits.idle_timeout),
-            Phase::Body { until } => Some(until),
-            Phase::Answering => None,
+        let (reason, phase_due) = match state.phase {
+            Phase::New { since } | Phase::Header { since } => {
+                ("header_timeout", Some(since + limits.header_timeout))
+            }
+            Phase::Idle { since } => ("idle_timeout", Some(since + limits.idle_timeout)),
+            Phase::Body { until } => ("body_timeout", Some(until)),
+            Phase::Answering => ("", None),
         };
-        (phase, deadline)
+        let write_due = state
+            .write_blocked
+            .map(|since| since + limits.write_timeout);
+        match (phase_due, write_due) {
+            (Some(phase), Some(write)) if write < phase => ("write_timeout", Some(write)),
+            (None, Some(write)) => ("write_timeout", Some(write)),
+            _ => (reason, phase_due),
+        }
+    }
+
+    /// A write could not go through (`blocked`) or went through.
+    fn wrote(&self, blocked: bool) {
+        let mut state = self.state();
+        match (blocked, state.write_blocked) {
+            (true, None) => {
+                state.write_blocked = Some(Instant::now());
+                self.changed.notify_one();
+            }
+            (false, Some(_)) => state.write_blocked = None,
+            _ => {}
+        }
     }
 
     /// Bytes came: a request has begun, if none had.
@@ -332,7 +363,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn poll_write_vectored(
@@ -340,7 +373,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(polled.is_pending());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
