@@ -15,7 +15,8 @@
 //!
 //! - [`config`]: raw (serde) → validated [`config::Config`].
 //! - [`server`]: bind every listener, report addresses, run until shutdown, drain.
-//! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection.
+//! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection; the admin
+//!   listener's loop under its own limit and deadlines.
 //! - [`tls`]: SNI → org → `ServerConfig`; the per-org client verifier; the typed TLS outcome.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
 //! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once;

@@ -390,3 +390,56 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> AdminLimits {
+        AdminLimits {
+            max_connections: 1,
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(4),
+        }
+    }
+
+    fn reason(activity: &Activity) -> &'static str {
+        activity.deadline().0
+    }
+
+    #[test]
+    fn each_phase_has_its_deadline_and_answering_has_none_until_a_write_blocks() {
+        let activity = Arc::new(Activity::new(limits()));
+        assert_eq!(reason(&activity), "header_timeout");
+        // Bytes of the first request keep the deadline counted from accept.
+        activity.received();
+        assert_eq!(reason(&activity), "header_timeout");
+        let answering = activity.request();
+        assert_eq!(reason(&activity), "body_timeout");
+        activity.body_done();
+        assert_eq!(
+            activity.deadline().1,
+            None,
+            "a response being sent is not cut"
+        );
+        activity.wrote(true);
+        assert_eq!(reason(&activity), "write_timeout");
+        activity.wrote(false);
+        assert_eq!(activity.deadline().1, None);
+        drop(answering);
+        assert_eq!(reason(&activity), "idle_timeout");
+        activity.received();
+        assert_eq!(reason(&activity), "header_timeout");
+    }
+
+    #[test]
+    fn the_nearer_of_a_phase_and_a_blocked_write_wins() {
+        let activity = Arc::new(Activity::new(limits()));
+        let _answering = activity.request();
+        // Body due in 2 s, a blocked write in 4 s: the body's deadline comes first.
+        activity.wrote(true);
+        assert_eq!(reason(&activity), "body_timeout");
+    }
+}
