@@ -198,6 +198,11 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_deadline() {
     let answered = until_closed(&mut stream).await;
     let answered = String::from_utf8_lossy(&answered);
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    // Served as before: a sized answer keeps its length (not chunked).
+    assert!(
+        answered.to_ascii_lowercase().contains("content-length:"),
+        "{answered}"
+    );
     assert!(counter(&server, &series).await > before);
 }
 

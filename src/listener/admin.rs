@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
-use http_body_util::BodyExt;
-use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -108,19 +107,18 @@ async fn connection(
         let activity = requests.clone();
         let router = router.clone();
         async move {
-            let answering = activity.request();
-            let request = request.map(|body| Body::new(Arriving::new(body, activity)));
+            activity.request();
+            let arriving = activity.clone();
+            let request =
+                request.map(|body| Body::new(Tracked::new(body, arriving, Role::Request)));
             let response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            // The response body holds the guard: the connection is answering until it is sent.
-            Ok::<_, Infallible>(response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
-                    let _held = &answering;
-                    frame
-                }))
-            }))
+            // The connection is answering until the response body is sent (and dropped).
+            Ok::<_, Infallible>(
+                response.map(|body| Body::new(Tracked::new(body, activity, Role::Response))),
+            )
         }
     });
     let mut builder = http1::Builder::new();
@@ -259,12 +257,18 @@ impl Activity {
     }
 
     /// hyper has read a request's headers; its body is due within the body deadline.
-    fn request(self: &Arc<Self>) -> Answering {
+    fn request(&self) {
         let until = Instant::now() + self.limits.body_timeout;
         self.moved(|_| Some(Phase::Body { until }));
-        Answering {
-            activity: self.clone(),
-        }
+    }
+
+    /// The response is sent: keep-alive, the next request may come.
+    fn responded(&self) {
+        self.moved(|_| {
+            Some(Phase::Idle {
+                since: Instant::now(),
+            })
+        });
     }
 
     /// The request body is in (or no longer wanted).
@@ -276,46 +280,44 @@ impl Activity {
     }
 }
 
-/// Held by a response until it is sent; then the connection is idle.
-struct Answering {
+/// Which body a [`Tracked`] is.
+enum Role {
+    /// The request body: when it has all come (or is no longer wanted), its deadline ends.
+    Request,
+    /// The response body: when it is sent (dropped by hyper), the connection is idle.
+    Response,
+}
+
+/// A request or response body that tells the connection where it is; otherwise the body itself.
+struct Tracked<B> {
+    body: B,
     activity: Arc<Activity>,
+    role: Role,
 }
 
-impl Drop for Answering {
-    fn drop(&mut self) {
-        self.activity.moved(|_| {
-            Some(Phase::Idle {
-                since: Instant::now(),
-            })
-        });
-    }
-}
-
-/// A request body that tells the connection when it has all come.
-struct Arriving {
-    body: Incoming,
-    activity: Arc<Activity>,
-}
-
-impl Arriving {
-    fn new(body: Incoming, activity: Arc<Activity>) -> Arriving {
-        if hyper::body::Body::is_end_stream(&body) {
+impl<B: hyper::body::Body> Tracked<B> {
+    fn new(body: B, activity: Arc<Activity>, role: Role) -> Tracked<B> {
+        if matches!(role, Role::Request) && body.is_end_stream() {
             activity.body_done();
         }
-        Arriving { body, activity }
+        Tracked {
+            body,
+            activity,
+            role,
+        }
     }
 }
 
-impl hyper::body::Body for Arriving {
-    type Data = Bytes;
-    type Error = hyper::Error;
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
+        if matches!(polled, Poll::Ready(None)) && matches!(self.role, Role::Request) {
             self.activity.body_done();
         }
         polled
@@ -330,9 +332,12 @@ impl hyper::body::Body for Arriving {
     }
 }
 
-impl Drop for Arriving {
+impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
-        self.activity.body_done();
+        match self.role {
+            Role::Request => self.activity.body_done(),
+            Role::Response => self.activity.responded(),
+        }
     }
 }
 
@@ -416,7 +421,7 @@ mod tests {
         // Bytes of the first request keep the deadline counted from accept.
         activity.received();
         assert_eq!(reason(&activity), "header_timeout");
-        let answering = activity.request();
+        activity.request();
         assert_eq!(reason(&activity), "body_timeout");
         activity.body_done();
         assert_eq!(
@@ -428,7 +433,7 @@ mod tests {
         assert_eq!(reason(&activity), "write_timeout");
         activity.wrote(false);
         assert_eq!(activity.deadline().1, None);
-        drop(answering);
+        activity.responded();
         assert_eq!(reason(&activity), "idle_timeout");
         activity.received();
         assert_eq!(reason(&activity), "header_timeout");
@@ -437,7 +442,7 @@ mod tests {
     #[test]
     fn the_nearer_of_a_phase_and_a_blocked_write_wins() {
         let activity = Arc::new(Activity::new(limits()));
-        let _answering = activity.request();
+        activity.request();
         // Body due in 2 s, a blocked write in 4 s: the body's deadline comes first.
         activity.wrote(true);
         assert_eq!(reason(&activity), "body_timeout");
