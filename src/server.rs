@@ -167,15 +167,6 @@ impl Server {
 
     /// Serves until `shutdown` resolves; then stops accepting, closes live sessions and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        // Polled once before anything serves: a future that installs signal handlers on its first
-        // poll (main's SIGTERM) has them in place before the first request is answered, even when
-        // a loaded host runs the listeners' tasks before this one resumes.
-        let mut shutdown = std::pin::pin!(shutdown);
-        let stopped_early = tokio::select! {
-            biased;
-            _ = &mut shutdown => true,
-            _ = std::future::ready(()) => false,
-        };
         let (stop, stopped) = watch::channel(false);
         let limits = Limits {
             max_connections: self.config.mqtts.max_connections,
@@ -213,9 +204,7 @@ impl Server {
             admin_limits,
             stopped,
         ));
-        if !stopped_early {
-            shutdown.await;
-        }
+        shutdown.await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
         let _ = mqtts.await;
