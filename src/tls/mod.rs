@@ -22,6 +22,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 mod chain_cache;
+mod mail_constraints;
 mod revocation;
 
 use crate::identity::{self, Identity};
@@ -59,6 +60,8 @@ pub enum Refusal {
     CertificateNotYetValid,
     /// Listed in the CRL of the CA that issued it.
     CertificateRevoked,
+    /// Outside a CA's name constraints (DNS, IP or e-mail).
+    NameConstraintViolation,
     BadCertificate,
     /// The CA that verified the chain is no longer active (a change raced the handshake).
     CaInactive,
@@ -80,6 +83,7 @@ impl Refusal {
             Refusal::CertificateExpired => "certificate_expired",
             Refusal::CertificateNotYetValid => "certificate_not_yet_valid",
             Refusal::CertificateRevoked => "certificate_revoked",
+            Refusal::NameConstraintViolation => "name_constraint_violation",
             Refusal::BadCertificate => "bad_certificate",
             Refusal::CaInactive => "ca_inactive",
             Refusal::ClientAlert => "client_alert",
@@ -173,14 +177,28 @@ pub fn org_server_config(
     active: Option<(Arc<CertifiedKey>, Vec<String>)>,
     platform: &Platform,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    // webpki enforces the CAs' name constraints but e-mail ones, which `mail_constraints` takes
+    // out of the trust anchors and enforces itself.
     let mut roots = RootCertStore::empty();
+    let mut mail_constrained = Vec::new();
     for ca in cas {
-        roots.add(ca.der.clone())?;
+        let (anchor, mail) =
+            mail_constraints::anchor(&ca.der).map_err(|_| TlsError::BadCertificate)?;
+        if let Some(mail) = mail {
+            mail_constrained.push((anchor.clone(), mail));
+        }
+        roots.roots.push(anchor);
     }
+    let anchors = roots.roots.clone();
     // The CAs' CRLs are checked on the leaf by the caching verifier (see `revocation` for why not
     // by webpki): a revoked leaf fails the handshake with `certificate_revoked`.
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    let verifier = Arc::new(mail_constraints::MailConstraintVerifier::new(
+        verifier,
+        anchors,
+        mail_constrained,
+    ));
     let revocations = revocation::Revocations::new(&crls, platform.deny_stale_crl)?;
     // Chains verified under this config's trust are remembered (see `chain_cache`).
     let verifier = Arc::new(chain_cache::CachingVerifier::new(
@@ -457,6 +475,12 @@ fn classify(error: std::io::Error) -> Refusal {
                 Refusal::CertificateNotYetValid
             }
             CertificateError::Revoked => Refusal::CertificateRevoked,
+            CertificateError::Other(other)
+                if other.0.downcast_ref::<webpki::Error>()
+                    == Some(&webpki::Error::NameConstraintViolation) =>
+            {
+                Refusal::NameConstraintViolation
+            }
             _ => Refusal::BadCertificate,
         },
         rustls::Error::AlertReceived(_) => Refusal::ClientAlert,
