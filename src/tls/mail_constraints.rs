@@ -6,7 +6,7 @@
 //! constraints keep every subtree except the rfc822Name ones (DNS, IP, directory name and URI
 //! constraints are still webpki's to enforce, exactly as before). Those rfc822Name subtrees are
 //! kept here, and once webpki has verified a chain, it is verified again with a path check of
-//! ours ([`MailConstraintVerifier`]): webpki hands over each path it would accept and moves on to
+//! ours ([`MailCheck`]): webpki hands over each path it would accept and moves on to
 //! another when ours refuses. Along the path, the constraints of the CA and of each intermediate
 //! apply to every certificate below it: to each SAN rfc822Name, or, when a certificate has no SAN
 //! extension, to each emailAddress attribute of its subject.
@@ -23,11 +23,7 @@
 use std::sync::Arc;
 
 use der::{Decode, Encode, Tag, TagNumber, Tagged};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, Error, OtherError};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -227,23 +223,21 @@ struct ConstrainedCa {
     mail: MailConstraints,
 }
 
-/// The org's client verifier with rfc822Name constraints checked on the path (see the module
-/// documentation). Everything but the chain check is the inner verifier's.
-#[derive(Debug)]
-pub struct MailConstraintVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+/// The rfc822Name check of an org's client chains, run once webpki has verified a chain (see the
+/// module documentation).
+#[derive(Debug, Default)]
+pub struct MailCheck {
     anchors: Vec<TrustAnchor<'static>>,
     constrained: Vec<ConstrainedCa>,
 }
 
-impl MailConstraintVerifier {
-    /// `anchors` are the ones the inner verifier trusts (as [`anchor`] made them), `constrained`
-    /// the rfc822Name constraints [`anchor`] took out of them, by anchor.
+impl MailCheck {
+    /// `anchors` are the ones the webpki verifier trusts (as [`anchor`] made them),
+    /// `constrained` the rfc822Name constraints [`anchor`] took out of them, by anchor.
     pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
         anchors: Vec<TrustAnchor<'static>>,
         constrained: Vec<(TrustAnchor<'static>, MailConstraints)>,
-    ) -> MailConstraintVerifier {
+    ) -> MailCheck {
         let constrained = constrained
             .into_iter()
             .map(|(anchor, mail)| ConstrainedCa {
@@ -252,8 +246,7 @@ impl MailConstraintVerifier {
                 mail,
             })
             .collect();
-        MailConstraintVerifier {
-            inner,
+        MailCheck {
             anchors,
             constrained,
         }
@@ -309,12 +302,18 @@ impl MailConstraintVerifier {
         Ok(())
     }
 
-    fn verify_mail_constraints(
+    /// Checks a chain webpki has verified: a no-op unless e-mail constraints may apply, else the
+    /// chain is verified again with [`Self::path_ok`] on each path, refused as a
+    /// `NameConstraintViolation` (as webpki's own) when no path passes.
+    pub fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), Error> {
+        if !self.applies(intermediates) {
+            return Ok(());
+        }
         let refused = |e: webpki::Error| {
             Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
         };
@@ -331,57 +330,6 @@ impl MailConstraintVerifier {
         )
         .map(|_| ())
         .map_err(refused)
-    }
-}
-
-impl ClientCertVerifier for MailConstraintVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        if self.applies(intermediates) {
-            self.verify_mail_constraints(end_entity, intermediates, now)?;
-        }
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 

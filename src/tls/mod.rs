@@ -194,17 +194,13 @@ pub fn org_server_config(
     // by webpki): a revoked leaf fails the handshake with `certificate_revoked`.
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
-    let verifier = Arc::new(mail_constraints::MailConstraintVerifier::new(
-        verifier,
-        anchors,
-        mail_constrained,
-    ));
     let revocations = revocation::Revocations::new(&crls, platform.deny_stale_crl)?;
     // Chains verified under this config's trust are remembered (see `chain_cache`).
     let verifier = Arc::new(chain_cache::CachingVerifier::new(
         verifier,
         chain_cache::CAPACITY,
         revocations,
+        mail_constraints::MailCheck::new(anchors, mail_constrained),
     ));
     let resolver = OrgCertResolver {
         active,
