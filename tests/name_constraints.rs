@@ -142,6 +142,17 @@ async fn refused(server: &TestServer, device: &ClientCert, what: &str) {
     assert_eq!(alert, AlertDescription::CertificateUnknown, "{what}");
 }
 
+/// Devices of `ca` with one SAN e-mail each: those `inside` its constraints are admitted, those
+/// `outside` refused.
+async fn judge(server: &TestServer, ca: &Ca, inside: &[&str], outside: &[&str]) {
+    for email in inside {
+        admitted(server, &device(ca, &[], &[email], None, &[]), email).await;
+    }
+    for email in outside {
+        refused(server, &device(ca, &[], &[email], None, &[]), email).await;
+    }
+}
+
 async fn server_with(cas: &[&Ca]) -> TestServer {
     let server = TestServer::start().await;
     server.create_org("acme").await;
@@ -155,20 +166,21 @@ async fn server_with(cas: &[&Ca]) -> TestServer {
 async fn permitted_host_admits_mailboxes_on_that_host_only() {
     let ca = root("host CA", vec![mail("example.com")], vec![]);
     let server = server_with(&[&ca]).await;
-    for email in [
-        "dev1@example.com",
-        "dev1@EXAMPLE.com",
-        "Any.One@example.com",
-    ] {
-        admitted(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
-    for email in [
-        "dev1@sensors.example.com",
-        "dev1@example.org",
-        "dev1@notexample.com",
-    ] {
-        refused(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
+    judge(
+        &server,
+        &ca,
+        &[
+            "dev1@example.com",
+            "dev1@EXAMPLE.com",
+            "Any.One@example.com",
+        ],
+        &[
+            "dev1@sensors.example.com",
+            "dev1@example.org",
+            "dev1@notexample.com",
+        ],
+    )
+    .await;
     // Every SAN e-mail must fit, not just one.
     let mixed = device(
         &ca,
@@ -184,32 +196,34 @@ async fn permitted_host_admits_mailboxes_on_that_host_only() {
 async fn permitted_domain_admits_hosts_under_it_not_the_domain_itself() {
     let ca = root("domain CA", vec![mail(".example.com")], vec![]);
     let server = server_with(&[&ca]).await;
-    for email in ["dev1@sensors.example.com", "dev1@a.b.EXAMPLE.COM"] {
-        admitted(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
-    for email in [
-        "dev1@example.com",
-        "dev1@sensorsexample.com",
-        "dev1@example.com.evil",
-    ] {
-        refused(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
+    judge(
+        &server,
+        &ca,
+        &["dev1@sensors.example.com", "dev1@a.b.EXAMPLE.COM"],
+        &[
+            "dev1@example.com",
+            "dev1@sensorsexample.com",
+            "dev1@example.com.evil",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn permitted_mailbox_admits_that_mailbox_with_a_case_sensitive_local_part() {
     let ca = root("mailbox CA", vec![mail("dev1@example.com")], vec![]);
     let server = server_with(&[&ca]).await;
-    for email in ["dev1@example.com", "dev1@Example.COM"] {
-        admitted(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
-    for email in [
-        "Dev1@example.com",
-        "dev2@example.com",
-        "dev1@sub.example.com",
-    ] {
-        refused(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
+    judge(
+        &server,
+        &ca,
+        &["dev1@example.com", "dev1@Example.COM"],
+        &[
+            "Dev1@example.com",
+            "dev2@example.com",
+            "dev1@sub.example.com",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -224,16 +238,17 @@ async fn excluded_subtrees_refuse_what_they_cover_even_when_permitted() {
         ],
     );
     let server = server_with(&[&ca]).await;
-    for email in ["dev1@ops.example.com", "ROOT@ops.example.com"] {
-        admitted(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
-    for email in [
-        "dev1@lab.example.com",
-        "dev1@x.LAB.example.com",
-        "root@OPS.example.com",
-    ] {
-        refused(&server, &device(&ca, &[], &[email], None, &[]), email).await;
-    }
+    judge(
+        &server,
+        &ca,
+        &["dev1@ops.example.com", "ROOT@ops.example.com"],
+        &[
+            "dev1@lab.example.com",
+            "dev1@x.LAB.example.com",
+            "root@OPS.example.com",
+        ],
+    )
+    .await;
     // Only excluded subtrees: anything else is fine.
     let only_excluded = root("excluded-only CA", vec![], vec![mail(".evil.example")]);
     upload(&server, &only_excluded).await;
