@@ -161,6 +161,7 @@ fn pki_code(e: &PkiError) -> &'static str {
         PkiError::Pkcs12PasswordWrong => "pkcs12_password_wrong",
         PkiError::Pkcs12NoKey => "pkcs12_no_key",
         PkiError::Pkcs12NoCertificate => "pkcs12_no_certificate",
+        PkiError::Pkcs12KdfTooCostly => "pkcs12_kdf_too_costly",
         PkiError::Generate(_) => "internal",
     }
 }

@@ -14,6 +14,9 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
+mod pkcs12_cost;
+pub use pkcs12_cost::{check_kdf_cost, KdfCost, MAX_PKCS12_ITERATIONS};
+
 /// Why an uploaded certificate or key was refused. Each maps to one stable API error code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PkiError {
@@ -55,6 +58,11 @@ pub enum PkiError {
     Pkcs12NoKey,
     #[error("the PKCS#12 file holds no certificate")]
     Pkcs12NoCertificate,
+    #[error(
+        "the PKCS#12 file asks for too costly a key derivation (at most 1,000,000 iterations \
+         each, 3,000,000 in all; OpenSSL writes 2,048)"
+    )]
+    Pkcs12KdfTooCostly,
     #[error("certificate generation failed: {0}")]
     Generate(String),
 }
@@ -209,7 +217,8 @@ pub fn check_ca(der: &[u8], now: OffsetDateTime) -> Result<CertInfo, PkiError> {
 
 /// Key-derivation costs an encrypted upload may ask for. OpenSSL's defaults are far below
 /// (PBKDF2: 2,048 iterations; scrypt: N = 16,384, r = 8, i.e. 16 MiB); above these an upload is
-/// refused as `NotAKey` rather than pinning a core or allocating gigabytes.
+/// refused as `NotAKey` rather than pinning a core or allocating gigabytes. The same caps bound each
+/// derivation of a PKCS#12 file (see `pkcs12_cost`).
 const MAX_PBKDF2_ITERATIONS: u32 = 1_000_000;
 const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
 const MAX_SCRYPT_PARALLELISM: u16 = 16;
@@ -318,11 +327,17 @@ fn decrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<PrivateKeyDer<'static>,
 /// The first key entry (with the certificates the file links to it: its leaf by localKeyId, then
 /// issuers by name) is used. A file without a key paired with a certificate — `openssl pkcs12
 /// -export -nokeys`, but also `-nocerts` — is `Pkcs12NoKey`: the parser cannot tell the two apart.
+/// A file asking for more key derivation than [`check_kdf_cost`] allows is `Pkcs12KdfTooCostly`,
+/// refused before any is done.
 pub fn from_pkcs12(
     der: &[u8],
     password: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
     use p12_keystore::error::Error as P12Error;
+    // Every iteration count is read and capped before the parser derives anything (a panic in
+    // the decoders it uses would be a refusal too).
+    std::panic::catch_unwind(|| check_kdf_cost(der, password))
+        .map_err(|_| PkiError::NotPkcs12)??;
     // The PKCS#12 parser is a third-party decoder fed operator bytes: a panic in it must become
     // a refusal, not a dead admin task.
     let parsed = std::panic::catch_unwind(|| p12_keystore::KeyStore::from_pkcs12(der, password))
@@ -1276,6 +1291,56 @@ mod tests {
         args.extend_from_slice(&["-passout", "pass:pa55"]);
         openssl(dir, &args);
         std::fs::read(dir.join("out.p12")).unwrap()
+    }
+
+    #[test]
+    fn pkcs12_costs_are_read_opened_and_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chain(d);
+        // OpenSSL's 2,048 iterations for the MAC, the certificates and the key; the legacy PBES1
+        // derives twice (key and IV). The certificates' content is opened to see inside.
+        for (extra, iterations) in [
+            (&["-inkey", "key.pem"][..], 3 * 2048),
+            (&["-inkey", "key.pem", "-legacy"][..], 5 * 2048),
+            (&["-inkey", "key.pem", "-descert"][..], 4 * 2048),
+        ] {
+            let file = p12(d, extra);
+            let cost = check_kdf_cost(&file, "pa55").unwrap();
+            let want = KdfCost {
+                iterations,
+                contents_opened: 1,
+            };
+            assert_eq!(cost, want, "{extra:?}");
+            // A wrong password is for the parser to report.
+            assert!(check_kdf_cost(&file, "wrong").is_ok(), "{extra:?}");
+        }
+        // One derivation over the cap: refused before the parser runs.
+        let file = p12(d, &["-inkey", "key.pem", "-iter", "1000001", "-nomac"]);
+        assert_eq!(
+            from_pkcs12(&file, "pa55"),
+            Err(PkiError::Pkcs12KdfTooCostly)
+        );
+        assert_eq!(check_kdf_cost(b"junk", "pa55"), Err(PkiError::NotPkcs12));
+    }
+
+    #[test]
+    fn pkcs12_caps_each_derivation_and_the_file() {
+        let mut cost = KdfCost::default();
+        for _ in 0..3 {
+            cost.charge(u64::from(MAX_PBKDF2_ITERATIONS)).unwrap();
+        }
+        assert_eq!(cost.iterations, MAX_PKCS12_ITERATIONS);
+        assert_eq!(cost.charge(1), Err(PkiError::Pkcs12KdfTooCostly));
+        let mut one = KdfCost::default();
+        assert_eq!(
+            one.charge(u64::from(MAX_PBKDF2_ITERATIONS) + 1),
+            Err(PkiError::Pkcs12KdfTooCostly)
+        );
+        assert_eq!(
+            KdfCost::default().charge(u64::MAX),
+            Err(PkiError::Pkcs12KdfTooCostly)
+        );
     }
 
     #[test]

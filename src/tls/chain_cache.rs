@@ -21,6 +21,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::mail_constraints::MailCheck;
 use super::revocation::Revocations;
 
 /// Chains remembered per org; when full, the cache starts over (a reconnect storm of more
@@ -41,6 +42,8 @@ pub struct CachingVerifier {
     capacity: usize,
     /// What the org's CRLs revoke, checked on the leaf of every chain.
     revocations: Revocations,
+    /// The CAs' e-mail name constraints, checked on each chain before it is remembered.
+    mail: MailCheck,
 }
 
 impl CachingVerifier {
@@ -48,12 +51,14 @@ impl CachingVerifier {
         inner: Arc<dyn ClientCertVerifier>,
         capacity: usize,
         revocations: Revocations,
+        mail: MailCheck,
     ) -> CachingVerifier {
         CachingVerifier {
             inner,
             verified: Mutex::new(HashMap::new()),
             capacity,
             revocations,
+            mail,
         }
     }
 
@@ -147,6 +152,7 @@ impl ClientCertVerifier for CachingVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        self.mail.verify(end_entity, intermediates, now)?;
         // The chain is valid whatever the CRLs say, so it is remembered either way.
         if let Some(validity) = chain_validity(end_entity, intermediates) {
             self.remember(key, validity);
@@ -280,7 +286,12 @@ mod tests {
             calls: AtomicUsize::new(0),
         });
         (
-            CachingVerifier::new(counting.clone(), capacity, revocations),
+            CachingVerifier::new(
+                counting.clone(),
+                capacity,
+                revocations,
+                MailCheck::default(),
+            ),
             counting,
         )
     }

@@ -22,6 +22,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 mod chain_cache;
+mod mail_constraints;
 mod revocation;
 
 use crate::identity::{self, Identity};
@@ -59,6 +60,8 @@ pub enum Refusal {
     CertificateNotYetValid,
     /// Listed in the CRL of the CA that issued it.
     CertificateRevoked,
+    /// Outside a CA's name constraints (DNS, IP or e-mail).
+    NameConstraintViolation,
     BadCertificate,
     /// The CA that verified the chain is no longer active (a change raced the handshake).
     CaInactive,
@@ -80,6 +83,7 @@ impl Refusal {
             Refusal::CertificateExpired => "certificate_expired",
             Refusal::CertificateNotYetValid => "certificate_not_yet_valid",
             Refusal::CertificateRevoked => "certificate_revoked",
+            Refusal::NameConstraintViolation => "name_constraint_violation",
             Refusal::BadCertificate => "bad_certificate",
             Refusal::CaInactive => "ca_inactive",
             Refusal::ClientAlert => "client_alert",
@@ -173,10 +177,19 @@ pub fn org_server_config(
     active: Option<(Arc<CertifiedKey>, Vec<String>)>,
     platform: &Platform,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    // webpki enforces the CAs' name constraints but e-mail ones, which `mail_constraints` takes
+    // out of the trust anchors and enforces itself.
     let mut roots = RootCertStore::empty();
+    let mut mail_constrained = Vec::new();
     for ca in cas {
-        roots.add(ca.der.clone())?;
+        let (anchor, mail) =
+            mail_constraints::anchor(&ca.der).map_err(|_| TlsError::BadCertificate)?;
+        if let Some(mail) = mail {
+            mail_constrained.push((anchor.clone(), mail));
+        }
+        roots.roots.push(anchor);
     }
+    let anchors = roots.roots.clone();
     // The CAs' CRLs are checked on the leaf by the caching verifier (see `revocation` for why not
     // by webpki): a revoked leaf fails the handshake with `certificate_revoked`.
     let verifier =
@@ -187,6 +200,7 @@ pub fn org_server_config(
         verifier,
         chain_cache::CAPACITY,
         revocations,
+        mail_constraints::MailCheck::new(anchors, mail_constrained),
     ));
     let resolver = OrgCertResolver {
         active,
@@ -457,6 +471,12 @@ fn classify(error: std::io::Error) -> Refusal {
                 Refusal::CertificateNotYetValid
             }
             CertificateError::Revoked => Refusal::CertificateRevoked,
+            CertificateError::Other(other)
+                if other.0.downcast_ref::<webpki::Error>()
+                    == Some(&webpki::Error::NameConstraintViolation) =>
+            {
+                Refusal::NameConstraintViolation
+            }
             _ => Refusal::BadCertificate,
         },
         rustls::Error::AlertReceived(_) => Refusal::ClientAlert,
