@@ -47,6 +47,8 @@ def ratio(a, b):
 def main():
     runs = load(sys.argv[1])
     servers = ["portcullis", "mosquitto", "broker"]
+    if any(server == "base" for server, _ in runs):
+        servers.insert(1, "base")
     rows = [
         ("connect", "connections/s", "connections_per_second", 0),
         ("connect", "p50 connect ms", "latency_ms.p50", 2),
@@ -86,6 +88,13 @@ def main():
     print(f"| Portcullis / mosquitto CPU per known-device full handshake | {fmt(ratio(known['portcullis'], known['mosquitto']), 3)} | ≤ 0.286 |")
     print(f"| front-end KiB per idle session (Portcullis − bare broker) | {fmt(front_end_kib, 1)} | ≤ 32 |")
     print(f"| Portcullis / bare broker QoS 0 received msg/s | {fmt(ratio(flood['portcullis'], flood['broker']), 2)} | ≥ 0.80 |")
+    if "base" in servers:
+        resumed_base = median(runs, ("base", "resume"), "server.cpu_us_per_connection")
+        print(f"| Portcullis / base CPU per connection (full, new certificate) | {fmt(ratio(cpu['portcullis'], cpu['base']), 3)} | ≤ 1.02 |")
+        print(f"| Portcullis / base CPU per connection (known devices) | {fmt(ratio(known['portcullis'], known['base']), 3)} | ≤ 1.02 |")
+        print(f"| Portcullis / base CPU per connection (resumed) | {fmt(ratio(resumed, resumed_base), 3)} | ≤ 1.02 |")
+        print(f"| Portcullis / base RSS KiB per idle session | {fmt(ratio(hold['portcullis'], hold['base']), 3)} | ≤ 1.02 |")
+        print(f"| Portcullis / base QoS 0 received msg/s | {fmt(ratio(flood['portcullis'], flood['base']), 3)} | ≥ 0.98 |")
 
 
 if __name__ == "__main__":

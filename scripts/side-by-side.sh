@@ -8,7 +8,8 @@
 # Environment: N (connections per connect run, default 2000), T (workers, default 32),
 # HOLD (idle sessions for the memory run, default 1000), SECS (throughput seconds, default 5),
 # RATE (messages/s per publisher for the latency run, default 2500), OUT (directory kept for
-# the raw JSON, default a temporary one).
+# the raw JSON, default a temporary one), BASE_BIN (an earlier build of portcullis measured in
+# the same rounds, e.g. one built from the commit before a change: before/after ratios).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -49,19 +50,30 @@ printf 'subjectAltName=DNS:acme.messaging.localhost\nextendedKeyUsage=serverAuth
 openssl x509 -req -in "$work/server.csr" -CA "$work/server-ca.pem" -CAkey "$work/server-ca.key" \
     -CAcreateserial -days 30 -sha256 -extfile "$work/server.ext" -out "$work/server.pem" 2>/dev/null
 
-# Portcullis, with org acme and the device CA.
-PORTCULLIS__MQTTS__LISTEN=127.0.0.1:28883 PORTCULLIS__ADMIN__LISTEN=127.0.0.1:28080 \
-PORTCULLIS__MQTTS__MAX_CONNECTIONS_PER_SOURCE=1000000 \
-PORTCULLIS__STORE__DATA_DIR="$work/data" PORTCULLIS_ADMIN_TOKEN=bench-token \
-    target/release/portcullis serve > /dev/null 2> "$work/portcullis.log" &
-portcullis_pid=$!
-pids+=("$portcullis_pid")
-for _ in $(seq 100); do curl -sf http://127.0.0.1:28080/readyz > /dev/null && break; sleep 0.1; done
+# Portcullis, with org acme and the device CA: start_portcullis NAME BINARY MQTTS_PORT ADMIN_PORT
+# leaves the server's pid in $started.
+start_portcullis() {
+    local name=$1 binary=$2 mqtts=$3 admin=$4
+    PORTCULLIS__MQTTS__LISTEN=127.0.0.1:$mqtts PORTCULLIS__ADMIN__LISTEN=127.0.0.1:$admin \
+    PORTCULLIS__MQTTS__MAX_CONNECTIONS_PER_SOURCE=1000000 \
+    PORTCULLIS__STORE__DATA_DIR="$work/$name-data" PORTCULLIS_ADMIN_TOKEN=bench-token \
+        "$binary" serve > /dev/null 2> "$work/$name.log" &
+    started=$!
+    pids+=("$started")
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" > /dev/null && break; sleep 0.1; done
+    api -H 'content-type: application/json' -d '{"id": "acme", "name": "Acme"}' \
+        "http://127.0.0.1:$admin/api/v1/orgs"
+    api -H 'content-type: application/x-pem-file' --data-binary "@$work/devices.pem" \
+        "http://127.0.0.1:$admin/api/v1/orgs/acme/ca-certificates"
+}
 api() { curl -sf -H "Authorization: Bearer bench-token" "$@" > /dev/null; }
-api -H 'content-type: application/json' -d '{"id": "acme", "name": "Acme"}' \
-    http://127.0.0.1:28080/api/v1/orgs
-api -H 'content-type: application/x-pem-file' --data-binary "@$work/devices.pem" \
-    http://127.0.0.1:28080/api/v1/orgs/acme/ca-certificates
+start_portcullis portcullis target/release/portcullis 28883 28080
+portcullis_pid=$started
+# BASE_BIN: an earlier build of portcullis, measured beside this one in the same rounds ("base").
+if [ -n "${BASE_BIN:-}" ]; then
+    start_portcullis base "$BASE_BIN" 28983 28180
+    base_pid=$started
+fi
 
 # mosquitto: mutual TLS against the same device CA, Nagle off.
 cat > "$work/mosquitto.conf" <<EOF
@@ -91,7 +103,15 @@ field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d[s
 sleep 0.5
 
 tls_client="--client-ca-cert $work/devices.pem --client-ca-key $work/devices.key"
-portcullis="--port 28883 --sni acme.messaging.localhost --ca $work/data/platform-ca.pem $tls_client --server-pid $portcullis_pid"
+portcullis="--port 28883 --sni acme.messaging.localhost --ca $work/portcullis-data/platform-ca.pem $tls_client --server-pid $portcullis_pid"
+base="--port 28983 --sni acme.messaging.localhost --ca $work/base-data/platform-ca.pem $tls_client --server-pid ${base_pid:-0}"
+# Each Portcullis measurement is taken of the base build too, right after, when there is one.
+both() { # label mode args...
+    local label=$1 mode=$2
+    shift 2
+    run portcullis "$label" "$mode" $portcullis "$@"
+    if [ -n "${BASE_BIN:-}" ]; then run base "$label" "$mode" $base "$@"; fi
+}
 mosquitto="--port 28884 --sni acme.messaging.localhost --ca $work/server-ca.pem $tls_client --server-pid $mosquitto_pid"
 plain="--plain --protocol 5 --port $(field ports) --username $(field username) --password $(field password) --server-pid $broker_pid"
 raw_topic="--pub-topic iot-2/type/sensor/id/dev{i}/evt/load/fmt/bin --sub-filter iot-2/type/+/id/+/evt/+/fmt/+"
@@ -110,22 +130,22 @@ run() { # server label mode args...: one run, its JSON kept as <server>.<label>.
 
 # Memory first, on fresh servers.
 round=0
-run portcullis hold hold $portcullis -n "$HOLD" --hold-seconds 1
+both hold hold -n "$HOLD" --hold-seconds 1
 run mosquitto hold hold $mosquitto -n "$HOLD" --hold-seconds 1 --client-id-template "dev{i}"
 run broker hold hold $plain -n "$HOLD" --hold-seconds 1
 
 for round in $(seq 1 "$rounds"); do
     echo "round $round/$rounds" >&2
-    run portcullis connect connect $portcullis -n "$N" -t "$T"
+    both connect connect -n "$N" -t "$T"
     run mosquitto connect connect $mosquitto -n "$N" -t "$T" --client-id-template "dev{i}"
     run broker connect connect $plain -n "$N" -t "$T"
-    run portcullis known connect $portcullis -n "$N" -t "$T" --known-devices
+    both known connect -n "$N" -t "$T" --known-devices
     run mosquitto known connect $mosquitto -n "$N" -t "$T" --known-devices --client-id-template "dev{i}"
-    run portcullis resume connect $portcullis -n "$N" -t "$T" --resume
+    both resume connect -n "$N" -t "$T" --resume
     run mosquitto resume connect $mosquitto -n "$N" -t "$T" --resume --client-id-template "dev{i}"
-    run portcullis flood throughput $portcullis -P 4 -S 1 --qos 0 --size 64 --duration "$SECS"
+    both flood throughput -P 4 -S 1 --qos 0 --size 64 --duration "$SECS"
     run broker flood throughput $plain -P 4 -S 1 --qos 0 --size 64 --duration "$SECS" $raw_topic
-    run portcullis rate throughput $portcullis -P 4 -S 1 --qos 0 --size 64 --duration "$SECS" --rate "$RATE"
+    both rate throughput -P 4 -S 1 --qos 0 --size 64 --duration "$SECS" --rate "$RATE"
     run broker rate throughput $plain -P 4 -S 1 --qos 0 --size 64 --duration "$SECS" --rate "$RATE" $raw_topic
 done
 
