@@ -51,12 +51,12 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/server-ca.pem" -CAkey "$work
     -CAcreateserial -days 30 -sha256 -extfile "$work/server.ext" -out "$work/server.pem" 2>/dev/null
 
 # Portcullis, with org acme and the device CA: start_portcullis NAME BINARY MQTTS_PORT ADMIN_PORT
-# leaves the server's pid in $started.
+# [VAR=VALUE…] leaves the server's pid in $started; the extra settings are for keys a build knows.
 start_portcullis() {
     local name=$1 binary=$2 mqtts=$3 admin=$4
-    PORTCULLIS__MQTTS__LISTEN=127.0.0.1:$mqtts PORTCULLIS__ADMIN__LISTEN=127.0.0.1:$admin \
-    PORTCULLIS__MQTTS__MAX_CONNECTIONS_PER_SOURCE=1000000 \
-    PORTCULLIS__STORE__DATA_DIR="$work/$name-data" PORTCULLIS_ADMIN_TOKEN=bench-token \
+    shift 4
+    env "$@" PORTCULLIS__MQTTS__LISTEN=127.0.0.1:$mqtts PORTCULLIS__ADMIN__LISTEN=127.0.0.1:$admin \
+        PORTCULLIS__STORE__DATA_DIR="$work/$name-data" PORTCULLIS_ADMIN_TOKEN=bench-token \
         "$binary" serve > /dev/null 2> "$work/$name.log" &
     started=$!
     pids+=("$started")
@@ -67,11 +67,15 @@ start_portcullis() {
         "http://127.0.0.1:$admin/api/v1/orgs/acme/ca-certificates"
 }
 api() { curl -sf -H "Authorization: Bearer bench-token" "$@" > /dev/null; }
-start_portcullis portcullis target/release/portcullis 28883 28080
+# Every load connection comes from 127.0.0.1: the per-source cap is lifted.
+start_portcullis portcullis target/release/portcullis 28883 28080 \
+    PORTCULLIS__MQTTS__MAX_CONNECTIONS_PER_SOURCE=1000000
 portcullis_pid=$started
-# BASE_BIN: an earlier build of portcullis, measured beside this one in the same rounds ("base").
+# BASE_BIN: an earlier build of portcullis, measured beside this one in the same rounds ("base");
+# BASE_ENV: settings for it (e.g. the per-source cap, for a build that has one).
 if [ -n "${BASE_BIN:-}" ]; then
-    start_portcullis base "$BASE_BIN" 28983 28180
+    # shellcheck disable=SC2086
+    start_portcullis base "$BASE_BIN" 28983 28180 ${BASE_ENV:-}
     base_pid=$started
 fi
 
