@@ -24,7 +24,12 @@
 //!   through rumqttd's own serialised header (`Publish::deserialize`/`serialize`), which the
 //!   tests below pin;
 //! - each distinct subscription filter costs about 8 KiB that is never freed, and each distinct
-//!   client id with clean start 0 leaves its session state behind, forever.
+//!   client id with clean start 0 leaves its session state behind, forever;
+//! - rumqttd knows one flag, "clean", which both discards a stored session at connect and keeps
+//!   none at disconnect, and no Session Expiry Interval: the MQTT 5 expiry is the front-end's
+//!   ([`Expiry`]): a session to keep is opened unclean (after discarding the stored one when its
+//!   CONNECT had clean start 1), and a kept session is discarded by a short clean link of the same
+//!   client id once its expiry has passed unless a new session resumed it first.
 //!
 //! [`Broker::start`] can also bind plain MQTT 5 TCP listeners on loopback to the same router
 //! (`plain_listeners`, with a per-process random credential): the load tool's baseline of what
@@ -127,6 +132,92 @@ struct PendingWill {
 
 type PendingWills = Arc<Mutex<HashMap<String, PendingWill>>>;
 
+/// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry
+/// Interval; 3.1.1 clean session 1 is [`Expiry::Now`], clean session 0 [`Expiry::Never`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Now,
+    After(Duration),
+    Never,
+}
+
+impl Expiry {
+    /// The MQTT 5 interval in seconds: 0 ends the session with its connection, 0xFFFFFFFF never.
+    pub fn from_interval(seconds: u32) -> Expiry {
+        match seconds {
+            0 => Expiry::Now,
+            u32::MAX => Expiry::Never,
+            n => Expiry::After(Duration::from_secs(u64::from(n))),
+        }
+    }
+}
+
+/// Kept sessions waiting out their expiry, by client id: each is discarded when its timer ends
+/// unless [`Broker::open_session`] took it first. The lock also orders every link opened for a
+/// client id, so a discard can never overtake a session that resumed.
+struct Keeper {
+    open: Arc<OpenLink>,
+    pending: Mutex<HashMap<String, u64>>,
+    next: AtomicU64,
+}
+
+impl Keeper {
+    /// Drops what rumqttd stores for `client_id`: a clean link of that client id takes the stored
+    /// session, and its DISCONNECT lets it go. The caller holds the `pending` lock.
+    fn discard(&self, client_id: &str) -> Result<(), BrokerError> {
+        let (mut tx, _rx, _) = (self.open)(client_id, true)?;
+        send_now(
+            &mut tx,
+            to_router(Packet::Disconnect(Disconnect {
+                reason: codec::reason::SUCCESS,
+                properties: Properties::default(),
+            }))?,
+        )
+    }
+
+    /// What happens to a session whose connection ended, by its expiry.
+    fn ended(self: &Arc<Keeper>, client_id: String, kept: bool, expiry: Expiry) {
+        match expiry {
+            Expiry::Never => {}
+            Expiry::Now if !kept => {}
+            Expiry::Now => {
+                let _pending = lock(&self.pending);
+                if let Err(error) = self.discard(&client_id) {
+                    tracing::warn!(%error, "an ended session could not be discarded");
+                }
+            }
+            Expiry::After(delay) => {
+                let id = self.next.fetch_add(1, Ordering::Relaxed);
+                lock(&self.pending).insert(client_id.clone(), id);
+                let keeper = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut pending = lock(&keeper.pending);
+                    if pending.get(&client_id) == Some(&id) {
+                        pending.remove(&client_id);
+                        if let Err(error) = keeper.discard(&client_id) {
+                            tracing::warn!(%error, "an expired session could not be discarded");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Hands one packet to the router without waiting: rumqttd's `LinkTx::send` has no await point
+/// (its channel send is synchronous), so its future completes on the first poll.
+fn send_now(tx: &mut LinkTx, packet: rp::Packet) -> Result<(), BrokerError> {
+    let mut send = std::pin::pin!(tx.send(packet));
+    match send
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(result) => result.map(|_| ()).map_err(BrokerError::from),
+        Poll::Pending => Err(BrokerError::Link("the router did not take a packet".into())),
+    }
+}
+
 /// rumqttd's own connection limit, above the front-end's session slots: will publications use
 /// short-lived links of their own, and the probes of plain listeners count too.
 fn router_connections(sessions: usize) -> usize {
@@ -135,6 +226,7 @@ fn router_connections(sessions: usize) -> usize {
 
 pub struct Broker {
     open: Arc<OpenLink>,
+    keeper: Arc<Keeper>,
     /// One permit per session: the front-end refuses a session (CONNACK server busy) before the
     /// router could ever be full.
     slots: Arc<Semaphore>,
@@ -162,6 +254,11 @@ pub struct BrokerSession {
     paused: bool,
     /// A DISCONNECT went through: the router has let go of the link.
     ended: bool,
+    client_id: String,
+    /// rumqttd keeps this session when the link ends (it was opened unclean).
+    kept: bool,
+    expiry: Expiry,
+    keeper: Arc<Keeper>,
 }
 
 impl Broker {
@@ -194,6 +291,11 @@ impl Broker {
         }
         tracing::info!(broker = id, ?addrs, "embedded broker started");
         Ok(Broker {
+            keeper: Arc::new(Keeper {
+                open: open.clone(),
+                pending: Mutex::default(),
+                next: AtomicU64::default(),
+            }),
             open,
             slots: Arc::new(Semaphore::new(config.max_connections)),
             wills: Arc::default(),
@@ -203,19 +305,48 @@ impl Broker {
         })
     }
 
+    /// Opens a 3.1.1-style session's link: clean start 1 keeps nothing after it ends, 0 keeps
+    /// the session for good (see [`Broker::open_session`]).
+    pub fn open(&self, client_id: &str, clean_start: bool) -> Result<BrokerSession, BrokerError> {
+        let expiry = if clean_start {
+            Expiry::Now
+        } else {
+            Expiry::Never
+        };
+        self.open_session(client_id, clean_start, expiry)
+    }
+
     /// Opens a session's link, holding one of the `broker.max_connections` session slots until
-    /// it is dropped; `Full` when none is free. A will of an earlier session with this client id
-    /// still waiting out its delay is published now when `clean_start` ends that session, and
-    /// dropped when this one resumes it.
+    /// it is dropped; `Full` when none is free. `clean_start` discards a stored session of this
+    /// client id (else it is resumed, unless its expiry passed); `expiry` says how long the
+    /// session is kept once its link ends ([`BrokerSession::set_expiry`] may change it). A will
+    /// of an earlier session with this client id still waiting out its delay is published now
+    /// when `clean_start` ends that session, and dropped when this one resumes it.
     ///
     /// Blocks the calling thread until the router has registered the link (see the module notes).
-    pub fn open(&self, client_id: &str, clean_start: bool) -> Result<BrokerSession, BrokerError> {
+    pub fn open_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: Expiry,
+    ) -> Result<BrokerSession, BrokerError> {
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| BrokerError::Full)?;
-        let (tx, rx, connack) = (self.open)(client_id, clean_start)?;
+        // rumqttd keeps what an unclean link leaves, and resumes only on an unclean link.
+        let keep = expiry != Expiry::Now;
+        let kept = keep || !clean_start;
+        let (tx, rx, connack) = {
+            let mut pending = lock(&self.keeper.pending);
+            pending.remove(client_id);
+            if clean_start && keep {
+                // An unclean link would resume the stored session: drop it first.
+                self.keeper.discard(client_id)?;
+            }
+            (self.open)(client_id, !kept)?
+        };
         // Only a session that exists settles the will of the one before it.
         let pending = lock(&self.wills).remove(client_id);
         if let Some(pending) = pending {
@@ -232,6 +363,10 @@ impl Broker {
             session_present,
             paused: false,
             ended: false,
+            client_id: client_id.to_owned(),
+            kept,
+            expiry,
+            keeper: self.keeper.clone(),
         })
     }
 
@@ -333,6 +468,14 @@ impl BrokerSession {
         self.session_present
     }
 
+    /// A new expiry for when the link ends (MQTT 5 DISCONNECT). A session opened to end with its
+    /// link cannot be kept: the session refuses that change (a protocol error) before this.
+    pub fn set_expiry(&mut self, expiry: Expiry) {
+        if self.kept {
+            self.expiry = expiry;
+        }
+    }
+
     /// Hands `packets` to the router in order and empties the vector. A DISCONNECT among them
     /// ends the link.
     ///
@@ -420,18 +563,19 @@ impl BrokerSession {
     }
 
     /// Ends the link (unless a DISCONNECT already did): the router drops the connection, and
-    /// keeps its session state when it was opened with clean start 0.
+    /// the session is kept until its expiry (see [`Expiry`]).
     pub async fn close(mut self) {
-        if self.ended {
-            return;
+        if !self.ended {
+            let mut disconnect = vec![Packet::Disconnect(Disconnect {
+                reason: codec::reason::SUCCESS,
+                properties: Properties::default(),
+            })];
+            if let Err(error) = self.send(&mut disconnect).await {
+                tracing::warn!(%error, "the broker link did not take its DISCONNECT");
+            }
         }
-        let mut disconnect = vec![Packet::Disconnect(Disconnect {
-            reason: codec::reason::SUCCESS,
-            properties: Properties::default(),
-        })];
-        if let Err(error) = self.send(&mut disconnect).await {
-            tracing::warn!(%error, "the broker link did not take its DISCONNECT");
-        }
+        let client_id = std::mem::take(&mut self.client_id);
+        self.keeper.ended(client_id, self.kept, self.expiry);
     }
 }
 

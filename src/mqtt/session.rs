@@ -9,7 +9,7 @@
 //! session that ends without DISCONNECT (or with reason 0x04) has its will published by
 //! [`Broker::will`], after the MQTT 5 will delay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
-use crate::broker::{Broker, BrokerError, BrokerSession};
+use crate::broker::{Broker, BrokerError, BrokerSession, Expiry};
 use crate::events::{Event, Kind};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
@@ -35,6 +35,9 @@ use crate::tls::PeerIdentity;
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Topic aliases a client may use (MQTT 5); they are resolved here.
 const TOPIC_ALIAS_MAX: u16 = 64;
+/// QoS 1/2 PUBLISHes an MQTT 5 client may have unacknowledged (the Receive Maximum announced in
+/// CONNACK); one more is answered with DISCONNECT 0x93 (MQTT-3.3.4-8, 4.9).
+const RECEIVE_MAXIMUM: u16 = 100;
 
 /// What every session needs, shared.
 pub struct Context {
@@ -298,7 +301,11 @@ where
         refuse(&mut client, protocol, ConnectRefusal::BrokerBusy, ctx).await;
         return Err(SessionError::Refused(ConnectRefusal::BrokerBusy));
     };
-    let mut broker = match ctx.broker.open(&client_id_text, connect.clean_start) {
+    let expiry = session_expiry(&connect);
+    let mut broker = match ctx
+        .broker
+        .open_session(&client_id_text, connect.clean_start, expiry)
+    {
         Ok(broker) => broker,
         Err(error) => {
             let refusal = match error {
@@ -318,8 +325,7 @@ where
     };
     if protocol == Protocol::V5 {
         connack.properties = Properties {
-            // Subscription identifiers are not forwarded (rumqttd 0.20 does not keep them).
-            subscription_identifier_available: Some(0),
+            receive_maximum: Some(RECEIVE_MAXIMUM),
             maximum_packet_size: Some(u32::try_from(ctx.max_packet_size).unwrap_or(u32::MAX)),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
             assigned_client_identifier: assigned,
@@ -363,6 +369,9 @@ where
         pending_unsubscribes: HashMap::new(),
         window: DeliveryWindow::new(&connect),
         will_wanted: true,
+        expiry,
+        zero_expiry: expiry == Expiry::Now,
+        receiving: HashSet::new(),
         counters: Counters::new(),
     };
     let result = forwarder
@@ -384,6 +393,7 @@ where
     ctx.registry.events().publish(ended);
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
     let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
+    broker.set_expiry(forwarder.expiry);
     broker.close().await;
     if let (Some(will), true) = (will, forwarder.will_wanted) {
         ctx.broker
@@ -392,6 +402,18 @@ where
     }
     drop(held);
     result
+}
+
+/// How long the session is kept after its connection ends (MQTT 5: the CONNECT's Session Expiry
+/// Interval, absent = 0; 3.1.1: clean session 1 ends it with the connection, 0 keeps it).
+fn session_expiry(connect: &Connect) -> Expiry {
+    match connect.protocol {
+        Protocol::V5 => {
+            Expiry::from_interval(connect.properties.session_expiry_interval.unwrap_or(0))
+        }
+        Protocol::V311 if connect.clean_start => Expiry::Now,
+        Protocol::V311 => Expiry::Never,
+    }
 }
 
 /// How long a will waits after the connection is lost (MQTT 5: the will delay, or the session's
@@ -599,6 +621,13 @@ struct Forwarder {
     /// The session's will (if it has one) is due when it ends: false after a DISCONNECT, unless
     /// its reason was "disconnect with will message".
     will_wanted: bool,
+    /// How long the session is kept after the connection ends (a DISCONNECT may change it).
+    expiry: Expiry,
+    /// The CONNECT's Session Expiry Interval was 0: a DISCONNECT may not raise it (3.14.2.2.2).
+    zero_expiry: bool,
+    /// Packet ids of the client's QoS 1/2 PUBLISHes not yet acknowledged (its Receive Maximum
+    /// quota, MQTT 5 only).
+    receiving: HashSet<u16>,
     counters: Counters,
 }
 
@@ -799,10 +828,16 @@ impl Forwarder {
                 return Ok(Flow::Continue);
             }
             Packet::Disconnect(disconnect) => {
+                if let Some(interval) = disconnect.properties.session_expiry_interval {
+                    if self.zero_expiry && interval != 0 {
+                        // Not a valid DISCONNECT: the will stays due.
+                        return self.violation("session expiry raised from 0", to_client);
+                    }
+                    self.expiry = Expiry::from_interval(interval);
+                }
                 let disconnect = Disconnect {
                     reason: disconnect.reason,
                     properties: Properties {
-                        session_expiry_interval: disconnect.properties.session_expiry_interval,
                         reason_string: disconnect.properties.reason_string,
                         user_properties: disconnect.properties.user_properties,
                         ..Properties::default()
@@ -877,6 +912,14 @@ impl Forwarder {
         }
         match self.topics.publish(&publish.topic) {
             Ok(topic) => {
+                if let Some(id) = publish.packet_id {
+                    let over = self.receiving.len() >= usize::from(RECEIVE_MAXIMUM);
+                    if self.protocol == Protocol::V5 && over && !self.receiving.contains(&id) {
+                        self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED, to_client);
+                        return Err(SessionError::ClientViolation("receive maximum exceeded"));
+                    }
+                    self.receiving.insert(id);
+                }
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
                 to_broker.push(Packet::Publish(publish));
@@ -1014,10 +1057,21 @@ impl Forwarder {
                     }
                     return Err(SessionError::BrokerClosed);
                 }
-                ack @ (Packet::PubAck(_)
-                | Packet::PubRec(_)
-                | Packet::PubRel(_)
-                | Packet::PubComp(_)) => Some(ack),
+                Packet::PubAck(ack) => {
+                    self.receiving.remove(&ack.packet_id);
+                    Some(Packet::PubAck(ack))
+                }
+                Packet::PubRec(ack) => {
+                    if ack.reason >= reason::UNSPECIFIED_ERROR {
+                        self.receiving.remove(&ack.packet_id);
+                    }
+                    Some(Packet::PubRec(ack))
+                }
+                Packet::PubComp(ack) => {
+                    self.receiving.remove(&ack.packet_id);
+                    Some(Packet::PubComp(ack))
+                }
+                ack @ Packet::PubRel(_) => Some(ack),
                 // The link hands over nothing else (see `broker::from_router`).
                 _ => None,
             };

@@ -1,0 +1,366 @@
+//! MQTT 5 behaviours through the front-end, written from the MQTT 5.0 specification (OASIS
+//! Standard, statement numbers in each test's doc comment), against the real server over TLS with
+//! an `open`-policy org. Packets are the project's own codec over tokio-rustls, so that every
+//! property and every byte the server sends can be set and checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use portcullis::mqtt::codec::{
+    self, Ack, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, Subscribe,
+    Subscription, SubscriptionOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+const ORG: &str = "acme";
+const SNI: &str = "acme.messaging.localhost";
+/// How long a test waits to be sure something does NOT arrive.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// An open org with one CA: devices `d:sensor:<name>` connect with `d:acme:sensor:<name>`.
+async fn open_org() -> (TestServer, TestCa) {
+    let server = TestServer::start().await;
+    server.create_open_org(ORG).await;
+    let ca = TestCa::root("acme devices CA");
+    server.upload_ca(ORG, &ca).await;
+    (server, ca)
+}
+
+/// One MQTT 5 connection, spoken packet by packet.
+struct Client {
+    stream: TlsStream<TcpStream>,
+    buf: BytesMut,
+}
+
+fn client_id(name: &str) -> String {
+    format!("d:{ORG}:sensor:{name}")
+}
+
+fn connect_packet(name: &str, clean_start: bool, properties: Properties) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: Protocol::V5,
+        clean_start,
+        keep_alive: 30,
+        client_id: client_id(name),
+        will: None,
+        username: None,
+        password: None,
+        properties,
+    }))
+}
+
+fn expiry(seconds: u32) -> Properties {
+    Properties {
+        session_expiry_interval: Some(seconds),
+        ..Properties::default()
+    }
+}
+
+fn options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+    }
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: &'static [u8]) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.to_owned(),
+        packet_id,
+        properties: Properties::default(),
+        payload: Bytes::from_static(payload),
+    }
+}
+
+fn ack(packet_id: u16) -> Ack {
+    Ack {
+        packet_id,
+        reason: 0,
+        properties: Properties::default(),
+    }
+}
+
+impl Client {
+    /// Connects device `name` with `packet` (a CONNECT) and returns the client and its CONNACK.
+    async fn connect_with(
+        server: &TestServer,
+        ca: &TestCa,
+        name: &str,
+        packet: Packet,
+    ) -> (Client, codec::ConnAck) {
+        let cert = ca.client(&format!("d:sensor:{name}"), &[]);
+        let stream = server.tls(SNI, Some(&cert)).await.unwrap();
+        let mut client = Client {
+            stream,
+            buf: BytesMut::new(),
+        };
+        client.send(packet).await;
+        match client.recv().await {
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.code, 0, "{ack:?}");
+                (client, ack)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn connect(
+        server: &TestServer,
+        ca: &TestCa,
+        name: &str,
+        clean_start: bool,
+        properties: Properties,
+    ) -> (Client, codec::ConnAck) {
+        let packet = connect_packet(name, clean_start, properties);
+        Client::connect_with(server, ca, name, packet).await
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        codec::encode(&packet, Protocol::V5, &mut out).unwrap();
+        step(self.stream.write_all(&out)).await.unwrap();
+        step(self.stream.flush()).await.unwrap();
+    }
+
+    /// The next packet, or `None` when the server closed the connection.
+    async fn next(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(packet) = codec::decode(&mut self.buf, Protocol::V5, 1 << 20).unwrap() {
+                return Some(packet);
+            }
+            match step(self.stream.read_buf(&mut self.buf)).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Packet {
+        self.next().await.expect("the server closed the connection")
+    }
+
+    /// Nothing arrives for a while (the one place a test waits for an absence).
+    async fn quiet(&mut self) {
+        let got = tokio::time::timeout(QUIET, self.next()).await;
+        assert!(got.is_err(), "expected nothing, got {got:?}");
+    }
+
+    async fn subscribe_with(&mut self, packet_id: u16, subscriptions: Vec<Subscription>) -> Vec<u8> {
+        self.subscribe_props(packet_id, subscriptions, Properties::default())
+            .await
+    }
+
+    async fn subscribe_props(
+        &mut self,
+        packet_id: u16,
+        subscriptions: Vec<Subscription>,
+        properties: Properties,
+    ) -> Vec<u8> {
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id,
+            subscriptions,
+            properties,
+        }))
+        .await;
+        match self.recv().await {
+            Packet::SubAck(ack) => ack.codes,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        let subscription = Subscription {
+            filter: filter.to_owned(),
+            options: options(qos),
+        };
+        let codes = self.subscribe_with(1, vec![subscription]).await;
+        assert_eq!(codes, vec![qos as u8]);
+    }
+
+    /// Publishes at QoS 1 and waits for its PUBACK.
+    async fn publish_acked(&mut self, topic: &str, packet_id: u16, payload: &'static [u8]) {
+        self.send(Packet::Publish(publish(
+            topic,
+            QoS::AtLeastOnce,
+            Some(packet_id),
+            payload,
+        )))
+        .await;
+        loop {
+            if let Packet::PubAck(ack) = self.recv().await {
+                assert_eq!((ack.packet_id, ack.reason), (packet_id, 0));
+                return;
+            }
+        }
+    }
+
+    /// The next PUBLISH, acknowledged (PUBACK, or PUBREC then PUBCOMP).
+    async fn delivery(&mut self) -> Publish {
+        loop {
+            if let Packet::Publish(p) = self.recv().await {
+                match (p.qos, p.packet_id) {
+                    (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(ack(id))).await,
+                    (QoS::ExactlyOnce, Some(id)) => {
+                        self.send(Packet::PubRec(ack(id))).await;
+                        match self.recv().await {
+                            Packet::PubRel(rel) => assert_eq!(rel.packet_id, id),
+                            other => panic!("expected PUBREL, got {other:?}"),
+                        }
+                        self.send(Packet::PubComp(ack(id))).await;
+                    }
+                    _ => {}
+                }
+                return p;
+            }
+        }
+    }
+
+    async fn disconnect(mut self, properties: Properties) {
+        self.send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties,
+        }))
+        .await;
+        // The server closes after a DISCONNECT.
+        while self.next().await.is_some() {}
+    }
+}
+
+/// A device that publishes at QoS 1 on `topic` once: `name` must differ from the subscriber's.
+async fn publish_once(server: &TestServer, ca: &TestCa, name: &str, topic: &str, payload: &'static [u8]) {
+    let (mut publisher, _) = Client::connect(server, ca, name, true, Properties::default()).await;
+    publisher.publish_acked(topic, 1, payload).await;
+    publisher.disconnect(Properties::default()).await;
+}
+
+/// 3.1.2.11.2, MQTT-3.1.2-23, 3.1.2.4: clean start 1 with a Session Expiry Interval keeps the
+/// session after the connection ends; the messages for its subscriptions wait for it and a
+/// CONNECT with clean start 0 resumes it (Session Present 1).
+#[tokio::test]
+async fn mqtt_3_1_2_23_clean_start_with_expiry_keeps_the_session() {
+    let (server, ca) = open_org().await;
+    let (mut sub, ack) = Client::connect(&server, &ca, "keeper", true, expiry(300)).await;
+    assert!(!ack.session_present);
+    sub.subscribe("queue/t", QoS::AtLeastOnce).await;
+    sub.disconnect(Properties::default()).await;
+
+    publish_once(&server, &ca, "pub", "queue/t", b"while away").await;
+
+    let (mut resumed, ack) = Client::connect(&server, &ca, "keeper", false, expiry(300)).await;
+    assert!(ack.session_present, "the session was not kept");
+    let got = resumed.delivery().await;
+    assert_eq!(&got.payload[..], b"while away");
+}
+
+/// 3.1.2.11.2: with no Session Expiry Interval (0) the session ends with the connection, even
+/// with clean start 0: the next CONNECT finds no session (Session Present 0) and nothing queued.
+#[tokio::test]
+async fn mqtt_3_1_2_11_expiry_zero_ends_the_session_with_the_connection() {
+    let (server, ca) = open_org().await;
+    let (mut sub, _) = Client::connect(&server, &ca, "brief", false, Properties::default()).await;
+    sub.subscribe("queue/t", QoS::AtLeastOnce).await;
+    sub.disconnect(Properties::default()).await;
+
+    publish_once(&server, &ca, "pub", "queue/t", b"nobody home").await;
+
+    let (mut again, ack) = Client::connect(&server, &ca, "brief", false, Properties::default()).await;
+    assert!(!ack.session_present, "an expiry-0 session was kept");
+    again.quiet().await;
+}
+
+/// 3.1.2.11.2, 4.1: a kept session is discarded once its expiry interval has passed.
+#[tokio::test]
+async fn mqtt_4_1_a_session_is_discarded_after_its_expiry() {
+    let (server, ca) = open_org().await;
+    let (mut sub, _) = Client::connect(&server, &ca, "short", true, expiry(1)).await;
+    sub.subscribe("queue/t", QoS::AtLeastOnce).await;
+    sub.disconnect(Properties::default()).await;
+    // Kept within the interval (this resume starts the interval again at its disconnect).
+    let (kept, ack) = Client::connect(&server, &ca, "short", false, expiry(1)).await;
+    assert!(ack.session_present, "the session was not kept at all");
+    kept.disconnect(Properties::default()).await;
+
+    // Poll until the session is gone: a resume within the interval would keep it, so each probe
+    // asks for expiry 0 after the interval (which then also ends the probe's own session).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let expired = eventually(STEP, || async {
+        let (probe, ack) = Client::connect(&server, &ca, "short", false, expiry(1)).await;
+        probe.disconnect(Properties::default()).await;
+        !ack.session_present
+    })
+    .await;
+    assert!(expired, "the session outlived its expiry interval");
+}
+
+/// 3.14.2.2.2: the client's DISCONNECT may change the Session Expiry Interval: from 300 to 0
+/// ends the session with the connection.
+#[tokio::test]
+async fn mqtt_3_14_2_2_disconnect_may_lower_the_expiry_to_zero() {
+    let (server, ca) = open_org().await;
+    let (mut sub, _) = Client::connect(&server, &ca, "lower", false, expiry(300)).await;
+    sub.subscribe("queue/t", QoS::AtLeastOnce).await;
+    sub.disconnect(expiry(0)).await;
+    let (_again, ack) = Client::connect(&server, &ca, "lower", false, expiry(300)).await;
+    assert!(!ack.session_present, "DISCONNECT's expiry 0 was ignored");
+}
+
+/// 3.14.2.2.2: a DISCONNECT that sets a non-zero Session Expiry Interval when the CONNECT's was 0
+/// is a protocol error: the server answers DISCONNECT 0x82 and does not keep the session.
+#[tokio::test]
+async fn mqtt_3_14_2_2_raising_the_expiry_from_zero_is_a_protocol_error() {
+    let (server, ca) = open_org().await;
+    let (mut sub, _) = Client::connect(&server, &ca, "raise", true, Properties::default()).await;
+    sub.send(Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: expiry(300),
+    }))
+    .await;
+    match sub.next().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    let (_again, ack) = Client::connect(&server, &ca, "raise", false, expiry(300)).await;
+    assert!(!ack.session_present);
+}
+
+/// 3.3.4, 4.9 (MQTT-3.3.4-9): a client that sends more unacknowledged QoS 1 PUBLISHes than the
+/// Receive Maximum the server announced in CONNACK gets DISCONNECT 0x93 and is closed.
+#[tokio::test]
+async fn mqtt_3_3_4_9_exceeding_the_servers_receive_maximum_is_disconnected() {
+    let (server, ca) = open_org().await;
+    let (mut client, ack) = Client::connect(&server, &ca, "flood", true, Properties::default()).await;
+    let maximum = ack
+        .properties
+        .receive_maximum
+        .expect("CONNACK announces a Receive Maximum");
+    // QoS 2 PUBLISHes stay unacknowledged until their PUBREL: send the maximum, never release.
+    for id in 1..=maximum {
+        let p = publish("flow/t", QoS::ExactlyOnce, Some(id), b"x");
+        client.send(Packet::Publish(p)).await;
+    }
+    for _ in 1..=maximum {
+        match client.recv().await {
+            Packet::PubRec(rec) => assert_eq!(rec.reason, 0),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+    }
+    let one_more = publish("flow/t", QoS::ExactlyOnce, Some(maximum + 1), b"x");
+    client.send(Packet::Publish(one_more)).await;
+    match client.next().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x93),
+        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
+    }
+    assert!(client.next().await.is_none(), "the connection stayed open");
+}
