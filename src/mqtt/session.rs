@@ -25,6 +25,7 @@ use crate::mqtt::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::mqtt::delivery::{self, Origin, Subscriptions};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
@@ -236,10 +237,20 @@ where
     let topics = TopicMap::new(client_id.clone(), peer.org.org.topic_policy);
     let will = match &connect.will {
         Some(will) => match topics.publish(&will.topic) {
-            Ok(topic) => Some(codec::Will {
-                topic,
-                ..will.clone()
-            }),
+            Ok(topic) => {
+                let mut properties = will.properties.clone();
+                let origin = Origin {
+                    qos: will.qos,
+                    retain: will.retain,
+                    client_id: String::new(),
+                };
+                delivery::stamp(&mut properties, &origin);
+                Some(codec::Will {
+                    topic,
+                    properties,
+                    ..will.clone()
+                })
+            }
             Err(_) => {
                 refuse(&mut client, protocol, ConnectRefusal::WillTopic, ctx).await;
                 return Err(SessionError::Refused(ConnectRefusal::WillTopic));
@@ -372,6 +383,17 @@ where
         expiry,
         zero_expiry: expiry == Expiry::Now,
         receiving: HashSet::new(),
+        client_id: client_id_text.clone(),
+        subscriptions: Subscriptions::default(),
+        maximum_packet_size: match protocol {
+            Protocol::V5 => connect
+                .properties
+                .maximum_packet_size
+                .and_then(|max| usize::try_from(max).ok()),
+            Protocol::V311 => None,
+        },
+        downgraded: HashSet::new(),
+        released_here: HashSet::new(),
         counters: Counters::new(),
     };
     let result = forwarder
@@ -628,6 +650,17 @@ struct Forwarder {
     /// Packet ids of the client's QoS 1/2 PUBLISHes not yet acknowledged (its Receive Maximum
     /// quota, MQTT 5 only).
     receiving: HashSet<u16>,
+    client_id: String,
+    /// What the client subscribed to in this connection (see [`delivery`]).
+    subscriptions: Subscriptions,
+    /// The client's Maximum Packet Size (MQTT 5): nothing larger is sent to it (MQTT-3.1.2-24).
+    maximum_packet_size: Option<usize>,
+    /// Broker packet ids of QoS 2 deliveries sent to the client at QoS 1: its PUBACK becomes the
+    /// broker's PUBREC.
+    downgraded: HashSet<u16>,
+    /// Broker packet ids of QoS 2 deliveries the front-end answered with PUBREC itself (dropped
+    /// or downgraded): the broker's PUBREL for them is answered here with PUBCOMP.
+    released_here: HashSet<u16>,
     counters: Counters,
 }
 
@@ -849,7 +882,12 @@ impl Forwarder {
             }
             Packet::PubAck(ack) => {
                 self.delivery_completed(to_client)?;
-                Packet::PubAck(ack_only(ack))
+                if self.downgraded.remove(&ack.packet_id) {
+                    self.released_here.insert(ack.packet_id);
+                    Packet::PubRec(ack_only(ack))
+                } else {
+                    Packet::PubAck(ack_only(ack))
+                }
             }
             Packet::PubRec(ack) => {
                 if ack.reason >= reason::UNSPECIFIED_ERROR {
@@ -922,6 +960,12 @@ impl Forwarder {
                 }
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
+                let origin = Origin {
+                    qos: publish.qos,
+                    retain: publish.retain,
+                    client_id: self.client_id.clone(),
+                };
+                delivery::stamp(&mut publish.properties, &origin);
                 to_broker.push(Packet::Publish(publish));
                 Ok(Flow::Continue)
             }
@@ -964,6 +1008,8 @@ impl Forwarder {
         to_client: &mut BytesMut,
         to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
+        // The codec refused identifier 0 (a protocol error) already.
+        let identifier = subscribe.properties.subscription_identifiers.first().copied();
         let mut slots = Vec::with_capacity(subscribe.subscriptions.len());
         let mut forwarded = Vec::with_capacity(subscribe.subscriptions.len());
         for mut subscription in subscribe.subscriptions {
@@ -988,6 +1034,11 @@ impl Forwarder {
             };
             encode_to(&Packet::SubAck(suback), self.protocol, to_client)?;
             return Ok(Flow::Continue);
+        }
+        for subscription in &forwarded {
+            let filter = subscription.filter.clone();
+            self.subscriptions
+                .insert(filter, subscription.options, identifier);
         }
         self.pending_subscribes.insert(subscribe.packet_id, slots);
         let packet = Packet::Subscribe(Subscribe {
@@ -1028,6 +1079,9 @@ impl Forwarder {
             };
             encode_to(&Packet::UnsubAck(unsuback), self.protocol, to_client)?;
             return Ok(Flow::Continue);
+        }
+        for filter in &forwarded {
+            self.subscriptions.remove(filter);
         }
         self.pending_unsubscribes
             .insert(unsubscribe.packet_id, slots);
@@ -1071,10 +1125,17 @@ impl Forwarder {
                     self.receiving.remove(&ack.packet_id);
                     Some(Packet::PubComp(ack))
                 }
+                Packet::PubRel(ack) if self.released_here.remove(&ack.packet_id) => {
+                    to_broker.push(Packet::PubComp(ack_only(ack)));
+                    None
+                }
                 ack @ Packet::PubRel(_) => Some(ack),
                 // The link hands over nothing else (see `broker::from_router`).
                 _ => None,
             };
+            let to_send = to_send.and_then(|packet| {
+                delivery::fit(packet, self.protocol, self.maximum_packet_size)
+            });
             if let Some(packet) = to_send {
                 self.counters.packets_out.increment(1);
                 encode_to(&packet, self.protocol, to_client)?;
@@ -1083,29 +1144,71 @@ impl Forwarder {
         Ok(Flow::Continue)
     }
 
-    /// A broker delivery, mapped back into the client's view. One outside it (impossible by
-    /// construction of the filters) is acknowledged to the broker and dropped.
+    /// A broker delivery, mapped back into the client's view and judged against the session's
+    /// subscriptions ([`delivery`]). One the client does not get — outside its view (impossible
+    /// by construction of the filters), unwanted by its subscription options, or larger than its
+    /// Maximum Packet Size (3.1.2.25: discarded as if delivered) — is settled with the broker
+    /// here.
     fn delivery(&mut self, mut publish: Publish, to_broker: &mut Vec<Packet>) -> Option<Packet> {
-        match self.topics.deliver(&publish.topic) {
-            Some(topic) => {
-                publish.topic = topic;
-                publish.properties.topic_alias = None;
-                self.window.admit(publish).map(Packet::Publish)
+        let origin = delivery::take(&mut publish.properties);
+        let sent_qos = publish.qos;
+        let Some(topic) = self.topics.deliver(&publish.topic) else {
+            tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
+            self.settle(sent_qos, publish.packet_id, to_broker);
+            return None;
+        };
+        let plan = self.subscriptions.plan(
+            &publish.topic,
+            sent_qos,
+            publish.retain,
+            origin.as_ref(),
+            &self.client_id,
+        );
+        let Some(plan) = plan else {
+            self.settle(sent_qos, publish.packet_id, to_broker);
+            return None;
+        };
+        publish.topic = topic;
+        publish.properties.topic_alias = None;
+        publish.retain = plan.retain;
+        publish.properties.subscription_identifiers = plan.identifiers;
+        if let Some(maximum) = self.maximum_packet_size {
+            let mut out = BytesMut::new();
+            let fits = codec::encode(&Packet::Publish(publish.clone()), self.protocol, &mut out)
+                .is_ok_and(|()| out.len() <= maximum);
+            if !fits {
+                self.settle(sent_qos, publish.packet_id, to_broker);
+                return None;
             }
-            None => {
-                tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
-                let ack = |packet_id| Ack {
-                    packet_id,
-                    reason: 0,
-                    properties: Properties::default(),
-                };
-                match (publish.qos, publish.packet_id) {
-                    (QoS::AtLeastOnce, Some(id)) => to_broker.push(Packet::PubAck(ack(id))),
-                    (QoS::ExactlyOnce, Some(id)) => to_broker.push(Packet::PubRec(ack(id))),
-                    _ => {}
-                }
-                None
+        }
+        match (sent_qos, plan.qos, publish.packet_id) {
+            (QoS::ExactlyOnce, QoS::AtLeastOnce, Some(id)) => {
+                self.downgraded.insert(id);
             }
+            (_, QoS::AtMostOnce, id @ Some(_)) => {
+                self.settle(sent_qos, id, to_broker);
+                publish.packet_id = None;
+            }
+            _ => {}
+        }
+        publish.qos = plan.qos;
+        self.window.admit(publish).map(Packet::Publish)
+    }
+
+    /// Acknowledges a delivery to the broker as if the client had received it.
+    fn settle(&mut self, qos: QoS, packet_id: Option<u16>, to_broker: &mut Vec<Packet>) {
+        let ack = |packet_id| Ack {
+            packet_id,
+            reason: 0,
+            properties: Properties::default(),
+        };
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => to_broker.push(Packet::PubAck(ack(id))),
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.released_here.insert(id);
+                to_broker.push(Packet::PubRec(ack(id)));
+            }
+            _ => {}
         }
     }
 
