@@ -512,3 +512,19 @@ async fn mqtt_3_1_2_24_no_packet_beyond_the_clients_maximum_packet_size() {
     let got = sub.delivery().await;
     assert_eq!(&got.payload[..], b"fits", "the oversized message was sent");
 }
+
+/// RFC 8446 §6.1: a client that closes its TLS connection (close_notify) before any CONNECT gets
+/// a close_notify back, so its read ends cleanly instead of with an unexpected EOF.
+#[tokio::test]
+async fn rfc8446_6_1_close_notify_before_connect_is_answered() {
+    let (server, ca) = open_org().await;
+    let cert = ca.client("d:sensor:quiet", &[]);
+    let mut stream = server.tls(SNI, Some(&cert)).await.unwrap();
+    step(stream.shutdown()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = step(stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(0)),
+        "expected a clean close (close_notify), got {read:?}"
+    );
+}

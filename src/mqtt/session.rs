@@ -222,6 +222,11 @@ where
             refuse(&mut client, Protocol::V311, refusal, ctx).await;
             return Err(SessionError::Refused(refusal));
         }
+        Ok(Err(SessionError::ClosedBeforeConnect)) => {
+            // A clean close (TLS close_notify) is answered with ours (RFC 8446 §6.1).
+            let _ = tokio::time::timeout(ctx.write_timeout, client.shutdown()).await;
+            return Err(SessionError::ClosedBeforeConnect);
+        }
         Ok(result) => result?,
     };
     let protocol = connect.protocol;
