@@ -55,6 +55,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
+use crate::mqtt::delivery::Subscriptions;
 use crate::mqtt::codec::{
     self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck,
 };
@@ -152,12 +153,19 @@ impl Expiry {
     }
 }
 
-/// Kept sessions waiting out their expiry, by client id: each is discarded when its timer ends
-/// unless [`Broker::open_session`] took it first. The lock also orders every link opened for a
-/// client id, so a discard can never overtake a session that resumed.
+/// What the front-end holds for a session rumqttd keeps: its expiry timer, if it has one, and
+/// the subscriptions the session knew (rumqttd keeps no subscription options or identifiers).
+struct KeptSession {
+    timer: Option<u64>,
+    subscriptions: Subscriptions,
+}
+
+/// Kept sessions, by client id: each is discarded when its timer ends unless
+/// [`Broker::open_session`] took it first. The lock also orders every link opened for a client
+/// id, so a discard can never overtake a session that resumed.
 struct Keeper {
     open: Arc<OpenLink>,
-    pending: Mutex<HashMap<String, u64>>,
+    pending: Mutex<HashMap<String, KeptSession>>,
     next: AtomicU64,
 }
 
@@ -176,8 +184,22 @@ impl Keeper {
     }
 
     /// What happens to a session whose connection ended, by its expiry.
-    fn ended(self: &Arc<Keeper>, client_id: String, kept: bool, expiry: Expiry) {
+    fn ended(
+        self: &Arc<Keeper>,
+        client_id: String,
+        kept: bool,
+        expiry: Expiry,
+        subscriptions: Subscriptions,
+    ) {
         match expiry {
+            Expiry::Never if kept && !subscriptions.is_empty() => {
+                let timer = None;
+                let session = KeptSession {
+                    timer,
+                    subscriptions,
+                };
+                lock(&self.pending).insert(client_id, session);
+            }
             Expiry::Never => {}
             Expiry::Now if !kept => {}
             Expiry::Now => {
@@ -188,12 +210,16 @@ impl Keeper {
             }
             Expiry::After(delay) => {
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
-                lock(&self.pending).insert(client_id.clone(), id);
+                let session = KeptSession {
+                    timer: Some(id),
+                    subscriptions,
+                };
+                lock(&self.pending).insert(client_id.clone(), session);
                 let keeper = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let mut pending = lock(&keeper.pending);
-                    if pending.get(&client_id) == Some(&id) {
+                    if pending.get(&client_id).and_then(|kept| kept.timer) == Some(id) {
                         pending.remove(&client_id);
                         if let Err(error) = keeper.discard(&client_id) {
                             tracing::warn!(%error, "an expired session could not be discarded");
@@ -258,6 +284,8 @@ pub struct BrokerSession {
     /// rumqttd keeps this session when the link ends (it was opened unclean).
     kept: bool,
     expiry: Expiry,
+    /// The subscriptions of a resumed session, then those to keep with it.
+    subscriptions: Subscriptions,
     keeper: Arc<Keeper>,
 }
 
@@ -338,14 +366,15 @@ impl Broker {
         // rumqttd keeps what an unclean link leaves, and resumes only on an unclean link.
         let keep = expiry != Expiry::Now;
         let kept = keep || !clean_start;
-        let (tx, rx, connack) = {
+        let (tx, rx, connack, held) = {
             let mut pending = lock(&self.keeper.pending);
-            pending.remove(client_id);
+            let held = pending.remove(client_id);
             if clean_start && keep {
                 // An unclean link would resume the stored session: drop it first.
                 self.keeper.discard(client_id)?;
             }
-            (self.open)(client_id, !kept)?
+            let (tx, rx, connack) = (self.open)(client_id, !kept)?;
+            (tx, rx, connack, held)
         };
         // Only a session that exists settles the will of the one before it.
         let pending = lock(&self.wills).remove(client_id);
@@ -356,6 +385,10 @@ impl Broker {
             Option::<rp::Packet>::from(connack),
             Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
         );
+        let subscriptions = match held {
+            Some(held) if session_present => held.subscriptions,
+            _ => Subscriptions::default(),
+        };
         Ok(BrokerSession {
             tx,
             rx,
@@ -366,6 +399,7 @@ impl Broker {
             client_id: client_id.to_owned(),
             kept,
             expiry,
+            subscriptions,
             keeper: self.keeper.clone(),
         })
     }
@@ -466,6 +500,16 @@ impl BrokerSession {
     /// Whether the router resumed a stored session (clean start 0).
     pub fn session_present(&self) -> bool {
         self.session_present
+    }
+
+    /// The subscriptions a resumed session had (empty for a new one), taken once.
+    pub fn take_subscriptions(&mut self) -> Subscriptions {
+        std::mem::take(&mut self.subscriptions)
+    }
+
+    /// The subscriptions to keep with the session when its link ends.
+    pub fn keep_subscriptions(&mut self, subscriptions: Subscriptions) {
+        self.subscriptions = subscriptions;
     }
 
     /// A new expiry for when the link ends (MQTT 5 DISCONNECT). A session opened to end with its
@@ -575,7 +619,9 @@ impl BrokerSession {
             }
         }
         let client_id = std::mem::take(&mut self.client_id);
-        self.keeper.ended(client_id, self.kept, self.expiry);
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        self.keeper
+            .ended(client_id, self.kept, self.expiry, subscriptions);
     }
 }
 

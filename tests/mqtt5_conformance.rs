@@ -528,3 +528,26 @@ async fn rfc8446_6_1_close_notify_before_connect_is_answered() {
         "expected a clean close (close_notify), got {read:?}"
     );
 }
+
+/// MQTT-3.1.2-4 (the session state includes the subscriptions), 3.3.4: a resumed session's
+/// subscriptions keep their identifiers and options.
+#[tokio::test]
+async fn mqtt_3_1_2_4_a_resumed_session_keeps_its_subscription_options() {
+    let (server, ca) = open_org().await;
+    let (mut sub, _) = Client::connect(&server, &ca, "resumer", true, expiry(300)).await;
+    let properties = Properties {
+        subscription_identifiers: vec![9],
+        ..Properties::default()
+    };
+    let filters = vec![subscription("resume/t", QoS::AtLeastOnce, |o| o.no_local = true)];
+    assert_eq!(sub.subscribe_props(1, filters, properties).await, vec![1]);
+    sub.disconnect(Properties::default()).await;
+
+    let (mut resumed, ack) = Client::connect(&server, &ca, "resumer", false, expiry(300)).await;
+    assert!(ack.session_present);
+    resumed.publish_acked("resume/t", 1, b"mine").await;
+    publish_once(&server, &ca, "pub", "resume/t", b"theirs").await;
+    let got = resumed.delivery().await;
+    assert_eq!(&got.payload[..], b"theirs", "No Local was forgotten");
+    assert_eq!(got.properties.subscription_identifiers, vec![9]);
+}

@@ -100,6 +100,10 @@ impl Subscriptions {
         });
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn remove(&mut self, filter: &str) {
         self.entries.retain(|e| e.filter != filter);
     }

@@ -25,7 +25,7 @@ use crate::mqtt::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::mqtt::delivery::{self, Origin, Subscriptions};
+use crate::mqtt::delivery::{self, Origin};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
@@ -389,7 +389,7 @@ where
         zero_expiry: expiry == Expiry::Now,
         receiving: HashSet::new(),
         client_id: client_id_text.clone(),
-        subscriptions: Subscriptions::default(),
+        subscriptions: broker.take_subscriptions(),
         maximum_packet_size: match protocol {
             Protocol::V5 => connect
                 .properties
@@ -421,6 +421,7 @@ where
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
     let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
     broker.set_expiry(forwarder.expiry);
+    broker.keep_subscriptions(std::mem::take(&mut forwarder.subscriptions));
     broker.close().await;
     if let (Some(will), true) = (will, forwarder.will_wanted) {
         ctx.broker
@@ -657,7 +658,7 @@ struct Forwarder {
     receiving: HashSet<u16>,
     client_id: String,
     /// What the client subscribed to in this connection (see [`delivery`]).
-    subscriptions: Subscriptions,
+    subscriptions: delivery::Subscriptions,
     /// The client's Maximum Packet Size (MQTT 5): nothing larger is sent to it (MQTT-3.1.2-24).
     maximum_packet_size: Option<usize>,
     /// Broker packet ids of QoS 2 deliveries sent to the client at QoS 1: its PUBACK becomes the
