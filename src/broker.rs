@@ -55,10 +55,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
-use crate::mqtt::delivery::Subscriptions;
 use crate::mqtt::codec::{
     self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck,
 };
+use crate::mqtt::delivery::Subscriptions;
 
 /// The one user of the plain listeners.
 const USERNAME: &str = "portcullis";
@@ -235,10 +235,7 @@ impl Keeper {
 /// (its channel send is synchronous), so its future completes on the first poll.
 fn send_now(tx: &mut LinkTx, packet: rp::Packet) -> Result<(), BrokerError> {
     let mut send = std::pin::pin!(tx.send(packet));
-    match send
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
+    match send.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(result) => result.map(|_| ()).map_err(BrokerError::from),
         Poll::Pending => Err(BrokerError::Link("the router did not take a packet".into())),
     }

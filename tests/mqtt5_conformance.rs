@@ -157,7 +157,11 @@ impl Client {
         assert!(got.is_err(), "expected nothing, got {got:?}");
     }
 
-    async fn subscribe_with(&mut self, packet_id: u16, subscriptions: Vec<Subscription>) -> Vec<u8> {
+    async fn subscribe_with(
+        &mut self,
+        packet_id: u16,
+        subscriptions: Vec<Subscription>,
+    ) -> Vec<u8> {
         self.subscribe_props(packet_id, subscriptions, Properties::default())
             .await
     }
@@ -239,7 +243,13 @@ impl Client {
 }
 
 /// A device that publishes at QoS 1 on `topic` once: `name` must differ from the subscriber's.
-async fn publish_once(server: &TestServer, ca: &TestCa, name: &str, topic: &str, payload: &'static [u8]) {
+async fn publish_once(
+    server: &TestServer,
+    ca: &TestCa,
+    name: &str,
+    topic: &str,
+    payload: &'static [u8],
+) {
     let (mut publisher, _) = Client::connect(server, ca, name, true, Properties::default()).await;
     publisher.publish_acked(topic, 1, payload).await;
     publisher.disconnect(Properties::default()).await;
@@ -275,7 +285,8 @@ async fn mqtt_3_1_2_11_expiry_zero_ends_the_session_with_the_connection() {
 
     publish_once(&server, &ca, "pub", "queue/t", b"nobody home").await;
 
-    let (mut again, ack) = Client::connect(&server, &ca, "brief", false, Properties::default()).await;
+    let (mut again, ack) =
+        Client::connect(&server, &ca, "brief", false, Properties::default()).await;
     assert!(!ack.session_present, "an expiry-0 session was kept");
     again.quiet().await;
 }
@@ -340,7 +351,8 @@ async fn mqtt_3_14_2_2_raising_the_expiry_from_zero_is_a_protocol_error() {
 #[tokio::test]
 async fn mqtt_3_3_4_9_exceeding_the_servers_receive_maximum_is_disconnected() {
     let (server, ca) = open_org().await;
-    let (mut client, ack) = Client::connect(&server, &ca, "flood", true, Properties::default()).await;
+    let (mut client, ack) =
+        Client::connect(&server, &ca, "flood", true, Properties::default()).await;
     let maximum = ack
         .properties
         .receive_maximum
@@ -365,7 +377,11 @@ async fn mqtt_3_3_4_9_exceeding_the_servers_receive_maximum_is_disconnected() {
     assert!(client.next().await.is_none(), "the connection stayed open");
 }
 
-fn subscription(filter: &str, qos: QoS, adjust: impl FnOnce(&mut SubscriptionOptions)) -> Subscription {
+fn subscription(
+    filter: &str,
+    qos: QoS,
+    adjust: impl FnOnce(&mut SubscriptionOptions),
+) -> Subscription {
     let mut options = options(qos);
     adjust(&mut options);
     Subscription {
@@ -382,9 +398,15 @@ async fn mqtt_3_8_4_8_delivery_at_the_lower_of_publish_and_subscription_qos() {
     let (server, ca) = open_org().await;
     let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
     sub.subscribe("qos/t", QoS::ExactlyOnce).await;
-    let (mut publisher, _) = Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
     publisher
-        .send(Packet::Publish(publish("qos/t", QoS::AtMostOnce, None, b"zero")))
+        .send(Packet::Publish(publish(
+            "qos/t",
+            QoS::AtMostOnce,
+            None,
+            b"zero",
+        )))
         .await;
     let got = sub.delivery().await;
     assert_eq!((&got.payload[..], got.qos), (&b"zero"[..], QoS::AtMostOnce));
@@ -421,19 +443,27 @@ async fn mqtt_3_3_1_12_retain_as_published() {
     let (mut plain, _) = Client::connect(&server, &ca, "plain", true, Properties::default()).await;
     plain.subscribe("rap/t", QoS::AtLeastOnce).await;
 
-    let (mut publisher, _) = Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
     let mut retained = publish("rap/t", QoS::AtLeastOnce, Some(1), b"kept");
     retained.retain = true;
     publisher.send(Packet::Publish(retained)).await;
-    assert!(keep.delivery().await.retain, "Retain As Published lost RETAIN");
-    assert!(!plain.delivery().await.retain, "RETAIN kept without Retain As Published");
+    assert!(
+        keep.delivery().await.retain,
+        "Retain As Published lost RETAIN"
+    );
+    assert!(
+        !plain.delivery().await.retain,
+        "RETAIN kept without Retain As Published"
+    );
 }
 
 /// 3.8.3.1 (MQTT-3.3.1-11): Retain Handling 2 sends no retained message at subscribe; 0 does.
 #[tokio::test]
 async fn mqtt_3_3_1_11_retain_handling_2_sends_no_retained_message() {
     let (server, ca) = open_org().await;
-    let (mut publisher, _) = Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
     let mut retained = publish("rh/t", QoS::AtLeastOnce, Some(1), b"stored");
     retained.retain = true;
     publisher.send(Packet::Publish(retained)).await;
@@ -444,7 +474,8 @@ async fn mqtt_3_3_1_11_retain_handling_2_sends_no_retained_message() {
     let got = with.delivery().await;
     assert!(got.retain && &got.payload[..] == b"stored", "{got:?}");
 
-    let (mut without, _) = Client::connect(&server, &ca, "without", true, Properties::default()).await;
+    let (mut without, _) =
+        Client::connect(&server, &ca, "without", true, Properties::default()).await;
     let sub = subscription("rh/t", QoS::AtLeastOnce, |o| o.retain_handling = 2);
     assert_eq!(without.subscribe_with(1, vec![sub]).await, vec![1]);
     without.quiet().await;
@@ -480,7 +511,9 @@ async fn mqtt_3_8_2_1_2_subscription_identifier_zero_is_a_protocol_error() {
     let mut body = vec![0x00, 0x01, 0x02, 0x0B, 0x00];
     body.extend(raw::string("ids/+"));
     body.push(0x01);
-    step(sub.stream.write_all(&raw::packet(0x82, &body))).await.unwrap();
+    step(sub.stream.write_all(&raw::packet(0x82, &body)))
+        .await
+        .unwrap();
     match sub.next().await {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82),
         other => panic!("expected DISCONNECT 0x82, got {other:?}"),
@@ -499,7 +532,8 @@ async fn mqtt_3_1_2_24_no_packet_beyond_the_clients_maximum_packet_size() {
     };
     let (mut sub, _) = Client::connect(&server, &ca, "small", true, small).await;
     sub.subscribe("size/t", QoS::AtLeastOnce).await;
-    let (mut publisher, _) = Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
     static BIG: [u8; 1024] = [b'x'; 1024];
     publisher
         .send(Packet::Publish(Publish {
@@ -539,7 +573,9 @@ async fn mqtt_3_1_2_4_a_resumed_session_keeps_its_subscription_options() {
         subscription_identifiers: vec![9],
         ..Properties::default()
     };
-    let filters = vec![subscription("resume/t", QoS::AtLeastOnce, |o| o.no_local = true)];
+    let filters = vec![subscription("resume/t", QoS::AtLeastOnce, |o| {
+        o.no_local = true
+    })];
     assert_eq!(sub.subscribe_props(1, filters, properties).await, vec![1]);
     sub.disconnect(Properties::default()).await;
 

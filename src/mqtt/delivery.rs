@@ -30,7 +30,9 @@ pub struct Origin {
 /// Stamps `origin` on a message on its way to the broker, replacing any property of that name
 /// a client sent.
 pub fn stamp(properties: &mut Properties, origin: &Origin) {
-    properties.user_properties.retain(|(name, _)| name != ORIGIN);
+    properties
+        .user_properties
+        .retain(|(name, _)| name != ORIGIN);
     let value = format!(
         "{}{}{}",
         origin.qos as u8,
@@ -47,7 +49,9 @@ pub fn take(properties: &mut Properties) -> Option<Origin> {
         .iter()
         .position(|(name, _)| name == ORIGIN)?;
     let (_, value) = properties.user_properties.remove(at);
-    properties.user_properties.retain(|(name, _)| name != ORIGIN);
+    properties
+        .user_properties
+        .retain(|(name, _)| name != ORIGIN);
     let mut chars = value.chars();
     let qos = match chars.next()? {
         '0' => QoS::AtMostOnce,
@@ -91,7 +95,12 @@ pub struct Plan {
 }
 
 impl Subscriptions {
-    pub fn insert(&mut self, filter: String, options: SubscriptionOptions, identifier: Option<u32>) {
+    pub fn insert(
+        &mut self,
+        filter: String,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) {
         self.entries.retain(|e| e.filter != filter);
         self.entries.push(Entry {
             filter,
@@ -247,10 +256,7 @@ mod tests {
     #[test]
     fn the_stamp_survives_and_a_forged_one_is_replaced() {
         let mut properties = Properties {
-            user_properties: vec![
-                ("a".into(), "1".into()),
-                (ORIGIN.into(), "00forged".into()),
-            ],
+            user_properties: vec![("a".into(), "1".into()), (ORIGIN.into(), "00forged".into())],
             ..Properties::default()
         };
         let mine = origin(QoS::AtLeastOnce, true, "d:acme:sensor:dev1");
@@ -288,7 +294,10 @@ mod tests {
         let own = origin(QoS::AtLeastOnce, false, me);
         let other = origin(QoS::AtMostOnce, true, "d:o:s:other");
         // No Local drops the client's own message, not another's.
-        assert_eq!(subs.plan("o/t", QoS::ExactlyOnce, false, Some(&own), me), None);
+        assert_eq!(
+            subs.plan("o/t", QoS::ExactlyOnce, false, Some(&own), me),
+            None
+        );
         let plan = subs.plan("o/t", QoS::ExactlyOnce, false, Some(&other), me);
         assert_eq!(
             plan,
@@ -300,16 +309,25 @@ mod tests {
         );
         // A second matching subscription without No Local keeps it, with its identifier only.
         subs.insert("o/+".into(), options(false, true, 2), Some(3));
-        let plan = subs.plan("o/t", QoS::AtLeastOnce, false, Some(&own), me).unwrap();
+        let plan = subs
+            .plan("o/t", QoS::AtLeastOnce, false, Some(&own), me)
+            .unwrap();
         assert_eq!((plan.qos, plan.identifiers), (QoS::AtLeastOnce, vec![3]));
         // Retain As Published keeps the publisher's RETAIN on a live delivery.
-        let plan = subs.plan("o/t", QoS::AtLeastOnce, false, Some(&other), me).unwrap();
+        let plan = subs
+            .plan("o/t", QoS::AtLeastOnce, false, Some(&other), me)
+            .unwrap();
         assert!(plan.retain);
         // Retain Handling 2 on every match: the retained copy sent at subscribe is dropped.
         subs.remove("o/t");
-        assert_eq!(subs.plan("o/t", QoS::AtLeastOnce, true, Some(&other), me), None);
+        assert_eq!(
+            subs.plan("o/t", QoS::AtLeastOnce, true, Some(&other), me),
+            None
+        );
         // Unknown subscriptions (a resumed session): as the broker sent it, at the lower QoS.
-        let plan = subs.plan("x/y", QoS::ExactlyOnce, true, Some(&own), me).unwrap();
+        let plan = subs
+            .plan("x/y", QoS::ExactlyOnce, true, Some(&own), me)
+            .unwrap();
         assert_eq!((plan.qos, plan.retain), (QoS::AtLeastOnce, true));
     }
 

@@ -1015,7 +1015,11 @@ impl Forwarder {
         to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
         // The codec refused identifier 0 (a protocol error) already.
-        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let identifier = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let mut slots = Vec::with_capacity(subscribe.subscriptions.len());
         let mut forwarded = Vec::with_capacity(subscribe.subscriptions.len());
         for mut subscription in subscribe.subscriptions {
@@ -1139,9 +1143,8 @@ impl Forwarder {
                 // The link hands over nothing else (see `broker::from_router`).
                 _ => None,
             };
-            let to_send = to_send.and_then(|packet| {
-                delivery::fit(packet, self.protocol, self.maximum_packet_size)
-            });
+            let to_send = to_send
+                .and_then(|packet| delivery::fit(packet, self.protocol, self.maximum_packet_size));
             if let Some(packet) = to_send {
                 self.counters.packets_out.increment(1);
                 encode_to(&packet, self.protocol, to_client)?;
