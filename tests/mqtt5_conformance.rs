@@ -587,3 +587,32 @@ async fn mqtt_3_1_2_4_a_resumed_session_keeps_its_subscription_options() {
     assert_eq!(&got.payload[..], b"theirs", "No Local was forgotten");
     assert_eq!(got.properties.subscription_identifiers, vec![9]);
 }
+
+/// 3.3.2.3.3 (MQTT-3.3.2-5, -6): a message queued for an offline session is not delivered once
+/// its Message Expiry Interval has passed; one still valid is delivered with the interval less
+/// the time it waited.
+#[tokio::test]
+async fn mqtt_3_3_2_5_queued_messages_expire() {
+    let (server, ca) = open_org().await;
+    let (mut sub, _) = Client::connect(&server, &ca, "away", true, expiry(300)).await;
+    sub.subscribe("expiry/t", QoS::AtLeastOnce).await;
+    sub.disconnect(Properties::default()).await;
+
+    let (mut publisher, _) = Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    for (id, seconds, payload) in [(1, 1, &b"short"[..]), (2, 300, &b"long"[..])] {
+        let mut p = publish("expiry/t", QoS::AtLeastOnce, Some(id), b"");
+        p.payload = Bytes::copy_from_slice(payload);
+        p.properties.message_expiry_interval = Some(seconds);
+        publisher.send(Packet::Publish(p)).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    // The expiry is in whole seconds: wait out the short one's.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let (mut resumed, ack) = Client::connect(&server, &ca, "away", false, expiry(300)).await;
+    assert!(ack.session_present);
+    let got = resumed.delivery().await;
+    assert_eq!(&got.payload[..], b"long", "an expired message was delivered");
+    let left = got.properties.message_expiry_interval.unwrap();
+    assert!(left < 300, "the interval was not lowered: {left}");
+}
