@@ -598,7 +598,8 @@ async fn mqtt_3_3_2_5_queued_messages_expire() {
     sub.subscribe("expiry/t", QoS::AtLeastOnce).await;
     sub.disconnect(Properties::default()).await;
 
-    let (mut publisher, _) = Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
     for (id, seconds, payload) in [(1, 1, &b"short"[..]), (2, 300, &b"long"[..])] {
         let mut p = publish("expiry/t", QoS::AtLeastOnce, Some(id), b"");
         p.payload = Bytes::copy_from_slice(payload);
@@ -612,7 +613,11 @@ async fn mqtt_3_3_2_5_queued_messages_expire() {
     let (mut resumed, ack) = Client::connect(&server, &ca, "away", false, expiry(300)).await;
     assert!(ack.session_present);
     let got = resumed.delivery().await;
-    assert_eq!(&got.payload[..], b"long", "an expired message was delivered");
+    assert_eq!(
+        &got.payload[..],
+        b"long",
+        "an expired message was delivered"
+    );
     let left = got.properties.message_expiry_interval.unwrap();
     assert!(left < 300, "the interval was not lowered: {left}");
 }
