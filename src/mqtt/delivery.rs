@@ -1,7 +1,8 @@
-//! What the front-end adds to each delivery that rumqttd 0.20 leaves out: the subscription
-//! options it ignores (No Local, Retain As Published, Retain Handling 2), delivery at the lower of
-//! the publish QoS and the subscription QoS, and the subscription identifiers of every matching
-//! subscription (MQTT 5 §3.8.3.1, §3.3.4, §3.3.2.3.8).
+//! What the front-end adds to each delivery that rumqttd 0.20 leaves out: the client's Receive
+//! Maximum ([`Window`]), the subscription options rumqttd ignores (No Local, Retain As Published,
+//! Retain Handling 2), delivery at the lower of the publish QoS and the subscription QoS, the
+//! subscription identifiers of every matching subscription (MQTT 5 §3.8.3.1, §3.3.4,
+//! §3.3.2.3.8), and the client's Maximum Packet Size ([`fit`]).
 //!
 //! Why it can be done here: every message reaches the broker through a session (or a will) of
 //! this front-end, which stamps it with its [`Origin`] — the publisher's QoS, RETAIN flag and
@@ -13,7 +14,11 @@
 //! it, so overlapping subscriptions with different options are honoured as a whole, not copy by
 //! copy (README, conformance).
 
-use crate::mqtt::codec::{self, Packet, Properties, Protocol, QoS, SubscriptionOptions};
+use std::collections::VecDeque;
+
+use crate::mqtt::codec::{
+    self, Connect, Packet, Properties, Protocol, Publish, QoS, SubscriptionOptions,
+};
 
 /// The user property that carries a message's [`Origin`] through the broker.
 const ORIGIN: &str = "portcullis-origin";
@@ -232,6 +237,55 @@ fn trim_ack(mut ack: codec::Ack) -> codec::Ack {
     ack
 }
 
+/// The client's Receive Maximum (MQTT 5): QoS 1/2 deliveries it has not acknowledged yet are
+/// counted, and further ones wait here. rumqttd ignores Receive Maximum (it keeps up to 100
+/// deliveries in flight), so without this a client asking for fewer would be overrun. The queue
+/// is bounded by the broker's own window.
+pub struct Window {
+    receive_maximum: u16,
+    in_flight: u16,
+    waiting: VecDeque<Publish>,
+}
+
+impl Window {
+    pub fn new(connect: &Connect) -> Window {
+        let receive_maximum = match connect.protocol {
+            Protocol::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
+            Protocol::V311 => u16::MAX,
+        };
+        Window {
+            receive_maximum,
+            in_flight: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// The delivery to send now, if the window has room; else it waits.
+    pub fn admit(&mut self, publish: Publish) -> Option<Publish> {
+        if publish.qos == QoS::AtMostOnce {
+            return Some(publish);
+        }
+        if self.in_flight < self.receive_maximum && self.waiting.is_empty() {
+            self.in_flight += 1;
+            return Some(publish);
+        }
+        self.waiting.push_back(publish);
+        None
+    }
+
+    /// A QoS 1/2 delivery completed (PUBACK, PUBCOMP, or a failed PUBREC): the next waiting one,
+    /// if any, may go.
+    pub fn complete(&mut self) -> Option<Publish> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight < self.receive_maximum {
+            let next = self.waiting.pop_front()?;
+            self.in_flight += 1;
+            return Some(next);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +411,37 @@ mod tests {
             payload: bytes::Bytes::from(vec![0u8; 100]),
         });
         assert_eq!(fit(publish, Protocol::V5, Some(50)), None);
+    }
+
+    #[test]
+    fn the_window_holds_deliveries_beyond_the_clients_receive_maximum() {
+        let connect = Connect {
+            protocol: Protocol::V5,
+            clean_start: true,
+            keep_alive: 0,
+            client_id: String::new(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties {
+                receive_maximum: Some(1),
+                ..Properties::default()
+            },
+        };
+        let mut window = Window::new(&connect);
+        let message = |qos, id| Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "t".into(),
+            packet_id: id,
+            properties: Properties::default(),
+            payload: bytes::Bytes::new(),
+        };
+        assert!(window.admit(message(QoS::AtLeastOnce, Some(1))).is_some());
+        assert!(window.admit(message(QoS::AtLeastOnce, Some(2))).is_none());
+        assert!(window.admit(message(QoS::AtMostOnce, None)).is_some());
+        assert_eq!(window.complete().and_then(|p| p.packet_id), Some(2));
+        assert!(window.complete().is_none());
     }
 }

@@ -9,7 +9,7 @@
 //! session that ends without DISCONNECT (or with reason 0x04) has its will published by
 //! [`Broker::will`], after the MQTT 5 will delay.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -383,7 +383,7 @@ where
         aliases: HashMap::new(),
         pending_subscribes: HashMap::new(),
         pending_unsubscribes: HashMap::new(),
-        window: DeliveryWindow::new(&connect),
+        window: delivery::Window::new(&connect),
         will_wanted: true,
         expiry,
         zero_expiry: expiry == Expiry::Now,
@@ -645,7 +645,7 @@ struct Forwarder {
     aliases: HashMap<u16, String>,
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
-    window: DeliveryWindow,
+    window: delivery::Window,
     /// The session's will (if it has one) is due when it ends: false after a DISCONNECT, unless
     /// its reason was "disconnect with will message".
     will_wanted: bool,
@@ -668,55 +668,6 @@ struct Forwarder {
     /// or downgraded): the broker's PUBREL for them is answered here with PUBCOMP.
     released_here: HashSet<u16>,
     counters: Counters,
-}
-
-/// The client's Receive Maximum (MQTT 5): QoS 1/2 deliveries it has not acknowledged yet are
-/// counted, and further ones wait here. rumqttd ignores Receive Maximum (it keeps up to 100
-/// deliveries in flight), so without this a client asking for fewer would be overrun. The queue
-/// is bounded by the broker's own window.
-struct DeliveryWindow {
-    receive_maximum: u16,
-    in_flight: u16,
-    waiting: VecDeque<Publish>,
-}
-
-impl DeliveryWindow {
-    fn new(connect: &Connect) -> DeliveryWindow {
-        let receive_maximum = match connect.protocol {
-            Protocol::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
-            Protocol::V311 => u16::MAX,
-        };
-        DeliveryWindow {
-            receive_maximum,
-            in_flight: 0,
-            waiting: VecDeque::new(),
-        }
-    }
-
-    /// The delivery to send now, if the window has room; else it waits.
-    fn admit(&mut self, publish: Publish) -> Option<Publish> {
-        if publish.qos == QoS::AtMostOnce {
-            return Some(publish);
-        }
-        if self.in_flight < self.receive_maximum && self.waiting.is_empty() {
-            self.in_flight += 1;
-            return Some(publish);
-        }
-        self.waiting.push_back(publish);
-        None
-    }
-
-    /// A QoS 1/2 delivery completed (PUBACK, PUBCOMP, or a failed PUBREC): the next waiting one,
-    /// if any, may go.
-    fn complete(&mut self) -> Option<Publish> {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if self.in_flight < self.receive_maximum {
-            let next = self.waiting.pop_front()?;
-            self.in_flight += 1;
-            return Some(next);
-        }
-        None
-    }
 }
 
 impl Forwarder {
