@@ -83,8 +83,13 @@ impl Keeper {
         expiry: Expiry,
         subscriptions: Subscriptions,
     ) {
+        let subscriptions = if subscriptions.asks_more() {
+            subscriptions
+        } else {
+            Subscriptions::default()
+        };
         match expiry {
-            Expiry::Never if kept && !subscriptions.is_empty() => {
+            Expiry::Never if kept && subscriptions.asks_more() => {
                 let timer = None;
                 let session = KeptSession {
                     timer,

@@ -14,7 +14,7 @@
 //! it, so overlapping subscriptions with different options are honoured as a whole, not copy by
 //! copy (README, conformance).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::mqtt::codec::{
     self, Connect, Packet, Properties, Protocol, Publish, QoS, SubscriptionOptions,
@@ -76,19 +76,21 @@ pub fn take(properties: &mut Properties) -> Option<Origin> {
     })
 }
 
-/// One subscription of the session, as the broker knows it.
-#[derive(Debug, Clone)]
-struct Entry {
-    /// The broker filter (`<org>/…`, or `$share/<group>/<org>/…`).
-    filter: String,
+/// What a subscription asks beyond what the broker does itself.
+#[derive(Debug, Clone, Copy)]
+struct Special {
     options: SubscriptionOptions,
     identifier: Option<u32>,
 }
 
-/// The session's subscriptions: a new SUBSCRIBE of a filter replaces it (MQTT-3.8.4-3).
+/// The session's subscriptions, by broker filter (`<org>/…`, or `$share/<group>/<org>/…`): a new
+/// SUBSCRIBE of a filter replaces it (MQTT-3.8.4-3). Most subscriptions ask nothing the broker
+/// does not do ("plain"); only the others are looked at for every delivery, so a session with
+/// many plain filters costs no more per message than one with none.
 #[derive(Debug, Default, Clone)]
 pub struct Subscriptions {
-    entries: Vec<Entry>,
+    plain: HashSet<String>,
+    special: HashMap<String, Special>,
 }
 
 /// How one delivery goes to the client.
@@ -106,20 +108,31 @@ impl Subscriptions {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) {
-        self.entries.retain(|e| e.filter != filter);
-        self.entries.push(Entry {
-            filter,
-            options,
-            identifier,
-        });
+        self.remove(&filter);
+        let plain = !options.no_local
+            && !options.retain_as_published
+            && options.retain_handling != 2
+            && identifier.is_none();
+        if plain {
+            self.plain.insert(filter);
+        } else {
+            let special = Special {
+                options,
+                identifier,
+            };
+            self.special.insert(filter, special);
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Whether any subscription asks more than the broker does: a kept session without one
+    /// needs nothing kept for its resume.
+    pub fn asks_more(&self) -> bool {
+        !self.special.is_empty()
     }
 
     pub fn remove(&mut self, filter: &str) {
-        self.entries.retain(|e| e.filter != filter);
+        self.plain.remove(filter);
+        self.special.remove(filter);
     }
 
     /// How a delivery the broker sent at `qos` with `retain` on `topic` (a broker topic) goes to
@@ -139,20 +152,21 @@ impl Subscriptions {
         client_id: &str,
     ) -> Option<Plan> {
         let own = origin.is_some_and(|o| o.client_id == client_id);
-        let mut matched = false;
+        let mut refused = false;
         let mut wanted = Vec::new();
-        for entry in &self.entries {
-            if !matches(&entry.filter, topic) {
+        for (filter, special) in &self.special {
+            if !matches(filter, topic) {
                 continue;
             }
-            matched = true;
-            let options = &entry.options;
+            let options = &special.options;
             if (own && options.no_local) || (retain && options.retain_handling == 2) {
+                refused = true;
                 continue;
             }
-            wanted.push(entry);
+            wanted.push(special);
         }
-        if matched && wanted.is_empty() {
+        // Refused by every special match: still wanted by a plain one that matches?
+        if refused && wanted.is_empty() && !self.plain.iter().any(|f| matches(f, topic)) {
             return None;
         }
         let published_retained = origin.is_some_and(|o| o.retain);
