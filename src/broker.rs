@@ -275,8 +275,8 @@ impl Broker {
             Option::<rp::Packet>::from(connack),
             Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
         );
-        let subscriptions = match held {
-            Some(held) if session_present => held.subscriptions,
+        let subscriptions = match held.map(expiry::KeptSession::resume) {
+            Some(subscriptions) if session_present => subscriptions,
             _ => Subscriptions::default(),
         };
         Ok(BrokerSession {

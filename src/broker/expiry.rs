@@ -40,8 +40,25 @@ impl Expiry {
 /// What the front-end holds for a session rumqttd keeps: its expiry timer, if it has one, and
 /// the subscriptions the session knew (rumqttd keeps no subscription options or identifiers).
 pub(super) struct KeptSession {
-    timer: Option<u64>,
-    pub(super) subscriptions: Subscriptions,
+    timer: Option<Timer>,
+    subscriptions: Subscriptions,
+}
+
+/// An expiry timer: its id tells it from a later one of the same client id.
+struct Timer {
+    id: u64,
+    task: tokio::task::AbortHandle,
+}
+
+impl KeptSession {
+    /// The session is resumed (or started anew): its timer stops, its subscriptions are handed
+    /// back.
+    pub(super) fn resume(self) -> Subscriptions {
+        if let Some(timer) = self.timer {
+            timer.task.abort();
+        }
+        self.subscriptions
+    }
 }
 
 /// Kept sessions, by client id: each is discarded when its timer ends unless
@@ -107,22 +124,30 @@ impl Keeper {
             }
             Expiry::After(delay) => {
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
-                let session = KeptSession {
-                    timer: Some(id),
-                    subscriptions,
-                };
-                lock(&self.pending).insert(client_id.clone(), session);
                 let keeper = self.clone();
-                tokio::spawn(async move {
+                let key = client_id.clone();
+                let task = tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let mut pending = lock(&keeper.pending);
-                    if pending.get(&client_id).and_then(|kept| kept.timer) == Some(id) {
+                    let ours = pending
+                        .get(&client_id)
+                        .and_then(|kept| kept.timer.as_ref())
+                        .is_some_and(|timer| timer.id == id);
+                    if ours {
                         pending.remove(&client_id);
                         if let Err(error) = keeper.discard(&client_id) {
                             tracing::warn!(%error, "an expired session could not be discarded");
                         }
                     }
                 });
+                let session = KeptSession {
+                    timer: Some(Timer {
+                        id,
+                        task: task.abort_handle(),
+                    }),
+                    subscriptions,
+                };
+                lock(&self.pending).insert(key, session);
             }
         }
     }
