@@ -621,3 +621,25 @@ async fn mqtt_3_3_2_5_queued_messages_expire() {
     let left = got.properties.message_expiry_interval.unwrap();
     assert!(left < 300, "the interval was not lowered: {left}");
 }
+
+/// MQTT-3.1.4-3, 3.1.2.4: a CONNECT with clean start 0 that takes over a live connection of its
+/// client id resumes that session (Session Present 1), even when its expiry was 0: the session
+/// existed when the CONNECT arrived.
+#[tokio::test]
+async fn mqtt_3_1_4_3_a_takeover_with_clean_start_0_resumes_the_session() {
+    let (server, ca) = open_org().await;
+    let (mut first, _) = Client::connect(&server, &ca, "twice", false, Properties::default()).await;
+    first.subscribe("takeover/t", QoS::AtLeastOnce).await;
+    let (mut second, ack) =
+        Client::connect(&server, &ca, "twice", false, Properties::default()).await;
+    assert!(
+        ack.session_present,
+        "the taken-over session was not resumed"
+    );
+    match first.next().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x8E),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    publish_once(&server, &ca, "pub", "takeover/t", b"still subscribed").await;
+    assert_eq!(&second.delivery().await.payload[..], b"still subscribed");
+}

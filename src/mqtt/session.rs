@@ -420,7 +420,13 @@ where
     ctx.registry.events().publish(ended);
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
     let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
-    broker.set_expiry(forwarder.expiry);
+    // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT
+    // saw it exist, whatever its expiry; the successor decides what becomes of it.
+    let expiry = match result {
+        Err(SessionError::TakenOver) => Expiry::Never,
+        _ => forwarder.expiry,
+    };
+    broker.set_expiry(expiry);
     broker.keep_subscriptions(std::mem::take(&mut forwarder.subscriptions));
     broker.close().await;
     if let (Some(will), true) = (will, forwarder.will_wanted) {
