@@ -231,6 +231,14 @@ impl Client {
         }
     }
 
+    /// The server's next packet is DISCONNECT with `reason`.
+    async fn disconnected_with(&mut self, reason: u8) {
+        match self.next().await {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason),
+            other => panic!("expected DISCONNECT {reason:#04x}, got {other:?}"),
+        }
+    }
+
     async fn disconnect(mut self, properties: Properties) {
         self.send(Packet::Disconnect(Disconnect {
             reason: 0,
@@ -338,10 +346,7 @@ async fn mqtt_3_14_2_2_raising_the_expiry_from_zero_is_a_protocol_error() {
         properties: expiry(300),
     }))
     .await;
-    match sub.next().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82),
-        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
-    }
+    sub.disconnected_with(0x82).await;
     let (_again, ack) = Client::connect(&server, &ca, "raise", false, expiry(300)).await;
     assert!(!ack.session_present);
 }
@@ -370,10 +375,7 @@ async fn mqtt_3_3_4_9_exceeding_the_servers_receive_maximum_is_disconnected() {
     }
     let one_more = publish("flow/t", QoS::ExactlyOnce, Some(maximum + 1), b"x");
     client.send(Packet::Publish(one_more)).await;
-    match client.next().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x93),
-        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
-    }
+    client.disconnected_with(0x93).await;
     assert!(client.next().await.is_none(), "the connection stayed open");
 }
 
@@ -514,10 +516,7 @@ async fn mqtt_3_8_2_1_2_subscription_identifier_zero_is_a_protocol_error() {
     step(sub.stream.write_all(&raw::packet(0x82, &body)))
         .await
         .unwrap();
-    match sub.next().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82),
-        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
-    }
+    sub.disconnected_with(0x82).await;
 }
 
 /// 3.1.2.11.4 (MQTT-3.1.2-24, -25): the server sends no packet larger than the client's Maximum
@@ -636,10 +635,7 @@ async fn mqtt_3_1_4_3_a_takeover_with_clean_start_0_resumes_the_session() {
         ack.session_present,
         "the taken-over session was not resumed"
     );
-    match first.next().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x8E),
-        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
-    }
+    first.disconnected_with(0x8E).await;
     publish_once(&server, &ca, "pub", "takeover/t", b"still subscribed").await;
     assert_eq!(&second.delivery().await.payload[..], b"still subscribed");
 }
