@@ -24,7 +24,12 @@
 //!   through rumqttd's own serialised header (`Publish::deserialize`/`serialize`), which the
 //!   tests below pin;
 //! - each distinct subscription filter costs about 8 KiB that is never freed, and each distinct
-//!   client id with clean start 0 leaves its session state behind, forever.
+//!   client id with clean start 0 leaves its session state behind, forever;
+//! - rumqttd knows one flag, "clean", which both discards a stored session at connect and keeps
+//!   none at disconnect, and no Session Expiry Interval: the MQTT 5 expiry is the front-end's
+//!   ([`Expiry`]): a session to keep is opened unclean (after discarding the stored one when its
+//!   CONNECT had clean start 1), and a kept session is discarded by a short clean link of the same
+//!   client id once its expiry has passed unless a new session resumed it first.
 //!
 //! [`Broker::start`] can also bind plain MQTT 5 TCP listeners on loopback to the same router
 //! (`plain_listeners`, with a per-process random credential): the load tool's baseline of what
@@ -53,6 +58,12 @@ use crate::config::BrokerConfig;
 use crate::mqtt::codec::{
     self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck,
 };
+use crate::mqtt::delivery::Subscriptions;
+
+mod expiry;
+
+pub use expiry::Expiry;
+use expiry::Keeper;
 
 /// The one user of the plain listeners.
 const USERNAME: &str = "portcullis";
@@ -135,6 +146,7 @@ fn router_connections(sessions: usize) -> usize {
 
 pub struct Broker {
     open: Arc<OpenLink>,
+    keeper: Arc<Keeper>,
     /// One permit per session: the front-end refuses a session (CONNACK server busy) before the
     /// router could ever be full.
     slots: Arc<Semaphore>,
@@ -162,6 +174,13 @@ pub struct BrokerSession {
     paused: bool,
     /// A DISCONNECT went through: the router has let go of the link.
     ended: bool,
+    client_id: String,
+    /// rumqttd keeps this session when the link ends (it was opened unclean).
+    kept: bool,
+    expiry: Expiry,
+    /// The subscriptions of a resumed session, then those to keep with it.
+    subscriptions: Subscriptions,
+    keeper: Arc<Keeper>,
 }
 
 impl Broker {
@@ -194,6 +213,7 @@ impl Broker {
         }
         tracing::info!(broker = id, ?addrs, "embedded broker started");
         Ok(Broker {
+            keeper: Arc::new(Keeper::new(open.clone())),
             open,
             slots: Arc::new(Semaphore::new(config.max_connections)),
             wills: Arc::default(),
@@ -203,19 +223,49 @@ impl Broker {
         })
     }
 
+    /// Opens a 3.1.1-style session's link: clean start 1 keeps nothing after it ends, 0 keeps
+    /// the session for good (see [`Broker::open_session`]).
+    pub fn open(&self, client_id: &str, clean_start: bool) -> Result<BrokerSession, BrokerError> {
+        let expiry = if clean_start {
+            Expiry::Now
+        } else {
+            Expiry::Never
+        };
+        self.open_session(client_id, clean_start, expiry)
+    }
+
     /// Opens a session's link, holding one of the `broker.max_connections` session slots until
-    /// it is dropped; `Full` when none is free. A will of an earlier session with this client id
-    /// still waiting out its delay is published now when `clean_start` ends that session, and
-    /// dropped when this one resumes it.
+    /// it is dropped; `Full` when none is free. `clean_start` discards a stored session of this
+    /// client id (else it is resumed, unless its expiry passed); `expiry` says how long the
+    /// session is kept once its link ends ([`BrokerSession::set_expiry`] may change it). A will
+    /// of an earlier session with this client id still waiting out its delay is published now
+    /// when `clean_start` ends that session, and dropped when this one resumes it.
     ///
     /// Blocks the calling thread until the router has registered the link (see the module notes).
-    pub fn open(&self, client_id: &str, clean_start: bool) -> Result<BrokerSession, BrokerError> {
+    pub fn open_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: Expiry,
+    ) -> Result<BrokerSession, BrokerError> {
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| BrokerError::Full)?;
-        let (tx, rx, connack) = (self.open)(client_id, clean_start)?;
+        // rumqttd keeps what an unclean link leaves, and resumes only on an unclean link.
+        let keep = expiry != Expiry::Now;
+        let kept = keep || !clean_start;
+        let (tx, rx, connack, held) = {
+            let mut pending = lock(&self.keeper.pending);
+            let held = pending.remove(client_id);
+            if clean_start && keep {
+                // An unclean link would resume the stored session: drop it first.
+                self.keeper.discard(client_id)?;
+            }
+            let (tx, rx, connack) = (self.open)(client_id, !kept)?;
+            (tx, rx, connack, held)
+        };
         // Only a session that exists settles the will of the one before it.
         let pending = lock(&self.wills).remove(client_id);
         if let Some(pending) = pending {
@@ -225,6 +275,10 @@ impl Broker {
             Option::<rp::Packet>::from(connack),
             Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
         );
+        let subscriptions = match held.map(expiry::KeptSession::resume) {
+            Some(subscriptions) if session_present => subscriptions,
+            _ => Subscriptions::default(),
+        };
         Ok(BrokerSession {
             tx,
             rx,
@@ -232,6 +286,11 @@ impl Broker {
             session_present,
             paused: false,
             ended: false,
+            client_id: client_id.to_owned(),
+            kept,
+            expiry,
+            subscriptions,
+            keeper: self.keeper.clone(),
         })
     }
 
@@ -333,6 +392,24 @@ impl BrokerSession {
         self.session_present
     }
 
+    /// The subscriptions a resumed session had (empty for a new one), taken once.
+    pub fn take_subscriptions(&mut self) -> Subscriptions {
+        std::mem::take(&mut self.subscriptions)
+    }
+
+    /// The subscriptions to keep with the session when its link ends.
+    pub fn keep_subscriptions(&mut self, subscriptions: Subscriptions) {
+        self.subscriptions = subscriptions;
+    }
+
+    /// A new expiry for when the link ends (MQTT 5 DISCONNECT). A session opened to end with its
+    /// link cannot be kept: the session refuses that change (a protocol error) before this.
+    pub fn set_expiry(&mut self, expiry: Expiry) {
+        if self.kept {
+            self.expiry = expiry;
+        }
+    }
+
     /// Hands `packets` to the router in order and empties the vector. A DISCONNECT among them
     /// ends the link.
     ///
@@ -420,18 +497,21 @@ impl BrokerSession {
     }
 
     /// Ends the link (unless a DISCONNECT already did): the router drops the connection, and
-    /// keeps its session state when it was opened with clean start 0.
+    /// the session is kept until its expiry (see [`Expiry`]).
     pub async fn close(mut self) {
-        if self.ended {
-            return;
+        if !self.ended {
+            let mut disconnect = vec![Packet::Disconnect(Disconnect {
+                reason: codec::reason::SUCCESS,
+                properties: Properties::default(),
+            })];
+            if let Err(error) = self.send(&mut disconnect).await {
+                tracing::warn!(%error, "the broker link did not take its DISCONNECT");
+            }
         }
-        let mut disconnect = vec![Packet::Disconnect(Disconnect {
-            reason: codec::reason::SUCCESS,
-            properties: Properties::default(),
-        })];
-        if let Err(error) = self.send(&mut disconnect).await {
-            tracing::warn!(%error, "the broker link did not take its DISCONNECT");
-        }
+        let client_id = std::mem::take(&mut self.client_id);
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        self.keeper
+            .ended(client_id, self.kept, self.expiry, subscriptions);
     }
 }
 

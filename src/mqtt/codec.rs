@@ -235,6 +235,7 @@ pub mod reason {
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
 
     /// MQTT 3.1.1 CONNACK return codes.

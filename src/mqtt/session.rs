@@ -9,7 +9,7 @@
 //! session that ends without DISCONNECT (or with reason 0x04) has its will published by
 //! [`Broker::will`], after the MQTT 5 will delay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +18,14 @@ use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
-use crate::broker::{Broker, BrokerError, BrokerSession};
+use crate::broker::{Broker, BrokerError, BrokerSession, Expiry};
 use crate::events::{Event, Kind};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::mqtt::delivery::{self, Origin};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
@@ -35,6 +36,9 @@ use crate::tls::PeerIdentity;
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Topic aliases a client may use (MQTT 5); they are resolved here.
 const TOPIC_ALIAS_MAX: u16 = 64;
+/// QoS 1/2 PUBLISHes an MQTT 5 client may have unacknowledged (the Receive Maximum announced in
+/// CONNACK); one more is answered with DISCONNECT 0x93 (MQTT-3.3.4-8, 4.9).
+const RECEIVE_MAXIMUM: u16 = 100;
 
 /// What every session needs, shared.
 pub struct Context {
@@ -218,6 +222,11 @@ where
             refuse(&mut client, Protocol::V311, refusal, ctx).await;
             return Err(SessionError::Refused(refusal));
         }
+        Ok(Err(SessionError::ClosedBeforeConnect)) => {
+            // A clean close (TLS close_notify) is answered with ours (RFC 8446 §6.1).
+            let _ = tokio::time::timeout(ctx.write_timeout, client.shutdown()).await;
+            return Err(SessionError::ClosedBeforeConnect);
+        }
         Ok(result) => result?,
     };
     let protocol = connect.protocol;
@@ -233,10 +242,20 @@ where
     let topics = TopicMap::new(client_id.clone(), peer.org.org.topic_policy);
     let will = match &connect.will {
         Some(will) => match topics.publish(&will.topic) {
-            Ok(topic) => Some(codec::Will {
-                topic,
-                ..will.clone()
-            }),
+            Ok(topic) => {
+                let mut properties = will.properties.clone();
+                let origin = Origin {
+                    qos: will.qos,
+                    retain: will.retain,
+                    client_id: String::new(),
+                };
+                delivery::stamp(&mut properties, &origin);
+                Some(codec::Will {
+                    topic,
+                    properties,
+                    ..will.clone()
+                })
+            }
             Err(_) => {
                 refuse(&mut client, protocol, ConnectRefusal::WillTopic, ctx).await;
                 return Err(SessionError::Refused(ConnectRefusal::WillTopic));
@@ -298,7 +317,11 @@ where
         refuse(&mut client, protocol, ConnectRefusal::BrokerBusy, ctx).await;
         return Err(SessionError::Refused(ConnectRefusal::BrokerBusy));
     };
-    let mut broker = match ctx.broker.open(&client_id_text, connect.clean_start) {
+    let expiry = session_expiry(&connect);
+    let mut broker = match ctx
+        .broker
+        .open_session(&client_id_text, connect.clean_start, expiry)
+    {
         Ok(broker) => broker,
         Err(error) => {
             let refusal = match error {
@@ -318,8 +341,7 @@ where
     };
     if protocol == Protocol::V5 {
         connack.properties = Properties {
-            // Subscription identifiers are not forwarded (rumqttd 0.20 does not keep them).
-            subscription_identifier_available: Some(0),
+            receive_maximum: Some(RECEIVE_MAXIMUM),
             maximum_packet_size: Some(u32::try_from(ctx.max_packet_size).unwrap_or(u32::MAX)),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
             assigned_client_identifier: assigned,
@@ -361,8 +383,22 @@ where
         aliases: HashMap::new(),
         pending_subscribes: HashMap::new(),
         pending_unsubscribes: HashMap::new(),
-        window: DeliveryWindow::new(&connect),
+        window: delivery::Window::new(&connect),
         will_wanted: true,
+        expiry,
+        zero_expiry: expiry == Expiry::Now,
+        receiving: HashSet::new(),
+        client_id: client_id_text.clone(),
+        subscriptions: broker.take_subscriptions(),
+        maximum_packet_size: match protocol {
+            Protocol::V5 => connect
+                .properties
+                .maximum_packet_size
+                .and_then(|max| usize::try_from(max).ok()),
+            Protocol::V311 => None,
+        },
+        downgraded: HashSet::new(),
+        released_here: HashSet::new(),
         counters: Counters::new(),
     };
     let result = forwarder
@@ -384,6 +420,14 @@ where
     ctx.registry.events().publish(ended);
     // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
     let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
+    // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT
+    // saw it exist, whatever its expiry; the successor decides what becomes of it.
+    let expiry = match result {
+        Err(SessionError::TakenOver) => Expiry::Never,
+        _ => forwarder.expiry,
+    };
+    broker.set_expiry(expiry);
+    broker.keep_subscriptions(std::mem::take(&mut forwarder.subscriptions));
     broker.close().await;
     if let (Some(will), true) = (will, forwarder.will_wanted) {
         ctx.broker
@@ -392,6 +436,18 @@ where
     }
     drop(held);
     result
+}
+
+/// How long the session is kept after its connection ends (MQTT 5: the CONNECT's Session Expiry
+/// Interval, absent = 0; 3.1.1: clean session 1 ends it with the connection, 0 keeps it).
+fn session_expiry(connect: &Connect) -> Expiry {
+    match connect.protocol {
+        Protocol::V5 => {
+            Expiry::from_interval(connect.properties.session_expiry_interval.unwrap_or(0))
+        }
+        Protocol::V311 if connect.clean_start => Expiry::Now,
+        Protocol::V311 => Expiry::Never,
+    }
 }
 
 /// How long a will waits after the connection is lost (MQTT 5: the will delay, or the session's
@@ -595,60 +651,29 @@ struct Forwarder {
     aliases: HashMap<u16, String>,
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
-    window: DeliveryWindow,
+    window: delivery::Window,
     /// The session's will (if it has one) is due when it ends: false after a DISCONNECT, unless
     /// its reason was "disconnect with will message".
     will_wanted: bool,
+    /// How long the session is kept after the connection ends (a DISCONNECT may change it).
+    expiry: Expiry,
+    /// The CONNECT's Session Expiry Interval was 0: a DISCONNECT may not raise it (3.14.2.2.2).
+    zero_expiry: bool,
+    /// Packet ids of the client's QoS 1/2 PUBLISHes not yet acknowledged (its Receive Maximum
+    /// quota, MQTT 5 only).
+    receiving: HashSet<u16>,
+    client_id: String,
+    /// What the client subscribed to in this connection (see [`delivery`]).
+    subscriptions: delivery::Subscriptions,
+    /// The client's Maximum Packet Size (MQTT 5): nothing larger is sent to it (MQTT-3.1.2-24).
+    maximum_packet_size: Option<usize>,
+    /// Broker packet ids of QoS 2 deliveries sent to the client at QoS 1: its PUBACK becomes the
+    /// broker's PUBREC.
+    downgraded: HashSet<u16>,
+    /// Broker packet ids of QoS 2 deliveries the front-end answered with PUBREC itself (dropped
+    /// or downgraded): the broker's PUBREL for them is answered here with PUBCOMP.
+    released_here: HashSet<u16>,
     counters: Counters,
-}
-
-/// The client's Receive Maximum (MQTT 5): QoS 1/2 deliveries it has not acknowledged yet are
-/// counted, and further ones wait here. rumqttd ignores Receive Maximum (it keeps up to 100
-/// deliveries in flight), so without this a client asking for fewer would be overrun. The queue
-/// is bounded by the broker's own window.
-struct DeliveryWindow {
-    receive_maximum: u16,
-    in_flight: u16,
-    waiting: VecDeque<Publish>,
-}
-
-impl DeliveryWindow {
-    fn new(connect: &Connect) -> DeliveryWindow {
-        let receive_maximum = match connect.protocol {
-            Protocol::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
-            Protocol::V311 => u16::MAX,
-        };
-        DeliveryWindow {
-            receive_maximum,
-            in_flight: 0,
-            waiting: VecDeque::new(),
-        }
-    }
-
-    /// The delivery to send now, if the window has room; else it waits.
-    fn admit(&mut self, publish: Publish) -> Option<Publish> {
-        if publish.qos == QoS::AtMostOnce {
-            return Some(publish);
-        }
-        if self.in_flight < self.receive_maximum && self.waiting.is_empty() {
-            self.in_flight += 1;
-            return Some(publish);
-        }
-        self.waiting.push_back(publish);
-        None
-    }
-
-    /// A QoS 1/2 delivery completed (PUBACK, PUBCOMP, or a failed PUBREC): the next waiting one,
-    /// if any, may go.
-    fn complete(&mut self) -> Option<Publish> {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if self.in_flight < self.receive_maximum {
-            let next = self.waiting.pop_front()?;
-            self.in_flight += 1;
-            return Some(next);
-        }
-        None
-    }
 }
 
 impl Forwarder {
@@ -799,10 +824,16 @@ impl Forwarder {
                 return Ok(Flow::Continue);
             }
             Packet::Disconnect(disconnect) => {
+                if let Some(interval) = disconnect.properties.session_expiry_interval {
+                    if self.zero_expiry && interval != 0 {
+                        // Not a valid DISCONNECT: the will stays due.
+                        return self.violation("session expiry raised from 0", to_client);
+                    }
+                    self.expiry = Expiry::from_interval(interval);
+                }
                 let disconnect = Disconnect {
                     reason: disconnect.reason,
                     properties: Properties {
-                        session_expiry_interval: disconnect.properties.session_expiry_interval,
                         reason_string: disconnect.properties.reason_string,
                         user_properties: disconnect.properties.user_properties,
                         ..Properties::default()
@@ -814,7 +845,12 @@ impl Forwarder {
             }
             Packet::PubAck(ack) => {
                 self.delivery_completed(to_client)?;
-                Packet::PubAck(ack_only(ack))
+                if self.downgraded.remove(&ack.packet_id) {
+                    self.released_here.insert(ack.packet_id);
+                    Packet::PubRec(ack_only(ack))
+                } else {
+                    Packet::PubAck(ack_only(ack))
+                }
             }
             Packet::PubRec(ack) => {
                 if ack.reason >= reason::UNSPECIFIED_ERROR {
@@ -877,8 +913,22 @@ impl Forwarder {
         }
         match self.topics.publish(&publish.topic) {
             Ok(topic) => {
+                if let Some(id) = publish.packet_id {
+                    let over = self.receiving.len() >= usize::from(RECEIVE_MAXIMUM);
+                    if self.protocol == Protocol::V5 && over && !self.receiving.contains(&id) {
+                        self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED, to_client);
+                        return Err(SessionError::ClientViolation("receive maximum exceeded"));
+                    }
+                    self.receiving.insert(id);
+                }
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
+                let origin = Origin {
+                    qos: publish.qos,
+                    retain: publish.retain,
+                    client_id: self.client_id.clone(),
+                };
+                delivery::stamp(&mut publish.properties, &origin);
                 to_broker.push(Packet::Publish(publish));
                 Ok(Flow::Continue)
             }
@@ -921,6 +971,12 @@ impl Forwarder {
         to_client: &mut BytesMut,
         to_broker: &mut Vec<Packet>,
     ) -> Result<Flow, SessionError> {
+        // The codec refused identifier 0 (a protocol error) already.
+        let identifier = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let mut slots = Vec::with_capacity(subscribe.subscriptions.len());
         let mut forwarded = Vec::with_capacity(subscribe.subscriptions.len());
         for mut subscription in subscribe.subscriptions {
@@ -945,6 +1001,11 @@ impl Forwarder {
             };
             encode_to(&Packet::SubAck(suback), self.protocol, to_client)?;
             return Ok(Flow::Continue);
+        }
+        for subscription in &forwarded {
+            let filter = subscription.filter.clone();
+            self.subscriptions
+                .insert(filter, subscription.options, identifier);
         }
         self.pending_subscribes.insert(subscribe.packet_id, slots);
         let packet = Packet::Subscribe(Subscribe {
@@ -986,6 +1047,9 @@ impl Forwarder {
             encode_to(&Packet::UnsubAck(unsuback), self.protocol, to_client)?;
             return Ok(Flow::Continue);
         }
+        for filter in &forwarded {
+            self.subscriptions.remove(filter);
+        }
         self.pending_unsubscribes
             .insert(unsubscribe.packet_id, slots);
         let packet = Packet::Unsubscribe(Unsubscribe {
@@ -1014,13 +1078,30 @@ impl Forwarder {
                     }
                     return Err(SessionError::BrokerClosed);
                 }
-                ack @ (Packet::PubAck(_)
-                | Packet::PubRec(_)
-                | Packet::PubRel(_)
-                | Packet::PubComp(_)) => Some(ack),
+                Packet::PubAck(ack) => {
+                    self.receiving.remove(&ack.packet_id);
+                    Some(Packet::PubAck(ack))
+                }
+                Packet::PubRec(ack) => {
+                    if ack.reason >= reason::UNSPECIFIED_ERROR {
+                        self.receiving.remove(&ack.packet_id);
+                    }
+                    Some(Packet::PubRec(ack))
+                }
+                Packet::PubComp(ack) => {
+                    self.receiving.remove(&ack.packet_id);
+                    Some(Packet::PubComp(ack))
+                }
+                Packet::PubRel(ack) if self.released_here.remove(&ack.packet_id) => {
+                    to_broker.push(Packet::PubComp(ack_only(ack)));
+                    None
+                }
+                ack @ Packet::PubRel(_) => Some(ack),
                 // The link hands over nothing else (see `broker::from_router`).
                 _ => None,
             };
+            let to_send = to_send
+                .and_then(|packet| delivery::fit(packet, self.protocol, self.maximum_packet_size));
             if let Some(packet) = to_send {
                 self.counters.packets_out.increment(1);
                 encode_to(&packet, self.protocol, to_client)?;
@@ -1029,29 +1110,71 @@ impl Forwarder {
         Ok(Flow::Continue)
     }
 
-    /// A broker delivery, mapped back into the client's view. One outside it (impossible by
-    /// construction of the filters) is acknowledged to the broker and dropped.
+    /// A broker delivery, mapped back into the client's view and judged against the session's
+    /// subscriptions ([`delivery`]). One the client does not get — outside its view (impossible
+    /// by construction of the filters), unwanted by its subscription options, or larger than its
+    /// Maximum Packet Size (3.1.2.25: discarded as if delivered) — is settled with the broker
+    /// here.
     fn delivery(&mut self, mut publish: Publish, to_broker: &mut Vec<Packet>) -> Option<Packet> {
-        match self.topics.deliver(&publish.topic) {
-            Some(topic) => {
-                publish.topic = topic;
-                publish.properties.topic_alias = None;
-                self.window.admit(publish).map(Packet::Publish)
+        let origin = delivery::take(&mut publish.properties);
+        let sent_qos = publish.qos;
+        let Some(topic) = self.topics.deliver(&publish.topic) else {
+            tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
+            self.settle(sent_qos, publish.packet_id, to_broker);
+            return None;
+        };
+        let plan = self.subscriptions.plan(
+            &publish.topic,
+            sent_qos,
+            publish.retain,
+            origin.as_ref(),
+            &self.client_id,
+        );
+        let Some(plan) = plan else {
+            self.settle(sent_qos, publish.packet_id, to_broker);
+            return None;
+        };
+        publish.topic = topic;
+        publish.properties.topic_alias = None;
+        publish.retain = plan.retain;
+        publish.properties.subscription_identifiers = plan.identifiers;
+        if let Some(maximum) = self.maximum_packet_size {
+            let mut out = BytesMut::new();
+            let fits = codec::encode(&Packet::Publish(publish.clone()), self.protocol, &mut out)
+                .is_ok_and(|()| out.len() <= maximum);
+            if !fits {
+                self.settle(sent_qos, publish.packet_id, to_broker);
+                return None;
             }
-            None => {
-                tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
-                let ack = |packet_id| Ack {
-                    packet_id,
-                    reason: 0,
-                    properties: Properties::default(),
-                };
-                match (publish.qos, publish.packet_id) {
-                    (QoS::AtLeastOnce, Some(id)) => to_broker.push(Packet::PubAck(ack(id))),
-                    (QoS::ExactlyOnce, Some(id)) => to_broker.push(Packet::PubRec(ack(id))),
-                    _ => {}
-                }
-                None
+        }
+        match (sent_qos, plan.qos, publish.packet_id) {
+            (QoS::ExactlyOnce, QoS::AtLeastOnce, Some(id)) => {
+                self.downgraded.insert(id);
             }
+            (_, QoS::AtMostOnce, id @ Some(_)) => {
+                self.settle(sent_qos, id, to_broker);
+                publish.packet_id = None;
+            }
+            _ => {}
+        }
+        publish.qos = plan.qos;
+        self.window.admit(publish).map(Packet::Publish)
+    }
+
+    /// Acknowledges a delivery to the broker as if the client had received it.
+    fn settle(&mut self, qos: QoS, packet_id: Option<u16>, to_broker: &mut Vec<Packet>) {
+        let ack = |packet_id| Ack {
+            packet_id,
+            reason: 0,
+            properties: Properties::default(),
+        };
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => to_broker.push(Packet::PubAck(ack(id))),
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.released_here.insert(id);
+                to_broker.push(Packet::PubRec(ack(id)));
+            }
+            _ => {}
         }
     }
 
