@@ -23,14 +23,17 @@
 //! - `Publish` keeps its QoS and packet id in crate-private fields: they are written and read
 //!   through rumqttd's own serialised header (`Publish::deserialize`/`serialize`), which the
 //!   tests below pin;
-//! - each distinct subscription filter costs about 8 KiB that is never freed, and each distinct
-//!   client id with clean start 0 leaves its session state behind, forever.
+//! - each distinct subscription filter costs about 8 KiB that is never freed (its commit log,
+//!   its entry in the filter index and the subscriber map: rumqttd 0.20 has no way to drop a
+//!   filter, even when its last subscriber leaves), and each distinct client id with clean start
+//!   0 leaves its session state behind, forever. So the distinct filters handed to the router are
+//!   bounded: [`Broker::hold_filter`] admits a new one only below `broker.max_filters`.
 //!
 //! [`Broker::start`] can also bind plain MQTT 5 TCP listeners on loopback to the same router
 //! (`plain_listeners`, with a per-process random credential): the load tool's baseline of what
 //! the broker costs without the front-end. The server itself binds none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -142,6 +145,9 @@ pub struct Broker {
     next_will: Arc<AtomicU64>,
     addrs: Vec<SocketAddr>,
     password: String,
+    /// Every distinct filter the router was handed (it keeps each for good), up to `max_filters`.
+    held: Mutex<HashSet<String>>,
+    max_filters: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -200,7 +206,30 @@ impl Broker {
             next_will: Arc::default(),
             addrs,
             password,
+            held: Mutex::default(),
+            max_filters: config.max_filters,
         })
+    }
+
+    /// Whether `filter` may be handed to the router: yes when it holds it already (no new cost),
+    /// or when it holds fewer than `broker.max_filters` distinct filters (then it counts from
+    /// now on, for good, as the router's state for it does).
+    pub fn hold_filter(&self, filter: &str) -> bool {
+        let mut held = lock(&self.held);
+        if held.contains(filter) {
+            return true;
+        }
+        if held.len() >= self.max_filters {
+            return false;
+        }
+        held.insert(filter.to_owned());
+        metrics::gauge!(crate::metrics::BROKER_FILTERS).set(held.len() as f64);
+        true
+    }
+
+    /// Distinct filters the router holds (see [`Broker::hold_filter`]).
+    pub fn filters_held(&self) -> usize {
+        lock(&self.held).len()
     }
 
     /// Opens a session's link, holding one of the `broker.max_connections` session slots until
@@ -939,6 +968,7 @@ mod tests {
         let config = BrokerConfig {
             max_connections,
             plain_listeners,
+            max_filters: 1000,
         };
         tokio::time::timeout(T, Broker::start(&config))
             .await

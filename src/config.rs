@@ -64,6 +64,10 @@ pub struct MqttsConfig {
     pub max_packet_size: usize,
     pub max_connections: usize,
     pub max_concurrent_handshakes: usize,
+    /// Subscription filters one session may hold (see [`crate::mqtt::filters`]).
+    pub max_filters_per_session: usize,
+    /// Subscription filters the sessions of one organisation may hold together.
+    pub max_filters_per_org: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +87,8 @@ pub struct BrokerConfig {
     /// Plain MQTT 5 listeners on loopback beside the local links: the load tool's baseline only,
     /// never set from the configuration (the server binds none).
     pub plain_listeners: usize,
+    /// Distinct subscription filters the broker may ever be handed (it frees none).
+    pub max_filters: usize,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +142,8 @@ struct RawMqtts {
     max_packet_size: usize,
     max_connections: usize,
     max_concurrent_handshakes: usize,
+    max_filters_per_session: usize,
+    max_filters_per_org: usize,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +163,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawBroker {
     max_connections: usize,
+    max_filters: usize,
 }
 
 impl Config {
@@ -234,6 +243,15 @@ impl Config {
         )?;
         positive("broker.max_connections", raw.broker.max_connections as u64)?;
         positive(
+            "mqtts.max_filters_per_session",
+            raw.mqtts.max_filters_per_session as u64,
+        )?;
+        positive(
+            "mqtts.max_filters_per_org",
+            raw.mqtts.max_filters_per_org as u64,
+        )?;
+        positive("broker.max_filters", raw.broker.max_filters as u64)?;
+        positive(
             "revocation.fetch_timeout_ms",
             raw.revocation.fetch_timeout_ms,
         )?;
@@ -301,6 +319,8 @@ impl Config {
                 max_packet_size: raw.mqtts.max_packet_size,
                 max_connections: raw.mqtts.max_connections,
                 max_concurrent_handshakes: raw.mqtts.max_concurrent_handshakes,
+                max_filters_per_session: raw.mqtts.max_filters_per_session,
+                max_filters_per_org: raw.mqtts.max_filters_per_org,
             },
             admin: AdminConfig {
                 listen: raw.admin.listen,
@@ -312,6 +332,7 @@ impl Config {
             broker: BrokerConfig {
                 max_connections: raw.broker.max_connections,
                 plain_listeners: 0,
+                max_filters: raw.broker.max_filters,
             },
             revocation: RevocationConfig {
                 deny_stale_crl: match raw.revocation.on_stale_crl.as_str() {

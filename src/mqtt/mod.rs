@@ -2,5 +2,6 @@
 //! TLS identity to a CONNECT and forwards it to the embedded broker.
 
 pub mod codec;
+pub mod filters;
 pub mod session;
 pub mod topics;
