@@ -4,13 +4,14 @@
 #
 #   scripts/filters-memory.sh [uncapped]     (needs: openssl, python3, curl)
 #
-# 1. DEVICES (default 10000) devices, each with its one command subscription iot-2/cmd/+/fmt/+:
-#    RSS before, with them connected, and after they leave.
+# 1. DEVICES (default 10000) idle devices, then the same devices again, each with its one command
+#    subscription iot-2/cmd/+/fmt/+: RSS before, with them connected, and after they leave.
 # 2. One device sending ATTACK_FILTERS (default 20000) distinct filters in one SUBSCRIBE,
 #    ROUNDS (default 7) times over new connections: RSS after each round.
 # `uncapped` lifts the filter caps (mqtts.max_filters_per_session, mqtts.max_filters_per_org,
 # broker.max_filters set to 1e9): the behaviour before the caps, for comparison.
-# OUT (default a temporary directory) keeps the raw JSON.
+# OUT (default a temporary directory) keeps the raw JSON; BIN (default: a release build made
+# here) is the directory of the portcullis and portcullis-load binaries to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICES=${DEVICES:-10000}
@@ -29,9 +30,11 @@ trap cleanup EXIT
 for tool in openssl python3 curl; do
     command -v "$tool" >/dev/null || { echo "filters-memory: $tool is needed" >&2; exit 2; }
 done
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin portcullis --bin portcullis-load
-LOAD=$target/release/portcullis-load
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet --bin portcullis --bin portcullis-load
+    BIN=${CARGO_TARGET_DIR:-target}/release
+fi
+LOAD=$BIN/portcullis-load
 
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/devices.key"
 openssl req -x509 -new -key "$work/devices.key" -sha256 -days 30 -subj "/CN=Bench Devices CA" \
@@ -45,7 +48,7 @@ if [ "${1:-}" = uncapped ]; then
 fi
 PORTCULLIS__MQTTS__LISTEN=127.0.0.1:28893 PORTCULLIS__ADMIN__LISTEN=127.0.0.1:28090 \
 PORTCULLIS__STORE__DATA_DIR="$work/data" PORTCULLIS_ADMIN_TOKEN=bench-token \
-    "$target/release/portcullis" serve > /dev/null 2> "$work/portcullis.log" &
+    "$BIN/portcullis" serve > /dev/null 2> "$work/portcullis.log" &
 server_pid=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:28090/readyz > /dev/null && break; sleep 0.1; done
 api() { curl -sf -H "Authorization: Bearer bench-token" "$@" > /dev/null; }
@@ -59,21 +62,29 @@ target_args="--port 28893 --sni acme.messaging.localhost --ca $work/data/platfor
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server_pid/status"; }
 echo "server RSS at start: $(rss) KiB"
 
-# shellcheck disable=SC2086
-$LOAD hold $target_args -n "$DEVICES" -t 32 --hold-seconds 2 \
-    --subscribe 'iot-2/cmd/+/fmt/+' --json > "$out/devices.json"
-python3 - "$out/devices.json" <<'EOF'
+report_devices() {
+    python3 - "$1" "$2" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-s, sub = d["server"], d["subscribe"]
-print(f"{d['ok']} devices, {sub['granted']} filters granted, {sub['refused']} refused: "
+s, sub = d["server"], d["subscribe"] or {"granted": 0, "refused": 0}
+print(f"{sys.argv[2]}: {d['ok']} devices, {sub['granted']} filters granted, {sub['refused']} refused: "
       f"RSS {s['rss_before_kib']} -> {s['rss_after_kib']} KiB "
       f"({s['kib_per_session']} KiB per device), {s['rss_after_close_kib']} KiB after they left")
 EOF
+}
+# shellcheck disable=SC2086
+$LOAD hold $target_args -n "$DEVICES" -t 32 --hold-seconds 2 --json > "$out/idle.json"
+report_devices "$out/idle.json" "idle, no subscription"
+# The same devices come back, each subscribing to its commands: the memory the first run left is
+# reused, so the growth is what the subscriptions (one distinct filter per device) add.
+# shellcheck disable=SC2086
+$LOAD hold $target_args -n "$DEVICES" -t 32 --hold-seconds 2 \
+    --subscribe 'iot-2/cmd/+/fmt/+' --json > "$out/devices.json"
+report_devices "$out/devices.json" "back, each with iot-2/cmd/+/fmt/+"
 
 for round in $(seq 0 $((ROUNDS - 1))); do
     # shellcheck disable=SC2086
-    $LOAD hold $target_args -n 1 -t 1 --hold-seconds 1 --first-index 900000 \
+    $LOAD hold $target_args -n 1 -t 1 --hold-seconds 1 --first-index 900000 --timeout 120 \
         --subscribe 'iot-2/cmd/a{k}/fmt/json' --filters "$ATTACK_FILTERS" \
         --filter-offset $((round * ATTACK_FILTERS)) --json > "$out/attack.$round.json"
     python3 - "$out/attack.$round.json" "$round" <<'EOF'

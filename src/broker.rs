@@ -23,11 +23,12 @@
 //! - `Publish` keeps its QoS and packet id in crate-private fields: they are written and read
 //!   through rumqttd's own serialised header (`Publish::deserialize`/`serialize`), which the
 //!   tests below pin;
-//! - each distinct subscription filter costs about 8 KiB that is never freed (its commit log,
-//!   its entry in the filter index and the subscriber map: rumqttd 0.20 has no way to drop a
-//!   filter, even when its last subscriber leaves), and each distinct client id with clean start
-//!   0 leaves its session state behind, forever. So the distinct filters handed to the router are
-//!   bounded: [`Broker::hold_filter`] admits a new one only below `broker.max_filters`.
+//! - each distinct subscription filter costs about 6 KiB of RSS that is never freed (its commit
+//!   log, its entry in the filter index and the subscriber map: rumqttd 0.20 has no way to drop
+//!   a filter, even when its last subscriber leaves), and each distinct client id with clean
+//!   start 0 leaves its session state behind, forever. So the distinct filters handed to the
+//!   router are bounded: [`Broker::hold_filter`] admits a new one only below
+//!   `broker.max_filters`.
 //!
 //! [`Broker::start`] can also bind plain MQTT 5 TCP listeners on loopback to the same router
 //! (`plain_listeners`, with a per-process random credential): the load tool's baseline of what
