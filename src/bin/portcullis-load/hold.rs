@@ -69,7 +69,7 @@ async fn subscribe(mut session: Session, filters: &[String]) -> Option<(Session,
             .iter()
             .map(|filter| Subscription {
                 filter: filter.clone(),
-                options: options.clone(),
+                options,
             })
             .collect(),
         properties: Properties::default(),
