@@ -23,8 +23,12 @@
 //! - `Publish` keeps its QoS and packet id in crate-private fields: they are written and read
 //!   through rumqttd's own serialised header (`Publish::deserialize`/`serialize`), which the
 //!   tests below pin;
-//! - each distinct subscription filter costs about 8 KiB that is never freed, and each distinct
-//!   client id with clean start 0 leaves its session state behind, forever;
+//! - each distinct subscription filter costs about 6 KiB of RSS that is never freed (its commit
+//!   log, its entry in the filter index and the subscriber map: rumqttd 0.20 has no way to drop
+//!   a filter, even when its last subscriber leaves), and each distinct client id with clean
+//!   start 0 leaves its session state behind, forever. So the distinct filters handed to the
+//!   router are bounded: [`Broker::hold_filter`] admits a new one only below
+//!   `broker.max_filters`.
 //! - rumqttd knows one flag, "clean", which both discards a stored session at connect and keeps
 //!   none at disconnect, and no Session Expiry Interval: the MQTT 5 expiry is the front-end's
 //!   ([`Expiry`]): a session to keep is opened unclean (after discarding the stored one when its
@@ -35,7 +39,7 @@
 //! (`plain_listeners`, with a per-process random credential): the load tool's baseline of what
 //! the broker costs without the front-end. The server itself binds none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -154,6 +158,9 @@ pub struct Broker {
     next_will: Arc<AtomicU64>,
     addrs: Vec<SocketAddr>,
     password: String,
+    /// Every distinct filter the router was handed (it keeps each for good), up to `max_filters`.
+    held: Mutex<HashSet<String>>,
+    max_filters: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -220,6 +227,8 @@ impl Broker {
             next_will: Arc::default(),
             addrs,
             password,
+            held: Mutex::default(),
+            max_filters: config.max_filters,
         })
     }
 
@@ -232,6 +241,34 @@ impl Broker {
             Expiry::Never
         };
         self.open_session(client_id, clean_start, expiry)
+    }
+
+    /// Whether `filter` may be handed to the router: yes when it holds it already (no new cost),
+    /// or when it holds fewer than `broker.max_filters` distinct filters (then it counts from
+    /// now on, for good, as the router's state for it does).
+    pub fn hold_filter(&self, filter: &str) -> bool {
+        let mut held = lock(&self.held);
+        if held.contains(filter) {
+            return true;
+        }
+        if held.len() >= self.max_filters {
+            return false;
+        }
+        held.insert(filter.to_owned());
+        metrics::gauge!(crate::metrics::BROKER_FILTERS).set(held.len() as f64);
+        true
+    }
+
+    /// Calls `expired` with the client id of every kept session discarded because its expiry
+    /// passed, so that what the front-end counts for it is let go. Set once; later calls do
+    /// nothing.
+    pub fn on_expired(&self, expired: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.keeper.expired.set(Box::new(expired));
+    }
+
+    /// Distinct filters the router holds (see [`Broker::hold_filter`]).
+    pub fn filters_held(&self) -> usize {
+        lock(&self.held).len()
     }
 
     /// Opens a session's link, holding one of the `broker.max_connections` session slots until
@@ -1019,6 +1056,7 @@ mod tests {
         let config = BrokerConfig {
             max_connections,
             plain_listeners,
+            max_filters: 1000,
         };
         tokio::time::timeout(T, Broker::start(&config))
             .await

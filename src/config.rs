@@ -69,6 +69,10 @@ pub struct MqttsConfig {
     pub first_byte_timeout: Duration,
     /// Most connections open at once from one source address (handshakes included).
     pub max_connections_per_source: usize,
+    /// Subscription filters one session may hold (see [`crate::mqtt::filters`]).
+    pub max_filters_per_session: usize,
+    /// Subscription filters the sessions of one organisation may hold together.
+    pub max_filters_per_org: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +103,8 @@ pub struct BrokerConfig {
     /// Plain MQTT 5 listeners on loopback beside the local links: the load tool's baseline only,
     /// never set from the configuration (the server binds none).
     pub plain_listeners: usize,
+    /// Distinct subscription filters the broker may ever be handed (it frees none).
+    pub max_filters: usize,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +160,8 @@ struct RawMqtts {
     max_concurrent_handshakes: usize,
     first_byte_timeout_ms: u64,
     max_connections_per_source: usize,
+    max_filters_per_session: usize,
+    max_filters_per_org: usize,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +186,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawBroker {
     max_connections: usize,
+    max_filters: usize,
 }
 
 impl Config {
@@ -270,6 +279,15 @@ impl Config {
         positive("admin.write_timeout_ms", raw.admin.write_timeout_ms)?;
         positive("broker.max_connections", raw.broker.max_connections as u64)?;
         positive(
+            "mqtts.max_filters_per_session",
+            raw.mqtts.max_filters_per_session as u64,
+        )?;
+        positive(
+            "mqtts.max_filters_per_org",
+            raw.mqtts.max_filters_per_org as u64,
+        )?;
+        positive("broker.max_filters", raw.broker.max_filters as u64)?;
+        positive(
             "revocation.fetch_timeout_ms",
             raw.revocation.fetch_timeout_ms,
         )?;
@@ -339,6 +357,8 @@ impl Config {
                 max_concurrent_handshakes: raw.mqtts.max_concurrent_handshakes,
                 first_byte_timeout: Duration::from_millis(raw.mqtts.first_byte_timeout_ms),
                 max_connections_per_source: raw.mqtts.max_connections_per_source,
+                max_filters_per_session: raw.mqtts.max_filters_per_session,
+                max_filters_per_org: raw.mqtts.max_filters_per_org,
             },
             admin: AdminConfig {
                 listen: raw.admin.listen,
@@ -355,6 +375,7 @@ impl Config {
             broker: BrokerConfig {
                 max_connections: raw.broker.max_connections,
                 plain_listeners: 0,
+                max_filters: raw.broker.max_filters,
             },
             revocation: RevocationConfig {
                 deny_stale_crl: match raw.revocation.on_stale_crl.as_str() {

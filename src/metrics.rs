@@ -27,6 +27,12 @@ pub const PACKETS: &str = "portcullis_packets_total";
 pub const BYTES: &str = "portcullis_bytes_total";
 /// Counter: publishes and filters refused by the topic policy, by `kind` (`publish`, `filter`).
 pub const TOPICS_REFUSED: &str = "portcullis_topics_refused_total";
+/// Counter: subscription filters refused by a cap, by `cap` (`session`, `org`, `broker`).
+pub const FILTERS_REFUSED: &str = "portcullis_filters_refused_total";
+/// Gauge: subscription filters held by live sessions and kept persistent sessions.
+pub const FILTERS_LIVE: &str = "portcullis_filters_live";
+/// Gauge: distinct subscription filters the embedded broker holds (it frees none).
+pub const BROKER_FILTERS: &str = "portcullis_broker_filters";
 /// Counter: device sightings dropped because the registry's queue was full.
 pub const DEVICES_DROPPED: &str = "portcullis_device_registry_dropped_total";
 /// Gauge: the earliest Unix time at which a served certificate expires, by `kind`: `ca` (active
@@ -132,6 +138,18 @@ fn describe() {
     describe_counter!(
         TOPICS_REFUSED,
         "Publishes and filters refused by the topic policy"
+    );
+    describe_counter!(
+        FILTERS_REFUSED,
+        "Subscription filters refused by a cap, by cap (session, org, broker)"
+    );
+    describe_gauge!(
+        FILTERS_LIVE,
+        "Subscription filters held by live and kept persistent sessions"
+    );
+    describe_gauge!(
+        BROKER_FILTERS,
+        "Distinct subscription filters the embedded broker holds (never freed)"
     );
     describe_gauge!(CERT_EXPIRY, "Earliest certificate expiry, by kind");
     describe_counter!(

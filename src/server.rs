@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::crls::CrlFetcher;
 use crate::listener::admin::AdminLimits;
 use crate::listener::{self, Limits};
+use crate::mqtt::filters::FilterQuota;
 use crate::mqtt::session::Context;
 use crate::notify::{Notifier, NotifyError};
 use crate::ocsp::Ocsp;
@@ -136,9 +137,15 @@ impl Server {
             max_body_bytes: config.admin.max_body_bytes,
             notifier: notifier.clone(),
         };
+        let filters = FilterQuota::new(
+            config.mqtts.max_filters_per_session,
+            config.mqtts.max_filters_per_org,
+            broker.clone(),
+        );
         let context = Arc::new(Context {
             registry,
             broker,
+            filters,
             devices,
             connect_timeout: config.mqtts.connect_timeout,
             write_timeout: config.mqtts.write_timeout,

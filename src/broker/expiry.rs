@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ pub(super) struct Keeper {
     open: Arc<OpenLink>,
     pub(super) pending: Mutex<HashMap<String, KeptSession>>,
     next: AtomicU64,
+    /// Told the client id of each kept session its expiry discarded
+    /// ([`super::Broker::on_expired`]).
+    pub(super) expired: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 impl Keeper {
@@ -76,6 +79,7 @@ impl Keeper {
             open,
             pending: Mutex::default(),
             next: AtomicU64::default(),
+            expired: OnceLock::new(),
         }
     }
 
@@ -137,6 +141,9 @@ impl Keeper {
                         pending.remove(&client_id);
                         if let Err(error) = keeper.discard(&client_id) {
                             tracing::warn!(%error, "an expired session could not be discarded");
+                        }
+                        if let Some(expired) = keeper.expired.get() {
+                            expired(&client_id);
                         }
                     }
                 });

@@ -3,5 +3,6 @@
 
 pub mod codec;
 pub mod delivery;
+pub mod filters;
 pub mod session;
 pub mod topics;

@@ -26,6 +26,7 @@ use crate::mqtt::codec::{
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::delivery::{self, Origin};
+use crate::mqtt::filters::{FilterQuota, SessionFilters};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
@@ -44,6 +45,8 @@ const RECEIVE_MAXIMUM: u16 = 100;
 pub struct Context {
     pub registry: Arc<Registry>,
     pub broker: Arc<Broker>,
+    /// Caps on subscription filters per session and per organisation.
+    pub filters: Arc<FilterQuota>,
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     pub max_packet_size: usize,
@@ -383,6 +386,13 @@ where
         aliases: HashMap::new(),
         pending_subscribes: HashMap::new(),
         pending_unsubscribes: HashMap::new(),
+        filters: ctx.filters.open(
+            org.as_str(),
+            &client_id_text,
+            connect.clean_start,
+            broker.session_present(),
+            expiry != Expiry::Now,
+        ),
         window: delivery::Window::new(&connect),
         will_wanted: true,
         expiry,
@@ -427,9 +437,13 @@ where
         _ => forwarder.expiry,
     };
     broker.set_expiry(expiry);
+    forwarder.filters.keep(expiry != Expiry::Now);
     broker.keep_subscriptions(std::mem::take(&mut forwarder.subscriptions));
     broker.close().await;
-    if let (Some(will), true) = (will, forwarder.will_wanted) {
+    let will_wanted = forwarder.will_wanted;
+    // The session's filters are released (or kept) before its client id is free again.
+    drop(forwarder);
+    if let (Some(will), true) = (will, will_wanted) {
         ctx.broker
             .will(&client_id_text, will, will_delay(&connect))
             .await;
@@ -634,9 +648,9 @@ impl Counters {
     }
 }
 
-/// Where each filter of a forwarded SUBSCRIBE or UNSUBSCRIBE went: `Some(i)` is its index in the
-/// forwarded packet, `None` was refused here.
-type Slots = Vec<Option<usize>>;
+/// Where each filter of a forwarded SUBSCRIBE or UNSUBSCRIBE went: `Ok(i)` is its index in the
+/// forwarded packet, `Err(code)` was refused here with that code.
+type Slots = Vec<Result<usize, u8>>;
 
 /// What the session does after a packet.
 enum Flow {
@@ -651,6 +665,8 @@ struct Forwarder {
     aliases: HashMap<u16, String>,
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
+    /// The filters this session holds, under the session and organisation caps.
+    filters: SessionFilters,
     window: delivery::Window,
     /// The session's will (if it has one) is due when it ends: false after a DISCONNECT, unless
     /// its reason was "disconnect with will message".
@@ -965,6 +981,14 @@ impl Forwarder {
         }
     }
 
+    /// The code for a filter past a cap (see [`crate::mqtt::filters`]).
+    fn quota_filter_code(&self) -> u8 {
+        match self.protocol {
+            Protocol::V311 => reason::V311_SUBACK_FAILURE,
+            Protocol::V5 => crate::mqtt::filters::QUOTA_EXCEEDED,
+        }
+    }
+
     fn client_subscribe(
         &mut self,
         subscribe: Subscribe,
@@ -981,22 +1005,25 @@ impl Forwarder {
         let mut forwarded = Vec::with_capacity(subscribe.subscriptions.len());
         for mut subscription in subscribe.subscriptions {
             match self.topics.filter(&subscription.filter) {
-                Ok(filter) => {
-                    subscription.filter = filter;
-                    slots.push(Some(forwarded.len()));
-                    forwarded.push(subscription);
-                }
+                Ok(filter) => match self.filters.admit(&filter) {
+                    Ok(()) => {
+                        subscription.filter = filter;
+                        slots.push(Ok(forwarded.len()));
+                        forwarded.push(subscription);
+                    }
+                    Err(_) => slots.push(Err(self.quota_filter_code())),
+                },
                 Err(_) => {
                     metrics::counter!(crate::metrics::TOPICS_REFUSED, "kind" => "filter")
                         .increment(1);
-                    slots.push(None);
+                    slots.push(Err(self.refused_filter_code()));
                 }
             }
         }
         if forwarded.is_empty() {
             let suback = SubAck {
                 packet_id: subscribe.packet_id,
-                codes: vec![self.refused_filter_code(); slots.len()],
+                codes: slots.iter().map(|slot| slot.err().unwrap_or(0)).collect(),
                 properties: Properties::default(),
             };
             encode_to(&Packet::SubAck(suback), self.protocol, to_client)?;
@@ -1028,10 +1055,11 @@ impl Forwarder {
         for filter in &unsubscribe.filters {
             match self.topics.filter(filter) {
                 Ok(filter) => {
-                    slots.push(Some(forwarded.len()));
+                    self.filters.release(&filter);
+                    slots.push(Ok(forwarded.len()));
                     forwarded.push(filter);
                 }
-                Err(_) => slots.push(None),
+                Err(_) => slots.push(Err(reason::NOT_AUTHORIZED)),
             }
         }
         if forwarded.is_empty() {
@@ -1181,6 +1209,7 @@ impl Forwarder {
     /// The broker's SUBACK covers the forwarded filters only: put the refused ones back in place,
     /// and translate codes for 3.1.1 (any failure is 0x80 there).
     fn merge_suback(&mut self, suback: SubAck) -> Packet {
+        // rumqttd grants every filter it is handed (an invalid one ends the link instead).
         let refused = self.refused_filter_code();
         let translate = |code: u8| match self.protocol {
             Protocol::V311 if code >= reason::V311_SUBACK_FAILURE => reason::V311_SUBACK_FAILURE,
@@ -1190,8 +1219,8 @@ impl Forwarder {
             Some(slots) => slots
                 .iter()
                 .map(|slot| match slot {
-                    Some(i) => suback.codes.get(*i).copied().map_or(refused, translate),
-                    None => refused,
+                    Ok(i) => suback.codes.get(*i).copied().map_or(refused, translate),
+                    Err(code) => *code,
                 })
                 .collect(),
             None => suback.codes.iter().copied().map(translate).collect(),
@@ -1210,8 +1239,8 @@ impl Forwarder {
             (Protocol::V5, Some(slots)) => slots
                 .iter()
                 .map(|slot| match slot {
-                    Some(i) => unsuback.codes.get(*i).copied().unwrap_or(0),
-                    None => reason::NOT_AUTHORIZED,
+                    Ok(i) => unsuback.codes.get(*i).copied().unwrap_or(0),
+                    Err(code) => *code,
                 })
                 .collect(),
             (Protocol::V5, None) => unsuback.codes,

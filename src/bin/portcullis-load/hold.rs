@@ -1,7 +1,10 @@
 //! `hold`: open N sessions and keep them idle, to measure what an idle session costs the server in
 //! resident memory (VmRSS of `--server-pid`, before opening and once all are open and settled).
 //! Each held session answers nothing but sends PINGREQ at half its keep-alive, and notices when the
-//! server drops it.
+//! server drops it. With `--subscribe` each session first subscribes (one SUBSCRIBE of
+//! `--filters` filters, awaited before the RSS is read): the memory of sessions with their
+//! subscriptions, and of a device sending many distinct filters. RSS is read once more after the
+//! sessions are closed: what stays when they leave.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use portcullis::mqtt::codec::Packet;
+use portcullis::mqtt::codec::{
+    Packet, Properties, QoS, Subscribe, Subscription, SubscriptionOptions,
+};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::connect::{open_all, prepare_json, prepare_line, progress_line};
-use crate::session::Session;
+use crate::session::{Session, Step};
 use crate::stats::{self, Counters, CpuWindow, Process};
 use crate::target::prepare;
 use crate::{Report, Setup};
@@ -30,6 +35,53 @@ pub struct HoldArgs {
     /// How long to hold them once all are open (the RSS is read after the first second).
     #[arg(long, default_value_t = 2.0)]
     hold_seconds: f64,
+    /// Subscribe each session to this filter (QoS 1) before holding it; `{k}` is replaced by
+    /// the filter's number, `--filter-offset` + 0..`--filters`.
+    #[arg(long)]
+    subscribe: Option<String>,
+    /// Filters in each session's one SUBSCRIBE.
+    #[arg(long, default_value_t = 1)]
+    filters: usize,
+    /// First filter number (distinct filters across runs).
+    #[arg(long, default_value_t = 0)]
+    filter_offset: usize,
+}
+
+/// SUBACK codes of the held sessions: granted, refused.
+#[derive(Default)]
+struct Granted {
+    granted: u64,
+    refused: u64,
+}
+
+/// Sends `filters` in one SUBSCRIBE and counts the SUBACK's codes; `None` when the session
+/// failed (it is dropped).
+async fn subscribe(mut session: Session, filters: &[String]) -> Option<(Session, Granted)> {
+    let options = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+    };
+    let subscribe = Subscribe {
+        packet_id: 1,
+        subscriptions: filters
+            .iter()
+            .map(|filter| Subscription {
+                filter: filter.clone(),
+                options,
+            })
+            .collect(),
+        properties: Properties::default(),
+    };
+    session.send(&Packet::Subscribe(subscribe)).await.ok()?;
+    loop {
+        if let Packet::SubAck(ack) = session.recv(Step::Suback).await.ok()? {
+            let granted = ack.codes.iter().filter(|&&code| code < 0x80).count() as u64;
+            let refused = ack.codes.len() as u64 - granted;
+            return Some((session, Granted { granted, refused }));
+        }
+    }
 }
 
 /// How long the server gets to settle after the last CONNACK before its RSS is read.
@@ -42,6 +94,15 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
     if !(args.hold_seconds >= 0.0 && args.hold_seconds <= 3600.0) {
         bail!("--hold-seconds must be between 0 and 3600");
     }
+    if args.filters == 0 || args.filters > 100_000 {
+        bail!("--filters must be between 1 and 100000");
+    }
+    let filters: Vec<String> = match &args.subscribe {
+        Some(template) => (args.filter_offset..args.filter_offset + args.filters)
+            .map(|k| template.replace("{k}", &k.to_string()))
+            .collect(),
+        None => Vec::new(),
+    };
     let workers = args.workers.min(args.n);
     let (specs, times) = prepare(&setup.endpoint, &setup.role(), args.n)?;
     let keep_alive = setup.endpoint.keep_alive;
@@ -69,10 +130,28 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
         _ => None,
     };
 
+    let mut held = opened.held;
+    let mut codes = Granted::default();
+    if !filters.is_empty() {
+        let filters = Arc::new(filters);
+        let mut subscribing = tokio::task::JoinSet::new();
+        for session in held.drain(..) {
+            let filters = filters.clone();
+            subscribing.spawn(async move { subscribe(session, &filters).await });
+        }
+        while let Some(done) = subscribing.join_next().await {
+            if let Ok(Some((session, granted))) = done {
+                codes.granted += granted.granted;
+                codes.refused += granted.refused;
+                held.push(session);
+            }
+        }
+    }
+    let subscribed = held.len();
     let (stop, stopped) = watch::channel(false);
     let dropped = Arc::new(AtomicU64::new(0));
     let mut holders = tokio::task::JoinSet::new();
-    for session in opened.held {
+    for session in held {
         holders.spawn(hold(session, keep_alive, stopped.clone(), dropped.clone()));
     }
     tokio::time::sleep(SETTLE).await;
@@ -84,6 +163,8 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
     let dropped_during_hold = dropped.load(Ordering::Relaxed);
     let _ = stop.send(true);
     while holders.join_next().await.is_some() {}
+    tokio::time::sleep(SETTLE).await;
+    let rss_closed = server.as_ref().map(Process::rss_kib).transpose()?;
 
     let ok = opened.ok;
     let per_session = match (rss_before, rss_after) {
@@ -104,10 +185,18 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
         "dropped_during_hold": dropped_during_hold,
         "latency_ms": opened.latency.summary_ms(),
         "failures": opened.failures.json(),
+        "subscribe": args.subscribe.as_ref().map(|filter| json!({
+            "filter": filter,
+            "filters_per_session": args.filters,
+            "sessions_subscribed": subscribed,
+            "granted": codes.granted,
+            "refused": codes.refused,
+        })),
         "server": server.as_ref().map(|s| json!({
             "pid": s.pid(),
             "rss_before_kib": rss_before,
             "rss_after_kib": rss_after,
+            "rss_after_close_kib": rss_closed,
             "kib_per_session": per_session.map(|v| (v * 100.0).round() / 100.0),
             "cpu_seconds_opening": server_cpu_s.map(stats::round3),
         })),
@@ -124,11 +213,18 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
     );
     text += &format!("  failures: {}\n", opened.failures.line());
     text += &opened.failures.samples_lines();
+    if args.subscribe.is_some() {
+        text += &format!(
+            "  subscribed {subscribed} sessions: {} filters granted, {} refused\n",
+            codes.granted, codes.refused
+        );
+    }
     if let (Some(server), Some(before), Some(after)) = (&server, rss_before, rss_after) {
         text += &format!(
-            "  server pid {}: RSS {before} KiB → {after} KiB, {} KiB per session",
+            "  server pid {}: RSS {before} KiB → {after} KiB, {} KiB per session; {} KiB after close",
             server.pid(),
             per_session.map_or("-".to_owned(), |v| format!("{v:.1}")),
+            rss_closed.map_or("-".to_owned(), |v| v.to_string()),
         );
         if let Some(cpu) = server_cpu_s {
             text += &format!("; {cpu:.2} s CPU while opening");

@@ -1,0 +1,300 @@
+//! Subscription filter quotas: how many filters one session and one organisation may hold.
+//!
+//! Why: every subscription filter costs memory in the embedded broker, and a distinct filter's
+//! state is never freed there (see [`crate::broker`]). Without caps one device could subscribe
+//! to tens of thousands of `iot-2/cmd/<C>/fmt/<F>` filters and grow the process without limit.
+//! So a session holds at most `mqtts.max_filters_per_session` filters and an organisation at
+//! most `mqtts.max_filters_per_org` (its sessions together, kept persistent sessions included);
+//! a filter past either cap is refused in the SUBACK with "quota exceeded" (3.1.1: failure).
+//! The broker's own bound on distinct filters it holds ([`Broker::hold_filter`]) is checked
+//! last.
+//!
+//! The counts follow the subscriptions that exist now: UNSUBSCRIBE releases a filter, the end
+//! of a clean session releases all of its filters, and a persistent session's filters stay
+//! counted (kept here by client id) until a clean start or a start without a stored session
+//! ends it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::broker::Broker;
+
+/// MQTT 5 SUBACK reason for a filter past a cap.
+pub const QUOTA_EXCEEDED: u8 = 0x97;
+
+/// Why a filter was refused here; also the `cap` label of the refusal counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FilterRefused {
+    #[error("the session holds mqtts.max_filters_per_session filters")]
+    Session,
+    #[error("the organisation holds mqtts.max_filters_per_org filters")]
+    Org,
+    #[error("the embedded broker holds broker.max_filters distinct filters")]
+    Broker,
+}
+
+impl FilterRefused {
+    /// A bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            FilterRefused::Session => "session",
+            FilterRefused::Org => "org",
+            FilterRefused::Broker => "broker",
+        }
+    }
+}
+
+/// The caps and the per-organisation counts, shared by every session.
+pub struct FilterQuota {
+    per_session: usize,
+    per_org: usize,
+    broker: Arc<Broker>,
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Filters held per organisation: its live sessions' and its kept sessions'.
+    orgs: HashMap<String, usize>,
+    /// Filters of persistent sessions that ended, by client id: (org, filters).
+    kept: HashMap<String, (String, HashSet<String>)>,
+}
+
+impl Ledger {
+    fn release(&mut self, org: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        metrics::gauge!(crate::metrics::FILTERS_LIVE).decrement(n as f64);
+        if let Some(count) = self.orgs.get_mut(org) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.orgs.remove(org);
+            }
+        }
+    }
+}
+
+impl FilterQuota {
+    /// The quota, told by `broker` when a kept session expires (its filters are released then).
+    pub fn new(per_session: usize, per_org: usize, broker: Arc<Broker>) -> Arc<FilterQuota> {
+        let quota = Arc::new(FilterQuota {
+            per_session,
+            per_org,
+            broker: broker.clone(),
+            ledger: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&quota);
+        broker.on_expired(move |client_id| {
+            if let Some(quota) = weak.upgrade() {
+                quota.forget(client_id);
+            }
+        });
+        quota
+    }
+
+    /// Releases what a kept session of `client_id` held: the broker discarded that session.
+    fn forget(&self, client_id: &str) {
+        let mut ledger = self.lock();
+        if let Some((org, filters)) = ledger.kept.remove(client_id) {
+            ledger.release(&org, filters.len());
+        }
+    }
+
+    /// The filters of a session that starts now. `clean_start` and `session_present` are what the
+    /// broker link was opened with and answered ([`Broker::open`]): a resumed session gets the
+    /// filters its client id kept; any other start releases them (the broker dropped them).
+    /// `keep`: whether the broker keeps the session after its connection (its expiry is not
+    /// zero); [`SessionFilters::keep`] may change it before the end.
+    pub fn open(
+        self: &Arc<Self>,
+        org: &str,
+        client_id: &str,
+        clean_start: bool,
+        session_present: bool,
+        keep: bool,
+    ) -> SessionFilters {
+        let mut ledger = self.lock();
+        let mut live = HashSet::new();
+        if let Some((kept_org, filters)) = ledger.kept.remove(client_id) {
+            if clean_start || !session_present || kept_org != org {
+                ledger.release(&kept_org, filters.len());
+            } else {
+                live = filters;
+            }
+        }
+        SessionFilters {
+            quota: self.clone(),
+            org: org.to_owned(),
+            client_id: client_id.to_owned(),
+            live,
+            keep,
+        }
+    }
+
+    /// Filters the organisation holds now (live and kept sessions).
+    pub fn org_count(&self, org: &str) -> usize {
+        self.lock().orgs.get(org).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One session's filters (broker form, `<org>/…`). Dropping it ends the session's claim: a
+/// persistent session's filters are kept for its client id, a clean one's are released.
+pub struct SessionFilters {
+    quota: Arc<FilterQuota>,
+    org: String,
+    client_id: String,
+    live: HashSet<String>,
+    keep: bool,
+}
+
+impl SessionFilters {
+    /// Takes `filter` for this session, or says which cap refuses it. A filter the session holds
+    /// already is granted again at no cost (a SUBSCRIBE replaces the subscription).
+    pub fn admit(&mut self, filter: &str) -> Result<(), FilterRefused> {
+        if self.live.contains(filter) {
+            return Ok(());
+        }
+        let refused = |cap: FilterRefused| {
+            metrics::counter!(crate::metrics::FILTERS_REFUSED, "cap" => cap.label()).increment(1);
+            Err(cap)
+        };
+        if self.live.len() >= self.quota.per_session {
+            return refused(FilterRefused::Session);
+        }
+        let mut ledger = self.quota.lock();
+        let count = ledger.orgs.get(&self.org).copied().unwrap_or(0);
+        if count >= self.quota.per_org {
+            return refused(FilterRefused::Org);
+        }
+        if !self.quota.broker.hold_filter(filter) {
+            return refused(FilterRefused::Broker);
+        }
+        ledger.orgs.insert(self.org.clone(), count + 1);
+        drop(ledger);
+        metrics::gauge!(crate::metrics::FILTERS_LIVE).increment(1.0);
+        self.live.insert(filter.to_owned());
+        Ok(())
+    }
+
+    /// Lets go of `filter` (UNSUBSCRIBE); nothing when the session does not hold it.
+    pub fn release(&mut self, filter: &str) {
+        if self.live.remove(filter) {
+            self.quota.lock().release(&self.org, 1);
+        }
+    }
+
+    /// Whether the session's filters stay counted for its client id once it ends (the broker
+    /// keeps the session), or are released then.
+    pub fn keep(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    /// Filters this session holds.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+impl Drop for SessionFilters {
+    fn drop(&mut self) {
+        let live = std::mem::take(&mut self.live);
+        let mut ledger = self.quota.lock();
+        if self.keep && !live.is_empty() {
+            let previous = ledger
+                .kept
+                .insert(self.client_id.clone(), (self.org.clone(), live));
+            if let Some((org, filters)) = previous {
+                ledger.release(&org, filters.len());
+            }
+        } else {
+            ledger.release(&self.org, live.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    async fn quota(per_session: usize, per_org: usize, max_filters: usize) -> Arc<FilterQuota> {
+        let config = BrokerConfig {
+            max_connections: 10,
+            plain_listeners: 0,
+            max_filters,
+        };
+        let broker = Arc::new(Broker::start(&config).await.unwrap());
+        FilterQuota::new(per_session, per_org, broker)
+    }
+
+    #[tokio::test]
+    async fn session_and_org_caps_refuse_past_them_and_count_what_is_live() {
+        let quota = quota(2, 3, 100).await;
+        let mut one = quota.open("acme", "c1", true, false, false);
+        assert_eq!(one.admit("acme/a"), Ok(()));
+        assert_eq!(one.admit("acme/a"), Ok(()), "the same filter again is free");
+        assert_eq!(one.admit("acme/b"), Ok(()));
+        assert_eq!(one.admit("acme/c"), Err(FilterRefused::Session));
+        one.release("acme/a");
+        assert_eq!(one.admit("acme/c"), Ok(()));
+        let mut two = quota.open("acme", "c2", true, false, false);
+        assert_eq!(two.admit("acme/d"), Ok(()));
+        assert_eq!(two.admit("acme/e"), Err(FilterRefused::Org));
+        let mut other = quota.open("other", "c3", true, false, false);
+        assert_eq!(other.admit("other/a"), Ok(()), "orgs are counted apart");
+        assert_eq!(quota.org_count("acme"), 3);
+        drop(one);
+        assert_eq!(quota.org_count("acme"), 1);
+        drop(two);
+        assert_eq!(quota.org_count("acme"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_persistent_session_keeps_its_filters_until_a_clean_start() {
+        let quota = quota(5, 5, 100).await;
+        let mut first = quota.open("acme", "keeper", false, false, true);
+        first.admit("acme/a").unwrap();
+        first.admit("acme/b").unwrap();
+        drop(first);
+        assert_eq!(
+            quota.org_count("acme"),
+            2,
+            "kept while the broker keeps them"
+        );
+        let resumed = quota.open("acme", "keeper", false, true, true);
+        assert_eq!(resumed.len(), 2);
+        drop(resumed);
+        assert_eq!(quota.org_count("acme"), 2);
+        let clean = quota.open("acme", "keeper", true, false, false);
+        assert!(clean.is_empty());
+        assert_eq!(quota.org_count("acme"), 0);
+        drop(clean);
+        let mut lost = quota.open("acme", "keeper", false, false, true);
+        lost.admit("acme/c").unwrap();
+        drop(lost);
+        let fresh = quota.open("acme", "keeper", false, false, true);
+        assert!(fresh.is_empty(), "no stored session: nothing resumed");
+        assert_eq!(quota.org_count("acme"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_broker_bound_refuses_new_distinct_filters_but_not_held_ones() {
+        let quota = quota(10, 10, 2).await;
+        let mut one = quota.open("acme", "c1", true, false, false);
+        one.admit("acme/a").unwrap();
+        one.admit("acme/b").unwrap();
+        drop(one);
+        let mut two = quota.open("acme", "c2", true, false, false);
+        assert_eq!(two.admit("acme/a"), Ok(()), "held already: no new cost");
+        assert_eq!(two.admit("acme/c"), Err(FilterRefused::Broker));
+    }
+}
