@@ -61,6 +61,9 @@ impl KeptSession {
     }
 }
 
+/// What is told the client id of a kept session its expiry discarded.
+pub(super) type Expired = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Kept sessions, by client id: each is discarded when its timer ends unless
 /// [`Broker::open_session`] took it first. The lock also orders every link opened for a client
 /// id, so a discard can never overtake a session that resumed.
@@ -70,7 +73,7 @@ pub(super) struct Keeper {
     next: AtomicU64,
     /// Told the client id of each kept session its expiry discarded
     /// ([`super::Broker::on_expired`]).
-    pub(super) expired: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    pub(super) expired: OnceLock<Expired>,
 }
 
 impl Keeper {
