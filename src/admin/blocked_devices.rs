@@ -12,7 +12,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{BlockedDeviceView, ListView};
-use super::{audit, change, list_page, no_content, org_in_path, AdminState, Paging};
+use super::{change, list_page, no_content, org_in_path, AdminState, Paging};
 use crate::identity::Identity;
 use crate::store::{BlockTarget, NewBlock};
 
@@ -115,20 +115,15 @@ pub async fn create(
                 ));
             }
         }
+        let given = (!reason.is_empty()).then_some(reason.as_str());
+        let audit = caller.audit_because("blocked_device.create", given);
         let new = NewBlock {
             target,
             reason,
             created_by: caller.actor().0.to_owned(),
             created_at: OffsetDateTime::now_utc(),
         };
-        let record = store.insert_blocked(org, &new)?;
-        audit(
-            store,
-            org,
-            &caller,
-            "blocked_device.create",
-            Some(&record.id),
-        );
+        let record = store.insert_blocked(org, &new, &audit)?;
         Ok(record)
     })
     .await?;
@@ -182,10 +177,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_blocked(org, &id)? {
+        if !store.delete_blocked(org, &id, &caller.audit("blocked_device.delete"))? {
             return Err(ApiError::NotFound("no such blocklist entry"));
         }
-        audit(store, org, &caller, "blocked_device.delete", Some(&id));
         Ok(())
     })
     .await?;

@@ -14,7 +14,7 @@ use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::server_certificates::decode_base64;
 use super::views::{CaView, CrlView, ListView};
 use super::{
-    audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
+    change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
 use crate::ocsp::OcspMode;
 use crate::pki::{self, PkiError};
@@ -204,14 +204,7 @@ pub async fn create(
             key_passphrase,
             registered_at: now,
         };
-        let record = store.insert_ca(org, &new)?;
-        audit(
-            store,
-            org,
-            &caller,
-            "ca_certificate.create",
-            Some(&record.id),
-        );
+        let record = store.insert_ca(org, &new, &caller.audit("ca_certificate.create"))?;
         Ok(record)
     })
     .await?;
@@ -321,10 +314,11 @@ pub async fn update(
     let fetch_crl = matches!(patch.crl_url, Some(Some(_)));
     let fetcher = state.crl_fetcher.clone();
     let record = change(state, org, move |store, org| {
-        let Some(record) = store.update_ca(org, &id, &patch)? else {
+        let Some(record) =
+            store.update_ca(org, &id, &patch, &caller.audit("ca_certificate.update"))?
+        else {
             return Err(ApiError::NotFound(MISSING));
         };
-        audit(store, org, &caller, "ca_certificate.update", Some(&id));
         Ok(record)
     })
     .await?;
@@ -332,6 +326,25 @@ pub async fn update(
         fetcher.fetch_now(&record.org, &record.id);
     }
     Ok(Json(record.into()))
+}
+
+/// The CA certificate as PEM (never its key, when it was imported with one).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/ca-certificates/{id}/certificate.pem",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "the certificate", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
+pub async fn certificate_pem(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| store.ca(org, &id);
+    let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
+    Ok(super::certificates_pem(std::slice::from_ref(&record.der)))
 }
 
 #[utoipa::path(
@@ -350,10 +363,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_ca(org, &id)? {
+        if !store.delete_ca(org, &id, &caller.audit("ca_certificate.delete"))? {
             return Err(ApiError::NotFound(MISSING));
         }
-        audit(store, org, &caller, "ca_certificate.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -395,8 +407,8 @@ pub async fn put_crl(
     }
     let view = change(state, org, move |store, org| {
         let now = OffsetDateTime::now_utc();
-        let held = crate::crls::hold(store, org, &id, &body, now)?;
-        audit(store, org, &caller, "ca_certificate.crl", Some(&id));
+        let audit = caller.audit("ca_certificate.crl");
+        let held = crate::crls::hold(store, org, &id, &body, now, Some(&audit))?;
         Ok(CrlView::new(held.info, now))
     })
     .await?;

@@ -19,13 +19,12 @@ use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::views::{CsrView, ListView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, require_org, AdminState,
-    CertListQuery,
+    change, get_one, list_page, no_content, org_in_path, require_org, AdminState, CertListQuery,
 };
 use crate::identity::OrgId;
 use crate::pki::{self, KeyType, PkiError, ServerNames};
 use crate::store::{
-    CsrRecord, CsrStatus, CsrTransition, NewCsr, NewServerCert, SignatureRequest, Store,
+    Audit, CsrRecord, CsrStatus, CsrTransition, NewCsr, NewServerCert, SignatureRequest, Store,
 };
 
 const MISSING: &str = "no such CSR";
@@ -143,8 +142,7 @@ pub async fn create(
             key,
             created_at: OffsetDateTime::now_utc(),
         };
-        let record = store.insert_csr(org, &new)?;
-        audit(store, org, &caller, "csr.create", Some(&record.id));
+        let record = store.insert_csr(org, &new, &caller.audit("csr.create"))?;
         Ok(record)
     })
     .await?;
@@ -240,10 +238,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_csr(org, &id)? {
+        if !store.delete_csr(org, &id, &caller.audit("csr.delete"))? {
             return Err(ApiError::NotFound(MISSING));
         }
-        audit(store, org, &caller, "csr.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -292,15 +289,15 @@ pub async fn upload_certificate(
             return Err(status_conflict(csr.status));
         }
         let chain = pki::certs_from_pem(&pem)?;
-        let server_certificate = register(store, org, chain, key)?;
+        let created = caller.audit("server_certificate.create");
+        let server_certificate = register(store, org, chain, key, &created)?;
         let transition = CsrTransition::Completed {
             request: None,
             server_certificate,
             decision: None,
         };
-        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
-        audit(store, org, &caller, "csr.certificate_upload", Some(&id));
-        Ok(record)
+        let audit = caller.audit("csr.certificate_upload");
+        transition_csr(store, org, &csr, CsrStatus::Generated, &transition, &audit)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(record.into())))
@@ -360,19 +357,22 @@ pub async fn request_signature(
         if needs_approval {
             // The issuer must exist now, not only when an approver signs.
             issuer_of(store, org, request.issuer.as_deref())?;
+            let audit = caller.audit_because("csr.signature_request", Some(&request.reason));
             let transition = CsrTransition::Requested(request);
-            let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
-            audit(store, org, &caller, "csr.signature_request", Some(&id));
+            let record =
+                transition_csr(store, org, &csr, CsrStatus::Generated, &transition, &audit)?;
             return Ok((StatusCode::ACCEPTED, record));
         }
-        let server_certificate = sign(store, org, &csr, key, request.issuer.as_deref())?;
+        let created = caller.audit_because("server_certificate.create", Some(&request.reason));
+        let audit = caller.audit_because("csr.sign", Some(&request.reason));
+        let issuer = request.issuer.as_deref();
+        let server_certificate = sign(store, org, &csr, key, issuer, &created)?;
         let transition = CsrTransition::Completed {
             request: Some(request),
             server_certificate,
             decision: None,
         };
-        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
-        audit(store, org, &caller, "csr.sign", Some(&id));
+        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition, &audit)?;
         Ok((StatusCode::CREATED, record))
     })
     .await?;
@@ -446,19 +446,28 @@ async fn decide(
             });
         }
         let decided_by = caller.actor().0.to_owned();
-        let (transition, action) = if approve {
-            let server_certificate = sign(store, org, &csr, key, request.issuer.as_deref())?;
-            let transition = CsrTransition::Completed {
+        let created = caller.audit_because("server_certificate.create", Some(&reason));
+        let action = if approve { "csr.approve" } else { "csr.reject" };
+        let audit = caller.audit_because(action, Some(&reason));
+        let transition = if approve {
+            let issuer = request.issuer.as_deref();
+            let server_certificate = sign(store, org, &csr, key, issuer, &created)?;
+            CsrTransition::Completed {
                 request: None,
                 server_certificate,
                 decision: Some((decided_by, reason)),
-            };
-            (transition, "csr.approve")
+            }
         } else {
-            (CsrTransition::Rejected { decided_by, reason }, "csr.reject")
+            CsrTransition::Rejected { decided_by, reason }
         };
-        let record = transition_csr(store, org, &csr, CsrStatus::PendingApproval, &transition)?;
-        audit(store, org, &caller, action, Some(&id));
+        let record = transition_csr(
+            store,
+            org,
+            &csr,
+            CsrStatus::PendingApproval,
+            &transition,
+            &audit,
+        )?;
         Ok(record)
     })
     .await?;
@@ -475,9 +484,17 @@ fn transition_csr(
     csr: &CsrRecord,
     from: CsrStatus,
     transition: &CsrTransition,
+    audit: &Audit,
 ) -> Result<CsrRecord, ApiError> {
     store
-        .transition_csr(org, &csr.id, from, transition, OffsetDateTime::now_utc())?
+        .transition_csr(
+            org,
+            &csr.id,
+            from,
+            transition,
+            OffsetDateTime::now_utc(),
+            audit,
+        )?
         .ok_or(ApiError::NotFound(MISSING))
 }
 
@@ -517,6 +534,7 @@ fn sign(
     csr: &CsrRecord,
     key: rustls_pki_types::PrivateKeyDer<'static>,
     issuer: Option<&str>,
+    audit: &Audit,
 ) -> Result<String, ApiError> {
     let signer = issuer_of(store, org, issuer)?;
     // A CA of the org signs under its grant: one use, spent before the signature. The platform
@@ -530,7 +548,7 @@ fn sign(
         dns_names: &csr.dns_names,
     };
     let chain = pki::sign_server_cert(issuer.as_ref(), &names, &key)?;
-    register(store, org, chain, key)
+    register(store, org, chain, key, audit)
 }
 
 /// Checks a chain and key as a server certificate of `org` and registers it (not active).
@@ -539,6 +557,7 @@ pub(super) fn register(
     org: &OrgId,
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     key: rustls_pki_types::PrivateKeyDer<'static>,
+    audit: &Audit,
 ) -> Result<String, ApiError> {
     let now = OffsetDateTime::now_utc();
     let info = pki::check_server_cert(org.as_str(), &chain, &key, now)?;
@@ -550,6 +569,7 @@ pub(super) fn register(
             info,
             registered_at: now,
         },
+        audit,
     )?;
     Ok(record.id)
 }

@@ -10,8 +10,10 @@
 //!   `audit_events`: one file per resource; `views`: the JSON each resource shows (never a
 //!   private key, never a token after its creation).
 //!
-//! Every change records an audit event (who, role, what, when, the `X-Portcullis-Reason` header)
-//! right after its transaction commits.
+//! Every change records an audit event (who, role, what, when, and the reason: the one a
+//! signature request, approval or rejection gives in its body, else the `X-Portcullis-Reason`
+//! header) in the change's own transaction: each store method that changes an org's data takes
+//! the [`Audit`](crate::store::Audit) that [`auth::Caller::audit`] makes.
 //!
 //! Handlers run their store work, `pki` checks (PKCS#12 key derivation is deliberately slow) and
 //! the registry publish inside `tokio::task::spawn_blocking`, so a slow upload never stalls the
@@ -31,7 +33,7 @@ use time::OffsetDateTime;
 
 use crate::identity::OrgId;
 use crate::registry::Registry;
-use crate::store::{Cursor, GrantStatus, NewAuditEvent, Page, PageRequest, Store, StoreError};
+use crate::store::{Cursor, GrantStatus, Page, PageRequest, Store, StoreError};
 
 mod audit_events;
 mod auth;
@@ -112,6 +114,14 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/orgs/{org}/signing-certificates/{id}/chain.pem",
             get(signing_certificates::chain_pem),
+        )
+        .route(
+            "/orgs/{org}/server-certificates/{id}/chain.pem",
+            get(server_certificates::chain_pem),
+        )
+        .route(
+            "/orgs/{org}/ca-certificates/{id}/certificate.pem",
+            get(ca_certificates::certificate_pem),
         )
         .route(
             "/orgs/{org}/default-signing-certificate",
@@ -412,12 +422,26 @@ where
     R: Send + 'static,
     V: From<R>,
 {
+    let record = find_one(state, caller, org, need, missing, get).await?;
+    Ok(Json(V::from(record)))
+}
+
+/// [`get_one`]'s record itself, for an answer other than its JSON view.
+async fn find_one<R>(
+    state: AdminState,
+    caller: &auth::Caller,
+    org: &str,
+    need: auth::Need,
+    missing: &'static str,
+    get: impl FnOnce(&Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
+) -> Result<R, ApiError>
+where
+    R: Send + 'static,
+{
     let org = org_in_path(org)?;
     caller.require(&org, need)?;
     let record = read(state, move |store| get(store, &org)).await?;
-    record
-        .map(|r| Json(V::from(r)))
-        .ok_or(ApiError::NotFound(missing))
+    record.ok_or(ApiError::NotFound(missing))
 }
 
 const MAX_ALIAS_LEN: usize = 200;
@@ -443,31 +467,6 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let essence = value.split(';').next().unwrap_or_default().trim();
     Some(essence.to_ascii_lowercase())
-}
-
-/// Records the audit event of a committed change to `org` by `caller`, and logs it. A failure is
-/// logged, not returned: the change itself is saved and must still be published.
-fn audit(
-    store: &Store,
-    org: &OrgId,
-    caller: &auth::Caller,
-    action: &'static str,
-    target: Option<&str>,
-) {
-    let (actor, actor_role) = caller.actor();
-    tracing::info!(who = actor, role = actor_role, what = action, org = %org,
-        target = target.unwrap_or_default(), "admin change");
-    let event = NewAuditEvent {
-        at: OffsetDateTime::now_utc(),
-        actor: actor.to_owned(),
-        actor_role: actor_role.to_owned(),
-        action: action.to_owned(),
-        target: target.map(str::to_owned),
-        reason: caller.reason.clone(),
-    };
-    if let Err(error) = store.insert_audit_event(org, &event) {
-        tracing::error!(%error, what = action, org = %org, "audit event not recorded");
-    }
 }
 
 /// Fails with 404 unless `org` exists: an upload to an unknown org is refused before any
@@ -508,6 +507,19 @@ fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest,
         })?),
     };
     Ok(PageRequest { limit, cursor })
+}
+
+/// Certificates as an `application/x-pem-file` body, in order: what the download endpoints
+/// answer (certificates only, never a key).
+fn certificates_pem(certs: &[rustls_pki_types::CertificateDer<'_>]) -> impl IntoResponse {
+    let blocks: Vec<pem::Pem> = certs
+        .iter()
+        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        pem::encode_many(&blocks),
+    )
 }
 
 /// 204 No Content.

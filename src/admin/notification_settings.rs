@@ -12,7 +12,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::views::NotificationSettingsView;
-use super::{audit, change, get_one, org_in_path, AdminState};
+use super::{change, get_one, org_in_path, AdminState};
 use crate::store::NotificationSettings;
 
 const MAX_EMAILS: usize = 20;
@@ -103,8 +103,9 @@ pub async fn put(
         if held.emails != settings.emails {
             caller.require(org, Need::Admin)?;
         }
-        store.set_notification_settings(org, &settings, time::OffsetDateTime::now_utc())?;
-        audit(store, org, &caller, "notification_settings.update", None);
+        let audit = caller.audit("notification_settings.update");
+        let now = time::OffsetDateTime::now_utc();
+        store.set_notification_settings(org, &settings, now, &audit)?;
         Ok(settings)
     })
     .await?;

@@ -20,10 +20,10 @@ use super::{
     ),
     paths(
         orgs::create, orgs::list, orgs::get, orgs::update, orgs::delete,
-        ca_certificates::create, ca_certificates::list, ca_certificates::get,
+        ca_certificates::create, ca_certificates::list, ca_certificates::get, ca_certificates::certificate_pem,
         ca_certificates::update, ca_certificates::delete,
         server_certificates::create, server_certificates::generate, server_certificates::list,
-        server_certificates::get, server_certificates::delete, server_certificates::get_active,
+        server_certificates::get, server_certificates::chain_pem, server_certificates::delete, server_certificates::get_active,
         server_certificates::set_active,
         signing_certificates::create, signing_certificates::list, signing_certificates::get,
         signing_certificates::chain_pem, signing_certificates::set_default,

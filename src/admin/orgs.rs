@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::signing_certificates::generate;
 use super::views::{ListView, OrgView};
-use super::{audit, change, no_content, org_in_path, page_request, read, AdminState};
+use super::{change, no_content, org_in_path, page_request, read, AdminState};
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::store::{NewOrg, OrgPatch, Role};
@@ -82,8 +82,7 @@ pub async fn create(
     };
     let org = change(state, new.id.clone(), move |store, org| {
         let signing = generate(store, org, None)?;
-        let record = store.create_org(&new, Some(&signing))?;
-        audit(store, org, &caller, "org.create", Some(org.as_str()));
+        let record = store.create_org(&new, Some(&signing), &caller.audit("org.create"))?;
         Ok(record)
     })
     .await?;
@@ -154,10 +153,9 @@ pub async fn update(
         approval_required_roles: body.approval_required_roles,
     };
     let record = change(state, org, move |store, org| {
-        let Some(record) = store.update_org(org, &patch)? else {
+        let Some(record) = store.update_org(org, &patch, &caller.audit("org.update"))? else {
             return Err(ApiError::NotFound("no such organisation"));
         };
-        audit(store, org, &caller, "org.update", Some(org.as_str()));
         Ok(record)
     })
     .await?;
@@ -181,10 +179,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     change(state, org, move |store, org| {
-        if !store.delete_org(org)? {
+        if !store.delete_org(org, &caller.audit("org.delete"))? {
             return Err(ApiError::NotFound("no such organisation"));
         }
-        audit(store, org, &caller, "org.delete", Some(org.as_str()));
         Ok(())
     })
     .await?;

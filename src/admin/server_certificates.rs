@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, ServerCertView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
+    change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
     CertListQuery,
 };
 use crate::pki::{self, PkiError};
@@ -111,14 +111,8 @@ pub async fn create(
             info,
             registered_at: now,
         };
-        let record = store.insert_server_cert(org, &new)?;
-        audit(
-            store,
-            org,
-            &caller,
-            "server_certificate.create",
-            Some(&record.id),
-        );
+        let record =
+            store.insert_server_cert(org, &new, &caller.audit("server_certificate.create"))?;
         Ok(record)
     })
     .await?;
@@ -183,14 +177,13 @@ pub async fn generate(
             dns_names: &dns_names,
         };
         let chain = pki::sign_server_cert(Some(&platform), &names, &key)?;
-        let id = super::csrs::register(store, org, chain, key)?;
-        audit(
+        let id = super::csrs::register(
             store,
             org,
-            &caller,
-            "server_certificate.generate",
-            Some(&id),
-        );
+            chain,
+            key,
+            &caller.audit("server_certificate.generate"),
+        )?;
         store
             .server_cert(org, &id)?
             .ok_or_else(|| ApiError::internal("a generated server certificate vanished"))
@@ -249,6 +242,28 @@ pub async fn get(
     .await
 }
 
+/// The chain as PEM, leaf first, as it is served in handshakes (never its key): uploaded,
+/// generated or signed for a CSR alike.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{org}/server-certificates/{id}/chain.pem",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "the chain, leaf first", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
+pub async fn chain_pem(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| {
+        store.server_cert(org, &id)
+    };
+    let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
+    Ok(super::certificates_pem(&record.chain))
+}
+
 /// 409 `certificate_active` for the active one: activate another (or null) first.
 #[utoipa::path(
     delete,
@@ -266,10 +281,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_server_cert(org, &id)? {
+        if !store.delete_server_cert(org, &id, &caller.audit("server_certificate.delete"))? {
             return Err(ApiError::NotFound(MISSING));
         }
-        audit(store, org, &caller, "server_certificate.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -314,17 +328,13 @@ pub async fn set_active(
     caller.require(&org, Need::Manage)?;
     let id = body.id;
     let id = change(state, org, move |store, org| {
-        if !store.set_active_server_cert(org, id.as_deref())? {
+        if !store.set_active_server_cert(
+            org,
+            id.as_deref(),
+            &caller.audit("server_certificate.activate"),
+        )? {
             return Err(ApiError::NotFound(MISSING));
         }
-        let target = id.as_deref().unwrap_or("platform-default");
-        audit(
-            store,
-            org,
-            &caller,
-            "server_certificate.activate",
-            Some(target),
-        );
         Ok(id)
     })
     .await?;

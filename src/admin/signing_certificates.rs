@@ -3,8 +3,7 @@
 //! role of the org (clients verify tokens with the served chain); changes are the admin's.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -15,8 +14,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::server_certificates::decode_base64;
 use super::views::{ListView, SigningCertView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
-    CertListQuery,
+    change, get_one, list_page, no_content, org_in_path, require_org, AdminState, CertListQuery,
 };
 use crate::identity::OrgId;
 use crate::pki::{self, PkiError};
@@ -108,14 +106,12 @@ pub async fn create(
                 return Err(ApiError::Malformed("password without pkcs12".into()));
             }
         };
-        let record = store.insert_signing_cert(org, &new, body.default)?;
-        audit(
-            store,
+        let record = store.insert_signing_cert(
             org,
-            &caller,
-            "signing_certificate.create",
-            Some(&record.id),
-        );
+            &new,
+            body.default,
+            &caller.audit("signing_certificate.create"),
+        )?;
         Ok(record)
     })
     .await?;
@@ -185,21 +181,12 @@ pub async fn chain_pem(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
-    let org = org_in_path(&org)?;
-    caller.require(&org, Need::Read)?;
-    let record = read(state, move |store| store.signing_cert(&org, &id))
-        .await?
-        .ok_or(ApiError::NotFound(MISSING))?;
-    let blocks: Vec<pem::Pem> = record
-        .chain
-        .iter()
-        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
-        .collect();
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-pem-file")],
-        pem::encode_many(&blocks),
-    ))
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| {
+        store.signing_cert(org, &id)
+    };
+    let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
+    Ok(super::certificates_pem(&record.chain))
 }
 
 #[utoipa::path(
@@ -220,16 +207,14 @@ pub async fn set_default(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     let record = change(state, org, move |store, org| {
-        let Some(record) = store.set_default_signing_cert(org, &body.id)? else {
+        let Some(record) = store.set_default_signing_cert(
+            org,
+            &body.id,
+            &caller.audit("signing_certificate.set_default"),
+        )?
+        else {
             return Err(ApiError::NotFound(MISSING));
         };
-        audit(
-            store,
-            org,
-            &caller,
-            "signing_certificate.set_default",
-            Some(&body.id),
-        );
         Ok(record)
     })
     .await?;
@@ -253,11 +238,10 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     change(state, org, move |store, org| {
-        match store.delete_signing_cert(org, &id)? {
+        match store.delete_signing_cert(org, &id, &caller.audit("signing_certificate.delete"))? {
             SigningCertDeleted::NotFound => Err(ApiError::NotFound(MISSING)),
             SigningCertDeleted::Deleted { tokens_revoked } => {
                 tracing::info!(org = %org, id = %id, tokens_revoked, "signing certificate deleted");
-                audit(store, org, &caller, "signing_certificate.delete", Some(&id));
                 Ok(())
             }
         }

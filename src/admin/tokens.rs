@@ -11,9 +11,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, TokenView};
-use super::{
-    audit, blocking, get_one, jwt, list_page, no_content, org_in_path, AdminState, Paging,
-};
+use super::{blocking, get_one, jwt, list_page, no_content, org_in_path, AdminState, Paging};
 use crate::store::{GrantStatus, NewToken, Role, StoreError, TokenPatch, TokenStatus};
 
 const MAX_NAME_LEN: usize = 200;
@@ -111,6 +109,7 @@ pub async fn create(
                 created_at: now,
                 expires_at,
             },
+            &caller.audit("token.create"),
         )?;
         let claims = jwt::Claims {
             iss: jwt::ISSUER.into(),
@@ -124,7 +123,6 @@ pub async fn create(
         };
         let token =
             jwt::sign(&claims, &signing.id, &signing.chain, &key).map_err(ApiError::internal)?;
-        audit(store, &org, &caller, "token.create", Some(&record.id));
         Ok(Created {
             token,
             resource: record.into(),
@@ -225,10 +223,13 @@ pub async fn update(
                 }
             }
         }
-        let Some(record) = state.store.update_token(&org, &id, &patch)? else {
+        let Some(record) =
+            state
+                .store
+                .update_token(&org, &id, &patch, &caller.audit("token.update"))?
+        else {
             return Err(ApiError::NotFound(MISSING));
         };
-        audit(&state.store, &org, &caller, "token.update", Some(&id));
         Ok(record)
     })
     .await?;
@@ -256,11 +257,11 @@ pub async fn delete(
             name: None,
             status: Some(TokenStatus::Revoked),
         };
-        match state.store.update_token(&org, &id, &patch) {
-            Ok(Some(_)) => {
-                audit(&state.store, &org, &caller, "token.revoke", Some(&id));
-                Ok(())
-            }
+        match state
+            .store
+            .update_token(&org, &id, &patch, &caller.audit("token.revoke"))
+        {
+            Ok(Some(_)) => Ok(()),
             Ok(None) => Err(ApiError::NotFound(MISSING)),
             Err(StoreError::TokenRevoked) => Ok(()),
             Err(other) => Err(other.into()),
