@@ -131,7 +131,10 @@ async fn reasons_of_signature_requests_approvals_and_rejections_are_audited() {
         reason_of(&events, "server_certificate.create", &approved_cert),
         "CHG-1 reviewed"
     );
-    assert_eq!(reason_of(&events, "csr.signature_request", &rejected), "lab box");
+    assert_eq!(
+        reason_of(&events, "csr.signature_request", &rejected),
+        "lab box"
+    );
     assert_eq!(
         reason_of(&events, "csr.reject", &rejected),
         "self-signed is not for production"
@@ -181,7 +184,10 @@ fn sha256_hex(der: &[u8]) -> String {
 async fn leaf_matches_view(server: &TestServer, token: &str, id: &str) -> Vec<Vec<u8>> {
     let base = format!("/api/v1/orgs/acme/server-certificates/{id}");
     let (status, content_type, body) = download(server, token, &format!("{base}/chain.pem")).await;
-    assert_eq!((status, content_type.as_str()), (200, "application/x-pem-file"));
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/x-pem-file")
+    );
     let chain = certificates(&body);
     let (_, view) = server.api_as(token, "GET", &base, None).await;
     assert_eq!(view["fingerprint_sha256"], sha256_hex(&chain[0]).as_str());
@@ -230,12 +236,20 @@ async fn server_and_ca_certificates_download_as_pem_without_keys() {
         )
         .await;
     assert_eq!(status, 201, "{signed}");
-    leaf_matches_view(&server, &reader, signed["server_certificate"].as_str().unwrap()).await;
+    leaf_matches_view(
+        &server,
+        &reader,
+        signed["server_certificate"].as_str().unwrap(),
+    )
+    .await;
 
     // The CA certificate.
     let path = format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/certificate.pem");
     let (status, content_type, body) = download(&server, &reader, &path).await;
-    assert_eq!((status, content_type.as_str()), (200, "application/x-pem-file"));
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/x-pem-file")
+    );
     assert_eq!(certificates(&body), vec![ca.cert.as_ref().to_vec()]);
 }
 

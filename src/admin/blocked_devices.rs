@@ -21,6 +21,7 @@ const MAX_REASON_LEN: usize = 1000;
 /// Exactly one of `identity`, `fingerprint_sha256`, or `ca_id` with `serial`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BlockedDeviceCreate)]
 pub struct Create {
     identity: Option<String>,
     fingerprint_sha256: Option<String>,

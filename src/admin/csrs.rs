@@ -34,6 +34,7 @@ const MAX_REASON_LEN: usize = 1000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrCreate)]
 pub struct Create {
     common_name: String,
     dns_names: Vec<String>,
@@ -43,6 +44,7 @@ pub struct Create {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrSignatureRequest)]
 pub struct Request {
     self_signed: bool,
     /// `"platform"` or the id of one of the org's CAs imported with its key.
@@ -53,12 +55,14 @@ pub struct Request {
 /// `{"certificate_chain": PEM}`: the chain an outside CA signed, leaf first.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrCertificateChain)]
 pub struct ChainJson {
     certificate_chain: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrDecision)]
 pub struct Decision {
     reason: String,
 }

@@ -31,6 +31,7 @@ pub struct ListQuery {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GrantRenewal)]
 pub struct Renew {
     /// The code the renewal challenge sent.
     code: String,

@@ -20,6 +20,7 @@ const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NotificationSettingsUpdate)]
 pub struct Settings {
     #[serde(default)]
     emails: Vec<String>,

@@ -58,3 +58,131 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The document checked against itself: a client generated from it must find every schema
+    //! it names, and never send one resource's body to another.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    use super::ApiDoc;
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).expect("the document serialises")
+    }
+
+    /// Every `$ref` in `value`, with where it is.
+    fn refs(value: &Value, at: &str, found: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    if key == "$ref" {
+                        found.push((at.to_owned(), v.as_str().unwrap_or_default().to_owned()));
+                    } else {
+                        refs(v, &format!("{at}/{key}"), found);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    refs(v, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_ref_resolves() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, "", &mut found);
+        assert!(!found.is_empty());
+        for (at, target) in found {
+            let pointer = target
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("{at}: {target} is not local"));
+            assert!(
+                doc.pointer(pointer).is_some(),
+                "{at}: {target} resolves to nothing"
+            );
+        }
+    }
+
+    /// The collection an operation acts on: `csrs` for `/api/v1/orgs/{org}/csrs/{id}/approve`.
+    fn resource(path: &str) -> &str {
+        let rest = path.trim_start_matches("/api/v1/orgs");
+        let rest = rest.strip_prefix("/{org}").unwrap_or(rest);
+        rest.trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn no_two_resources_share_a_request_body_schema() {
+        let doc = document();
+        let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let Some(content) = operation["requestBody"]["content"].as_object() else {
+                    continue;
+                };
+                for media in content.values() {
+                    if let Some(name) = media["schema"]["$ref"].as_str() {
+                        users
+                            .entry(name.to_owned())
+                            .or_default()
+                            .insert(format!("{} {method} {path}", resource(path)));
+                    }
+                }
+            }
+        }
+        assert!(!users.is_empty());
+        for (schema, operations) in users {
+            let resources: BTreeSet<&str> = operations
+                .iter()
+                .map(|o| o.split(' ').next().unwrap_or_default())
+                .collect();
+            assert_eq!(
+                resources.len(),
+                1,
+                "{schema} is the body of operations on different resources: {operations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_body_types_have_names_of_their_own() {
+        use utoipa::ToSchema;
+        let names = [
+            super::super::blocked_devices::Create::name(),
+            super::super::csrs::Create::name(),
+            super::super::csrs::Request::name(),
+            super::super::csrs::ChainJson::name(),
+            super::super::csrs::Decision::name(),
+            super::super::grants::Renew::name(),
+            super::super::notification_settings::Settings::name(),
+            super::super::server_certificates::Upload::name(),
+            super::super::server_certificates::Active::name(),
+            super::super::server_certificates::Generate::name(),
+            super::super::signing_certificates::Create::name(),
+            super::super::signing_certificates::Default::name(),
+            super::super::tokens::Create::name(),
+            super::super::tokens::Update::name(),
+        ];
+        let unique: BTreeSet<&str> = names.iter().map(|n| n.as_ref()).collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let doc = document();
+        for name in &names {
+            assert!(
+                doc["components"]["schemas"].get(name.as_ref()).is_some(),
+                "{name} is not in the document"
+            );
+        }
+    }
+}

@@ -25,6 +25,7 @@ const MISSING: &str = "no such server certificate";
 /// `{"certificate_chain", "private_key", "passphrase"?}` or `{"pkcs12", "password"}`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServerCertificateUpload)]
 pub struct Upload {
     certificate_chain: Option<String>,
     private_key: Option<String>,
@@ -36,6 +37,7 @@ pub struct Upload {
 /// `{"id": "<id>"}` or `{"id": null}` (the platform default); `id` must be present.
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ActiveServerCertificate)]
 pub struct Active {
     #[serde(deserialize_with = "Option::deserialize")]
     id: Option<String>,
@@ -123,6 +125,7 @@ pub async fn create(
 /// platform CA over a new key, so clients that trust `platform-ca.pem` connect without warnings.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServerCertificateGenerate)]
 pub struct Generate {
     dns_name: String,
     key_type: pki::KeyType,

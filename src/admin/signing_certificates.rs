@@ -26,6 +26,7 @@ const MISSING: &str = "no such signing certificate";
 /// `"password"` it imports one. `default` (false unless the org has none) makes it the default.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SigningCertificateCreate)]
 pub struct Create {
     alias: Option<String>,
     #[serde(default)]
@@ -36,6 +37,7 @@ pub struct Create {
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DefaultSigningCertificate)]
 pub struct Default {
     id: String,
 }

@@ -22,6 +22,7 @@ const MAX_TTL_SECONDS: i64 = 366 * 24 * 3600;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TokenCreate)]
 pub struct Create {
     name: String,
     role: Role,
@@ -30,6 +31,7 @@ pub struct Create {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TokenUpdate)]
 pub struct Update {
     name: Option<String>,
     /// `active` or `suspended`; revoking is `DELETE`.
