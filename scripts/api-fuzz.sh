@@ -65,8 +65,20 @@ base="http://$admin"
 curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -d '{"id":"acme","name":"Acme"}' "$base/api/v1/orgs" >/dev/null
 
+# Path parameters name that org; the CRL upload is left out: its bodies (PEM, DER) are media
+# types schemathesis cannot generate (tests/revocation.rs covers it).
+cat >"$work/schemathesis.toml" <<TOML
+[parameters]
+"path.org" = "acme"
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl"
+include-method = "PUT"
+enabled = false
+TOML
+
 status=0
-timeout --signal=INT "$seconds" "$venv/bin/schemathesis" run "$base/api/v1/openapi.json" \
+timeout --signal=INT "$seconds" "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$base/api/v1/openapi.json" \
     --url "$base" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance \

@@ -27,6 +27,7 @@ pub struct Create {
     fingerprint_sha256: Option<String>,
     ca_id: Option<String>,
     serial: Option<String>,
+    #[schema(max_length = 1000)]
     #[serde(default)]
     reason: String,
 }

@@ -52,7 +52,9 @@ pub struct UploadQuery {
 #[serde(deny_unknown_fields)]
 pub struct UpdateCa {
     active: Option<bool>,
+    #[schema(max_length = 200)]
     alias: Option<String>,
+    #[schema(max_length = 1000)]
     description: Option<String>,
     /// Where the CA's CRL is fetched from (http:// or https://); null stops fetching.
     #[serde(default, deserialize_with = "present")]
@@ -104,6 +106,7 @@ pub struct ListQuery {
     grant_status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }

@@ -36,9 +36,12 @@ const MAX_REASON_LEN: usize = 1000;
 #[serde(deny_unknown_fields)]
 #[schema(as = CsrCreate)]
 pub struct Create {
+    #[schema(min_length = 1, max_length = 64)]
     common_name: String,
+    #[schema(min_items = 1, max_items = 100)]
     dns_names: Vec<String>,
     key_type: KeyType,
+    #[schema(max_length = 200)]
     alias: Option<String>,
 }
 
@@ -49,6 +52,7 @@ pub struct Request {
     self_signed: bool,
     /// `"platform"` or the id of one of the org's CAs imported with its key.
     issuer: Option<String>,
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
@@ -64,6 +68,7 @@ pub struct ChainJson {
 #[serde(deny_unknown_fields)]
 #[schema(as = CsrDecision)]
 pub struct Decision {
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 

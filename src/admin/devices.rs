@@ -23,6 +23,7 @@ pub struct DeviceQuery {
     expires_before: Option<String>,
     /// RFC 3339: seen after.
     seen_after: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }

@@ -19,6 +19,7 @@ const MAX_DAYS: i64 = 3650;
 #[into_params(parameter_in = Query)]
 pub struct Window {
     /// Days from now (1–3650, default 30).
+    #[param(minimum = 1, maximum = 3650)]
     within_days: Option<i64>,
 }
 

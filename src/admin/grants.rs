@@ -25,6 +25,7 @@ pub const CODE_VALIDITY: time::Duration = time::Duration::minutes(2);
 pub struct ListQuery {
     /// `active`, `warning` or `expired`.
     status: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }

@@ -333,12 +333,14 @@ fn grant_status_param(value: Option<&str>) -> Result<Option<GrantStatus>, ApiErr
 #[into_params(parameter_in = Query)]
 struct CertListQuery {
     alias: Option<String>,
-    /// `active`, `warning` or `expired`: of the access grant on the certificate's key (CA and
-    /// signing certificates only).
+    /// `active`, `warning` or `expired`: of the access grant on the certificate's key. Signing
+    /// certificates only (their operation documents it); the others refuse it.
+    #[param(ignore)]
     grant_status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
     status: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -385,6 +387,7 @@ impl CertListQuery {
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Paging {
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -476,6 +479,22 @@ fn require_org(store: &Store, org: &OrgId) -> Result<(), ApiError> {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound("no such organisation")),
     }
+}
+
+/// The org of a path, for a caller allowed `need` there; 404 when it does not exist, as every
+/// org-scoped endpoint answers (those that read no table of the store check it here).
+async fn existing_org(
+    state: &AdminState,
+    caller: &auth::Caller,
+    org: &str,
+    need: auth::Need,
+) -> Result<OrgId, ApiError> {
+    let org = org_in_path(org)?;
+    caller.require(&org, need)?;
+    let found = org.clone();
+    let store = state.store.clone();
+    blocking(move || require_org(&store, &found)).await?;
+    Ok(org)
 }
 
 /// An org id from a path: one that cannot exist is simply not found.

@@ -22,11 +22,13 @@ const MIN_SECRET_LEN: usize = 16;
 #[serde(deny_unknown_fields)]
 #[schema(as = NotificationSettingsUpdate)]
 pub struct Settings {
+    #[schema(max_items = 20)]
     #[serde(default)]
     emails: Vec<String>,
     /// `http://` or `https://`.
     webhook_url: Option<String>,
     /// At least 16 characters; required with `webhook_url`.
+    #[schema(min_length = 16)]
     webhook_secret: Option<String>,
 }
 

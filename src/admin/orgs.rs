@@ -23,6 +23,7 @@ const MAX_NAME_LEN: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     id: String,
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[serde(default)]
     topic_policy: TopicPolicy,
@@ -31,6 +32,7 @@ pub struct CreateOrg {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     topic_policy: Option<TopicPolicy>,
     approval_required_roles: Option<Vec<Role>>,
@@ -39,6 +41,7 @@ pub struct UpdateOrg {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }

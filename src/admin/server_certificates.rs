@@ -39,6 +39,7 @@ pub struct Upload {
 #[serde(deny_unknown_fields)]
 #[schema(as = ActiveServerCertificate)]
 pub struct Active {
+    #[schema(required = true)]
     #[serde(deserialize_with = "Option::deserialize")]
     id: Option<String>,
 }

@@ -29,8 +29,7 @@ pub async fn list(
     Path(org): Path<String>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<Json<ListView<SessionView>>, ApiError> {
-    let org = org_in_path(&org)?;
-    caller.require(&org, Need::Read)?;
+    let org = super::existing_org(&state, &caller, &org, Need::Read).await?;
     let page = page_request(paging.limit, paging.cursor.as_deref())?;
     let mut sessions = state.registry.sessions().list(&org);
     sessions.sort_by(|a, b| (a.connected_at, &a.client_id).cmp(&(b.connected_at, &b.client_id)));

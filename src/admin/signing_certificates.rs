@@ -124,7 +124,11 @@ pub async fn create(
     get,
     path = "/api/v1/orgs/{org}/signing-certificates",
     tag = "signing-certificates",
-    params(("org" = String, Path, description = "organisation id"), CertListQuery),
+    params(
+        ("org" = String, Path, description = "organisation id"),
+        CertListQuery,
+        ("grant_status" = Option<String>, Query, description = "`active`, `warning` or `expired`: of the access grant on the certificate's key")
+    ),
     responses((status = 200, description = "done", body = ListView<SigningCertView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
     security(("bearer" = []))
 )]

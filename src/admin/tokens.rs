@@ -24,8 +24,10 @@ const MAX_TTL_SECONDS: i64 = 366 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 #[schema(as = TokenCreate)]
 pub struct Create {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     role: Role,
+    #[schema(minimum = 60, maximum = 31622400)]
     ttl_seconds: i64,
 }
 
@@ -33,6 +35,7 @@ pub struct Create {
 #[serde(deny_unknown_fields)]
 #[schema(as = TokenUpdate)]
 pub struct Update {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     /// `active` or `suspended`; revoking is `DELETE`.
     status: Option<TokenStatus>,

@@ -4,8 +4,8 @@ use rusqlite::{params, Connection, Row};
 use time::OffsetDateTime;
 
 use super::{
-    from_micros, new_id, records, to_micros, truncate_to_micros, Page, PageRequest, Store,
-    StoreError,
+    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
+    Store, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -141,6 +141,7 @@ impl Store {
     ) -> Result<Page<AuditEvent>, StoreError> {
         let (after_micros, after_id) = page.after();
         let conn = self.conn();
+        require_org(&conn, org)?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM audit_events
              WHERE org = ?1 AND (at, id) > (?2, ?3)
