@@ -114,31 +114,21 @@ async fn reasons_of_signature_requests_approvals_and_rejections_are_audited() {
     assert_eq!(status, 200);
 
     let events = audit_events(&server).await;
-    assert_eq!(reason_of(&events, "csr.sign", &at_once), "rollout 7");
-    assert_eq!(
-        reason_of(&events, "server_certificate.create", &signed_cert),
-        "rollout 7"
-    );
-    assert_eq!(
-        reason_of(&events, "csr.signature_request", &approved),
-        "ticket CHG-1"
-    );
-    assert_eq!(
-        reason_of(&events, "csr.approve", &approved),
-        "CHG-1 reviewed"
-    );
-    assert_eq!(
-        reason_of(&events, "server_certificate.create", &approved_cert),
-        "CHG-1 reviewed"
-    );
-    assert_eq!(
-        reason_of(&events, "csr.signature_request", &rejected),
-        "lab box"
-    );
-    assert_eq!(
-        reason_of(&events, "csr.reject", &rejected),
-        "self-signed is not for production"
-    );
+    for (action, target, reason) in [
+        ("csr.sign", &at_once, "rollout 7"),
+        ("server_certificate.create", &signed_cert, "rollout 7"),
+        ("csr.signature_request", &approved, "ticket CHG-1"),
+        ("csr.approve", &approved, "CHG-1 reviewed"),
+        (
+            "server_certificate.create",
+            &approved_cert,
+            "CHG-1 reviewed",
+        ),
+        ("csr.signature_request", &rejected, "lab box"),
+        ("csr.reject", &rejected, "self-signed is not for production"),
+    ] {
+        assert_eq!(reason_of(&events, action, target), reason, "{action}");
+    }
 }
 
 /// GET `path` with `token`: (status, content type, body).
