@@ -37,9 +37,46 @@ use super::{
         grants::list, grants::get, grants::challenge, grants::renew,
         notification_settings::put, notification_settings::get,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ServerErrors)
 )]
 pub struct ApiDoc;
+
+/// Every operation can answer 500 (`internal`; `publish_failed` for a change saved but not yet
+/// served), in the one error shape: documented once here rather than on each handler.
+struct ServerErrors;
+
+impl Modify for ServerErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = ResponseBuilder::new()
+            .description("failed: `{\"error\": {\"code\", \"message\"}}`")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorView")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("5XX".to_owned())
+                    .or_insert_with(|| error.clone().into());
+            }
+        }
+    }
+}
 
 /// The `bearer` security scheme the paths name.
 struct BearerAuth;
@@ -110,6 +147,28 @@ mod tests {
                 doc.pointer(pointer).is_some(),
                 "{at}: {target} resolves to nothing"
             );
+        }
+    }
+
+    #[test]
+    fn every_operation_documents_refusals_and_failures() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = &operation["responses"];
+                for class in ["4XX", "5XX"] {
+                    assert!(
+                        responses[class].is_object(),
+                        "{method} {path} documents no {class}"
+                    );
+                }
+                let success = responses
+                    .as_object()
+                    .expect("responses")
+                    .keys()
+                    .any(|code| code.starts_with('2'));
+                assert!(success, "{method} {path} documents no success");
+            }
         }
     }
 
