@@ -22,6 +22,8 @@ const MAX_NAME_LEN: usize = 200;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
+    /// Lower-case letters, digits and inner hyphens, at most 32: a DNS label of the org's names.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", max_length = 32)]
     id: String,
     #[schema(min_length = 1, max_length = 200)]
     name: String,
