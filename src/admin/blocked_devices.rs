@@ -82,7 +82,7 @@ fn target(body: &Create) -> Result<BlockTarget, ApiError> {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/blocked-devices",
+    path = "/orgs/{org}/blocked-devices",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -134,7 +134,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/blocked-devices",
+    path = "/orgs/{org}/blocked-devices",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses(
@@ -162,7 +162,7 @@ pub async fn list(
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/blocked-devices/{id}",
+    path = "/orgs/{org}/blocked-devices/{id}",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "entry id")),
     responses(

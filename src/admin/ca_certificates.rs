@@ -135,7 +135,7 @@ fn single_pem_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, ApiErro
 /// (`application/x-pem-file` PEM, `application/pkix-cert` DER) with `?description=`.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/ca-certificates",
+    path = "/orgs/{org}/ca-certificates",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), UploadQuery),
     request_body(content((UploadJson = "application/json"), (String = "application/x-pem-file"), (Vec<u8> = "application/pkix-cert"))),
@@ -216,7 +216,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates",
+    path = "/orgs/{org}/ca-certificates",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ListQuery),
     responses((status = 200, description = "done", body = ListView<CaView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -252,7 +252,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = CaView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -277,7 +277,7 @@ pub async fn get(
 /// Deactivating a CA closes the sessions it authenticated (the registry does, on publish).
 #[utoipa::path(
     patch,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = UpdateCa,
@@ -334,7 +334,7 @@ pub async fn update(
 /// The CA certificate as PEM (never its key, when it was imported with one).
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}/certificate.pem",
+    path = "/orgs/{org}/ca-certificates/{id}/certificate.pem",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "the certificate", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -352,7 +352,7 @@ pub async fn certificate_pem(
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -381,7 +381,7 @@ pub async fn delete(
 /// revokes fail their handshakes with `certificate_revoked`, and their live sessions are closed.
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl",
+    path = "/orgs/{org}/ca-certificates/{id}/crl",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "CA id")),
     request_body(content((String = "application/x-pem-file"), (Vec<u8> = "application/pkix-crl"))),
@@ -420,7 +420,7 @@ pub async fn put_crl(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl",
+    path = "/orgs/{org}/ca-certificates/{id}/crl",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "CA id")),
     responses(

@@ -117,7 +117,7 @@ fn valid_names(org: &OrgId, body: &Create) -> Result<(String, Vec<String>), ApiE
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs",
+    path = "/orgs/{org}/csrs",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -160,7 +160,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/csrs",
+    path = "/orgs/{org}/csrs",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), CertListQuery),
     responses((status = 200, description = "done", body = ListView<CsrView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -191,7 +191,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/csrs/{id}",
+    path = "/orgs/{org}/csrs/{id}",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -216,7 +216,7 @@ pub async fn get(
 /// The CSR itself (PKCS#10 PEM), to send to an outside CA.
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/csrs/{id}/csr.pem",
+    path = "/orgs/{org}/csrs/{id}/csr.pem",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "the PKCS#10 request", body = String, content_type = "application/pkcs10"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -233,7 +233,7 @@ pub async fn csr_pem(
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/csrs/{id}",
+    path = "/orgs/{org}/csrs/{id}",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -261,7 +261,7 @@ pub async fn delete(
 /// pass the server certificate checks; it becomes a server certificate with that key.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/certificate",
+    path = "/orgs/{org}/csrs/{id}/certificate",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body(content((String = "application/x-pem-file"), (ChainJson = "application/json"))),
@@ -316,7 +316,7 @@ pub async fn upload_certificate(
 /// requester's role is one of the org's `approval_required_roles`.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/signature-request",
+    path = "/orgs/{org}/csrs/{id}/signature-request",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Request,
@@ -391,7 +391,7 @@ pub async fn request_signature(
 /// An approver other than the requester signs a pending request.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/approve",
+    path = "/orgs/{org}/csrs/{id}/approve",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Decision,
@@ -410,7 +410,7 @@ pub async fn approve(
 /// An approver other than the requester ends a pending request.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/reject",
+    path = "/orgs/{org}/csrs/{id}/reject",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Decision,

@@ -30,7 +30,7 @@ pub struct DeviceQuery {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/devices",
+    path = "/orgs/{org}/devices",
     tag = "sessions",
     params(("org" = String, Path, description = "organisation id"), DeviceQuery),
     responses(

@@ -17,7 +17,7 @@ use super::AdminState;
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/events",
+    path = "/orgs/{org}/events",
     tag = "sessions",
     params(("org" = String, Path, description = "organisation id")),
     responses(

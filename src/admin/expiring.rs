@@ -42,7 +42,7 @@ pub struct ExpiringList {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/expiring",
+    path = "/orgs/{org}/expiring",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), Window),
     responses(

@@ -49,7 +49,7 @@ pub struct ChallengeView {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/grants",
+    path = "/orgs/{org}/grants",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ListQuery),
     responses((status = 200, description = "done", body = ListView<GrantView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -79,7 +79,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/grants/{id}",
+    path = "/orgs/{org}/grants/{id}",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = GrantView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -105,7 +105,7 @@ pub async fn get(
 /// pending); 409 `no_notification_addresses` when there are none.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/grants/{id}/renewal-challenge",
+    path = "/orgs/{org}/grants/{id}/renewal-challenge",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 201, description = "code sent", body = ChallengeView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -163,7 +163,7 @@ pub async fn challenge(
 /// codes) or `challenge_expired`.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/grants/{id}/renew",
+    path = "/orgs/{org}/grants/{id}/renew",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Renew,

@@ -26,10 +26,12 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{middleware, Json, Router};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::identity::OrgId;
 use crate::registry::Registry;
@@ -75,114 +77,8 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    let api = Router::new()
-        .route("/orgs", get(orgs::list).post(orgs::create))
-        .route(
-            "/orgs/{org}",
-            get(orgs::get).patch(orgs::update).delete(orgs::delete),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates",
-            get(ca_certificates::list).post(ca_certificates::create),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates/{id}",
-            get(ca_certificates::get)
-                .patch(ca_certificates::update)
-                .delete(ca_certificates::delete),
-        )
-        .route(
-            "/orgs/{org}/server-certificates",
-            get(server_certificates::list).post(server_certificates::create),
-        )
-        .route(
-            "/orgs/{org}/server-certificates/{id}",
-            get(server_certificates::get).delete(server_certificates::delete),
-        )
-        .route(
-            "/orgs/{org}/active-server-certificate",
-            put(server_certificates::set_active).get(server_certificates::get_active),
-        )
-        .route(
-            "/orgs/{org}/signing-certificates",
-            get(signing_certificates::list).post(signing_certificates::create),
-        )
-        .route(
-            "/orgs/{org}/signing-certificates/{id}",
-            get(signing_certificates::get).delete(signing_certificates::delete),
-        )
-        .route(
-            "/orgs/{org}/signing-certificates/{id}/chain.pem",
-            get(signing_certificates::chain_pem),
-        )
-        .route(
-            "/orgs/{org}/server-certificates/{id}/chain.pem",
-            get(server_certificates::chain_pem),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates/{id}/certificate.pem",
-            get(ca_certificates::certificate_pem),
-        )
-        .route(
-            "/orgs/{org}/default-signing-certificate",
-            put(signing_certificates::set_default),
-        )
-        .route("/orgs/{org}/tokens", get(tokens::list).post(tokens::create))
-        .route(
-            "/orgs/{org}/tokens/{id}",
-            get(tokens::get)
-                .patch(tokens::update)
-                .delete(tokens::delete),
-        )
-        .route("/orgs/{org}/audit-events", get(audit_events::list))
-        .route(
-            "/orgs/{org}/server-certificates/generate",
-            post(server_certificates::generate),
-        )
-        .route("/orgs/{org}/csrs", get(csrs::list).post(csrs::create))
-        .route("/orgs/{org}/csrs/{id}", get(csrs::get).delete(csrs::delete))
-        .route("/orgs/{org}/csrs/{id}/csr.pem", get(csrs::csr_pem))
-        .route(
-            "/orgs/{org}/csrs/{id}/certificate",
-            post(csrs::upload_certificate),
-        )
-        .route(
-            "/orgs/{org}/csrs/{id}/signature-request",
-            post(csrs::request_signature),
-        )
-        .route("/orgs/{org}/csrs/{id}/approve", post(csrs::approve))
-        .route("/orgs/{org}/csrs/{id}/reject", post(csrs::reject))
-        .route(
-            "/orgs/{org}/blocked-devices",
-            get(blocked_devices::list).post(blocked_devices::create),
-        )
-        .route(
-            "/orgs/{org}/blocked-devices/{id}",
-            axum::routing::delete(blocked_devices::delete),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates/{id}/crl",
-            get(ca_certificates::get_crl).put(ca_certificates::put_crl),
-        )
-        .route("/orgs/{org}/events", get(events::stream))
-        .route("/orgs/{org}/devices", get(devices::list))
-        .route("/orgs/{org}/expiring", get(expiring::list))
-        .route("/orgs/{org}/sessions", get(sessions::list))
-        .route(
-            "/orgs/{org}/sessions/{client_id}",
-            axum::routing::delete(sessions::disconnect),
-        )
-        .route("/orgs/{org}/grants", get(grants::list))
-        .route("/orgs/{org}/grants/{id}", get(grants::get))
-        .route(
-            "/orgs/{org}/grants/{id}/renewal-challenge",
-            post(grants::challenge),
-        )
-        .route("/orgs/{org}/grants/{id}/renew", post(grants::renew))
-        .route(
-            "/orgs/{org}/notification-settings",
-            get(notification_settings::get).put(notification_settings::put),
-        )
+    let (api, openapi) = api();
+    let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -190,7 +86,7 @@ pub fn router(state: AdminState) -> Router {
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
-    let openapi = Arc::new(<openapi::ApiDoc as utoipa::OpenApi>::openapi());
+    let openapi = Arc::new(openapi);
     Router::new()
         .route(
             "/api/v1/openapi.json",
@@ -205,6 +101,75 @@ pub fn router(state: AdminState) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The `/api/v1` routes and their OpenAPI document, from one declaration each: a handler's
+/// `#[utoipa::path]` gives both its route and its operation, so neither can miss the other.
+fn api() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) =
+        OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+            .routes(routes!(orgs::list, orgs::create))
+            .routes(routes!(orgs::get, orgs::update, orgs::delete))
+            .routes(routes!(ca_certificates::list, ca_certificates::create))
+            .routes(routes!(
+                ca_certificates::get,
+                ca_certificates::update,
+                ca_certificates::delete
+            ))
+            .routes(routes!(ca_certificates::certificate_pem))
+            .routes(routes!(ca_certificates::get_crl, ca_certificates::put_crl))
+            .routes(routes!(
+                server_certificates::list,
+                server_certificates::create
+            ))
+            .routes(routes!(server_certificates::generate))
+            .routes(routes!(
+                server_certificates::get,
+                server_certificates::delete
+            ))
+            .routes(routes!(server_certificates::chain_pem))
+            .routes(routes!(
+                server_certificates::get_active,
+                server_certificates::set_active
+            ))
+            .routes(routes!(
+                signing_certificates::list,
+                signing_certificates::create
+            ))
+            .routes(routes!(
+                signing_certificates::get,
+                signing_certificates::delete
+            ))
+            .routes(routes!(signing_certificates::chain_pem))
+            .routes(routes!(signing_certificates::set_default))
+            .routes(routes!(tokens::list, tokens::create))
+            .routes(routes!(tokens::get, tokens::update, tokens::delete))
+            .routes(routes!(audit_events::list))
+            .routes(routes!(csrs::list, csrs::create))
+            .routes(routes!(csrs::get, csrs::delete))
+            .routes(routes!(csrs::csr_pem))
+            .routes(routes!(csrs::upload_certificate))
+            .routes(routes!(csrs::request_signature))
+            .routes(routes!(csrs::approve))
+            .routes(routes!(csrs::reject))
+            .routes(routes!(blocked_devices::list, blocked_devices::create))
+            .routes(routes!(blocked_devices::delete))
+            .routes(routes!(events::stream))
+            .routes(routes!(devices::list))
+            .routes(routes!(expiring::list))
+            .routes(routes!(sessions::list))
+            .routes(routes!(sessions::disconnect))
+            .routes(routes!(grants::list))
+            .routes(routes!(grants::get))
+            .routes(routes!(grants::challenge))
+            .routes(routes!(grants::renew))
+            .routes(routes!(
+                notification_settings::get,
+                notification_settings::put
+            ))
+            .split_for_parts();
+    openapi::finish(&mut document);
+    (router, document)
 }
 
 async fn healthz() -> &'static str {

@@ -82,7 +82,7 @@ fn validate(body: Settings) -> Result<NotificationSettings, ApiError> {
 
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/notification-settings",
+    path = "/orgs/{org}/notification-settings",
     tag = "notifications",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Settings,
@@ -119,7 +119,7 @@ pub async fn put(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/notification-settings",
+    path = "/orgs/{org}/notification-settings",
     tag = "notifications",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 200, description = "done (empty when never set)", body = NotificationSettingsView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),

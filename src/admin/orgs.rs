@@ -64,7 +64,7 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 /// default), in one transaction.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs",
+    path = "/orgs",
     tag = "orgs",
     request_body = CreateOrg,
     responses((status = 201, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -96,7 +96,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs",
+    path = "/orgs",
     tag = "orgs",
     params(ListQuery),
     responses((status = 200, description = "done", body = ListView<OrgView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -115,7 +115,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}",
+    path = "/orgs/{org}",
     tag = "orgs",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 200, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -137,7 +137,7 @@ pub async fn get(
 /// Admin only: `approval_required_roles` decides whose signature requests wait for approval.
 #[utoipa::path(
     patch,
-    path = "/api/v1/orgs/{org}",
+    path = "/orgs/{org}",
     tag = "orgs",
     params(("org" = String, Path, description = "organisation id")),
     request_body = UpdateOrg,
@@ -170,7 +170,7 @@ pub async fn update(
 /// Deletes the org with its certificates; publishing it closes its live sessions.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}",
+    path = "/orgs/{org}",
     tag = "orgs",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),

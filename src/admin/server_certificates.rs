@@ -56,7 +56,7 @@ pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/server-certificates",
+    path = "/orgs/{org}/server-certificates",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Upload,
@@ -134,7 +134,7 @@ pub struct Generate {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/server-certificates/generate",
+    path = "/orgs/{org}/server-certificates/generate",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Generate,
@@ -198,7 +198,7 @@ pub async fn generate(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/server-certificates",
+    path = "/orgs/{org}/server-certificates",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), CertListQuery),
     responses((status = 200, description = "done", body = ListView<ServerCertView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -224,7 +224,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/server-certificates/{id}",
+    path = "/orgs/{org}/server-certificates/{id}",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = ServerCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -250,7 +250,7 @@ pub async fn get(
 /// generated or signed for a CSR alike.
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/server-certificates/{id}/chain.pem",
+    path = "/orgs/{org}/server-certificates/{id}/chain.pem",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "the chain, leaf first", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -271,7 +271,7 @@ pub async fn chain_pem(
 /// 409 `certificate_active` for the active one: activate another (or null) first.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/server-certificates/{id}",
+    path = "/orgs/{org}/server-certificates/{id}",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -296,7 +296,7 @@ pub async fn delete(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/active-server-certificate",
+    path = "/orgs/{org}/active-server-certificate",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 200, description = "done", body = Active), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -315,7 +315,7 @@ pub async fn get_active(
 
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/active-server-certificate",
+    path = "/orgs/{org}/active-server-certificate",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Active,

@@ -14,7 +14,7 @@ use crate::store::Page;
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/sessions",
+    path = "/orgs/{org}/sessions",
     tag = "sessions",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses(
@@ -48,7 +48,7 @@ pub async fn list(
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/sessions/{client_id}",
+    path = "/orgs/{org}/sessions/{client_id}",
     tag = "sessions",
     params(
         ("org" = String, Path, description = "organisation id"),

@@ -66,7 +66,7 @@ pub(super) fn generate(
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/signing-certificates",
+    path = "/orgs/{org}/signing-certificates",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -122,7 +122,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/signing-certificates",
+    path = "/orgs/{org}/signing-certificates",
     tag = "signing-certificates",
     params(
         ("org" = String, Path, description = "organisation id"),
@@ -152,7 +152,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/signing-certificates/{id}",
+    path = "/orgs/{org}/signing-certificates/{id}",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = SigningCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -177,7 +177,7 @@ pub async fn get(
 /// The chain as PEM, leaf first: what verifies the org's tokens.
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/signing-certificates/{id}/chain.pem",
+    path = "/orgs/{org}/signing-certificates/{id}/chain.pem",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "the chain, leaf first", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -197,7 +197,7 @@ pub async fn chain_pem(
 
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/default-signing-certificate",
+    path = "/orgs/{org}/default-signing-certificate",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Default,
@@ -230,7 +230,7 @@ pub async fn set_default(
 /// Deletes it and revokes every token it signed; 409 for the default.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/signing-certificates/{id}",
+    path = "/orgs/{org}/signing-certificates/{id}",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),

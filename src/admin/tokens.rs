@@ -65,7 +65,7 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 /// when it has none, 422 `ttl_exceeds_signing_certificate` when the token would outlive it.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/tokens",
+    path = "/orgs/{org}/tokens",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -139,7 +139,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/tokens",
+    path = "/orgs/{org}/tokens",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses((status = 200, description = "done", body = ListView<TokenView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -164,7 +164,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/tokens/{id}",
+    path = "/orgs/{org}/tokens/{id}",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = TokenView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -189,7 +189,7 @@ pub async fn get(
 /// Renames, suspends or reactivates a token; 409 `token_revoked` for a revoked one.
 #[utoipa::path(
     patch,
-    path = "/api/v1/orgs/{org}/tokens/{id}",
+    path = "/orgs/{org}/tokens/{id}",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Update,
@@ -244,7 +244,7 @@ pub async fn update(
 /// Revokes a token for good (it stays listed as `revoked`); revoking it again changes nothing.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/tokens/{id}",
+    path = "/orgs/{org}/tokens/{id}",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
