@@ -6,14 +6,15 @@
 #
 # Usage: scripts/api-fuzz.sh [path/to/portcullis]   (default: target/release/portcullis, built
 # when missing). Env: FUZZ_EXAMPLES (default 25), FUZZ_SECONDS (default 180), VENV (default
-# .venv-schemathesis), SCHEMATHESIS_VERSION (default 4.*).
+# ~/.cache/portcullis-schemathesis, created when missing), SCHEMATHESIS_VERSION (default 4.*).
+# Needs python3 with venv (Debian: apt-get install python3-venv), curl and coreutils timeout.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 bin="${1:-${CARGO_TARGET_DIR:-target}/release/portcullis}"
 examples="${FUZZ_EXAMPLES:-25}"
 seconds="${FUZZ_SECONDS:-180}"
-venv="${VENV:-.venv-schemathesis}"
+venv="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/portcullis-schemathesis}"
 
 if [ ! -x "$bin" ]; then
     cargo build --release --bin portcullis
