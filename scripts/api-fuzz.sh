@@ -78,6 +78,8 @@ include-method = "PUT"
 enabled = false
 TOML
 
+# Run from the temporary directory: schemathesis keeps a cache in its working directory.
+cd "$work"
 status=0
 timeout --signal=INT "$seconds" "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$base/api/v1/openapi.json" \
     --url "$base" \
