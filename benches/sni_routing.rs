@@ -20,13 +20,18 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use portcullis::identity::OrgId;
 use portcullis::mqtt::topics::TopicPolicy;
 use portcullis::registry::{ActiveCa, Platform, Registry};
-use portcullis::store::{MasterKey, NewCa, NewOrg, Store};
+use portcullis::store::{Audit, MasterKey, NewCa, NewOrg, Store};
 use portcullis::{pki, tls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 const DOMAIN: &str = "messaging.localhost";
+
+/// The audit event of a change made by a test.
+fn test_audit() -> Audit {
+    Audit::by("test", "admin", "test.change")
+}
 
 fn org_id(i: usize) -> String {
     format!("org{i:05}")
@@ -130,6 +135,7 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
                         created_at: now,
                     },
                     None,
+                    &test_audit(),
                 )
                 .expect("create org");
             store
@@ -143,6 +149,7 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
                         key_passphrase: None,
                         registered_at: now,
                     },
+                    &test_audit(),
                 )
                 .expect("insert CA");
         }

@@ -65,20 +65,24 @@ pub struct Held {
 
 /// Checks `body` (PEM or DER) as a CRL of the org's CA `ca_id` and holds it: it must be issued and
 /// signed by that CA (`CrlSignatureInvalid`) and not older than the one held (`CrlOlder`; one of
-/// the same thisUpdate replaces it).
+/// the same thisUpdate replaces it). `audit`: the operator's upload, recorded with the CRL
+/// (`None` for a fetched CRL).
 pub fn hold(
     store: &Store,
     org: &OrgId,
     ca_id: &str,
     body: &[u8],
     now: OffsetDateTime,
+    audit: Option<&crate::store::Audit>,
 ) -> Result<Held, CrlError> {
     let ca = store.ca(org, ca_id)?.ok_or(CrlError::UnknownCa)?;
     let der = pki::crl_der(body)?;
     let info = pki::check_crl(&der, &ca.der)?;
     let changed = store.crl(org, ca_id)?.as_deref() != Some(der.as_slice());
     if changed {
-        store.set_crl(org, ca_id, &der, &info, now)?;
+        store.set_crl(org, ca_id, &der, &info, now, audit)?;
+    } else if let Some(audit) = audit {
+        store.record_action(org, audit, Some(ca_id))?;
     }
     Ok(Held { info, changed })
 }
@@ -218,7 +222,7 @@ impl CrlFetcher {
         let (store, registry) = (self.store.clone(), self.registry.clone());
         let (org, ca_id) = (org.clone(), ca_id.to_owned());
         tokio::task::spawn_blocking(move || {
-            let held = hold(&store, &org, &ca_id, &body, OffsetDateTime::now_utc())?;
+            let held = hold(&store, &org, &ca_id, &body, OffsetDateTime::now_utc(), None)?;
             if held.changed {
                 registry.publish_org(&org)?;
                 tracing::info!(org = %org, ca_id = %ca_id, entries = held.info.revoked.len(),

@@ -228,6 +228,18 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
             Need::Read,
         ),
         (
+            "GET",
+            format!("{o}/server-certificates/{BOGUS}/chain.pem"),
+            None,
+            Need::Read,
+        ),
+        (
+            "GET",
+            format!("{o}/ca-certificates/{BOGUS}/certificate.pem"),
+            None,
+            Need::Read,
+        ),
+        (
             "DELETE",
             format!("{o}/signing-certificates/{BOGUS}"),
             None,

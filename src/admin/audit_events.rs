@@ -12,7 +12,7 @@ use super::{list_page, AdminState, Paging};
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/audit-events",
+    path = "/orgs/{org}/audit-events",
     tag = "audit-events",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses((status = 200, description = "done", body = ListView<AuditEventView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),

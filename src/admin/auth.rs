@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::{blocking, jwt, AdminState};
 use crate::identity::OrgId;
-use crate::store::{GrantStatus, Role, TokenStatus};
+use crate::store::{Audit, GrantStatus, Role, TokenStatus};
 
 /// Header carrying the reason an operator gives for a change (recorded in the audit event).
 pub const REASON_HEADER: &str = "x-portcullis-reason";
@@ -109,6 +109,24 @@ impl Caller {
         match &self.principal {
             Principal::Admin => ("admin", "admin"),
             Principal::Token { name, role, .. } => (name, role.as_str()),
+        }
+    }
+
+    /// The audit event of `action` by this caller, with the reason of its `X-Portcullis-Reason`
+    /// header; the store method that makes the change records it in the change's transaction.
+    pub fn audit(&self, action: &str) -> Audit {
+        self.audit_because(action, None)
+    }
+
+    /// [`Caller::audit`] with the reason given in the request's body (a signature request's, an
+    /// approval's, a rejection's), which wins over the header's.
+    pub fn audit_because(&self, action: &str, reason: Option<&str>) -> Audit {
+        let (actor, actor_role) = self.actor();
+        Audit {
+            actor: actor.to_owned(),
+            actor_role: actor_role.to_owned(),
+            action: action.to_owned(),
+            reason: reason.map(str::to_owned).or_else(|| self.reason.clone()),
         }
     }
 }

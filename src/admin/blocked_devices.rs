@@ -12,7 +12,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{BlockedDeviceView, ListView};
-use super::{audit, change, list_page, no_content, org_in_path, AdminState, Paging};
+use super::{change, list_page, no_content, org_in_path, AdminState, Paging};
 use crate::identity::Identity;
 use crate::store::{BlockTarget, NewBlock};
 
@@ -21,11 +21,13 @@ const MAX_REASON_LEN: usize = 1000;
 /// Exactly one of `identity`, `fingerprint_sha256`, or `ca_id` with `serial`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BlockedDeviceCreate)]
 pub struct Create {
     identity: Option<String>,
     fingerprint_sha256: Option<String>,
     ca_id: Option<String>,
     serial: Option<String>,
+    #[schema(max_length = 1000)]
     #[serde(default)]
     reason: String,
 }
@@ -80,7 +82,7 @@ fn target(body: &Create) -> Result<BlockTarget, ApiError> {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/blocked-devices",
+    path = "/orgs/{org}/blocked-devices",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -115,20 +117,15 @@ pub async fn create(
                 ));
             }
         }
+        let given = (!reason.is_empty()).then_some(reason.as_str());
+        let audit = caller.audit_because("blocked_device.create", given);
         let new = NewBlock {
             target,
             reason,
             created_by: caller.actor().0.to_owned(),
             created_at: OffsetDateTime::now_utc(),
         };
-        let record = store.insert_blocked(org, &new)?;
-        audit(
-            store,
-            org,
-            &caller,
-            "blocked_device.create",
-            Some(&record.id),
-        );
+        let record = store.insert_blocked(org, &new, &audit)?;
         Ok(record)
     })
     .await?;
@@ -137,7 +134,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/blocked-devices",
+    path = "/orgs/{org}/blocked-devices",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses(
@@ -165,7 +162,7 @@ pub async fn list(
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/blocked-devices/{id}",
+    path = "/orgs/{org}/blocked-devices/{id}",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "entry id")),
     responses(
@@ -182,10 +179,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_blocked(org, &id)? {
+        if !store.delete_blocked(org, &id, &caller.audit("blocked_device.delete"))? {
             return Err(ApiError::NotFound("no such blocklist entry"));
         }
-        audit(store, org, &caller, "blocked_device.delete", Some(&id));
         Ok(())
     })
     .await?;

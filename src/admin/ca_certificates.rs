@@ -14,7 +14,7 @@ use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::server_certificates::decode_base64;
 use super::views::{CaView, CrlView, ListView};
 use super::{
-    audit, change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
+    change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
 use crate::ocsp::OcspMode;
 use crate::pki::{self, PkiError};
@@ -52,7 +52,9 @@ pub struct UploadQuery {
 #[serde(deny_unknown_fields)]
 pub struct UpdateCa {
     active: Option<bool>,
+    #[schema(max_length = 200)]
     alias: Option<String>,
+    #[schema(max_length = 1000)]
     description: Option<String>,
     /// Where the CA's CRL is fetched from (http:// or https://); null stops fetching.
     #[serde(default, deserialize_with = "present")]
@@ -104,6 +106,7 @@ pub struct ListQuery {
     grant_status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -132,7 +135,7 @@ fn single_pem_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, ApiErro
 /// (`application/x-pem-file` PEM, `application/pkix-cert` DER) with `?description=`.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/ca-certificates",
+    path = "/orgs/{org}/ca-certificates",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), UploadQuery),
     request_body(content((UploadJson = "application/json"), (String = "application/x-pem-file"), (Vec<u8> = "application/pkix-cert"))),
@@ -204,14 +207,7 @@ pub async fn create(
             key_passphrase,
             registered_at: now,
         };
-        let record = store.insert_ca(org, &new)?;
-        audit(
-            store,
-            org,
-            &caller,
-            "ca_certificate.create",
-            Some(&record.id),
-        );
+        let record = store.insert_ca(org, &new, &caller.audit("ca_certificate.create"))?;
         Ok(record)
     })
     .await?;
@@ -220,7 +216,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates",
+    path = "/orgs/{org}/ca-certificates",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ListQuery),
     responses((status = 200, description = "done", body = ListView<CaView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -256,7 +252,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = CaView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -281,7 +277,7 @@ pub async fn get(
 /// Deactivating a CA closes the sessions it authenticated (the registry does, on publish).
 #[utoipa::path(
     patch,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = UpdateCa,
@@ -321,10 +317,11 @@ pub async fn update(
     let fetch_crl = matches!(patch.crl_url, Some(Some(_)));
     let fetcher = state.crl_fetcher.clone();
     let record = change(state, org, move |store, org| {
-        let Some(record) = store.update_ca(org, &id, &patch)? else {
+        let Some(record) =
+            store.update_ca(org, &id, &patch, &caller.audit("ca_certificate.update"))?
+        else {
             return Err(ApiError::NotFound(MISSING));
         };
-        audit(store, org, &caller, "ca_certificate.update", Some(&id));
         Ok(record)
     })
     .await?;
@@ -334,9 +331,28 @@ pub async fn update(
     Ok(Json(record.into()))
 }
 
+/// The CA certificate as PEM (never its key, when it was imported with one).
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/ca-certificates/{id}/certificate.pem",
+    tag = "ca-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "the certificate", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
+pub async fn certificate_pem(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| store.ca(org, &id);
+    let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
+    Ok(super::certificates_pem(std::slice::from_ref(&record.der)))
+}
+
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}",
+    path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -350,10 +366,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_ca(org, &id)? {
+        if !store.delete_ca(org, &id, &caller.audit("ca_certificate.delete"))? {
             return Err(ApiError::NotFound(MISSING));
         }
-        audit(store, org, &caller, "ca_certificate.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -366,7 +381,7 @@ pub async fn delete(
 /// revokes fail their handshakes with `certificate_revoked`, and their live sessions are closed.
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl",
+    path = "/orgs/{org}/ca-certificates/{id}/crl",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "CA id")),
     request_body(content((String = "application/x-pem-file"), (Vec<u8> = "application/pkix-crl"))),
@@ -395,8 +410,8 @@ pub async fn put_crl(
     }
     let view = change(state, org, move |store, org| {
         let now = OffsetDateTime::now_utc();
-        let held = crate::crls::hold(store, org, &id, &body, now)?;
-        audit(store, org, &caller, "ca_certificate.crl", Some(&id));
+        let audit = caller.audit("ca_certificate.crl");
+        let held = crate::crls::hold(store, org, &id, &body, now, Some(&audit))?;
         Ok(CrlView::new(held.info, now))
     })
     .await?;
@@ -405,7 +420,7 @@ pub async fn put_crl(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl",
+    path = "/orgs/{org}/ca-certificates/{id}/crl",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "CA id")),
     responses(

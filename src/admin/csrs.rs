@@ -19,13 +19,12 @@ use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::views::{CsrView, ListView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, require_org, AdminState,
-    CertListQuery,
+    change, get_one, list_page, no_content, org_in_path, require_org, AdminState, CertListQuery,
 };
 use crate::identity::OrgId;
 use crate::pki::{self, KeyType, PkiError, ServerNames};
 use crate::store::{
-    CsrRecord, CsrStatus, CsrTransition, NewCsr, NewServerCert, SignatureRequest, Store,
+    Audit, CsrRecord, CsrStatus, CsrTransition, NewCsr, NewServerCert, SignatureRequest, Store,
 };
 
 const MISSING: &str = "no such CSR";
@@ -35,32 +34,41 @@ const MAX_REASON_LEN: usize = 1000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrCreate)]
 pub struct Create {
+    #[schema(min_length = 1, max_length = 64)]
     common_name: String,
+    #[schema(min_items = 1, max_items = 100)]
     dns_names: Vec<String>,
     key_type: KeyType,
+    #[schema(max_length = 200)]
     alias: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrSignatureRequest)]
 pub struct Request {
     self_signed: bool,
     /// `"platform"` or the id of one of the org's CAs imported with its key.
     issuer: Option<String>,
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
 /// `{"certificate_chain": PEM}`: the chain an outside CA signed, leaf first.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrCertificateChain)]
 pub struct ChainJson {
     certificate_chain: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CsrDecision)]
 pub struct Decision {
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
 }
 
@@ -109,7 +117,7 @@ fn valid_names(org: &OrgId, body: &Create) -> Result<(String, Vec<String>), ApiE
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs",
+    path = "/orgs/{org}/csrs",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -143,8 +151,7 @@ pub async fn create(
             key,
             created_at: OffsetDateTime::now_utc(),
         };
-        let record = store.insert_csr(org, &new)?;
-        audit(store, org, &caller, "csr.create", Some(&record.id));
+        let record = store.insert_csr(org, &new, &caller.audit("csr.create"))?;
         Ok(record)
     })
     .await?;
@@ -153,7 +160,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/csrs",
+    path = "/orgs/{org}/csrs",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), CertListQuery),
     responses((status = 200, description = "done", body = ListView<CsrView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -184,7 +191,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/csrs/{id}",
+    path = "/orgs/{org}/csrs/{id}",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = CsrView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -209,7 +216,7 @@ pub async fn get(
 /// The CSR itself (PKCS#10 PEM), to send to an outside CA.
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/csrs/{id}/csr.pem",
+    path = "/orgs/{org}/csrs/{id}/csr.pem",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "the PKCS#10 request", body = String, content_type = "application/pkcs10"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -226,7 +233,7 @@ pub async fn csr_pem(
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/csrs/{id}",
+    path = "/orgs/{org}/csrs/{id}",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -240,10 +247,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_csr(org, &id)? {
+        if !store.delete_csr(org, &id, &caller.audit("csr.delete"))? {
             return Err(ApiError::NotFound(MISSING));
         }
-        audit(store, org, &caller, "csr.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -255,7 +261,7 @@ pub async fn delete(
 /// pass the server certificate checks; it becomes a server certificate with that key.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/certificate",
+    path = "/orgs/{org}/csrs/{id}/certificate",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body(content((String = "application/x-pem-file"), (ChainJson = "application/json"))),
@@ -292,15 +298,15 @@ pub async fn upload_certificate(
             return Err(status_conflict(csr.status));
         }
         let chain = pki::certs_from_pem(&pem)?;
-        let server_certificate = register(store, org, chain, key)?;
+        let created = caller.audit("server_certificate.create");
+        let server_certificate = register(store, org, chain, key, &created)?;
         let transition = CsrTransition::Completed {
             request: None,
             server_certificate,
             decision: None,
         };
-        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
-        audit(store, org, &caller, "csr.certificate_upload", Some(&id));
-        Ok(record)
+        let audit = caller.audit("csr.certificate_upload");
+        transition_csr(store, org, &csr, CsrStatus::Generated, &transition, &audit)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(record.into())))
@@ -310,7 +316,7 @@ pub async fn upload_certificate(
 /// requester's role is one of the org's `approval_required_roles`.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/signature-request",
+    path = "/orgs/{org}/csrs/{id}/signature-request",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Request,
@@ -360,19 +366,22 @@ pub async fn request_signature(
         if needs_approval {
             // The issuer must exist now, not only when an approver signs.
             issuer_of(store, org, request.issuer.as_deref())?;
+            let audit = caller.audit_because("csr.signature_request", Some(&request.reason));
             let transition = CsrTransition::Requested(request);
-            let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
-            audit(store, org, &caller, "csr.signature_request", Some(&id));
+            let record =
+                transition_csr(store, org, &csr, CsrStatus::Generated, &transition, &audit)?;
             return Ok((StatusCode::ACCEPTED, record));
         }
-        let server_certificate = sign(store, org, &csr, key, request.issuer.as_deref())?;
+        let created = caller.audit_because("server_certificate.create", Some(&request.reason));
+        let audit = caller.audit_because("csr.sign", Some(&request.reason));
+        let issuer = request.issuer.as_deref();
+        let server_certificate = sign(store, org, &csr, key, issuer, &created)?;
         let transition = CsrTransition::Completed {
             request: Some(request),
             server_certificate,
             decision: None,
         };
-        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition)?;
-        audit(store, org, &caller, "csr.sign", Some(&id));
+        let record = transition_csr(store, org, &csr, CsrStatus::Generated, &transition, &audit)?;
         Ok((StatusCode::CREATED, record))
     })
     .await?;
@@ -382,7 +391,7 @@ pub async fn request_signature(
 /// An approver other than the requester signs a pending request.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/approve",
+    path = "/orgs/{org}/csrs/{id}/approve",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Decision,
@@ -401,7 +410,7 @@ pub async fn approve(
 /// An approver other than the requester ends a pending request.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/csrs/{id}/reject",
+    path = "/orgs/{org}/csrs/{id}/reject",
     tag = "csrs",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Decision,
@@ -446,19 +455,28 @@ async fn decide(
             });
         }
         let decided_by = caller.actor().0.to_owned();
-        let (transition, action) = if approve {
-            let server_certificate = sign(store, org, &csr, key, request.issuer.as_deref())?;
-            let transition = CsrTransition::Completed {
+        let created = caller.audit_because("server_certificate.create", Some(&reason));
+        let action = if approve { "csr.approve" } else { "csr.reject" };
+        let audit = caller.audit_because(action, Some(&reason));
+        let transition = if approve {
+            let issuer = request.issuer.as_deref();
+            let server_certificate = sign(store, org, &csr, key, issuer, &created)?;
+            CsrTransition::Completed {
                 request: None,
                 server_certificate,
                 decision: Some((decided_by, reason)),
-            };
-            (transition, "csr.approve")
+            }
         } else {
-            (CsrTransition::Rejected { decided_by, reason }, "csr.reject")
+            CsrTransition::Rejected { decided_by, reason }
         };
-        let record = transition_csr(store, org, &csr, CsrStatus::PendingApproval, &transition)?;
-        audit(store, org, &caller, action, Some(&id));
+        let record = transition_csr(
+            store,
+            org,
+            &csr,
+            CsrStatus::PendingApproval,
+            &transition,
+            &audit,
+        )?;
         Ok(record)
     })
     .await?;
@@ -475,9 +493,17 @@ fn transition_csr(
     csr: &CsrRecord,
     from: CsrStatus,
     transition: &CsrTransition,
+    audit: &Audit,
 ) -> Result<CsrRecord, ApiError> {
     store
-        .transition_csr(org, &csr.id, from, transition, OffsetDateTime::now_utc())?
+        .transition_csr(
+            org,
+            &csr.id,
+            from,
+            transition,
+            OffsetDateTime::now_utc(),
+            audit,
+        )?
         .ok_or(ApiError::NotFound(MISSING))
 }
 
@@ -517,6 +543,7 @@ fn sign(
     csr: &CsrRecord,
     key: rustls_pki_types::PrivateKeyDer<'static>,
     issuer: Option<&str>,
+    audit: &Audit,
 ) -> Result<String, ApiError> {
     let signer = issuer_of(store, org, issuer)?;
     // A CA of the org signs under its grant: one use, spent before the signature. The platform
@@ -530,7 +557,7 @@ fn sign(
         dns_names: &csr.dns_names,
     };
     let chain = pki::sign_server_cert(issuer.as_ref(), &names, &key)?;
-    register(store, org, chain, key)
+    register(store, org, chain, key, audit)
 }
 
 /// Checks a chain and key as a server certificate of `org` and registers it (not active).
@@ -539,6 +566,7 @@ pub(super) fn register(
     org: &OrgId,
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     key: rustls_pki_types::PrivateKeyDer<'static>,
+    audit: &Audit,
 ) -> Result<String, ApiError> {
     let now = OffsetDateTime::now_utc();
     let info = pki::check_server_cert(org.as_str(), &chain, &key, now)?;
@@ -550,6 +578,7 @@ pub(super) fn register(
             info,
             registered_at: now,
         },
+        audit,
     )?;
     Ok(record.id)
 }

@@ -23,13 +23,14 @@ pub struct DeviceQuery {
     expires_before: Option<String>,
     /// RFC 3339: seen after.
     seen_after: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/devices",
+    path = "/orgs/{org}/devices",
     tag = "sessions",
     params(("org" = String, Path, description = "organisation id"), DeviceQuery),
     responses(

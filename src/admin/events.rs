@@ -13,11 +13,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::{Caller, Need};
 use super::error::ApiError;
-use super::{org_in_path, AdminState};
+use super::AdminState;
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/events",
+    path = "/orgs/{org}/events",
     tag = "sessions",
     params(("org" = String, Path, description = "organisation id")),
     responses(
@@ -32,8 +32,7 @@ pub async fn stream(
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
-    let org = org_in_path(&org)?;
-    caller.require(&org, Need::Read)?;
+    let org = super::existing_org(&state, &caller, &org, Need::Read).await?;
     let receiver = state.registry.events().subscribe();
     let org = org.as_str().to_owned();
     let events = futures_util::stream::unfold(receiver, move |mut receiver| {

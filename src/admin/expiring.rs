@@ -19,6 +19,7 @@ const MAX_DAYS: i64 = 3650;
 #[into_params(parameter_in = Query)]
 pub struct Window {
     /// Days from now (1–3650, default 30).
+    #[param(minimum = 1, maximum = 3650)]
     within_days: Option<i64>,
 }
 
@@ -41,7 +42,7 @@ pub struct ExpiringList {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/expiring",
+    path = "/orgs/{org}/expiring",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id"), Window),
     responses(

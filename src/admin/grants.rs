@@ -12,7 +12,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{rfc3339, GrantView, ListView};
-use super::{audit, get_one, grant_status_param, list_page, org_in_path, read, AdminState, Paging};
+use super::{get_one, grant_status_param, list_page, org_in_path, read, AdminState, Paging};
 use crate::notify::NotifyError;
 use crate::store::RenewalRefused;
 
@@ -25,12 +25,14 @@ pub const CODE_VALIDITY: time::Duration = time::Duration::minutes(2);
 pub struct ListQuery {
     /// `active`, `warning` or `expired`.
     status: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GrantRenewal)]
 pub struct Renew {
     /// The code the renewal challenge sent.
     code: String,
@@ -47,7 +49,7 @@ pub struct ChallengeView {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/grants",
+    path = "/orgs/{org}/grants",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ListQuery),
     responses((status = 200, description = "done", body = ListView<GrantView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -77,7 +79,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/grants/{id}",
+    path = "/orgs/{org}/grants/{id}",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = GrantView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -103,7 +105,7 @@ pub async fn get(
 /// pending); 409 `no_notification_addresses` when there are none.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/grants/{id}/renewal-challenge",
+    path = "/orgs/{org}/grants/{id}/renewal-challenge",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 201, description = "code sent", body = ChallengeView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -119,12 +121,13 @@ pub async fn challenge(
     let code = new_code()?;
     let hash = sha256(&code);
     let (org_id, grant_id) = (org.clone(), id.clone());
+    let audit = caller.audit("grant.renewal_challenge");
     let (grant, settings, expires_at) = read(state.clone(), move |store| {
         let grant = store.grant(&org_id, &grant_id)?;
         let expires_at = store.clock().now() + CODE_VALIDITY;
         let settings = store.notification_settings(&org_id)?;
         if grant.is_some() && settings.as_ref().is_some_and(|s| !s.emails.is_empty()) {
-            store.open_challenge(&org_id, &grant_id, &hash, expires_at)?;
+            store.open_challenge(&org_id, &grant_id, &hash, expires_at, &audit)?;
         }
         Ok((grant, settings, expires_at))
     })
@@ -146,10 +149,6 @@ pub async fn challenge(
         }
         Err(e) => return Err(ApiError::internal(e)),
     }
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        audit(&store, &org, &caller, "grant.renewal_challenge", Some(&id));
-    });
     Ok((
         StatusCode::CREATED,
         Json(ChallengeView {
@@ -164,7 +163,7 @@ pub async fn challenge(
 /// codes) or `challenge_expired`.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/grants/{id}/renew",
+    path = "/orgs/{org}/grants/{id}/renew",
     tag = "grants",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Renew,
@@ -180,16 +179,14 @@ pub async fn renew(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     let hash = sha256(body.code.trim());
+    let audit = caller.audit("grant.renew");
     let renewed = super::blocking(move || {
         let outcome = state
             .store
-            .renew_grant(&org, &id, &hash, body.key_passphrase.as_deref())?
+            .renew_grant(&org, &id, &hash, body.key_passphrase.as_deref(), &audit)?
             .ok_or(ApiError::NotFound(MISSING))?;
         match outcome {
-            Ok(grant) => {
-                audit(&state.store, &org, &caller, "grant.renew", Some(&id));
-                Ok(grant)
-            }
+            Ok(grant) => Ok(grant),
             Err(RenewalRefused::Invalid) => Err(ApiError::invalid(
                 "challenge_invalid",
                 "the code is wrong, or no renewal challenge is pending (five wrong codes void \

@@ -10,8 +10,10 @@
 //!   `audit_events`: one file per resource; `views`: the JSON each resource shows (never a
 //!   private key, never a token after its creation).
 //!
-//! Every change records an audit event (who, role, what, when, the `X-Portcullis-Reason` header)
-//! right after its transaction commits.
+//! Every change records an audit event (who, role, what, when, and the reason: the one a
+//! signature request, approval or rejection gives in its body, else the `X-Portcullis-Reason`
+//! header) in the change's own transaction: each store method that changes an org's data takes
+//! the [`Audit`](crate::store::Audit) that [`auth::Caller::audit`] makes.
 //!
 //! Handlers run their store work, `pki` checks (PKCS#12 key derivation is deliberately slow) and
 //! the registry publish inside `tokio::task::spawn_blocking`, so a slow upload never stalls the
@@ -24,14 +26,16 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{middleware, Json, Router};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::identity::OrgId;
 use crate::registry::Registry;
-use crate::store::{Cursor, GrantStatus, NewAuditEvent, Page, PageRequest, Store, StoreError};
+use crate::store::{Cursor, GrantStatus, Page, PageRequest, Store, StoreError};
 
 mod audit_events;
 mod auth;
@@ -73,106 +77,8 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    let api = Router::new()
-        .route("/orgs", get(orgs::list).post(orgs::create))
-        .route(
-            "/orgs/{org}",
-            get(orgs::get).patch(orgs::update).delete(orgs::delete),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates",
-            get(ca_certificates::list).post(ca_certificates::create),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates/{id}",
-            get(ca_certificates::get)
-                .patch(ca_certificates::update)
-                .delete(ca_certificates::delete),
-        )
-        .route(
-            "/orgs/{org}/server-certificates",
-            get(server_certificates::list).post(server_certificates::create),
-        )
-        .route(
-            "/orgs/{org}/server-certificates/{id}",
-            get(server_certificates::get).delete(server_certificates::delete),
-        )
-        .route(
-            "/orgs/{org}/active-server-certificate",
-            put(server_certificates::set_active).get(server_certificates::get_active),
-        )
-        .route(
-            "/orgs/{org}/signing-certificates",
-            get(signing_certificates::list).post(signing_certificates::create),
-        )
-        .route(
-            "/orgs/{org}/signing-certificates/{id}",
-            get(signing_certificates::get).delete(signing_certificates::delete),
-        )
-        .route(
-            "/orgs/{org}/signing-certificates/{id}/chain.pem",
-            get(signing_certificates::chain_pem),
-        )
-        .route(
-            "/orgs/{org}/default-signing-certificate",
-            put(signing_certificates::set_default),
-        )
-        .route("/orgs/{org}/tokens", get(tokens::list).post(tokens::create))
-        .route(
-            "/orgs/{org}/tokens/{id}",
-            get(tokens::get)
-                .patch(tokens::update)
-                .delete(tokens::delete),
-        )
-        .route("/orgs/{org}/audit-events", get(audit_events::list))
-        .route(
-            "/orgs/{org}/server-certificates/generate",
-            post(server_certificates::generate),
-        )
-        .route("/orgs/{org}/csrs", get(csrs::list).post(csrs::create))
-        .route("/orgs/{org}/csrs/{id}", get(csrs::get).delete(csrs::delete))
-        .route("/orgs/{org}/csrs/{id}/csr.pem", get(csrs::csr_pem))
-        .route(
-            "/orgs/{org}/csrs/{id}/certificate",
-            post(csrs::upload_certificate),
-        )
-        .route(
-            "/orgs/{org}/csrs/{id}/signature-request",
-            post(csrs::request_signature),
-        )
-        .route("/orgs/{org}/csrs/{id}/approve", post(csrs::approve))
-        .route("/orgs/{org}/csrs/{id}/reject", post(csrs::reject))
-        .route(
-            "/orgs/{org}/blocked-devices",
-            get(blocked_devices::list).post(blocked_devices::create),
-        )
-        .route(
-            "/orgs/{org}/blocked-devices/{id}",
-            axum::routing::delete(blocked_devices::delete),
-        )
-        .route(
-            "/orgs/{org}/ca-certificates/{id}/crl",
-            get(ca_certificates::get_crl).put(ca_certificates::put_crl),
-        )
-        .route("/orgs/{org}/events", get(events::stream))
-        .route("/orgs/{org}/devices", get(devices::list))
-        .route("/orgs/{org}/expiring", get(expiring::list))
-        .route("/orgs/{org}/sessions", get(sessions::list))
-        .route(
-            "/orgs/{org}/sessions/{client_id}",
-            axum::routing::delete(sessions::disconnect),
-        )
-        .route("/orgs/{org}/grants", get(grants::list))
-        .route("/orgs/{org}/grants/{id}", get(grants::get))
-        .route(
-            "/orgs/{org}/grants/{id}/renewal-challenge",
-            post(grants::challenge),
-        )
-        .route("/orgs/{org}/grants/{id}/renew", post(grants::renew))
-        .route(
-            "/orgs/{org}/notification-settings",
-            get(notification_settings::get).put(notification_settings::put),
-        )
+    let (api, openapi) = api();
+    let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -180,7 +86,7 @@ pub fn router(state: AdminState) -> Router {
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
-    let openapi = Arc::new(<openapi::ApiDoc as utoipa::OpenApi>::openapi());
+    let openapi = Arc::new(openapi);
     Router::new()
         .route(
             "/api/v1/openapi.json",
@@ -195,6 +101,75 @@ pub fn router(state: AdminState) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The `/api/v1` routes and their OpenAPI document, from one declaration each: a handler's
+/// `#[utoipa::path]` gives both its route and its operation, so neither can miss the other.
+fn api() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) =
+        OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+            .routes(routes!(orgs::list, orgs::create))
+            .routes(routes!(orgs::get, orgs::update, orgs::delete))
+            .routes(routes!(ca_certificates::list, ca_certificates::create))
+            .routes(routes!(
+                ca_certificates::get,
+                ca_certificates::update,
+                ca_certificates::delete
+            ))
+            .routes(routes!(ca_certificates::certificate_pem))
+            .routes(routes!(ca_certificates::get_crl, ca_certificates::put_crl))
+            .routes(routes!(
+                server_certificates::list,
+                server_certificates::create
+            ))
+            .routes(routes!(server_certificates::generate))
+            .routes(routes!(
+                server_certificates::get,
+                server_certificates::delete
+            ))
+            .routes(routes!(server_certificates::chain_pem))
+            .routes(routes!(
+                server_certificates::get_active,
+                server_certificates::set_active
+            ))
+            .routes(routes!(
+                signing_certificates::list,
+                signing_certificates::create
+            ))
+            .routes(routes!(
+                signing_certificates::get,
+                signing_certificates::delete
+            ))
+            .routes(routes!(signing_certificates::chain_pem))
+            .routes(routes!(signing_certificates::set_default))
+            .routes(routes!(tokens::list, tokens::create))
+            .routes(routes!(tokens::get, tokens::update, tokens::delete))
+            .routes(routes!(audit_events::list))
+            .routes(routes!(csrs::list, csrs::create))
+            .routes(routes!(csrs::get, csrs::delete))
+            .routes(routes!(csrs::csr_pem))
+            .routes(routes!(csrs::upload_certificate))
+            .routes(routes!(csrs::request_signature))
+            .routes(routes!(csrs::approve))
+            .routes(routes!(csrs::reject))
+            .routes(routes!(blocked_devices::list, blocked_devices::create))
+            .routes(routes!(blocked_devices::delete))
+            .routes(routes!(events::stream))
+            .routes(routes!(devices::list))
+            .routes(routes!(expiring::list))
+            .routes(routes!(sessions::list))
+            .routes(routes!(sessions::disconnect))
+            .routes(routes!(grants::list))
+            .routes(routes!(grants::get))
+            .routes(routes!(grants::challenge))
+            .routes(routes!(grants::renew))
+            .routes(routes!(
+                notification_settings::get,
+                notification_settings::put
+            ))
+            .split_for_parts();
+    openapi::finish(&mut document);
+    (router, document)
 }
 
 async fn healthz() -> &'static str {
@@ -323,12 +298,14 @@ fn grant_status_param(value: Option<&str>) -> Result<Option<GrantStatus>, ApiErr
 #[into_params(parameter_in = Query)]
 struct CertListQuery {
     alias: Option<String>,
-    /// `active`, `warning` or `expired`: of the access grant on the certificate's key (CA and
-    /// signing certificates only).
+    /// `active`, `warning` or `expired`: of the access grant on the certificate's key. Signing
+    /// certificates only (their operation documents it); the others refuse it.
+    #[param(ignore)]
     grant_status: Option<String>,
     registered_after: Option<String>,
     registered_before: Option<String>,
     status: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -375,6 +352,7 @@ impl CertListQuery {
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Paging {
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -412,12 +390,26 @@ where
     R: Send + 'static,
     V: From<R>,
 {
+    let record = find_one(state, caller, org, need, missing, get).await?;
+    Ok(Json(V::from(record)))
+}
+
+/// [`get_one`]'s record itself, for an answer other than its JSON view.
+async fn find_one<R>(
+    state: AdminState,
+    caller: &auth::Caller,
+    org: &str,
+    need: auth::Need,
+    missing: &'static str,
+    get: impl FnOnce(&Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
+) -> Result<R, ApiError>
+where
+    R: Send + 'static,
+{
     let org = org_in_path(org)?;
     caller.require(&org, need)?;
     let record = read(state, move |store| get(store, &org)).await?;
-    record
-        .map(|r| Json(V::from(r)))
-        .ok_or(ApiError::NotFound(missing))
+    record.ok_or(ApiError::NotFound(missing))
 }
 
 const MAX_ALIAS_LEN: usize = 200;
@@ -445,31 +437,6 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(essence.to_ascii_lowercase())
 }
 
-/// Records the audit event of a committed change to `org` by `caller`, and logs it. A failure is
-/// logged, not returned: the change itself is saved and must still be published.
-fn audit(
-    store: &Store,
-    org: &OrgId,
-    caller: &auth::Caller,
-    action: &'static str,
-    target: Option<&str>,
-) {
-    let (actor, actor_role) = caller.actor();
-    tracing::info!(who = actor, role = actor_role, what = action, org = %org,
-        target = target.unwrap_or_default(), "admin change");
-    let event = NewAuditEvent {
-        at: OffsetDateTime::now_utc(),
-        actor: actor.to_owned(),
-        actor_role: actor_role.to_owned(),
-        action: action.to_owned(),
-        target: target.map(str::to_owned),
-        reason: caller.reason.clone(),
-    };
-    if let Err(error) = store.insert_audit_event(org, &event) {
-        tracing::error!(%error, what = action, org = %org, "audit event not recorded");
-    }
-}
-
 /// Fails with 404 unless `org` exists: an upload to an unknown org is refused before any
 /// certificate check.
 fn require_org(store: &Store, org: &OrgId) -> Result<(), ApiError> {
@@ -477,6 +444,22 @@ fn require_org(store: &Store, org: &OrgId) -> Result<(), ApiError> {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound("no such organisation")),
     }
+}
+
+/// The org of a path, for a caller allowed `need` there; 404 when it does not exist, as every
+/// org-scoped endpoint answers (those that read no table of the store check it here).
+async fn existing_org(
+    state: &AdminState,
+    caller: &auth::Caller,
+    org: &str,
+    need: auth::Need,
+) -> Result<OrgId, ApiError> {
+    let org = org_in_path(org)?;
+    caller.require(&org, need)?;
+    let found = org.clone();
+    let store = state.store.clone();
+    blocking(move || require_org(&store, &found)).await?;
+    Ok(org)
 }
 
 /// An org id from a path: one that cannot exist is simply not found.
@@ -508,6 +491,19 @@ fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest,
         })?),
     };
     Ok(PageRequest { limit, cursor })
+}
+
+/// Certificates as an `application/x-pem-file` body, in order: what the download endpoints
+/// answer (certificates only, never a key).
+fn certificates_pem(certs: &[rustls_pki_types::CertificateDer<'_>]) -> impl IntoResponse {
+    let blocks: Vec<pem::Pem> = certs
+        .iter()
+        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        pem::encode_many(&blocks),
+    )
 }
 
 /// 204 No Content.

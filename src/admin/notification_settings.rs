@@ -12,7 +12,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::views::NotificationSettingsView;
-use super::{audit, change, get_one, org_in_path, AdminState};
+use super::{change, get_one, org_in_path, AdminState};
 use crate::store::NotificationSettings;
 
 const MAX_EMAILS: usize = 20;
@@ -20,12 +20,15 @@ const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NotificationSettingsUpdate)]
 pub struct Settings {
+    #[schema(max_items = 20)]
     #[serde(default)]
     emails: Vec<String>,
     /// `http://` or `https://`.
     webhook_url: Option<String>,
     /// At least 16 characters; required with `webhook_url`.
+    #[schema(min_length = 16)]
     webhook_secret: Option<String>,
 }
 
@@ -79,7 +82,7 @@ fn validate(body: Settings) -> Result<NotificationSettings, ApiError> {
 
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/notification-settings",
+    path = "/orgs/{org}/notification-settings",
     tag = "notifications",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Settings,
@@ -103,8 +106,9 @@ pub async fn put(
         if held.emails != settings.emails {
             caller.require(org, Need::Admin)?;
         }
-        store.set_notification_settings(org, &settings, time::OffsetDateTime::now_utc())?;
-        audit(store, org, &caller, "notification_settings.update", None);
+        let audit = caller.audit("notification_settings.update");
+        let now = time::OffsetDateTime::now_utc();
+        store.set_notification_settings(org, &settings, now, &audit)?;
         Ok(settings)
     })
     .await?;
@@ -115,7 +119,7 @@ pub async fn put(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/notification-settings",
+    path = "/orgs/{org}/notification-settings",
     tag = "notifications",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 200, description = "done (empty when never set)", body = NotificationSettingsView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::signing_certificates::generate;
 use super::views::{ListView, OrgView};
-use super::{audit, change, no_content, org_in_path, page_request, read, AdminState};
+use super::{change, no_content, org_in_path, page_request, read, AdminState};
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::store::{NewOrg, OrgPatch, Role};
@@ -22,7 +22,10 @@ const MAX_NAME_LEN: usize = 200;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
+    /// Lower-case letters, digits and inner hyphens, at most 32: a DNS label of the org's names.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$", max_length = 32)]
     id: String,
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[serde(default)]
     topic_policy: TopicPolicy,
@@ -31,6 +34,7 @@ pub struct CreateOrg {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     topic_policy: Option<TopicPolicy>,
     approval_required_roles: Option<Vec<Role>>,
@@ -39,6 +43,7 @@ pub struct UpdateOrg {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -59,7 +64,7 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 /// default), in one transaction.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs",
+    path = "/orgs",
     tag = "orgs",
     request_body = CreateOrg,
     responses((status = 201, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -82,8 +87,7 @@ pub async fn create(
     };
     let org = change(state, new.id.clone(), move |store, org| {
         let signing = generate(store, org, None)?;
-        let record = store.create_org(&new, Some(&signing))?;
-        audit(store, org, &caller, "org.create", Some(org.as_str()));
+        let record = store.create_org(&new, Some(&signing), &caller.audit("org.create"))?;
         Ok(record)
     })
     .await?;
@@ -92,7 +96,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs",
+    path = "/orgs",
     tag = "orgs",
     params(ListQuery),
     responses((status = 200, description = "done", body = ListView<OrgView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -111,7 +115,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}",
+    path = "/orgs/{org}",
     tag = "orgs",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 200, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -133,7 +137,7 @@ pub async fn get(
 /// Admin only: `approval_required_roles` decides whose signature requests wait for approval.
 #[utoipa::path(
     patch,
-    path = "/api/v1/orgs/{org}",
+    path = "/orgs/{org}",
     tag = "orgs",
     params(("org" = String, Path, description = "organisation id")),
     request_body = UpdateOrg,
@@ -154,10 +158,9 @@ pub async fn update(
         approval_required_roles: body.approval_required_roles,
     };
     let record = change(state, org, move |store, org| {
-        let Some(record) = store.update_org(org, &patch)? else {
+        let Some(record) = store.update_org(org, &patch, &caller.audit("org.update"))? else {
             return Err(ApiError::NotFound("no such organisation"));
         };
-        audit(store, org, &caller, "org.update", Some(org.as_str()));
         Ok(record)
     })
     .await?;
@@ -167,7 +170,7 @@ pub async fn update(
 /// Deletes the org with its certificates; publishing it closes its live sessions.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}",
+    path = "/orgs/{org}",
     tag = "orgs",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -181,10 +184,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     change(state, org, move |store, org| {
-        if !store.delete_org(org)? {
+        if !store.delete_org(org, &caller.audit("org.delete"))? {
             return Err(ApiError::NotFound("no such organisation"));
         }
-        audit(store, org, &caller, "org.delete", Some(org.as_str()));
         Ok(())
     })
     .await?;

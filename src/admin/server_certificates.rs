@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, ServerCertView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
+    change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
     CertListQuery,
 };
 use crate::pki::{self, PkiError};
@@ -25,6 +25,7 @@ const MISSING: &str = "no such server certificate";
 /// `{"certificate_chain", "private_key", "passphrase"?}` or `{"pkcs12", "password"}`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServerCertificateUpload)]
 pub struct Upload {
     certificate_chain: Option<String>,
     private_key: Option<String>,
@@ -36,7 +37,9 @@ pub struct Upload {
 /// `{"id": "<id>"}` or `{"id": null}` (the platform default); `id` must be present.
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ActiveServerCertificate)]
 pub struct Active {
+    #[schema(required = true)]
     #[serde(deserialize_with = "Option::deserialize")]
     id: Option<String>,
 }
@@ -53,7 +56,7 @@ pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/server-certificates",
+    path = "/orgs/{org}/server-certificates",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Upload,
@@ -111,14 +114,8 @@ pub async fn create(
             info,
             registered_at: now,
         };
-        let record = store.insert_server_cert(org, &new)?;
-        audit(
-            store,
-            org,
-            &caller,
-            "server_certificate.create",
-            Some(&record.id),
-        );
+        let record =
+            store.insert_server_cert(org, &new, &caller.audit("server_certificate.create"))?;
         Ok(record)
     })
     .await?;
@@ -129,6 +126,7 @@ pub async fn create(
 /// platform CA over a new key, so clients that trust `platform-ca.pem` connect without warnings.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServerCertificateGenerate)]
 pub struct Generate {
     dns_name: String,
     key_type: pki::KeyType,
@@ -136,7 +134,7 @@ pub struct Generate {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/server-certificates/generate",
+    path = "/orgs/{org}/server-certificates/generate",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Generate,
@@ -183,14 +181,13 @@ pub async fn generate(
             dns_names: &dns_names,
         };
         let chain = pki::sign_server_cert(Some(&platform), &names, &key)?;
-        let id = super::csrs::register(store, org, chain, key)?;
-        audit(
+        let id = super::csrs::register(
             store,
             org,
-            &caller,
-            "server_certificate.generate",
-            Some(&id),
-        );
+            chain,
+            key,
+            &caller.audit("server_certificate.generate"),
+        )?;
         store
             .server_cert(org, &id)?
             .ok_or_else(|| ApiError::internal("a generated server certificate vanished"))
@@ -201,7 +198,7 @@ pub async fn generate(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/server-certificates",
+    path = "/orgs/{org}/server-certificates",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), CertListQuery),
     responses((status = 200, description = "done", body = ListView<ServerCertView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -227,7 +224,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/server-certificates/{id}",
+    path = "/orgs/{org}/server-certificates/{id}",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = ServerCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -249,10 +246,32 @@ pub async fn get(
     .await
 }
 
+/// The chain as PEM, leaf first, as it is served in handshakes (never its key): uploaded,
+/// generated or signed for a CSR alike.
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/server-certificates/{id}/chain.pem",
+    tag = "server-certificates",
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    responses((status = 200, description = "the chain, leaf first", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    security(("bearer" = []))
+)]
+pub async fn chain_pem(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| {
+        store.server_cert(org, &id)
+    };
+    let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
+    Ok(super::certificates_pem(&record.chain))
+}
+
 /// 409 `certificate_active` for the active one: activate another (or null) first.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/server-certificates/{id}",
+    path = "/orgs/{org}/server-certificates/{id}",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -266,10 +285,9 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     change(state, org, move |store, org| {
-        if !store.delete_server_cert(org, &id)? {
+        if !store.delete_server_cert(org, &id, &caller.audit("server_certificate.delete"))? {
             return Err(ApiError::NotFound(MISSING));
         }
-        audit(store, org, &caller, "server_certificate.delete", Some(&id));
         Ok(())
     })
     .await?;
@@ -278,7 +296,7 @@ pub async fn delete(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/active-server-certificate",
+    path = "/orgs/{org}/active-server-certificate",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     responses((status = 200, description = "done", body = Active), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -297,7 +315,7 @@ pub async fn get_active(
 
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/active-server-certificate",
+    path = "/orgs/{org}/active-server-certificate",
     tag = "server-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Active,
@@ -314,17 +332,13 @@ pub async fn set_active(
     caller.require(&org, Need::Manage)?;
     let id = body.id;
     let id = change(state, org, move |store, org| {
-        if !store.set_active_server_cert(org, id.as_deref())? {
+        if !store.set_active_server_cert(
+            org,
+            id.as_deref(),
+            &caller.audit("server_certificate.activate"),
+        )? {
             return Err(ApiError::NotFound(MISSING));
         }
-        let target = id.as_deref().unwrap_or("platform-default");
-        audit(
-            store,
-            org,
-            &caller,
-            "server_certificate.activate",
-            Some(target),
-        );
         Ok(id)
     })
     .await?;

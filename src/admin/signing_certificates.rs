@@ -3,8 +3,7 @@
 //! role of the org (clients verify tokens with the served chain); changes are the admin's.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -15,8 +14,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::server_certificates::decode_base64;
 use super::views::{ListView, SigningCertView};
 use super::{
-    audit, change, get_one, list_page, no_content, org_in_path, read, require_org, AdminState,
-    CertListQuery,
+    change, get_one, list_page, no_content, org_in_path, require_org, AdminState, CertListQuery,
 };
 use crate::identity::OrgId;
 use crate::pki::{self, PkiError};
@@ -28,6 +26,7 @@ const MISSING: &str = "no such signing certificate";
 /// `"password"` it imports one. `default` (false unless the org has none) makes it the default.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SigningCertificateCreate)]
 pub struct Create {
     alias: Option<String>,
     #[serde(default)]
@@ -38,6 +37,7 @@ pub struct Create {
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DefaultSigningCertificate)]
 pub struct Default {
     id: String,
 }
@@ -66,7 +66,7 @@ pub(super) fn generate(
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/signing-certificates",
+    path = "/orgs/{org}/signing-certificates",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -108,14 +108,12 @@ pub async fn create(
                 return Err(ApiError::Malformed("password without pkcs12".into()));
             }
         };
-        let record = store.insert_signing_cert(org, &new, body.default)?;
-        audit(
-            store,
+        let record = store.insert_signing_cert(
             org,
-            &caller,
-            "signing_certificate.create",
-            Some(&record.id),
-        );
+            &new,
+            body.default,
+            &caller.audit("signing_certificate.create"),
+        )?;
         Ok(record)
     })
     .await?;
@@ -124,9 +122,13 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/signing-certificates",
+    path = "/orgs/{org}/signing-certificates",
     tag = "signing-certificates",
-    params(("org" = String, Path, description = "organisation id"), CertListQuery),
+    params(
+        ("org" = String, Path, description = "organisation id"),
+        CertListQuery,
+        ("grant_status" = Option<String>, Query, description = "`active`, `warning` or `expired`: of the access grant on the certificate's key")
+    ),
     responses((status = 200, description = "done", body = ListView<SigningCertView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
     security(("bearer" = []))
 )]
@@ -150,7 +152,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/signing-certificates/{id}",
+    path = "/orgs/{org}/signing-certificates/{id}",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = SigningCertView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -175,7 +177,7 @@ pub async fn get(
 /// The chain as PEM, leaf first: what verifies the org's tokens.
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/signing-certificates/{id}/chain.pem",
+    path = "/orgs/{org}/signing-certificates/{id}/chain.pem",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "the chain, leaf first", body = String, content_type = "application/x-pem-file"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -185,26 +187,17 @@ pub async fn chain_pem(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
-    let org = org_in_path(&org)?;
-    caller.require(&org, Need::Read)?;
-    let record = read(state, move |store| store.signing_cert(&org, &id))
-        .await?
-        .ok_or(ApiError::NotFound(MISSING))?;
-    let blocks: Vec<pem::Pem> = record
-        .chain
-        .iter()
-        .map(|c| pem::Pem::new("CERTIFICATE", c.as_ref().to_vec()))
-        .collect();
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-pem-file")],
-        pem::encode_many(&blocks),
-    ))
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| {
+        store.signing_cert(org, &id)
+    };
+    let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
+    Ok(super::certificates_pem(&record.chain))
 }
 
 #[utoipa::path(
     put,
-    path = "/api/v1/orgs/{org}/default-signing-certificate",
+    path = "/orgs/{org}/default-signing-certificate",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Default,
@@ -220,16 +213,14 @@ pub async fn set_default(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     let record = change(state, org, move |store, org| {
-        let Some(record) = store.set_default_signing_cert(org, &body.id)? else {
+        let Some(record) = store.set_default_signing_cert(
+            org,
+            &body.id,
+            &caller.audit("signing_certificate.set_default"),
+        )?
+        else {
             return Err(ApiError::NotFound(MISSING));
         };
-        audit(
-            store,
-            org,
-            &caller,
-            "signing_certificate.set_default",
-            Some(&body.id),
-        );
         Ok(record)
     })
     .await?;
@@ -239,7 +230,7 @@ pub async fn set_default(
 /// Deletes it and revokes every token it signed; 409 for the default.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/signing-certificates/{id}",
+    path = "/orgs/{org}/signing-certificates/{id}",
     tag = "signing-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -253,11 +244,10 @@ pub async fn delete(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     change(state, org, move |store, org| {
-        match store.delete_signing_cert(org, &id)? {
+        match store.delete_signing_cert(org, &id, &caller.audit("signing_certificate.delete"))? {
             SigningCertDeleted::NotFound => Err(ApiError::NotFound(MISSING)),
             SigningCertDeleted::Deleted { tokens_revoked } => {
                 tracing::info!(org = %org, id = %id, tokens_revoked, "signing certificate deleted");
-                audit(store, org, &caller, "signing_certificate.delete", Some(&id));
                 Ok(())
             }
         }

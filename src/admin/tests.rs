@@ -18,7 +18,7 @@ use super::*;
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
-use crate::store::{CaPatch, MasterKey, NewCa, NewOrg, NewServerCert};
+use crate::store::{Audit, CaPatch, MasterKey, NewCa, NewOrg, NewServerCert};
 
 const TOKEN: &str = "test-admin-token";
 const T0: OffsetDateTime = datetime!(2025-01-01 00:00:00 UTC);
@@ -80,6 +80,11 @@ fn harness() -> Harness {
     }
 }
 
+/// The audit event of a change made by a test.
+fn test_audit() -> Audit {
+    Audit::by("test", "admin", "test.change")
+}
+
 fn org(s: &str) -> OrgId {
     OrgId::parse(s).unwrap()
 }
@@ -95,6 +100,7 @@ impl Harness {
                     created_at,
                 },
                 None,
+                &test_audit(),
             )
             .unwrap();
     }
@@ -111,6 +117,7 @@ impl Harness {
                     key: None,
                     key_passphrase: None,
                 },
+                &test_audit(),
             )
             .unwrap()
             .id
@@ -131,6 +138,7 @@ impl Harness {
                     info,
                     registered_at: T0 + Duration::seconds(i64::from(n)),
                 },
+                &test_audit(),
             )
             .unwrap()
             .id
@@ -523,6 +531,7 @@ async fn ca_list_get_and_filters() {
                 active: Some(false),
                 ..CaPatch::default()
             },
+            &test_audit(),
         )
         .unwrap();
 
@@ -719,7 +728,7 @@ async fn server_certificates_read_and_refusals() {
 
     // The active one cannot be deleted.
     h.store
-        .set_active_server_cert(&org("acme"), Some(&c2))
+        .set_active_server_cert(&org("acme"), Some(&c2), &test_audit())
         .unwrap();
     let (_, body) = h.get(active_uri).await;
     assert_eq!(body, json!({"id": c2}));

@@ -11,9 +11,7 @@ use super::auth::{Caller, Need};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, TokenView};
-use super::{
-    audit, blocking, get_one, jwt, list_page, no_content, org_in_path, AdminState, Paging,
-};
+use super::{blocking, get_one, jwt, list_page, no_content, org_in_path, AdminState, Paging};
 use crate::store::{GrantStatus, NewToken, Role, StoreError, TokenPatch, TokenStatus};
 
 const MAX_NAME_LEN: usize = 200;
@@ -24,15 +22,20 @@ const MAX_TTL_SECONDS: i64 = 366 * 24 * 3600;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TokenCreate)]
 pub struct Create {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     role: Role,
+    #[schema(minimum = 60, maximum = 31622400)]
     ttl_seconds: i64,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TokenUpdate)]
 pub struct Update {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     /// `active` or `suspended`; revoking is `DELETE`.
     status: Option<TokenStatus>,
@@ -62,7 +65,7 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 /// when it has none, 422 `ttl_exceeds_signing_certificate` when the token would outlive it.
 #[utoipa::path(
     post,
-    path = "/api/v1/orgs/{org}/tokens",
+    path = "/orgs/{org}/tokens",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id")),
     request_body = Create,
@@ -111,6 +114,7 @@ pub async fn create(
                 created_at: now,
                 expires_at,
             },
+            &caller.audit("token.create"),
         )?;
         let claims = jwt::Claims {
             iss: jwt::ISSUER.into(),
@@ -124,7 +128,6 @@ pub async fn create(
         };
         let token =
             jwt::sign(&claims, &signing.id, &signing.chain, &key).map_err(ApiError::internal)?;
-        audit(store, &org, &caller, "token.create", Some(&record.id));
         Ok(Created {
             token,
             resource: record.into(),
@@ -136,7 +139,7 @@ pub async fn create(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/tokens",
+    path = "/orgs/{org}/tokens",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses((status = 200, description = "done", body = ListView<TokenView>), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -161,7 +164,7 @@ pub async fn list(
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orgs/{org}/tokens/{id}",
+    path = "/orgs/{org}/tokens/{id}",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 200, description = "done", body = TokenView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -186,7 +189,7 @@ pub async fn get(
 /// Renames, suspends or reactivates a token; 409 `token_revoked` for a revoked one.
 #[utoipa::path(
     patch,
-    path = "/api/v1/orgs/{org}/tokens/{id}",
+    path = "/orgs/{org}/tokens/{id}",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     request_body = Update,
@@ -225,10 +228,13 @@ pub async fn update(
                 }
             }
         }
-        let Some(record) = state.store.update_token(&org, &id, &patch)? else {
+        let Some(record) =
+            state
+                .store
+                .update_token(&org, &id, &patch, &caller.audit("token.update"))?
+        else {
             return Err(ApiError::NotFound(MISSING));
         };
-        audit(&state.store, &org, &caller, "token.update", Some(&id));
         Ok(record)
     })
     .await?;
@@ -238,7 +244,7 @@ pub async fn update(
 /// Revokes a token for good (it stays listed as `revoked`); revoking it again changes nothing.
 #[utoipa::path(
     delete,
-    path = "/api/v1/orgs/{org}/tokens/{id}",
+    path = "/orgs/{org}/tokens/{id}",
     tag = "tokens",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
     responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
@@ -256,11 +262,11 @@ pub async fn delete(
             name: None,
             status: Some(TokenStatus::Revoked),
         };
-        match state.store.update_token(&org, &id, &patch) {
-            Ok(Some(_)) => {
-                audit(&state.store, &org, &caller, "token.revoke", Some(&id));
-                Ok(())
-            }
+        match state
+            .store
+            .update_token(&org, &id, &patch, &caller.audit("token.revoke"))
+        {
+            Ok(Some(_)) => Ok(()),
             Ok(None) => Err(ApiError::NotFound(MISSING)),
             Err(StoreError::TokenRevoked) => Ok(()),
             Err(other) => Err(other.into()),

@@ -1,11 +1,11 @@
 //! Queries on `audit_events`: who changed what, when and why.
 
-use rusqlite::{params, Row};
+use rusqlite::{params, Connection, Row};
 use time::OffsetDateTime;
 
 use super::{
-    from_micros, new_id, records, to_micros, truncate_to_micros, Page, PageRequest, Store,
-    StoreError,
+    from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
+    Store, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -24,15 +24,61 @@ pub struct AuditEvent {
     pub reason: Option<String>,
 }
 
-/// An event about to be recorded.
+/// Who makes a change, what the change is and why: every store method that makes an operator's
+/// change takes one, and records it as an audit event inside the change's own transaction, so a
+/// change never commits without its record (nor a record without its change). The store fills
+/// in the time and the target (the id of what changed, which it knows, even when it makes it).
 #[derive(Debug, Clone)]
-pub struct NewAuditEvent {
-    pub at: OffsetDateTime,
+pub struct Audit {
+    /// "admin" (the bootstrap token) or an org token's name.
     pub actor: String,
+    /// "admin" or the org token's role.
     pub actor_role: String,
+    /// `<resource>.<verb>`, e.g. `ca_certificate.create`.
     pub action: String,
-    pub target: Option<String>,
     pub reason: Option<String>,
+}
+
+impl Audit {
+    /// The event of `action` by `actor` in `actor_role`, without a reason.
+    pub fn by(actor: &str, actor_role: &str, action: &str) -> Audit {
+        Audit {
+            actor: actor.to_owned(),
+            actor_role: actor_role.to_owned(),
+            action: action.to_owned(),
+            reason: None,
+        }
+    }
+
+    /// Writes the event about `target` of `org` on `conn`, which is the change's open
+    /// transaction: it commits or rolls back with the change.
+    pub(super) fn record(
+        &self,
+        conn: &Connection,
+        org: &OrgId,
+        target: Option<&str>,
+    ) -> Result<(), StoreError> {
+        tracing::info!(who = self.actor, role = self.actor_role, what = self.action, org = %org,
+            target = target.unwrap_or_default(), "admin change");
+        let at = truncate_to_micros(OffsetDateTime::now_utc())?;
+        let id = new_id(at)?;
+        conn.execute(
+            &format!(
+                "INSERT INTO audit_events (org, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                org.as_str(),
+                id,
+                to_micros(at),
+                self.actor,
+                self.actor_role,
+                self.action,
+                target,
+                self.reason,
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 const COLUMNS: &str = "id, at, actor, actor_role, action, target, reason";
@@ -75,39 +121,16 @@ impl AuditRow {
 }
 
 impl Store {
-    /// Records an event of `org` (which need not exist any more: its deletion is an event).
-    pub fn insert_audit_event(
+    /// Records an action on `org` that changes nothing in the store (a device disconnected, a
+    /// renewal code sent), in a transaction of its own. A change to stored data records its event
+    /// through the method that makes it instead.
+    pub fn record_action(
         &self,
         org: &OrgId,
-        new: &NewAuditEvent,
-    ) -> Result<AuditEvent, StoreError> {
-        let at = truncate_to_micros(new.at)?;
-        let id = new_id(at)?;
-        self.conn().execute(
-            &format!(
-                "INSERT INTO audit_events (org, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params![
-                org.as_str(),
-                id,
-                to_micros(at),
-                new.actor,
-                new.actor_role,
-                new.action,
-                new.target,
-                new.reason,
-            ],
-        )?;
-        Ok(AuditEvent {
-            id,
-            org: org.clone(),
-            at,
-            actor: new.actor.clone(),
-            actor_role: new.actor_role.clone(),
-            action: new.action.clone(),
-            target: new.target.clone(),
-            reason: new.reason.clone(),
-        })
+        audit: &Audit,
+        target: Option<&str>,
+    ) -> Result<(), StoreError> {
+        audit.record(&self.conn(), org, target)
     }
 
     /// The org's events, oldest first.
@@ -118,6 +141,7 @@ impl Store {
     ) -> Result<Page<AuditEvent>, StoreError> {
         let (after_micros, after_id) = page.after();
         let conn = self.conn();
+        require_org(&conn, org)?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM audit_events
              WHERE org = ?1 AND (at, id) > (?2, ?3)

@@ -3,6 +3,7 @@
 use rusqlite::{params, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::Audit;
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
     Store, StoreError,
@@ -100,7 +101,12 @@ pub(super) fn all_blocked(
 }
 
 impl Store {
-    pub fn insert_blocked(&self, org: &OrgId, new: &NewBlock) -> Result<BlockedDevice, StoreError> {
+    pub fn insert_blocked(
+        &self,
+        org: &OrgId,
+        new: &NewBlock,
+        audit: &Audit,
+    ) -> Result<BlockedDevice, StoreError> {
         let created_at = truncate_to_micros(new.created_at)?;
         let id = new_id(created_at)?;
         let (identity, fingerprint, ca_id, serial) = match &new.target {
@@ -127,6 +133,7 @@ impl Store {
                 to_micros(created_at)
             ],
         )?;
+        audit.record(&tx, org, Some(&id))?;
         tx.commit()?;
         Ok(BlockedDevice {
             id,
@@ -164,7 +171,7 @@ impl Store {
     }
 
     /// `false` when the org has no such entry.
-    pub fn delete_blocked(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_blocked(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
@@ -172,6 +179,9 @@ impl Store {
             "DELETE FROM blocked_devices WHERE org = ?1 AND id = ?2",
             params![org.as_str(), id],
         )?;
+        if deleted > 0 {
+            audit.record(&tx, org, Some(id))?;
+        }
         tx.commit()?;
         Ok(deleted > 0)
     }

@@ -9,6 +9,7 @@ use crate::pki::Issuer;
 use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
 use super::grants::{insert_grant, GrantHolder};
+use super::Audit;
 use super::{
     from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros,
     unique_or, CaFilter, CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
@@ -113,7 +114,12 @@ pub(super) fn active_cas(
 impl Store {
     /// Registers a CA certificate, active. `UnknownOrg`, or `DuplicateCertificate` when the org
     /// already has one with the same fingerprint.
-    pub fn insert_ca(&self, org: &OrgId, new: &NewCa) -> Result<CaRecord, StoreError> {
+    pub fn insert_ca(
+        &self,
+        org: &OrgId,
+        new: &NewCa,
+        audit: &Audit,
+    ) -> Result<CaRecord, StoreError> {
         let registered_at = truncate_to_micros(new.registered_at)?;
         let id = new_id(registered_at)?;
         let mut conn = self.conn();
@@ -152,6 +158,7 @@ impl Store {
         let mut record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;
         record.grant = self.grant_on(&tx, &id)?;
+        audit.record(&tx, org, Some(&id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -241,6 +248,7 @@ impl Store {
         org: &OrgId,
         id: &str,
         patch: &CaPatch,
+        audit: &Audit,
     ) -> Result<Option<CaRecord>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -273,6 +281,7 @@ impl Store {
         if let Some(record) = &mut record {
             record.grant = self.grant_on(&tx, id)?;
         }
+        audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -295,7 +304,7 @@ impl Store {
     }
 
     /// `UnknownOrg`, or `false` when the org has no such CA.
-    pub fn delete_ca(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_ca(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
@@ -303,6 +312,9 @@ impl Store {
             "DELETE FROM ca_certificates WHERE org = ?1 AND id = ?2",
             params![org.as_str(), id],
         )?;
+        if deleted > 0 {
+            audit.record(&tx, org, Some(id))?;
+        }
         tx.commit()?;
         Ok(deleted > 0)
     }

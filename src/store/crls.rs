@@ -3,6 +3,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::Audit;
 use super::{records, require_org, to_micros, Store, StoreError};
 use crate::identity::OrgId;
 use crate::pki::CrlInfo;
@@ -26,7 +27,9 @@ pub(super) fn active_crls(
 
 impl Store {
     /// Holds `der` as the CRL of the org's CA `ca_id`; `CrlOlder` when the CRL held was issued
-    /// later (a CRL of the same `thisUpdate` replaces it).
+    /// later (a CRL of the same `thisUpdate` replaces it). `audit` is the operator's upload, in
+    /// the same transaction; a CRL fetched from the CA's `crl_url` (`None`) changes nothing an
+    /// operator did, and has no audit event.
     pub fn set_crl(
         &self,
         org: &OrgId,
@@ -34,6 +37,7 @@ impl Store {
         der: &[u8],
         info: &CrlInfo,
         now: OffsetDateTime,
+        audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -64,6 +68,9 @@ impl Store {
                 to_micros(now),
             ],
         )?;
+        if let Some(audit) = audit {
+            audit.record(&tx, org, Some(ca_id))?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -8,6 +8,7 @@ use super::filter::{ListFilter, Where};
 use rustls_pki_types::PrivateKeyDer;
 use time::OffsetDateTime;
 
+use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest, Store,
     StoreError,
@@ -208,7 +209,12 @@ fn get_csr(
 }
 
 impl Store {
-    pub fn insert_csr(&self, org: &OrgId, new: &NewCsr) -> Result<CsrRecord, StoreError> {
+    pub fn insert_csr(
+        &self,
+        org: &OrgId,
+        new: &NewCsr,
+        audit: &Audit,
+    ) -> Result<CsrRecord, StoreError> {
         let created_at = truncate_to_micros(new.created_at)?;
         let id = new_id(created_at)?;
         let key_sealed = self.master_key.seal_private_key(&key_aad(&id), &new.key)?;
@@ -235,6 +241,7 @@ impl Store {
         )?;
         let record = get_csr(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CSR vanished".into()))?;
+        audit.record(&tx, org, Some(&id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -295,6 +302,7 @@ impl Store {
         from: CsrStatus,
         transition: &CsrTransition,
         at: OffsetDateTime,
+        audit: &Audit,
     ) -> Result<Option<CsrRecord>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -358,13 +366,14 @@ impl Store {
             }
         }
         let record = get_csr(&tx, org, id)?;
+        audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         Ok(record)
     }
 
     /// `false` when the org has no such CSR. Its key goes with it; a server certificate it
     /// became stays.
-    pub fn delete_csr(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_csr(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
@@ -372,6 +381,9 @@ impl Store {
             "DELETE FROM csrs WHERE org = ?1 AND id = ?2",
             params![org.as_str(), id],
         )?;
+        if deleted > 0 {
+            audit.record(&tx, org, Some(id))?;
+        }
         tx.commit()?;
         Ok(deleted > 0)
     }

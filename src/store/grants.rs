@@ -23,6 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::filter::Where;
+use super::Audit;
 use super::{
     from_micros, new_id, records, require_org, to_micros, Page, PageRequest, Store, StoreError,
 };
@@ -560,15 +561,21 @@ impl Store {
         id: &str,
         code_sha256: &[u8],
         expires_at: OffsetDateTime,
+        audit: &Audit,
     ) -> Result<Option<()>, StoreError> {
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        let updated = conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        let updated = tx.execute(
             "UPDATE grants SET challenge_sha256 = ?3, challenge_expires_at = ?4,
                  challenge_failures = 0
              WHERE org = ?1 AND id = ?2",
             params![org.as_str(), id, code_sha256, to_micros(expires_at)],
         )?;
+        if updated > 0 {
+            audit.record(&tx, org, Some(id))?;
+        }
+        tx.commit()?;
         Ok((updated > 0).then_some(()))
     }
 
@@ -582,6 +589,7 @@ impl Store {
         id: &str,
         code_sha256: &[u8],
         passphrase: Option<&str>,
+        audit: &Audit,
     ) -> Result<Option<Result<GrantRecord, RenewalRefused>>, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
@@ -659,6 +667,7 @@ impl Store {
             .ok_or_else(vanished)?
             .into_record(&meters)?;
         drop(meters);
+        audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         self.grant_changed.notify_one();
         Ok(Some(Ok(grant)))

@@ -51,7 +51,7 @@ mod server_certificates;
 mod signing_certificates;
 mod tokens;
 
-pub use audit::{AuditEvent, NewAuditEvent};
+pub use audit::{Audit, AuditEvent};
 pub use blocked::{BlockTarget, BlockedDevice, NewBlock};
 pub use crypto::MasterKey;
 pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};

@@ -2,9 +2,10 @@
 //! a private key) and `notifications_sent` (what was sent, so that each notice goes at most once a
 //! day, across restarts); and the platform-wide expiry summary the metrics show.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
+use super::Audit;
 use super::{records, require_org, to_micros, Store, StoreError};
 use crate::identity::OrgId;
 
@@ -97,6 +98,7 @@ impl Store {
         org: &OrgId,
         settings: &NotificationSettings,
         now: OffsetDateTime,
+        audit: &Audit,
     ) -> Result<(), StoreError> {
         let emails = serde_json::to_string(&settings.emails)
             .map_err(|e| StoreError::Corrupt(format!("notification e-mails: {e}")))?;
@@ -105,9 +107,10 @@ impl Store {
             .as_deref()
             .map(|secret| self.master_key.seal(&secret_aad(org), secret.as_bytes()))
             .transpose()?;
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_org(&tx, org)?;
+        tx.execute(
             "INSERT INTO notification_settings
                  (org, emails, webhook_url, webhook_secret_sealed, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -123,6 +126,8 @@ impl Store {
                 to_micros(now)
             ],
         )?;
+        audit.record(&tx, org, None)?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::grants::{insert_grant, GrantHolder};
 use super::signing_certificates::insert_signing_cert;
+use super::Audit;
 use super::{
     from_micros, parse_org_id, records, to_micros, topic_policy_from_sql, topic_policy_to_sql,
     truncate_to_micros, unique_or, NewOrg, NewSigningCert, OrgPatch, OrgRecord, Page, PageRequest,
@@ -80,6 +81,7 @@ impl Store {
         &self,
         new: &NewOrg,
         signing: Option<&NewSigningCert>,
+        audit: &Audit,
     ) -> Result<OrgRecord, StoreError> {
         let record = OrgRecord {
             id: new.id.clone(),
@@ -113,6 +115,7 @@ impl Store {
                 signing.key_passphrase.as_ref(),
             )?;
         }
+        audit.record(&tx, &record.id, Some(record.id.as_str()))?;
         tx.commit()?;
         Ok(record)
     }
@@ -149,6 +152,7 @@ impl Store {
         &self,
         id: &OrgId,
         patch: &OrgPatch,
+        audit: &Audit,
     ) -> Result<Option<OrgRecord>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -171,15 +175,19 @@ impl Store {
             return Ok(None);
         }
         let record = get_org(&tx, id)?;
+        audit.record(&tx, id, Some(id.as_str()))?;
         tx.commit()?;
         Ok(record)
     }
 
     /// Deletes the org with its CA and server certificates; `false` when it did not exist.
-    pub fn delete_org(&self, id: &OrgId) -> Result<bool, StoreError> {
+    pub fn delete_org(&self, id: &OrgId, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = tx.execute("DELETE FROM orgs WHERE id = ?1", [id.as_str()])?;
+        if deleted > 0 {
+            audit.record(&tx, id, Some(id.as_str()))?;
+        }
         tx.commit()?;
         Ok(deleted > 0)
     }

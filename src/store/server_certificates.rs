@@ -6,6 +6,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
+use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, NewServerCert,
     OrgState, Page, PageRequest, ServerCertRecord, Store, StoreError,
@@ -98,6 +99,7 @@ impl Store {
         &self,
         org: &OrgId,
         new: &NewServerCert,
+        audit: &Audit,
     ) -> Result<ServerCertRecord, StoreError> {
         if new.chain.is_empty() {
             return Err(StoreError::Corrupt("empty certificate chain".into()));
@@ -133,6 +135,7 @@ impl Store {
         )?;
         let record = get_server_cert(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted server certificate vanished".into()))?;
+        audit.record(&tx, org, Some(&id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -194,7 +197,12 @@ impl Store {
 
     /// `UnknownOrg`; `CertificateActive` when it is the org's active one; `false` when the org
     /// has no such certificate.
-    pub fn delete_server_cert(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_server_cert(
+        &self,
+        org: &OrgId,
+        id: &str,
+        audit: &Audit,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
@@ -216,6 +224,9 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        if deleted > 0 {
+            audit.record(&tx, org, Some(id))?;
+        }
         tx.commit()?;
         Ok(deleted > 0)
     }
@@ -239,6 +250,7 @@ impl Store {
         &self,
         org: &OrgId,
         id: Option<&str>,
+        audit: &Audit,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -257,6 +269,7 @@ impl Store {
             "UPDATE orgs SET active_server_certificate = ?2 WHERE id = ?1",
             params![org.as_str(), id],
         )?;
+        audit.record(&tx, org, Some(id.unwrap_or("platform-default")))?;
         tx.commit()?;
         Ok(true)
     }

@@ -10,6 +10,7 @@ use super::cert_info::CertInfoRow;
 use super::filter::{ListFilter, Where};
 use super::grants::{insert_grant, GrantHolder, GrantRecord, KeyPassphrase};
 use super::server_certificates::{chain_from_pem, chain_to_pem};
+use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, Page, PageRequest,
     Store, StoreError,
@@ -174,6 +175,7 @@ impl Store {
         org: &OrgId,
         new: &NewSigningCert,
         make_default: bool,
+        audit: &Audit,
     ) -> Result<SigningCertRecord, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -193,6 +195,7 @@ impl Store {
         let mut record = get_signing_cert(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted signing certificate not found".into()))?;
         record.grant = self.grant_on(&tx, &id)?;
+        audit.record(&tx, org, Some(&id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -273,6 +276,7 @@ impl Store {
         &self,
         org: &OrgId,
         id: &str,
+        audit: &Audit,
     ) -> Result<Option<SigningCertRecord>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -288,6 +292,7 @@ impl Store {
         if let Some(record) = &mut record {
             record.grant = self.grant_on(&tx, id)?;
         }
+        audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -298,6 +303,7 @@ impl Store {
         &self,
         org: &OrgId,
         id: &str,
+        audit: &Audit,
     ) -> Result<SigningCertDeleted, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -321,6 +327,7 @@ impl Store {
             "DELETE FROM signing_certificates WHERE org = ?1 AND id = ?2",
             params![org.as_str(), id],
         )?;
+        audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         Ok(SigningCertDeleted::Deleted {
             tokens_revoked: u64::try_from(revoked).unwrap_or(0),

@@ -14,6 +14,11 @@ fn org(s: &str) -> OrgId {
     OrgId::parse(s).unwrap()
 }
 
+/// The audit event of a change made by a test.
+fn test_audit() -> Audit {
+    Audit::by("test", "admin", "test.change")
+}
+
 fn key() -> MasterKey {
     MasterKey::from_bytes(&[42u8; 32]).unwrap()
 }
@@ -34,6 +39,7 @@ fn new_org(store: &Store, id: &str) -> OrgRecord {
                 created_at: T0,
             },
             None,
+            &test_audit(),
         )
         .unwrap()
 }
@@ -232,6 +238,7 @@ fn orgs_crud() {
                 created_at: datetime!(2025-01-01 00:00:00.123456789 UTC),
             },
             None,
+            &test_audit(),
         )
         .unwrap();
     assert_eq!(
@@ -248,6 +255,7 @@ fn orgs_crud() {
             created_at: T0,
         },
         None,
+        &test_audit(),
     );
     assert!(matches!(dup, Err(StoreError::OrgExists)));
     assert_eq!(store.org(&org("nope")).unwrap(), None);
@@ -260,6 +268,7 @@ fn orgs_crud() {
                 topic_policy: None,
                 approval_required_roles: None,
             },
+            &test_audit(),
         )
         .unwrap()
         .unwrap();
@@ -273,6 +282,7 @@ fn orgs_crud() {
                 topic_policy: Some(TopicPolicy::Iot2),
                 approval_required_roles: None,
             },
+            &test_audit(),
         )
         .unwrap()
         .unwrap();
@@ -280,12 +290,12 @@ fn orgs_crud() {
     assert_eq!(patched.topic_policy, TopicPolicy::Iot2);
     assert_eq!(patched.created_at, created.created_at);
     assert!(store
-        .update_org(&org("nope"), &OrgPatch::default())
+        .update_org(&org("nope"), &OrgPatch::default(), &test_audit())
         .unwrap()
         .is_none());
 
-    assert!(store.delete_org(&org("acme")).unwrap());
-    assert!(!store.delete_org(&org("acme")).unwrap());
+    assert!(store.delete_org(&org("acme"), &test_audit()).unwrap());
+    assert!(!store.delete_org(&org("acme"), &test_audit()).unwrap());
     assert!(store.org(&org("acme")).unwrap().is_none());
     assert!(store.org_state(&org("acme")).unwrap().is_none());
 }
@@ -305,6 +315,7 @@ fn orgs_page_in_creation_order() {
                     created_at: T0 + Duration::seconds((i / 2) as i64),
                 },
                 None,
+                &test_audit(),
             )
             .unwrap();
     }
@@ -332,7 +343,7 @@ fn ca_insert_get_duplicate_and_unknown_org() {
     new_org(&store, "acme");
     new_org(&store, "other");
     let ca = store
-        .insert_ca(&org("acme"), &new_ca(1, "fleet A", T0))
+        .insert_ca(&org("acme"), &new_ca(1, "fleet A", T0), &test_audit())
         .unwrap();
     assert!(ca.active);
     assert_eq!(ca.org, org("acme"));
@@ -345,17 +356,17 @@ fn ca_insert_get_duplicate_and_unknown_org() {
     assert_eq!(got.registered_at, T0);
 
     assert!(matches!(
-        store.insert_ca(&org("acme"), &new_ca(1, "again", T0)),
+        store.insert_ca(&org("acme"), &new_ca(1, "again", T0), &test_audit()),
         Err(StoreError::DuplicateCertificate)
     ));
     // The same certificate in another org is another registration.
     store
-        .insert_ca(&org("other"), &new_ca(1, "theirs", T0))
+        .insert_ca(&org("other"), &new_ca(1, "theirs", T0), &test_audit())
         .unwrap();
     // A CA is only found under its own org.
     assert!(store.ca(&org("other"), &ca.id).unwrap().is_none());
     assert!(matches!(
-        store.insert_ca(&org("ghost"), &new_ca(2, "", T0)),
+        store.insert_ca(&org("ghost"), &new_ca(2, "", T0), &test_audit()),
         Err(StoreError::UnknownOrg)
     ));
     assert!(matches!(
@@ -378,7 +389,11 @@ fn ca_list_filters() {
     let descriptions = ["Fleet North", "fleet south", "lab", "Backup"];
     for (i, d) in descriptions.iter().enumerate() {
         store
-            .insert_ca(&a, &new_ca(i as u32, d, T0 + Duration::hours(i as i64)))
+            .insert_ca(
+                &a,
+                &new_ca(i as u32, d, T0 + Duration::hours(i as i64)),
+                &test_audit(),
+            )
             .unwrap();
     }
     let all = PageRequest::default();
@@ -395,7 +410,9 @@ fn ca_list_filters() {
     assert_eq!(list(q("")), descriptions);
 
     let lab = store.list_cas(&a, &q("lab"), &all).unwrap().items[0].clone();
-    store.update_ca(&a, &lab.id, &DEACTIVATE).unwrap();
+    store
+        .update_ca(&a, &lab.id, &DEACTIVATE, &test_audit())
+        .unwrap();
     let active = |b| CaFilter {
         active: Some(b),
         ..CaFilter::default()
@@ -432,7 +449,7 @@ fn ca_paging_is_stable_under_inserts_and_deletes() {
     for i in 0..7u32 {
         let at = T0 + Duration::seconds(i64::from(i / 3));
         let ca = store
-            .insert_ca(&a, &new_ca(i, &format!("ca{i}"), at))
+            .insert_ca(&a, &new_ca(i, &format!("ca{i}"), at), &test_audit())
             .unwrap();
         expected.push((ca.registered_at, ca.id));
     }
@@ -453,10 +470,14 @@ fn ca_paging_is_stable_under_inserts_and_deletes() {
     let first_ids: Vec<String> = first.items.iter().map(|c| c.id.clone()).collect();
     assert_eq!(first_ids, expected[..3]);
     // Between pages: delete a row already seen and one not yet seen, insert one earlier.
-    assert!(store.delete_ca(&a, &expected[0]).unwrap());
-    assert!(store.delete_ca(&a, &expected[4]).unwrap());
+    assert!(store.delete_ca(&a, &expected[0], &test_audit()).unwrap());
+    assert!(store.delete_ca(&a, &expected[4], &test_audit()).unwrap());
     store
-        .insert_ca(&a, &new_ca(99, "early", T0 - Duration::hours(1)))
+        .insert_ca(
+            &a,
+            &new_ca(99, "early", T0 - Duration::hours(1)),
+            &test_audit(),
+        )
         .unwrap();
     let mut rest = vec![];
     let mut cursor = first.next_cursor.clone();
@@ -496,7 +517,9 @@ fn ca_paging_is_stable_under_inserts_and_deletes() {
 #[test]
 fn ca_patch_delete_and_cascade() {
     let (_dir, store, a) = acme_store();
-    let ca = store.insert_ca(&a, &new_ca(1, "old", T0)).unwrap();
+    let ca = store
+        .insert_ca(&a, &new_ca(1, "old", T0), &test_audit())
+        .unwrap();
     let patched = store
         .update_ca(
             &a,
@@ -505,28 +528,34 @@ fn ca_patch_delete_and_cascade() {
                 description: Some("new".into()),
                 ..CaPatch::default()
             },
+            &test_audit(),
         )
         .unwrap()
         .unwrap();
     assert_eq!(patched.description, "new");
     assert!(patched.active);
-    let patched = store.update_ca(&a, &ca.id, &DEACTIVATE).unwrap().unwrap();
+    let patched = store
+        .update_ca(&a, &ca.id, &DEACTIVATE, &test_audit())
+        .unwrap()
+        .unwrap();
     assert!(!patched.active);
     assert_eq!(patched.description, "new");
     assert!(store
-        .update_ca(&a, "ffff", &CaPatch::default())
+        .update_ca(&a, "ffff", &CaPatch::default(), &test_audit())
         .unwrap()
         .is_none());
     assert!(store.org_state(&a).unwrap().unwrap().active_cas.is_empty());
 
-    let second = store.insert_ca(&a, &new_ca(2, "second", T0)).unwrap();
-    assert!(store.delete_ca(&a, &second.id).unwrap());
-    assert!(!store.delete_ca(&a, &second.id).unwrap());
+    let second = store
+        .insert_ca(&a, &new_ca(2, "second", T0), &test_audit())
+        .unwrap();
+    assert!(store.delete_ca(&a, &second.id, &test_audit()).unwrap());
+    assert!(!store.delete_ca(&a, &second.id, &test_audit()).unwrap());
 
     store
-        .insert_server_cert(&a, &new_server_cert(1, T0))
+        .insert_server_cert(&a, &new_server_cert(1, T0), &test_audit())
         .unwrap();
-    assert!(store.delete_org(&a).unwrap());
+    assert!(store.delete_org(&a, &test_audit()).unwrap());
     let conn = store.conn();
     for table in ["ca_certificates", "server_certificates"] {
         let n: i64 = conn
@@ -540,7 +569,7 @@ fn ca_patch_delete_and_cascade() {
 fn server_cert_key_is_sealed_and_round_trips() {
     let (dir, store, a) = acme_store();
     let new = new_server_cert(1, T0);
-    let cert = store.insert_server_cert(&a, &new).unwrap();
+    let cert = store.insert_server_cert(&a, &new, &test_audit()).unwrap();
     assert!(!cert.active, "a new server certificate is not active");
     assert_eq!(cert.chain, new.chain);
     assert_eq!(cert.info, new.info);
@@ -550,7 +579,7 @@ fn server_cert_key_is_sealed_and_round_trips() {
     );
     assert!(store.server_cert_key(&a, "ffff").unwrap().is_none());
     assert!(matches!(
-        store.insert_server_cert(&a, &new_server_cert(1, T0)),
+        store.insert_server_cert(&a, &new_server_cert(1, T0), &test_audit()),
         Err(StoreError::DuplicateCertificate)
     ));
 
@@ -568,7 +597,7 @@ fn server_cert_key_is_sealed_and_round_trips() {
     }
     // The sealed key is bound to its row: moved to another row, it does not open.
     let other = store
-        .insert_server_cert(&a, &new_server_cert(2, T0))
+        .insert_server_cert(&a, &new_server_cert(2, T0), &test_audit())
         .unwrap();
     store
         .conn()
@@ -589,13 +618,17 @@ fn active_server_cert_lifecycle() {
     let (_dir, store, a) = acme_store();
     new_org(&store, "other");
     let c1 = store
-        .insert_server_cert(&a, &new_server_cert(1, T0))
+        .insert_server_cert(&a, &new_server_cert(1, T0), &test_audit())
         .unwrap();
     let c2 = store
-        .insert_server_cert(&a, &new_server_cert(2, T0 + Duration::seconds(1)))
+        .insert_server_cert(
+            &a,
+            &new_server_cert(2, T0 + Duration::seconds(1)),
+            &test_audit(),
+        )
         .unwrap();
     let theirs = store
-        .insert_server_cert(&org("other"), &new_server_cert(3, T0))
+        .insert_server_cert(&org("other"), &new_server_cert(3, T0), &test_audit())
         .unwrap();
 
     assert!(store
@@ -604,16 +637,22 @@ fn active_server_cert_lifecycle() {
         .unwrap()
         .active_server_cert
         .is_none());
-    assert!(!store.set_active_server_cert(&a, Some("ffff")).unwrap());
+    assert!(!store
+        .set_active_server_cert(&a, Some("ffff"), &test_audit())
+        .unwrap());
     assert!(
-        !store.set_active_server_cert(&a, Some(&theirs.id)).unwrap(),
+        !store
+            .set_active_server_cert(&a, Some(&theirs.id), &test_audit())
+            .unwrap(),
         "another org's certificate"
     );
     assert!(matches!(
-        store.set_active_server_cert(&org("ghost"), None),
+        store.set_active_server_cert(&org("ghost"), None, &test_audit()),
         Err(StoreError::UnknownOrg)
     ));
-    assert!(store.set_active_server_cert(&a, Some(&c2.id)).unwrap());
+    assert!(store
+        .set_active_server_cert(&a, Some(&c2.id), &test_audit())
+        .unwrap());
 
     let state = store.org_state(&a).unwrap().unwrap();
     let (active, key) = state.active_server_cert.unwrap();
@@ -632,13 +671,15 @@ fn active_server_cert_lifecycle() {
     assert_eq!(flags, [(c1.id.clone(), false), (c2.id.clone(), true)]);
 
     assert!(matches!(
-        store.delete_server_cert(&a, &c2.id),
+        store.delete_server_cert(&a, &c2.id, &test_audit()),
         Err(StoreError::CertificateActive)
     ));
-    assert!(store.delete_server_cert(&a, &c1.id).unwrap());
-    assert!(!store.delete_server_cert(&a, &c1.id).unwrap());
-    assert!(store.set_active_server_cert(&a, None).unwrap());
-    assert!(store.delete_server_cert(&a, &c2.id).unwrap());
+    assert!(store.delete_server_cert(&a, &c1.id, &test_audit()).unwrap());
+    assert!(!store.delete_server_cert(&a, &c1.id, &test_audit()).unwrap());
+    assert!(store
+        .set_active_server_cert(&a, None, &test_audit())
+        .unwrap());
+    assert!(store.delete_server_cert(&a, &c2.id, &test_audit()).unwrap());
     assert!(store
         .org_state(&a)
         .unwrap()
@@ -647,25 +688,37 @@ fn active_server_cert_lifecycle() {
         .is_none());
     // Deleting an org whose certificate is active works (and cascades).
     let c4 = store
-        .insert_server_cert(&org("other"), &new_server_cert(4, T0))
+        .insert_server_cert(&org("other"), &new_server_cert(4, T0), &test_audit())
         .unwrap();
     assert!(store
-        .set_active_server_cert(&org("other"), Some(&c4.id))
+        .set_active_server_cert(&org("other"), Some(&c4.id), &test_audit())
         .unwrap());
-    assert!(store.delete_org(&org("other")).unwrap());
+    assert!(store.delete_org(&org("other"), &test_audit()).unwrap());
 }
 
 #[test]
 fn org_state_has_active_cas_in_order() {
     let (_dir, store, a) = acme_store();
-    let c1 = store.insert_ca(&a, &new_ca(1, "one", T0)).unwrap();
+    let c1 = store
+        .insert_ca(&a, &new_ca(1, "one", T0), &test_audit())
+        .unwrap();
     let c2 = store
-        .insert_ca(&a, &new_ca(2, "two", T0 + Duration::seconds(1)))
+        .insert_ca(
+            &a,
+            &new_ca(2, "two", T0 + Duration::seconds(1)),
+            &test_audit(),
+        )
         .unwrap();
     let c3 = store
-        .insert_ca(&a, &new_ca(3, "three", T0 + Duration::seconds(2)))
+        .insert_ca(
+            &a,
+            &new_ca(3, "three", T0 + Duration::seconds(2)),
+            &test_audit(),
+        )
         .unwrap();
-    store.update_ca(&a, &c2.id, &DEACTIVATE).unwrap();
+    store
+        .update_ca(&a, &c2.id, &DEACTIVATE, &test_audit())
+        .unwrap();
     let state = store.org_state(&a).unwrap().unwrap();
     assert_eq!(state.org.id, a);
     let ids: Vec<&str> = state.active_cas.iter().map(|c| c.id.as_str()).collect();
@@ -709,4 +762,109 @@ fn new_ids_are_time_ordered_and_distinct() {
     assert!(a < b && a < c);
     assert_ne!(b, c);
     assert_eq!(a.len(), 32);
+}
+
+/// Makes every audit insert fail, as a full disk between the change and its record would.
+fn refuse_audit_events(store: &Store) {
+    store
+        .conn()
+        .execute_batch(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events
+             BEGIN SELECT RAISE(ABORT, 'audit refused'); END;",
+        )
+        .unwrap();
+}
+
+fn audit_events(store: &Store, org: &OrgId) -> Vec<AuditEvent> {
+    let page = PageRequest {
+        limit: 500,
+        cursor: None,
+    };
+    store.list_audit_events(org, &page).unwrap().items
+}
+
+#[test]
+fn a_change_is_recorded_with_its_reason_in_its_own_transaction() {
+    let (_dir, store, acme) = acme_store();
+    let before = audit_events(&store, &acme).len();
+    let mut audit = Audit::by("olga", "operator", "ca_certificate.create");
+    audit.reason = Some("ticket 7".into());
+    let ca = store.insert_ca(&acme, &new_ca(1, "x", T0), &audit).unwrap();
+    let events = audit_events(&store, &acme);
+    assert_eq!(events.len(), before + 1);
+    let event = events.last().unwrap();
+    assert_eq!(
+        (event.actor.as_str(), event.actor_role.as_str()),
+        ("olga", "operator")
+    );
+    assert_eq!(event.action, "ca_certificate.create");
+    assert_eq!(event.target.as_deref(), Some(ca.id.as_str()));
+    assert_eq!(event.reason.as_deref(), Some("ticket 7"));
+
+    // A change that fails (and rolls back) records nothing; nor does one that finds nothing.
+    let duplicate = store.insert_ca(&acme, &new_ca(1, "again", T0), &test_audit());
+    assert!(matches!(duplicate, Err(StoreError::DuplicateCertificate)));
+    assert!(!store.delete_ca(&acme, "nope", &test_audit()).unwrap());
+    let missing = store.update_ca(&acme, "nope", &DEACTIVATE, &test_audit());
+    assert!(missing.unwrap().is_none());
+    assert_eq!(audit_events(&store, &acme).len(), before + 1);
+}
+
+#[test]
+fn a_change_whose_audit_event_fails_is_not_kept() {
+    let (_dir, store, acme) = acme_store();
+    let ca = store
+        .insert_ca(&acme, &new_ca(1, "kept", T0), &test_audit())
+        .unwrap();
+    let cert = store
+        .insert_server_cert(&acme, &new_server_cert(1, T0), &test_audit())
+        .unwrap();
+    let before = audit_events(&store, &acme).len();
+    refuse_audit_events(&store);
+
+    assert!(store
+        .insert_ca(&acme, &new_ca(2, "lost", T0), &test_audit())
+        .is_err());
+    assert!(store
+        .update_ca(&acme, &ca.id, &DEACTIVATE, &test_audit())
+        .is_err());
+    assert!(store
+        .set_active_server_cert(&acme, Some(&cert.id), &test_audit())
+        .is_err());
+    assert!(store
+        .delete_server_cert(&acme, &cert.id, &test_audit())
+        .is_err());
+    assert!(store.delete_ca(&acme, &ca.id, &test_audit()).is_err());
+    let patch = OrgPatch {
+        name: Some("renamed".into()),
+        ..OrgPatch::default()
+    };
+    assert!(store.update_org(&acme, &patch, &test_audit()).is_err());
+    assert!(store.delete_org(&acme, &test_audit()).is_err());
+    let other = NewOrg {
+        id: org("other"),
+        name: "Other".into(),
+        topic_policy: TopicPolicy::Iot2,
+        created_at: T0,
+    };
+    assert!(store.create_org(&other, None, &test_audit()).is_err());
+
+    // Nothing of any of them was kept.
+    let page = PageRequest {
+        limit: 500,
+        cursor: None,
+    };
+    let cas = store.list_cas(&acme, &CaFilter::default(), &page).unwrap();
+    assert_eq!(cas.items.len(), 1);
+    assert!(cas.items[0].active, "the CA was deactivated");
+    assert!(store.server_cert(&acme, &cert.id).unwrap().is_some());
+    assert_eq!(store.active_server_cert_id(&acme).unwrap(), None);
+    assert_eq!(store.org(&acme).unwrap().unwrap().name, "acme Inc.");
+    assert!(store.org(&org("other")).unwrap().is_none());
+
+    store
+        .conn()
+        .execute_batch("DROP TRIGGER refuse_audit")
+        .unwrap();
+    assert_eq!(audit_events(&store, &acme).len(), before);
 }

@@ -4,6 +4,7 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::Audit;
 use super::{
     from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros, Page,
     PageRequest, Store, StoreError,
@@ -174,7 +175,12 @@ fn get_token(
 impl Store {
     /// Records a token; `UnknownOrg`, or `NoSigningCertificate` when its signing certificate is
     /// not (or no longer) one of the org's.
-    pub fn insert_token(&self, org: &OrgId, new: &NewToken) -> Result<TokenRecord, StoreError> {
+    pub fn insert_token(
+        &self,
+        org: &OrgId,
+        new: &NewToken,
+        audit: &Audit,
+    ) -> Result<TokenRecord, StoreError> {
         let created_at = truncate_to_micros(new.created_at)?;
         let expires_at = truncate_to_micros(new.expires_at)?;
         let id = new_id(created_at)?;
@@ -206,6 +212,7 @@ impl Store {
         )?;
         let record = get_token(&tx, Some(org), &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted token not found".into()))?;
+        audit.record(&tx, org, Some(&id))?;
         tx.commit()?;
         Ok(record)
     }
@@ -255,6 +262,7 @@ impl Store {
         org: &OrgId,
         id: &str,
         patch: &TokenPatch,
+        audit: &Audit,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -276,6 +284,7 @@ impl Store {
             ],
         )?;
         let record = get_token(&tx, Some(org), id)?;
+        audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         Ok(record)
     }
