@@ -10,9 +10,9 @@
 //! last.
 //!
 //! The counts follow the subscriptions that exist now: UNSUBSCRIBE releases a filter, the end
-//! of a clean session releases all of its filters, and a persistent session's filters stay
-//! counted (kept here by client id) until a clean start or a start without a stored session
-//! ends it.
+//! of a session the broker does not keep releases all of its filters, and a kept session's
+//! filters stay counted (kept here by client id) until its expiry passes (the broker tells,
+//! [`Broker::on_expired`]), or a clean start or a start without a stored session ends it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
