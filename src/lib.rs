@@ -40,6 +40,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod crls;
+pub mod crypto;
 pub mod devices;
 pub mod events;
 pub mod fetch;
