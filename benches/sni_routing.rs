@@ -241,7 +241,7 @@ fn sni_route(c: &mut Criterion) {
             },
         );
         if orgs == 10 {
-            // What `tls::accept` adds around the lookup: one lock-free snapshot load.
+            // What `registry::accept` adds around the lookup: one lock-free snapshot load.
             group.bench_function("snapshot_load", |b| b.iter(|| registry.snapshot()));
         }
     }

@@ -23,7 +23,7 @@
 //!   warm cache: setup serves one answer made by `openssl ocsp` on 127.0.0.1 and warms the cache
 //!   with it; each timed check must answer without waiting, and the responder must have been
 //!   asked once in all (`post_handshake/ocsp_status_warm` times that check alone);
-//! - `org_config_claims`: `org_config`, plus what `tls::accept` does after every handshake that
+//! - `org_config_claims`: `org_config`, plus what `registry::accept` does after every handshake that
 //!   a bench can reach: `identity::claims(leaf)`. Finding the authenticating CA
 //!   (`registry::handshake::authenticating_ca`) is private and not included; `post_handshake/x509_parse_chain`
 //!   measures the two certificate parses it costs for this chain;
@@ -574,7 +574,7 @@ fn resumed(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> ServerConn
     conn
 }
 
-/// A full handshake plus the per-connection parsing `tls::accept` does that is public.
+/// A full handshake plus the per-connection parsing `registry::accept` does that is public.
 fn handshake_with_claims(
     server: &Arc<ServerConfig>,
     client: &Arc<ClientConfig>,

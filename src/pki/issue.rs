@@ -167,7 +167,8 @@ pub fn sign_server_cert(
 }
 
 /// A server certificate for `dns_names` (CN: the first) issued by `issuer` over a new P-256 key.
-/// Whether the names may be served for an org is the caller's check ([`server_name_fits_org`]).
+/// Whether the names may be served for an org is the caller's check
+/// ([`super::server_name_fits_org`]).
 pub fn issue_server_cert(
     issuer: &Issuer,
     dns_names: &[String],

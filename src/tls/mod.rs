@@ -1,6 +1,9 @@
-//! TLS termination: ClientHello → SNI → org → that org's `ServerConfig` (server certificate by
-//! name, client verifier over the org's active CAs, per-org resumption state), under one deadline.
-//! The outcome is a typed [`PeerIdentity`], never a raw connection the caller has to inspect.
+//! TLS termination: ClientHello → SNI → that org's `ServerConfig` (server certificate by name,
+//! client verifier over the org's active CAs, per-org resumption state), under one deadline. TLS
+//! reads nothing above it: the caller routes the SNI and admits the verified chain through
+//! [`accept`]'s arguments (the registry turns it into a typed [`PeerIdentity`], never a raw
+//! connection the caller has to inspect), and an org's config is built from plain inputs
+//! ([`OrgTls`]).
 //!
 //! Each org's `ServerConfig` is built once per registry change, never per connection. Its session
 //! cache and ticket keys are its own and are replaced with it, so a session never resumes under
