@@ -1,4 +1,4 @@
-//! SNI → org lookup (`tls::route`) with 10, 1,000 and 10,000 orgs, through a registry snapshot
+//! SNI → org lookup (`Snapshot::route`) with 10, 1,000 and 10,000 orgs, through a registry snapshot
 //! built the real way: a `Store` in a temporary directory, one org and one active CA per org,
 //! then `Registry::load` (which builds every org's `ServerConfig`). One CA certificate serves
 //! every org: the lookup never looks at it.
@@ -170,7 +170,15 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
     let platform = registry.platform();
     let configs = report(orgs, "of which tls::org_server_config alone", || {
         (0..orgs)
-            .map(|_| tls::org_server_config(std::slice::from_ref(&ca), Vec::new(), None, platform))
+            .map(|_| {
+                tls::org_server_config(tls::OrgTls {
+                    cas: &[&ca.der],
+                    crls: Vec::new(),
+                    active: None,
+                    default_cert: platform.default_cert.clone(),
+                    deny_stale_crl: platform.deny_stale_crl,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .expect("org configs")
     });
@@ -202,7 +210,8 @@ fn sni_route(c: &mut Criterion) {
             let mut next = 0;
             b.iter(|| {
                 next = (next + 1) % names.len();
-                tls::route(&snapshot, platform, Some(black_box(names[next].as_str())))
+                snapshot
+                    .route(platform, Some(black_box(names[next].as_str())))
                     .expect("routes")
             })
         });
@@ -212,24 +221,34 @@ fn sni_route(c: &mut Criterion) {
             &names[0],
             |b, sni| {
                 b.iter(|| {
-                    tls::route(&snapshot, platform, Some(black_box(sni.as_str()))).expect("routes")
+                    snapshot
+                        .route(platform, Some(black_box(sni.as_str())))
+                        .expect("routes")
                 })
             },
         );
         let unknown = format!("nosuch.{DOMAIN}");
         group.bench_with_input(BenchmarkId::new("unknown_org", orgs), &unknown, |b, sni| {
-            b.iter(|| tls::route(&snapshot, platform, Some(black_box(sni.as_str()))).is_err())
+            b.iter(|| {
+                snapshot
+                    .route(platform, Some(black_box(sni.as_str())))
+                    .is_err()
+            })
         });
         let custom = format!("{}.messaging.example.com", org_id(orgs / 2));
         group.bench_with_input(
             BenchmarkId::new("custom_domain_miss", orgs),
             &custom,
             |b, sni| {
-                b.iter(|| tls::route(&snapshot, platform, Some(black_box(sni.as_str()))).is_err())
+                b.iter(|| {
+                    snapshot
+                        .route(platform, Some(black_box(sni.as_str())))
+                        .is_err()
+                })
             },
         );
         if orgs == 10 {
-            // What `tls::accept` adds around the lookup: one lock-free snapshot load.
+            // What `registry::accept` adds around the lookup: one lock-free snapshot load.
             group.bench_function("snapshot_load", |b| b.iter(|| registry.snapshot()));
         }
     }

@@ -23,9 +23,9 @@
 //!   warm cache: setup serves one answer made by `openssl ocsp` on 127.0.0.1 and warms the cache
 //!   with it; each timed check must answer without waiting, and the responder must have been
 //!   asked once in all (`post_handshake/ocsp_status_warm` times that check alone);
-//! - `org_config_claims`: `org_config`, plus what `tls::accept` does after every handshake that
+//! - `org_config_claims`: `org_config`, plus what `registry::accept` does after every handshake that
 //!   a bench can reach: `identity::claims(leaf)`. Finding the authenticating CA
-//!   (`tls::authenticating_ca`) is private and not included; `post_handshake/x509_parse_chain`
+//!   (`registry::handshake::authenticating_ca`) is private and not included; `post_handshake/x509_parse_chain`
 //!   measures the two certificate parses it costs for this chain;
 //! - `org_resumed`, `bare_resumed`: TLS 1.3 resumption (PSK + ECDHE) with a client session
 //!   cache, the first handshake outside the timed loop; every timed one is checked to resume.
@@ -251,7 +251,7 @@ impl Setup {
     }
 
     fn bare_builder(&self) -> rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier> {
-        ServerConfig::builder_with_provider(tls::provider())
+        ServerConfig::builder_with_provider(portcullis::crypto::provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
     }
@@ -269,10 +269,12 @@ impl Setup {
     /// rustls with `WebPkiClientVerifier` over the device root and a single certificate; its
     /// resumption state is rustls' default (a 256-entry stateful cache, no ticketer).
     fn bare(&self) -> ServerConfig {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.device_roots(), tls::provider())
-                .build()
-                .expect("client verifier");
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            self.device_roots(),
+            portcullis::crypto::provider(),
+        )
+        .build()
+        .expect("client verifier");
         self.bare_builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.server_chain.clone(), self.server_key.clone_key())
@@ -292,7 +294,14 @@ impl Setup {
     /// What the registry builds for an org whose one active CA is the device root, with no
     /// server certificate of its own, and `crls`.
     fn org_config(&self, crls: Vec<CertificateRevocationListDer<'static>>) -> Arc<ServerConfig> {
-        tls::org_server_config(&[self.active_ca()], crls, None, &self.platform).expect("org config")
+        tls::org_server_config(tls::OrgTls {
+            cas: &[&self.active_ca().der],
+            crls,
+            active: None,
+            default_cert: self.platform.default_cert.clone(),
+            deny_stale_crl: self.platform.deny_stale_crl,
+        })
+        .expect("org config")
     }
 
     fn client_builder(
@@ -303,7 +312,7 @@ impl Setup {
             .add(self.platform_ca.clone())
             .expect("add platform CA");
         // The project's provider on the client too: X25519 only, as most devices offer.
-        ClientConfig::builder_with_provider(tls::provider())
+        ClientConfig::builder_with_provider(portcullis::crypto::provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_root_certificates(roots)
@@ -565,7 +574,7 @@ fn resumed(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> ServerConn
     conn
 }
 
-/// A full handshake plus the per-connection parsing `tls::accept` does that is public.
+/// A full handshake plus the per-connection parsing `registry::accept` does that is public.
 fn handshake_with_claims(
     server: &Arc<ServerConfig>,
     client: &Arc<ClientConfig>,
@@ -738,7 +747,7 @@ fn around_handshake(c: &mut Criterion) {
     group.bench_function("claims", |b| {
         b.iter(|| identity::claims(black_box(&setup.device.leaf)).expect("claims"))
     });
-    // What `tls::authenticating_ca` parses for this chain (leaf, then intermediate, whose
+    // What `registry::handshake::authenticating_ca` parses for this chain (leaf, then intermediate, whose
     // issuer is the active CA); its byte comparisons are negligible beside the parses.
     group.bench_function("x509_parse_chain", |b| {
         b.iter(|| {

@@ -41,6 +41,14 @@ impl Clock {
     }
 }
 
+/// RFC 3339 in UTC: how every time the platform shows (API, notifications) is written. Here, with
+/// the clock, so that both the admin API and `notify` read it from below.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 fn micros(at: OffsetDateTime) -> i64 {
     (at.unix_timestamp_nanos() / 1_000) as i64
 }

@@ -17,22 +17,25 @@
 //! - [`server`]: bind every listener, report addresses, run until shutdown, drain.
 //! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection; the admin
 //!   listener's loop under its own limit and deadlines.
-//! - [`tls`]: SNI → org → `ServerConfig`; the per-org client verifier; the typed TLS outcome.
+//! - [`tls`]: the handshake under one deadline (the caller routes SNI and admits the verified
+//!   chain); an org's `ServerConfig` built from plain inputs; the per-org client verifier.
+//! - [`crypto`]: the one crypto provider that `tls` and `ocsp` both use.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
-//! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once;
-//!   asked again for live sessions.
+//! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once.
 //! - [`crls`]: CAs' CRLs checked and held (uploaded or fetched from `crl_url`), the fetch task.
 //! - [`mqtt`]: the packet codec, topic policy and the session that forwards to the broker.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
-//! - [`registry`]: the live snapshot the hot path reads, and the live-session table.
+//! - [`registry`]: the live snapshot the hot path reads (it routes SNI to an org and admits the
+//!   peer a handshake verified), the live-session table, OCSP asked again for live sessions.
 //! - [`devices`]: the device registry's writer, behind the connect path.
 //! - [`events`]: connects, disconnects and refusals, broadcast to the admin API's event stream.
 //! - [`store`]: SQLite schema, migrations, queries, keys encrypted at rest.
-//! - [`pki`]: certificate parsing and checks, platform CA and certificate generation.
+//! - [`pki`]: certificate parsing and checks; keys (PKCS#8, PKCS#12, KDF caps); CRLs; platform CA
+//!   and certificate generation.
 //! - [`admin`]: the HTTP admin API.
 //! - [`notify`]: expiry, grant, CRL and OCSP notices by e-mail and signed webhooks, once a day.
 //! - [`fetch`]: outbound HTTP (OCSP, CRL downloads, webhooks) under one deadline.
-//! - [`clock`]: the clock expiry, notices and grants read (tests move a manual one).
+//! - [`clock`]: the clock expiry, notices and grants read (tests move a manual one); RFC 3339.
 //! - [`metrics`]: metric names and descriptions in one place.
 
 pub mod admin;
@@ -40,6 +43,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod crls;
+pub mod crypto;
 pub mod devices;
 pub mod events;
 pub mod fetch;

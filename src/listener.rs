@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::events::{Event, Kind};
 use crate::metrics::{CONNECTIONS_ACCEPTED, CONNECTIONS_REFUSED};
 use crate::mqtt::session::{self, Context};
-use crate::tls;
+use crate::registry;
 
 /// Bounds on what the network can make the front-end hold.
 #[derive(Debug, Clone)]
@@ -194,16 +194,14 @@ async fn connection(
         }
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let (stream, identity) = match tls::accept(stream, &ctx.registry, remaining).await {
+    let (stream, identity) = match registry::accept(stream, &ctx.registry, remaining).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
             let reason = refusal.refusal.reason();
             refused(peer, refusal.sni.as_deref(), "tls", reason);
             // An org's stream sees the refusals of handshakes that named it.
             let snapshot = ctx.registry.snapshot();
-            if let Ok(entry) =
-                tls::route(&snapshot, ctx.registry.platform(), refusal.sni.as_deref())
-            {
+            if let Ok(entry) = snapshot.route(ctx.registry.platform(), refusal.sni.as_deref()) {
                 let mut event = Event::new(entry.org.id.as_str(), Kind::Refused, Some(peer));
                 event.reason = Some(reason);
                 ctx.registry.events().publish(event);

@@ -246,7 +246,7 @@ impl Notifier {
             "object": notice.key.object,
             "threshold": notice.key.threshold,
             "subject": notice.subject,
-            "at": crate::admin::rfc3339(now),
+            "at": crate::clock::rfc3339(now),
             "details": notice.details,
         });
         let mut delivered = true;
@@ -424,7 +424,7 @@ fn due(
                 .push((cert.name, cert.not_after));
             continue;
         }
-        let at = crate::admin::rfc3339(cert.not_after);
+        let at = crate::clock::rfc3339(cert.not_after);
         notices.push(notice(
             "certificate_expiring",
             format!("{}:{}", cert.kind, cert.id),
@@ -440,7 +440,7 @@ fn due(
         let listed: Vec<_> = list
             .iter()
             .take(DEVICES_LISTED)
-            .map(|(identity, at)| json!({"identity": identity, "not_after": crate::admin::rfc3339(*at)}))
+            .map(|(identity, at)| json!({"identity": identity, "not_after": crate::clock::rfc3339(*at)}))
             .collect();
         notices.push(notice(
             "devices_expiring",
@@ -455,7 +455,7 @@ fn due(
     }
     for grant in store.grants_to_notify(org)? {
         // One grant period (renewal starts another): its notices are told apart by its start.
-        let period = crate::admin::rfc3339(grant.granted_at);
+        let period = crate::clock::rfc3339(grant.granted_at);
         let object = format!("grant:{}", grant.id);
         let mut events = vec![match grant.status {
             GrantStatus::Expired => ("grant_expired", "expired"),
@@ -482,12 +482,12 @@ fn due(
                 grant.holder_id,
                 grant.uses,
                 grant.max_uses,
-                crate::admin::rfc3339(grant.expires_at)
+                crate::clock::rfc3339(grant.expires_at)
             ),
             json!({
                 "grant": grant.id, "holder": grant.holder.as_str(), "holder_id": grant.holder_id,
                 "status": grant.status.as_str(), "uses": grant.uses, "max_uses": grant.max_uses,
-                "expires_at": crate::admin::rfc3339(grant.expires_at),
+                "expires_at": crate::clock::rfc3339(grant.expires_at),
             }),
         ));
         }

@@ -23,6 +23,11 @@ use crate::ocsp::{self, OcspMode};
 use crate::store::{BlockTarget, BlockedDevice, OrgRecord, OrgState, Store};
 use crate::tls;
 
+mod handshake;
+pub mod ocsp_recheck;
+
+pub use handshake::{accept, PeerIdentity};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -340,8 +345,14 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         None
     } else {
         Some(
-            tls::org_server_config(&cas, crls, active, platform)
-                .map_err(|e| tls_error(e.to_string()))?,
+            tls::org_server_config(tls::OrgTls {
+                cas: &cas.iter().map(|ca| &ca.der).collect::<Vec<_>>(),
+                crls,
+                active,
+                default_cert: platform.default_cert.clone(),
+                deny_stale_crl: platform.deny_stale_crl,
+            })
+            .map_err(|e| tls_error(e.to_string()))?,
         )
     };
     Ok(OrgEntry {
@@ -432,7 +443,7 @@ struct LiveSession {
     ocsp: Option<Arc<ocsp::Subject>>,
 }
 
-/// A live session whose certificate OCSP is asked about again ([`ocsp::recheck`]).
+/// A live session whose certificate OCSP is asked about again ([`ocsp_recheck`]).
 pub struct OcspChecked {
     pub org: OrgId,
     pub ca_id: String,

@@ -190,7 +190,7 @@ impl Server {
             write_timeout: self.config.admin.write_timeout,
         };
         tracing::info!(mqtts = %self.mqtts_addr(), admin = %self.admin_addr(), "serving");
-        let ocsp_recheck = tokio::spawn(crate::ocsp::recheck::run(
+        let ocsp_recheck = tokio::spawn(crate::registry::ocsp_recheck::run(
             self.context.registry.clone(),
             self.context.ocsp.clone(),
             self.config.revocation.ocsp_recheck,

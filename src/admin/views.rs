@@ -1,7 +1,6 @@
 //! The JSON each resource shows. Built from store records; private keys have no field here.
 
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::identity::OrgId;
@@ -15,12 +14,7 @@ use crate::store::{
     TokenRecord, TokenStatus,
 };
 
-/// RFC 3339 in UTC.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
+pub use crate::clock::rfc3339;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListView<T> {

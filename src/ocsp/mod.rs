@@ -9,7 +9,6 @@
 //! [`Ocsp::status`] only reports; what a [`Verdict`] means for a connection is the CA's
 //! [`OcspMode`]'s to say ([`OcspMode::refusal`]).
 
-pub mod recheck;
 mod wire;
 
 use std::str::FromStr;
@@ -127,7 +126,7 @@ pub enum OcspError {
 }
 
 /// A client certificate as OCSP asks about it, kept with its session so that it can be asked
-/// about again while the session lives ([`recheck`]).
+/// about again while the session lives (`registry::ocsp_recheck`).
 #[derive(Debug)]
 pub struct Subject {
     /// DER of the leaf.

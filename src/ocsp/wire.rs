@@ -292,7 +292,9 @@ fn bit_string_octets(bits: BitStringRef<'_>) -> der::Result<&[u8]> {
 /// Verifies `signed` with `key`, by whichever of the TLS provider's algorithms (ECDSA, RSA
 /// PKCS#1 and PSS, Ed25519) matches both the key's and the signature's algorithm identifiers.
 fn verify(key: &Spki<'_>, signed: &Signed<'_>) -> Result<(), OcspError> {
-    let algorithms = crate::tls::provider().signature_verification_algorithms.all;
+    let algorithms = crate::crypto::provider()
+        .signature_verification_algorithms
+        .all;
     let algorithm = algorithms
         .iter()
         .find(|alg| {

@@ -20,7 +20,8 @@ use pkcs12::pbe_params::EncryptedPrivateKeyInfo;
 use pkcs12::safe_bag::SafeContents;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
-use super::{kdf_cost_ok, PkiError, MAX_PBKDF2_ITERATIONS};
+use super::keys::{kdf_cost_ok, MAX_PBKDF2_ITERATIONS};
+use super::PkiError;
 
 /// Iterations a whole file may ask for: its MAC, its certificates' and its key's encryption, each
 /// at the PKCS#8 cap. OpenSSL writes 2,048 each (Java 10,000).

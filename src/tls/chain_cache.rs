@@ -278,7 +278,7 @@ mod tests {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(pki.root.clone()).unwrap();
         let inner =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crate::crypto::provider())
                 .build()
                 .unwrap();
         let counting = Arc::new(Counting {

@@ -1,16 +1,18 @@
-//! TLS termination: ClientHello → SNI → org → that org's `ServerConfig` (server certificate by
-//! name, client verifier over the org's active CAs, per-org resumption state), under one deadline.
-//! The outcome is a typed [`PeerIdentity`], never a raw connection the caller has to inspect.
+//! TLS termination: ClientHello → SNI → that org's `ServerConfig` (server certificate by name,
+//! client verifier over the org's active CAs, per-org resumption state), under one deadline. TLS
+//! reads nothing above it: the caller routes the SNI and admits the verified chain through
+//! [`accept`]'s arguments (the registry turns it into a typed [`PeerIdentity`], never a raw
+//! connection the caller has to inspect), and an org's config is built from plain inputs
+//! ([`OrgTls`]).
 //!
 //! Each org's `ServerConfig` is built once per registry change, never per connection. Its session
 //! cache and ticket keys are its own and are replaced with it, so a session never resumes under
 //! another org, nor across a change of the org's trust (DESIGN §6); a resumed session is still
 //! checked against the current snapshot after the handshake, like a full one.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, CertificateError, RootCertStore};
@@ -25,10 +27,8 @@ mod chain_cache;
 mod mail_constraints;
 mod revocation;
 
-use crate::identity::{self, Identity};
-use crate::ocsp::{self, OcspMode};
+use crate::crypto::provider;
 use crate::pki;
-use crate::registry::{ActiveCa, OrgEntry, Platform, Registry, Snapshot};
 
 /// Stateful session cache entries per org (clients that cannot take tickets).
 const SESSION_CACHE_ENTRIES: usize = 64;
@@ -93,65 +93,14 @@ impl Refusal {
     }
 }
 
-/// The typed outcome of a successful handshake.
-pub struct PeerIdentity {
-    pub org: Arc<OrgEntry>,
-    /// The active CA the client chain verified to.
-    pub ca_id: String,
-    /// Identities the leaf certificate claims, sorted, without repeats (may be empty: then no
-    /// client id can bind).
-    pub claims: Vec<Identity>,
-    /// SHA-256 of the leaf's DER and its serial, lower-case hex: what a blocklist names.
-    pub fingerprint_sha256: String,
-    pub serial: String,
-    /// The leaf's notAfter, for the device registry.
-    pub not_after: time::OffsetDateTime,
-    pub resumed: bool,
-    /// SNI as sent, for logs.
-    pub sni: Option<String>,
-    /// The client's address, for the sessions list.
-    pub addr: Option<std::net::SocketAddr>,
-    /// The certificate as OCSP asks about it, when its CA's `ocsp_mode` is not `off`: asked
-    /// before CONNACK, never during the handshake.
-    pub ocsp: Option<Arc<ocsp::Subject>>,
-}
+/// The typed outcome of a successful handshake, built by the registry (kept reachable here for
+/// `mqtt::session`, which names it `tls::PeerIdentity`).
+pub use crate::registry::PeerIdentity;
 
 /// A refused handshake, with what is known for the one log event it gets.
 pub struct Refused {
     pub refusal: Refusal,
     pub sni: Option<String>,
-}
-
-/// The crypto provider every config uses: aws-lc-rs, X25519 first (the cheapest key exchange;
-/// the default order costs ~15 % more CPU when a client offers ML-KEM), AES-128 first.
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            use rustls::crypto::aws_lc_rs::cipher_suite;
-            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-            // AES-128 first: its SHA-256 key schedule runs on the CPU's SHA extensions, while
-            // SHA-384 (AES-256's) has none and cost ~5 % of a full handshake. The server picks
-            // (`ignore_client_order`), as clients list AES-256 first.
-            provider.cipher_suites = vec![
-                cipher_suite::TLS13_AES_128_GCM_SHA256,
-                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-                cipher_suite::TLS13_AES_256_GCM_SHA384,
-                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-                cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-                cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            ];
-            provider.kx_groups = vec![
-                rustls::crypto::aws_lc_rs::kx_group::X25519,
-                rustls::crypto::aws_lc_rs::kx_group::SECP256R1,
-                rustls::crypto::aws_lc_rs::kx_group::SECP384R1,
-            ];
-            Arc::new(provider)
-        })
-        .clone()
 }
 
 /// DER of a certificate's subject name.
@@ -168,22 +117,35 @@ pub fn certified_key(
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider())?))
 }
 
-/// Builds an org's `ServerConfig`: a client verifier over its active CAs (roots or intermediates
-/// alike are trust anchors), its active certificate (when it has one) or the platform default,
-/// and resumption state of its own.
-pub fn org_server_config(
-    cas: &[ActiveCa],
-    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
-    active: Option<(Arc<CertifiedKey>, Vec<String>)>,
-    platform: &Platform,
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// What an org's `ServerConfig` is built from: plain values, so that TLS reads no registry type.
+pub struct OrgTls<'a> {
+    /// DER of the org's active CAs (roots or intermediates alike are trust anchors).
+    pub cas: &'a [&'a CertificateDer<'static>],
+    pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    /// The org's active server certificate and the names it covers.
+    pub active: Option<(Arc<CertifiedKey>, Vec<String>)>,
+    /// Served for a name the active certificate does not cover.
+    pub default_cert: Arc<CertifiedKey>,
+    /// `revocation.on_stale_crl = "deny"`.
+    pub deny_stale_crl: bool,
+}
+
+/// Builds an org's `ServerConfig`: a client verifier over its active CAs, its active certificate
+/// (when it has one) or the platform default, and resumption state of its own.
+pub fn org_server_config(org: OrgTls<'_>) -> Result<Arc<ServerConfig>, TlsError> {
+    let OrgTls {
+        cas,
+        crls,
+        active,
+        default_cert,
+        deny_stale_crl,
+    } = org;
     // webpki enforces the CAs' name constraints but e-mail ones, which `mail_constraints` takes
     // out of the trust anchors and enforces itself.
     let mut roots = RootCertStore::empty();
     let mut mail_constrained = Vec::new();
     for ca in cas {
-        let (anchor, mail) =
-            mail_constraints::anchor(&ca.der).map_err(|_| TlsError::BadCertificate)?;
+        let (anchor, mail) = mail_constraints::anchor(ca).map_err(|_| TlsError::BadCertificate)?;
         if let Some(mail) = mail {
             mail_constrained.push((anchor.clone(), mail));
         }
@@ -194,7 +156,7 @@ pub fn org_server_config(
     // by webpki): a revoked leaf fails the handshake with `certificate_revoked`.
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
-    let revocations = revocation::Revocations::new(&crls, platform.deny_stale_crl)?;
+    let revocations = revocation::Revocations::new(&crls, deny_stale_crl)?;
     // Chains verified under this config's trust are remembered (see `chain_cache`).
     let verifier = Arc::new(chain_cache::CachingVerifier::new(
         verifier,
@@ -204,7 +166,7 @@ pub fn org_server_config(
     ));
     let resolver = OrgCertResolver {
         active,
-        default: platform.default_cert.clone(),
+        default: default_cert,
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -245,62 +207,33 @@ impl ResolvesServerCert for OrgCertResolver {
     }
 }
 
-/// Which org a ClientHello's SNI names (DESIGN §2), or why none.
-pub fn route(
-    snapshot: &Snapshot,
-    platform: &Platform,
-    sni: Option<&str>,
-) -> Result<Arc<OrgEntry>, Refusal> {
-    let routed = match sni {
-        None => Err(Refusal::NoSni),
-        Some(name) => route_name(snapshot, platform, &name.to_ascii_lowercase()),
-    };
-    routed.or_else(|refusal| {
-        platform
-            .no_sni_org
-            .as_ref()
-            .and_then(|org| snapshot.org(org.as_str()))
-            .cloned()
-            .ok_or(refusal)
-    })
+/// What a completed handshake hands to the layer that admits the client: the value `route` gave
+/// for the ClientHello, and what the client showed.
+pub struct Handshake<'a, T> {
+    pub routed: T,
+    /// The client's chain, leaf first, never empty.
+    pub chain: &'a [CertificateDer<'static>],
+    pub resumed: bool,
+    /// SNI as sent, for logs.
+    pub sni: Option<String>,
+    /// The client's address.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
-fn route_name(
-    snapshot: &Snapshot,
-    platform: &Platform,
-    name: &str,
-) -> Result<Arc<OrgEntry>, Refusal> {
-    let (label, rest) = name.split_once('.').ok_or(Refusal::UnrecognizedName)?;
-    if rest == platform.domain {
-        return snapshot.org(label).cloned().ok_or(Refusal::UnknownOrg);
-    }
-    // A custom domain `<org>.messaging.<custom>` is the org's when its active certificate covers it.
-    if rest.starts_with("messaging.") {
-        if let Some(entry) = snapshot.org(label) {
-            if entry
-                .server_names
-                .iter()
-                .any(|pattern| pki::name_covers(pattern, name))
-            {
-                return Ok(entry.clone());
-            }
-        }
-    }
-    Err(Refusal::UnrecognizedName)
-}
-
-/// Accepts one TLS connection under `deadline`: routes the ClientHello to its org, completes the
-/// handshake with that org's config, and finds which of the org's currently active CAs the client
-/// chain verified to.
-pub async fn accept(
+/// Accepts one TLS connection under `deadline`: `route` picks the `ServerConfig` for the
+/// ClientHello's SNI (with a value of its own, say the org), the handshake completes under it, and
+/// `admit` turns the verified chain into the caller's peer, or refuses it. TLS reads nothing above
+/// it: what it needs of the orgs comes through these two arguments.
+pub async fn accept<T, P>(
     stream: TcpStream,
-    registry: &Registry,
     deadline: Duration,
-) -> Result<(TlsStream<TcpStream>, PeerIdentity), Refused> {
+    route: impl FnOnce(Option<&str>) -> Result<(Arc<ServerConfig>, T), Refusal>,
+    admit: impl FnOnce(Handshake<'_, T>) -> Result<P, Refusal>,
+) -> Result<(TlsStream<TcpStream>, P), Refused> {
     let started = Instant::now();
     let mut sni = None;
-    let outcome = tokio::time::timeout(deadline, handshake(stream, registry, &mut sni)).await;
-    let (stream, peer) = match outcome {
+    let outcome = tokio::time::timeout(deadline, handshake(stream, route, admit, &mut sni)).await;
+    let (stream, peer, resumed) = match outcome {
         Err(_) => {
             return Err(Refused {
                 refusal: Refusal::Timeout,
@@ -311,30 +244,24 @@ pub async fn accept(
         Ok(Ok(done)) => done,
     };
     metrics::histogram!(crate::metrics::HANDSHAKE_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::counter!(crate::metrics::HANDSHAKES, "resumed" => if peer.resumed { "true" } else { "false" })
+    metrics::counter!(crate::metrics::HANDSHAKES, "resumed" => if resumed { "true" } else { "false" })
         .increment(1);
     Ok((stream, peer))
 }
 
-async fn handshake(
+async fn handshake<T, P>(
     stream: TcpStream,
-    registry: &Registry,
+    route: impl FnOnce(Option<&str>) -> Result<(Arc<ServerConfig>, T), Refusal>,
+    admit: impl FnOnce(Handshake<'_, T>) -> Result<P, Refusal>,
     sni_out: &mut Option<String>,
-) -> Result<(TlsStream<TcpStream>, PeerIdentity), Refusal> {
+) -> Result<(TlsStream<TcpStream>, P, bool), Refusal> {
     let addr = stream.peer_addr().ok();
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
         .await
         .map_err(|_| Refusal::Handshake)?;
     let sni = start.client_hello().server_name().map(str::to_owned);
     *sni_out = sni.clone();
-    let routed =
-        route(&registry.snapshot(), registry.platform(), sni.as_deref()).and_then(|entry| {
-            match &entry.tls {
-                Some(config) => Ok((config.clone(), entry.org.id.clone())),
-                None => Err(Refusal::OrgHasNoCa),
-            }
-        });
-    let (config, org_id) = match routed {
+    let (config, routed) = match route(sni.as_deref()) {
         Ok(routed) => routed,
         Err(refusal) => {
             let alert = match refusal {
@@ -352,105 +279,14 @@ async fn handshake(
         .peer_certificates()
         .filter(|chain| !chain.is_empty())
         .ok_or(Refusal::NoClientCertificate)?;
-    // The current snapshot, not the one the handshake started under.
-    let entry = registry
-        .snapshot()
-        .org(org_id.as_str())
-        .cloned()
-        .ok_or(Refusal::UnknownOrg)?;
-    // The leaf is parsed once, for its CA and its claims.
-    let leaf = match X509Certificate::from_der(&chain[0]) {
-        Ok(([], leaf)) => leaf,
-        _ => return Err(Refusal::BadCertificate),
-    };
-    let (ca, leaf_issuer) =
-        authenticating_ca(&entry.cas, &leaf, &chain[1..]).ok_or(Refusal::CaInactive)?;
-    let ca_id = ca.id.clone();
-    let ocsp = (ca.ocsp_mode != OcspMode::Off).then(|| {
-        // What OCSP asks about is the leaf's issuer: the CA, or the intermediate on the path.
-        let issuer = match leaf_issuer {
-            Some(i) => &chain[1 + i],
-            None => &ca.der,
-        };
-        Arc::new(ocsp::Subject {
-            leaf: chain[0].to_vec(),
-            issuer: issuer.to_vec(),
-            aia_url: ocsp::aia_url(&chain[0]),
-        })
-    });
-    let claims = identity::claims_of(&leaf).map_err(|_| Refusal::BadCertificate)?;
-    let serial = crate::pki::serial_hex(leaf.raw_serial());
-    let not_after = leaf.validity().not_after.to_datetime();
-    let fingerprint_sha256 = crate::pki::fingerprint_sha256(&chain[0]);
-    Ok((
-        stream,
-        PeerIdentity {
-            org: entry,
-            ca_id,
-            claims,
-            fingerprint_sha256,
-            serial,
-            not_after,
-            resumed,
-            sni,
-            addr,
-            ocsp,
-        },
-    ))
-}
-
-/// The active CA the (already verified) chain leads to, and which certificate issued the leaf:
-/// `None` the CA itself, `Some(i)` the `i`-th of `intermediates`. The walk follows names from the
-/// leaf: at each step an active CA whose subject is the current certificate's issuer, else the
-/// intermediate of that subject. Certificates off that path are never looked at (a client may
-/// send any extra certificate it likes), and where several share the subject (a key rollover, or
-/// a look-alike slipped into the chain), the one whose key verifies the signature is taken.
-fn authenticating_ca<'a>(
-    cas: &'a [ActiveCa],
-    leaf: &X509Certificate<'_>,
-    intermediates: &[CertificateDer<'_>],
-) -> Option<(&'a ActiveCa, Option<usize>)> {
-    let parsed = intermediates
-        .iter()
-        .map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| cert))
-        .collect::<Option<Vec<_>>>()?;
-    let mut current = leaf;
-    let mut leaf_issuer = None;
-    for depth in 0..=parsed.len() {
-        let issuer = current.issuer().as_raw();
-        let named = || cas.iter().filter(|ca| ca.subject_raw == issuer);
-        let ca = match named().count() {
-            0 => None,
-            1 => named().next(),
-            _ => named().find(|ca| signed_by(current, &ca.der)),
-        };
-        if let Some(ca) = ca {
-            return Some((ca, leaf_issuer));
-        }
-        let named = || {
-            parsed
-                .iter()
-                .enumerate()
-                .filter(|(_, cert)| cert.subject().as_raw() == issuer)
-        };
-        let (next, _) = match named().count() {
-            0 => return None,
-            1 => named().next()?,
-            _ => named()
-                .find(|(_, cert)| current.verify_signature(Some(cert.public_key())).is_ok())?,
-        };
-        if depth == 0 {
-            leaf_issuer = Some(next);
-        }
-        current = &parsed[next];
-    }
-    None
-}
-
-fn signed_by(cert: &X509Certificate<'_>, issuer_der: &[u8]) -> bool {
-    X509Certificate::from_der(issuer_der)
-        .map(|(_, issuer)| cert.verify_signature(Some(issuer.public_key())).is_ok())
-        .unwrap_or(false)
+    let peer = admit(Handshake {
+        routed,
+        chain,
+        resumed,
+        sni,
+        addr,
+    })?;
+    Ok((stream, peer, resumed))
 }
 
 fn classify(error: std::io::Error) -> Refusal {

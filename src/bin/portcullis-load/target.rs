@@ -122,7 +122,7 @@ impl Tls {
                 .add(cert)
                 .with_context(|| format!("{} is not a usable trust anchor", ca.display()))?;
         }
-        let provider = portcullis::tls::provider();
+        let provider = portcullis::crypto::provider();
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()

@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Ocsp, OcspMode, Verdict};
-use crate::registry::Registry;
+use super::Registry;
+use crate::ocsp::{Ocsp, OcspMode, Verdict};
 
 /// Checks of one sweep in flight at once: enough to overlap responders' latency, few enough not
 /// to storm them when many answers expire together.
