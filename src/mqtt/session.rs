@@ -31,7 +31,7 @@ use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
 use crate::registry::{ClientIdGuard, Device, Registry, Revocation, SessionGuard, SessionInfo};
-use crate::tls::PeerIdentity;
+use crate::registry::PeerIdentity;
 
 /// How long a finished session waits for its client's TLS close.
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);

@@ -1,7 +1,7 @@
 //! TLS termination: ClientHello → SNI → that org's `ServerConfig` (server certificate by name,
 //! client verifier over the org's active CAs, per-org resumption state), under one deadline. TLS
 //! reads nothing above it: the caller routes the SNI and admits the verified chain through
-//! [`accept`]'s arguments (the registry turns it into a typed [`PeerIdentity`], never a raw
+//! [`accept`]'s arguments (the registry turns it into a typed `registry::PeerIdentity`, never a raw
 //! connection the caller has to inspect), and an org's config is built from plain inputs
 //! ([`OrgTls`]).
 //!
@@ -92,10 +92,6 @@ impl Refusal {
         }
     }
 }
-
-/// The typed outcome of a successful handshake, built by the registry (kept reachable here for
-/// `mqtt::session`, which names it `tls::PeerIdentity`).
-pub use crate::registry::PeerIdentity;
 
 /// A refused handshake, with what is known for the one log event it gets.
 pub struct Refused {
