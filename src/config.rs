@@ -69,7 +69,7 @@ pub struct MqttsConfig {
     pub first_byte_timeout: Duration,
     /// Most connections open at once from one source address (handshakes included).
     pub max_connections_per_source: usize,
-    /// Subscription filters one session may hold (see [`crate::mqtt::filters`]).
+    /// Subscription filters one session may hold (enforced by `mqtt::filters`).
     pub max_filters_per_session: usize,
     /// Subscription filters the sessions of one organisation may hold together.
     pub max_filters_per_org: usize,
