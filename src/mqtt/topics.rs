@@ -13,27 +13,8 @@
 
 use crate::identity::{is_name, ClientId, Identity};
 
-/// An organisation's topic policy.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-pub enum TopicPolicy {
-    /// The Watson IoT topic space of DESIGN §4 (the default).
-    #[default]
-    #[serde(rename = "iot-2")]
-    Iot2,
-    /// Any topic or filter not starting with `$` (and `$share/<group>/<filter>`), under `<org>/`.
-    #[serde(rename = "open")]
-    Open,
-}
+/// An organisation's policy is a stored attribute of the org, defined with the store's records.
+pub use crate::store::TopicPolicy;
 
 /// Why a topic or filter was refused; a bounded label for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -29,7 +29,6 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::identity::OrgId;
-use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
 
 mod audit;
@@ -419,6 +418,28 @@ fn from_micros(micros: i64) -> Result<OffsetDateTime, StoreError> {
 /// later read returns.
 fn truncate_to_micros(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
     from_micros(to_micros(t))
+}
+
+/// An organisation's topic policy.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+pub enum TopicPolicy {
+    /// The Watson IoT topic space of DESIGN §4 (the default).
+    #[default]
+    #[serde(rename = "iot-2")]
+    Iot2,
+    /// Any topic or filter not starting with `$` (and `$share/<group>/<filter>`), under `<org>/`.
+    #[serde(rename = "open")]
+    Open,
 }
 
 fn topic_policy_to_sql(p: TopicPolicy) -> &'static str {
