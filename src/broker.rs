@@ -62,12 +62,12 @@ use crate::config::BrokerConfig;
 use crate::mqtt::codec::{
     self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck,
 };
-use crate::mqtt::delivery::Subscriptions;
 
 mod expiry;
 
 pub use expiry::Expiry;
 use expiry::Keeper;
+pub use expiry::Memo;
 
 /// The one user of the plain listeners.
 const USERNAME: &str = "portcullis";
@@ -185,8 +185,8 @@ pub struct BrokerSession {
     /// rumqttd keeps this session when the link ends (it was opened unclean).
     kept: bool,
     expiry: Expiry,
-    /// The subscriptions of a resumed session, then those to keep with it.
-    subscriptions: Subscriptions,
+    /// What the front-end kept with a resumed session, then what to keep with it.
+    memo: Option<Memo>,
     keeper: Arc<Keeper>,
 }
 
@@ -312,9 +312,9 @@ impl Broker {
             Option::<rp::Packet>::from(connack),
             Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
         );
-        let subscriptions = match held.map(expiry::KeptSession::resume) {
-            Some(subscriptions) if session_present => subscriptions,
-            _ => Subscriptions::default(),
+        let memo = match held.and_then(expiry::KeptSession::resume) {
+            Some(memo) if session_present => Some(memo),
+            _ => None,
         };
         Ok(BrokerSession {
             tx,
@@ -326,7 +326,7 @@ impl Broker {
             client_id: client_id.to_owned(),
             kept,
             expiry,
-            subscriptions,
+            memo,
             keeper: self.keeper.clone(),
         })
     }
@@ -429,14 +429,15 @@ impl BrokerSession {
         self.session_present
     }
 
-    /// The subscriptions a resumed session had (empty for a new one), taken once.
-    pub fn take_subscriptions(&mut self) -> Subscriptions {
-        std::mem::take(&mut self.subscriptions)
+    /// What the front-end kept with a resumed session (none for a new one), taken once.
+    pub fn take_memo(&mut self) -> Option<Memo> {
+        self.memo.take()
     }
 
-    /// The subscriptions to keep with the session when its link ends.
-    pub fn keep_subscriptions(&mut self, subscriptions: Subscriptions) {
-        self.subscriptions = subscriptions;
+    /// What the front-end keeps with the session when its link ends, if it is kept (none: nothing
+    /// worth keeping).
+    pub fn keep_memo(&mut self, memo: Option<Memo>) {
+        self.memo = memo;
     }
 
     /// A new expiry for when the link ends (MQTT 5 DISCONNECT). A session opened to end with its
@@ -546,9 +547,8 @@ impl BrokerSession {
             }
         }
         let client_id = std::mem::take(&mut self.client_id);
-        let subscriptions = std::mem::take(&mut self.subscriptions);
-        self.keeper
-            .ended(client_id, self.kept, self.expiry, subscriptions);
+        let memo = self.memo.take();
+        self.keeper.ended(client_id, self.kept, self.expiry, memo);
     }
 }
 

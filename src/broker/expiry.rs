@@ -15,7 +15,6 @@ use rumqttd::protocol as rp;
 
 use super::{lock, to_router, BrokerError, OpenLink};
 use crate::mqtt::codec::{self, Disconnect, Packet, Properties};
-use crate::mqtt::delivery::Subscriptions;
 
 /// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry
 /// Interval; 3.1.1 clean session 1 is [`Expiry::Now`], clean session 0 [`Expiry::Never`]).
@@ -37,11 +36,15 @@ impl Expiry {
     }
 }
 
+/// What the front-end keeps with a session rumqttd keeps, opaque here: the session layer's
+/// subscription options and identifiers, which rumqttd does not keep (it downcasts it back).
+pub type Memo = Box<dyn std::any::Any + Send + Sync>;
+
 /// What the front-end holds for a session rumqttd keeps: its expiry timer, if it has one, and
-/// the subscriptions the session knew (rumqttd keeps no subscription options or identifiers).
+/// its [`Memo`], if it has one.
 pub(super) struct KeptSession {
     timer: Option<Timer>,
-    subscriptions: Subscriptions,
+    memo: Option<Memo>,
 }
 
 /// An expiry timer: its id tells it from a later one of the same client id.
@@ -51,13 +54,12 @@ struct Timer {
 }
 
 impl KeptSession {
-    /// The session is resumed (or started anew): its timer stops, its subscriptions are handed
-    /// back.
-    pub(super) fn resume(self) -> Subscriptions {
+    /// The session is resumed (or started anew): its timer stops, its memo is handed back.
+    pub(super) fn resume(self) -> Option<Memo> {
         if let Some(timer) = self.timer {
             timer.task.abort();
         }
-        self.subscriptions
+        self.memo
     }
 }
 
@@ -99,26 +101,18 @@ impl Keeper {
         )
     }
 
-    /// What happens to a session whose connection ended, by its expiry.
+    /// What happens to a session whose connection ended, by its expiry (`memo`: what the
+    /// front-end keeps with it, none when there is nothing worth keeping).
     pub(super) fn ended(
         self: &Arc<Keeper>,
         client_id: String,
         kept: bool,
         expiry: Expiry,
-        subscriptions: Subscriptions,
+        memo: Option<Memo>,
     ) {
-        let subscriptions = if subscriptions.asks_more() {
-            subscriptions
-        } else {
-            Subscriptions::default()
-        };
         match expiry {
-            Expiry::Never if kept && subscriptions.asks_more() => {
-                let timer = None;
-                let session = KeptSession {
-                    timer,
-                    subscriptions,
-                };
+            Expiry::Never if kept && memo.is_some() => {
+                let session = KeptSession { timer: None, memo };
                 lock(&self.pending).insert(client_id, session);
             }
             Expiry::Never => {}
@@ -155,7 +149,7 @@ impl Keeper {
                         id,
                         task: task.abort_handle(),
                     }),
-                    subscriptions,
+                    memo,
                 };
                 lock(&self.pending).insert(key, session);
             }

@@ -18,20 +18,20 @@ use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
-use crate::broker::{Broker, BrokerError, BrokerSession, Expiry};
+use crate::broker::{Broker, BrokerError, BrokerSession, Expiry, Memo};
 use crate::events::{Event, Kind};
 use crate::identity::ClientId;
 use crate::mqtt::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::mqtt::delivery::{self, Origin};
+use crate::mqtt::delivery::{self, Origin, Subscriptions};
 use crate::mqtt::filters::{FilterQuota, SessionFilters};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
-use crate::registry::{ClientIdGuard, Device, Registry, Revocation, SessionGuard, SessionInfo};
 use crate::registry::PeerIdentity;
+use crate::registry::{ClientIdGuard, Device, Registry, Revocation, SessionGuard, SessionInfo};
 
 /// How long a finished session waits for its client's TLS close.
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -399,7 +399,11 @@ where
         zero_expiry: expiry == Expiry::Now,
         receiving: HashSet::new(),
         client_id: client_id_text.clone(),
-        subscriptions: broker.take_subscriptions(),
+        subscriptions: broker
+            .take_memo()
+            .and_then(|memo| memo.downcast::<Subscriptions>().ok())
+            .map(|subscriptions| *subscriptions)
+            .unwrap_or_default(),
         maximum_packet_size: match protocol {
             Protocol::V5 => connect
                 .properties
@@ -438,7 +442,13 @@ where
     };
     broker.set_expiry(expiry);
     forwarder.filters.keep(expiry != Expiry::Now);
-    broker.keep_subscriptions(std::mem::take(&mut forwarder.subscriptions));
+    // Only subscriptions that ask more than rumqttd keeps are worth keeping with the session.
+    let subscriptions = std::mem::take(&mut forwarder.subscriptions);
+    broker.keep_memo(
+        subscriptions
+            .asks_more()
+            .then(|| Box::new(subscriptions) as Memo),
+    );
     broker.close().await;
     let will_wanted = forwarder.will_wanted;
     // The session's filters are released (or kept) before its client id is free again.
