@@ -14,7 +14,7 @@ use rumqttd::local::LinkTx;
 use rumqttd::protocol as rp;
 
 use super::{lock, to_router, BrokerError, OpenLink};
-use crate::mqtt::codec::{self, Disconnect, Packet, Properties};
+use crate::codec::{self, Disconnect, Packet, Properties};
 use crate::mqtt::delivery::Subscriptions;
 
 /// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry

@@ -1,7 +1,11 @@
-//! MQTT: the codec for untrusted bytes, the topic policy, and the session that binds a verified
-//! TLS identity to a CONNECT and forwards it to the embedded broker.
+//! MQTT: the delivery rules, the topic policy, and the session that binds a verified TLS identity
+//! to a CONNECT and forwards it to the embedded broker. The packet codec ([`crate::codec`]) sits
+//! below both this module and the broker, which speak it alike.
 
-pub mod codec;
 pub mod delivery;
 pub mod session;
 pub mod topics;
+
+/// The codec moved down to [`crate::codec`] (the broker speaks it too); this keeps the
+/// `mqtt::codec` paths working.
+pub use crate::codec;

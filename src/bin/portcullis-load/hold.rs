@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use portcullis::mqtt::codec::Packet;
+use portcullis::codec::Packet;
 use serde_json::json;
 use tokio::sync::watch;
 
