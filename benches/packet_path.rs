@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use portcullis::codec::{self, Packet, Properties, Protocol, Publish, QoS};
 use portcullis::identity::{ClientId, Identity};
-use portcullis::mqtt::codec::{self, Packet, Properties, Protocol, Publish, QoS};
 use portcullis::mqtt::topics::{TopicMap, TopicPolicy};
 
 fn publish_bytes(size: usize) -> BytesMut {

@@ -58,10 +58,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::codec::{self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck};
 use crate::config::BrokerConfig;
-use crate::mqtt::codec::{
-    self, Ack, Disconnect, Packet, Properties, Publish, QoS, SubAck, UnsubAck,
-};
 
 mod expiry;
 
@@ -1045,7 +1043,7 @@ fn push_varint(out: &mut Vec<u8>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::codec::{Subscribe, Subscription, SubscriptionOptions};
+    use crate::codec::{Subscribe, Subscription, SubscriptionOptions};
 
     use rumqttc::v5::mqttbytes::QoS as CQoS;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};

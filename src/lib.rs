@@ -23,8 +23,10 @@
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
 //! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once.
 //! - [`crls`]: CAs' CRLs checked and held (uploaded or fetched from `crl_url`), the fetch task.
-//! - [`mqtt`]: the packet codec, topic policy and the session that forwards to the broker.
+//! - [`mqtt`]: delivery rules, topic policy and the session that forwards to the broker.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
+//! - [`codec`]: the MQTT 3.1.1 + 5 packet codec for untrusted bytes (never panics), the lowest
+//!   layer: the session and the broker both speak it.
 //! - [`registry`]: the live snapshot the hot path reads (it routes SNI to an org and admits the
 //!   peer a handshake verified), the live-session table, OCSP asked again for live sessions.
 //! - [`devices`]: the device registry's writer, behind the connect path.
@@ -41,6 +43,7 @@
 pub mod admin;
 pub mod broker;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod crls;
 pub mod crypto;

@@ -17,8 +17,8 @@ use rustls::server::ServerConfig;
 use rustls::sign::CertifiedKey;
 use tokio::sync::Notify;
 
+use crate::codec::reason;
 use crate::identity::{Identity, OrgId};
-use crate::mqtt::codec::reason;
 use crate::ocsp::{self, OcspMode};
 use crate::store::{BlockTarget, BlockedDevice, OrgRecord, OrgState, Store};
 use crate::tls;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use portcullis::mqtt::codec::{
+use portcullis::codec::{
     self, Ack, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, Subscribe,
     Subscription, SubscriptionOptions,
 };

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use portcullis::mqtt::codec::{decode, decode_connect, encode, Packet, Protocol};
+use portcullis::codec::{decode, decode_connect, encode, Packet, Protocol};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks a size limit, so the PacketTooLarge path is exercised too.

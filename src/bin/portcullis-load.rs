@@ -14,7 +14,7 @@
 //! - `connect`, `hold`, `throughput`, `broker`: the modes;
 //! - `stats`: histograms, failure counts, `/proc/<pid>` readings, progress on stderr.
 //!
-//! It speaks MQTT with `portcullis::mqtt::codec` over tokio-rustls and nothing heavier, so that the
+//! It speaks MQTT with `portcullis::codec` over tokio-rustls and nothing heavier, so that the
 //! tool is not the bottleneck; it reports its own CPU next to the server's to show it.
 
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use portcullis::mqtt::codec::Protocol;
+use portcullis::codec::Protocol;
 use serde_json::Value;
 
 #[path = "portcullis-load/broker.rs"]

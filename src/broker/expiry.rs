@@ -14,7 +14,7 @@ use rumqttd::local::LinkTx;
 use rumqttd::protocol as rp;
 
 use super::{lock, to_router, BrokerError, OpenLink};
-use crate::mqtt::codec::{self, Disconnect, Packet, Properties};
+use crate::codec::{self, Disconnect, Packet, Properties};
 
 /// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry
 /// Interval; 3.1.1 clean session 1 is [`Expiry::Now`], clean session 0 [`Expiry::Never`]).

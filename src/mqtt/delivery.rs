@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::mqtt::codec::{
+use crate::codec::{
     self, Connect, Packet, Properties, Protocol, Publish, QoS, SubscriptionOptions,
 };
 

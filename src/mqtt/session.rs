@@ -19,12 +19,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
 use crate::broker::{Broker, BrokerError, BrokerSession, Expiry, Memo};
-use crate::events::{Event, Kind};
-use crate::identity::ClientId;
-use crate::mqtt::codec::{
+use crate::codec::{
     self, reason, Ack, CodecError, ConnAck, Connect, Disconnect, Packet, Properties, Protocol,
     Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::events::{Event, Kind};
+use crate::identity::ClientId;
 use crate::mqtt::delivery::{self, Origin, Subscriptions};
 use crate::mqtt::filters::{FilterQuota, SessionFilters};
 use crate::mqtt::topics::TopicMap;

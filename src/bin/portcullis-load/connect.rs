@@ -239,7 +239,7 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
         "mode": "connect",
         "target": endpoint.describe(),
         "tls": endpoint.tls.is_some(),
-        "protocol": if endpoint.protocol == portcullis::mqtt::codec::Protocol::V5 { 5 } else { 4 },
+        "protocol": if endpoint.protocol == portcullis::codec::Protocol::V5 { 5 } else { 4 },
         "resume": args.resume,
         "known_devices": args.known_devices,
         "reuse_client_id": args.reuse_client_id,
@@ -267,7 +267,7 @@ pub async fn run(setup: Setup, args: ConnectArgs) -> anyhow::Result<Report> {
         args.n,
         endpoint.describe(),
         if endpoint.tls.is_some() { "TLS" } else { "plain TCP" },
-        if endpoint.protocol == portcullis::mqtt::codec::Protocol::V5 { "5" } else { "3.1.1" },
+        if endpoint.protocol == portcullis::codec::Protocol::V5 { "5" } else { "3.1.1" },
         wall.as_secs_f64(),
     );
     text += &format!(

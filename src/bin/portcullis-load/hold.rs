@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use portcullis::mqtt::codec::{
-    Packet, Properties, QoS, Subscribe, Subscription, SubscriptionOptions,
-};
+use portcullis::codec::{Packet, Properties, QoS, Subscribe, Subscription, SubscriptionOptions};
 use serde_json::json;
 use tokio::sync::watch;
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use portcullis::mqtt::codec::{self, Connect, Disconnect, Packet, Properties, Protocol};
+use portcullis::codec::{self, Connect, Disconnect, Packet, Properties, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
-use portcullis::mqtt::codec::{
+use portcullis::codec::{
     Ack, Packet, Properties, Protocol, Publish, QoS, Subscribe, Subscription, SubscriptionOptions,
 };
 use serde_json::json;
