@@ -14,14 +14,6 @@ use rumqttc::QoS;
 const ORG: &str = "acme";
 const SNI: &str = "acme.messaging.localhost";
 
-async fn open_org() -> (TestServer, TestCa) {
-    let server = TestServer::start().await;
-    server.create_open_org(ORG).await;
-    let ca = TestCa::root("acme devices CA");
-    server.upload_ca(ORG, &ca).await;
-    (server, ca)
-}
-
 /// A device `name` connected with `clean_session`: its client, event loop and Session Present.
 async fn device(
     server: &TestServer,
@@ -78,7 +70,7 @@ async fn publish_once(server: &TestServer, ca: &TestCa, name: &str, topic: &str,
 /// messages for its subscriptions are queued and delivered when it comes back (Session Present).
 #[tokio::test]
 async fn mqtt_3_1_2_5_clean_session_0_queues_messages_while_offline() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (client, mut eventloop, _) = device(&server, &ca, "keeper", false).await;
     subscribe_v4(&client, &mut eventloop, "queue/t", QoS::AtLeastOnce).await;
     leave(client, eventloop).await;
@@ -94,7 +86,7 @@ async fn mqtt_3_1_2_5_clean_session_0_queues_messages_while_offline() {
 /// MQTT-3.1.2-6: clean session 1 discards a stored session and keeps none afterwards.
 #[tokio::test]
 async fn mqtt_3_1_2_6_clean_session_1_discards_the_session() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (client, mut eventloop, _) = device(&server, &ca, "fresh", false).await;
     subscribe_v4(&client, &mut eventloop, "queue/t", QoS::AtLeastOnce).await;
     leave(client, eventloop).await;
@@ -109,7 +101,7 @@ async fn mqtt_3_1_2_6_clean_session_1_discards_the_session() {
 /// granted to the subscription.
 #[tokio::test]
 async fn mqtt_3_8_4_6_delivery_at_the_lower_qos() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (client, mut eventloop, _) = device(&server, &ca, "sub", true).await;
     subscribe_v4(&client, &mut eventloop, "qos/t", QoS::ExactlyOnce).await;
     let mut inbox = drive_v4(eventloop);

@@ -489,6 +489,15 @@ impl TestServer {
     }
 
     /// An org with one root CA, ready for devices: returns the CA and its id.
+    /// A new server with one `open`-policy org and one CA for its devices.
+    pub async fn start_open_org(org: &str) -> (TestServer, TestCa) {
+        let server = TestServer::start().await;
+        server.create_open_org(org).await;
+        let ca = TestCa::root(&format!("{org} devices CA"));
+        server.upload_ca(org, &ca).await;
+        (server, ca)
+    }
+
     pub async fn org_with_ca(&self, org: &str) -> (TestCa, String) {
         self.create_org(org).await;
         let ca = TestCa::root(&format!("{org} devices CA"));
