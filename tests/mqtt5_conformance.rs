@@ -24,15 +24,6 @@ const SNI: &str = "acme.messaging.localhost";
 /// How long a test waits to be sure something does NOT arrive.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// An open org with one CA: devices `d:sensor:<name>` connect with `d:acme:sensor:<name>`.
-async fn open_org() -> (TestServer, TestCa) {
-    let server = TestServer::start().await;
-    server.create_open_org(ORG).await;
-    let ca = TestCa::root("acme devices CA");
-    server.upload_ca(ORG, &ca).await;
-    (server, ca)
-}
-
 /// One MQTT 5 connection, spoken packet by packet.
 struct Client {
     stream: TlsStream<TcpStream>,
@@ -268,7 +259,7 @@ async fn publish_once(
 /// CONNECT with clean start 0 resumes it (Session Present 1).
 #[tokio::test]
 async fn mqtt_3_1_2_23_clean_start_with_expiry_keeps_the_session() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, ack) = Client::connect(&server, &ca, "keeper", true, expiry(300)).await;
     assert!(!ack.session_present);
     sub.subscribe("queue/t", QoS::AtLeastOnce).await;
@@ -286,7 +277,7 @@ async fn mqtt_3_1_2_23_clean_start_with_expiry_keeps_the_session() {
 /// with clean start 0: the next CONNECT finds no session (Session Present 0) and nothing queued.
 #[tokio::test]
 async fn mqtt_3_1_2_11_expiry_zero_ends_the_session_with_the_connection() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "brief", false, Properties::default()).await;
     sub.subscribe("queue/t", QoS::AtLeastOnce).await;
     sub.disconnect(Properties::default()).await;
@@ -302,7 +293,7 @@ async fn mqtt_3_1_2_11_expiry_zero_ends_the_session_with_the_connection() {
 /// 3.1.2.11.2, 4.1: a kept session is discarded once its expiry interval has passed.
 #[tokio::test]
 async fn mqtt_4_1_a_session_is_discarded_after_its_expiry() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "short", true, expiry(1)).await;
     sub.subscribe("queue/t", QoS::AtLeastOnce).await;
     sub.disconnect(Properties::default()).await;
@@ -327,7 +318,7 @@ async fn mqtt_4_1_a_session_is_discarded_after_its_expiry() {
 /// ends the session with the connection.
 #[tokio::test]
 async fn mqtt_3_14_2_2_disconnect_may_lower_the_expiry_to_zero() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "lower", false, expiry(300)).await;
     sub.subscribe("queue/t", QoS::AtLeastOnce).await;
     sub.disconnect(expiry(0)).await;
@@ -339,7 +330,7 @@ async fn mqtt_3_14_2_2_disconnect_may_lower_the_expiry_to_zero() {
 /// is a protocol error: the server answers DISCONNECT 0x82 and does not keep the session.
 #[tokio::test]
 async fn mqtt_3_14_2_2_raising_the_expiry_from_zero_is_a_protocol_error() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "raise", true, Properties::default()).await;
     sub.send(Packet::Disconnect(Disconnect {
         reason: 0,
@@ -355,7 +346,7 @@ async fn mqtt_3_14_2_2_raising_the_expiry_from_zero_is_a_protocol_error() {
 /// Receive Maximum the server announced in CONNACK gets DISCONNECT 0x93 and is closed.
 #[tokio::test]
 async fn mqtt_3_3_4_9_exceeding_the_servers_receive_maximum_is_disconnected() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut client, ack) =
         Client::connect(&server, &ca, "flood", true, Properties::default()).await;
     let maximum = ack
@@ -397,7 +388,7 @@ fn subscription(
 /// one at QoS 1.
 #[tokio::test]
 async fn mqtt_3_8_4_8_delivery_at_the_lower_of_publish_and_subscription_qos() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
     sub.subscribe("qos/t", QoS::ExactlyOnce).await;
     let (mut publisher, _) =
@@ -424,7 +415,7 @@ async fn mqtt_3_8_4_8_delivery_at_the_lower_of_publish_and_subscription_qos() {
 /// on that subscription; another client's are.
 #[tokio::test]
 async fn mqtt_3_8_3_3_no_local_skips_the_clients_own_messages() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut me, _) = Client::connect(&server, &ca, "me", true, Properties::default()).await;
     let sub = subscription("local/t", QoS::AtLeastOnce, |o| o.no_local = true);
     assert_eq!(me.subscribe_with(1, vec![sub]).await, vec![1]);
@@ -438,7 +429,7 @@ async fn mqtt_3_8_3_3_no_local_skips_the_clients_own_messages() {
 /// live delivery; without it the flag is 0.
 #[tokio::test]
 async fn mqtt_3_3_1_12_retain_as_published() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut keep, _) = Client::connect(&server, &ca, "keep", true, Properties::default()).await;
     let sub = subscription("rap/t", QoS::AtLeastOnce, |o| o.retain_as_published = true);
     assert_eq!(keep.subscribe_with(1, vec![sub]).await, vec![1]);
@@ -463,7 +454,7 @@ async fn mqtt_3_3_1_12_retain_as_published() {
 /// 3.8.3.1 (MQTT-3.3.1-11): Retain Handling 2 sends no retained message at subscribe; 0 does.
 #[tokio::test]
 async fn mqtt_3_3_1_11_retain_handling_2_sends_no_retained_message() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut publisher, _) =
         Client::connect(&server, &ca, "pub", true, Properties::default()).await;
     let mut retained = publish("rh/t", QoS::AtLeastOnce, Some(1), b"stored");
@@ -490,7 +481,7 @@ async fn mqtt_3_3_1_11_retain_handling_2_sends_no_retained_message() {
 /// subscription it matches; CONNACK does not say identifiers are unavailable.
 #[tokio::test]
 async fn mqtt_3_3_4_3_deliveries_carry_subscription_identifiers() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, ack) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
     assert_ne!(ack.properties.subscription_identifier_available, Some(0));
     let properties = Properties {
@@ -507,7 +498,7 @@ async fn mqtt_3_3_4_3_deliveries_carry_subscription_identifiers() {
 /// 3.8.2.1.2: a Subscription Identifier of 0 is a protocol error (DISCONNECT 0x82).
 #[tokio::test]
 async fn mqtt_3_8_2_1_2_subscription_identifier_zero_is_a_protocol_error() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
     // The codec will not encode identifier 0: the bytes are written by hand.
     let mut body = vec![0x00, 0x01, 0x02, 0x0B, 0x00];
@@ -524,7 +515,7 @@ async fn mqtt_3_8_2_1_2_subscription_identifier_zero_is_a_protocol_error() {
 /// fits still arrives, and a QoS 1 one does not hold the session's window).
 #[tokio::test]
 async fn mqtt_3_1_2_24_no_packet_beyond_the_clients_maximum_packet_size() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let small = Properties {
         maximum_packet_size: Some(256),
         ..Properties::default()
@@ -550,7 +541,7 @@ async fn mqtt_3_1_2_24_no_packet_beyond_the_clients_maximum_packet_size() {
 /// a close_notify back, so its read ends cleanly instead of with an unexpected EOF.
 #[tokio::test]
 async fn rfc8446_6_1_close_notify_before_connect_is_answered() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let cert = ca.client("d:sensor:quiet", &[]);
     let mut stream = server.tls(SNI, Some(&cert)).await.unwrap();
     step(stream.shutdown()).await.unwrap();
@@ -566,7 +557,7 @@ async fn rfc8446_6_1_close_notify_before_connect_is_answered() {
 /// subscriptions keep their identifiers and options.
 #[tokio::test]
 async fn mqtt_3_1_2_4_a_resumed_session_keeps_its_subscription_options() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "resumer", true, expiry(300)).await;
     let properties = Properties {
         subscription_identifiers: vec![9],
@@ -592,7 +583,7 @@ async fn mqtt_3_1_2_4_a_resumed_session_keeps_its_subscription_options() {
 /// the time it waited.
 #[tokio::test]
 async fn mqtt_3_3_2_5_queued_messages_expire() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut sub, _) = Client::connect(&server, &ca, "away", true, expiry(300)).await;
     sub.subscribe("expiry/t", QoS::AtLeastOnce).await;
     sub.disconnect(Properties::default()).await;
@@ -626,7 +617,7 @@ async fn mqtt_3_3_2_5_queued_messages_expire() {
 /// existed when the CONNECT arrived.
 #[tokio::test]
 async fn mqtt_3_1_4_3_a_takeover_with_clean_start_0_resumes_the_session() {
-    let (server, ca) = open_org().await;
+    let (server, ca) = TestServer::start_open_org(ORG).await;
     let (mut first, _) = Client::connect(&server, &ca, "twice", false, Properties::default()).await;
     first.subscribe("takeover/t", QoS::AtLeastOnce).await;
     let (mut second, ack) =
@@ -638,4 +629,49 @@ async fn mqtt_3_1_4_3_a_takeover_with_clean_start_0_resumes_the_session() {
     first.disconnected_with(0x8E).await;
     publish_once(&server, &ca, "pub", "takeover/t", b"still subscribed").await;
     assert_eq!(&second.delivery().await.payload[..], b"still subscribed");
+}
+
+/// 4.6, 4.3.2: a client may hold its acknowledgements while more deliveries arrive. A delivery
+/// the front-end settles itself — here a QoS 0 message on a QoS 2 subscription, sent on at QoS 0
+/// (3.8.4) — while an earlier one still waits for the client's PUBACK must not end the session:
+/// every message arrives, and the session goes on.
+#[tokio::test]
+async fn mqtt_4_6_a_delivery_settled_here_waits_for_the_earlier_ones() {
+    let (server, ca) = TestServer::start_open_org(ORG).await;
+    let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
+    sub.subscribe("order/t", QoS::ExactlyOnce).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    publisher.publish_acked("order/t", 1, b"first").await;
+    publisher
+        .send(Packet::Publish(publish(
+            "order/t",
+            QoS::AtMostOnce,
+            None,
+            b"second",
+        )))
+        .await;
+
+    // Both arrive before the subscriber acknowledges anything.
+    let first = match sub.recv().await {
+        Packet::Publish(p) => p,
+        other => panic!("expected the first PUBLISH, got {other:?}"),
+    };
+    assert_eq!(
+        (&first.payload[..], first.qos),
+        (&b"first"[..], QoS::AtLeastOnce)
+    );
+    let second = match sub.recv().await {
+        Packet::Publish(p) => p,
+        other => panic!("expected the second PUBLISH, got {other:?}"),
+    };
+    assert_eq!(
+        (&second.payload[..], second.qos),
+        (&b"second"[..], QoS::AtMostOnce)
+    );
+    sub.send(Packet::PubAck(ack(first.packet_id.unwrap())))
+        .await;
+
+    publisher.publish_acked("order/t", 2, b"third").await;
+    assert_eq!(&sub.delivery().await.payload[..], b"third");
 }

@@ -412,6 +412,8 @@ where
             Protocol::V311 => None,
         },
         downgraded: HashSet::new(),
+        broker_acks: delivery::InOrder::default(),
+        broker_comps: delivery::InOrder::default(),
         released_here: HashSet::new(),
         counters: Counters::new(),
     };
@@ -696,6 +698,10 @@ struct Forwarder {
     /// Broker packet ids of QoS 2 deliveries sent to the client at QoS 1: its PUBACK becomes the
     /// broker's PUBREC.
     downgraded: HashSet<u16>,
+    /// The broker's deliveries to acknowledge (PUBACK/PUBREC), in its order.
+    broker_acks: delivery::InOrder,
+    /// The broker's PUBRELs to complete (PUBCOMP), in its order.
+    broker_comps: delivery::InOrder,
     /// Broker packet ids of QoS 2 deliveries the front-end answered with PUBREC itself (dropped
     /// or downgraded): the broker's PUBREL for them is answered here with PUBCOMP.
     released_here: HashSet<u16>,
@@ -759,7 +765,8 @@ impl Forwarder {
                 received = broker.recv(&mut from_broker) => match received {
                     Err(error) => {
                         tracing::debug!(%error, "broker link ended");
-                        self.disconnect(reason::SERVER_UNAVAILABLE, &mut to_client);
+                        // 0x88 is a CONNACK code only (MQTT 5 §3.14.2.1): a DISCONNECT says 0x89.
+                        self.disconnect(reason::SERVER_BUSY, &mut to_client);
                         let _ = self.flush(client, &mut to_client, ctx).await;
                         return Err(SessionError::BrokerClosed);
                     }
@@ -871,23 +878,32 @@ impl Forwarder {
             }
             Packet::PubAck(ack) => {
                 self.delivery_completed(to_client)?;
-                if self.downgraded.remove(&ack.packet_id) {
-                    self.released_here.insert(ack.packet_id);
+                let id = ack.packet_id;
+                let ack = if self.downgraded.remove(&id) {
+                    self.released_here.insert(id);
                     Packet::PubRec(ack_only(ack))
                 } else {
                     Packet::PubAck(ack_only(ack))
-                }
+                };
+                self.broker_acks.ready(id, ack, to_broker);
+                return Ok(Flow::Continue);
             }
             Packet::PubRec(ack) => {
                 if ack.reason >= reason::UNSPECIFIED_ERROR {
                     self.delivery_completed(to_client)?;
                 }
-                Packet::PubRec(ack_only(ack))
+                let id = ack.packet_id;
+                self.broker_acks
+                    .ready(id, Packet::PubRec(ack_only(ack)), to_broker);
+                return Ok(Flow::Continue);
             }
             Packet::PubRel(ack) => Packet::PubRel(ack_only(ack)),
             Packet::PubComp(ack) => {
                 self.delivery_completed(to_client)?;
-                Packet::PubComp(ack_only(ack))
+                let id = ack.packet_id;
+                self.broker_comps
+                    .ready(id, Packet::PubComp(ack_only(ack)), to_broker);
+                return Ok(Flow::Continue);
             }
             Packet::Auth(_) => return self.violation("AUTH is not supported", to_client),
             Packet::Connect(_) => return self.violation("second CONNECT", to_client),
@@ -1130,11 +1146,17 @@ impl Forwarder {
                     self.receiving.remove(&ack.packet_id);
                     Some(Packet::PubComp(ack))
                 }
-                Packet::PubRel(ack) if self.released_here.remove(&ack.packet_id) => {
-                    to_broker.push(Packet::PubComp(ack_only(ack)));
-                    None
+                Packet::PubRel(ack) => {
+                    self.broker_comps.expect(ack.packet_id);
+                    if self.released_here.remove(&ack.packet_id) {
+                        let id = ack.packet_id;
+                        self.broker_comps
+                            .ready(id, Packet::PubComp(ack_only(ack)), to_broker);
+                        None
+                    } else {
+                        Some(Packet::PubRel(ack))
+                    }
                 }
-                ack @ Packet::PubRel(_) => Some(ack),
                 // The link hands over nothing else (see `broker::from_router`).
                 _ => None,
             };
@@ -1156,6 +1178,9 @@ impl Forwarder {
     fn delivery(&mut self, mut publish: Publish, to_broker: &mut Vec<Packet>) -> Option<Packet> {
         let origin = delivery::take(&mut publish.properties);
         let sent_qos = publish.qos;
+        if let (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) = (sent_qos, publish.packet_id) {
+            self.broker_acks.expect(id);
+        }
         let Some(topic) = self.topics.deliver(&publish.topic) else {
             tracing::warn!(topic = %publish.topic, "delivery outside the client's view dropped");
             self.settle(sent_qos, publish.packet_id, to_broker);
@@ -1199,7 +1224,8 @@ impl Forwarder {
         self.window.admit(publish).map(Packet::Publish)
     }
 
-    /// Acknowledges a delivery to the broker as if the client had received it.
+    /// Acknowledges a delivery to the broker as if the client had received it (after every
+    /// earlier one: [`delivery::InOrder`]).
     fn settle(&mut self, qos: QoS, packet_id: Option<u16>, to_broker: &mut Vec<Packet>) {
         let ack = |packet_id| Ack {
             packet_id,
@@ -1207,10 +1233,14 @@ impl Forwarder {
             properties: Properties::default(),
         };
         match (qos, packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => to_broker.push(Packet::PubAck(ack(id))),
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.broker_acks
+                    .ready(id, Packet::PubAck(ack(id)), to_broker)
+            }
             (QoS::ExactlyOnce, Some(id)) => {
                 self.released_here.insert(id);
-                to_broker.push(Packet::PubRec(ack(id)));
+                self.broker_acks
+                    .ready(id, Packet::PubRec(ack(id)), to_broker);
             }
             _ => {}
         }
