@@ -104,6 +104,17 @@ const RECV_BATCH: usize = 256;
 /// CONNECT asked for (its packet ids go `1..=100`). The session queues what its client cannot take.
 pub const BROKER_MAX_INFLIGHT: u16 = 100;
 
+/// What [`Broker::hold_filter`] did with a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The router holds it already: no new cost.
+    Already,
+    /// A new distinct filter, held from now on, for good.
+    Added,
+    /// Not held, and not to be handed to the router.
+    Refused,
+}
+
 /// Tells the brokers of one process apart in thread names and rumqttd's router id.
 static NEXT_BROKER_ID: AtomicUsize = AtomicUsize::new(0);
 
@@ -159,6 +170,8 @@ pub struct Broker {
     /// Every distinct filter the router was handed (it keeps each for good), up to `max_filters`.
     held: Mutex<HashSet<String>>,
     max_filters: usize,
+    /// How many of them one organisation may hand it (see [`Broker::max_filters_per_org`]).
+    max_filters_per_org: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -227,6 +240,7 @@ impl Broker {
             password,
             held: Mutex::default(),
             max_filters: config.max_filters,
+            max_filters_per_org: config.max_filters_per_org,
         })
     }
 
@@ -242,19 +256,25 @@ impl Broker {
     }
 
     /// Whether `filter` may be handed to the router: yes when it holds it already (no new cost),
-    /// or when it holds fewer than `broker.max_filters` distinct filters (then it counts from
-    /// now on, for good, as the router's state for it does).
-    pub fn hold_filter(&self, filter: &str) -> bool {
+    /// or when `may_add` and it holds fewer than `broker.max_filters` distinct filters (then it
+    /// counts from now on, for good, as the router's state for it does).
+    pub fn hold_filter(&self, filter: &str, may_add: bool) -> Hold {
         let mut held = lock(&self.held);
         if held.contains(filter) {
-            return true;
+            return Hold::Already;
         }
-        if held.len() >= self.max_filters {
-            return false;
+        if !may_add || held.len() >= self.max_filters {
+            return Hold::Refused;
         }
         held.insert(filter.to_owned());
         metrics::gauge!(crate::metrics::BROKER_FILTERS).set(held.len() as f64);
-        true
+        Hold::Added
+    }
+
+    /// Most distinct filters one organisation may hand the router (`broker.max_filters_per_org`):
+    /// the router frees none, so each org gets a share of its bound (the front-end counts).
+    pub fn max_filters_per_org(&self) -> usize {
+        self.max_filters_per_org
     }
 
     /// Calls `expired` with the client id of every kept session discarded because its expiry
@@ -1055,6 +1075,7 @@ mod tests {
             max_connections,
             plain_listeners,
             max_filters: 1000,
+            max_filters_per_org: 1000,
         };
         tokio::time::timeout(T, Broker::start(&config))
             .await

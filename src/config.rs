@@ -105,6 +105,8 @@ pub struct BrokerConfig {
     pub plain_listeners: usize,
     /// Distinct subscription filters the broker may ever be handed (it frees none).
     pub max_filters: usize,
+    /// Of those, how many one organisation may hand it: its share.
+    pub max_filters_per_org: usize,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +189,7 @@ struct RawStore {
 struct RawBroker {
     max_connections: usize,
     max_filters: usize,
+    max_filters_per_org: usize,
 }
 
 impl Config {
@@ -288,6 +291,10 @@ impl Config {
         )?;
         positive("broker.max_filters", raw.broker.max_filters as u64)?;
         positive(
+            "broker.max_filters_per_org",
+            raw.broker.max_filters_per_org as u64,
+        )?;
+        positive(
             "revocation.fetch_timeout_ms",
             raw.revocation.fetch_timeout_ms,
         )?;
@@ -376,6 +383,7 @@ impl Config {
                 max_connections: raw.broker.max_connections,
                 plain_listeners: 0,
                 max_filters: raw.broker.max_filters,
+                max_filters_per_org: raw.broker.max_filters_per_org,
             },
             revocation: RevocationConfig {
                 deny_stale_crl: match raw.revocation.on_stale_crl.as_str() {

@@ -284,3 +284,40 @@ async fn a_kept_session_releases_its_filters_when_its_expiry_passes_and_zero_exp
         "an expired session's filters were never released"
     );
 }
+
+#[tokio::test]
+async fn subscribing_and_unsubscribing_new_filters_uses_up_only_the_orgs_share_of_the_broker() {
+    // The broker frees no filter: a device that subscribes to ever new filters and unsubscribes
+    // again stays within its own caps, yet must not fill the broker's bound for other orgs.
+    let server = TestServer::start_with(|c| {
+        c.broker.max_filters_per_org = 2;
+        c.broker.max_filters = 100;
+    })
+    .await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let granted = SubscribeReasonCode::Success(QoS::AtLeastOnce);
+    let (device, mut eventloop) = connected_v4(&server, &ca, "acme", "d:sensor:dev1").await;
+    for n in 0..2 {
+        let codes = subscribe_v4(&device, &mut eventloop, &command(n), QoS::AtLeastOnce).await;
+        assert_eq!(codes, vec![granted], "filter {n}");
+        device.unsubscribe(command(n)).await.unwrap();
+        next_v4(&mut eventloop, |p| {
+            matches!(p, rumqttc::Packet::UnsubAck(_)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let codes = subscribe_v4(&device, &mut eventloop, &command(2), QoS::AtLeastOnce).await;
+    assert_eq!(
+        codes,
+        vec![SubscribeReasonCode::Failure],
+        "a third distinct filter past the org's share"
+    );
+    let codes = subscribe_v4(&device, &mut eventloop, &command(0), QoS::AtLeastOnce).await;
+    assert_eq!(codes, vec![granted], "a filter the org handed over before");
+
+    let (beta_ca, _) = server.org_with_ca("beta").await;
+    let (other, mut other_loop) = connected_v4(&server, &beta_ca, "beta", "d:sensor:dev1").await;
+    let codes = subscribe_v4(&other, &mut other_loop, &command(7), QoS::AtLeastOnce).await;
+    assert_eq!(codes, vec![granted], "another org keeps its share");
+}

@@ -7,7 +7,8 @@
 //! most `mqtts.max_filters_per_org` (its sessions together, kept persistent sessions included);
 //! a filter past either cap is refused in the SUBACK with "quota exceeded" (3.1.1: failure).
 //! The broker's own bound on distinct filters it holds ([`Broker::hold_filter`]) is checked
-//! last.
+//! last, with each org's share of it (`broker.max_filters_per_org`): the broker frees no filter,
+//! so an org's devices that subscribe to ever new filters use up their org's share only.
 //!
 //! The counts follow the subscriptions that exist now: UNSUBSCRIBE releases a filter, the end
 //! of a session the broker does not keep releases all of its filters, and a kept session's
@@ -17,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Hold};
 
 /// MQTT 5 SUBACK reason for a filter past a cap.
 pub const QUOTA_EXCEEDED: u8 = 0x97;
@@ -29,6 +30,10 @@ pub enum FilterRefused {
     Session,
     #[error("the organisation holds mqtts.max_filters_per_org filters")]
     Org,
+    #[error(
+        "the organisation has handed broker.max_filters_per_org distinct filters to the broker"
+    )]
+    OrgShare,
     #[error("the embedded broker holds broker.max_filters distinct filters")]
     Broker,
 }
@@ -39,6 +44,7 @@ impl FilterRefused {
         match self {
             FilterRefused::Session => "session",
             FilterRefused::Org => "org",
+            FilterRefused::OrgShare => "org_share",
             FilterRefused::Broker => "broker",
         }
     }
@@ -58,6 +64,10 @@ struct Ledger {
     orgs: HashMap<String, usize>,
     /// Filters of persistent sessions that ended, by client id: (org, filters).
     kept: HashMap<String, (String, HashSet<String>)>,
+    /// Distinct filters each organisation has handed to the broker, which frees none: an org's
+    /// share of `broker.max_filters`, at most `broker.max_filters_per_org`, so that subscribing
+    /// to ever new filters (and unsubscribing) cannot use up the broker's bound for other orgs.
+    introduced: HashMap<String, usize>,
 }
 
 impl Ledger {
@@ -171,8 +181,15 @@ impl SessionFilters {
         if count >= self.quota.per_org {
             return refused(FilterRefused::Org);
         }
-        if !self.quota.broker.hold_filter(filter) {
-            return refused(FilterRefused::Broker);
+        let introduced = ledger.introduced.get(&self.org).copied().unwrap_or(0);
+        let may_add = introduced < self.quota.broker.max_filters_per_org();
+        match self.quota.broker.hold_filter(filter, may_add) {
+            Hold::Already => {}
+            Hold::Added => {
+                ledger.introduced.insert(self.org.clone(), introduced + 1);
+            }
+            Hold::Refused if !may_add => return refused(FilterRefused::OrgShare),
+            Hold::Refused => return refused(FilterRefused::Broker),
         }
         ledger.orgs.insert(self.org.clone(), count + 1);
         drop(ledger);
@@ -231,6 +248,7 @@ mod tests {
             max_connections: 10,
             plain_listeners: 0,
             max_filters,
+            max_filters_per_org: usize::MAX,
         };
         let broker = Arc::new(Broker::start(&config).await.unwrap());
         FilterQuota::new(per_session, per_org, broker)

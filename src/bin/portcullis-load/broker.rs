@@ -27,6 +27,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         plain_listeners: args.listeners.max(1),
         // The baseline's plain listeners bypass the front-end and its filter bound.
         max_filters: usize::MAX,
+        max_filters_per_org: usize::MAX,
     };
     let broker = Broker::start(&config).await?;
     let (username, password) = broker.credentials();
