@@ -447,6 +447,12 @@ impl BrokerSession {
         self.session_present
     }
 
+    /// Whether rumqttd keeps this session when its link ends (it was opened unclean); a new
+    /// expiry cannot change that ([`BrokerSession::set_expiry`]).
+    pub fn kept(&self) -> bool {
+        self.kept
+    }
+
     /// What the front-end kept with a resumed session (none for a new one), taken once.
     pub fn take_memo(&mut self) -> Option<Memo> {
         self.memo.take()

@@ -443,7 +443,11 @@ where
         _ => forwarder.expiry,
     };
     broker.set_expiry(expiry);
-    forwarder.filters.keep(expiry != Expiry::Now);
+    // Counted on only where rumqttd really keeps the session (a takeover's `Never` cannot make a
+    // session opened to end with its link kept).
+    forwarder
+        .filters
+        .keep(broker.kept() && expiry != Expiry::Now);
     // Only subscriptions that ask more than rumqttd keeps are worth keeping with the session.
     let subscriptions = std::mem::take(&mut forwarder.subscriptions);
     broker.keep_memo(
