@@ -8,12 +8,16 @@ use super::{parse_cert, PkiError};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Key-derivation costs an encrypted upload may ask for. OpenSSL's defaults are far below
-/// (PBKDF2: 2,048 iterations; scrypt: N = 16,384, r = 8, i.e. 16 MiB); above these an upload is
-/// refused as `NotAKey` rather than pinning a core or allocating gigabytes. The same caps bound each
-/// derivation of a PKCS#12 file (see `pkcs12_cost`).
+/// (PBKDF2: 2,048 iterations; scrypt: N = 16,384, r = 8, p = 1, i.e. 16 MiB and 2^17 block
+/// mixes); above these an upload is refused as `NotAKey` rather than pinning a core or allocating
+/// gigabytes. scrypt's time grows with N·r·p and its memory with N·r, so both are capped: a small
+/// N with a large p is as slow as a large N. The same caps bound each derivation of a PKCS#12 file
+/// (see `pkcs12_cost`).
 pub(super) const MAX_PBKDF2_ITERATIONS: u32 = 1_000_000;
-const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
-const MAX_SCRYPT_PARALLELISM: u16 = 16;
+/// N·r·p: 8 times OpenSSL's default, about as long as [`MAX_PBKDF2_ITERATIONS`] of PBKDF2.
+const MAX_SCRYPT_WORK: u64 = 1 << 20;
+/// 128·N·r bytes: 64 MiB, 4 times OpenSSL's default.
+const MAX_SCRYPT_MEMORY: u64 = 64 << 20;
 
 pub(super) fn kdf_cost_ok(scheme: &pkcs8::pkcs5::EncryptionScheme<'_>) -> bool {
     use pkcs8::pkcs5::pbes2::Kdf;
@@ -22,10 +26,9 @@ pub(super) fn kdf_cost_ok(scheme: &pkcs8::pkcs5::EncryptionScheme<'_>) -> bool {
         EncryptionScheme::Pbes2(params) => match &params.kdf {
             Kdf::Pbkdf2(p) => p.iteration_count <= MAX_PBKDF2_ITERATIONS,
             Kdf::Scrypt(p) => {
-                let memory = 128u64
-                    .saturating_mul(p.cost_parameter)
-                    .saturating_mul(u64::from(p.block_size));
-                memory <= MAX_SCRYPT_MEMORY && p.parallelization <= MAX_SCRYPT_PARALLELISM
+                let blocks = p.cost_parameter.saturating_mul(u64::from(p.block_size));
+                blocks.saturating_mul(128) <= MAX_SCRYPT_MEMORY
+                    && blocks.saturating_mul(u64::from(p.parallelization)) <= MAX_SCRYPT_WORK
             }
             // A KDF this crate version does not know cannot be decrypted anyway.
             #[allow(unreachable_patterns)]
@@ -355,9 +358,15 @@ mod tests {
         assert!(!kdf_cost_ok(&scheme(pbkdf2(MAX_PBKDF2_ITERATIONS + 1))));
         assert!(!kdf_cost_ok(&scheme(pbkdf2(u32::MAX))));
         assert!(kdf_cost_ok(&scheme(scrypt(16384, 8, 1))));
+        assert!(kdf_cost_ok(&scheme(scrypt(16384, 8, 8))));
+        assert!(kdf_cost_ok(&scheme(scrypt(1 << 16, 8, 2))));
+        assert!(!kdf_cost_ok(&scheme(scrypt(1 << 17, 8, 1))));
         assert!(!kdf_cost_ok(&scheme(scrypt(1 << 20, 8, 1))));
         assert!(!kdf_cost_ok(&scheme(scrypt(u64::MAX, u16::MAX, 1))));
         assert!(!kdf_cost_ok(&scheme(scrypt(16384, 8, 64))));
+        // Little memory, much time: N·r·p is what a core pays.
+        assert!(!kdf_cost_ok(&scheme(scrypt(16384, 8, 9))));
+        assert!(!kdf_cost_ok(&scheme(scrypt(1 << 18, 1, 16))));
     }
 
     // ---- PKCS#12 ----
@@ -392,11 +401,12 @@ mod tests {
         let d = dir.path();
         write_chain(d);
         // OpenSSL's 2,048 iterations for the MAC, the certificates and the key; the legacy PBES1
-        // derives twice (key and IV). The certificates' content is opened to see inside.
+        // derives twice (key and IV). The certificates' content is opened to see inside, then
+        // opened again by the parser: charged twice.
         for (extra, iterations) in [
-            (&["-inkey", "key.pem"][..], 3 * 2048),
-            (&["-inkey", "key.pem", "-legacy"][..], 5 * 2048),
-            (&["-inkey", "key.pem", "-descert"][..], 4 * 2048),
+            (&["-inkey", "key.pem"][..], 4 * 2048),
+            (&["-inkey", "key.pem", "-legacy"][..], 7 * 2048),
+            (&["-inkey", "key.pem", "-descert"][..], 6 * 2048),
         ] {
             let file = p12(d, extra);
             let cost = check_kdf_cost(&file, "pa55").unwrap();
@@ -419,19 +429,32 @@ mod tests {
 
     #[test]
     fn pkcs12_caps_each_derivation_and_the_file() {
+        use crate::pki::pkcs12_cost::Derivation;
+        let max = Derivation::once(u64::from(MAX_PBKDF2_ITERATIONS));
         let mut cost = KdfCost::default();
-        for _ in 0..3 {
-            cost.charge(u64::from(MAX_PBKDF2_ITERATIONS)).unwrap();
-        }
+        cost.charge(max, 2).unwrap();
+        cost.charge(max, 1).unwrap();
+        cost.charge(max, 1).unwrap();
         assert_eq!(cost.iterations, MAX_PKCS12_ITERATIONS);
-        assert_eq!(cost.charge(1), Err(PkiError::Pkcs12KdfTooCostly));
-        let mut one = KdfCost::default();
         assert_eq!(
-            one.charge(u64::from(MAX_PBKDF2_ITERATIONS) + 1),
+            cost.charge(Derivation::once(1), 1),
             Err(PkiError::Pkcs12KdfTooCostly)
         );
+        let over = Derivation::once(u64::from(MAX_PBKDF2_ITERATIONS) + 1);
         assert_eq!(
-            KdfCost::default().charge(u64::MAX),
+            KdfCost::default().charge(over, 1),
+            Err(PkiError::Pkcs12KdfTooCostly)
+        );
+        // The legacy scheme's two runs are each within the per-derivation cap.
+        let legacy = Derivation {
+            iterations: 600_000,
+            runs: 2,
+        };
+        let mut cost = KdfCost::default();
+        assert_eq!(cost.charge(legacy, 2), Ok(()));
+        assert_eq!(cost.iterations, 2_400_000);
+        assert_eq!(
+            KdfCost::default().charge(Derivation::once(u64::MAX), 1),
             Err(PkiError::Pkcs12KdfTooCostly)
         );
     }

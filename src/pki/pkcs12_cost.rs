@@ -7,7 +7,8 @@
 //! [`MAX_PBKDF2_ITERATIONS`]), with a cap on the whole file too, since a file may hold many
 //! encrypted parts. Counts visible in the clear are checked before any derivation runs; the keys
 //! inside an encrypted content only show once it is decrypted, which costs at most what was
-//! already allowed. The decoders and ciphers are the ones `p12-keystore` uses, so both read the
+//! already allowed. An encrypted content is derived twice (here, then by the parser), and is
+//! charged twice. The decoders and ciphers are the ones `p12-keystore` uses, so both read the
 //! same file the same way.
 
 use cbc::cipher::block_padding::Pkcs7;
@@ -23,9 +24,9 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use super::keys::{kdf_cost_ok, MAX_PBKDF2_ITERATIONS};
 use super::PkiError;
 
-/// Iterations a whole file may ask for: its MAC, its certificates' and its key's encryption, each
-/// at the PKCS#8 cap. OpenSSL writes 2,048 each (Java 10,000).
-pub const MAX_PKCS12_ITERATIONS: u64 = 3 * MAX_PBKDF2_ITERATIONS as u64;
+/// Iterations a whole file may cost: its MAC, its certificates' encryption (derived twice) and its
+/// key's, each at the PKCS#8 cap. OpenSSL writes 2,048 each (Java 10,000).
+pub const MAX_PKCS12_ITERATIONS: u64 = 4 * MAX_PBKDF2_ITERATIONS as u64;
 
 const DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 const ENCRYPTED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.6");
@@ -45,14 +46,38 @@ pub struct KdfCost {
 }
 
 impl KdfCost {
-    /// Counts one derivation of `iterations`, refusing it over the per-derivation or file cap.
-    pub(super) fn charge(&mut self, iterations: u64) -> Result<(), PkiError> {
-        self.iterations = self.iterations.saturating_add(iterations);
-        if iterations > u64::from(MAX_PBKDF2_ITERATIONS) || self.iterations > MAX_PKCS12_ITERATIONS
-        {
+    /// Counts `times` runs of a derivation, refusing the derivation over the per-derivation cap
+    /// and the file over its cap.
+    pub(super) fn charge(&mut self, derivation: Derivation, times: u64) -> Result<(), PkiError> {
+        if derivation.iterations > u64::from(MAX_PBKDF2_ITERATIONS) {
+            return Err(PkiError::Pkcs12KdfTooCostly);
+        }
+        let spent = derivation
+            .iterations
+            .saturating_mul(derivation.runs)
+            .saturating_mul(times);
+        self.iterations = self.iterations.saturating_add(spent);
+        if self.iterations > MAX_PKCS12_ITERATIONS {
             return Err(PkiError::Pkcs12KdfTooCostly);
         }
         Ok(())
+    }
+}
+
+/// What one decryption derives: `runs` key derivations of `iterations` each (the legacy PKCS#12
+/// scheme derives the key and the IV separately).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Derivation {
+    pub iterations: u64,
+    pub runs: u64,
+}
+
+impl Derivation {
+    pub(super) fn once(iterations: u64) -> Self {
+        Derivation {
+            iterations,
+            runs: 1,
+        }
     }
 }
 
@@ -65,7 +90,10 @@ pub fn check_kdf_cost(der: &[u8], password: &str) -> Result<KdfCost, PkiError> {
     let mut cost = KdfCost::default();
     if let Some(mac) = &pfx.mac_data {
         // The PKCS#12 KDF takes the count as an i32: a negative one derives nothing.
-        cost.charge(u64::try_from(mac.iterations).unwrap_or(0))?;
+        cost.charge(
+            Derivation::once(u64::try_from(mac.iterations).unwrap_or(0)),
+            1,
+        )?;
     }
     if pfx.auth_safe.content_type != DATA {
         return Err(PkiError::NotPkcs12);
@@ -87,7 +115,8 @@ pub fn check_kdf_cost(der: &[u8], password: &str) -> Result<KdfCost, PkiError> {
             charge_bags(&mut cost, bags.as_bytes())?;
         } else if safe.content_type == ENCRYPTED_DATA {
             let data = EncryptedData::from_der(&content).map_err(|_| PkiError::NotPkcs12)?;
-            cost.charge(derivation_cost(&data.enc_content_info.content_enc_alg)?)?;
+            // Opened here to see the keys inside, then again by the parser.
+            cost.charge(derivation_cost(&data.enc_content_info.content_enc_alg)?, 2)?;
             encrypted.push(data);
         } else {
             return Err(PkiError::NotPkcs12);
@@ -121,10 +150,10 @@ fn charge_bags(cost: &mut KdfCost, safe_contents: &[u8]) -> Result<(), PkiError>
         if bag.bag_id == SHROUDED_KEY_BAG {
             let key = ContextSpecific::<EncryptedPrivateKeyInfo>::from_der(&bag.bag_value)
                 .map_err(|_| PkiError::NotPkcs12)?;
-            cost.charge(derivation_cost(&key.value.encryption_algorithm)?)?;
+            cost.charge(derivation_cost(&key.value.encryption_algorithm)?, 1)?;
         } else if bag.bag_id == SECRET_BAG {
             if let Some(alg) = secret_bag_algorithm(&bag.bag_value)? {
-                cost.charge(derivation_cost(&alg)?)?;
+                cost.charge(derivation_cost(&alg)?, 1)?;
             }
         }
     }
@@ -156,37 +185,37 @@ fn secret_bag_algorithm(bag_value: &[u8]) -> Result<Option<AlgorithmIdentifierOw
     }))
 }
 
-/// The iterations decrypting with `alg` derives, refused over the PKCS#8 caps. Schemes the parser
-/// cannot use (it then derives nothing) cost 0.
-fn derivation_cost(alg: &AlgorithmIdentifierOwned) -> Result<u64, PkiError> {
+/// What decrypting with `alg` derives, refused over the PKCS#8 caps. Schemes the parser cannot use
+/// (it then derives nothing) cost nothing.
+fn derivation_cost(alg: &AlgorithmIdentifierOwned) -> Result<Derivation, PkiError> {
     use pkcs8::pkcs5::pbes2::Kdf;
     let Some(params) = alg.parameters.as_ref().and_then(|p| p.to_der().ok()) else {
-        return Ok(0);
+        return Ok(Derivation::default());
     };
     if alg.oid == PBES2 {
         let Ok(params) = pkcs8::pkcs5::pbes2::Parameters::from_der(&params) else {
-            return Ok(0);
+            return Ok(Derivation::default());
         };
         if !kdf_cost_ok(&pkcs8::pkcs5::EncryptionScheme::Pbes2(params.clone())) {
             return Err(PkiError::Pkcs12KdfTooCostly);
         }
-        return Ok(match &params.kdf {
+        return Ok(Derivation::once(match &params.kdf {
             Kdf::Pbkdf2(p) => u64::from(p.iteration_count),
             // Within the scrypt caps: counted as one full derivation.
             _ => u64::from(MAX_PBKDF2_ITERATIONS),
-        });
+        }));
     }
     if alg.oid == PBE_SHA1_3DES || alg.oid == PBE_SHA1_RC2_40 {
         let Some((_, iterations)) = pbes1_params(&params) else {
-            return Ok(0);
+            return Ok(Derivation::default());
         };
-        if iterations > u64::from(MAX_PBKDF2_ITERATIONS) {
-            return Err(PkiError::Pkcs12KdfTooCostly);
-        }
         // The PKCS#12 KDF runs twice: the key, then the IV.
-        return Ok(2 * iterations);
+        return Ok(Derivation {
+            iterations,
+            runs: 2,
+        });
     }
-    Ok(0)
+    Ok(Derivation::default())
 }
 
 /// `pkcs-12PbeParams ::= SEQUENCE { salt OCTET STRING, iterations INTEGER }`.
