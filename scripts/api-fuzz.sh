@@ -62,12 +62,37 @@ fi
 token="$(cat "$work/data/admin-token")"
 base="http://$admin"
 
-# An org with something in it, so that list and get operations see real resources.
-curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d '{"id":"acme","name":"Acme"}' "$base/api/v1/orgs" >/dev/null
+# An org with one of each resource in it, so that operations on `{id}` reach a real one (and its
+# checks) instead of answering 404 to every generated id.
+api="$base/api/v1/orgs/acme"
+post() { # post PATH CONTENT-TYPE BODY → the created resource's id
+    curl -fsS -H "Authorization: Bearer $token" -H "Content-Type: $2" --data-binary "$3" "$api$1" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+for org in acme doomed; do
+    curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d "{\"id\":\"$org\",\"name\":\"$org\"}" "$base/api/v1/orgs" >/dev/null
+done
+# Two of each: one kept for the operations that read or change it, one for those that delete it.
+for n in 1 2; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=Fuzz CA $n" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -keyout "$work/ca.key" -out "$work/ca$n.pem" 2>/dev/null
+    ca[n]="$(post /ca-certificates application/x-pem-file "@$work/ca$n.pem")"
+    server[n]="$(post /server-certificates/generate application/json \
+        '{"dns_name":"acme.messaging.localhost","key_type":"ecdsa-p256"}')"
+    csr[n]="$(post /csrs application/json \
+        '{"common_name":"acme.messaging.localhost","dns_names":["acme.messaging.localhost"],"key_type":"ecdsa-p256"}')"
+    signing[n]="$(post /signing-certificates application/json "{\"alias\":\"fuzz$n\"}")"
+    tok[n]="$(post /tokens application/json "{\"name\":\"fuzz$n\",\"role\":\"viewer\",\"ttl_seconds\":3600}")"
+    blocked[n]="$(post /blocked-devices application/json "{\"identity\":\"d:sensor:dev$n\",\"reason\":\"fuzz\"}")"
+done
+grant="$(curl -fsS -H "Authorization: Bearer $token" "$api/grants" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')"
 
-# Path parameters name that org; the CRL upload is left out: its bodies (PEM, DER) are media
-# types schemathesis cannot generate (tests/revocation.rs covers it).
+# Path parameters name those (deletes take the spares, and the org `doomed`); the CRL upload is
+# left out: its bodies (PEM, DER) are media types schemathesis cannot generate
+# (tests/revocation.rs covers it). The first matching entry applies.
 cat >"$work/schemathesis.toml" <<TOML
 [parameters]
 "path.org" = "acme"
@@ -76,6 +101,69 @@ cat >"$work/schemathesis.toml" <<TOML
 include-path = "/api/v1/orgs/{org}/ca-certificates/{id}/crl"
 include-method = "PUT"
 enabled = false
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}"
+include-method = "DELETE"
+parameters = { "path.org" = "doomed" }
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/ca-certificates/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "${ca[2]}" }
+
+[[operations]]
+include-path-regex = "/ca-certificates/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "${ca[1]}" }
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/server-certificates/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "${server[2]}" }
+
+[[operations]]
+include-path-regex = "/server-certificates/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "${server[1]}" }
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/csrs/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "${csr[2]}" }
+
+[[operations]]
+include-path-regex = "/csrs/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "${csr[1]}" }
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/signing-certificates/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "${signing[2]}" }
+
+[[operations]]
+include-path-regex = "/signing-certificates/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "${signing[1]}" }
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/tokens/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "${tok[2]}" }
+
+[[operations]]
+include-path-regex = "/tokens/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "${tok[1]}" }
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/blocked-devices/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "${blocked[2]}" }
+
+[[operations]]
+include-path-regex = "/blocked-devices/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "${blocked[1]}" }
+
+[[operations]]
+include-path-regex = "/grants/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "$grant" }
 TOML
 
 # Run from the temporary directory: schemathesis keeps a cache in its working directory.
