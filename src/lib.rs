@@ -57,6 +57,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod ocsp;
 pub mod pki;
+pub mod refusal;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -30,6 +30,7 @@ use crate::mqtt::filters::{FilterQuota, SessionFilters};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
 use crate::ocsp::{Ocsp, Verdict};
+use crate::refusal::Refusal;
 use crate::registry::PeerIdentity;
 use crate::registry::{ClientIdGuard, Device, Registry, Revocation, SessionGuard, SessionInfo};
 
@@ -58,93 +59,6 @@ pub struct Context {
     pub notifier: Arc<Notifier>,
 }
 
-/// Why a CONNECT was refused; each is answered with a CONNACK (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectRefusal {
-    UnsupportedProtocol,
-    ClientIdInvalid,
-    OrgMismatch,
-    IdentityMismatch,
-    CaInactive,
-    DeviceBlocked,
-    CertificateRevoked,
-    /// The CA's CRL is past its nextUpdate and `revocation.on_stale_crl` is `deny` (a TLS
-    /// resumption skipped the handshake's check).
-    CrlStale,
-    /// The CA's `ocsp_mode` is `hard` and its responder gave no usable answer.
-    OcspUnavailable,
-    WillTopic,
-    AuthMethod,
-    BrokerUnavailable,
-    BrokerBusy,
-}
-
-impl ConnectRefusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            ConnectRefusal::UnsupportedProtocol => "unsupported_protocol",
-            ConnectRefusal::ClientIdInvalid => "client_id_invalid",
-            ConnectRefusal::OrgMismatch => "org_mismatch",
-            ConnectRefusal::IdentityMismatch => "identity_mismatch",
-            ConnectRefusal::CaInactive => "ca_inactive",
-            ConnectRefusal::DeviceBlocked => "device_blocked",
-            ConnectRefusal::CertificateRevoked => "certificate_revoked",
-            ConnectRefusal::CrlStale => "crl_stale",
-            ConnectRefusal::OcspUnavailable => "ocsp_unavailable",
-            ConnectRefusal::WillTopic => "will_topic_not_allowed",
-            ConnectRefusal::AuthMethod => "auth_method_unsupported",
-            ConnectRefusal::BrokerUnavailable => "broker_unavailable",
-            ConnectRefusal::BrokerBusy => "broker_busy",
-        }
-    }
-
-    fn code(self, protocol: Protocol) -> u8 {
-        match (protocol, self) {
-            (Protocol::V311, ConnectRefusal::UnsupportedProtocol) => {
-                reason::V311_UNACCEPTABLE_PROTOCOL_VERSION
-            }
-            (Protocol::V311, ConnectRefusal::ClientIdInvalid) => reason::V311_IDENTIFIER_REJECTED,
-            (Protocol::V311, ConnectRefusal::BrokerUnavailable | ConnectRefusal::BrokerBusy) => {
-                reason::V311_SERVER_UNAVAILABLE
-            }
-            (Protocol::V311, _) => reason::V311_NOT_AUTHORIZED,
-            (Protocol::V5, ConnectRefusal::UnsupportedProtocol) => {
-                reason::UNSUPPORTED_PROTOCOL_VERSION
-            }
-            (Protocol::V5, ConnectRefusal::ClientIdInvalid) => reason::CLIENT_IDENTIFIER_NOT_VALID,
-            (Protocol::V5, ConnectRefusal::WillTopic) => reason::TOPIC_NAME_INVALID,
-            (Protocol::V5, ConnectRefusal::AuthMethod) => reason::BAD_AUTHENTICATION_METHOD,
-            (Protocol::V5, ConnectRefusal::BrokerUnavailable) => reason::SERVER_UNAVAILABLE,
-            (Protocol::V5, ConnectRefusal::BrokerBusy) => reason::SERVER_BUSY,
-            (Protocol::V5, _) => reason::NOT_AUTHORIZED,
-        }
-    }
-
-    fn sentence(self) -> &'static str {
-        match self {
-            ConnectRefusal::UnsupportedProtocol => "only MQTT 3.1.1 and 5 are supported",
-            ConnectRefusal::ClientIdInvalid => {
-                "client id must be d:<org>:<type>:<id>, g:<org>:<type>:<id> or a:<org>:<appId>"
-            }
-            ConnectRefusal::OrgMismatch => "client id names another organisation",
-            ConnectRefusal::IdentityMismatch => {
-                "client id is not an identity the certificate claims"
-            }
-            ConnectRefusal::CaInactive => "the certificate's CA is no longer active",
-            ConnectRefusal::DeviceBlocked => "this device is blocked",
-            ConnectRefusal::CertificateRevoked => "the certificate is revoked",
-            ConnectRefusal::CrlStale => "the CA's revocation list is out of date",
-            ConnectRefusal::OcspUnavailable => {
-                "the certificate's revocation status cannot be checked now"
-            }
-            ConnectRefusal::WillTopic => "will topic not allowed",
-            ConnectRefusal::AuthMethod => "enhanced authentication is not supported",
-            ConnectRefusal::BrokerUnavailable => "broker unavailable",
-            ConnectRefusal::BrokerBusy => "broker busy",
-        }
-    }
-}
-
 /// How a session ended, for the one log event and counter it gets.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -152,8 +66,8 @@ pub enum SessionError {
     ConnectTimeout,
     #[error("connection closed before CONNECT")]
     ClosedBeforeConnect,
-    #[error("CONNECT refused: {}", .0.reason())]
-    Refused(ConnectRefusal),
+    #[error("CONNECT refused: {}", .0.as_str())]
+    Refused(Refusal),
     #[error("client sent a bad packet: {0}")]
     ClientCodec(#[source] CodecError),
     #[error("broker link: {0}")]
@@ -180,9 +94,9 @@ impl SessionError {
     /// Bounded label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            SessionError::ConnectTimeout => "connect_timeout",
-            SessionError::ClosedBeforeConnect => "closed_before_connect",
-            SessionError::Refused(refusal) => refusal.reason(),
+            SessionError::ConnectTimeout => Refusal::ConnectTimeout.as_str(),
+            SessionError::ClosedBeforeConnect => Refusal::ClosedBeforeConnect.as_str(),
+            SessionError::Refused(refusal) => refusal.as_str(),
             SessionError::ClientCodec(_) => "malformed_packet",
             SessionError::Broker(_) => "broker_link",
             SessionError::ClientViolation(_) => "protocol_violation",
@@ -221,7 +135,7 @@ where
     {
         Err(_) => return Err(SessionError::ConnectTimeout),
         Ok(Err(SessionError::ClientCodec(CodecError::UnsupportedProtocol(_)))) => {
-            let refusal = ConnectRefusal::UnsupportedProtocol;
+            let refusal = Refusal::UnsupportedProtocol;
             refuse(&mut client, Protocol::V311, refusal, ctx).await;
             return Err(SessionError::Refused(refusal));
         }
@@ -260,8 +174,8 @@ where
                 })
             }
             Err(_) => {
-                refuse(&mut client, protocol, ConnectRefusal::WillTopic, ctx).await;
-                return Err(SessionError::Refused(ConnectRefusal::WillTopic));
+                refuse(&mut client, protocol, Refusal::WillTopic, ctx).await;
+                return Err(SessionError::Refused(Refusal::WillTopic));
             }
         },
         None => None,
@@ -296,10 +210,10 @@ where
     };
     if let Some(revocation) = revocation {
         let refusal = match revocation {
-            Revocation::CaInactive => ConnectRefusal::CaInactive,
-            Revocation::DeviceBlocked => ConnectRefusal::DeviceBlocked,
-            Revocation::CertificateRevoked => ConnectRefusal::CertificateRevoked,
-            Revocation::CrlStale => ConnectRefusal::CrlStale,
+            Revocation::CaInactive => Refusal::CaInactive,
+            Revocation::DeviceBlocked => Refusal::DeviceBlocked,
+            Revocation::CertificateRevoked => Refusal::CertificateRevoked,
+            Revocation::CrlStale => Refusal::CrlStale,
         };
         refuse(&mut client, protocol, refusal, ctx).await;
         return Err(SessionError::Refused(refusal));
@@ -317,8 +231,8 @@ where
         .claim(&client_id_text, ctx.connect_timeout)
         .await
     else {
-        refuse(&mut client, protocol, ConnectRefusal::BrokerBusy, ctx).await;
-        return Err(SessionError::Refused(ConnectRefusal::BrokerBusy));
+        refuse(&mut client, protocol, Refusal::BrokerBusy, ctx).await;
+        return Err(SessionError::Refused(Refusal::BrokerBusy));
     };
     let expiry = session_expiry(&connect);
     let mut broker = match ctx
@@ -328,8 +242,8 @@ where
         Ok(broker) => broker,
         Err(error) => {
             let refusal = match error {
-                BrokerError::Full => ConnectRefusal::BrokerBusy,
-                _ => ConnectRefusal::BrokerUnavailable,
+                BrokerError::Full => Refusal::BrokerBusy,
+                _ => Refusal::BrokerUnavailable,
             };
             tracing::warn!(%error, "no broker link");
             refuse(&mut client, protocol, refusal, ctx).await;
@@ -514,7 +428,7 @@ async fn read_connect<S: AsyncRead + Unpin>(
 
 /// What the authenticating CA's OCSP policy says of the peer's certificate (DESIGN §11). An
 /// unanswered check is told to the org's notification channels, whatever the mode.
-async fn ocsp_refusal(peer: &PeerIdentity, ctx: &Context) -> Option<ConnectRefusal> {
+async fn ocsp_refusal(peer: &PeerIdentity, ctx: &Context) -> Option<Refusal> {
     let subject = peer.ocsp.as_ref()?;
     let ca = peer.org.cas.iter().find(|ca| ca.id == peer.ca_id)?;
     let verdict = ctx.ocsp.verdict(subject, ca.ocsp_url.as_deref()).await;
@@ -526,26 +440,23 @@ async fn ocsp_refusal(peer: &PeerIdentity, ctx: &Context) -> Option<ConnectRefus
         );
     }
     ca.ocsp_mode.refusal(verdict).map(|_| match verdict {
-        Verdict::Revoked => ConnectRefusal::CertificateRevoked,
-        _ => ConnectRefusal::OcspUnavailable,
+        Verdict::Revoked => Refusal::CertificateRevoked,
+        _ => Refusal::OcspUnavailable,
     })
 }
 
 /// Binds the CONNECT's client id to the identities the certificate claims (DESIGN §3).
-fn bind(
-    connect: &Connect,
-    peer: &PeerIdentity,
-) -> Result<(ClientId, Option<String>), ConnectRefusal> {
+fn bind(connect: &Connect, peer: &PeerIdentity) -> Result<(ClientId, Option<String>), Refusal> {
     if connect.protocol == Protocol::V5 && connect.properties.authentication_method.is_some() {
-        return Err(ConnectRefusal::AuthMethod);
+        return Err(Refusal::AuthMethod);
     }
     let org = &peer.org.org.id;
     if connect.client_id.is_empty() {
         if connect.protocol == Protocol::V311 && !connect.clean_start {
-            return Err(ConnectRefusal::ClientIdInvalid);
+            return Err(Refusal::ClientIdInvalid);
         }
         return match peer.claims.as_slice() {
-            [] => Err(ConnectRefusal::IdentityMismatch),
+            [] => Err(Refusal::IdentityMismatch),
             [identity] => {
                 let id = ClientId {
                     org: org.clone(),
@@ -554,15 +465,15 @@ fn bind(
                 let assigned = (connect.protocol == Protocol::V5).then(|| id.to_string());
                 Ok((id, assigned))
             }
-            _ => Err(ConnectRefusal::ClientIdInvalid),
+            _ => Err(Refusal::ClientIdInvalid),
         };
     }
-    let id = ClientId::parse(&connect.client_id).map_err(|_| ConnectRefusal::ClientIdInvalid)?;
+    let id = ClientId::parse(&connect.client_id).map_err(|_| Refusal::ClientIdInvalid)?;
     if &id.org != org {
-        return Err(ConnectRefusal::OrgMismatch);
+        return Err(Refusal::OrgMismatch);
     }
     if peer.claims.binary_search(&id.identity).is_err() {
-        return Err(ConnectRefusal::IdentityMismatch);
+        return Err(Refusal::IdentityMismatch);
     }
     Ok((id, None))
 }
@@ -571,7 +482,7 @@ fn bind(
 async fn refuse<S: AsyncWrite + Unpin>(
     client: &mut S,
     protocol: Protocol,
-    refusal: ConnectRefusal,
+    refusal: Refusal,
     ctx: &Context,
 ) {
     let mut properties = Properties::default();
@@ -580,7 +491,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
     }
     let connack = Packet::ConnAck(ConnAck {
         session_present: false,
-        code: refusal.code(protocol),
+        code: refusal.connack_code(protocol),
         properties,
     });
     let mut out = BytesMut::new();
@@ -1015,7 +926,7 @@ impl Forwarder {
     fn quota_filter_code(&self) -> u8 {
         match self.protocol {
             Protocol::V311 => reason::V311_SUBACK_FAILURE,
-            Protocol::V5 => crate::mqtt::filters::QUOTA_EXCEEDED,
+            Protocol::V5 => reason::QUOTA_EXCEEDED,
         }
     }
 
