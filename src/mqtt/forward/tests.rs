@@ -118,6 +118,19 @@ fn ok_from_client(fw: &mut Forwarder<Cap>, packet: Packet) -> Out {
     out
 }
 
+/// Feeds `packet` from the broker and asserts what goes to the client and to the broker.
+#[track_caller]
+fn broker_step(fw: &mut Forwarder<Cap>, packet: Packet, client: Vec<Packet>, broker: Vec<Packet>) {
+    assert_eq!(from_broker(fw, packet), Out { client, broker });
+}
+
+/// Feeds `packet` from the client (the session goes on) and asserts what goes to the client and
+/// to the broker.
+#[track_caller]
+fn client_step(fw: &mut Forwarder<Cap>, packet: Packet, client: Vec<Packet>, broker: Vec<Packet>) {
+    assert_eq!(ok_from_client(fw, packet), Out { client, broker });
+}
+
 fn out(client: Vec<Packet>, broker: Vec<Packet>) -> Out {
     Out { client, broker }
 }
@@ -144,6 +157,17 @@ fn stamped(qos: QoS, client_id: &str) -> Properties {
     };
     delivery::stamp(&mut properties, &origin);
     properties
+}
+
+/// A delivery from the broker on `acme/<topic>`, published by another client at `published`.
+fn delivery(topic: &str, qos: QoS, packet_id: Option<u16>, published: QoS) -> Packet {
+    let topic = format!("acme/{topic}");
+    Packet::Publish(publish(&topic, qos, packet_id, stamped(published, OTHER)))
+}
+
+/// What the client gets of a delivery: its own view of the topic, no stamp.
+fn seen(topic: &str, qos: QoS, packet_id: Option<u16>) -> Packet {
+    Packet::Publish(publish(topic, qos, packet_id, Properties::default()))
 }
 
 fn ack(packet_id: u16) -> Ack {
@@ -201,8 +225,12 @@ fn qos1_and_qos2_from_the_client_reach_the_broker_and_their_acks_come_back() {
         stamped(QoS::AtLeastOnce, ME),
     );
     assert_eq!(sent, out(vec![], vec![Packet::Publish(to_broker)]));
-    let acked = from_broker(&mut fw, Packet::PubAck(ack(1)));
-    assert_eq!(acked, out(vec![Packet::PubAck(ack(1))], vec![]));
+    broker_step(
+        &mut fw,
+        Packet::PubAck(ack(1)),
+        vec![Packet::PubAck(ack(1))],
+        vec![],
+    );
 
     let sent = ok_from_client(
         &mut fw,
@@ -220,70 +248,91 @@ fn qos1_and_qos2_from_the_client_reach_the_broker_and_their_acks_come_back() {
         stamped(QoS::ExactlyOnce, ME),
     );
     assert_eq!(sent, out(vec![], vec![Packet::Publish(to_broker)]));
-    let rec = from_broker(&mut fw, Packet::PubRec(ack(2)));
-    assert_eq!(rec, out(vec![Packet::PubRec(ack(2))], vec![]));
-    let rel = ok_from_client(&mut fw, Packet::PubRel(ack(2)));
-    assert_eq!(rel, out(vec![], vec![Packet::PubRel(ack(2))]));
-    let comp = from_broker(&mut fw, Packet::PubComp(ack(2)));
-    assert_eq!(comp, out(vec![Packet::PubComp(ack(2))], vec![]));
+    broker_step(
+        &mut fw,
+        Packet::PubRec(ack(2)),
+        vec![Packet::PubRec(ack(2))],
+        vec![],
+    );
+    client_step(
+        &mut fw,
+        Packet::PubRel(ack(2)),
+        vec![],
+        vec![Packet::PubRel(ack(2))],
+    );
+    broker_step(
+        &mut fw,
+        Packet::PubComp(ack(2)),
+        vec![Packet::PubComp(ack(2))],
+        vec![],
+    );
     assert!(fw.receiving.is_empty(), "both flows finished");
 }
 
 #[test]
 fn qos1_and_qos2_deliveries_reach_the_client_and_its_acks_reach_the_broker() {
     let mut fw = forwarder(&v5());
-    let delivered = from_broker(
+    broker_step(
         &mut fw,
-        Packet::Publish(publish(
-            "acme/t",
-            QoS::AtLeastOnce,
-            Some(5),
-            stamped(QoS::AtLeastOnce, OTHER),
-        )),
+        delivery("t", QoS::AtLeastOnce, Some(5), QoS::AtLeastOnce),
+        vec![seen("t", QoS::AtLeastOnce, Some(5))],
+        vec![],
     );
-    let to_client = publish("t", QoS::AtLeastOnce, Some(5), Properties::default());
-    assert_eq!(delivered, out(vec![Packet::Publish(to_client)], vec![]));
-    let acked = ok_from_client(&mut fw, Packet::PubAck(ack(5)));
-    assert_eq!(acked, out(vec![], vec![Packet::PubAck(ack(5))]));
+    client_step(
+        &mut fw,
+        Packet::PubAck(ack(5)),
+        vec![],
+        vec![Packet::PubAck(ack(5))],
+    );
 
-    let delivered = from_broker(
+    broker_step(
         &mut fw,
-        Packet::Publish(publish(
-            "acme/t",
-            QoS::ExactlyOnce,
-            Some(6),
-            stamped(QoS::ExactlyOnce, OTHER),
-        )),
+        delivery("t", QoS::ExactlyOnce, Some(6), QoS::ExactlyOnce),
+        vec![seen("t", QoS::ExactlyOnce, Some(6))],
+        vec![],
     );
-    let to_client = publish("t", QoS::ExactlyOnce, Some(6), Properties::default());
-    assert_eq!(delivered, out(vec![Packet::Publish(to_client)], vec![]));
-    let rec = ok_from_client(&mut fw, Packet::PubRec(ack(6)));
-    assert_eq!(rec, out(vec![], vec![Packet::PubRec(ack(6))]));
-    let rel = from_broker(&mut fw, Packet::PubRel(ack(6)));
-    assert_eq!(rel, out(vec![Packet::PubRel(ack(6))], vec![]));
-    let comp = ok_from_client(&mut fw, Packet::PubComp(ack(6)));
-    assert_eq!(comp, out(vec![], vec![Packet::PubComp(ack(6))]));
+    client_step(
+        &mut fw,
+        Packet::PubRec(ack(6)),
+        vec![],
+        vec![Packet::PubRec(ack(6))],
+    );
+    broker_step(
+        &mut fw,
+        Packet::PubRel(ack(6)),
+        vec![Packet::PubRel(ack(6))],
+        vec![],
+    );
+    client_step(
+        &mut fw,
+        Packet::PubComp(ack(6)),
+        vec![],
+        vec![Packet::PubComp(ack(6))],
+    );
 }
 
 #[test]
 fn a_qos2_delivery_published_at_qos1_goes_at_qos1_and_its_puback_is_the_brokers_pubrec() {
     let mut fw = forwarder(&v5());
-    let delivered = from_broker(
+    broker_step(
         &mut fw,
-        Packet::Publish(publish(
-            "acme/t",
-            QoS::ExactlyOnce,
-            Some(3),
-            stamped(QoS::AtLeastOnce, OTHER),
-        )),
+        delivery("t", QoS::ExactlyOnce, Some(3), QoS::AtLeastOnce),
+        vec![seen("t", QoS::AtLeastOnce, Some(3))],
+        vec![],
     );
-    let to_client = publish("t", QoS::AtLeastOnce, Some(3), Properties::default());
-    assert_eq!(delivered, out(vec![Packet::Publish(to_client)], vec![]));
-    let acked = ok_from_client(&mut fw, Packet::PubAck(ack(3)));
-    assert_eq!(acked, out(vec![], vec![Packet::PubRec(ack(3))]));
+    client_step(
+        &mut fw,
+        Packet::PubAck(ack(3)),
+        vec![],
+        vec![Packet::PubRec(ack(3))],
+    );
     // The broker's PUBREL is completed here: the client never saw a QoS 2 flow.
-    let rel = from_broker(&mut fw, Packet::PubRel(ack(3)));
-    assert_eq!(rel, out(vec![], vec![Packet::PubComp(ack(3))]));
+    broker_step(
+        &mut fw,
+        Packet::PubRel(ack(3)),
+        vec![],
+        vec![Packet::PubComp(ack(3))],
+    );
 }
 
 #[test]
@@ -332,31 +381,21 @@ fn a_delivery_waits_while_the_clients_window_is_full_and_goes_on_its_puback() {
         },
     );
     let mut fw = forwarder(&small);
-    let first = publish(
-        "acme/t",
-        QoS::AtLeastOnce,
-        Some(1),
-        stamped(QoS::AtLeastOnce, OTHER),
+    let first = delivery("t", QoS::AtLeastOnce, Some(1), QoS::AtLeastOnce);
+    broker_step(
+        &mut fw,
+        first,
+        vec![seen("t", QoS::AtLeastOnce, Some(1))],
+        vec![],
     );
-    let second = publish(
-        "acme/u",
-        QoS::AtLeastOnce,
-        Some(2),
-        stamped(QoS::AtLeastOnce, OTHER),
-    );
-    let sent = from_broker(&mut fw, Packet::Publish(first));
-    let first_out = publish("t", QoS::AtLeastOnce, Some(1), Properties::default());
-    assert_eq!(sent, out(vec![Packet::Publish(first_out)], vec![]));
-    let held = from_broker(&mut fw, Packet::Publish(second));
-    assert_eq!(held, out(vec![], vec![]), "the window holds the second");
+    let second = delivery("u", QoS::AtLeastOnce, Some(2), QoS::AtLeastOnce);
+    // The window holds the second.
+    broker_step(&mut fw, second, vec![], vec![]);
     let released = ok_from_client(&mut fw, Packet::PubAck(ack(1)));
-    let second_out = publish("u", QoS::AtLeastOnce, Some(2), Properties::default());
+    let second_out = seen("u", QoS::AtLeastOnce, Some(2));
     assert_eq!(
         released,
-        out(
-            vec![Packet::Publish(second_out)],
-            vec![Packet::PubAck(ack(1))]
-        )
+        out(vec![second_out], vec![Packet::PubAck(ack(1))])
     );
 }
 
@@ -374,8 +413,12 @@ fn no_local_keeps_the_clients_own_messages_from_it() {
         codes: vec![1],
         properties: Properties::default(),
     };
-    let granted = from_broker(&mut fw, Packet::SubAck(suback.clone()));
-    assert_eq!(granted, out(vec![Packet::SubAck(suback)], vec![]));
+    broker_step(
+        &mut fw,
+        Packet::SubAck(suback.clone()),
+        vec![Packet::SubAck(suback)],
+        vec![],
+    );
 
     let own = publish(
         "acme/t",
@@ -383,21 +426,20 @@ fn no_local_keeps_the_clients_own_messages_from_it() {
         Some(4),
         stamped(QoS::AtLeastOnce, ME),
     );
-    let dropped = from_broker(&mut fw, Packet::Publish(own));
-    assert_eq!(
-        dropped,
-        out(vec![], vec![Packet::PubAck(ack(4))]),
-        "settled here"
+    // Not delivered: settled with the broker here.
+    broker_step(
+        &mut fw,
+        Packet::Publish(own),
+        vec![],
+        vec![Packet::PubAck(ack(4))],
     );
-    let other = publish(
-        "acme/t",
-        QoS::AtLeastOnce,
-        Some(5),
-        stamped(QoS::AtLeastOnce, OTHER),
+    let other = delivery("t", QoS::AtLeastOnce, Some(5), QoS::AtLeastOnce);
+    broker_step(
+        &mut fw,
+        other,
+        vec![seen("t", QoS::AtLeastOnce, Some(5))],
+        vec![],
     );
-    let delivered = from_broker(&mut fw, Packet::Publish(other));
-    let to_client = publish("t", QoS::AtLeastOnce, Some(5), Properties::default());
-    assert_eq!(delivered, out(vec![Packet::Publish(to_client)], vec![]));
 }
 
 #[test]
@@ -412,12 +454,7 @@ fn a_delivery_carries_the_identifiers_of_the_subscriptions_it_matches() {
     assert_eq!(sub, out(vec![], vec![forwarded]));
     let delivered = from_broker(
         &mut fw,
-        Packet::Publish(publish(
-            "acme/t/a",
-            QoS::AtMostOnce,
-            None,
-            stamped(QoS::AtMostOnce, OTHER),
-        )),
+        delivery("t/a", QoS::AtMostOnce, None, QoS::AtMostOnce),
     );
     let properties = Properties {
         subscription_identifiers: vec![42],
@@ -437,37 +474,49 @@ fn a_delivery_larger_than_the_clients_maximum_packet_size_is_dropped_and_settled
         },
     );
     let mut fw = forwarder(&small);
-    let mut large = publish(
-        "acme/t",
-        QoS::AtLeastOnce,
-        Some(8),
-        stamped(QoS::AtLeastOnce, OTHER),
-    );
+    let Packet::Publish(mut large) = delivery("t", QoS::AtLeastOnce, Some(8), QoS::AtLeastOnce)
+    else {
+        unreachable!("a delivery is a PUBLISH")
+    };
     large.payload = Bytes::from(vec![b'x'; 200]);
-    let dropped = from_broker(&mut fw, Packet::Publish(large));
-    assert_eq!(dropped, out(vec![], vec![Packet::PubAck(ack(8))]));
-    let fits = publish(
-        "acme/t",
-        QoS::AtLeastOnce,
-        Some(9),
-        stamped(QoS::AtLeastOnce, OTHER),
+    broker_step(
+        &mut fw,
+        Packet::Publish(large),
+        vec![],
+        vec![Packet::PubAck(ack(8))],
     );
-    let delivered = from_broker(&mut fw, Packet::Publish(fits));
-    let to_client = publish("t", QoS::AtLeastOnce, Some(9), Properties::default());
-    assert_eq!(delivered, out(vec![Packet::Publish(to_client)], vec![]));
+    let fits = delivery("t", QoS::AtLeastOnce, Some(9), QoS::AtLeastOnce);
+    broker_step(
+        &mut fw,
+        fits,
+        vec![seen("t", QoS::AtLeastOnce, Some(9))],
+        vec![],
+    );
 }
 
 #[test]
 fn a_pubrel_for_an_unknown_packet_id_goes_to_the_one_that_knows() {
     let mut fw = forwarder(&v5());
     // From the client: the broker holds the client's QoS 2 state, so it judges it.
-    let rel = ok_from_client(&mut fw, Packet::PubRel(ack(77)));
-    assert_eq!(rel, out(vec![], vec![Packet::PubRel(ack(77))]));
+    client_step(
+        &mut fw,
+        Packet::PubRel(ack(77)),
+        vec![],
+        vec![Packet::PubRel(ack(77))],
+    );
     // From the broker: the client holds that state; nothing was settled here for it.
-    let rel = from_broker(&mut fw, Packet::PubRel(ack(78)));
-    assert_eq!(rel, out(vec![Packet::PubRel(ack(78))], vec![]));
-    let comp = ok_from_client(&mut fw, Packet::PubComp(ack(78)));
-    assert_eq!(comp, out(vec![], vec![Packet::PubComp(ack(78))]));
+    broker_step(
+        &mut fw,
+        Packet::PubRel(ack(78)),
+        vec![Packet::PubRel(ack(78))],
+        vec![],
+    );
+    client_step(
+        &mut fw,
+        Packet::PubComp(ack(78)),
+        vec![],
+        vec![Packet::PubComp(ack(78))],
+    );
 }
 
 #[test]
