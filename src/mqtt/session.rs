@@ -1,14 +1,15 @@
 //! One MQTT session: read the CONNECT under a deadline, admit it ([`admission`]: its client id
 //! bound to the identity the TLS handshake proved) or answer its refusal with a CONNACK, then
-//! forward packets both ways between the client and the embedded broker ([`forward`]) until it
-//! ends. This module is the glue and the only one of the three that touches the socket.
+//! forward packets both ways between the client and the embedded broker
+//! ([`crate::mqtt::forward`]) until it ends. This module is the glue and the only one of the
+//! three that touches the socket.
 //!
 //! The broker leg is an in-process link to rumqttd's router ([`crate::broker`]) carrying MQTT 5
 //! packets as values, so 3.1.1 clients are translated. Topics are mapped into the org's namespace
-//! on the way in and back on the way out; MQTT 5 topic aliases are resolved here and never reach
-//! the broker. Keep-alive is the front-end's alone (the link needs none), and so are wills: a
-//! session that ends without DISCONNECT (or with reason 0x04) has its will published by
-//! [`Broker::will`], after the MQTT 5 will delay.
+//! on the way in and back on the way out; MQTT 5 topic aliases are resolved by the forwarder and
+//! never reach the broker. Keep-alive is the front-end's alone (the link needs none), and so are
+//! wills: a session that ends without DISCONNECT (or with reason 0x04) has its will published by
+//! [`crate::broker::Broker::will`], after the MQTT 5 will delay.
 
 use std::time::Duration;
 
