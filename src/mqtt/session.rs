@@ -266,7 +266,9 @@ where
                     let _ = flush(forwarder, client, &mut to_client, ctx).await;
                     return Err(SessionError::BrokerClosed);
                 }
-                Ok(()) => forwarder.broker_packets(&mut from_broker, &mut to_client, &mut to_broker),
+                Ok(()) => {
+                    forwarder.broker_packets(&mut from_broker, &mut to_client, &mut to_broker)
+                }
             },
             _ = sleep_until(client_deadline) => {
                 forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
