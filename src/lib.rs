@@ -23,7 +23,10 @@
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
 //! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once.
 //! - [`crls`]: CAs' CRLs checked and held (uploaded or fetched from `crl_url`), the fetch task.
-//! - [`mqtt`]: delivery rules, topic policy and the session that forwards to the broker.
+//! - [`mqtt`]: delivery rules, topic policy and the session: admission (CONNECT → admitted or a
+//!   CONNACK refusal), the forwarder (packets both ways, tested on packets), the glue.
+//! - [`refusal`]: every refusal reason in one table (labels, CONNACK codes), read by `listener`,
+//!   `tls`, `registry` and `mqtt`.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
 //! - [`codec`]: the MQTT 3.1.1 + 5 packet codec for untrusted bytes (never panics), the lowest
 //!   layer: the session and the broker both speak it.
@@ -57,6 +60,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod ocsp;
 pub mod pki;
+pub mod refusal;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -197,7 +197,7 @@ async fn connection(
     let (stream, identity) = match registry::accept(stream, &ctx.registry, remaining).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            let reason = refusal.refusal.reason();
+            let reason = refusal.refusal.as_str();
             refused(peer, refusal.sni.as_deref(), "tls", reason);
             // An org's stream sees the refusals of handshakes that named it.
             let snapshot = ctx.registry.snapshot();

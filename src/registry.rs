@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use crate::codec::reason;
 use crate::identity::{Identity, OrgId};
 use crate::ocsp::{self, OcspMode};
+use crate::refusal::Refusal;
 use crate::store::{BlockTarget, BlockedDevice, OrgRecord, OrgState, Store};
 use crate::tls;
 
@@ -105,10 +106,10 @@ pub enum Revocation {
 impl Revocation {
     pub fn reason(self) -> &'static str {
         match self {
-            Revocation::CaInactive => "ca_inactive",
-            Revocation::DeviceBlocked => "device_blocked",
-            Revocation::CertificateRevoked => "certificate_revoked",
-            Revocation::CrlStale => "crl_stale",
+            Revocation::CaInactive => Refusal::CaInactive.as_str(),
+            Revocation::DeviceBlocked => Refusal::DeviceBlocked.as_str(),
+            Revocation::CertificateRevoked => Refusal::CertificateRevoked.as_str(),
+            Revocation::CrlStale => Refusal::CrlStale.as_str(),
         }
     }
 }
@@ -608,7 +609,7 @@ impl SessionTable {
                 continue;
             }
             let revoked = match entry {
-                None => Some("org_deleted"),
+                None => Some(Refusal::OrgDeleted.as_str()),
                 Some(entry) => entry
                     .revocation(&session.info.device)
                     .map(Revocation::reason),

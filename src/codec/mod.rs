@@ -86,6 +86,8 @@ pub mod reason {
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    /// The SUBACK code for a filter past a cap on subscription filters.
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
 
     /// MQTT 3.1.1 CONNACK return codes.
     pub const V311_ACCEPTED: u8 = 0x00;

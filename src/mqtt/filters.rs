@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::broker::{Broker, Hold};
 
 /// MQTT 5 SUBACK reason for a filter past a cap.
-pub const QUOTA_EXCEEDED: u8 = 0x97;
+pub use crate::codec::reason::QUOTA_EXCEEDED;
 
 /// Why a filter was refused here; also the `cap` label of the refusal counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

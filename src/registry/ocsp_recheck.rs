@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::Registry;
 use crate::ocsp::{Ocsp, OcspMode, Verdict};
+use crate::refusal::Refusal;
 
 /// Checks of one sweep in flight at once: enough to overlap responders' latency, few enough not
 /// to storm them when many answers expire together.
@@ -65,7 +66,7 @@ pub async fn sweep(registry: &Registry, ocsp: &Ocsp) -> usize {
         .fold(0, |sum, closed| async move { sum + closed })
         .await;
     if closed > 0 {
-        metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => "certificate_revoked")
+        metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => Refusal::CertificateRevoked.as_str())
             .increment(closed as u64);
     }
     closed

@@ -45,53 +45,8 @@ pub enum TlsError {
     Crl(#[from] crate::pki::PkiError),
 }
 
-/// Why a TLS connection was refused; `reason()` is a bounded label for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No SNI, or an IP literal (rustls drops those from the ClientHello).
-    NoSni,
-    UnknownOrg,
-    UnrecognizedName,
-    OrgHasNoCa,
-    Timeout,
-    NoClientCertificate,
-    UnknownCa,
-    CertificateExpired,
-    CertificateNotYetValid,
-    /// Listed in the CRL of the CA that issued it.
-    CertificateRevoked,
-    /// Outside a CA's name constraints (DNS, IP or e-mail).
-    NameConstraintViolation,
-    BadCertificate,
-    /// The CA that verified the chain is no longer active (a change raced the handshake).
-    CaInactive,
-    ClientAlert,
-    Handshake,
-    Io,
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::NoSni => "no_sni",
-            Refusal::UnknownOrg => "unknown_org",
-            Refusal::UnrecognizedName => "unrecognized_name",
-            Refusal::OrgHasNoCa => "org_has_no_ca",
-            Refusal::Timeout => "timeout",
-            Refusal::NoClientCertificate => "no_client_certificate",
-            Refusal::UnknownCa => "unknown_ca",
-            Refusal::CertificateExpired => "certificate_expired",
-            Refusal::CertificateNotYetValid => "certificate_not_yet_valid",
-            Refusal::CertificateRevoked => "certificate_revoked",
-            Refusal::NameConstraintViolation => "name_constraint_violation",
-            Refusal::BadCertificate => "bad_certificate",
-            Refusal::CaInactive => "ca_inactive",
-            Refusal::ClientAlert => "client_alert",
-            Refusal::Handshake => "handshake",
-            Refusal::Io => "io",
-        }
-    }
-}
+/// Why a TLS connection was refused: the one table of refusal reasons (the TLS ones among them).
+pub use crate::refusal::Refusal;
 
 /// A refused handshake, with what is known for the one log event it gets.
 pub struct Refused {
