@@ -69,6 +69,9 @@ pub struct MqttsConfig {
     pub first_byte_timeout: Duration,
     /// Most connections open at once from one source address (handshakes included).
     pub max_connections_per_source: usize,
+    /// Longest keep-alive an MQTT 5 client may use; one asking more, or none (0), is told this
+    /// one in CONNACK (Server Keep Alive). 0: no cap.
+    pub max_keep_alive: u16,
     /// Subscription filters one session may hold (enforced by `mqtt::filters`).
     pub max_filters_per_session: usize,
     /// Subscription filters the sessions of one organisation may hold together.
@@ -164,6 +167,7 @@ struct RawMqtts {
     max_connections_per_source: usize,
     max_filters_per_session: usize,
     max_filters_per_org: usize,
+    max_keep_alive_secs: u16,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +368,7 @@ impl Config {
                 max_concurrent_handshakes: raw.mqtts.max_concurrent_handshakes,
                 first_byte_timeout: Duration::from_millis(raw.mqtts.first_byte_timeout_ms),
                 max_connections_per_source: raw.mqtts.max_connections_per_source,
+                max_keep_alive: raw.mqtts.max_keep_alive_secs,
                 max_filters_per_session: raw.mqtts.max_filters_per_session,
                 max_filters_per_org: raw.mqtts.max_filters_per_org,
             },

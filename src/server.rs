@@ -148,6 +148,7 @@ impl Server {
             filters,
             devices,
             connect_timeout: config.mqtts.connect_timeout,
+            max_keep_alive: config.mqtts.max_keep_alive,
             write_timeout: config.mqtts.write_timeout,
             max_packet_size: config.mqtts.max_packet_size,
             ocsp: Arc::new(Ocsp::new(config.revocation.fetch_timeout)),

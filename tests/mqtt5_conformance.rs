@@ -370,6 +370,98 @@ async fn mqtt_3_3_4_9_exceeding_the_servers_receive_maximum_is_disconnected() {
     assert!(client.next().await.is_none(), "the connection stayed open");
 }
 
+/// 3.2.2.3.14: a server with a keep-alive cap (`mqtts.max_keep_alive_secs`) tells a client that
+/// asks more, or none, its Server Keep Alive in CONNACK, and holds it to that; one that asks
+/// less is served as it asked.
+#[tokio::test]
+async fn mqtt_3_2_2_3_14_server_keep_alive_caps_the_clients() {
+    let server = TestServer::start_with(|c| c.mqtts.max_keep_alive = 1).await;
+    server.create_open_org(ORG).await;
+    let ca = TestCa::root("acme devices CA");
+    server.upload_ca(ORG, &ca).await;
+    for (asked, announced) in [(120, Some(1)), (0, Some(1)), (1, None)] {
+        let name = format!("keepalive{asked}");
+        let packet = match connect_packet(&name, true, Properties::default()) {
+            Packet::Connect(mut c) => {
+                c.keep_alive = asked;
+                Packet::Connect(c)
+            }
+            _ => unreachable!(),
+        };
+        let (mut client, connack) = Client::connect_with(&server, &ca, &name, packet).await;
+        assert_eq!(
+            connack.properties.server_keep_alive, announced,
+            "asked {asked}"
+        );
+        // Silent past 1.5 × the keep-alive served: closed for it.
+        client.disconnected_with(0x8D).await;
+    }
+}
+
+/// 3.14.4 (MQTT-3.14.4-2) with TCP's rules: a client still sending when the server ends its
+/// session (here PUBRELs for the PUBRECs it reads before the DISCONNECT, as a client that
+/// floods and then catches up does) can write them and read that DISCONNECT: the server reads
+/// and discards until the client closes (bounded), instead of closing at once, which makes the
+/// client's next writes meet a reset connection, before it may have read why it was closed.
+#[tokio::test]
+async fn mqtt_3_14_4_a_client_still_sending_reads_the_servers_disconnect() {
+    let (server, ca) = TestServer::start_open_org(ORG).await;
+    let (mut client, connack) =
+        Client::connect(&server, &ca, "catchup", true, Properties::default()).await;
+    let maximum = connack.properties.receive_maximum.unwrap();
+    for id in 1..=maximum {
+        let p = publish("flow/t", QoS::ExactlyOnce, Some(id), b"x");
+        client.send(Packet::Publish(p)).await;
+    }
+    // The first PUBREC shows the server at work; it is released only after the one too many.
+    let first = match client.recv().await {
+        Packet::PubRec(rec) => rec.packet_id,
+        other => panic!("expected PUBREC, got {other:?}"),
+    };
+    let one_more = publish("flow/t", QoS::ExactlyOnce, Some(maximum + 1), b"x");
+    client.send(Packet::Publish(one_more)).await;
+    let mut released = Vec::new();
+    let mut pending = Some(first);
+    loop {
+        if let Some(id) = pending.take() {
+            let mut out = BytesMut::new();
+            codec::encode(&Packet::PubRel(ack(id)), Protocol::V5, &mut out).unwrap();
+            let written = async {
+                client.stream.write_all(&out).await?;
+                client.stream.flush().await
+            };
+            step(written)
+                .await
+                .unwrap_or_else(|e| panic!("PUBREL {id} not written: {e}"));
+            released.push(id);
+        }
+        match client.next().await {
+            Some(Packet::PubRec(rec)) => pending = Some(rec.packet_id),
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, 0x93);
+                break;
+            }
+            other => panic!("expected PUBREC or DISCONNECT 0x93, got {other:?}"),
+        }
+    }
+    assert!(!released.is_empty());
+    // A PUBREL the client had in flight when the DISCONNECT arrived (written a little later, as
+    // from a slower client), then its close: the server, still reading, answers with a clean
+    // close of its own, where a server already gone resets the connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut late = BytesMut::new();
+    codec::encode(&Packet::PubRel(ack(maximum)), Protocol::V5, &mut late).unwrap();
+    step(client.stream.write_all(&late)).await.unwrap();
+    step(client.stream.flush()).await.unwrap();
+    let _ = step(client.stream.shutdown()).await;
+    let mut rest = Vec::new();
+    let end = step(client.stream.read_to_end(&mut rest)).await;
+    assert!(
+        end.is_ok(),
+        "the connection ended with {end:?}, not a clean close"
+    );
+}
+
 fn subscription(
     filter: &str,
     qos: QoS,

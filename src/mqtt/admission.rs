@@ -171,7 +171,7 @@ pub async fn admit(
 
 /// The CONNACK that accepts `admitted`: MQTT 5 is told the server's limits (Receive Maximum,
 /// Maximum Packet Size `max_packet_size`, topic aliases) and any assigned client id.
-pub fn connack(admitted: &Admitted, max_packet_size: usize) -> Packet {
+pub fn connack(admitted: &Admitted, max_packet_size: usize, max_keep_alive: u16) -> Packet {
     let mut connack = ConnAck {
         session_present: admitted.broker.session_present(),
         code: 0,
@@ -183,10 +183,25 @@ pub fn connack(admitted: &Admitted, max_packet_size: usize) -> Packet {
             maximum_packet_size: Some(u32::try_from(max_packet_size).unwrap_or(u32::MAX)),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
             assigned_client_identifier: admitted.assigned.clone(),
+            server_keep_alive: keep_alive(&admitted.connect, max_keep_alive).1,
             ..Properties::default()
         };
     }
     Packet::ConnAck(connack)
+}
+
+/// The keep-alive a session is served with, and the Server Keep Alive its CONNACK announces when
+/// that differs from what the client asked: an MQTT 5 client asking none (0) or more than
+/// `max` (when not 0) is held to `max` (MQTT 5 §3.2.2.3.14). A 3.1.1 client cannot be told, and
+/// is served as it asked.
+pub fn keep_alive(connect: &Connect, max: u16) -> (u16, Option<u16>) {
+    let asked = connect.keep_alive;
+    let capped = connect.protocol == Protocol::V5 && max > 0 && (asked == 0 || asked > max);
+    if capped {
+        (max, Some(max))
+    } else {
+        (asked, None)
+    }
 }
 
 /// The CONNACK that refuses a CONNECT of `protocol`: the refusal's code, and for MQTT 5 its
@@ -297,6 +312,22 @@ mod tests {
             password: None,
             properties,
         }
+    }
+
+    #[test]
+    fn keep_alive_is_capped_for_mqtt5_only_and_announced_when_changed() {
+        let asking = |protocol, keep_alive| Connect {
+            keep_alive,
+            ..connect(protocol, true, Properties::default())
+        };
+        assert_eq!(keep_alive(&asking(Protocol::V5, 30), 60), (30, None));
+        assert_eq!(keep_alive(&asking(Protocol::V5, 60), 60), (60, None));
+        assert_eq!(keep_alive(&asking(Protocol::V5, 120), 60), (60, Some(60)));
+        assert_eq!(keep_alive(&asking(Protocol::V5, 0), 60), (60, Some(60)));
+        assert_eq!(keep_alive(&asking(Protocol::V5, 0), 0), (0, None));
+        assert_eq!(keep_alive(&asking(Protocol::V5, 65535), 0), (65535, None));
+        assert_eq!(keep_alive(&asking(Protocol::V311, 120), 60), (120, None));
+        assert_eq!(keep_alive(&asking(Protocol::V311, 0), 60), (0, None));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Context {
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     pub max_packet_size: usize,
+    /// Longest keep-alive an MQTT 5 client may use (0: no cap); see [`admission::keep_alive`].
+    pub max_keep_alive: u16,
     /// Authentications for the device registry, written behind (see [`crate::devices`]).
     pub devices: crate::devices::DeviceLog,
     /// Asks CAs' OCSP responders, before CONNACK.

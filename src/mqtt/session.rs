@@ -31,6 +31,10 @@ pub use crate::mqtt::{Context, SessionError};
 /// How long a finished session waits for its client's TLS close.
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long, after its DISCONNECT, the server waits for an MQTT 5 client to stop sending and
+/// close (see [`close`]).
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves one authenticated connection until it ends. `Ok` is a clean end (DISCONNECT or close).
 pub async fn serve<S>(mut client: S, peer: PeerIdentity, ctx: &Context) -> Result<(), SessionError>
 where
@@ -67,7 +71,7 @@ where
     };
     let mut out = BytesMut::new();
     let sent = match encode_to(
-        &admission::connack(&admitted, ctx.max_packet_size),
+        &admission::connack(&admitted, ctx.max_packet_size, ctx.max_keep_alive),
         protocol,
         &mut out,
     ) {
@@ -137,7 +141,7 @@ where
         &mut client,
         client_buf,
         &mut broker,
-        connect.keep_alive,
+        admission::keep_alive(&connect, ctx.max_keep_alive).0,
         (&guard, &held),
         ctx,
     )
@@ -149,8 +153,6 @@ where
         Err(error) => error.reason(),
     });
     ctx.registry.events().publish(ended);
-    // A graceful close (close_notify, FIN) so that a last DISCONNECT is read, not lost to a reset.
-    let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
     let mut ended = forwarder.end();
     // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT
     // saw it exist, whatever its expiry; the successor decides what becomes of it.
@@ -179,7 +181,27 @@ where
     }
     drop(held);
     drop(guard);
+    // Last, so that a successor, a will and the broker never wait for the client.
+    // An MQTT 5 session the server ended was told why (DISCONNECT); a 3.1.1 one cannot be.
+    let told = connect.protocol == Protocol::V5 && result.is_err();
+    close(&mut client, told).await;
     result
+}
+
+/// Closes the client's connection gracefully (close_notify, FIN) so that a last DISCONNECT is
+/// read, not lost to a reset. When the client was sent a DISCONNECT (`told`), what it still sends
+/// (packets in flight when it was told, acks for what it reads before the DISCONNECT) is read and
+/// discarded first, until the client closes or [`LINGER`]: a socket closed under a client still
+/// writing answers it with resets, and its writes fail before it reads why.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, told: bool) {
+    if told {
+        let drain = async {
+            let mut sink = [0u8; 2048];
+            while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+    let _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, client.shutdown()).await;
 }
 
 /// Answers a refused CONNECT with its CONNACK, best effort, then the caller drops the
