@@ -68,7 +68,7 @@ pub struct Held {
 /// the same thisUpdate replaces it). `audit`: the operator's upload, recorded with the CRL
 /// (`None` for a fetched CRL).
 pub fn hold(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     ca_id: &str,
     body: &[u8],
@@ -96,7 +96,7 @@ struct Source {
 
 /// The task that keeps CAs' CRLs fresh from their `crl_url`. Cheap to share in an `Arc`.
 pub struct CrlFetcher {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     registry: Arc<Registry>,
     timeout: Duration,
     /// CAs whose URL an operator just set: fetched at the next turn, whatever their schedule.
@@ -106,7 +106,7 @@ pub struct CrlFetcher {
 
 impl CrlFetcher {
     /// `timeout` bounds one download.
-    pub fn new(store: Arc<Store>, registry: Arc<Registry>, timeout: Duration) -> CrlFetcher {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, timeout: Duration) -> CrlFetcher {
         CrlFetcher {
             store,
             registry,
@@ -222,7 +222,14 @@ impl CrlFetcher {
         let (store, registry) = (self.store.clone(), self.registry.clone());
         let (org, ca_id) = (org.clone(), ca_id.to_owned());
         tokio::task::spawn_blocking(move || {
-            let held = hold(&store, &org, &ca_id, &body, OffsetDateTime::now_utc(), None)?;
+            let held = hold(
+                &*store,
+                &org,
+                &ca_id,
+                &body,
+                OffsetDateTime::now_utc(),
+                None,
+            )?;
             if held.changed {
                 registry.publish_org(&org)?;
                 tracing::info!(org = %org, ca_id = %ca_id, entries = held.info.revoked.len(),

@@ -31,7 +31,9 @@
 //!   peer a handshake verified), the live-session table, OCSP asked again for live sessions.
 //! - [`devices`]: the device registry's writer, behind the connect path.
 //! - [`events`]: connects, disconnects and refusals, broadcast to the admin API's event stream.
-//! - [`store`]: SQLite schema, migrations, queries, keys encrypted at rest.
+//! - [`store`]: the storage interface ([`store::Store`], one trait per area, shared as
+//!   `Arc<dyn Store>`) and its SQLite implementation: schema, migrations, queries, keys encrypted
+//!   at rest.
 //! - [`pki`]: certificate parsing and checks; keys (PKCS#8, PKCS#12, KDF caps); CRLs; platform CA
 //!   and certificate generation.
 //! - [`admin`]: the HTTP admin API.

@@ -215,7 +215,7 @@ impl Snapshot {
 }
 
 pub struct Registry {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     platform: Platform,
     snapshot: ArcSwap<Snapshot>,
     sessions: Arc<SessionTable>,
@@ -226,7 +226,7 @@ pub struct Registry {
 
 impl Registry {
     /// Builds the first snapshot from every org in the store.
-    pub fn load(store: Arc<Store>, platform: Platform) -> Result<Registry, RegistryError> {
+    pub fn load(store: Arc<dyn Store>, platform: Platform) -> Result<Registry, RegistryError> {
         let mut orgs = HashMap::new();
         for id in store.org_ids()? {
             if let Some(state) = store.org_state(&id)? {

@@ -345,7 +345,8 @@ pub async fn certificate_pem(
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| store.ca(org, &id);
+    let found =
+        move |store: &dyn crate::store::Store, org: &crate::identity::OrgId| store.ca(org, &id);
     let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
     Ok(super::certificates_pem(std::slice::from_ref(&record.der)))
 }

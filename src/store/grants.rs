@@ -5,7 +5,7 @@
 //!
 //! A signature spends one use. Uses are reserved in the store in blocks of [`RESERVE_BLOCK`]
 //! before they are spent, and spent from memory ([`Meter`]); `uses` is written with each
-//! reservation, each change of status and at shutdown ([`Store::flush_grants`]). A process killed
+//! reservation, each change of status and at shutdown ([`GrantStore::flush_grants`]). A process killed
 //! between two writes loses what it spent since the last one, so opening the store counts every
 //! reserved use as spent: a crash over-counts by less than a block, never under-counts.
 //!
@@ -13,10 +13,14 @@
 //!
 //! `active` → `warning` (from `warn_before` ahead of `expires_at`, or `warn_usage_ratio` of the
 //! uses) → `expired` (at either limit). The status is evaluated from the clock and the uses
-//! whenever a grant is read or spent ([`Store::refresh_grants`]) and written when it changes; a
+//! whenever a grant is read or spent ([`GrantStore::refresh_grants`]) and written when it changes; a
 //! signing certificate's grant expiring suspends the tokens it signed, in the same transaction.
 
+use super::GrantStore;
+use crate::clock::Clock;
 use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -25,7 +29,8 @@ use time::OffsetDateTime;
 use super::filter::Where;
 use super::Audit;
 use super::{
-    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, Store, StoreError,
+    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, SqliteStore,
+    StoreError,
 };
 use crate::identity::OrgId;
 
@@ -319,7 +324,7 @@ fn set_status(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     fn meters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
         self.meters
             .lock()
@@ -338,9 +343,31 @@ impl Store {
             .transpose()
     }
 
-    /// Every key the product holds for an org without a grant (a store written before grants)
-    /// gets one, starting now.
-    pub fn ensure_grants(&self) -> Result<usize, StoreError> {
+    fn grant_where(
+        &self,
+        org: &OrgId,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let condition = format!("org = ?1 AND {column} = ?2");
+        grant_row(&conn, &condition, params![org.as_str(), value])?
+            .map(|row| row.into_record(&self.meters()))
+            .transpose()
+    }
+}
+
+impl GrantStore for SqliteStore {
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn grant_changed(&self) -> Arc<Notify> {
+        self.grant_changed.clone()
+    }
+
+    fn ensure_grants(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -375,10 +402,7 @@ impl Store {
         Ok(missing.len())
     }
 
-    /// Evaluates the status of the grants of `org` (every org when `None`) and writes those that
-    /// changed, suspending tokens on expiry. Returns the grants that changed, with their new
-    /// status.
-    pub fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
+    fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -410,38 +434,17 @@ impl Store {
         Ok(changed)
     }
 
-    /// One of the org's grants.
-    pub fn grant(&self, org: &OrgId, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+    fn grant(&self, org: &OrgId, id: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
         self.grant_where(org, "id", id)
     }
 
-    /// The grant of the key `holder_id` names (a CA or signing certificate of the org).
-    pub fn grant_of(
-        &self,
-        org: &OrgId,
-        holder_id: &str,
-    ) -> Result<Option<GrantRecord>, StoreError> {
+    fn grant_of(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
         self.grant_where(org, "holder_id", holder_id)
     }
 
-    fn grant_where(
-        &self,
-        org: &OrgId,
-        column: &str,
-        value: &str,
-    ) -> Result<Option<GrantRecord>, StoreError> {
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        let condition = format!("org = ?1 AND {column} = ?2");
-        grant_row(&conn, &condition, params![org.as_str(), value])?
-            .map(|row| row.into_record(&self.meters()))
-            .transpose()
-    }
-
-    /// The org's grants in `warning` or `expired`: what the notifier tells about.
-    pub fn grants_to_notify(&self, org: &OrgId) -> Result<Vec<GrantRecord>, StoreError> {
+    fn grants_to_notify(&self, org: &OrgId) -> Result<Vec<GrantRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM grants WHERE org = ?1 AND status != 'active'
@@ -454,8 +457,7 @@ impl Store {
         Ok(grants)
     }
 
-    /// The org's grants in grant order, optionally of one status.
-    pub fn list_grants(
+    fn list_grants(
         &self,
         org: &OrgId,
         status: Option<GrantStatus>,
@@ -477,14 +479,7 @@ impl Store {
         }))
     }
 
-    /// Spends one use of the grant on `holder_id`'s key, before the signature is made.
-    /// `Ok(None)` when the key has no grant (the platform's own keys); `GrantExpired` when the
-    /// grant is expired (by time or uses), and nothing is spent.
-    pub fn spend_use(
-        &self,
-        org: &OrgId,
-        holder_id: &str,
-    ) -> Result<Option<GrantRecord>, StoreError> {
+    fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -537,9 +532,7 @@ impl Store {
         Ok(Some(grant))
     }
 
-    /// Writes the uses spent in this process, and gives back the reservations left: what a clean
-    /// shutdown does, so a restart does not count them.
-    pub fn flush_grants(&self) -> Result<(), StoreError> {
+    fn flush_grants(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut meters = self.meters();
@@ -553,9 +546,7 @@ impl Store {
         Ok(())
     }
 
-    /// Opens a renewal challenge on the grant: `code_sha256` is the hash of the code sent, valid
-    /// until `expires_at`. Replaces a pending one. `None` when the org has no such grant.
-    pub fn open_challenge(
+    fn open_challenge(
         &self,
         org: &OrgId,
         id: &str,
@@ -579,11 +570,7 @@ impl Store {
         Ok((updated > 0).then_some(()))
     }
 
-    /// Renews the grant when `code_sha256` answers its pending challenge (and `passphrase` is the
-    /// imported key's, when it was imported): granted now, for the policy's age and uses, `uses`
-    /// 0, status active (its suspended tokens stay suspended). `Ok(None)` when the org has no
-    /// such grant.
-    pub fn renew_grant(
+    fn renew_grant(
         &self,
         org: &OrgId,
         id: &str,
