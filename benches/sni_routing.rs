@@ -117,6 +117,8 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
     let store = SqliteStore::open_with_key(
         dir.path(),
         MasterKey::from_bytes(&[7; 32]).expect("master key"),
+        std::sync::Arc::new(portcullis::grants::GrantPolicy::default()),
+        portcullis::clock::Clock::system(),
     )
     .expect("open the store");
     let der = ca_der();

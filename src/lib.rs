@@ -34,6 +34,8 @@
 //! - [`store`]: the storage interface ([`store::Store`], one trait per area, shared as
 //!   `Arc<dyn Store>`) and its SQLite implementation: schema, migrations, queries, keys encrypted
 //!   at rest.
+//! - [`grants`]: access grants' policy (terms, status, suspension), above the store that keeps
+//!   their rows and counts their uses.
 //! - [`pki`]: certificate parsing and checks; keys (PKCS#8, PKCS#12, KDF caps); CRLs; platform CA
 //!   and certificate generation.
 //! - [`admin`]: the HTTP admin API.
@@ -52,6 +54,7 @@ pub mod crypto;
 pub mod devices;
 pub mod events;
 pub mod fetch;
+pub mod grants;
 pub mod identity;
 pub mod listener;
 pub mod metrics;

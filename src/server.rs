@@ -83,8 +83,11 @@ impl Server {
             source,
         })?;
         // The one place that chooses the store; everything past here names only `dyn Store`.
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&data_dir)?.with_grants(config.grants, clock));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+            &data_dir,
+            Arc::new(config.grants),
+            clock,
+        )?);
         let granted = store.ensure_grants()?;
         if granted > 0 {
             tracing::info!(granted, "access grants given to keys held without one");

@@ -48,7 +48,13 @@ fn registry(store: &Arc<dyn Store>) -> Arc<Registry> {
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_with_key(dir.path(), MasterKey::from_bytes(&[9u8; 32]).unwrap()).unwrap(),
+        SqliteStore::open_with_key(
+            dir.path(),
+            MasterKey::from_bytes(&[9u8; 32]).unwrap(),
+            Arc::new(crate::grants::GrantPolicy::default()),
+            crate::clock::Clock::system(),
+        )
+        .unwrap(),
     );
     let registry = registry(&store);
     let state = AdminState {

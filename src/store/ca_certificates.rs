@@ -144,9 +144,9 @@ impl CaStore for SqliteStore {
                 params![id, sealed],
             )?;
             let holder = GrantHolder::CaCertificate;
-            let (policy, now) = (&self.grant_policy, self.clock.now());
+            let (rules, now) = (&*self.grant_rules, self.clock.now());
             let passphrase = new.key_passphrase.as_ref();
-            insert_grant(&tx, policy, org, holder, &id, now, passphrase)?;
+            insert_grant(&tx, rules, org, holder, &id, now, passphrase)?;
         }
         let mut record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;

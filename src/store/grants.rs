@@ -1,5 +1,8 @@
-//! Access grants (DESIGN §11): every key the product signs with for an org — a CA imported with its
-//! key, a signing certificate — carries a grant limited in time and in uses.
+//! Access grants' rows (DESIGN §11): every key the product signs with for an org — a CA imported
+//! with its key, a signing certificate — carries a grant limited in time and in uses. What a grant
+//! allows and when it has run out is the `grants` module's to decide; the store keeps the rows, counts
+//! uses atomically, and asks the [`GrantRules`] it was opened with inside its transactions, so a
+//! change of status and its effects commit together.
 //!
 //! # Uses
 //!
@@ -11,12 +14,12 @@
 //!
 //! # Status
 //!
-//! `active` → `warning` (from `warn_before` ahead of `expires_at`, or `warn_usage_ratio` of the
-//! uses) → `expired` (at either limit). The status is evaluated from the clock and the uses
-//! whenever a grant is read or spent ([`GrantStore::refresh_grants`]) and written when it changes; a
-//! signing certificate's grant expiring suspends the tokens it signed, in the same transaction.
+//! The status ([`GrantRules::status`]) is evaluated from the clock and the uses whenever a grant is
+//! read or spent ([`GrantStore::refresh_grants`]) and written when it changes; a signing
+//! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
+//! grant spends nothing ([`StoreError::GrantExpired`]).
 
-use super::GrantStore;
+use super::{GrantRules, GrantStore};
 use crate::clock::Clock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,26 +41,6 @@ use crate::identity::OrgId;
 pub const RESERVE_BLOCK: i64 = 100;
 /// Wrong codes after which a renewal challenge is void.
 pub const MAX_CHALLENGE_FAILURES: i64 = 5;
-
-/// The limits a new or renewed grant gets (`[grants]` in the configuration).
-#[derive(Debug, Clone, Copy)]
-pub struct GrantPolicy {
-    pub max_age: time::Duration,
-    pub max_uses: i64,
-    pub warn_before: time::Duration,
-    pub warn_usage_ratio: f64,
-}
-
-impl Default for GrantPolicy {
-    fn default() -> Self {
-        GrantPolicy {
-            max_age: time::Duration::days(60),
-            max_uses: 1_000_000_000,
-            warn_before: time::Duration::days(7),
-            warn_usage_ratio: 0.9,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GrantStatus {
@@ -125,6 +108,13 @@ pub struct GrantRecord {
     pub expires_at: OffsetDateTime,
     /// Its key was imported from PKCS#12: renewing asks for that file's passphrase.
     pub needs_key_passphrase: bool,
+}
+
+/// What a new or renewed grant is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantTerms {
+    pub expires_at: OffsetDateTime,
+    pub max_uses: i64,
 }
 
 /// A renewal that did not happen.
@@ -257,29 +247,17 @@ fn grant_row(
         .optional()?)
 }
 
-/// The status `grant` has at `now`.
-fn status_at(policy: &GrantPolicy, grant: &GrantRecord, now: OffsetDateTime) -> GrantStatus {
-    if now >= grant.expires_at || grant.uses >= grant.max_uses {
-        GrantStatus::Expired
-    } else if now >= grant.expires_at - policy.warn_before
-        || grant.uses as f64 >= policy.warn_usage_ratio * grant.max_uses as f64
-    {
-        GrantStatus::Warning
-    } else {
-        GrantStatus::Active
-    }
-}
-
 /// Inserts the grant of a key the product was just given, in the caller's transaction.
 pub(super) fn insert_grant(
     conn: &Connection,
-    policy: &GrantPolicy,
+    rules: &dyn GrantRules,
     org: &OrgId,
     holder: GrantHolder,
     holder_id: &str,
     now: OffsetDateTime,
     passphrase: Option<&KeyPassphrase>,
 ) -> Result<(), StoreError> {
+    let terms = rules.terms(now);
     let verifier = passphrase
         .filter(|p| !p.0.is_empty())
         .map(passphrase_verifier)
@@ -294,8 +272,8 @@ pub(super) fn insert_grant(
             holder.as_str(),
             holder_id,
             to_micros(now),
-            to_micros(now + policy.max_age),
-            policy.max_uses,
+            to_micros(terms.expires_at),
+            terms.max_uses,
             verifier,
         ],
     )?;
@@ -390,7 +368,7 @@ impl GrantStore for SqliteStore {
         for (org, id, holder) in &missing {
             insert_grant(
                 &tx,
-                &self.grant_policy,
+                &*self.grant_rules,
                 &super::parse_org_id(org)?,
                 *holder,
                 id,
@@ -419,7 +397,7 @@ impl GrantStore for SqliteStore {
             let meters = self.meters();
             for row in rows {
                 let mut grant = row.into_record(&meters)?;
-                let status = status_at(&self.grant_policy, &grant, now);
+                let status = self.grant_rules.status(&grant, now);
                 if status != grant.status {
                     set_status(&tx, &grant, status)?;
                     grant.status = status;
@@ -494,7 +472,7 @@ impl GrantStore for SqliteStore {
         let (stored_uses, stored_reserved) = (row.uses, row.reserved);
         let mut meters = self.meters();
         let mut grant = row.into_record(&meters)?;
-        let before = status_at(&self.grant_policy, &grant, now);
+        let before = self.grant_rules.status(&grant, now);
         if before == GrantStatus::Expired {
             if grant.status != GrantStatus::Expired {
                 set_status(&tx, &grant, before)?;
@@ -518,7 +496,7 @@ impl GrantStore for SqliteStore {
         }
         meter.spent += 1;
         grant.uses = meter.spent;
-        let after = status_at(&self.grant_policy, &grant, now);
+        let after = self.grant_rules.status(&grant, now);
         if after != grant.status {
             set_status(&tx, &grant, after)?;
             grant.status = after;
@@ -633,10 +611,11 @@ impl GrantStore for SqliteStore {
             .ok_or_else(vanished)?
             .into_record(&self.meters())?;
         if held.status != GrantStatus::Expired
-            && status_at(&self.grant_policy, &held, now) == GrantStatus::Expired
+            && self.grant_rules.status(&held, now) == GrantStatus::Expired
         {
             set_status(&tx, &held, GrantStatus::Expired)?;
         }
+        let terms = self.grant_rules.terms(now);
         tx.execute(
             "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0, reserved = 0,
                  max_uses = ?4, status = 'active'
@@ -644,8 +623,8 @@ impl GrantStore for SqliteStore {
             params![
                 id,
                 to_micros(now),
-                to_micros(now + self.grant_policy.max_age),
-                self.grant_policy.max_uses,
+                to_micros(terms.expires_at),
+                terms.max_uses,
             ],
         )?;
         let mut meters = self.meters();

@@ -30,9 +30,9 @@ use tokio::sync::Notify;
 use super::{
     Audit, AuditEvent, BlockedDevice, CaFilter, CaPatch, CaRecord, CsrRecord, CsrStatus,
     CsrTransition, DeviceFilter, DeviceRecord, DeviceSeen, Expiring, ExpirySummary, GrantRecord,
-    GrantStatus, ListFilter, NewBlock, NewCa, NewCsr, NewOrg, NewServerCert, NewSigningCert,
-    NewToken, NotificationKey, NotificationSettings, OrgPatch, OrgRecord, OrgState, Page,
-    PageRequest, RenewalRefused, ServerCertRecord, SigningCertDeleted, SigningCertRecord,
+    GrantStatus, GrantTerms, ListFilter, NewBlock, NewCa, NewCsr, NewOrg, NewServerCert,
+    NewSigningCert, NewToken, NotificationKey, NotificationSettings, OrgPatch, OrgRecord, OrgState,
+    Page, PageRequest, RenewalRefused, ServerCertRecord, SigningCertDeleted, SigningCertRecord,
     StoreError, TokenPatch, TokenRecord,
 };
 use crate::clock::Clock;
@@ -381,7 +381,18 @@ pub trait BlocklistStore {
     fn delete_blocked(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError>;
 }
 
-/// Access grants: rows and atomic use counting.
+/// What the store asks of the grant policy above it (the `grants` module), inside its transactions:
+/// it is given one when it is opened, so the policy is decided in one place and the store only
+/// keeps rows and counts uses.
+pub trait GrantRules: Send + Sync {
+    /// The terms of a grant given (or renewed) at `granted_at`.
+    fn terms(&self, granted_at: OffsetDateTime) -> GrantTerms;
+
+    /// The status `grant` has at `now`, from its expiry and its uses.
+    fn status(&self, grant: &GrantRecord, now: OffsetDateTime) -> GrantStatus;
+}
+
+/// Access grants: rows and atomic use counting, judged by the store's [`GrantRules`].
 pub trait GrantStore {
     /// The clock grants are judged by (tests move a manual one).
     fn clock(&self) -> &Clock;

@@ -62,10 +62,10 @@ pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
 pub use devices::{DeviceFilter, DeviceRecord, DeviceSeen, Expiring};
 pub use filter::ListFilter;
 pub use grants::{
-    GrantHolder, GrantPolicy, GrantRecord, GrantStatus, KeyPassphrase, RenewalRefused,
+    GrantHolder, GrantRecord, GrantStatus, GrantTerms, KeyPassphrase, RenewalRefused,
 };
 pub use interface::{
-    AuditStore, BlocklistStore, CaStore, CrlStore, CsrStore, DeviceStore, GrantStore,
+    AuditStore, BlocklistStore, CaStore, CrlStore, CsrStore, DeviceStore, GrantRules, GrantStore,
     NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore, Store,
     TokenStore,
 };
@@ -247,8 +247,9 @@ pub struct NewServerCert {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     master_key: MasterKey,
-    /// What grants are given and when they warn; the clock they are judged by.
-    grant_policy: GrantPolicy,
+    /// What grants are given and when they run out (decided above the store); the clock they
+    /// are judged by.
+    grant_rules: Arc<dyn GrantRules>,
     clock: Clock,
     /// Grant uses spent in this process (see `grants`).
     meters: Mutex<HashMap<String, grants::Meter>>,
@@ -259,17 +260,25 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating when needed) `<data_dir>/portcullis.db`, runs the migrations, and loads the
     /// master key from `PORTCULLIS_MASTER_KEY` or `<data_dir>/master.key` (generated, mode 0600).
-    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+    /// Grants are given and judged by `grant_rules` (the configured `grants::GrantPolicy`) on
+    /// `clock`.
+    pub fn open(
+        data_dir: &Path,
+        grant_rules: Arc<dyn GrantRules>,
+        clock: Clock,
+    ) -> Result<SqliteStore, StoreError> {
         let env = std::env::var(crypto::MASTER_KEY_ENV).ok();
         create_data_dir(data_dir)?;
         let master_key = MasterKey::load(data_dir, env.as_deref())?;
-        SqliteStore::open_with_key(data_dir, master_key)
+        SqliteStore::open_with_key(data_dir, master_key, grant_rules, clock)
     }
 
     /// Opens the store with a given master key (what [`SqliteStore::open`] does once it has the key).
     pub fn open_with_key(
         data_dir: &Path,
         master_key: MasterKey,
+        grant_rules: Arc<dyn GrantRules>,
+        clock: Clock,
     ) -> Result<SqliteStore, StoreError> {
         create_data_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
@@ -286,19 +295,11 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             master_key,
-            grant_policy: GrantPolicy::default(),
-            clock: Clock::system(),
+            grant_rules,
+            clock,
             meters: Mutex::new(HashMap::new()),
             grant_changed: Arc::new(Notify::new()),
         })
-    }
-
-    /// The store with this grant policy and clock (defaults: [`GrantPolicy::default`], the system
-    /// clock).
-    pub fn with_grants(mut self, policy: GrantPolicy, clock: Clock) -> SqliteStore {
-        self.grant_policy = policy;
-        self.clock = clock;
-        self
     }
 
     /// The connection, for one transaction.

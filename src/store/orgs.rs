@@ -105,7 +105,7 @@ impl OrgStore for SqliteStore {
             let holder = GrantHolder::SigningCertificate;
             insert_grant(
                 &tx,
-                &self.grant_policy,
+                &*self.grant_rules,
                 &record.id,
                 holder,
                 &id,

@@ -184,7 +184,7 @@ impl SigningCertStore for SqliteStore {
         let passphrase = new.key_passphrase.as_ref();
         insert_grant(
             &tx,
-            &self.grant_policy,
+            &*self.grant_rules,
             org,
             holder,
             &id,

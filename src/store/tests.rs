@@ -25,7 +25,28 @@ fn key() -> MasterKey {
 
 /// The SQLite store in `dir`, for the tests of what only SQLite has.
 fn open(dir: &Path) -> SqliteStore {
-    SqliteStore::open_with_key(dir, key()).unwrap()
+    SqliteStore::open_with_key(dir, key(), grant_rules(), Clock::system()).unwrap()
+}
+
+/// Grants given for a century and never running out: no test here is about grants (the policy
+/// is tested in `grants`, the grant flow through the admin API).
+struct LastingGrants;
+
+impl GrantRules for LastingGrants {
+    fn terms(&self, granted_at: OffsetDateTime) -> GrantTerms {
+        GrantTerms {
+            expires_at: granted_at + Duration::days(36_500),
+            max_uses: i64::MAX,
+        }
+    }
+
+    fn status(&self, _grant: &GrantRecord, _now: OffsetDateTime) -> GrantStatus {
+        GrantStatus::Active
+    }
+}
+
+fn grant_rules() -> Arc<dyn GrantRules> {
+    Arc::new(LastingGrants)
 }
 
 /// The store under test, seen only through its interface: every behaviour test here runs

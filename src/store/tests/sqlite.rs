@@ -54,7 +54,7 @@ fn newer_schema_is_refused() {
             .unwrap();
     }
     assert!(matches!(
-        SqliteStore::open_with_key(dir.path(), key()),
+        SqliteStore::open_with_key(dir.path(), key(), grant_rules(), Clock::system()),
         Err(StoreError::Corrupt(_))
     ));
 }
@@ -65,7 +65,7 @@ fn another_master_key_is_refused() {
     drop(open(dir.path()));
     let other = MasterKey::from_bytes(&[1u8; 32]).unwrap();
     assert!(matches!(
-        SqliteStore::open_with_key(dir.path(), other),
+        SqliteStore::open_with_key(dir.path(), other, grant_rules(), Clock::system()),
         Err(StoreError::MasterKey(_))
     ));
     open(dir.path());
@@ -78,7 +78,7 @@ fn open_creates_data_dir_and_private_files() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("nested").join("data");
     // Store::open reads PORTCULLIS_MASTER_KEY; no test sets it, so it generates master.key.
-    let store = SqliteStore::open(&dir).unwrap();
+    let store = SqliteStore::open(&dir, grant_rules(), Clock::system()).unwrap();
     drop(store);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
@@ -87,7 +87,7 @@ fn open_creates_data_dir_and_private_files() {
         assert_eq!(mode(&dir.join(crypto::MASTER_KEY_FILE)), 0o600);
     }
     // And it opens again with the key it generated.
-    SqliteStore::open(&dir).unwrap();
+    SqliteStore::open(&dir, grant_rules(), Clock::system()).unwrap();
 }
 
 #[test]
