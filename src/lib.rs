@@ -21,8 +21,9 @@
 //!   chain); an org's `ServerConfig` built from plain inputs; the per-org client verifier.
 //! - [`crypto`]: the one crypto provider that `tls` and `ocsp` both use.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
-//! - [`ocsp`]: a client certificate's OCSP status, cached, one request per certificate at once.
-//! - [`crls`]: CAs' CRLs checked and held (uploaded or fetched from `crl_url`), the fetch task.
+//! - [`revocation`]: what keeps a device out or ends its session — CRLs checked and held
+//!   (uploaded or fetched from `crl_url`) and as a handshake checks them, OCSP status (cached, one
+//!   request per certificate at once), the blocklist — and the verdict that combines them.
 //! - [`mqtt`]: delivery rules, topic policy and the session that forwards to the broker.
 //! - [`broker`]: the embedded rumqttd; nothing outside it names a rumqttd type.
 //! - [`codec`]: the MQTT 3.1.1 + 5 packet codec for untrusted bytes (never panics), the lowest
@@ -49,7 +50,6 @@ pub mod broker;
 pub mod clock;
 pub mod codec;
 pub mod config;
-pub mod crls;
 pub mod crypto;
 pub mod devices;
 pub mod events;
@@ -60,9 +60,12 @@ pub mod listener;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
-pub mod ocsp;
 pub mod pki;
 pub mod registry;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod tls;
+
+/// OCSP, named at its old path still (`revocation::ocsp`).
+pub use revocation::ocsp;

@@ -14,15 +14,15 @@ use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::crls::CrlFetcher;
 use crate::listener::admin::AdminLimits;
 use crate::listener::{self, Limits};
 use crate::mqtt::filters::FilterQuota;
 use crate::mqtt::session::Context;
 use crate::notify::{Notifier, NotifyError};
-use crate::ocsp::Ocsp;
 use crate::pki::{self, Issuer, PkiError};
 use crate::registry::{Platform, Registry, RegistryError};
+use crate::revocation::crl::CrlFetcher;
+use crate::revocation::ocsp::Ocsp;
 use crate::store::{self, SqliteStore, Store, StoreError};
 use crate::tls::{self, TlsError};
 

@@ -73,7 +73,7 @@ pub struct AdminState {
     /// Sends renewal codes.
     pub notifier: Arc<crate::notify::Notifier>,
     /// Fetches a CA's CRL at once when its `crl_url` is set.
-    pub crl_fetcher: Arc<crate::crls::CrlFetcher>,
+    pub crl_fetcher: Arc<crate::revocation::crl::CrlFetcher>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -469,7 +469,10 @@ fn org_in_path(s: &str) -> Result<OrgId, ApiError> {
 
 /// Publishes `org` after a committed change.
 fn publish(state: &AdminState, org: &OrgId) -> Result<(), ApiError> {
-    state.registry.publish_org(org).map_err(ApiError::Publish)
+    state
+        .registry
+        .publish_org(org)
+        .map_err(|e| ApiError::Publish(e.into()))
 }
 
 /// `?limit=&cursor=`: limit 1–500 (default 50); the cursor must be one this API returned.

@@ -59,7 +59,7 @@ fn harness() -> Harness {
     let registry = registry(&store);
     let state = AdminState {
         store: store.clone(),
-        crl_fetcher: Arc::new(crate::crls::CrlFetcher::new(
+        crl_fetcher: Arc::new(crate::revocation::crl::CrlFetcher::new(
             store.clone(),
             registry.clone(),
             std::time::Duration::from_secs(1),
