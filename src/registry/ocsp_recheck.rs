@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::Registry;
-use crate::revocation::ocsp::{Ocsp, OcspMode, Verdict};
+use crate::ocsp::{Ocsp, OcspMode, Verdict};
 
 /// Checks of one sweep in flight at once: enough to overlap responders' latency, few enough not
 /// to storm them when many answers expire together.
