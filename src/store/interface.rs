@@ -17,7 +17,8 @@
 //! choice in `server.rs` instead of threading a type parameter through the admin router, the
 //! registry, the notifier and every handler. A dynamic call costs nothing next to a transaction.
 //!
-//! Each caller imports the areas it uses (`OrgStore`, `CaStore`, …); [`Store`] is all of them.
+//! [`Store`] is every area at once (`OrgStore`, `CaStore`, …): on a `dyn Store` their methods
+//! need no import; a second implementation can be written and tested area by area.
 //! The records, filters and errors the traits speak are plain data from `store`, `pki` and
 //! `identity`: nothing here names SQLite, OCSP, MQTT or a runtime type.
 

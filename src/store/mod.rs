@@ -14,7 +14,7 @@
 //!
 //! # Layout
 //!
-//! - `interface`: the traits, the only names callers outside the store use for it.
+//! - `interface`: the traits callers name instead of the SQLite type.
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `schema`: numbered migrations (`migrations/NNNN_*.sql`) tracked in `schema_migrations`.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
