@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use portcullis::identity::OrgId;
 use portcullis::mqtt::topics::TopicPolicy;
 use portcullis::registry::{ActiveCa, Platform, Registry};
-use portcullis::store::{Audit, MasterKey, NewCa, NewOrg, Store};
+use portcullis::store::{Audit, CaStore, MasterKey, NewCa, NewOrg, OrgStore, SqliteStore};
 use portcullis::{pki, tls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
@@ -114,9 +114,11 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
         tempfile::tempdir()
     }
     .expect("temporary directory");
-    let store = Store::open_with_key(
+    let store = SqliteStore::open_with_key(
         dir.path(),
         MasterKey::from_bytes(&[7; 32]).expect("master key"),
+        std::sync::Arc::new(portcullis::grants::GrantPolicy::default()),
+        portcullis::clock::Clock::system(),
     )
     .expect("open the store");
     let der = ca_der();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::grants::GrantPolicy;
 use crate::identity::OrgId;
-use crate::store::GrantPolicy;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 

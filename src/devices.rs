@@ -26,7 +26,7 @@ pub struct DeviceLog {
 impl DeviceLog {
     /// The log and the task that writes it into `store` (run it on the runtime; it ends when
     /// every `DeviceLog` is gone, after writing what is queued).
-    pub fn new(store: Arc<Store>) -> (DeviceLog, impl std::future::Future<Output = ()>) {
+    pub fn new(store: Arc<dyn Store>) -> (DeviceLog, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (DeviceLog { tx }, write_behind(store, rx))
     }
@@ -39,7 +39,7 @@ impl DeviceLog {
     }
 }
 
-async fn write_behind(store: Arc<Store>, mut rx: mpsc::Receiver<DeviceSeen>) {
+async fn write_behind(store: Arc<dyn Store>, mut rx: mpsc::Receiver<DeviceSeen>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;

@@ -73,7 +73,7 @@ struct Notice {
 }
 
 pub struct Notifier {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     mailer: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
     interval: Duration,
@@ -85,7 +85,7 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         config: &NotifyConfig,
         timeout: Duration,
     ) -> Result<Notifier, NotifyError> {
@@ -201,7 +201,7 @@ impl Notifier {
                 .filter(|(o, _, _)| *o == org)
                 .map(|(_, event, object)| (*event, object.clone()))
                 .collect();
-            let (settings, notices) = blocking(move || due(&store, &org, org_alerts)).await?;
+            let (settings, notices) = blocking(move || due(&*store, &org, org_alerts)).await?;
             let Some(settings) = settings else { continue };
             for notice in notices {
                 let now = self.store.clock().now();
@@ -395,7 +395,7 @@ fn threshold(not_after: OffsetDateTime, now: OffsetDateTime) -> &'static str {
 
 /// The org's settings and the notices due for it now (before the once-a-day check).
 fn due(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     alerts: Vec<(&'static str, String)>,
 ) -> Result<(Option<NotificationSettings>, Vec<Notice>), StoreError> {

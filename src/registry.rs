@@ -6,7 +6,7 @@
 //! registers itself first and checks the snapshot second: whichever way they interleave, a session
 //! authenticated by a CA that is gone is either refused or closed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,15 +18,18 @@ use rustls::sign::CertifiedKey;
 use tokio::sync::Notify;
 
 use crate::codec::reason;
-use crate::identity::{Identity, OrgId};
-use crate::ocsp::{self, OcspMode};
+use crate::identity::OrgId;
 use crate::refusal::Refusal;
-use crate::store::{BlockTarget, BlockedDevice, OrgRecord, OrgState, Store};
+use crate::revocation::ocsp::{self, OcspMode};
+use crate::revocation::OrgRevocations;
+use crate::store::{OrgRecord, OrgState, Store};
 use crate::tls;
 
 mod handshake;
 pub mod ocsp_recheck;
 
+/// Named here still for the session, which reads them with the registry's entries.
+pub use crate::revocation::{Device, Revocation};
 pub use handshake::{accept, PeerIdentity};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,115 +71,18 @@ pub struct OrgEntry {
     pub tls: Option<Arc<ServerConfig>>,
     /// Names of the org's active uploaded server certificate (custom domains).
     pub server_names: Vec<String>,
-    pub blocklist: Blocklist,
-    /// (CA id, serial) of every certificate the CAs' CRLs revoke.
-    revoked: HashSet<(String, String)>,
-    /// Under `revocation.on_stale_crl = "deny"`: each CA's CRL nextUpdate (Unix seconds), after
-    /// which its devices are refused. The handshake checks it; this catches TLS resumptions.
-    crl_deadlines: HashMap<String, i64>,
+    /// The blocklist and what the CAs' CRLs revoke, as the verdict on a device reads them.
+    revocations: OrgRevocations,
     /// Unix times: the earliest notAfter of the active CAs, and of the active server certificate.
     ca_expiry: Option<i64>,
     server_expiry: Option<i64>,
 }
 
-/// The certificate a session was authenticated with, as revocations name it.
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// The identity its client id bound.
-    pub identity: Identity,
-    /// Every identity its certificate claims (the bound one among them).
-    pub claims: Vec<Identity>,
-    /// The active CA its chain verified to.
-    pub ca_id: String,
-    /// SHA-256 of the leaf's DER, lower-case hex.
-    pub fingerprint_sha256: String,
-    /// The leaf's serial, lower-case hex.
-    pub serial: String,
-}
-
-/// Why a device may not stay connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    CaInactive,
-    DeviceBlocked,
-    CertificateRevoked,
-    CrlStale,
-}
-
-impl Revocation {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Revocation::CaInactive => Refusal::CaInactive.as_str(),
-            Revocation::DeviceBlocked => Refusal::DeviceBlocked.as_str(),
-            Revocation::CertificateRevoked => Refusal::CertificateRevoked.as_str(),
-            Revocation::CrlStale => Refusal::CrlStale.as_str(),
-        }
-    }
-}
-
-/// An org's blocklist as the hot path checks it.
-#[derive(Debug, Default)]
-pub struct Blocklist {
-    identities: HashSet<Identity>,
-    fingerprints: HashSet<String>,
-    /// (CA id, serial).
-    serials: HashSet<(String, String)>,
-}
-
-impl Blocklist {
-    fn new(entries: &[BlockedDevice]) -> Blocklist {
-        let mut list = Blocklist::default();
-        for entry in entries {
-            match &entry.target {
-                BlockTarget::Identity(identity) => {
-                    list.identities.insert(identity.clone());
-                }
-                BlockTarget::Fingerprint(f) => {
-                    list.fingerprints.insert(f.clone());
-                }
-                BlockTarget::Serial { ca_id, serial } => {
-                    list.serials.insert((ca_id.clone(), serial.clone()));
-                }
-            }
-        }
-        list
-    }
-
-    pub fn blocks(&self, device: &Device) -> bool {
-        self.identities.contains(&device.identity)
-            || device.claims.iter().any(|c| self.identities.contains(c))
-            || self.fingerprints.contains(&device.fingerprint_sha256)
-            || self
-                .serials
-                .contains(&(device.ca_id.clone(), device.serial.clone()))
-    }
-}
-
 impl OrgEntry {
     /// Why `device` may not be connected to this org now; `None` when it may.
     pub fn revocation(&self, device: &Device) -> Option<Revocation> {
-        if !self.cas.iter().any(|ca| ca.id == device.ca_id) {
-            return Some(Revocation::CaInactive);
-        }
-        if self.blocklist.blocks(device) {
-            return Some(Revocation::DeviceBlocked);
-        }
-        // Handshakes check CRLs themselves; this catches resumed ones and live sessions.
-        if self
-            .revoked
-            .contains(&(device.ca_id.clone(), device.serial.clone()))
-        {
-            return Some(Revocation::CertificateRevoked);
-        }
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if self
-            .crl_deadlines
-            .get(&device.ca_id)
-            .is_some_and(|next_update| *next_update < now)
-        {
-            return Some(Revocation::CrlStale);
-        }
-        None
+        let ca_active = self.cas.iter().any(|ca| ca.id == device.ca_id);
+        self.revocations.verdict(ca_active, device)
     }
 }
 
@@ -216,7 +122,7 @@ impl Snapshot {
 }
 
 pub struct Registry {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     platform: Platform,
     snapshot: ArcSwap<Snapshot>,
     sessions: Arc<SessionTable>,
@@ -227,7 +133,7 @@ pub struct Registry {
 
 impl Registry {
     /// Builds the first snapshot from every org in the store.
-    pub fn load(store: Arc<Store>, platform: Platform) -> Result<Registry, RegistryError> {
+    pub fn load(store: Arc<dyn Store>, platform: Platform) -> Result<Registry, RegistryError> {
         let mut orgs = HashMap::new();
         for id in store.org_ids()? {
             if let Some(state) = store.org_state(&id)? {
@@ -289,6 +195,13 @@ impl Registry {
     }
 }
 
+/// The CRL fetcher publishes what it takes in through this, without naming the registry.
+impl crate::revocation::crl::Publish for Registry {
+    fn publish_org(&self, org: &OrgId) -> Result<(), crate::revocation::crl::PublishError> {
+        Registry::publish_org(self, org).map_err(Into::into)
+    }
+}
+
 fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, RegistryError> {
     let org_name = state.org.id.as_str().to_owned();
     let tls_error = |reason: String| RegistryError::Tls {
@@ -327,21 +240,14 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         .as_ref()
         .map(|(_, names)| names.clone())
         .unwrap_or_default();
-    let mut revoked = HashSet::new();
-    let mut crl_deadlines = HashMap::new();
+    let mut crl_infos = Vec::with_capacity(state.crls.len());
     let mut crls = Vec::with_capacity(state.crls.len());
     for (ca_id, der) in state.crls {
         let info = crate::pki::crl_info(&der).map_err(|e| tls_error(e.to_string()))?;
-        if let (true, Some(next_update)) = (platform.deny_stale_crl, info.next_update) {
-            crl_deadlines.insert(ca_id.clone(), next_update.unix_timestamp());
-        }
-        revoked.extend(
-            info.revoked
-                .into_iter()
-                .map(|serial| (ca_id.clone(), serial)),
-        );
+        crl_infos.push((ca_id, info));
         crls.push(rustls_pki_types::CertificateRevocationListDer::from(der));
     }
+    let revocations = OrgRevocations::new(&state.blocked, crl_infos, platform.deny_stale_crl);
     let tls = if cas.is_empty() {
         None
     } else {
@@ -361,9 +267,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         cas,
         tls,
         server_names,
-        blocklist: Blocklist::new(&state.blocked),
-        revoked,
-        crl_deadlines,
+        revocations,
         ca_expiry,
         server_expiry,
     })

@@ -14,16 +14,16 @@ use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::crls::CrlFetcher;
 use crate::listener::admin::AdminLimits;
 use crate::listener::{self, Limits};
 use crate::mqtt::filters::FilterQuota;
 use crate::mqtt::session::Context;
 use crate::notify::{Notifier, NotifyError};
-use crate::ocsp::Ocsp;
 use crate::pki::{self, Issuer, PkiError};
 use crate::registry::{Platform, Registry, RegistryError};
-use crate::store::{self, Store, StoreError};
+use crate::revocation::crl::CrlFetcher;
+use crate::revocation::ocsp::Ocsp;
+use crate::store::{self, SqliteStore, Store, StoreError};
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,12 @@ impl Server {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let store = Arc::new(Store::open(&data_dir)?.with_grants(config.grants, clock));
+        // The one place that chooses the store; everything past here names only `dyn Store`.
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+            &data_dir,
+            Arc::new(config.grants),
+            clock,
+        )?);
         let granted = store.ensure_grants()?;
         if granted > 0 {
             tracing::info!(granted, "access grants given to keys held without one");

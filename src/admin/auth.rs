@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use super::error::ApiError;
 use super::{blocking, jwt, AdminState};
 use crate::identity::OrgId;
-use crate::store::{Audit, GrantStatus, Role, TokenStatus};
+use crate::store::{Audit, Role, TokenStatus};
 
 /// Header carrying the reason an operator gives for a change (recorded in the audit event).
 pub const REASON_HEADER: &str = "x-portcullis-reason";
@@ -182,10 +182,7 @@ fn org_token(state: &AdminState, token: &str) -> Result<Principal, ApiError> {
     // The grant on the signing key may have expired since the token was last used: its expiry
     // suspends the token (DESIGN §11).
     let suspended = record.status == TokenStatus::Suspended
-        || state
-            .store
-            .grant_of(&record.org, signing_id)?
-            .is_some_and(|grant| grant.status == GrantStatus::Expired);
+        || crate::grants::suspended(state.store.grant_of(&record.org, signing_id)?.as_ref());
     if suspended {
         return Err(ApiError::TokenSuspended);
     }

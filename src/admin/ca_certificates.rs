@@ -16,8 +16,8 @@ use super::views::{CaView, CrlView, ListView};
 use super::{
     change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
-use crate::ocsp::OcspMode;
 use crate::pki::{self, PkiError};
+use crate::revocation::ocsp::OcspMode;
 use crate::store::{CaFilter, CaPatch, KeyPassphrase, NewCa};
 
 const MAX_DESCRIPTION_LEN: usize = 1000;
@@ -345,7 +345,8 @@ pub async fn certificate_pem(
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| store.ca(org, &id);
+    let found =
+        move |store: &dyn crate::store::Store, org: &crate::identity::OrgId| store.ca(org, &id);
     let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;
     Ok(super::certificates_pem(std::slice::from_ref(&record.der)))
 }
@@ -411,7 +412,7 @@ pub async fn put_crl(
     let view = change(state, org, move |store, org| {
         let now = OffsetDateTime::now_utc();
         let audit = caller.audit("ca_certificate.crl");
-        let held = crate::crls::hold(store, org, &id, &body, now, Some(&audit))?;
+        let held = crate::revocation::crl::hold(store, org, &id, &body, now, Some(&audit))?;
         Ok(CrlView::new(held.info, now))
     })
     .await?;

@@ -488,7 +488,7 @@ fn status_conflict(status: CsrStatus) -> ApiError {
 }
 
 fn transition_csr(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     csr: &CsrRecord,
     from: CsrStatus,
@@ -510,7 +510,7 @@ fn transition_csr(
 /// The issuer a request names: `None` for self-signed, the platform CA, or one of the org's CAs
 /// imported with its key (422 `unknown_issuer`, `issuer_without_key` otherwise).
 fn issuer_of(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     issuer: Option<&str>,
 ) -> Result<Option<pki::Issuer>, ApiError> {
@@ -538,7 +538,7 @@ fn issuer_of(
 /// Signs the CSR's names over its key and registers the result; returns the new server
 /// certificate's id.
 fn sign(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     csr: &CsrRecord,
     key: rustls_pki_types::PrivateKeyDer<'static>,
@@ -562,7 +562,7 @@ fn sign(
 
 /// Checks a chain and key as a server certificate of `org` and registers it (not active).
 pub(super) fn register(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     key: rustls_pki_types::PrivateKeyDer<'static>,

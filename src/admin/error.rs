@@ -6,9 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::views::{ErrorDetail, ErrorView};
-use crate::crls::CrlError;
 use crate::pki::PkiError;
-use crate::registry::RegistryError;
+use crate::revocation::crl::CrlError;
 use crate::store::{CsrStatus, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +57,7 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// 500 `publish_failed`: committed, but the registry could not apply it.
     #[error("the change was saved but could not be applied to the live configuration")]
-    Publish(#[source] RegistryError),
+    Publish(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
@@ -252,7 +251,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %error_chain(cause.as_ref()), "admin request failed")
             }
             ApiError::Publish(cause) => {
-                tracing::error!(error = %error_chain(cause), "change saved but not published")
+                tracing::error!(error = %error_chain(cause.as_ref()), "change saved but not published")
             }
             ApiError::Pki(e @ PkiError::Generate(_)) => {
                 tracing::error!(error = %e, "certificate generation failed")

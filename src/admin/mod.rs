@@ -64,7 +64,7 @@ pub use error::ApiError;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     /// SHA-256 of the bootstrap admin token.
     pub admin_token_sha256: [u8; 32],
@@ -73,7 +73,7 @@ pub struct AdminState {
     /// Sends renewal codes.
     pub notifier: Arc<crate::notify::Notifier>,
     /// Fetches a CA's CRL at once when its `crl_url` is set.
-    pub crl_fetcher: Arc<crate::crls::CrlFetcher>,
+    pub crl_fetcher: Arc<crate::revocation::crl::CrlFetcher>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -223,10 +223,10 @@ where
 /// Runs a store read off the async workers.
 async fn read<T, F>(state: AdminState, read: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     T: Send + 'static,
 {
-    blocking(move || Ok(read(&state.store)?)).await
+    blocking(move || Ok(read(&*state.store)?)).await
 }
 
 /// Runs one change to `org` off the async workers (its checks, its store transaction, its log
@@ -234,11 +234,11 @@ where
 /// still answers `publish_failed` over a saved change.
 async fn change<T, F>(state: AdminState, org: OrgId, change: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Store, &OrgId) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&dyn Store, &OrgId) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
     blocking(move || {
-        let changed = change(&state.store, &org)?;
+        let changed = change(&*state.store, &org)?;
         publish(&state, &org)?;
         Ok(changed)
     })
@@ -364,7 +364,7 @@ async fn list_page<R, V>(
     org: &str,
     need: auth::Need,
     paging: Paging,
-    list: impl FnOnce(&Store, &OrgId, &PageRequest) -> Result<Page<R>, StoreError> + Send + 'static,
+    list: impl FnOnce(&dyn Store, &OrgId, &PageRequest) -> Result<Page<R>, StoreError> + Send + 'static,
 ) -> Result<Json<views::ListView<V>>, ApiError>
 where
     R: Send + 'static,
@@ -384,7 +384,7 @@ async fn get_one<R, V>(
     org: &str,
     need: auth::Need,
     missing: &'static str,
-    get: impl FnOnce(&Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
+    get: impl FnOnce(&dyn Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
 ) -> Result<Json<V>, ApiError>
 where
     R: Send + 'static,
@@ -401,7 +401,7 @@ async fn find_one<R>(
     org: &str,
     need: auth::Need,
     missing: &'static str,
-    get: impl FnOnce(&Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
+    get: impl FnOnce(&dyn Store, &OrgId) -> Result<Option<R>, StoreError> + Send + 'static,
 ) -> Result<R, ApiError>
 where
     R: Send + 'static,
@@ -439,7 +439,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 
 /// Fails with 404 unless `org` exists: an upload to an unknown org is refused before any
 /// certificate check.
-fn require_org(store: &Store, org: &OrgId) -> Result<(), ApiError> {
+fn require_org(store: &dyn Store, org: &OrgId) -> Result<(), ApiError> {
     match store.org(org)? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound("no such organisation")),
@@ -458,7 +458,7 @@ async fn existing_org(
     caller.require(&org, need)?;
     let found = org.clone();
     let store = state.store.clone();
-    blocking(move || require_org(&store, &found)).await?;
+    blocking(move || require_org(&*store, &found)).await?;
     Ok(org)
 }
 
@@ -469,7 +469,10 @@ fn org_in_path(s: &str) -> Result<OrgId, ApiError> {
 
 /// Publishes `org` after a committed change.
 fn publish(state: &AdminState, org: &OrgId) -> Result<(), ApiError> {
-    state.registry.publish_org(org).map_err(ApiError::Publish)
+    state
+        .registry
+        .publish_org(org)
+        .map_err(|e| ApiError::Publish(e.into()))
 }
 
 /// `?limit=&cursor=`: limit 1–500 (default 50); the cursor must be one this API returned.

@@ -261,7 +261,7 @@ pub async fn chain_pem(
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| {
+    let found = move |store: &dyn crate::store::Store, org: &crate::identity::OrgId| {
         store.server_cert(org, &id)
     };
     let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;

@@ -44,7 +44,7 @@ pub struct Default {
 
 /// A new signing certificate for `org` from the platform CA (alias: its CN unless given).
 pub(super) fn generate(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     alias: Option<&str>,
 ) -> Result<NewSigningCert, ApiError> {
@@ -188,7 +188,7 @@ pub async fn chain_pem(
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let found = move |store: &crate::store::Store, org: &crate::identity::OrgId| {
+    let found = move |store: &dyn crate::store::Store, org: &crate::identity::OrgId| {
         store.signing_cert(org, &id)
     };
     let record = super::find_one(state, &caller, &org, Need::Read, MISSING, found).await?;

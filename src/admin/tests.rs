@@ -18,20 +18,20 @@ use super::*;
 use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
-use crate::store::{Audit, CaPatch, MasterKey, NewCa, NewOrg, NewServerCert};
+use crate::store::{Audit, CaPatch, MasterKey, NewCa, NewOrg, NewServerCert, SqliteStore};
 
 const TOKEN: &str = "test-admin-token";
 const T0: OffsetDateTime = datetime!(2025-01-01 00:00:00 UTC);
 
 struct Harness {
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     app: Router,
 }
 
 /// A real registry over the same store, serving a platform default certificate; the platform CA
 /// (which issues signing certificates) is stored as the server stores it.
-fn registry(store: &Arc<Store>) -> Arc<Registry> {
+fn registry(store: &Arc<dyn Store>) -> Arc<Registry> {
     let ca = crate::pki::generate_platform_ca().unwrap();
     store.set_platform_ca(&ca).unwrap();
     let (chain, key) =
@@ -47,13 +47,19 @@ fn registry(store: &Arc<Store>) -> Arc<Registry> {
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open_with_key(dir.path(), MasterKey::from_bytes(&[9u8; 32]).unwrap()).unwrap(),
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with_key(
+            dir.path(),
+            MasterKey::from_bytes(&[9u8; 32]).unwrap(),
+            Arc::new(crate::grants::GrantPolicy::default()),
+            crate::clock::Clock::system(),
+        )
+        .unwrap(),
     );
     let registry = registry(&store);
     let state = AdminState {
         store: store.clone(),
-        crl_fetcher: Arc::new(crate::crls::CrlFetcher::new(
+        crl_fetcher: Arc::new(crate::revocation::crl::CrlFetcher::new(
             store.clone(),
             registry.clone(),
             std::time::Duration::from_secs(1),

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{ListView, TokenView};
 use super::{blocking, get_one, jwt, list_page, no_content, org_in_path, AdminState, Paging};
-use crate::store::{GrantStatus, NewToken, Role, StoreError, TokenPatch, TokenStatus};
+use crate::store::{NewToken, Role, StoreError, TokenPatch, TokenStatus};
 
 const MAX_NAME_LEN: usize = 200;
 const MISSING: &str = "no such token";
@@ -223,7 +223,7 @@ pub async fn update(
                 .and_then(|token| token.signing_certificate);
             if let Some(signing) = signing {
                 let grant = state.store.grant_of(&org, &signing)?;
-                if grant.is_some_and(|g| g.status == GrantStatus::Expired) {
+                if crate::grants::suspended(grant.as_ref()) {
                     return Err(StoreError::GrantExpired.into());
                 }
             }

@@ -13,7 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{ActiveCa, OrgEntry, Platform, Registry, Snapshot};
 use crate::identity::{self, Identity, OrgId};
-use crate::ocsp::{self, OcspMode};
+use crate::revocation::ocsp::{self, OcspMode};
 use crate::tls::{self, Handshake, Refusal, Refused};
 
 /// The typed outcome of a successful handshake.

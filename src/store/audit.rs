@@ -1,11 +1,12 @@
 //! Queries on `audit_events`: who changed what, when and why.
 
+use super::AuditStore;
 use rusqlite::{params, Connection, Row};
 use time::OffsetDateTime;
 
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    Store, StoreError,
+    SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -120,11 +121,8 @@ impl AuditRow {
     }
 }
 
-impl Store {
-    /// Records an action on `org` that changes nothing in the store (a device disconnected, a
-    /// renewal code sent), in a transaction of its own. A change to stored data records its event
-    /// through the method that makes it instead.
-    pub fn record_action(
+impl AuditStore for SqliteStore {
+    fn record_action(
         &self,
         org: &OrgId,
         audit: &Audit,
@@ -133,8 +131,7 @@ impl Store {
         audit.record(&self.conn(), org, target)
     }
 
-    /// The org's events, oldest first.
-    pub fn list_audit_events(
+    fn list_audit_events(
         &self,
         org: &OrgId,
         page: &PageRequest,

@@ -1,12 +1,13 @@
 //! Queries on `blocked_devices`: the org's device blocklist.
 
+use super::BlocklistStore;
 use rusqlite::{params, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::Audit;
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    Store, StoreError,
+    SqliteStore, StoreError,
 };
 use crate::identity::{Identity, OrgId};
 
@@ -100,8 +101,8 @@ pub(super) fn all_blocked(
     Ok(rows)
 }
 
-impl Store {
-    pub fn insert_blocked(
+impl BlocklistStore for SqliteStore {
+    fn insert_blocked(
         &self,
         org: &OrgId,
         new: &NewBlock,
@@ -145,7 +146,7 @@ impl Store {
         })
     }
 
-    pub fn list_blocked(
+    fn list_blocked(
         &self,
         org: &OrgId,
         page: &PageRequest,
@@ -170,8 +171,7 @@ impl Store {
         }))
     }
 
-    /// `false` when the org has no such entry.
-    pub fn delete_blocked(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
+    fn delete_blocked(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;

@@ -1,5 +1,6 @@
 //! Queries on `ca_certificates`.
 
+use super::{CaStore, GrantStore, OcspMode};
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::CertificateDer;
@@ -12,7 +13,7 @@ use super::grants::{insert_grant, GrantHolder};
 use super::Audit;
 use super::{
     from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros,
-    unique_or, CaFilter, CaPatch, CaRecord, NewCa, Page, PageRequest, Store, StoreError,
+    unique_or, CaFilter, CaPatch, CaRecord, NewCa, Page, PageRequest, SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -72,10 +73,9 @@ impl CaRow {
             registered_at: from_micros(self.registered_at)?,
             grant: None,
             crl_url: self.crl_url,
-            ocsp_mode: self
-                .ocsp_mode
-                .parse()
-                .map_err(|e: crate::ocsp::OcspError| StoreError::Corrupt(e.to_string()))?,
+            ocsp_mode: OcspMode::parse(&self.ocsp_mode).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown ocsp_mode {:?}", self.ocsp_mode))
+            })?,
             ocsp_url: self.ocsp_url,
         })
     }
@@ -111,15 +111,8 @@ pub(super) fn active_cas(
     Ok(cas)
 }
 
-impl Store {
-    /// Registers a CA certificate, active. `UnknownOrg`, or `DuplicateCertificate` when the org
-    /// already has one with the same fingerprint.
-    pub fn insert_ca(
-        &self,
-        org: &OrgId,
-        new: &NewCa,
-        audit: &Audit,
-    ) -> Result<CaRecord, StoreError> {
+impl CaStore for SqliteStore {
+    fn insert_ca(&self, org: &OrgId, new: &NewCa, audit: &Audit) -> Result<CaRecord, StoreError> {
         let registered_at = truncate_to_micros(new.registered_at)?;
         let id = new_id(registered_at)?;
         let mut conn = self.conn();
@@ -151,9 +144,9 @@ impl Store {
                 params![id, sealed],
             )?;
             let holder = GrantHolder::CaCertificate;
-            let (policy, now) = (&self.grant_policy, self.clock.now());
+            let (rules, now) = (&*self.grant_rules, self.clock.now());
             let passphrase = new.key_passphrase.as_ref();
-            insert_grant(&tx, policy, org, holder, &id, now, passphrase)?;
+            insert_grant(&tx, rules, org, holder, &id, now, passphrase)?;
         }
         let mut record = get_ca(&tx, org, &id)?
             .ok_or_else(|| StoreError::Corrupt("inserted CA certificate vanished".into()))?;
@@ -163,9 +156,7 @@ impl Store {
         Ok(record)
     }
 
-    /// One of the org's CAs as an issuer: `None` when there is no such CA, `Some(None)` when it
-    /// was registered without its key.
-    pub fn ca_issuer(&self, org: &OrgId, id: &str) -> Result<Option<Option<Issuer>>, StoreError> {
+    fn ca_issuer(&self, org: &OrgId, id: &str) -> Result<Option<Option<Issuer>>, StoreError> {
         let conn = self.conn();
         require_org(&conn, org)?;
         let row: Option<(Vec<u8>, Option<Vec<u8>>)> = conn
@@ -188,8 +179,7 @@ impl Store {
         .transpose()
     }
 
-    /// `UnknownOrg`, or `None` when the org has no such CA.
-    pub fn ca(&self, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
+    fn ca(&self, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
         let conn = self.conn();
         require_org(&conn, org)?;
@@ -200,8 +190,7 @@ impl Store {
         Ok(Some(record))
     }
 
-    /// The org's CAs that pass `filter`, in registration order.
-    pub fn list_cas(
+    fn list_cas(
         &self,
         org: &OrgId,
         filter: &CaFilter,
@@ -242,8 +231,7 @@ impl Store {
         }))
     }
 
-    /// Applies `patch`; `UnknownOrg`, or `None` when the org has no such CA.
-    pub fn update_ca(
+    fn update_ca(
         &self,
         org: &OrgId,
         id: &str,
@@ -269,7 +257,7 @@ impl Store {
                 patch.alias,
                 patch.crl_url.is_some(),
                 patch.crl_url.clone().flatten(),
-                patch.ocsp_mode.map(crate::ocsp::OcspMode::as_str),
+                patch.ocsp_mode.map(OcspMode::as_str),
                 patch.ocsp_url.is_some(),
                 patch.ocsp_url.clone().flatten(),
             ],
@@ -286,8 +274,7 @@ impl Store {
         Ok(record)
     }
 
-    /// Every active CA with a `crl_url`, of every org: (org, CA id, URL).
-    pub fn crl_sources(&self) -> Result<Vec<(OrgId, String, String)>, StoreError> {
+    fn crl_sources(&self) -> Result<Vec<(OrgId, String, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT org, id, crl_url FROM ca_certificates
@@ -303,8 +290,7 @@ impl Store {
         records(rows, |(org, id, url)| Ok((parse_org_id(&org)?, id, url)))
     }
 
-    /// `UnknownOrg`, or `false` when the org has no such CA.
-    pub fn delete_ca(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
+    fn delete_ca(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;

@@ -1,10 +1,11 @@
 //! Queries on `crls`: the revocation list held for each CA certificate.
 
+use super::CrlStore;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::Audit;
-use super::{records, require_org, to_micros, Store, StoreError};
+use super::{records, require_org, to_micros, SqliteStore, StoreError};
 use crate::identity::OrgId;
 use crate::pki::CrlInfo;
 
@@ -25,12 +26,8 @@ pub(super) fn active_crls(
     Ok(rows)
 }
 
-impl Store {
-    /// Holds `der` as the CRL of the org's CA `ca_id`; `CrlOlder` when the CRL held was issued
-    /// later (a CRL of the same `thisUpdate` replaces it). `audit` is the operator's upload, in
-    /// the same transaction; a CRL fetched from the CA's `crl_url` (`None`) changes nothing an
-    /// operator did, and has no audit event.
-    pub fn set_crl(
+impl CrlStore for SqliteStore {
+    fn set_crl(
         &self,
         org: &OrgId,
         ca_id: &str,
@@ -75,8 +72,7 @@ impl Store {
         Ok(())
     }
 
-    /// The CRL held for the org's CA `ca_id`, DER; `None` when there is none.
-    pub fn crl(&self, org: &OrgId, ca_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn crl(&self, org: &OrgId, ca_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let conn = self.conn();
         require_org(&conn, org)?;
         Ok(conn

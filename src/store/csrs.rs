@@ -1,6 +1,7 @@
 //! Queries on `csrs`: certificate signing requests with keys generated here, their signature
 //! requests and approvals, and the server certificates they became.
 
+use super::CsrStore;
 use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
@@ -10,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::Audit;
 use super::{
-    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest, Store,
-    StoreError,
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest,
+    SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::KeyType;
@@ -208,8 +209,8 @@ fn get_csr(
     .transpose()
 }
 
-impl Store {
-    pub fn insert_csr(
+impl CsrStore for SqliteStore {
+    fn insert_csr(
         &self,
         org: &OrgId,
         new: &NewCsr,
@@ -246,15 +247,13 @@ impl Store {
         Ok(record)
     }
 
-    /// One of the org's CSRs; `None` when there is no such CSR.
-    pub fn csr(&self, org: &OrgId, id: &str) -> Result<Option<CsrRecord>, StoreError> {
+    fn csr(&self, org: &OrgId, id: &str) -> Result<Option<CsrRecord>, StoreError> {
         let conn = self.conn();
         require_org(&conn, org)?;
         get_csr(&conn, org, id)
     }
 
-    /// A CSR with its decrypted key; `None` when there is no such CSR.
-    pub fn csr_with_key(
+    fn csr_with_key(
         &self,
         org: &OrgId,
         id: &str,
@@ -272,8 +271,7 @@ impl Store {
         Ok(Some((record, key)))
     }
 
-    /// The org's CSRs in creation order (the registration window applies to creation).
-    pub fn list_csrs(
+    fn list_csrs(
         &self,
         org: &OrgId,
         filter: &ListFilter<CsrStatus>,
@@ -293,9 +291,7 @@ impl Store {
         }))
     }
 
-    /// Applies `transition` when the CSR's status is still `from`; `Ok(None)` when there is no
-    /// such CSR, `CsrStatus` when its status moved on meanwhile.
-    pub fn transition_csr(
+    fn transition_csr(
         &self,
         org: &OrgId,
         id: &str,
@@ -371,9 +367,7 @@ impl Store {
         Ok(record)
     }
 
-    /// `false` when the org has no such CSR. Its key goes with it; a server certificate it
-    /// became stays.
-    pub fn delete_csr(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
+    fn delete_csr(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;

@@ -1,13 +1,14 @@
 //! Queries on `devices`: the registry of identities seen, written in batches behind the connect
 //! path; and the `expiring` view over every certificate kind of an org, devices' included.
 
+use super::DeviceStore;
 use rusqlite::types::Value;
 use rusqlite::{params, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::filter::Where;
 use super::{
-    from_micros, parse_org_id, records, require_org, to_micros, Page, PageRequest, Store,
+    from_micros, parse_org_id, records, require_org, to_micros, Page, PageRequest, SqliteStore,
     StoreError,
 };
 use crate::identity::OrgId;
@@ -90,11 +91,20 @@ impl DeviceRow {
     }
 }
 
-impl Store {
-    /// Records a batch of authentications in one transaction: new (identity, certificate) pairs
-    /// are added, known ones get their `last_seen`. Entries of orgs deleted meanwhile are
-    /// skipped.
-    pub fn record_devices(&self, seen: &[DeviceSeen]) -> Result<(), StoreError> {
+/// A certificate of the org that expires soon, of any kind.
+#[derive(Debug, Clone)]
+pub struct Expiring {
+    /// `ca`, `server`, `signing` or `device`.
+    pub kind: String,
+    /// The resource id; for a device, its certificate's fingerprint.
+    pub id: String,
+    /// The alias; for a device, its identity.
+    pub name: String,
+    pub not_after: OffsetDateTime,
+}
+
+impl DeviceStore for SqliteStore {
+    fn record_devices(&self, seen: &[DeviceSeen]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for s in seen {
@@ -119,8 +129,7 @@ impl Store {
         Ok(())
     }
 
-    /// The org's devices, by first sighting.
-    pub fn list_devices(
+    fn list_devices(
         &self,
         org: &OrgId,
         filter: &DeviceFilter,
@@ -159,24 +168,8 @@ impl Store {
             (d.first_seen, d.fingerprint_sha256.as_str())
         }))
     }
-}
 
-/// A certificate of the org that expires soon, of any kind.
-#[derive(Debug, Clone)]
-pub struct Expiring {
-    /// `ca`, `server`, `signing` or `device`.
-    pub kind: String,
-    /// The resource id; for a device, its certificate's fingerprint.
-    pub id: String,
-    /// The alias; for a device, its identity.
-    pub name: String,
-    pub not_after: OffsetDateTime,
-}
-
-impl Store {
-    /// Every certificate of the org — CA, server, signing, and devices' from the registry —
-    /// whose notAfter falls in `[from, until)`, soonest first.
-    pub fn expiring(
+    fn expiring(
         &self,
         org: &OrgId,
         from: OffsetDateTime,

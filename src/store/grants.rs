@@ -1,22 +1,29 @@
-//! Access grants (DESIGN §11): every key the product signs with for an org — a CA imported with its
-//! key, a signing certificate — carries a grant limited in time and in uses.
+//! Access grants' rows (DESIGN §11): every key the product signs with for an org — a CA imported
+//! with its key, a signing certificate — carries a grant limited in time and in uses. What a grant
+//! allows and when it has run out is the `grants` module's to decide; the store keeps the rows, counts
+//! uses atomically, and asks the [`GrantRules`] it was opened with inside its transactions, so a
+//! change of status and its effects commit together.
 //!
 //! # Uses
 //!
 //! A signature spends one use. Uses are reserved in the store in blocks of [`RESERVE_BLOCK`]
 //! before they are spent, and spent from memory ([`Meter`]); `uses` is written with each
-//! reservation, each change of status and at shutdown ([`Store::flush_grants`]). A process killed
+//! reservation, each change of status and at shutdown ([`GrantStore::flush_grants`]). A process killed
 //! between two writes loses what it spent since the last one, so opening the store counts every
 //! reserved use as spent: a crash over-counts by less than a block, never under-counts.
 //!
 //! # Status
 //!
-//! `active` → `warning` (from `warn_before` ahead of `expires_at`, or `warn_usage_ratio` of the
-//! uses) → `expired` (at either limit). The status is evaluated from the clock and the uses
-//! whenever a grant is read or spent ([`Store::refresh_grants`]) and written when it changes; a
-//! signing certificate's grant expiring suspends the tokens it signed, in the same transaction.
+//! The status ([`GrantRules::status`]) is evaluated from the clock and the uses whenever a grant is
+//! read or spent ([`GrantStore::refresh_grants`]) and written when it changes; a signing
+//! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
+//! grant spends nothing ([`StoreError::GrantExpired`]).
 
+use super::{GrantRules, GrantStore};
+use crate::clock::Clock;
 use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -25,7 +32,8 @@ use time::OffsetDateTime;
 use super::filter::Where;
 use super::Audit;
 use super::{
-    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, Store, StoreError,
+    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, SqliteStore,
+    StoreError,
 };
 use crate::identity::OrgId;
 
@@ -33,26 +41,6 @@ use crate::identity::OrgId;
 pub const RESERVE_BLOCK: i64 = 100;
 /// Wrong codes after which a renewal challenge is void.
 pub const MAX_CHALLENGE_FAILURES: i64 = 5;
-
-/// The limits a new or renewed grant gets (`[grants]` in the configuration).
-#[derive(Debug, Clone, Copy)]
-pub struct GrantPolicy {
-    pub max_age: time::Duration,
-    pub max_uses: i64,
-    pub warn_before: time::Duration,
-    pub warn_usage_ratio: f64,
-}
-
-impl Default for GrantPolicy {
-    fn default() -> Self {
-        GrantPolicy {
-            max_age: time::Duration::days(60),
-            max_uses: 1_000_000_000,
-            warn_before: time::Duration::days(7),
-            warn_usage_ratio: 0.9,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GrantStatus {
@@ -120,6 +108,13 @@ pub struct GrantRecord {
     pub expires_at: OffsetDateTime,
     /// Its key was imported from PKCS#12: renewing asks for that file's passphrase.
     pub needs_key_passphrase: bool,
+}
+
+/// What a new or renewed grant is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantTerms {
+    pub expires_at: OffsetDateTime,
+    pub max_uses: i64,
 }
 
 /// A renewal that did not happen.
@@ -252,29 +247,17 @@ fn grant_row(
         .optional()?)
 }
 
-/// The status `grant` has at `now`.
-fn status_at(policy: &GrantPolicy, grant: &GrantRecord, now: OffsetDateTime) -> GrantStatus {
-    if now >= grant.expires_at || grant.uses >= grant.max_uses {
-        GrantStatus::Expired
-    } else if now >= grant.expires_at - policy.warn_before
-        || grant.uses as f64 >= policy.warn_usage_ratio * grant.max_uses as f64
-    {
-        GrantStatus::Warning
-    } else {
-        GrantStatus::Active
-    }
-}
-
 /// Inserts the grant of a key the product was just given, in the caller's transaction.
 pub(super) fn insert_grant(
     conn: &Connection,
-    policy: &GrantPolicy,
+    rules: &dyn GrantRules,
     org: &OrgId,
     holder: GrantHolder,
     holder_id: &str,
     now: OffsetDateTime,
     passphrase: Option<&KeyPassphrase>,
 ) -> Result<(), StoreError> {
+    let terms = rules.terms(now);
     let verifier = passphrase
         .filter(|p| !p.0.is_empty())
         .map(passphrase_verifier)
@@ -289,8 +272,8 @@ pub(super) fn insert_grant(
             holder.as_str(),
             holder_id,
             to_micros(now),
-            to_micros(now + policy.max_age),
-            policy.max_uses,
+            to_micros(terms.expires_at),
+            terms.max_uses,
             verifier,
         ],
     )?;
@@ -319,7 +302,7 @@ fn set_status(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     fn meters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
         self.meters
             .lock()
@@ -338,9 +321,31 @@ impl Store {
             .transpose()
     }
 
-    /// Every key the product holds for an org without a grant (a store written before grants)
-    /// gets one, starting now.
-    pub fn ensure_grants(&self) -> Result<usize, StoreError> {
+    fn grant_where(
+        &self,
+        org: &OrgId,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        require_org(&conn, org)?;
+        let condition = format!("org = ?1 AND {column} = ?2");
+        grant_row(&conn, &condition, params![org.as_str(), value])?
+            .map(|row| row.into_record(&self.meters()))
+            .transpose()
+    }
+}
+
+impl GrantStore for SqliteStore {
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn grant_changed(&self) -> Arc<Notify> {
+        self.grant_changed.clone()
+    }
+
+    fn ensure_grants(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -363,7 +368,7 @@ impl Store {
         for (org, id, holder) in &missing {
             insert_grant(
                 &tx,
-                &self.grant_policy,
+                &*self.grant_rules,
                 &super::parse_org_id(org)?,
                 *holder,
                 id,
@@ -375,10 +380,7 @@ impl Store {
         Ok(missing.len())
     }
 
-    /// Evaluates the status of the grants of `org` (every org when `None`) and writes those that
-    /// changed, suspending tokens on expiry. Returns the grants that changed, with their new
-    /// status.
-    pub fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
+    fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -395,7 +397,7 @@ impl Store {
             let meters = self.meters();
             for row in rows {
                 let mut grant = row.into_record(&meters)?;
-                let status = status_at(&self.grant_policy, &grant, now);
+                let status = self.grant_rules.status(&grant, now);
                 if status != grant.status {
                     set_status(&tx, &grant, status)?;
                     grant.status = status;
@@ -410,38 +412,17 @@ impl Store {
         Ok(changed)
     }
 
-    /// One of the org's grants.
-    pub fn grant(&self, org: &OrgId, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+    fn grant(&self, org: &OrgId, id: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
         self.grant_where(org, "id", id)
     }
 
-    /// The grant of the key `holder_id` names (a CA or signing certificate of the org).
-    pub fn grant_of(
-        &self,
-        org: &OrgId,
-        holder_id: &str,
-    ) -> Result<Option<GrantRecord>, StoreError> {
+    fn grant_of(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
         self.grant_where(org, "holder_id", holder_id)
     }
 
-    fn grant_where(
-        &self,
-        org: &OrgId,
-        column: &str,
-        value: &str,
-    ) -> Result<Option<GrantRecord>, StoreError> {
-        let conn = self.conn();
-        require_org(&conn, org)?;
-        let condition = format!("org = ?1 AND {column} = ?2");
-        grant_row(&conn, &condition, params![org.as_str(), value])?
-            .map(|row| row.into_record(&self.meters()))
-            .transpose()
-    }
-
-    /// The org's grants in `warning` or `expired`: what the notifier tells about.
-    pub fn grants_to_notify(&self, org: &OrgId) -> Result<Vec<GrantRecord>, StoreError> {
+    fn grants_to_notify(&self, org: &OrgId) -> Result<Vec<GrantRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM grants WHERE org = ?1 AND status != 'active'
@@ -454,8 +435,7 @@ impl Store {
         Ok(grants)
     }
 
-    /// The org's grants in grant order, optionally of one status.
-    pub fn list_grants(
+    fn list_grants(
         &self,
         org: &OrgId,
         status: Option<GrantStatus>,
@@ -477,14 +457,7 @@ impl Store {
         }))
     }
 
-    /// Spends one use of the grant on `holder_id`'s key, before the signature is made.
-    /// `Ok(None)` when the key has no grant (the platform's own keys); `GrantExpired` when the
-    /// grant is expired (by time or uses), and nothing is spent.
-    pub fn spend_use(
-        &self,
-        org: &OrgId,
-        holder_id: &str,
-    ) -> Result<Option<GrantRecord>, StoreError> {
+    fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let now = self.clock.now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -499,7 +472,7 @@ impl Store {
         let (stored_uses, stored_reserved) = (row.uses, row.reserved);
         let mut meters = self.meters();
         let mut grant = row.into_record(&meters)?;
-        let before = status_at(&self.grant_policy, &grant, now);
+        let before = self.grant_rules.status(&grant, now);
         if before == GrantStatus::Expired {
             if grant.status != GrantStatus::Expired {
                 set_status(&tx, &grant, before)?;
@@ -523,7 +496,7 @@ impl Store {
         }
         meter.spent += 1;
         grant.uses = meter.spent;
-        let after = status_at(&self.grant_policy, &grant, now);
+        let after = self.grant_rules.status(&grant, now);
         if after != grant.status {
             set_status(&tx, &grant, after)?;
             grant.status = after;
@@ -537,9 +510,7 @@ impl Store {
         Ok(Some(grant))
     }
 
-    /// Writes the uses spent in this process, and gives back the reservations left: what a clean
-    /// shutdown does, so a restart does not count them.
-    pub fn flush_grants(&self) -> Result<(), StoreError> {
+    fn flush_grants(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut meters = self.meters();
@@ -553,9 +524,7 @@ impl Store {
         Ok(())
     }
 
-    /// Opens a renewal challenge on the grant: `code_sha256` is the hash of the code sent, valid
-    /// until `expires_at`. Replaces a pending one. `None` when the org has no such grant.
-    pub fn open_challenge(
+    fn open_challenge(
         &self,
         org: &OrgId,
         id: &str,
@@ -579,11 +548,7 @@ impl Store {
         Ok((updated > 0).then_some(()))
     }
 
-    /// Renews the grant when `code_sha256` answers its pending challenge (and `passphrase` is the
-    /// imported key's, when it was imported): granted now, for the policy's age and uses, `uses`
-    /// 0, status active (its suspended tokens stay suspended). `Ok(None)` when the org has no
-    /// such grant.
-    pub fn renew_grant(
+    fn renew_grant(
         &self,
         org: &OrgId,
         id: &str,
@@ -646,10 +611,11 @@ impl Store {
             .ok_or_else(vanished)?
             .into_record(&self.meters())?;
         if held.status != GrantStatus::Expired
-            && status_at(&self.grant_policy, &held, now) == GrantStatus::Expired
+            && self.grant_rules.status(&held, now) == GrantStatus::Expired
         {
             set_status(&tx, &held, GrantStatus::Expired)?;
         }
+        let terms = self.grant_rules.terms(now);
         tx.execute(
             "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0, reserved = 0,
                  max_uses = ?4, status = 'active'
@@ -657,8 +623,8 @@ impl Store {
             params![
                 id,
                 to_micros(now),
-                to_micros(now + self.grant_policy.max_age),
-                self.grant_policy.max_uses,
+                to_micros(terms.expires_at),
+                terms.max_uses,
             ],
         )?;
         let mut meters = self.meters();

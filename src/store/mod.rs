@@ -1,22 +1,26 @@
-//! The store: SQLite (WAL) in `<data_dir>/portcullis.db`, schema migrations, one transaction per
-//! admin change, private keys encrypted at rest with the master key.
+//! The store: what the product keeps, behind a narrow interface ([`Store`], by area:
+//! [`OrgStore`], [`CaStore`], …; see `interface` for why it is synchronous and shared as
+//! `Arc<dyn Store>`), and its SQLite implementation ([`SqliteStore`]): SQLite (WAL) in
+//! `<data_dir>/portcullis.db`, schema migrations, one transaction per admin change, private keys
+//! encrypted at rest with the master key.
 //!
 //! # Concurrency
 //!
 //! One `rusqlite::Connection` behind a `std::sync::Mutex`: every method is short, synchronous and
 //! holds the lock for one transaction. The hot path never calls the store (it reads the registry's
 //! snapshots); the admin API calls it from `tokio::task::spawn_blocking`, and the registry calls
-//! [`Store::org_state`] when it rebuilds an org. A poisoned lock is taken over: a panic inside a
-//! transaction dropped it, and dropping a `rusqlite::Transaction` rolls back.
+//! [`ServerCertStore::org_state`] when it rebuilds an org. A poisoned lock is taken over: a panic
+//! inside a transaction dropped it, and dropping a `rusqlite::Transaction` rolls back.
 //!
 //! # Layout
 //!
+//! - `interface`: the traits callers name instead of the SQLite type.
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `schema`: numbered migrations (`migrations/NNNN_*.sql`) tracked in `schema_migrations`.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
-//!   `platform`: the queries, one file per table; `cert_info`: the certificate columns the
-//!   certificate tables share.
+//!   `platform`: the queries, one file per table, each implementing its area's trait for
+//!   [`SqliteStore`]; `cert_info`: the certificate columns the certificate tables share.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,6 +45,7 @@ mod csrs;
 mod devices;
 mod filter;
 mod grants;
+mod interface;
 mod notifications;
 mod orgs;
 pub mod page;
@@ -57,7 +62,12 @@ pub use csrs::{CsrRecord, CsrStatus, CsrTransition, NewCsr, SignatureRequest};
 pub use devices::{DeviceFilter, DeviceRecord, DeviceSeen, Expiring};
 pub use filter::ListFilter;
 pub use grants::{
-    GrantHolder, GrantPolicy, GrantRecord, GrantStatus, KeyPassphrase, RenewalRefused,
+    GrantHolder, GrantRecord, GrantStatus, GrantTerms, KeyPassphrase, RenewalRefused,
+};
+pub use interface::{
+    AuditStore, BlocklistStore, CaStore, CrlStore, CsrStore, DeviceStore, GrantRules, GrantStore,
+    NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore, Store,
+    TokenStore,
 };
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
@@ -138,7 +148,7 @@ pub struct CaRecord {
     pub grant: Option<GrantRecord>,
     /// Where its CRL is fetched from (`None`: only uploaded).
     pub crl_url: Option<String>,
-    pub ocsp_mode: crate::ocsp::OcspMode,
+    pub ocsp_mode: OcspMode,
     /// The OCSP responder asked (`None`: the one each leaf's AIA names).
     pub ocsp_url: Option<String>,
 }
@@ -203,7 +213,7 @@ pub struct CaPatch {
     pub description: Option<String>,
     /// `Some(None)` clears the URL.
     pub crl_url: Option<Option<String>>,
-    pub ocsp_mode: Option<crate::ocsp::OcspMode>,
+    pub ocsp_mode: Option<OcspMode>,
     /// `Some(None)` clears the URL.
     pub ocsp_url: Option<Option<String>>,
 }
@@ -233,11 +243,13 @@ pub struct NewServerCert {
     pub registered_at: OffsetDateTime,
 }
 
-pub struct Store {
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
     conn: Mutex<Connection>,
     master_key: MasterKey,
-    /// What grants are given and when they warn; the clock they are judged by.
-    grant_policy: GrantPolicy,
+    /// What grants are given and when they run out (decided above the store); the clock they
+    /// are judged by.
+    grant_rules: Arc<dyn GrantRules>,
     clock: Clock,
     /// Grant uses spent in this process (see `grants`).
     meters: Mutex<HashMap<String, grants::Meter>>,
@@ -245,18 +257,29 @@ pub struct Store {
     grant_changed: Arc<Notify>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating when needed) `<data_dir>/portcullis.db`, runs the migrations, and loads the
     /// master key from `PORTCULLIS_MASTER_KEY` or `<data_dir>/master.key` (generated, mode 0600).
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    /// Grants are given and judged by `grant_rules` (the configured `grants::GrantPolicy`) on
+    /// `clock`.
+    pub fn open(
+        data_dir: &Path,
+        grant_rules: Arc<dyn GrantRules>,
+        clock: Clock,
+    ) -> Result<SqliteStore, StoreError> {
         let env = std::env::var(crypto::MASTER_KEY_ENV).ok();
         create_data_dir(data_dir)?;
         let master_key = MasterKey::load(data_dir, env.as_deref())?;
-        Store::open_with_key(data_dir, master_key)
+        SqliteStore::open_with_key(data_dir, master_key, grant_rules, clock)
     }
 
-    /// Opens the store with a given master key (what [`Store::open`] does once it has the key).
-    pub fn open_with_key(data_dir: &Path, master_key: MasterKey) -> Result<Store, StoreError> {
+    /// Opens the store with a given master key (what [`SqliteStore::open`] does once it has the key).
+    pub fn open_with_key(
+        data_dir: &Path,
+        master_key: MasterKey,
+        grant_rules: Arc<dyn GrantRules>,
+        clock: Clock,
+    ) -> Result<SqliteStore, StoreError> {
         create_data_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
         create_private_file(&path)?;
@@ -269,31 +292,14 @@ impl Store {
         schema::migrate(&mut conn)?;
         check_master_key(&conn, &master_key)?;
         grants::recover_uses(&conn)?;
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Mutex::new(conn),
             master_key,
-            grant_policy: GrantPolicy::default(),
-            clock: Clock::system(),
+            grant_rules,
+            clock,
             meters: Mutex::new(HashMap::new()),
             grant_changed: Arc::new(Notify::new()),
         })
-    }
-
-    /// The store with this grant policy and clock (defaults: [`GrantPolicy::default`], the system
-    /// clock).
-    pub fn with_grants(mut self, policy: GrantPolicy, clock: Clock) -> Store {
-        self.grant_policy = policy;
-        self.clock = clock;
-        self
-    }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// Notified whenever a grant changes status.
-    pub fn grant_changed(&self) -> Arc<Notify> {
-        self.grant_changed.clone()
     }
 
     /// The connection, for one transaction.
@@ -440,6 +446,37 @@ pub enum TopicPolicy {
     /// Any topic or filter not starting with `$` (and `$share/<group>/<filter>`), under `<org>/`.
     #[serde(rename = "open")]
     Open,
+}
+
+/// What a CA asks of OCSP (`ocsp_mode`): a setting the store keeps with the CA. What a mode
+/// means for a connection is `ocsp`'s to say (`OcspMode::refusal` there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OcspMode {
+    /// No check.
+    #[default]
+    Off,
+    /// A revoked certificate is refused; an unanswered check lets the device in.
+    Soft,
+    /// Only a certificate the responder vouches for gets in.
+    Hard,
+}
+
+impl OcspMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OcspMode::Off => "off",
+            OcspMode::Soft => "soft",
+            OcspMode::Hard => "hard",
+        }
+    }
+
+    /// The mode `s` names (`off`, `soft`, `hard`).
+    pub fn parse(s: &str) -> Option<OcspMode> {
+        [OcspMode::Off, OcspMode::Soft, OcspMode::Hard]
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+    }
 }
 
 fn topic_policy_to_sql(p: TopicPolicy) -> &'static str {

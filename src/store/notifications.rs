@@ -2,11 +2,12 @@
 //! a private key) and `notifications_sent` (what was sent, so that each notice goes at most once a
 //! day, across restarts); and the platform-wide expiry summary the metrics show.
 
+use super::NotificationStore;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::Audit;
-use super::{records, require_org, to_micros, Store, StoreError};
+use super::{records, require_org, to_micros, SqliteStore, StoreError};
 use crate::identity::OrgId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,9 +58,8 @@ pub struct ExpirySummary {
     pub stale_crls: u64,
 }
 
-impl Store {
-    /// The org's settings; `None` when none were set.
-    pub fn notification_settings(
+impl NotificationStore for SqliteStore {
+    fn notification_settings(
         &self,
         org: &OrgId,
     ) -> Result<Option<NotificationSettings>, StoreError> {
@@ -92,8 +92,7 @@ impl Store {
         }))
     }
 
-    /// Replaces the org's settings.
-    pub fn set_notification_settings(
+    fn set_notification_settings(
         &self,
         org: &OrgId,
         settings: &NotificationSettings,
@@ -131,8 +130,7 @@ impl Store {
         Ok(())
     }
 
-    /// The orgs that set where their notices go.
-    pub fn orgs_with_notifications(&self) -> Result<Vec<OrgId>, StoreError> {
+    fn orgs_with_notifications(&self) -> Result<Vec<OrgId>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT org FROM notification_settings ORDER BY org")?;
         let orgs = records(stmt.query_map([], |row| row.get::<_, String>(0))?, |org| {
@@ -141,9 +139,7 @@ impl Store {
         Ok(orgs)
     }
 
-    /// True when `key` was sent on the UTC day of `on`; with `on` `None`, ever (within the 90
-    /// days kept).
-    pub fn notification_sent(
+    fn notification_sent(
         &self,
         key: &NotificationKey,
         on: Option<OffsetDateTime>,
@@ -163,8 +159,7 @@ impl Store {
         )?)
     }
 
-    /// Records `key` as sent at `at`.
-    pub fn record_notification(
+    fn record_notification(
         &self,
         key: &NotificationKey,
         at: OffsetDateTime,
@@ -189,9 +184,7 @@ impl Store {
         Ok(())
     }
 
-    /// The active CAs whose CRL is past its nextUpdate at `now`, of `org` or of every org:
-    /// (org, CA id, alias).
-    pub fn stale_crls(
+    fn stale_crls(
         &self,
         org: Option<&OrgId>,
         now: OffsetDateTime,
@@ -212,8 +205,7 @@ impl Store {
         Ok(rows)
     }
 
-    /// Certificates of every org expiring within 1, 7, 30 days of `now`, by kind.
-    pub fn expiry_summary(&self, now: OffsetDateTime) -> Result<ExpirySummary, StoreError> {
+    fn expiry_summary(&self, now: OffsetDateTime) -> Result<ExpirySummary, StoreError> {
         let conn = self.conn();
         let [now_us, d1, d7, d30] =
             [0, 1, 7, 30].map(|days| to_micros(now + time::Duration::days(days)));

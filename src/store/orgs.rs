@@ -1,5 +1,6 @@
 //! Queries on `orgs`.
 
+use super::OrgStore;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::grants::{insert_grant, GrantHolder};
@@ -8,7 +9,7 @@ use super::Audit;
 use super::{
     from_micros, parse_org_id, records, to_micros, topic_policy_from_sql, topic_policy_to_sql,
     truncate_to_micros, unique_or, NewOrg, NewSigningCert, OrgPatch, OrgRecord, Page, PageRequest,
-    Role, Store, StoreError,
+    Role, SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -64,9 +65,8 @@ pub(super) fn get_org(
     .transpose()
 }
 
-impl Store {
-    /// Every org id, in id order.
-    pub fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
+impl OrgStore for SqliteStore {
+    fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id FROM orgs ORDER BY id")?;
         let ids = records(stmt.query_map([], |row| row.get::<_, String>(0))?, |id| {
@@ -75,9 +75,7 @@ impl Store {
         Ok(ids)
     }
 
-    /// Creates an org, with `signing` as its default signing certificate when given, in one
-    /// transaction; `OrgExists` when the id is taken.
-    pub fn create_org(
+    fn create_org(
         &self,
         new: &NewOrg,
         signing: Option<&NewSigningCert>,
@@ -107,7 +105,7 @@ impl Store {
             let holder = GrantHolder::SigningCertificate;
             insert_grant(
                 &tx,
-                &self.grant_policy,
+                &*self.grant_rules,
                 &record.id,
                 holder,
                 &id,
@@ -120,13 +118,11 @@ impl Store {
         Ok(record)
     }
 
-    /// `None` when the org does not exist.
-    pub fn org(&self, id: &OrgId) -> Result<Option<OrgRecord>, StoreError> {
+    fn org(&self, id: &OrgId) -> Result<Option<OrgRecord>, StoreError> {
         get_org(&self.conn(), id)
     }
 
-    /// Orgs in creation order.
-    pub fn list_orgs(&self, page: &PageRequest) -> Result<Page<OrgRecord>, StoreError> {
+    fn list_orgs(&self, page: &PageRequest) -> Result<Page<OrgRecord>, StoreError> {
         let conn = self.conn();
         let (after_micros, after_id) = page.after();
         let mut stmt = conn.prepare(&format!(
@@ -147,8 +143,7 @@ impl Store {
         }))
     }
 
-    /// Applies `patch`; `None` when the org does not exist.
-    pub fn update_org(
+    fn update_org(
         &self,
         id: &OrgId,
         patch: &OrgPatch,
@@ -180,8 +175,7 @@ impl Store {
         Ok(record)
     }
 
-    /// Deletes the org with its CA and server certificates; `false` when it did not exist.
-    pub fn delete_org(&self, id: &OrgId, audit: &Audit) -> Result<bool, StoreError> {
+    fn delete_org(&self, id: &OrgId, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = tx.execute("DELETE FROM orgs WHERE id = ?1", [id.as_str()])?;

@@ -1,17 +1,17 @@
 //! The platform row: the platform CA certificate and its sealed key.
 
+use super::PlatformStore;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::{to_micros, Store, StoreError};
+use super::{to_micros, SqliteStore, StoreError};
 use crate::pki::Issuer;
 
 const CA_KEY_AAD: &str = "platform/1/ca_key";
 
-impl Store {
-    /// The platform CA, created on first start.
-    pub fn platform_ca(&self) -> Result<Option<Issuer>, StoreError> {
+impl PlatformStore for SqliteStore {
+    fn platform_ca(&self) -> Result<Option<Issuer>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .conn()
             .query_row(
@@ -29,8 +29,7 @@ impl Store {
         .transpose()
     }
 
-    /// Stores (or replaces) the platform CA; its key is sealed with the master key.
-    pub fn set_platform_ca(&self, issuer: &Issuer) -> Result<(), StoreError> {
+    fn set_platform_ca(&self, issuer: &Issuer) -> Result<(), StoreError> {
         let sealed = self
             .master_key
             .seal_private_key(CA_KEY_AAD, &issuer.key_der)?;

@@ -1,5 +1,6 @@
-//! Queries on `server_certificates` and the org's active one, and [`Store::org_state`].
+//! Queries on `server_certificates` and the org's active one, and [`ServerCertStore::org_state`].
 
+use super::ServerCertStore;
 use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -9,7 +10,7 @@ use super::filter::{ListFilter, Where};
 use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, NewServerCert,
-    OrgState, Page, PageRequest, ServerCertRecord, Store, StoreError,
+    OrgState, Page, PageRequest, ServerCertRecord, SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 use rusqlite::types::Value;
@@ -92,10 +93,8 @@ fn get_server_cert(
     .transpose()
 }
 
-impl Store {
-    /// Registers a server certificate and its key (sealed), not active. `UnknownOrg`, or
-    /// `DuplicateCertificate` when the org already has this leaf.
-    pub fn insert_server_cert(
+impl ServerCertStore for SqliteStore {
+    fn insert_server_cert(
         &self,
         org: &OrgId,
         new: &NewServerCert,
@@ -140,19 +139,13 @@ impl Store {
         Ok(record)
     }
 
-    /// `UnknownOrg`, or `None` when the org has no such certificate.
-    pub fn server_cert(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<Option<ServerCertRecord>, StoreError> {
+    fn server_cert(&self, org: &OrgId, id: &str) -> Result<Option<ServerCertRecord>, StoreError> {
         let conn = self.conn();
         require_org(&conn, org)?;
         get_server_cert(&conn, org, id)
     }
 
-    /// The org's server certificates in registration order.
-    pub fn list_server_certs(
+    fn list_server_certs(
         &self,
         org: &OrgId,
         filter: &ListFilter<bool>,
@@ -175,9 +168,7 @@ impl Store {
         }))
     }
 
-    /// The decrypted key of one of the org's server certificates; `None` when there is no such
-    /// certificate.
-    pub fn server_cert_key(
+    fn server_cert_key(
         &self,
         org: &OrgId,
         id: &str,
@@ -195,14 +186,7 @@ impl Store {
             .transpose()
     }
 
-    /// `UnknownOrg`; `CertificateActive` when it is the org's active one; `false` when the org
-    /// has no such certificate.
-    pub fn delete_server_cert(
-        &self,
-        org: &OrgId,
-        id: &str,
-        audit: &Audit,
-    ) -> Result<bool, StoreError> {
+    fn delete_server_cert(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         require_org(&tx, org)?;
@@ -231,9 +215,7 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    /// The id of the org's active server certificate (`None`: the platform default);
-    /// `UnknownOrg`.
-    pub fn active_server_cert_id(&self, org: &OrgId) -> Result<Option<String>, StoreError> {
+    fn active_server_cert_id(&self, org: &OrgId) -> Result<Option<String>, StoreError> {
         self.conn()
             .query_row(
                 "SELECT active_server_certificate FROM orgs WHERE id = ?1",
@@ -244,9 +226,7 @@ impl Store {
             .ok_or(StoreError::UnknownOrg)
     }
 
-    /// Makes `id` the org's active server certificate, or the platform default when `None`.
-    /// `UnknownOrg`; `false` when the org has no such certificate (nothing changes).
-    pub fn set_active_server_cert(
+    fn set_active_server_cert(
         &self,
         org: &OrgId,
         id: Option<&str>,
@@ -274,8 +254,7 @@ impl Store {
         Ok(true)
     }
 
-    /// `None` when the org does not exist.
-    pub fn org_state(&self, org: &OrgId) -> Result<Option<OrgState>, StoreError> {
+    fn org_state(&self, org: &OrgId) -> Result<Option<OrgState>, StoreError> {
         let mut conn = self.conn();
         // One read transaction: the org, its CAs and its certificate as of one moment.
         let tx = conn.transaction()?;

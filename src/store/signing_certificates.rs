@@ -1,6 +1,7 @@
 //! Queries on `signing_certificates` and the org's default one: the keys org tokens are signed
 //! with.
 
+use super::{GrantStore, SigningCertStore};
 use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -13,7 +14,7 @@ use super::server_certificates::{chain_from_pem, chain_to_pem};
 use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, Page, PageRequest,
-    Store, StoreError,
+    SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::CertInfo;
@@ -167,10 +168,8 @@ pub(super) fn insert_signing_cert(
     Ok(id)
 }
 
-impl Store {
-    /// Registers a signing certificate and its key (sealed); see [`insert_signing_cert`].
-    /// `UnknownOrg`, or `DuplicateCertificate`.
-    pub fn insert_signing_cert(
+impl SigningCertStore for SqliteStore {
+    fn insert_signing_cert(
         &self,
         org: &OrgId,
         new: &NewSigningCert,
@@ -185,7 +184,7 @@ impl Store {
         let passphrase = new.key_passphrase.as_ref();
         insert_grant(
             &tx,
-            &self.grant_policy,
+            &*self.grant_rules,
             org,
             holder,
             &id,
@@ -200,12 +199,7 @@ impl Store {
         Ok(record)
     }
 
-    /// One of the org's signing certificates; `None` when there is no such certificate.
-    pub fn signing_cert(
-        &self,
-        org: &OrgId,
-        id: &str,
-    ) -> Result<Option<SigningCertRecord>, StoreError> {
+    fn signing_cert(&self, org: &OrgId, id: &str) -> Result<Option<SigningCertRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
         let conn = self.conn();
         require_org(&conn, org)?;
@@ -216,9 +210,7 @@ impl Store {
         Ok(Some(record))
     }
 
-    /// The org's signing certificates in registration order; `status` filters on being the
-    /// default.
-    pub fn list_signing_certs(
+    fn list_signing_certs(
         &self,
         org: &OrgId,
         filter: &ListFilter<bool>,
@@ -246,8 +238,7 @@ impl Store {
         }))
     }
 
-    /// The org's default signing certificate with its decrypted key; `None` when it has none.
-    pub fn default_signing_key(
+    fn default_signing_key(
         &self,
         org: &OrgId,
     ) -> Result<Option<(SigningCertRecord, PrivateKeyDer<'static>)>, StoreError> {
@@ -271,8 +262,7 @@ impl Store {
         Ok(Some((record, key)))
     }
 
-    /// Makes `id` the org's default; `None` when the org has no such certificate.
-    pub fn set_default_signing_cert(
+    fn set_default_signing_cert(
         &self,
         org: &OrgId,
         id: &str,
@@ -297,9 +287,7 @@ impl Store {
         Ok(record)
     }
 
-    /// Deletes a signing certificate and revokes every token it signed, in one transaction;
-    /// `SigningCertificateDefault` when it is the org's default.
-    pub fn delete_signing_cert(
+    fn delete_signing_cert(
         &self,
         org: &OrgId,
         id: &str,

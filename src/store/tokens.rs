@@ -1,5 +1,6 @@
 //! Queries on `tokens`: what verifies and revokes an org token (never the token itself).
 
+use super::TokenStore;
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -7,7 +8,7 @@ use time::OffsetDateTime;
 use super::Audit;
 use super::{
     from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros, Page,
-    PageRequest, Store, StoreError,
+    PageRequest, SqliteStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -172,10 +173,8 @@ fn get_token(
     row.map(TokenRow::into_record).transpose()
 }
 
-impl Store {
-    /// Records a token; `UnknownOrg`, or `NoSigningCertificate` when its signing certificate is
-    /// not (or no longer) one of the org's.
-    pub fn insert_token(
+impl TokenStore for SqliteStore {
+    fn insert_token(
         &self,
         org: &OrgId,
         new: &NewToken,
@@ -217,20 +216,17 @@ impl Store {
         Ok(record)
     }
 
-    /// Any org's token by id (the bearer check: the JWT names it).
-    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         get_token(&self.conn(), None, id)
     }
 
-    /// One of the org's tokens; `None` when it has no such token.
-    pub fn org_token(&self, org: &OrgId, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    fn org_token(&self, org: &OrgId, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let conn = self.conn();
         require_org(&conn, org)?;
         get_token(&conn, Some(org), id)
     }
 
-    /// The org's tokens in creation order.
-    pub fn list_tokens(
+    fn list_tokens(
         &self,
         org: &OrgId,
         page: &PageRequest,
@@ -256,8 +252,7 @@ impl Store {
         }))
     }
 
-    /// Applies `patch`; `None` when the org has no such token, `TokenRevoked` when it is revoked.
-    pub fn update_token(
+    fn update_token(
         &self,
         org: &OrgId,
         id: &str,

@@ -35,28 +35,11 @@ const CACHE_CAPACITY: usize = 100_000;
 /// back up is noticed quickly.
 const FAILURE_TTL: Duration = Duration::from_secs(10);
 
-/// What a CA asks of OCSP (`ocsp_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OcspMode {
-    /// No check.
-    #[default]
-    Off,
-    /// A revoked certificate is refused; an unanswered check lets the device in.
-    Soft,
-    /// Only a certificate the responder vouches for gets in.
-    Hard,
-}
+/// What a CA asks of OCSP: kept with the CA in the store, which knows nothing of what it means;
+/// its meaning for a connection is here.
+pub use crate::store::OcspMode;
 
 impl OcspMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OcspMode::Off => "off",
-            OcspMode::Soft => "soft",
-            OcspMode::Hard => "hard",
-        }
-    }
-
     /// The refusal reason (a bounded label) for a connection whose certificate got `verdict`,
     /// or `None` to let it in.
     pub fn refusal(self, verdict: Verdict) -> Option<&'static str> {
@@ -74,10 +57,7 @@ impl FromStr for OcspMode {
     type Err = OcspError;
 
     fn from_str(s: &str) -> Result<OcspMode, OcspError> {
-        [OcspMode::Off, OcspMode::Soft, OcspMode::Hard]
-            .into_iter()
-            .find(|mode| mode.as_str() == s)
-            .ok_or_else(|| OcspError::UnknownMode(s.to_owned()))
+        OcspMode::parse(s).ok_or_else(|| OcspError::UnknownMode(s.to_owned()))
     }
 }
 

@@ -1,4 +1,5 @@
-//! CAs' revocation lists on their way in. [`hold`] is the one path a CRL takes into the store,
+//! CAs' revocation lists on their way in (what a handshake checks them against is
+//! [`crl_set`](super::crl_set)). [`hold`] is the one path a CRL takes into the store,
 //! whether an operator uploaded it (`PUT …/crl`) or it was fetched: signed by that CA, not older
 //! than the one held, then stored, so a restart serves the last good CRL without the network.
 //!
@@ -19,7 +20,6 @@ use tokio::time::Instant;
 use crate::fetch::{Fetch, FetchError};
 use crate::identity::OrgId;
 use crate::pki::{self, CrlInfo, PkiError};
-use crate::registry::{Registry, RegistryError};
 use crate::store::{Store, StoreError};
 
 /// A larger body is not a CRL this server holds.
@@ -40,7 +40,7 @@ pub enum CrlError {
     #[error("download: {0}")]
     Fetch(#[from] FetchError),
     #[error("publish: {0}")]
-    Publish(#[from] RegistryError),
+    Publish(#[source] PublishError),
     #[error("the CRL task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -56,6 +56,16 @@ impl CrlError {
     }
 }
 
+/// Where a CRL that changed is published, so that new handshakes and live sessions see it: the
+/// registry, which sits above revocation and is handed to the fetcher as this (STYLE rule 11).
+pub trait Publish: Send + Sync {
+    /// Rebuilds what is served for `org` from the store.
+    fn publish_org(&self, org: &OrgId) -> Result<(), PublishError>;
+}
+
+/// Why a publish failed (the publisher's own error, kept as the cause).
+pub type PublishError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A CRL that passed its checks.
 pub struct Held {
     pub info: CrlInfo,
@@ -68,7 +78,7 @@ pub struct Held {
 /// the same thisUpdate replaces it). `audit`: the operator's upload, recorded with the CRL
 /// (`None` for a fetched CRL).
 pub fn hold(
-    store: &Store,
+    store: &dyn Store,
     org: &OrgId,
     ca_id: &str,
     body: &[u8],
@@ -96,8 +106,8 @@ struct Source {
 
 /// The task that keeps CAs' CRLs fresh from their `crl_url`. Cheap to share in an `Arc`.
 pub struct CrlFetcher {
-    store: Arc<Store>,
-    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    registry: Arc<dyn Publish>,
     timeout: Duration,
     /// CAs whose URL an operator just set: fetched at the next turn, whatever their schedule.
     asked: Mutex<Vec<(OrgId, String)>>,
@@ -106,7 +116,7 @@ pub struct CrlFetcher {
 
 impl CrlFetcher {
     /// `timeout` bounds one download.
-    pub fn new(store: Arc<Store>, registry: Arc<Registry>, timeout: Duration) -> CrlFetcher {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<dyn Publish>, timeout: Duration) -> CrlFetcher {
         CrlFetcher {
             store,
             registry,
@@ -222,9 +232,16 @@ impl CrlFetcher {
         let (store, registry) = (self.store.clone(), self.registry.clone());
         let (org, ca_id) = (org.clone(), ca_id.to_owned());
         tokio::task::spawn_blocking(move || {
-            let held = hold(&store, &org, &ca_id, &body, OffsetDateTime::now_utc(), None)?;
+            let held = hold(
+                &*store,
+                &org,
+                &ca_id,
+                &body,
+                OffsetDateTime::now_utc(),
+                None,
+            )?;
             if held.changed {
-                registry.publish_org(&org)?;
+                registry.publish_org(&org).map_err(CrlError::Publish)?;
                 tracing::info!(org = %org, ca_id = %ca_id, entries = held.info.revoked.len(),
                     "CRL fetched and applied");
             }
