@@ -13,7 +13,8 @@ use std::time::Duration;
 use rumqttd::local::LinkTx;
 use rumqttd::protocol as rp;
 
-use super::{lock, to_router, BrokerError, OpenLink};
+use super::translate::to_router;
+use super::{lock, BrokerError, OpenLink};
 use crate::codec::{self, Disconnect, Packet, Properties};
 
 /// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry

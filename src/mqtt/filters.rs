@@ -112,7 +112,7 @@ impl FilterQuota {
     }
 
     /// The filters of a session that starts now. `clean_start` and `session_present` are what the
-    /// broker link was opened with and answered ([`Broker::open`]): a resumed session gets the
+    /// broker link was opened with and answered ([`Broker::open_session`]): a resumed session gets the
     /// filters its client id kept; any other start releases them (the broker dropped them).
     /// `keep`: whether the broker keeps the session after its connection (its expiry is not
     /// zero); [`SessionFilters::keep`] may change it before the end.
@@ -143,6 +143,7 @@ impl FilterQuota {
     }
 
     /// Filters the organisation holds now (live and kept sessions).
+    #[cfg(test)]
     pub fn org_count(&self, org: &str) -> usize {
         self.lock().orgs.get(org).copied().unwrap_or(0)
     }
@@ -212,10 +213,12 @@ impl SessionFilters {
     }
 
     /// Filters this session holds.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.live.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
