@@ -2,7 +2,9 @@
 //! order with backpressure, deliveries taken in batches, and the DISCONNECT every link must end
 //! with (a dropped link stays in the router for good, see [`super`]).
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -12,10 +14,15 @@ use rumqttd::protocol as rp;
 use rumqttd::Notification;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::expiry::{Expiry, Keeper, Memo};
-use super::translate::{from_router, to_router};
-use super::BrokerError;
-use crate::codec::{self, Disconnect, Packet, Properties};
+use super::coarse::{coarse, Table};
+use super::expiry::{send_now, Expiry, Keeper, KeptSession, Memo};
+use super::narrow::Narrow;
+use super::translate::{from_router, publish_from_router, to_router};
+use super::{BrokerError, OpenLink};
+use crate::codec::{
+    self, Disconnect, Packet, Properties, Publish, QoS, Subscribe, Subscription,
+    SubscriptionOptions,
+};
 
 /// Packets of one link the router may have yet to take before the session waits.
 const MAX_QUEUED: usize = 128;
@@ -25,27 +32,75 @@ const QUEUE_POLL: Duration = Duration::from_millis(1);
 const QUEUE_STALL: Duration = Duration::from_secs(10);
 /// Most packets [`BrokerSession::recv`] hands over at once.
 const RECV_BATCH: usize = 256;
+/// How long the link waits for the retained messages of a new filter under a coarse one.
+const RETAINED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells apart the short links that fetch retained messages.
+static NEXT_FETCH: AtomicU64 = AtomicU64::new(0);
+
+/// What [`super::Broker::open_session`] opened.
+pub(super) struct Opened {
+    pub tx: LinkTx,
+    pub rx: LinkRx,
+    pub slot: OwnedSemaphorePermit,
+    pub session_present: bool,
+    pub client_id: String,
+    pub kept: bool,
+    pub expiry: Expiry,
+    pub memo: Option<Memo>,
+    pub table: Table,
+}
 
 /// One session's link to the router, holding its session slot.
 pub struct BrokerSession {
-    pub(super) tx: LinkTx,
-    pub(super) rx: LinkRx,
-    pub(super) _slot: OwnedSemaphorePermit,
-    pub(super) session_present: bool,
+    tx: LinkTx,
+    rx: LinkRx,
+    _slot: OwnedSemaphorePermit,
+    session_present: bool,
     /// The router paused this link (its notification buffer was full): say ready before reading.
-    pub(super) paused: bool,
+    paused: bool,
     /// A DISCONNECT went through: the router has let go of the link.
-    pub(super) ended: bool,
-    pub(super) client_id: String,
+    ended: bool,
+    client_id: String,
     /// rumqttd keeps this session when the link ends (it was opened unclean).
-    pub(super) kept: bool,
-    pub(super) expiry: Expiry,
+    kept: bool,
+    expiry: Expiry,
+    /// The expiry the link was opened with (see [`KeptSession`]'s fallback).
+    opened_with: Expiry,
     /// What the front-end kept with a resumed session, then what to keep with it.
-    pub(super) memo: Option<Memo>,
-    pub(super) keeper: Arc<Keeper>,
+    memo: Option<Memo>,
+    keeper: Arc<Keeper>,
+    open: Arc<OpenLink>,
+    /// Coarse filters ([`super::coarse`]): the session's real filters and the rewriting.
+    narrow: Narrow,
+    /// Answered here, for the session: taken by the next [`BrokerSession::recv`].
+    local: VecDeque<Packet>,
+    /// Answered here, for the router: sent with the next packets or at the end of a `recv`.
+    later: Vec<Packet>,
 }
 
 impl BrokerSession {
+    pub(super) fn new(opened: Opened, open: Arc<OpenLink>, keeper: Arc<Keeper>) -> BrokerSession {
+        BrokerSession {
+            tx: opened.tx,
+            rx: opened.rx,
+            _slot: opened.slot,
+            session_present: opened.session_present,
+            paused: false,
+            ended: false,
+            client_id: opened.client_id,
+            kept: opened.kept,
+            expiry: opened.expiry,
+            opened_with: opened.expiry,
+            memo: opened.memo,
+            keeper,
+            open,
+            narrow: Narrow::new(opened.table),
+            local: VecDeque::new(),
+            later: Vec::new(),
+        }
+    }
+
     /// Whether the router resumed a stored session (clean start 0).
     pub fn session_present(&self) -> bool {
         self.session_present
@@ -84,13 +139,28 @@ impl BrokerSession {
     /// the router has not yet taken more than [`MAX_QUEUED`] packets of this link, this waits
     /// (the session stops reading its client meanwhile): that is the publisher's backpressure,
     /// which a TCP leg would have had from its socket buffers.
+    ///
+    /// Filters under coarse ones are answered here ([`super::narrow`]); the retained messages of
+    /// a new one under a coarse filter the router held already are fetched before this returns.
     pub async fn send(&mut self, packets: &mut Vec<Packet>) -> Result<(), BrokerError> {
+        let mut router = std::mem::take(&mut self.later);
+        let mut fetch = Vec::new();
+        for packet in packets.drain(..) {
+            fetch.extend(self.narrow.outgoing(packet, &mut router, &mut self.local));
+        }
+        if !fetch.is_empty() {
+            self.fetch_retained(fetch).await;
+        }
+        self.hand_over(router).await
+    }
+
+    async fn hand_over(&mut self, packets: Vec<Packet>) -> Result<(), BrokerError> {
         if packets.is_empty() {
             return Ok(());
         }
         let disconnects = packets.iter().any(|p| matches!(p, Packet::Disconnect(_)));
         let mut converted = packets
-            .drain(..)
+            .into_iter()
             .map(to_router)
             .collect::<Result<Vec<_>, _>>()?;
         let stalled = Instant::now() + QUEUE_STALL;
@@ -127,6 +197,7 @@ impl BrokerSession {
     /// Cancel safe: nothing is taken from the link unless it is appended to `out` before the
     /// next await.
     pub async fn recv(&mut self, out: &mut Vec<Packet>) -> Result<(), BrokerError> {
+        out.extend(self.local.drain(..));
         while out.is_empty() {
             if self.paused {
                 self.rx.wake().await?;
@@ -145,8 +216,60 @@ impl BrokerSession {
                     Poll::Ready(_) | Poll::Pending => break,
                 }
             }
+            self.flush_later()?;
         }
         Ok(())
+    }
+
+    /// Hands the acks the link made itself to the router at once, without an await (so `recv`
+    /// stays cancel safe): the router may be waiting for them before it sends more.
+    fn flush_later(&mut self) -> Result<(), BrokerError> {
+        if self.later.is_empty() {
+            return Ok(());
+        }
+        let mut converted = self
+            .later
+            .drain(..)
+            .map(to_router)
+            .collect::<Result<Vec<_>, _>>()?;
+        let last = converted.pop();
+        let notified = {
+            let mut queue = self.tx.buffer();
+            let notified = !queue.is_empty();
+            queue.extend(converted);
+            if notified {
+                queue.extend(last.clone());
+            }
+            notified
+        };
+        match last {
+            Some(last) if !notified => send_now(&mut self.tx, last),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fetches the retained messages of `filters` (new real filters under coarse filters the
+    /// router holds for this session already: it sends retained messages only on a filter's
+    /// first SUBSCRIBE) through a short link of its own subscribed to the coarse filters (no new
+    /// filter for the router), and queues those that match for the session. A fetch that fails
+    /// or takes too long is logged and skipped: the subscription stands without them.
+    async fn fetch_retained(&mut self, filters: Vec<(String, QoS)>) {
+        let coarse: HashSet<String> = filters.iter().filter_map(|(f, _)| coarse(f)).collect();
+        let client_id = format!(
+            "portcullis-retained-{}",
+            NEXT_FETCH.fetch_add(1, Ordering::Relaxed)
+        );
+        match fetch_retained(&*self.open, &client_id, coarse.into_iter().collect()).await {
+            Ok(publishes) => {
+                for publish in publishes {
+                    if let Some(qos) = Table::wanted_by(&filters, &publish.topic) {
+                        let delivery = self.narrow.own_delivery(publish, qos);
+                        self.local.push_back(delivery);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "retained messages of a new filter not fetched"),
+        }
     }
 
     fn take(&mut self, notification: Option<Notification>, out: &mut Vec<Packet>) {
@@ -155,7 +278,7 @@ impl BrokerSession {
             Some(notification) => {
                 if let Some(packet) = Option::<rp::Packet>::from(notification).and_then(from_router)
                 {
-                    out.push(packet);
+                    self.narrow.incoming(packet, out, &mut self.later);
                 }
             }
             None => {}
@@ -176,8 +299,72 @@ impl BrokerSession {
         }
         let client_id = std::mem::take(&mut self.client_id);
         let memo = self.memo.take();
-        self.keeper.ended(client_id, self.kept, self.expiry, memo);
+        let table = std::mem::take(&mut self.narrow.table);
+        // Kept with no end (a takeover hands the session to its successor): the expiry it had
+        // comes back if the successor fails to open.
+        let fallback = (self.expiry == Expiry::Never && self.opened_with != Expiry::Never)
+            .then_some(self.opened_with);
+        let session = KeptSession::new(memo, table, fallback);
+        self.keeper
+            .ended(client_id, self.kept, self.expiry, session)
+            .await;
     }
+}
+
+/// The retained messages under `filters` (coarse filters the router holds), read through a
+/// short clean link: SUBSCRIBE at QoS 0, then, once the SUBACK is in, a PINGREQ whose PINGRESP
+/// comes after everything the subscription's first sweep sent (the router handles a link's
+/// packets in order, and sends retained messages in that first sweep). The link always ends
+/// with its DISCONNECT, in time or not.
+async fn fetch_retained(
+    open: &OpenLink,
+    client_id: &str,
+    filters: Vec<String>,
+) -> Result<Vec<Publish>, BrokerError> {
+    let (mut tx, mut rx, _) = open(client_id, true)?;
+    let options = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        no_local: false,
+        retain_as_published: false,
+        retain_handling: 0,
+    };
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        subscriptions: filters
+            .into_iter()
+            .map(|filter| Subscription { filter, options })
+            .collect(),
+        properties: Properties::default(),
+    });
+    let exchange = async {
+        send_now(&mut tx, to_router(subscribe)?)?;
+        let mut retained = Vec::new();
+        loop {
+            match rx.next().await? {
+                Some(Notification::Unschedule) => rx.wake().await?,
+                Some(notification) => match Option::<rp::Packet>::from(notification) {
+                    Some(rp::Packet::SubAck(..)) => {
+                        send_now(&mut tx, rp::Packet::PingReq(rp::PingReq))?;
+                    }
+                    Some(rp::Packet::PingResp(_)) => return Ok(retained),
+                    Some(rp::Packet::Publish(publish, properties)) if publish.retain => {
+                        retained.extend(publish_from_router(publish, properties));
+                    }
+                    _ => {}
+                },
+                None => {}
+            }
+        }
+    };
+    let result = tokio::time::timeout(RETAINED_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(BrokerError::Link("no retained messages in time".into())));
+    let disconnect = Packet::Disconnect(Disconnect {
+        reason: codec::reason::SUCCESS,
+        properties: Properties::default(),
+    });
+    send_now(&mut tx, to_router(disconnect)?)?;
+    result
 }
 
 #[cfg(test)]

@@ -53,9 +53,11 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::codec::{self, Ack, Disconnect, Packet, Properties, Publish, QoS};
 use crate::config::BrokerConfig;
 
+mod coarse;
 mod expiry;
 mod link;
 mod listener;
+mod narrow;
 #[cfg(test)]
 mod testing;
 mod translate;
@@ -217,6 +219,9 @@ impl Broker {
     /// or when `may_add` and it holds fewer than `broker.max_filters` distinct filters (then it
     /// counts from now on, for good, as the router's state for it does).
     pub fn hold_filter(&self, filter: &str, may_add: bool) -> Hold {
+        // What the router holds for a filter under a coarse one is the coarse filter.
+        let coarse = coarse::coarse(filter);
+        let filter = coarse.as_deref().unwrap_or(filter);
         let mut held = lock(&self.held);
         if held.contains(filter) {
             return Hold::Already;
@@ -274,12 +279,30 @@ impl Broker {
         let (tx, rx, connack, held) = {
             let mut pending = lock(&self.keeper.pending);
             let held = pending.remove(client_id);
+            // A kept session taken here is put back when no link opens: with its timer (it
+            // cannot fire meanwhile, this holds the lock), or its expiry from before a takeover.
+            let restore = |pending: &mut HashMap<_, _>, held: Option<expiry::KeptSession>| {
+                if let Some(held) = held {
+                    self.keeper.restore(pending, client_id, held);
+                }
+            };
             if clean_start && keep {
                 // An unclean link would resume the stored session: drop it first.
-                self.keeper.discard(client_id)?;
+                if let Err(error) = self.keeper.discard(client_id) {
+                    restore(&mut pending, held);
+                    return Err(error);
+                }
             }
-            let (tx, rx, connack) = (self.open)(client_id, !kept)?;
-            (tx, rx, connack, held)
+            match (self.open)(client_id, !kept) {
+                Ok((tx, rx, connack)) => (tx, rx, connack, held),
+                Err(error) => {
+                    // After a discard there is nothing left to keep.
+                    if !(clean_start && keep) {
+                        restore(&mut pending, held);
+                    }
+                    return Err(error);
+                }
+            }
         };
         // Only a session that exists settles the will of the one before it.
         let pending = lock(&self.wills).remove(client_id);
@@ -290,23 +313,25 @@ impl Broker {
             Option::<rp::Packet>::from(connack),
             Some(rp::Packet::ConnAck(ack, _)) if ack.session_present
         );
-        let memo = match held.and_then(expiry::KeptSession::resume) {
-            Some(memo) if session_present => Some(memo),
-            _ => None,
+        let (memo, table) = match held.map(expiry::KeptSession::resume) {
+            Some((memo, table)) if session_present => (memo, table),
+            _ => (None, coarse::Table::default()),
         };
-        Ok(BrokerSession {
-            tx,
-            rx,
-            _slot: slot,
-            session_present,
-            paused: false,
-            ended: false,
-            client_id: client_id.to_owned(),
-            kept,
-            expiry,
-            memo,
-            keeper: self.keeper.clone(),
-        })
+        Ok(BrokerSession::new(
+            link::Opened {
+                tx,
+                rx,
+                slot,
+                session_present,
+                client_id: client_id.to_owned(),
+                kept,
+                expiry,
+                memo,
+                table,
+            },
+            self.open.clone(),
+            self.keeper.clone(),
+        ))
     }
 
     /// Publishes the will of a session that ended without DISCONNECT: now, or after `delay`

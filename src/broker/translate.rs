@@ -176,7 +176,7 @@ fn router_publish(publish: Publish) -> (rp::Publish, Option<rp::PublishPropertie
 
 /// The inverse of [`router_publish`]; `None` for a topic that is not UTF-8 (never stored: every
 /// topic reached the router through the front-end).
-fn publish_from_router(
+pub(super) fn publish_from_router(
     publish: rp::Publish,
     properties: Option<rp::PublishProperties>,
 ) -> Option<Publish> {
