@@ -445,6 +445,76 @@ mod tests {
     use super::*;
     use testing::*;
 
+    /// Opens every connection the router has room for: links that end (DISCONNECT) when the
+    /// returned closure runs.
+    fn fill_router(broker: &Broker) -> impl FnOnce() {
+        let mut links = Vec::new();
+        for i in 0.. {
+            match (broker.open)(&format!("filler-{i}"), true) {
+                Ok((tx, _rx, _)) => links.push(tx),
+                Err(_) => break,
+            }
+        }
+        move || {
+            for mut tx in links {
+                let disconnect = Packet::Disconnect(Disconnect {
+                    reason: codec::reason::SUCCESS,
+                    properties: Properties::default(),
+                });
+                expiry::send_now(&mut tx, translate::to_router(disconnect).unwrap()).unwrap();
+            }
+        }
+    }
+
+    /// A broker that tells the client ids its expiry discarded on the returned channel.
+    async fn expiring_broker() -> (Broker, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let broker = start_with(1, 0).await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        broker.on_expired(move |client_id| {
+            let _ = tx.send(client_id.to_owned());
+        });
+        (broker, rx)
+    }
+
+    #[tokio::test]
+    async fn a_kept_session_whose_next_link_fails_to_open_keeps_its_expiry() {
+        let (broker, mut expired) = expiring_broker().await;
+        let expiry = Expiry::After(Duration::from_millis(300));
+        broker
+            .open_session("kept", false, expiry)
+            .unwrap()
+            .close()
+            .await;
+        let release = fill_router(&broker);
+        assert!(broker.open_session("kept", false, expiry).is_err());
+        release();
+        let gone = tokio::time::timeout(T, expired.recv()).await;
+        assert_eq!(
+            gone.ok().flatten().as_deref(),
+            Some("kept"),
+            "never expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_taken_over_by_a_link_that_fails_to_open_gets_its_expiry_back() {
+        let (broker, mut expired) = expiring_broker().await;
+        let expiry = Expiry::After(Duration::from_millis(300));
+        let mut taken = broker.open_session("taken", false, expiry).unwrap();
+        // What a session does when a newer CONNECT takes it over: its successor decides.
+        taken.set_expiry(Expiry::Never);
+        taken.close().await;
+        let release = fill_router(&broker);
+        assert!(broker.open_session("taken", false, expiry).is_err());
+        release();
+        let gone = tokio::time::timeout(T, expired.recv()).await;
+        assert_eq!(
+            gone.ok().flatten().as_deref(),
+            Some("taken"),
+            "kept for good"
+        );
+    }
+
     #[tokio::test]
     async fn sessions_beyond_max_connections_are_refused_until_one_closes() {
         let broker = start_with(1, 0).await;
