@@ -268,11 +268,14 @@ impl Broker {
         clean_start: bool,
         expiry: Expiry,
     ) -> Result<BrokerSession, BrokerError> {
-        let slot = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| BrokerError::Full)?;
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            // A session taken over for this one gets its expiry back (see below).
+            let mut pending = lock(&self.keeper.pending);
+            if let Some(held) = pending.remove(client_id) {
+                self.keeper.restore(&mut pending, client_id, held);
+            }
+            return Err(BrokerError::Full);
+        };
         // rumqttd keeps what an unclean link leaves, and resumes only on an unclean link.
         let keep = expiry != Expiry::Now;
         let kept = keep || !clean_start;
@@ -513,6 +516,23 @@ mod tests {
             Some("taken"),
             "kept for good"
         );
+
+        // The same when the successor finds no free session slot.
+        let mut taken = broker.open_session("taken", false, expiry).unwrap();
+        taken.set_expiry(Expiry::Never);
+        taken.close().await;
+        let other = broker.open_session("other", true, Expiry::Now).unwrap();
+        assert!(matches!(
+            broker.open_session("taken", false, expiry),
+            Err(BrokerError::Full)
+        ));
+        let gone = tokio::time::timeout(T, expired.recv()).await;
+        assert_eq!(
+            gone.ok().flatten().as_deref(),
+            Some("taken"),
+            "no slot: kept for good"
+        );
+        other.close().await;
     }
 
     #[tokio::test]
