@@ -26,7 +26,9 @@
 //! - each distinct subscription filter costs about 6 KiB of RSS that is never freed (its commit
 //!   log, its entry in the filter index and the subscriber map: rumqttd 0.20 has no way to drop
 //!   a filter, even when its last subscriber leaves), and each distinct client id with clean
-//!   start 0 leaves its session state behind, forever. So the distinct filters handed to the
+//!   start 0 leaves its session state behind, forever. So a session's filters on one device
+//!   reach the router as one coarse filter per device and kind ([`coarse`], [`narrow`]: the
+//!   link keeps the real ones and filters deliveries), and the distinct filters handed to the
 //!   router are bounded: [`Broker::hold_filter`] admits a new one only below
 //!   `broker.max_filters`.
 //! - rumqttd knows one flag, "clean", which both discards a stored session at connect and keeps
@@ -215,7 +217,8 @@ impl Broker {
         self.open_session(client_id, clean_start, expiry)
     }
 
-    /// Whether `filter` may be handed to the router: yes when it holds it already (no new cost),
+    /// Whether `filter` may be handed to the router (as its coarse filter, when it has one): yes
+    /// when it holds it already (no new cost),
     /// or when `may_add` and it holds fewer than `broker.max_filters` distinct filters (then it
     /// counts from now on, for good, as the router's state for it does).
     pub fn hold_filter(&self, filter: &str, may_add: bool) -> Hold {

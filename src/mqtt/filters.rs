@@ -6,8 +6,8 @@
 //! So a session holds at most `mqtts.max_filters_per_session` filters and an organisation at
 //! most `mqtts.max_filters_per_org` (its sessions together, kept persistent sessions included);
 //! a filter past either cap is refused in the SUBACK with "quota exceeded" (3.1.1: failure).
-//! The broker's own bound on distinct filters it holds ([`Broker::hold_filter`]) is checked
-//! last, with each org's share of it (`broker.max_filters_per_org`): the broker frees no filter,
+//! The broker's own bound on distinct filters it holds ([`Broker::hold_filter`], which counts a
+//! filter on one device as that device's coarse filter) is checked last, with each org's share of it (`broker.max_filters_per_org`): the broker frees no filter,
 //! so an org's devices that subscribe to ever new filters use up their org's share only.
 //!
 //! The counts follow the subscriptions that exist now: UNSUBSCRIBE releases a filter, the end
