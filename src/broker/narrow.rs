@@ -62,6 +62,12 @@ pub struct Narrow {
     pending_unsubscribes: HashMap<u16, Vec<Slot>>,
     /// Packet ids of the link's own deliveries not yet completed.
     own: HashSet<u16>,
+    /// Coarse filters subscribed whose SUBACK has not come back: the router's first sweep of
+    /// each, with its retained messages, is still to come (and is narrowed by the table as it
+    /// is then), so new filters under them need no fetch.
+    fresh: HashSet<String>,
+    /// The coarse filters of each of the link's SUBSCRIBEs awaiting their SUBACK, in order.
+    fresh_batches: VecDeque<Vec<String>>,
     next_own: u16,
 }
 
@@ -132,8 +138,12 @@ impl Narrow {
                 Some(added) => {
                     slots.push(Slot::Here(options.qos as u8));
                     if added.coarse_is_new {
+                        self.fresh.insert(added.coarse.clone());
                         new_coarse.push(added.coarse);
-                    } else if added.filter_is_new && options.retain_handling != 2 {
+                    } else if added.filter_is_new
+                        && options.retain_handling != 2
+                        && !self.fresh.contains(&added.coarse)
+                    {
                         retained.push((subscription.filter, options.qos));
                     }
                 }
@@ -150,6 +160,7 @@ impl Narrow {
                 retain_as_published: false,
                 retain_handling: 0,
             };
+            self.fresh_batches.push_back(new_coarse.clone());
             router.push(Packet::Subscribe(Subscribe {
                 packet_id: OWN,
                 subscriptions: new_coarse
@@ -233,7 +244,11 @@ impl Narrow {
                     session.push(Packet::Publish(publish));
                 }
             }
-            Packet::SubAck(a) if a.packet_id == OWN => {}
+            Packet::SubAck(a) if a.packet_id == OWN => {
+                for coarse in self.fresh_batches.pop_front().unwrap_or_default() {
+                    self.fresh.remove(&coarse);
+                }
+            }
             Packet::UnsubAck(a) if a.packet_id == OWN => {}
             Packet::SubAck(mut a) => {
                 if let Some(slots) = self.pending_subscribes.remove(&a.packet_id) {
@@ -323,4 +338,107 @@ fn merge(slots: &[Slot], router: &[u8], missing: u8) -> Vec<u8> {
             Slot::Router(i) => router.get(*i).copied().unwrap_or(missing),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COARSE: &str = "o/iot-2/type/s/id/d/cmd/+/fmt/+";
+
+    fn filter(name: &str, qos: QoS) -> Subscription {
+        Subscription {
+            filter: format!("o/iot-2/type/s/id/d/cmd/{name}/fmt/json"),
+            options: SubscriptionOptions {
+                qos,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        }
+    }
+
+    fn delivery(name: &str, packet_id: u16) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: format!("o/iot-2/type/s/id/d/cmd/{name}/fmt/json"),
+            packet_id: Some(packet_id),
+            properties: Properties::default(),
+            payload: bytes::Bytes::new(),
+        })
+    }
+
+    /// (kind, packet id) of each packet, for short assertions.
+    fn ids(packets: &[Packet]) -> Vec<(&'static str, u16)> {
+        packets
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => ("publish", p.packet_id.unwrap_or(0)),
+                Packet::PubAck(a) => ("puback", a.packet_id),
+                Packet::PubRec(a) => ("pubrec", a.packet_id),
+                Packet::PubComp(a) => ("pubcomp", a.packet_id),
+                Packet::SubAck(a) => ("suback", a.packet_id),
+                Packet::Subscribe(s) => ("subscribe", s.packet_id),
+                _ => ("other", 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deliveries_are_narrowed_and_settled_in_the_routers_order() {
+        let mut narrow = Narrow::default();
+        let (mut router, mut local, mut session) = (Vec::new(), VecDeque::new(), Vec::new());
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: 5,
+            subscriptions: vec![
+                filter("low", QoS::AtMostOnce),
+                filter("mid", QoS::AtLeastOnce),
+            ],
+            properties: Properties::default(),
+        });
+        assert!(narrow
+            .outgoing(subscribe, &mut router, &mut local)
+            .is_empty());
+        let Some(Packet::Subscribe(coarse)) = router.pop() else {
+            panic!("no coarse SUBSCRIBE");
+        };
+        assert_eq!(coarse.packet_id, OWN);
+        assert_eq!(coarse.subscriptions[0].filter, COARSE);
+        assert_eq!(coarse.subscriptions[0].options.qos, QoS::ExactlyOnce);
+        let Some(Packet::SubAck(ack)) = local.pop_front() else {
+            panic!("no SUBACK");
+        };
+        assert_eq!((ack.packet_id, ack.codes), (5, vec![0, 1]));
+
+        // QoS 2 from the router: "mid" goes at QoS 1, "other" matches nothing, "low" at QoS 0.
+        for (name, id) in [("mid", 1), ("other", 2), ("low", 3)] {
+            narrow.incoming(delivery(name, id), &mut session, &mut router);
+        }
+        assert_eq!(ids(&session), vec![("publish", 1), ("publish", 0)]);
+        assert!(
+            router.is_empty(),
+            "settled before the session acked the first"
+        );
+        narrow.outgoing(Packet::PubAck(ack_of(1)), &mut router, &mut local);
+        assert_eq!(
+            ids(&router),
+            vec![("pubrec", 1), ("pubrec", 2), ("pubrec", 3)]
+        );
+        router.clear();
+        session.clear();
+        for id in [1, 2, 3] {
+            narrow.incoming(Packet::PubRel(ack_of(id)), &mut session, &mut router);
+        }
+        assert!(session.is_empty(), "every PUBREL is answered here");
+        assert_eq!(
+            ids(&router),
+            vec![("pubcomp", 1), ("pubcomp", 2), ("pubcomp", 3)]
+        );
+    }
+
+    fn ack_of(packet_id: u16) -> Ack {
+        ack(packet_id)
+    }
 }
