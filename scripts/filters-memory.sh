@@ -13,7 +13,7 @@
 # device's command filters as one coarse filter, the attack adds one filter to the broker where
 # it added 20,000 a round before; compare with BIN pointing at an older build.
 # `uncapped` lifts the filter caps (mqtts.max_filters_per_session, mqtts.max_filters_per_org,
-# broker.max_filters set to 1e9): the behaviour before the caps, for comparison.
+# broker.max_filters, broker.max_filters_per_org set to 1e9): the behaviour before the caps.
 # OUT (default a temporary directory) keeps the raw JSON; BIN (default: a release build made
 # here) is the directory of the portcullis and portcullis-load binaries to run.
 set -euo pipefail
@@ -49,7 +49,10 @@ if [ "${1:-}" = uncapped ]; then
     export PORTCULLIS__MQTTS__MAX_FILTERS_PER_SESSION=1000000000
     export PORTCULLIS__MQTTS__MAX_FILTERS_PER_ORG=1000000000
     export PORTCULLIS__BROKER__MAX_FILTERS=1000000000
+    export PORTCULLIS__BROKER__MAX_FILTERS_PER_ORG=1000000000
 fi
+# Every load connection comes from 127.0.0.1: lift the per-source cap.
+export PORTCULLIS__MQTTS__MAX_CONNECTIONS_PER_SOURCE=1000000
 PORTCULLIS__MQTTS__LISTEN=127.0.0.1:28893 PORTCULLIS__ADMIN__LISTEN=127.0.0.1:28090 \
 PORTCULLIS__STORE__DATA_DIR="$work/data" PORTCULLIS_ADMIN_TOKEN=bench-token \
     "$BIN/portcullis" serve > /dev/null 2> "$work/portcullis.log" &
