@@ -218,6 +218,20 @@ async fn a_later_filter_under_a_held_coarse_filter_gets_its_retained_messages() 
     assert_eq!(codes, vec![granted[0], granted[0]]);
     let got = delivery(&mut inbox).await;
     assert_eq!((got.2, got.3.as_str()), (true, "one"));
+    publish(
+        &app,
+        &mut app_loop,
+        &to_device("r1", "json"),
+        false,
+        "marker",
+    )
+    .await;
+    let got = delivery(&mut inbox).await;
+    assert_eq!(
+        (got.2, got.3.as_str()),
+        (false, "marker"),
+        "r1's retained message twice"
+    );
 
     // The coarse filter is held already: rumqttd would send nothing for a second SUBSCRIBE.
     let later = [(command("r2", "json"), QoS5::AtLeastOnce)];
