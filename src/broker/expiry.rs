@@ -13,7 +13,9 @@ use std::time::Duration;
 use rumqttd::local::LinkTx;
 use rumqttd::protocol as rp;
 
-use super::{lock, to_router, BrokerError, OpenLink};
+use super::coarse::Table;
+use super::translate::to_router;
+use super::{lock, BrokerError, OpenLink};
 use crate::codec::{self, Disconnect, Packet, Properties};
 
 /// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry
@@ -40,11 +42,15 @@ impl Expiry {
 /// subscription options and identifiers, which rumqttd does not keep (it downcasts it back).
 pub type Memo = Box<dyn std::any::Any + Send + Sync>;
 
-/// What the front-end holds for a session rumqttd keeps: its expiry timer, if it has one, and
-/// its [`Memo`], if it has one.
+/// What the front-end holds for a session rumqttd keeps: its expiry timer, if it has one, its
+/// [`Memo`], if it has one, and the link's real filters under coarse ones ([`Table`]).
 pub(super) struct KeptSession {
     timer: Option<Timer>,
     memo: Option<Memo>,
+    table: Table,
+    /// The expiry the session had before a takeover handed it to its successor (`Never` until
+    /// then): it gets it back if the successor fails to open.
+    fallback: Option<Expiry>,
 }
 
 /// An expiry timer: its id tells it from a later one of the same client id.
@@ -54,12 +60,27 @@ struct Timer {
 }
 
 impl KeptSession {
-    /// The session is resumed (or started anew): its timer stops, its memo is handed back.
-    pub(super) fn resume(self) -> Option<Memo> {
+    /// What a link leaves when it ends (no timer yet).
+    pub(super) fn new(memo: Option<Memo>, table: Table, fallback: Option<Expiry>) -> KeptSession {
+        KeptSession {
+            timer: None,
+            memo,
+            table,
+            fallback,
+        }
+    }
+
+    /// The session is resumed (or started anew): its timer stops, its memo and table are handed
+    /// back.
+    pub(super) fn resume(self) -> (Option<Memo>, Table) {
         if let Some(timer) = self.timer {
             timer.task.abort();
         }
-        self.memo
+        (self.memo, self.table)
+    }
+
+    fn worth_keeping(&self) -> bool {
+        self.memo.is_some() || !self.table.is_empty() || self.fallback.is_some()
     }
 }
 
@@ -67,8 +88,10 @@ impl KeptSession {
 pub(super) type Expired = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Kept sessions, by client id: each is discarded when its timer ends unless
-/// [`Broker::open_session`] took it first. The lock also orders every link opened for a client
-/// id, so a discard can never overtake a session that resumed.
+/// [`super::Broker::open_session`] took it first. The lock also orders every link opened for a
+/// client id, so a discard can never overtake a session that resumed. It is held for a map
+/// operation and, at most, the opening of one link (the router registers it in microseconds);
+/// discards run on the blocking pool, off the async workers.
 pub(super) struct Keeper {
     open: Arc<OpenLink>,
     pub(super) pending: Mutex<HashMap<String, KeptSession>>,
@@ -101,65 +124,116 @@ impl Keeper {
         )
     }
 
-    /// What happens to a session whose connection ended, by its expiry (`memo`: what the
-    /// front-end keeps with it, none when there is nothing worth keeping).
-    pub(super) fn ended(
+    /// Discards `client_id`'s stored session on the blocking pool (opening a link blocks until
+    /// the router registers it), under the `pending` lock, when `still` says so then; `expired`:
+    /// tell [`Keeper::expired`].
+    async fn discard_off_workers(
+        self: &Arc<Keeper>,
+        client_id: String,
+        expired: bool,
+        still: impl FnOnce(&mut HashMap<String, KeptSession>) -> bool + Send + 'static,
+    ) {
+        let keeper = self.clone();
+        let discarded = tokio::task::spawn_blocking(move || {
+            let mut pending = lock(&keeper.pending);
+            if !still(&mut pending) {
+                return;
+            }
+            if let Err(error) = keeper.discard(&client_id) {
+                tracing::warn!(%error, "an ended session could not be discarded");
+            }
+            drop(pending);
+            if let (true, Some(expired)) = (expired, keeper.expired.get()) {
+                expired(&client_id);
+            }
+        });
+        if let Err(error) = discarded.await {
+            tracing::warn!(%error, "a session discard did not finish");
+        }
+    }
+
+    /// What happens to a session whose connection ended, by its expiry (`session`: what the
+    /// front-end keeps with it).
+    pub(super) async fn ended(
         self: &Arc<Keeper>,
         client_id: String,
         kept: bool,
         expiry: Expiry,
-        memo: Option<Memo>,
+        session: KeptSession,
     ) {
         match expiry {
-            Expiry::Never if kept && memo.is_some() => {
-                let session = KeptSession { timer: None, memo };
+            Expiry::Never if kept && session.worth_keeping() => {
                 lock(&self.pending).insert(client_id, session);
             }
             Expiry::Never => {}
             Expiry::Now if !kept => {}
-            Expiry::Now => {
-                let _pending = lock(&self.pending);
-                if let Err(error) = self.discard(&client_id) {
-                    tracing::warn!(%error, "an ended session could not be discarded");
-                }
-            }
+            // Awaited: the session's client id is free again only once it is discarded.
+            Expiry::Now => self.discard_off_workers(client_id, false, |_| true).await,
             Expiry::After(delay) => {
-                let id = self.next.fetch_add(1, Ordering::Relaxed);
-                let keeper = self.clone();
-                let key = client_id.clone();
-                let task = tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let mut pending = lock(&keeper.pending);
-                    let ours = pending
-                        .get(&client_id)
-                        .and_then(|kept| kept.timer.as_ref())
-                        .is_some_and(|timer| timer.id == id);
-                    if ours {
-                        pending.remove(&client_id);
-                        if let Err(error) = keeper.discard(&client_id) {
-                            tracing::warn!(%error, "an expired session could not be discarded");
-                        }
-                        if let Some(expired) = keeper.expired.get() {
-                            expired(&client_id);
-                        }
-                    }
-                });
-                let session = KeptSession {
-                    timer: Some(Timer {
-                        id,
-                        task: task.abort_handle(),
-                    }),
-                    memo,
-                };
-                lock(&self.pending).insert(key, session);
+                let mut pending = lock(&self.pending);
+                self.arm(&mut pending, client_id, delay, session);
             }
         }
+    }
+
+    /// Puts back a kept session [`super::Broker::open_session`] took but could not resume (its
+    /// link did not open): with its timer, or a new one for the expiry it had before a takeover.
+    pub(super) fn restore(
+        self: &Arc<Keeper>,
+        pending: &mut HashMap<String, KeptSession>,
+        client_id: &str,
+        mut session: KeptSession,
+    ) {
+        match (session.timer.is_some(), session.fallback.take()) {
+            (false, Some(Expiry::After(delay))) => {
+                self.arm(pending, client_id.to_owned(), delay, session);
+            }
+            (false, Some(Expiry::Now)) => {
+                // The caller holds the lock (and opens links under it anyway).
+                if let Err(error) = self.discard(client_id) {
+                    tracing::warn!(%error, "a session taken over could not be discarded");
+                }
+            }
+            _ => {
+                pending.insert(client_id.to_owned(), session);
+            }
+        }
+    }
+
+    /// Keeps `session` until `delay` has passed, then discards it unless a new session took it.
+    fn arm(
+        self: &Arc<Keeper>,
+        pending: &mut HashMap<String, KeptSession>,
+        client_id: String,
+        delay: Duration,
+        mut session: KeptSession,
+    ) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let keeper = self.clone();
+        let key = client_id.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let owned = client_id.clone();
+            let still = move |pending: &mut HashMap<String, KeptSession>| {
+                let ours = pending
+                    .get(&owned)
+                    .and_then(|kept| kept.timer.as_ref())
+                    .is_some_and(|timer| timer.id == id);
+                ours && pending.remove(&owned).is_some()
+            };
+            keeper.discard_off_workers(client_id, true, still).await;
+        });
+        session.timer = Some(Timer {
+            id,
+            task: task.abort_handle(),
+        });
+        pending.insert(key, session);
     }
 }
 
 /// Hands one packet to the router without waiting: rumqttd's `LinkTx::send` has no await point
 /// (its channel send is synchronous), so its future completes on the first poll.
-fn send_now(tx: &mut LinkTx, packet: rp::Packet) -> Result<(), BrokerError> {
+pub(super) fn send_now(tx: &mut LinkTx, packet: rp::Packet) -> Result<(), BrokerError> {
     let mut send = std::pin::pin!(tx.send(packet));
     match send.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(result) => result.map(|_| ()).map_err(BrokerError::from),

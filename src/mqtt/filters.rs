@@ -6,8 +6,8 @@
 //! So a session holds at most `mqtts.max_filters_per_session` filters and an organisation at
 //! most `mqtts.max_filters_per_org` (its sessions together, kept persistent sessions included);
 //! a filter past either cap is refused in the SUBACK with "quota exceeded" (3.1.1: failure).
-//! The broker's own bound on distinct filters it holds ([`Broker::hold_filter`]) is checked
-//! last, with each org's share of it (`broker.max_filters_per_org`): the broker frees no filter,
+//! The broker's own bound on distinct filters it holds ([`Broker::hold_filter`], which counts a
+//! filter on one device as that device's coarse filter) is checked last, with each org's share of it (`broker.max_filters_per_org`): the broker frees no filter,
 //! so an org's devices that subscribe to ever new filters use up their org's share only.
 //!
 //! The counts follow the subscriptions that exist now: UNSUBSCRIBE releases a filter, the end
@@ -112,7 +112,7 @@ impl FilterQuota {
     }
 
     /// The filters of a session that starts now. `clean_start` and `session_present` are what the
-    /// broker link was opened with and answered ([`Broker::open`]): a resumed session gets the
+    /// broker link was opened with and answered ([`Broker::open_session`]): a resumed session gets the
     /// filters its client id kept; any other start releases them (the broker dropped them).
     /// `keep`: whether the broker keeps the session after its connection (its expiry is not
     /// zero); [`SessionFilters::keep`] may change it before the end.
@@ -143,6 +143,7 @@ impl FilterQuota {
     }
 
     /// Filters the organisation holds now (live and kept sessions).
+    #[cfg(test)]
     pub fn org_count(&self, org: &str) -> usize {
         self.lock().orgs.get(org).copied().unwrap_or(0)
     }
@@ -212,10 +213,12 @@ impl SessionFilters {
     }
 
     /// Filters this session holds.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.live.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
