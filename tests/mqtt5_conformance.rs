@@ -446,9 +446,10 @@ async fn mqtt_3_14_4_a_client_still_sending_reads_the_servers_disconnect() {
     }
     assert!(!released.is_empty());
     // A PUBREL the client had in flight when the DISCONNECT arrived (written a little later, as
-    // from a slower client), then its close: the server, still reading, answers with a clean
-    // close of its own, where a server already gone resets the connection.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // from a slower client, yet within the server's 250 ms of patience), then its close: the
+    // server, still reading, answers with a clean close of its own, where a server already gone
+    // resets the connection.
+    tokio::time::sleep(Duration::from_millis(40)).await;
     let mut late = BytesMut::new();
     codec::encode(&Packet::PubRel(ack(maximum)), Protocol::V5, &mut late).unwrap();
     step(client.stream.write_all(&late)).await.unwrap();

@@ -31,9 +31,10 @@ pub use crate::mqtt::{Context, SessionError};
 /// How long a finished session waits for its client's TLS close.
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// How long, after its DISCONNECT, the server waits for an MQTT 5 client to stop sending and
-/// close (see [`close`]).
+/// How long, after its DISCONNECT, the server waits at most for an MQTT 5 client to stop sending
+/// and close, and how long the client may be silent meanwhile (see [`close`]).
 const LINGER: Duration = Duration::from_secs(1);
+const LINGER_QUIET: Duration = Duration::from_millis(250);
 
 /// Serves one authenticated connection until it ends. `Ok` is a clean end (DISCONNECT or close).
 pub async fn serve<S>(mut client: S, peer: PeerIdentity, ctx: &Context) -> Result<(), SessionError>
@@ -191,13 +192,18 @@ where
 /// Closes the client's connection gracefully (close_notify, FIN) so that a last DISCONNECT is
 /// read, not lost to a reset. When the client was sent a DISCONNECT (`told`), what it still sends
 /// (packets in flight when it was told, acks for what it reads before the DISCONNECT) is read and
-/// discarded first, until the client closes or [`LINGER`]: a socket closed under a client still
-/// writing answers it with resets, and its writes fail before it reads why.
+/// discarded first, until the client closes, is silent for [`LINGER_QUIET`] or [`LINGER`] has
+/// passed: a socket closed under a client still writing answers it with resets, and its writes
+/// fail before it reads why.
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S, told: bool) {
     if told {
         let drain = async {
             let mut sink = [0u8; 2048];
-            while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+            while let Ok(Ok(n)) = tokio::time::timeout(LINGER_QUIET, client.read(&mut sink)).await {
+                if n == 0 {
+                    break;
+                }
+            }
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
