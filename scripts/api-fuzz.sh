@@ -93,7 +93,8 @@ grant="$(curl -fsS -H "Authorization: Bearer $token" "$api/grants" |
 # Path parameters name those (deletes take the spares, and the org `doomed`); the CRL upload is
 # left out: its bodies (PEM, DER) are media types schemathesis cannot generate
 # (tests/revocation.rs covers it). The first matching entry applies.
-cat >"$work/schemathesis.toml" <<TOML
+{
+    cat <<TOML
 [parameters]
 "path.org" = "acme"
 
@@ -106,65 +107,30 @@ enabled = false
 include-path = "/api/v1/orgs/{org}"
 include-method = "DELETE"
 parameters = { "path.org" = "doomed" }
-
-[[operations]]
-include-path = "/api/v1/orgs/{org}/ca-certificates/{id}"
-include-method = "DELETE"
-parameters = { "path.org" = "acme", "path.id" = "${ca[2]}" }
-
-[[operations]]
-include-path-regex = "/ca-certificates/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "${ca[1]}" }
-
-[[operations]]
-include-path = "/api/v1/orgs/{org}/server-certificates/{id}"
-include-method = "DELETE"
-parameters = { "path.org" = "acme", "path.id" = "${server[2]}" }
-
-[[operations]]
-include-path-regex = "/server-certificates/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "${server[1]}" }
-
-[[operations]]
-include-path = "/api/v1/orgs/{org}/csrs/{id}"
-include-method = "DELETE"
-parameters = { "path.org" = "acme", "path.id" = "${csr[2]}" }
-
-[[operations]]
-include-path-regex = "/csrs/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "${csr[1]}" }
-
-[[operations]]
-include-path = "/api/v1/orgs/{org}/signing-certificates/{id}"
-include-method = "DELETE"
-parameters = { "path.org" = "acme", "path.id" = "${signing[2]}" }
-
-[[operations]]
-include-path-regex = "/signing-certificates/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "${signing[1]}" }
-
-[[operations]]
-include-path = "/api/v1/orgs/{org}/tokens/{id}"
-include-method = "DELETE"
-parameters = { "path.org" = "acme", "path.id" = "${tok[2]}" }
-
-[[operations]]
-include-path-regex = "/tokens/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "${tok[1]}" }
-
-[[operations]]
-include-path = "/api/v1/orgs/{org}/blocked-devices/{id}"
-include-method = "DELETE"
-parameters = { "path.org" = "acme", "path.id" = "${blocked[2]}" }
-
-[[operations]]
-include-path-regex = "/blocked-devices/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "${blocked[1]}" }
-
-[[operations]]
-include-path-regex = "/grants/\\\\{id\\\\}"
-parameters = { "path.org" = "acme", "path.id" = "$grant" }
 TOML
+    # resource path, the one for deletes, the one for everything else
+    while read -r path spare kept; do
+        cat <<TOML
+
+[[operations]]
+include-path = "/api/v1/orgs/{org}/$path/{id}"
+include-method = "DELETE"
+parameters = { "path.org" = "acme", "path.id" = "$spare" }
+
+[[operations]]
+include-path-regex = "/$path/\\\\{id\\\\}"
+parameters = { "path.org" = "acme", "path.id" = "$kept" }
+TOML
+    done <<LIST
+ca-certificates ${ca[2]} ${ca[1]}
+server-certificates ${server[2]} ${server[1]}
+csrs ${csr[2]} ${csr[1]}
+signing-certificates ${signing[2]} ${signing[1]}
+tokens ${tok[2]} ${tok[1]}
+blocked-devices ${blocked[2]} ${blocked[1]}
+grants $grant $grant
+LIST
+} >"$work/schemathesis.toml"
 
 # Run from the temporary directory: schemathesis keeps a cache in its working directory.
 cd "$work"
