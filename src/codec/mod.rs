@@ -21,7 +21,7 @@ mod tests;
 mod wire;
 
 pub use decode::{decode, decode_connect};
-pub use encode::encode;
+pub use encode::{encode, encoded_len, publish_len};
 pub use packet::{
     Ack, Auth, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, SubAck,
     Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe, Will,

@@ -25,7 +25,7 @@ use crate::codec::{
 };
 use crate::events::{Event, Kind};
 use crate::identity::ClientId;
-use crate::mqtt::delivery::{self, Origin, Subscriptions};
+use crate::mqtt::delivery::{self, Subscriptions};
 use crate::mqtt::filters::{FilterQuota, SessionFilters};
 use crate::mqtt::topics::TopicMap;
 use crate::notify::Notifier;
@@ -247,12 +247,7 @@ where
         Some(will) => match topics.publish(&will.topic) {
             Ok(topic) => {
                 let mut properties = will.properties.clone();
-                let origin = Origin {
-                    qos: will.qos,
-                    retain: will.retain,
-                    client_id: String::new(),
-                };
-                delivery::stamp(&mut properties, &origin);
+                delivery::stamp(&mut properties, will.qos, will.retain, None);
                 Some(codec::Will {
                     topic,
                     properties,
@@ -969,12 +964,8 @@ impl Forwarder {
                 }
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
-                let origin = Origin {
-                    qos: publish.qos,
-                    retain: publish.retain,
-                    client_id: self.client_id.clone(),
-                };
-                delivery::stamp(&mut publish.properties, &origin);
+                let (qos, retain) = (publish.qos, publish.retain);
+                delivery::stamp(&mut publish.properties, qos, retain, Some(&self.client_id));
                 to_broker.push(Packet::Publish(publish));
                 Ok(Flow::Continue)
             }
@@ -1206,9 +1197,7 @@ impl Forwarder {
         publish.retain = plan.retain;
         publish.properties.subscription_identifiers = plan.identifiers;
         if let Some(maximum) = self.maximum_packet_size {
-            let mut out = BytesMut::new();
-            let fits = codec::encode(&Packet::Publish(publish.clone()), self.protocol, &mut out)
-                .is_ok_and(|()| out.len() <= maximum);
+            let fits = codec::publish_len(&publish, self.protocol).is_ok_and(|len| len <= maximum);
             if !fits {
                 self.settle(sent_qos, publish.packet_id, to_broker);
                 return None;
