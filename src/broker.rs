@@ -311,16 +311,16 @@ impl Broker {
         // rumqttd keeps what an unclean link leaves, and resumes only on an unclean link.
         let keep = expiry != Expiry::Now;
         let kept = keep || !clean_start;
-        let (tx, rx, connack, held) = {
-            let mut pending = lock(&self.keeper.pending);
-            let held = pending.remove(client_id);
-            if clean_start && keep {
-                // An unclean link would resume the stored session: drop it first.
-                self.keeper.discard(client_id)?;
-            }
-            let (tx, rx, connack) = (self.open)(client_id, !kept)?;
-            (tx, rx, connack, held)
-        };
+        // The pending entry is taken under the lock, and the link opened without it: opening waits
+        // for the router thread, and every session open would wait behind it (a global lock held
+        // across a thread hand-off). Once the entry is gone its expiry timer finds nothing to do,
+        // and no other entry for this client id can appear while it holds its claim.
+        let held = lock(&self.keeper.pending).remove(client_id);
+        if clean_start && keep {
+            // An unclean link would resume the stored session: drop it first.
+            self.keeper.discard(client_id)?;
+        }
+        let (tx, rx, connack) = (self.open)(client_id, !kept)?;
         // Only a session that exists settles the will of the one before it.
         let pending = lock(&self.wills).remove(client_id);
         if let Some(pending) = pending {
