@@ -67,7 +67,8 @@ pub struct MqttsConfig {
     /// How long a new connection may stay silent before it is closed; waited for before a
     /// handshake slot is taken, so silent sockets cannot hold the slots.
     pub first_byte_timeout: Duration,
-    /// Most connections open at once from one source address (handshakes included).
+    /// Most connections open at once from one source, an IPv4 address or an IPv6 /64 (handshakes
+    /// included).
     pub max_connections_per_source: usize,
     /// Longest keep-alive an MQTT 5 client may use; one asking more, or none (0), is told this
     /// one in CONNACK (Server Keep Alive). 0: no cap.

@@ -7,7 +7,7 @@ pub mod admin;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -102,7 +102,9 @@ impl Backoff {
     }
 }
 
-/// Connections open per source address. IPv4-mapped IPv6 addresses count as their IPv4 address.
+/// Connections open per source: an IPv4 address, or an IPv6 /64 (the smallest prefix a host is
+/// given, so one host cannot take a cap per address of its /64). IPv4-mapped IPv6 addresses count
+/// as their IPv4 address.
 struct Sources {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
@@ -124,7 +126,7 @@ impl Sources {
 
     /// A slot for one more connection from `ip`, or `None` when that source is at its cap.
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let ip = ip.to_canonical();
+        let ip = source(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
         if *count >= self.max {
@@ -140,7 +142,15 @@ impl Sources {
     #[cfg(test)]
     fn open_from(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+        open.get(&source(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// The source `ip` is counted under: itself for IPv4 (mapped or not), its /64 for IPv6.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
     }
 }
 
@@ -263,5 +273,29 @@ mod tests {
             .lock()
             .map(|open| open.is_empty())
             .unwrap_or(false));
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_per_64_and_ipv4_per_address() {
+        let sources = Arc::new(Sources::new(1));
+        let host: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let slot = sources.enter(host);
+        assert!(slot.is_some());
+        assert!(
+            sources.enter(same_64).is_none(),
+            "another address of the same /64 is the same source"
+        );
+        assert!(sources.enter(next_64).is_some(), "the next /64 is another");
+        assert_eq!(sources.open_from(same_64), 1);
+        let neighbour = IpAddr::from([192, 0, 2, 8]);
+        assert!(sources.enter(IpAddr::from([192, 0, 2, 7])).is_some());
+        assert!(sources.enter(neighbour).is_some(), "IPv4: per address");
+        drop(slot);
+        assert!(
+            sources.enter(same_64).is_some(),
+            "a slot freed is taken again"
+        );
     }
 }

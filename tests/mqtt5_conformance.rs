@@ -518,6 +518,66 @@ async fn mqtt_3_8_3_3_no_local_skips_the_clients_own_messages() {
     assert_eq!(&me.delivery().await.payload[..], b"theirs");
 }
 
+/// 3.8.3.1 (MQTT-3.8.3-3): No Local holds for a retained message too: the client's own retained
+/// message is not sent to it when it subscribes with No Local later (the front-end's stamp
+/// carries the publisher of every retained message, whatever subscriptions existed then).
+#[tokio::test]
+async fn mqtt_3_8_3_3_no_local_skips_the_clients_own_retained_message() {
+    let (server, ca) = TestServer::start_open_org(ORG).await;
+    let (mut me, _) = Client::connect(&server, &ca, "me", true, Properties::default()).await;
+    let mut retained = publish("nlr/t", QoS::AtLeastOnce, Some(1), b"mine");
+    retained.retain = true;
+    me.send(Packet::Publish(retained)).await;
+    match me.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.packet_id, 1),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let sub = subscription("nlr/t", QoS::AtLeastOnce, |o| o.no_local = true);
+    assert_eq!(me.subscribe_with(2, vec![sub]).await, vec![1]);
+    me.quiet().await;
+    let (mut other, _) = Client::connect(&server, &ca, "other", true, Properties::default()).await;
+    other.subscribe("nlr/t", QoS::AtLeastOnce).await;
+    let delivered = other.delivery().await;
+    assert_eq!(
+        (&delivered.payload[..], delivered.retain),
+        (&b"mine"[..], true)
+    );
+}
+
+/// 3.3.2.3.2, 3.3.2.3.7: the Payload Format Indicator and the user properties reach the
+/// subscriber as published, whatever the front-end carries through the broker beside them.
+#[tokio::test]
+async fn mqtt_3_3_2_3_2_payload_format_and_user_properties_pass_through() {
+    let (server, ca) = TestServer::start_open_org(ORG).await;
+    let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
+    sub.subscribe("pfi/t", QoS::AtLeastOnce).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let sent = [
+        (Some(1), vec![("k".to_owned(), "v".to_owned())]),
+        (Some(0), Vec::new()),
+        (
+            None,
+            vec![("portcullis-origin".to_owned(), "forged".to_owned())],
+        ),
+    ];
+    for (i, (format, user_properties)) in sent.iter().enumerate() {
+        let mut message = publish("pfi/t", QoS::AtLeastOnce, Some(i as u16 + 1), b"x");
+        message.properties.payload_format_indicator = *format;
+        message.properties.user_properties = user_properties.clone();
+        publisher.send(Packet::Publish(message)).await;
+        let got = sub.delivery().await;
+        assert_eq!(got.properties.payload_format_indicator, *format);
+        // A client's property of the stamp's name is dropped on the way in.
+        let expected: Vec<_> = user_properties
+            .iter()
+            .filter(|(name, _)| name != "portcullis-origin")
+            .cloned()
+            .collect();
+        assert_eq!(got.properties.user_properties, expected);
+    }
+}
+
 /// 3.8.3.1 (MQTT-3.3.1-12, -13): Retain As Published keeps the publisher's RETAIN flag on a
 /// live delivery; without it the flag is 0.
 #[tokio::test]

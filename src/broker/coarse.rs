@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 
+use crate::codec::matches;
 use crate::codec::QoS;
-use crate::mqtt::delivery::matches;
 
 /// Levels of a filter the router may hold coarsely: org, `iot-2`, `type`, T, `id`, I, kind, a,
 /// `fmt`, b.

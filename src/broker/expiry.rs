@@ -178,12 +178,27 @@ impl Keeper {
 
     /// Puts back a kept session [`super::Broker::open_session`] took but could not resume (its
     /// link did not open): with its timer, or a new one for the expiry it had before a takeover.
+    /// A timer that fired while the session was taken found nothing: the session has expired,
+    /// and is discarded now.
     pub(super) fn restore(
         self: &Arc<Keeper>,
         pending: &mut HashMap<String, KeptSession>,
         client_id: &str,
         mut session: KeptSession,
     ) {
+        if session
+            .timer
+            .as_ref()
+            .is_some_and(|timer| timer.task.is_finished())
+        {
+            if let Err(error) = self.discard(client_id) {
+                tracing::warn!(%error, "an expired session could not be discarded");
+            }
+            if let Some(expired) = self.expired.get() {
+                expired(client_id);
+            }
+            return;
+        }
         match (session.timer.is_some(), session.fallback.take()) {
             (false, Some(Expiry::After(delay))) => {
                 self.arm(pending, client_id.to_owned(), delay, session);

@@ -57,6 +57,7 @@ use crate::config::BrokerConfig;
 
 mod coarse;
 mod expiry;
+mod in_order;
 mod link;
 mod listener;
 mod narrow;
@@ -67,6 +68,7 @@ mod translate;
 pub use expiry::Expiry;
 use expiry::Keeper;
 pub use expiry::Memo;
+pub use in_order::InOrder;
 pub use link::BrokerSession;
 use listener::{start_listener, START_TIMEOUT, USERNAME};
 use translate::to_router;
@@ -282,32 +284,35 @@ impl Broker {
         // rumqttd keeps what an unclean link leaves, and resumes only on an unclean link.
         let keep = expiry != Expiry::Now;
         let kept = keep || !clean_start;
-        let (tx, rx, connack, held) = {
-            let mut pending = lock(&self.keeper.pending);
-            let held = pending.remove(client_id);
-            // A kept session taken here is put back when no link opens: with its timer (it
-            // cannot fire meanwhile, this holds the lock), or its expiry from before a takeover.
-            let restore = |pending: &mut HashMap<_, _>, held: Option<expiry::KeptSession>| {
-                if let Some(held) = held {
-                    self.keeper.restore(pending, client_id, held);
-                }
-            };
-            if clean_start && keep {
-                // An unclean link would resume the stored session: drop it first.
-                if let Err(error) = self.keeper.discard(client_id) {
-                    restore(&mut pending, held);
-                    return Err(error);
-                }
+        // The kept session is taken under the lock, and the link opened without it: opening waits
+        // for the router thread, and every session open would wait behind the one before. Taken,
+        // its timer finds nothing to discard; no other entry for this client id can appear while
+        // its claim is held.
+        let held = lock(&self.keeper.pending).remove(client_id);
+        // A kept session taken here is put back when no link opens: with its timer (one that
+        // fired meanwhile found it gone, and it is discarded as expired), or its expiry from
+        // before a takeover.
+        let restore = |held: Option<expiry::KeptSession>| {
+            if let Some(held) = held {
+                self.keeper
+                    .restore(&mut lock(&self.keeper.pending), client_id, held);
             }
-            match (self.open)(client_id, !kept) {
-                Ok((tx, rx, connack)) => (tx, rx, connack, held),
-                Err(error) => {
-                    // After a discard there is nothing left to keep.
-                    if !(clean_start && keep) {
-                        restore(&mut pending, held);
-                    }
-                    return Err(error);
+        };
+        if clean_start && keep {
+            // An unclean link would resume the stored session: drop it first.
+            if let Err(error) = self.keeper.discard(client_id) {
+                restore(held);
+                return Err(error);
+            }
+        }
+        let (tx, rx, connack) = match (self.open)(client_id, !kept) {
+            Ok(opened) => opened,
+            Err(error) => {
+                // After a discard there is nothing left to keep.
+                if !(clean_start && keep) {
+                    restore(held);
                 }
+                return Err(error);
             }
         };
         // Only a session that exists settles the will of the one before it.

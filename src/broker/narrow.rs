@@ -19,11 +19,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::RangeInclusive;
 
 use super::coarse::{Table, Verdict};
+use super::InOrder;
 use crate::codec::{
     reason, Ack, Packet, Properties, Publish, QoS, SubAck, Subscribe, Subscription,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use crate::mqtt::delivery::InOrder;
 
 /// Packet id of the link's own SUBSCRIBE and UNSUBSCRIBE of coarse filters: never a client's (0
 /// is not a valid one), so their acks are told from the session's.

@@ -10,18 +10,13 @@ use super::properties::{
     DISCONNECT_PROPS, PUBLISH_PROPS, SUBSCRIBE_PROPS, UNSUBSCRIBE_PROPS, WILL_PROPS,
 };
 use super::wire::{put_binary, put_packet_id, put_str, put_varint, Counter, Sink, MAX_VARINT};
-use super::{CodecError, Connect, Packet, Properties, Protocol, QoS};
+use super::{CodecError, Connect, Packet, Properties, Protocol, Publish, QoS};
 
 /// Appends `packet` encoded for `protocol` to `out`. Fields 3.1.1 cannot carry are dropped.
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), CodecError> {
     // Measure first (which also validates), then write once: the header is written before the
     // body, so the payload is copied exactly once and nothing is shifted afterwards.
-    let mut counter = Counter(0);
-    write_body(packet, protocol, &mut counter)?;
-    let remaining = counter.0;
-    if remaining > MAX_VARINT {
-        return Err(CodecError::Encode("remaining length exceeds 268,435,455"));
-    }
+    let remaining = remaining_length(packet, protocol)?;
     let start = out.len();
     out.reserve(5 + remaining);
     BufMut::put_u8(out, first_byte(packet));
@@ -31,6 +26,39 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result
         return Err(e);
     }
     Ok(())
+}
+
+/// How many bytes [`encode`] would append for `packet`, found without writing (or allocating)
+/// anything: a size check against a client's Maximum Packet Size costs no encoding.
+pub fn encoded_len(packet: &Packet, protocol: Protocol) -> Result<usize, CodecError> {
+    with_header(remaining_length(packet, protocol)?)
+}
+
+/// [`encoded_len`] of a PUBLISH, without making a [`Packet`] of it (which would take it).
+pub fn publish_len(publish: &Publish, protocol: Protocol) -> Result<usize, CodecError> {
+    let mut counter = Counter(0);
+    write_publish(publish, protocol == Protocol::V5, &mut counter)?;
+    with_header(checked(counter)?)
+}
+
+fn with_header(remaining: usize) -> Result<usize, CodecError> {
+    let mut header = Counter(1);
+    put_varint(&mut header, remaining)?;
+    Ok(header.0 + remaining)
+}
+
+/// The packet's Remaining Length (which also validates it).
+fn remaining_length(packet: &Packet, protocol: Protocol) -> Result<usize, CodecError> {
+    let mut counter = Counter(0);
+    write_body(packet, protocol, &mut counter)?;
+    checked(counter)
+}
+
+fn checked(counter: Counter) -> Result<usize, CodecError> {
+    if counter.0 > MAX_VARINT {
+        return Err(CodecError::Encode("remaining length exceeds 268,435,455"));
+    }
+    Ok(counter.0)
 }
 
 fn is_empty(p: &Properties) -> bool {
@@ -49,29 +77,7 @@ fn write_body<W: Sink>(packet: &Packet, protocol: Protocol, w: &mut W) -> Result
             }
             Ok(())
         }
-        Packet::Publish(p) => {
-            if p.qos == QoS::AtMostOnce && p.dup {
-                return Err(CodecError::Encode("DUP set on a QoS 0 PUBLISH"));
-            }
-            put_str(w, &p.topic)?;
-            match (p.qos, p.packet_id) {
-                (QoS::AtMostOnce, None) => {}
-                (QoS::AtMostOnce, Some(_)) => {
-                    return Err(CodecError::Encode("packet identifier on a QoS 0 PUBLISH"))
-                }
-                (_, Some(id)) => put_packet_id(w, id)?,
-                (_, None) => {
-                    return Err(CodecError::Encode(
-                        "QoS 1 or 2 PUBLISH without packet identifier",
-                    ))
-                }
-            }
-            if v5 {
-                write_properties(w, &p.properties, PUBLISH_PROPS)?;
-            }
-            w.put_slice(&p.payload);
-            Ok(())
-        }
+        Packet::Publish(p) => write_publish(p, v5, w),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             put_packet_id(w, a.packet_id)?;
             write_reason_and_props(w, v5, a.reason, &a.properties, ACK_PROPS)
@@ -144,6 +150,30 @@ fn write_body<W: Sink>(packet: &Packet, protocol: Protocol, w: &mut W) -> Result
 
 /// The MQTT 5 tail of acks, DISCONNECT and AUTH in its shortest form: nothing for reason 0 without
 /// properties, the reason alone without properties, else both. Nothing at all for 3.1.1.
+fn write_publish<W: Sink>(p: &Publish, v5: bool, w: &mut W) -> Result<(), CodecError> {
+    if p.qos == QoS::AtMostOnce && p.dup {
+        return Err(CodecError::Encode("DUP set on a QoS 0 PUBLISH"));
+    }
+    put_str(w, &p.topic)?;
+    match (p.qos, p.packet_id) {
+        (QoS::AtMostOnce, None) => {}
+        (QoS::AtMostOnce, Some(_)) => {
+            return Err(CodecError::Encode("packet identifier on a QoS 0 PUBLISH"))
+        }
+        (_, Some(id)) => put_packet_id(w, id)?,
+        (_, None) => {
+            return Err(CodecError::Encode(
+                "QoS 1 or 2 PUBLISH without packet identifier",
+            ))
+        }
+    }
+    if v5 {
+        write_properties(w, &p.properties, PUBLISH_PROPS)?;
+    }
+    w.put_slice(&p.payload);
+    Ok(())
+}
+
 fn write_reason_and_props<W: Sink>(
     w: &mut W,
     v5: bool,
@@ -218,8 +248,8 @@ mod tests {
     use crate::codec::tests::*;
     use crate::codec::wire::MAX_VARINT;
     use crate::codec::{
-        encode, Auth, CodecError, ConnAck, Disconnect, Packet, Properties, Protocol, Publish, QoS,
-        Subscribe, Subscription, SubscriptionOptions, UnsubAck,
+        encode, encoded_len, publish_len, Auth, CodecError, ConnAck, Disconnect, Packet,
+        Properties, Protocol, Publish, QoS, Subscribe, Subscription, SubscriptionOptions, UnsubAck,
     };
 
     #[test]
@@ -239,6 +269,34 @@ mod tests {
             }
             let bytes = enc(&packet, Protocol::V311);
             assert_eq!(dec_one(&bytes, Protocol::V311), stripped(&packet));
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_what_encode_appends() {
+        let mut big = samples(Protocol::V5, true);
+        big.push(Packet::PubAck(ack(1, 0, Properties::default())));
+        big.push(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: None,
+            properties: Properties::default(),
+            payload: Bytes::from(vec![7u8; 20_000]),
+        }));
+        for packet in &big {
+            for protocol in [Protocol::V5, Protocol::V311] {
+                let mut out = BytesMut::new();
+                match encode(packet, protocol, &mut out) {
+                    Ok(()) => assert_eq!(encoded_len(packet, protocol).ok(), Some(out.len())),
+                    Err(_) => assert!(encoded_len(packet, protocol).is_err()),
+                }
+                if let Packet::Publish(publish) = packet {
+                    let len = publish_len(publish, protocol).ok();
+                    assert_eq!(len, encoded_len(packet, protocol).ok());
+                }
+            }
         }
     }
 

@@ -13,6 +13,7 @@
 
 mod decode;
 mod encode;
+mod filter;
 mod frame;
 mod packet;
 mod properties;
@@ -21,7 +22,8 @@ mod tests;
 mod wire;
 
 pub use decode::{decode, decode_connect};
-pub use encode::encode;
+pub use encode::{encode, encoded_len, publish_len};
+pub use filter::matches;
 pub use packet::{
     Ack, Auth, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, SubAck,
     Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe, Will,

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::broker::{BrokerError, BrokerSession, Expiry};
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, Protocol, Will};
 use crate::identity::ClientId;
-use crate::mqtt::delivery::{self, Origin};
+use crate::mqtt::delivery;
 use crate::mqtt::forward::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAX};
 use crate::mqtt::topics::TopicMap;
 use crate::mqtt::{Context, SessionError};
@@ -82,12 +82,7 @@ pub async fn admit(
                 .publish(&will.topic)
                 .map_err(|_| Refusal::WillTopic)?;
             let mut properties = will.properties.clone();
-            let origin = Origin {
-                qos: will.qos,
-                retain: will.retain,
-                client_id: String::new(),
-            };
-            delivery::stamp(&mut properties, &origin);
+            delivery::stamp(&mut properties, will.qos, will.retain, None);
             Some(Will {
                 topic,
                 properties,

@@ -5,82 +5,147 @@
 //! §3.3.2.3.8), and the client's Maximum Packet Size ([`fit`]).
 //!
 //! Why it can be done here: every message reaches the broker through a session (or a will) of
-//! this front-end, which stamps it with its [`Origin`] — the publisher's QoS, RETAIN flag and
-//! client id — in a user property the broker carries untouched, and which is taken off again
-//! before any client sees the message (a client's own property of that name is dropped on the
-//! way in). Each session keeps its own [`Subscriptions`] (broker filter, options, identifier), so
+//! this front-end, which stamps it with its [`Origin`] — the publisher's QoS and RETAIN flag in
+//! the payload format indicator, its client id in a user property when No Local may need it (see
+//! [`stamp`]) — which the broker carries untouched, and which is taken off again before any client
+//! sees the message (a client's own property of that name is dropped on the way in). Each session keeps its own [`Subscriptions`] (broker filter, options, identifier), so
 //! a delivery is judged against the subscriptions it matches. rumqttd sends one copy per
 //! matching filter and does not say which: a copy is kept when any matching subscription wants
 //! it, so overlapping subscriptions with different options are honoured as a whole, not copy by
 //! copy (README, conformance).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::codec::{
-    self, Connect, Packet, Properties, Protocol, Publish, QoS, SubscriptionOptions,
+    self, matches, Connect, Packet, Properties, Protocol, Publish, QoS, SubscriptionOptions,
 };
 
-/// The user property that carries a message's [`Origin`] through the broker.
+/// The user property that carries a publisher's client id through the broker, when a No Local
+/// subscription may need it (see [`stamp`]).
 const ORIGIN: &str = "portcullis-origin";
+
+/// Set in a payload format indicator that carries a stamp: a client's own indicator is 0 or 1 (the
+/// codec refuses any other value), so a stamped one cannot be forged.
+const STAMPED: u8 = 0x80;
+
+/// No Local subscriptions held now, in every session of the process (kept sessions included). While
+/// there is none, a message need not carry its publisher's client id: the stamp then costs the
+/// broker no allocation at all.
+static NO_LOCAL: AtomicUsize = AtomicUsize::new(0);
 
 /// Who published a message, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub qos: QoS,
     pub retain: bool,
-    /// Empty for a will (its session is gone).
-    pub client_id: String,
+    /// The publisher's client id, when the stamp carries it (never for a will: its session is
+    /// gone).
+    pub client_id: Option<String>,
 }
 
-/// Stamps `origin` on a message on its way to the broker, replacing any property of that name
-/// a client sent.
-pub fn stamp(properties: &mut Properties, origin: &Origin) {
-    properties
-        .user_properties
-        .retain(|(name, _)| name != ORIGIN);
-    let value = format!(
-        "{}{}{}",
-        origin.qos as u8,
-        u8::from(origin.retain),
-        origin.client_id
-    );
-    properties.user_properties.push((ORIGIN.to_owned(), value));
-}
-
-/// Takes the stamp off a delivery; `None` when there is none (or it is not ours).
-pub fn take(properties: &mut Properties) -> Option<Origin> {
-    let at = properties
-        .user_properties
-        .iter()
-        .position(|(name, _)| name == ORIGIN)?;
-    let (_, value) = properties.user_properties.remove(at);
-    properties
-        .user_properties
-        .retain(|(name, _)| name != ORIGIN);
-    let mut chars = value.chars();
-    let qos = match chars.next()? {
-        '0' => QoS::AtMostOnce,
-        '1' => QoS::AtLeastOnce,
-        '2' => QoS::ExactlyOnce,
-        _ => return None,
+/// Stamps a message on its way to the broker with how it was published (`qos`, `retain`) and by
+/// whom (`publisher`, `None` for a will), dropping any property of the stamp's name a client sent.
+///
+/// The QoS and RETAIN flag ride in the payload format indicator, beside the client's own
+/// indicator: rumqttd carries it untouched and copies it with no allocation, where a user
+/// property costs three allocations each time the router copies the message. The publisher's
+/// client id, which only No Local needs (MQTT 5 §3.8.3.1), is added as a user property only while
+/// some session holds a No Local subscription, or for a retained message (which a No Local
+/// subscription made later may receive). A live message stamped while no No Local subscription
+/// is held cannot reach one of its publisher's: a subscription is counted before its SUBSCRIBE
+/// goes to the broker, on the link that carries its client's later messages (one link per client
+/// id at a time), and the broker starts a new subscription at the end of its log.
+pub fn stamp(properties: &mut Properties, qos: QoS, retain: bool, publisher: Option<&str>) {
+    if !properties.user_properties.is_empty() {
+        properties
+            .user_properties
+            .retain(|(name, _)| name != ORIGIN);
+    }
+    let format = match properties.payload_format_indicator {
+        None => 0,
+        Some(0) => 1,
+        Some(_) => 2,
     };
-    let retain = match chars.next()? {
-        '0' => false,
-        '1' => true,
+    properties.payload_format_indicator =
+        Some(STAMPED | qos as u8 | u8::from(retain) << 2 | format << 3);
+    if let Some(client_id) = publisher {
+        if retain || NO_LOCAL.load(Ordering::Acquire) > 0 {
+            properties
+                .user_properties
+                .push((ORIGIN.to_owned(), client_id.to_owned()));
+        }
+    }
+}
+
+/// Takes the stamp off a delivery, giving the client's payload format indicator back; `None` when
+/// there is none (or it is not ours).
+pub fn take(properties: &mut Properties) -> Option<Origin> {
+    let client_id = if properties.user_properties.is_empty() {
+        None
+    } else {
+        let at = properties
+            .user_properties
+            .iter()
+            .position(|(name, _)| name == ORIGIN);
+        let client_id = at.map(|at| properties.user_properties.remove(at).1);
+        properties
+            .user_properties
+            .retain(|(name, _)| name != ORIGIN);
+        client_id
+    };
+    let code = properties.payload_format_indicator?;
+    if code & STAMPED == 0 {
+        return None;
+    }
+    properties.payload_format_indicator = match (code >> 3) & 3 {
+        1 => Some(0),
+        2 => Some(1),
+        _ => None,
+    };
+    let qos = match code & 3 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
         _ => return None,
     };
     Some(Origin {
         qos,
-        retain,
-        client_id: chars.as_str().to_owned(),
+        retain: code & 4 != 0,
+        client_id,
     })
 }
 
+/// One No Local subscription, counted in [`NO_LOCAL`] for as long as it is held.
+#[derive(Debug)]
+struct NoLocal;
+
+impl NoLocal {
+    fn new() -> NoLocal {
+        NO_LOCAL.fetch_add(1, Ordering::AcqRel);
+        NoLocal
+    }
+}
+
+impl Clone for NoLocal {
+    fn clone(&self) -> NoLocal {
+        NoLocal::new()
+    }
+}
+
+impl Drop for NoLocal {
+    fn drop(&mut self) {
+        NO_LOCAL.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What a subscription asks beyond what the broker does itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Special {
     options: SubscriptionOptions,
     identifier: Option<u32>,
+    /// Held while this is a No Local subscription.
+    _no_local: Option<NoLocal>,
 }
 
 /// The session's subscriptions, by broker filter (`<org>/…`, or `$share/<group>/<org>/…`): a new
@@ -119,6 +184,7 @@ impl Subscriptions {
             let special = Special {
                 options,
                 identifier,
+                _no_local: options.no_local.then(NoLocal::new),
             };
             self.special.insert(filter, special);
         }
@@ -151,7 +217,7 @@ impl Subscriptions {
         origin: Option<&Origin>,
         client_id: &str,
     ) -> Option<Plan> {
-        let own = origin.is_some_and(|o| o.client_id == client_id);
+        let own = origin.is_some_and(|o| o.client_id.as_deref() == Some(client_id));
         let mut refused = false;
         let mut wanted = Vec::new();
         for (filter, special) in &self.special {
@@ -182,28 +248,6 @@ impl Subscriptions {
     }
 }
 
-/// Whether an MQTT filter matches a topic (both as the broker knows them); a shared
-/// subscription's `$share/<group>/` is not part of its filter (4.8.2).
-pub fn matches(filter: &str, topic: &str) -> bool {
-    let filter = match filter.strip_prefix("$share/") {
-        Some(shared) => match shared.split_once('/') {
-            Some((_, inner)) => inner,
-            None => return false,
-        },
-        None => filter,
-    };
-    let mut levels = topic.split('/');
-    for part in filter.split('/') {
-        match (part, levels.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (part, Some(level)) if part == level => {}
-            _ => return false,
-        }
-    }
-    levels.next().is_none()
-}
-
 /// `packet` as it may go to a client whose Maximum Packet Size is `maximum`: `None` when even
 /// without its reason string and user properties (the properties the server may drop, 3.1.2.25)
 /// it is larger. A PUBLISH is never trimmed: its user properties are the application's.
@@ -211,10 +255,7 @@ pub fn fit(packet: Packet, protocol: Protocol, maximum: Option<usize>) -> Option
     let Some(maximum) = maximum else {
         return Some(packet);
     };
-    let size = |packet: &Packet| {
-        let mut out = bytes::BytesMut::new();
-        codec::encode(packet, protocol, &mut out).map_or(usize::MAX, |()| out.len())
-    };
+    let size = |packet: &Packet| codec::encoded_len(packet, protocol).unwrap_or(usize::MAX);
     if size(&packet) <= maximum {
         return Some(packet);
     }
@@ -300,85 +341,9 @@ impl Window {
     }
 }
 
-/// Acknowledgements handed to the broker in the order it expects them. rumqttd 0.20 takes the
-/// PUBACKs and PUBRECs of its deliveries to a link only in the order it sent them, and the
-/// PUBCOMPs in the order it sent its PUBRELs; an ack out of that order ends the link. The client
-/// may answer in any order, and the front-end settles some deliveries itself (one the client
-/// does not get, or gets at QoS 0), so each ack waits here until every earlier one is ready.
-#[derive(Default)]
-pub struct InOrder {
-    /// Packet ids in the broker's order, with the ack once it is ready.
-    expected: VecDeque<(u16, Option<Packet>)>,
-}
-
-impl InOrder {
-    /// The broker sent something with `packet_id` that it wants acknowledged.
-    pub fn expect(&mut self, packet_id: u16) {
-        self.expected.push_back((packet_id, None));
-    }
-
-    /// `ack` (for `packet_id`) is ready: it goes to `out` once every earlier one has gone. An ack
-    /// for nothing expected goes at once (the broker judges it).
-    pub fn ready(&mut self, packet_id: u16, ack: Packet, out: &mut Vec<Packet>) {
-        let slot = self
-            .expected
-            .iter_mut()
-            .find(|(id, ready)| *id == packet_id && ready.is_none());
-        match slot {
-            Some((_, ready)) => *ready = Some(ack),
-            None => out.push(ack),
-        }
-        while self
-            .expected
-            .front()
-            .is_some_and(|(_, ready)| ready.is_some())
-        {
-            if let Some((_, Some(ack))) = self.expected.pop_front() {
-                out.push(ack);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn acks_reach_the_broker_in_the_order_it_sent() {
-        let ack = |packet_id| {
-            Packet::PubAck(codec::Ack {
-                packet_id,
-                reason: 0,
-                properties: Properties::default(),
-            })
-        };
-        let ids = |out: &[Packet]| -> Vec<u16> {
-            out.iter()
-                .map(|p| match p {
-                    Packet::PubAck(a) => a.packet_id,
-                    _ => 0,
-                })
-                .collect()
-        };
-        let mut order = InOrder::default();
-        let mut out = Vec::new();
-        for id in [1, 2, 3] {
-            order.expect(id);
-        }
-        order.ready(3, ack(3), &mut out);
-        order.ready(2, ack(2), &mut out);
-        assert!(out.is_empty(), "acks went before the first one was ready");
-        order.ready(1, ack(1), &mut out);
-        assert_eq!(ids(&out), vec![1, 2, 3]);
-        order.ready(9, ack(9), &mut out);
-        assert_eq!(
-            ids(&out),
-            vec![1, 2, 3, 9],
-            "an unexpected ack goes at once"
-        );
-    }
-
     fn options(no_local: bool, rap: bool, rh: u8) -> SubscriptionOptions {
         SubscriptionOptions {
             qos: QoS::ExactlyOnce,
@@ -392,45 +357,111 @@ mod tests {
         Origin {
             qos,
             retain,
-            client_id: client_id.to_owned(),
+            client_id: Some(client_id.to_owned()),
         }
+    }
+
+    /// The tests that hold No Local subscriptions or depend on there being none (the count is the
+    /// process's) run one at a time.
+    static COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn counted() -> std::sync::MutexGuard<'static, ()> {
+        COUNT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[test]
     fn the_stamp_survives_and_a_forged_one_is_replaced() {
-        let mut properties = Properties {
-            user_properties: vec![("a".into(), "1".into()), (ORIGIN.into(), "00forged".into())],
-            ..Properties::default()
-        };
-        let mine = origin(QoS::AtLeastOnce, true, "d:acme:sensor:dev1");
-        stamp(&mut properties, &mine);
-        assert_eq!(take(&mut properties), Some(mine));
-        assert_eq!(properties.user_properties, vec![("a".into(), "1".into())]);
-        assert_eq!(take(&mut properties), None);
+        let _count = counted();
+        let mut subs = Subscriptions::default();
+        subs.insert("o/t".into(), options(true, false, 0), None);
+        for format in [None, Some(0), Some(1)] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                for retain in [false, true] {
+                    let mut properties = Properties {
+                        payload_format_indicator: format,
+                        user_properties: vec![
+                            ("a".into(), "1".into()),
+                            (ORIGIN.into(), "00forged".into()),
+                        ],
+                        ..Properties::default()
+                    };
+                    stamp(&mut properties, qos, retain, Some("d:acme:sensor:dev1"));
+                    let mine = origin(qos, retain, "d:acme:sensor:dev1");
+                    assert_eq!(take(&mut properties), Some(mine));
+                    assert_eq!(properties.user_properties, vec![("a".into(), "1".into())]);
+                    assert_eq!(properties.payload_format_indicator, format);
+                    assert_eq!(take(&mut properties), None);
+                }
+            }
+        }
+        let mut will = Properties::default();
+        stamp(&mut will, QoS::AtLeastOnce, true, None);
+        let taken = take(&mut will).map(|o| (o.qos, o.retain, o.client_id));
+        assert_eq!(taken, Some((QoS::AtLeastOnce, true, None)));
+        // Not ours: a client's indicator, a client's property of the stamp's name.
         let mut bad = Properties {
+            payload_format_indicator: Some(1),
             user_properties: vec![(ORIGIN.into(), "9x".into())],
             ..Properties::default()
         };
         assert_eq!(take(&mut bad), None);
         assert!(bad.user_properties.is_empty());
+        assert_eq!(bad.payload_format_indicator, Some(1));
     }
 
     #[test]
-    fn filters_match_as_mqtt_says() {
-        assert!(matches("o/a/b", "o/a/b"));
-        assert!(matches("o/+/b", "o/a/b"));
-        assert!(matches("o/#", "o/a/b"));
-        assert!(matches("o/a/#", "o/a"));
-        assert!(matches("o/+", "o/"));
-        assert!(matches("$share/g/o/+/b", "o/a/b"));
-        assert!(!matches("o/a", "o/a/b"));
-        assert!(!matches("o/a/b", "o/a"));
-        assert!(!matches("o/+/c", "o/a/b"));
-        assert!(!matches("$share/g", "o/a"));
+    fn without_no_local_subscriptions_a_live_message_carries_no_user_property() {
+        let _count = counted();
+        let mut properties = Properties::default();
+        stamp(
+            &mut properties,
+            QoS::AtMostOnce,
+            false,
+            Some("d:acme:sensor:dev1"),
+        );
+        assert!(
+            properties.user_properties.is_empty(),
+            "the broker copies a user property with three allocations per copy"
+        );
+        // A retained one does: a No Local subscription made later may receive it.
+        let mut retained = Properties::default();
+        stamp(
+            &mut retained,
+            QoS::AtMostOnce,
+            true,
+            Some("d:acme:sensor:dev1"),
+        );
+        let origin = take(&mut retained).and_then(|o| o.client_id);
+        assert_eq!(origin.as_deref(), Some("d:acme:sensor:dev1"));
+        // While a No Local subscription is held (a clone too), every message does.
+        let mut subs = Subscriptions::default();
+        subs.insert("o/t".into(), options(true, false, 0), None);
+        let kept = subs.clone();
+        drop(subs);
+        let mut live = Properties::default();
+        stamp(
+            &mut live,
+            QoS::AtMostOnce,
+            false,
+            Some("d:acme:sensor:dev1"),
+        );
+        assert_eq!(live.user_properties.len(), 1);
+        drop(kept);
+        let mut after = Properties::default();
+        stamp(
+            &mut after,
+            QoS::AtMostOnce,
+            false,
+            Some("d:acme:sensor:dev1"),
+        );
+        assert!(after.user_properties.is_empty());
     }
 
     #[test]
     fn a_plan_follows_the_subscription_options() {
+        let _count = counted();
         let mut subs = Subscriptions::default();
         subs.insert("o/t".into(), options(true, false, 0), Some(7));
         let me = "d:o:s:me";

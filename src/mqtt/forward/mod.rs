@@ -15,11 +15,11 @@ use std::collections::{HashMap, HashSet};
 use bytes::BytesMut;
 use metrics::Counter;
 
-use crate::broker::Expiry;
+use crate::broker::{Expiry, InOrder};
 use crate::codec::{
     self, reason, Ack, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS,
 };
-use crate::mqtt::delivery::{self, Origin, Subscriptions};
+use crate::mqtt::delivery::{self, Subscriptions};
 use crate::mqtt::filters::{FilterRefused, SessionFilters};
 use crate::mqtt::topics::TopicMap;
 use crate::mqtt::SessionError;
@@ -156,9 +156,9 @@ pub struct Forwarder<Q = SessionFilters> {
     /// broker's PUBREC.
     downgraded: HashSet<u16>,
     /// The broker's deliveries to acknowledge (PUBACK/PUBREC), in its order.
-    broker_acks: delivery::InOrder,
+    broker_acks: InOrder,
     /// The broker's PUBRELs to complete (PUBCOMP), in its order.
-    broker_comps: delivery::InOrder,
+    broker_comps: InOrder,
     /// Broker packet ids of QoS 2 deliveries the front-end answered with PUBREC itself (dropped
     /// or downgraded): the broker's PUBREL for them is answered here with PUBCOMP.
     released_here: HashSet<u16>,
@@ -214,8 +214,8 @@ impl<Q: Quota> Forwarder<Q> {
                 Protocol::V311 => None,
             },
             downgraded: HashSet::new(),
-            broker_acks: delivery::InOrder::default(),
-            broker_comps: delivery::InOrder::default(),
+            broker_acks: InOrder::default(),
+            broker_comps: InOrder::default(),
             released_here: HashSet::new(),
             counters: Counters::new(),
         }
@@ -399,12 +399,8 @@ impl<Q: Quota> Forwarder<Q> {
                 }
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
-                let origin = Origin {
-                    qos: publish.qos,
-                    retain: publish.retain,
-                    client_id: self.client_id.clone(),
-                };
-                delivery::stamp(&mut publish.properties, &origin);
+                let (qos, retain) = (publish.qos, publish.retain);
+                delivery::stamp(&mut publish.properties, qos, retain, Some(&self.client_id));
                 to_broker.push(Packet::Publish(publish));
                 Ok(Flow::Continue)
             }
@@ -521,9 +517,7 @@ impl<Q: Quota> Forwarder<Q> {
         publish.retain = plan.retain;
         publish.properties.subscription_identifiers = plan.identifiers;
         if let Some(maximum) = self.maximum_packet_size {
-            let mut out = BytesMut::new();
-            let fits = codec::encode(&Packet::Publish(publish.clone()), self.protocol, &mut out)
-                .is_ok_and(|()| out.len() <= maximum);
+            let fits = codec::publish_len(&publish, self.protocol).is_ok_and(|len| len <= maximum);
             if !fits {
                 self.settle(sent_qos, publish.packet_id, to_broker);
                 return None;
@@ -544,7 +538,7 @@ impl<Q: Quota> Forwarder<Q> {
     }
 
     /// Acknowledges a delivery to the broker as if the client had received it (after every
-    /// earlier one: [`delivery::InOrder`]).
+    /// earlier one: [`InOrder`]).
     fn settle(&mut self, qos: QoS, packet_id: Option<u16>, to_broker: &mut Vec<Packet>) {
         let ack = |packet_id| Ack {
             packet_id,

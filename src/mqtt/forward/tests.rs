@@ -150,12 +150,7 @@ fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, properties: Properties
 /// Properties stamped with who published (as every message reaches the broker).
 fn stamped(qos: QoS, client_id: &str) -> Properties {
     let mut properties = Properties::default();
-    let origin = Origin {
-        qos,
-        retain: false,
-        client_id: client_id.into(),
-    };
-    delivery::stamp(&mut properties, &origin);
+    delivery::stamp(&mut properties, qos, false, Some(client_id));
     properties
 }
 
