@@ -88,10 +88,11 @@ impl KeptSession {
 pub(super) type Expired = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Kept sessions, by client id: each is discarded when its timer ends unless
-/// [`super::Broker::open_session`] took it first. The lock also orders every link opened for a
-/// client id, so a discard can never overtake a session that resumed. It is held for a map
-/// operation and, at most, the opening of one link (the router registers it in microseconds);
-/// discards run on the blocking pool, off the async workers.
+/// [`super::Broker::open_session`] took it first. A discard happens under the lock, and only of a
+/// session still in the map, so it can never overtake a session that took it out to resume it.
+/// The lock is held for a map operation and, at most, a discard (the opening of one link: the
+/// router registers it in microseconds); timers' discards run on the blocking pool, off the
+/// async workers.
 pub(super) struct Keeper {
     open: Arc<OpenLink>,
     pub(super) pending: Mutex<HashMap<String, KeptSession>>,
@@ -204,7 +205,7 @@ impl Keeper {
                 self.arm(pending, client_id.to_owned(), delay, session);
             }
             (false, Some(Expiry::Now)) => {
-                // The caller holds the lock (and opens links under it anyway).
+                // The caller holds the lock, as every discard does.
                 if let Err(error) = self.discard(client_id) {
                     tracing::warn!(%error, "a session taken over could not be discarded");
                 }
