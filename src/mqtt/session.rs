@@ -66,7 +66,9 @@ where
         Ok(result) => result?,
     };
     let protocol = connect.protocol;
-    let admitted = match admission::admit(connect, &peer, ctx).await {
+    // Admission (OCSP asked, a takeover waited for) and the close are boxed: inline, their
+    // futures' state would stay in every live session's task for its whole life.
+    let admitted = match Box::pin(admission::admit(connect, &peer, ctx)).await {
         Ok(admitted) => admitted,
         Err(refusal) => return Err(refuse(&mut client, protocol, refusal, ctx).await),
     };
@@ -92,7 +94,7 @@ where
         mut broker,
     } = admitted;
     if let Err(error) = sent {
-        broker.close().await;
+        Box::pin(broker.close()).await;
         return Err(error);
     }
 
@@ -172,7 +174,7 @@ where
             .asks_more()
             .then(|| Box::new(subscriptions) as Memo),
     );
-    broker.close().await;
+    Box::pin(broker.close()).await;
     // The session's filters are released (or kept) before its client id is free again.
     drop(ended.filters);
     if let (Some(will), true) = (will, ended.will_wanted) {
