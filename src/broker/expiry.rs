@@ -88,11 +88,12 @@ impl KeptSession {
 pub(super) type Expired = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Kept sessions, by client id: each is discarded when its timer ends unless
-/// [`super::Broker::open_session`] took it first. A discard happens under the lock, and only of a
-/// session still in the map, so it can never overtake a session that took it out to resume it.
-/// The lock is held for a map operation and, at most, a discard (the opening of one link: the
-/// router registers it in microseconds); timers' discards run on the blocking pool, off the
-/// async workers.
+/// [`super::Broker::open_session`] took it first. Discards of one client id never overlap: a
+/// timer's runs under the lock and only for a session still in the map (so it never overtakes a
+/// session taken out to resume), and `open_session`'s runs after it took the session out under
+/// the lock, while its connection holds the client id's claim. The lock is held for a map
+/// operation and, at most, a timer's discard (the opening of one link: the router registers it
+/// in microseconds); timers' discards run on the blocking pool, off the async workers.
 pub(super) struct Keeper {
     open: Arc<OpenLink>,
     pub(super) pending: Mutex<HashMap<String, KeptSession>>,
@@ -113,7 +114,8 @@ impl Keeper {
     }
 
     /// Drops what rumqttd stores for `client_id`: a clean link of that client id takes the stored
-    /// session, and its DISCONNECT lets it go. The caller holds the `pending` lock.
+    /// session, and its DISCONNECT lets it go. The caller makes sure no other discard or link of
+    /// this client id runs meanwhile (see [`Keeper`]).
     pub(super) fn discard(&self, client_id: &str) -> Result<(), BrokerError> {
         let (mut tx, _rx, _) = (self.open)(client_id, true)?;
         send_now(
