@@ -630,6 +630,85 @@ async fn mqtt_3_3_1_11_retain_handling_2_sends_no_retained_message() {
     assert_eq!(&without.delivery().await.payload[..], b"live");
 }
 
+/// 3.8.3.1: Retain Handling 0 sends the retained messages at every SUBSCRIBE, also of a filter
+/// the session holds already (the broker alone sends them on the first only); 1 only for a new
+/// subscription. Each arrives at the lower of its own QoS and the subscription's (3.8.4).
+#[tokio::test]
+async fn mqtt_3_8_3_1_retain_handling_0_resends_on_every_subscribe() {
+    let (server, ca) = TestServer::start_open_org(ORG).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    let mut zero = publish("again/zero", QoS::AtMostOnce, None, b"zero");
+    zero.retain = true;
+    publisher.send(Packet::Publish(zero)).await;
+    let mut one = publish("again/one", QoS::AtLeastOnce, Some(1), b"one");
+    one.retain = true;
+    publisher.send(Packet::Publish(one)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+
+    let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
+    let mut retained = async |sub: &mut Client| {
+        let mut got = vec![sub.delivery().await, sub.delivery().await];
+        got.sort_by(|a, b| a.topic.cmp(&b.topic));
+        got.iter()
+            .map(|p| (p.topic.clone(), p.qos, p.retain))
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![
+        ("again/one".to_owned(), QoS::AtLeastOnce, true),
+        ("again/zero".to_owned(), QoS::AtMostOnce, true),
+    ];
+    for _ in 0..2 {
+        let sub_0 = subscription("again/+", QoS::ExactlyOnce, |o| o.retain_handling = 0);
+        assert_eq!(sub.subscribe_with(1, vec![sub_0]).await, vec![2]);
+        assert_eq!(retained(&mut sub).await, expected);
+    }
+    let sub_1 = subscription("again/+", QoS::ExactlyOnce, |o| o.retain_handling = 1);
+    assert_eq!(sub.subscribe_with(2, vec![sub_1]).await, vec![2]);
+    sub.quiet().await;
+}
+
+/// 3.3.2.3.4, 3.1.2.11.5: a client that allows topic aliases (Topic Alias Maximum in CONNECT)
+/// gets a delivery topic once with an alias, then the alias alone; one that allows none gets
+/// every topic in full (MQTT-3.3.2-9).
+#[tokio::test]
+async fn mqtt_3_3_2_3_4_deliveries_use_server_topic_aliases() {
+    let (server, ca) = TestServer::start_open_org(ORG).await;
+    let allows = Properties {
+        topic_alias_maximum: Some(4),
+        ..Properties::default()
+    };
+    let (mut with, _) = Client::connect(&server, &ca, "with", true, allows).await;
+    with.subscribe("alias/+", QoS::AtLeastOnce).await;
+    let (mut without, _) =
+        Client::connect(&server, &ca, "without", true, Properties::default()).await;
+    without.subscribe("alias/+", QoS::AtLeastOnce).await;
+    let (mut publisher, _) =
+        Client::connect(&server, &ca, "pub", true, Properties::default()).await;
+    for n in 1..=2 {
+        publisher.publish_acked("alias/t", n, b"x").await;
+    }
+    let first = with.delivery().await;
+    assert_eq!(first.topic, "alias/t");
+    let alias = first
+        .properties
+        .topic_alias
+        .expect("an alias with the topic");
+    assert!((1..=4).contains(&alias), "{alias}");
+    let second = with.delivery().await;
+    assert_eq!(
+        (second.topic.as_str(), second.properties.topic_alias),
+        ("", Some(alias))
+    );
+    for _ in 1..=2 {
+        let plain = without.delivery().await;
+        assert_eq!(
+            (plain.topic.as_str(), plain.properties.topic_alias),
+            ("alias/t", None)
+        );
+    }
+}
+
 /// 3.8.2.1.2, 3.3.2.3.8 (MQTT-3.3.4-3): a delivery carries the Subscription Identifier of the
 /// subscription it matches; CONNACK does not say identifiers are unavailable.
 #[tokio::test]

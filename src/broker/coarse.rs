@@ -58,33 +58,37 @@ pub struct Table {
     direct: HashMap<String, QoS>,
 }
 
-/// What [`Table::subscribe`] changed for a filter under a coarse one.
+/// What [`Table::subscribe`] changed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Added {
-    /// The coarse filter.
-    pub coarse: String,
-    /// The router does not hold it for this session yet: subscribe it.
+    /// The coarse filter that stands for it, or `None` when it goes to the router as it is.
+    pub coarse: Option<String>,
+    /// The router does not hold the coarse filter for this session yet: subscribe it.
     pub coarse_is_new: bool,
-    /// The session did not hold this real filter before.
+    /// The session did not hold this filter before (a SUBSCRIBE of one it holds replaces it,
+    /// and the router, which holds it already, sends no retained messages for it again).
     pub filter_is_new: bool,
 }
 
 impl Table {
-    /// Takes `filter` at `qos`; `None` when it goes to the router as it is (it is remembered as
-    /// direct).
-    pub fn subscribe(&mut self, filter: &str, qos: QoS) -> Option<Added> {
+    /// Takes `filter` at `qos`, under its coarse filter or as a direct one.
+    pub fn subscribe(&mut self, filter: &str, qos: QoS) -> Added {
         let Some(coarse) = coarse(filter) else {
-            self.direct.insert(filter.to_owned(), qos);
-            return None;
+            let filter_is_new = self.direct.insert(filter.to_owned(), qos).is_none();
+            return Added {
+                coarse: None,
+                coarse_is_new: false,
+                filter_is_new,
+            };
         };
         let coarse_is_new = !self.coarse.contains_key(&coarse);
         let real = self.coarse.entry(coarse.clone()).or_default();
         let filter_is_new = real.insert(filter.to_owned(), qos).is_none();
-        Some(Added {
-            coarse,
+        Added {
+            coarse: Some(coarse),
             coarse_is_new,
             filter_is_new,
-        })
+        }
     }
 
     /// Lets go of `filter`: `Ok(Some(coarse))` when that was the last filter under `coarse`
@@ -176,17 +180,16 @@ mod tests {
     #[test]
     fn deliveries_follow_the_real_filters_at_their_highest_qos() {
         let mut table = Table::default();
-        let a = table
-            .subscribe("o/iot-2/type/s/id/d/cmd/a/fmt/json", QoS::AtMostOnce)
-            .unwrap();
-        assert!(a.coarse_is_new && a.filter_is_new);
-        let b = table
-            .subscribe("o/iot-2/type/s/id/d/cmd/+/fmt/json", QoS::AtLeastOnce)
-            .unwrap();
+        let a = table.subscribe("o/iot-2/type/s/id/d/cmd/a/fmt/json", QoS::AtMostOnce);
+        assert!(a.coarse.is_some() && a.coarse_is_new && a.filter_is_new);
+        let b = table.subscribe("o/iot-2/type/s/id/d/cmd/+/fmt/json", QoS::AtLeastOnce);
         assert!(!b.coarse_is_new && b.filter_is_new);
-        assert!(table
-            .subscribe("o/iot-2/type/+/id/+/evt/+/fmt/+", QoS::ExactlyOnce)
-            .is_none());
+        let again = table.subscribe("o/iot-2/type/s/id/d/cmd/+/fmt/json", QoS::AtLeastOnce);
+        assert!(!again.coarse_is_new && !again.filter_is_new);
+        let direct = "o/iot-2/type/+/id/+/evt/+/fmt/+";
+        let d = table.subscribe(direct, QoS::ExactlyOnce);
+        assert!(d.coarse.is_none() && d.filter_is_new);
+        assert!(!table.subscribe(direct, QoS::ExactlyOnce).filter_is_new);
         assert_eq!(
             table.verdict("o/iot-2/type/s/id/d/cmd/a/fmt/json"),
             Verdict::Capped(QoS::AtLeastOnce)

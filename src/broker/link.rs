@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::coarse::{coarse, Table};
 use super::expiry::{send_now, Expiry, Keeper, KeptSession, Memo};
-use super::narrow::Narrow;
+use super::narrow::{Fetch, Narrow};
 use super::translate::{from_router, publish_from_router, to_router};
 use super::{BrokerError, OpenLink};
 use crate::codec::{
@@ -144,11 +144,11 @@ impl BrokerSession {
     /// a new one under a coarse filter the router held already are fetched before this returns.
     pub async fn send(&mut self, packets: &mut Vec<Packet>) -> Result<(), BrokerError> {
         let mut router = std::mem::take(&mut self.later);
-        let mut fetch = Vec::new();
+        let mut fetches = Vec::new();
         for packet in packets.drain(..) {
-            fetch.extend(self.narrow.outgoing(packet, &mut router, &mut self.local));
+            fetches.extend(self.narrow.outgoing(packet, &mut router, &mut self.local));
         }
-        if !fetch.is_empty() {
+        for fetch in fetches {
             self.fetch_retained(fetch).await;
         }
         self.hand_over(router).await
@@ -248,27 +248,33 @@ impl BrokerSession {
         }
     }
 
-    /// Fetches the retained messages of `filters` (new real filters under coarse filters the
-    /// router holds for this session already: it sends retained messages only on a filter's
-    /// first SUBSCRIBE) through a short link of its own subscribed to the coarse filters (no new
-    /// filter for the router), and queues those that match for the session. A fetch that fails
-    /// or takes too long is logged and skipped: the subscription stands without them.
-    async fn fetch_retained(&mut self, filters: Vec<(String, QoS)>) {
-        let coarse: HashSet<String> = filters.iter().filter_map(|(f, _)| coarse(f)).collect();
+    /// Fetches the retained messages of `filters` (ones the router holds for this session
+    /// already, or under a coarse filter it holds: it sends retained messages only on a filter's
+    /// first SUBSCRIBE) through a short link of its own subscribed to the same filters, or to
+    /// their coarse ones (no new filter for the router), and queues those that match for the
+    /// session, each at the lower of its own QoS and the highest matching filter's. A fetch that
+    /// fails or takes too long is logged and skipped: the subscription stands without them.
+    async fn fetch_retained(&mut self, Fetch { packet_id, filters }: Fetch) {
+        let held: HashSet<String> = filters
+            .iter()
+            .map(|(f, _)| coarse(f).unwrap_or_else(|| f.clone()))
+            .collect();
         let client_id = format!(
             "portcullis-retained-{}",
             NEXT_FETCH.fetch_add(1, Ordering::Relaxed)
         );
-        match fetch_retained(&*self.open, &client_id, coarse.into_iter().collect()).await {
+        match fetch_retained(&*self.open, &client_id, held.into_iter().collect()).await {
             Ok(publishes) => {
+                let mut deliveries = Vec::new();
                 for publish in publishes {
                     if let Some(qos) = Table::wanted_by(&filters, &publish.topic) {
-                        let delivery = self.narrow.own_delivery(publish, qos);
-                        self.local.push_back(delivery);
+                        let qos = qos.min(publish.qos);
+                        deliveries.push(self.narrow.own_delivery(publish, qos));
                     }
                 }
+                self.narrow.fetched(packet_id, deliveries, &mut self.local);
             }
-            Err(error) => tracing::warn!(%error, "retained messages of a new filter not fetched"),
+            Err(error) => tracing::warn!(%error, "retained messages not fetched"),
         }
     }
 
@@ -311,11 +317,13 @@ impl BrokerSession {
     }
 }
 
-/// The retained messages under `filters` (coarse filters the router holds), read through a
-/// short clean link: SUBSCRIBE at QoS 0, then, once the SUBACK is in, a PINGREQ whose PINGRESP
-/// comes after everything the subscription's first sweep sent (the router handles a link's
-/// packets in order, and sends retained messages in that first sweep). The link always ends
-/// with its DISCONNECT, in time or not.
+/// The retained messages under `filters`, each at its own QoS, read through a short clean link:
+/// SUBSCRIBE at QoS 2, then, once the SUBACK is in, a PINGREQ whose PINGRESP comes after
+/// everything the subscription's first sweep sent (the router handles a link's packets in order,
+/// and sends retained messages in that first sweep). Each QoS 1 or 2 delivery is acknowledged at
+/// once, so the router's in-flight window never cuts the sweep short; the QoS 2 flow is left
+/// unfinished, the link is clean and ends. The link always ends with its DISCONNECT, in time or
+/// not.
 async fn fetch_retained(
     open: &OpenLink,
     client_id: &str,
@@ -323,7 +331,7 @@ async fn fetch_retained(
 ) -> Result<Vec<Publish>, BrokerError> {
     let (mut tx, mut rx, _) = open(client_id, true)?;
     let options = SubscriptionOptions {
-        qos: QoS::AtMostOnce,
+        qos: QoS::ExactlyOnce,
         no_local: false,
         retain_as_published: false,
         retain_handling: 0,
@@ -347,8 +355,25 @@ async fn fetch_retained(
                         send_now(&mut tx, rp::Packet::PingReq(rp::PingReq))?;
                     }
                     Some(rp::Packet::PingResp(_)) => return Ok(retained),
-                    Some(rp::Packet::Publish(publish, properties)) if publish.retain => {
-                        retained.extend(publish_from_router(publish, properties));
+                    Some(rp::Packet::Publish(publish, properties)) => {
+                        let Some(publish) = publish_from_router(publish, properties) else {
+                            continue;
+                        };
+                        if let Some(packet_id) = publish.packet_id {
+                            let ack = codec::Ack {
+                                packet_id,
+                                reason: codec::reason::SUCCESS,
+                                properties: Properties::default(),
+                            };
+                            let ack = match publish.qos {
+                                QoS::ExactlyOnce => Packet::PubRec(ack),
+                                _ => Packet::PubAck(ack),
+                            };
+                            send_now(&mut tx, to_router(ack)?)?;
+                        }
+                        if publish.retain {
+                            retained.push(publish);
+                        }
                     }
                     _ => {}
                 },

@@ -10,10 +10,12 @@
 //!   no more than the highest QoS of those that match, once (MQTT 5 §3.3.4). What the session does
 //!   not get, or gets at a lower QoS, is settled with the router here; rumqttd takes acks only in
 //!   the order it sent its deliveries, so every ack goes through [`InOrder`], as the session's do.
-//! - Retained messages for a new real filter under a coarse filter the router already holds for
-//!   the session (rumqttd sends retained messages only on a filter's first SUBSCRIBE) are fetched
-//!   by the link (see [`super::link`]) and handed to the session as the link's own deliveries,
-//!   with packet ids of their own ([`OWN_IDS`]) whose acks end here.
+//! - Retained messages the router would not send (rumqttd sends them only on a filter's first
+//!   SUBSCRIBE for the session, and ignores Retain Handling): for a new real filter under a coarse
+//!   filter the router already holds for the session, and for a SUBSCRIBE with Retain Handling 0
+//!   of a filter the session holds already (MQTT 5 §3.8.3.1, 3.1.1 §3.8.4), are fetched by the
+//!   link (see [`super::link`]) and handed to the session as the link's own deliveries, with
+//!   packet ids of their own ([`OWN_IDS`]) whose acks end here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::RangeInclusive;
@@ -68,7 +70,17 @@ pub struct Narrow {
     fresh: HashSet<String>,
     /// The coarse filters of each of the link's SUBSCRIBEs awaiting their SUBACK, in order.
     fresh_batches: VecDeque<Vec<String>>,
+    /// Fetched retained messages held back until the router's SUBACK of the SUBSCRIBE that asked
+    /// for them (by its packet id) has gone to the session: SUBACK first, as the broker does.
+    after_suback: Vec<(u16, Vec<Packet>)>,
     next_own: u16,
+}
+
+/// Retained messages the link must fetch for one SUBSCRIBE (see [`Narrow::outgoing`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fetch {
+    pub packet_id: u16,
+    pub filters: Vec<(String, QoS)>,
 }
 
 fn ack(packet_id: u16) -> Ack {
@@ -89,14 +101,14 @@ impl Narrow {
     }
 
     /// A session packet on its way to the router: what goes on is appended to `router`, what is
-    /// answered here to `session`. Returns the new real filters (with their QoS) under coarse
-    /// filters the router held already, whose retained messages the link must fetch.
+    /// answered here to `session`. Returns the filters (with their QoS) whose retained messages
+    /// the link must fetch because the router will not send them.
     pub fn outgoing(
         &mut self,
         packet: Packet,
         router: &mut Vec<Packet>,
         session: &mut VecDeque<Packet>,
-    ) -> Vec<(String, QoS)> {
+    ) -> Option<Fetch> {
         match packet {
             Packet::Subscribe(subscribe) => return self.subscribe(subscribe, router, session),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe, router, session),
@@ -119,7 +131,7 @@ impl Narrow {
             Packet::PubComp(a) => self.comps.ready(a.packet_id, Packet::PubComp(a), router),
             other => router.push(other),
         }
-        Vec::new()
+        None
     }
 
     fn subscribe(
@@ -127,27 +139,40 @@ impl Narrow {
         subscribe: Subscribe,
         router: &mut Vec<Packet>,
         session: &mut VecDeque<Packet>,
-    ) -> Vec<(String, QoS)> {
+    ) -> Option<Fetch> {
         let mut slots = Vec::with_capacity(subscribe.subscriptions.len());
         let mut forwarded = Vec::new();
         let mut new_coarse = Vec::new();
         let mut retained = Vec::new();
         for subscription in subscribe.subscriptions {
             let options = subscription.options;
-            match self.table.subscribe(&subscription.filter, options.qos) {
-                Some(added) => {
+            let added = self.table.subscribe(&subscription.filter, options.qos);
+            // Retain Handling 0: at every SUBSCRIBE; 1: only for a subscription that did not
+            // exist (MQTT 5 §3.8.3.1; 3.1.1 §3.8.4 re-sends them on every SUBSCRIBE too).
+            let wants_retained = match options.retain_handling {
+                0 => true,
+                1 => added.filter_is_new,
+                _ => false,
+            };
+            match added.coarse {
+                Some(coarse) => {
                     slots.push(Slot::Here(options.qos as u8));
                     if added.coarse_is_new {
-                        self.fresh.insert(added.coarse.clone());
-                        new_coarse.push(added.coarse);
-                    } else if added.filter_is_new
-                        && options.retain_handling != 2
-                        && !self.fresh.contains(&added.coarse)
-                    {
+                        self.fresh.insert(coarse.clone());
+                        new_coarse.push(coarse);
+                    } else if wants_retained && !self.fresh.contains(&coarse) {
                         retained.push((subscription.filter, options.qos));
                     }
                 }
                 None => {
+                    // The router sends retained messages on a filter's first SUBSCRIBE only,
+                    // and none for shared subscriptions.
+                    if wants_retained
+                        && !added.filter_is_new
+                        && !subscription.filter.starts_with("$share/")
+                    {
+                        retained.push((subscription.filter.clone(), options.qos));
+                    }
                     slots.push(Slot::Router(forwarded.len()));
                     forwarded.push(subscription);
                 }
@@ -178,12 +203,33 @@ impl Narrow {
             }));
         } else {
             self.pending_subscribes.insert(subscribe.packet_id, slots);
+        }
+        let packet_id = subscribe.packet_id;
+        if !forwarded.is_empty() {
             router.push(Packet::Subscribe(Subscribe {
                 subscriptions: forwarded,
                 ..subscribe
             }));
         }
-        retained
+        (!retained.is_empty()).then_some(Fetch {
+            packet_id,
+            filters: retained,
+        })
+    }
+
+    /// The link's own deliveries of retained messages fetched for the SUBSCRIBE `packet_id`: to
+    /// the session now, or after the router's SUBACK of it when that is still to come.
+    pub fn fetched(
+        &mut self,
+        packet_id: u16,
+        deliveries: Vec<Packet>,
+        session: &mut VecDeque<Packet>,
+    ) {
+        if self.pending_subscribes.contains_key(&packet_id) {
+            self.after_suback.push((packet_id, deliveries));
+        } else {
+            session.extend(deliveries);
+        }
     }
 
     fn unsubscribe(
@@ -251,10 +297,14 @@ impl Narrow {
             }
             Packet::UnsubAck(a) if a.packet_id == OWN => {}
             Packet::SubAck(mut a) => {
-                if let Some(slots) = self.pending_subscribes.remove(&a.packet_id) {
+                let id = a.packet_id;
+                if let Some(slots) = self.pending_subscribes.remove(&id) {
                     a.codes = merge(&slots, &a.codes, reason::UNSPECIFIED_ERROR);
                 }
                 session.push(Packet::SubAck(a));
+                if let Some(at) = self.after_suback.iter().position(|(p, _)| *p == id) {
+                    session.extend(self.after_suback.swap_remove(at).1);
+                }
             }
             Packet::UnsubAck(mut a) => {
                 if let Some(slots) = self.pending_unsubscribes.remove(&a.packet_id) {
@@ -400,7 +450,7 @@ mod tests {
         });
         assert!(narrow
             .outgoing(subscribe, &mut router, &mut local)
-            .is_empty());
+            .is_none());
         let Some(Packet::Subscribe(coarse)) = router.pop() else {
             panic!("no coarse SUBSCRIBE");
         };
@@ -440,5 +490,66 @@ mod tests {
 
     fn ack_of(packet_id: u16) -> Ack {
         ack(packet_id)
+    }
+
+    fn subscribe_to(filter: &str, packet_id: u16, retain_handling: u8) -> Packet {
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling,
+        };
+        Packet::Subscribe(Subscribe {
+            packet_id,
+            subscriptions: vec![Subscription {
+                filter: filter.to_owned(),
+                options,
+            }],
+            properties: Properties::default(),
+        })
+    }
+
+    /// A direct filter subscribed again with Retain Handling 0 needs its retained messages
+    /// fetched (the router sends them on the first SUBSCRIBE only), and they follow the
+    /// router's SUBACK; with Retain Handling 1 or 2 nothing is fetched.
+    #[test]
+    fn a_repeated_subscribe_fetches_retained_messages_after_its_suback() {
+        let mut narrow = Narrow::default();
+        let (mut router, mut local, mut session) = (Vec::new(), VecDeque::new(), Vec::new());
+        let direct = "o/plain/+";
+        let first = narrow.outgoing(subscribe_to(direct, 5, 0), &mut router, &mut local);
+        assert_eq!(first, None, "the router sends them for a new filter");
+        let suback = |id| {
+            Packet::SubAck(SubAck {
+                packet_id: id,
+                codes: vec![1],
+                properties: Properties::default(),
+            })
+        };
+        narrow.incoming(suback(5), &mut session, &mut router);
+        for retain_handling in [1, 2] {
+            let again = subscribe_to(direct, 6, retain_handling);
+            assert_eq!(narrow.outgoing(again, &mut router, &mut local), None);
+        }
+        let again = narrow.outgoing(subscribe_to(direct, 7, 0), &mut router, &mut local);
+        let expected = Fetch {
+            packet_id: 7,
+            filters: vec![(direct.to_owned(), QoS::AtLeastOnce)],
+        };
+        assert_eq!(again, Some(expected));
+        assert_eq!(ids(&router).last(), Some(&("subscribe", 7)));
+        let Packet::Publish(mut retained) = delivery("x", 9) else {
+            unreachable!()
+        };
+        retained.topic = "o/plain/x".to_owned();
+        let own = narrow.own_delivery(retained, QoS::AtLeastOnce);
+        narrow.fetched(7, vec![own], &mut local);
+        assert!(local.is_empty(), "held until the SUBACK");
+        session.clear();
+        narrow.incoming(suback(7), &mut session, &mut router);
+        assert_eq!(
+            ids(&session),
+            vec![("suback", 7), ("publish", *OWN_IDS.start())]
+        );
     }
 }

@@ -24,10 +24,12 @@ use crate::mqtt::filters::{FilterRefused, SessionFilters};
 use crate::mqtt::topics::TopicMap;
 use crate::mqtt::SessionError;
 
+mod aliases;
 mod subscribe;
 #[cfg(test)]
 mod tests;
 
+use aliases::Aliases;
 use subscribe::Slots;
 
 /// Topic aliases a client may use (MQTT 5); they are resolved here.
@@ -131,7 +133,10 @@ pub struct Forwarder<Q = SessionFilters> {
     /// The largest packet the client may send (the server's Maximum Packet Size).
     max_packet_size: usize,
     topics: TopicMap,
+    /// The client's topic aliases (MQTT 5), resolved here.
     aliases: HashMap<u16, String>,
+    /// The aliases given to deliveries ([`aliases`]).
+    out_aliases: Aliases,
     pending_subscribes: HashMap<u16, Slots>,
     pending_unsubscribes: HashMap<u16, Slots>,
     /// The filters this session holds, under the session and organisation caps.
@@ -196,6 +201,7 @@ impl<Q: Quota> Forwarder<Q> {
             max_packet_size,
             topics,
             aliases: HashMap::new(),
+            out_aliases: Aliases::new(connect.properties.topic_alias_maximum),
             pending_subscribes: HashMap::new(),
             pending_unsubscribes: HashMap::new(),
             filters,
@@ -351,11 +357,23 @@ impl<Q: Quota> Forwarder<Q> {
 
     /// The client finished a QoS 1/2 delivery: send the next one the window held back.
     fn delivery_completed(&mut self, to_client: &mut BytesMut) -> Result<(), SessionError> {
-        if let Some(next) = self.window.complete() {
-            self.counters.packets_out.increment(1);
-            encode_to(&Packet::Publish(next), self.protocol, to_client)?;
+        match self.window.complete() {
+            Some(next) => self.to_client(Packet::Publish(next), to_client),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Writes `packet` for the client, a delivery under its topic alias.
+    fn to_client(
+        &mut self,
+        mut packet: Packet,
+        to_client: &mut BytesMut,
+    ) -> Result<(), SessionError> {
+        if let Packet::Publish(publish) = &mut packet {
+            self.out_aliases.apply(publish);
+        }
+        self.counters.packets_out.increment(1);
+        encode_to(&packet, self.protocol, to_client)
     }
 
     fn violation(
@@ -478,8 +496,7 @@ impl<Q: Quota> Forwarder<Q> {
             let to_send = to_send
                 .and_then(|packet| delivery::fit(packet, self.protocol, self.maximum_packet_size));
             if let Some(packet) = to_send {
-                self.counters.packets_out.increment(1);
-                encode_to(&packet, self.protocol, to_client)?;
+                self.to_client(packet, to_client)?;
             }
         }
         Ok(Flow::Continue)

@@ -621,3 +621,58 @@ fn filters_refused_here_keep_their_place_in_the_suback() {
     };
     assert_eq!(unsub, out(vec![Packet::UnsubAck(unsuback)], vec![]));
 }
+
+/// MQTT 5 §3.3.2.3.4: a client that allows topic aliases gets each delivery topic once, with
+/// its alias, and the alias alone afterwards — in the order the packets are written, so one the
+/// Receive Maximum window held back uses the alias a later QoS 0 delivery already introduced.
+#[test]
+fn deliveries_carry_server_topic_aliases_in_write_order() {
+    let properties = Properties {
+        topic_alias_maximum: Some(2),
+        receive_maximum: Some(1),
+        ..Properties::default()
+    };
+    let mut fw = forwarder(&connect(Protocol::V5, properties));
+    let aliased = |topic: &str, qos, packet_id, alias| {
+        let properties = Properties {
+            topic_alias: Some(alias),
+            ..Properties::default()
+        };
+        Packet::Publish(publish(topic, qos, packet_id, properties))
+    };
+    let q1 = QoS::AtLeastOnce;
+    broker_step(
+        &mut fw,
+        delivery("t", q1, Some(1), q1),
+        vec![aliased("t", q1, Some(1), 1)],
+        vec![],
+    );
+    // Held back: the client's window of 1 is full.
+    broker_step(&mut fw, delivery("u", q1, Some(2), q1), vec![], vec![]);
+    let q0 = QoS::AtMostOnce;
+    broker_step(
+        &mut fw,
+        delivery("u", q0, None, q0),
+        vec![aliased("u", q0, None, 2)],
+        vec![],
+    );
+    client_step(
+        &mut fw,
+        Packet::PubAck(ack(1)),
+        vec![aliased("", q1, Some(2), 2)],
+        vec![Packet::PubAck(ack(1))],
+    );
+    // No alias left for a third topic; the first keeps its own.
+    broker_step(
+        &mut fw,
+        delivery("v", q0, None, q0),
+        vec![seen("v", q0, None)],
+        vec![],
+    );
+    broker_step(
+        &mut fw,
+        delivery("t", q0, None, q0),
+        vec![aliased("", q0, None, 1)],
+        vec![],
+    );
+}
