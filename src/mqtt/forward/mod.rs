@@ -358,17 +358,13 @@ impl<Q: Quota> Forwarder<Q> {
     /// The client finished a QoS 1/2 delivery: send the next one the window held back.
     fn delivery_completed(&mut self, to_client: &mut BytesMut) -> Result<(), SessionError> {
         match self.window.complete() {
-            Some(next) => self.to_client(Packet::Publish(next), to_client),
+            Some(next) => self.write(Packet::Publish(next), to_client),
             None => Ok(()),
         }
     }
 
     /// Writes `packet` for the client, a delivery under its topic alias.
-    fn to_client(
-        &mut self,
-        mut packet: Packet,
-        to_client: &mut BytesMut,
-    ) -> Result<(), SessionError> {
+    fn write(&mut self, mut packet: Packet, to_client: &mut BytesMut) -> Result<(), SessionError> {
         if let Packet::Publish(publish) = &mut packet {
             self.out_aliases.apply(publish);
         }
@@ -496,7 +492,7 @@ impl<Q: Quota> Forwarder<Q> {
             let to_send = to_send
                 .and_then(|packet| delivery::fit(packet, self.protocol, self.maximum_packet_size));
             if let Some(packet) = to_send {
-                self.to_client(packet, to_client)?;
+                self.write(packet, to_client)?;
             }
         }
         Ok(Flow::Continue)
