@@ -647,8 +647,8 @@ async fn mqtt_3_8_3_1_retain_handling_0_resends_on_every_subscribe() {
     assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
 
     let (mut sub, _) = Client::connect(&server, &ca, "sub", true, Properties::default()).await;
-    let mut retained = async |sub: &mut Client| {
-        let mut got = vec![sub.delivery().await, sub.delivery().await];
+    let retained = async |sub: &mut Client| {
+        let mut got = [sub.delivery().await, sub.delivery().await];
         got.sort_by(|a, b| a.topic.cmp(&b.topic));
         got.iter()
             .map(|p| (p.topic.clone(), p.qos, p.retain))
