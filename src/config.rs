@@ -73,6 +73,9 @@ pub struct MqttsConfig {
     /// Longest keep-alive an MQTT 5 client may use; one asking more, or none (0), is told this
     /// one in CONNACK (Server Keep Alive). 0: no cap.
     pub max_keep_alive: u16,
+    /// An MQTT 3.1.1 PUBLISH the topic rules refuse: acknowledged and dropped (`true`,
+    /// "acknowledge") or the connection closed (`false`, "disconnect", the default).
+    pub acknowledge_refused_v311: bool,
     /// Subscription filters one session may hold (enforced by `mqtt::filters`).
     pub max_filters_per_session: usize,
     /// Subscription filters the sessions of one organisation may hold together.
@@ -169,6 +172,7 @@ struct RawMqtts {
     max_filters_per_session: usize,
     max_filters_per_org: usize,
     max_keep_alive_secs: u16,
+    refused_publish_v311: String,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +249,16 @@ impl Config {
             None | Some("") => None,
             Some(s) => {
                 Some(OrgId::parse(s).map_err(|e| invalid("mqtts.no_sni_org", &e.to_string()))?)
+            }
+        };
+        let acknowledge_refused_v311 = match raw.mqtts.refused_publish_v311.as_str() {
+            "disconnect" => false,
+            "acknowledge" => true,
+            _ => {
+                return Err(invalid(
+                    "mqtts.refused_publish_v311",
+                    "must be \"disconnect\" or \"acknowledge\"",
+                ))
             }
         };
         let default_cert = match (raw.mqtts.default_cert, raw.mqtts.default_key) {
@@ -370,6 +384,7 @@ impl Config {
                 first_byte_timeout: Duration::from_millis(raw.mqtts.first_byte_timeout_ms),
                 max_connections_per_source: raw.mqtts.max_connections_per_source,
                 max_keep_alive: raw.mqtts.max_keep_alive_secs,
+                acknowledge_refused_v311,
                 max_filters_per_session: raw.mqtts.max_filters_per_session,
                 max_filters_per_org: raw.mqtts.max_filters_per_org,
             },

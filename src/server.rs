@@ -154,6 +154,7 @@ impl Server {
             devices,
             connect_timeout: config.mqtts.connect_timeout,
             max_keep_alive: config.mqtts.max_keep_alive,
+            acknowledge_refused_v311: config.mqtts.acknowledge_refused_v311,
             write_timeout: config.mqtts.write_timeout,
             max_packet_size: config.mqtts.max_packet_size,
             ocsp: Arc::new(Ocsp::new(config.revocation.fetch_timeout)),

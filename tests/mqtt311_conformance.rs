@@ -112,3 +112,41 @@ async fn mqtt_3_8_4_6_delivery_at_the_lower_qos() {
     publish_once(&server, &ca, "pub2", "qos/t", QoS::ExactlyOnce).await;
     assert_eq!(step(inbox.recv()).await.unwrap().qos, QoS::ExactlyOnce);
 }
+
+/// MQTT-3.3.5-2: a PUBLISH the server does not authorize is either acknowledged or the
+/// connection closed. With `mqtts.refused_publish_v311 = "acknowledge"` it is acknowledged at its
+/// QoS (PUBACK, the whole QoS 2 flow), reaches no subscriber, and the connection goes on.
+#[tokio::test]
+async fn mqtt_3_3_5_2_a_refused_publish_may_be_acknowledged() {
+    let server = TestServer::start_with(|c| c.mqtts.acknowledge_refused_v311 = true).await;
+    server.create_open_org(ORG).await;
+    let ca = TestCa::root("acme devices CA");
+    server.upload_ca(ORG, &ca).await;
+    let (sub, mut sub_loop, _) = device(&server, &ca, "sub", true).await;
+    subscribe_v4(&sub, &mut sub_loop, "#", QoS::AtLeastOnce).await;
+    let mut inbox = drive_v4(sub_loop);
+
+    let (publisher, mut eventloop, _) = device(&server, &ca, "pub", true).await;
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        publisher.publish("$SYS/x", qos, false, "no").await.unwrap();
+        next_v4(&mut eventloop, |p| {
+            matches!(p, rumqttc::Packet::PubAck(_) | rumqttc::Packet::PubComp(_)).then_some(())
+        })
+        .await
+        .expect("acknowledged, and the connection goes on");
+    }
+    publisher
+        .publish("ok/t", QoS::AtLeastOnce, false, "yes")
+        .await
+        .unwrap();
+    next_v4(&mut eventloop, |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await
+    .unwrap();
+    let got = step(inbox.recv()).await.unwrap();
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("ok/t", &b"yes"[..])
+    );
+}

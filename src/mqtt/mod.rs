@@ -36,6 +36,9 @@ pub struct Context {
     pub max_packet_size: usize,
     /// Longest keep-alive an MQTT 5 client may use (0: no cap); see [`admission::keep_alive`].
     pub max_keep_alive: u16,
+    /// An MQTT 3.1.1 PUBLISH the topic rules refuse is acknowledged and dropped, not closed on
+    /// (`mqtts.refused_publish_v311 = "acknowledge"`).
+    pub acknowledge_refused_v311: bool,
     /// Authentications for the device registry, written behind (see [`crate::devices`]).
     pub devices: crate::devices::DeviceLog,
     /// Asks CAs' OCSP responders, before CONNACK.

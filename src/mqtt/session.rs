@@ -22,7 +22,7 @@ use crate::codec::{reason, CodecError, Protocol};
 use crate::events::{Event, Kind};
 use crate::mqtt::admission::{self, Admitted};
 use crate::mqtt::delivery::Subscriptions;
-use crate::mqtt::forward::{encode_to, Flow, Forwarder};
+use crate::mqtt::forward::{encode_to, Flow, Forwarder, Rules};
 use crate::refusal::Refusal;
 use crate::registry::{ClientIdGuard, PeerIdentity, SessionGuard};
 
@@ -137,7 +137,10 @@ where
         filters,
         subscriptions,
         expiry,
-        ctx.max_packet_size,
+        Rules {
+            max_packet_size: ctx.max_packet_size,
+            acknowledge_refused_v311: ctx.acknowledge_refused_v311,
+        },
     );
     let result = forward(
         &mut forwarder,

@@ -120,6 +120,15 @@ impl Counters {
     }
 }
 
+/// The server's rules a forwarder applies (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// The largest packet a client may send (the server's Maximum Packet Size).
+    pub max_packet_size: usize,
+    /// Acknowledge and drop an MQTT 3.1.1 PUBLISH the topic rules refuse, rather than close.
+    pub acknowledge_refused_v311: bool,
+}
+
 /// What the session does after a packet.
 pub enum Flow {
     Continue,
@@ -132,6 +141,12 @@ pub struct Forwarder<Q = SessionFilters> {
     protocol: Protocol,
     /// The largest packet the client may send (the server's Maximum Packet Size).
     max_packet_size: usize,
+    /// An MQTT 3.1.1 PUBLISH the topic rules refuse is acknowledged and dropped instead of
+    /// ending the connection (3.3.5 allows either; `mqtts.refused_publish_v311`).
+    acknowledge_refused: bool,
+    /// Packet ids of refused QoS 2 PUBLISHes acknowledged with PUBREC (3.1.1, see above): their
+    /// PUBREL is completed here.
+    refused_qos2: HashSet<u16>,
     topics: TopicMap,
     /// The client's topic aliases (MQTT 5), resolved here.
     aliases: HashMap<u16, String>,
@@ -184,8 +199,8 @@ pub struct Ended<Q> {
 impl<Q: Quota> Forwarder<Q> {
     /// The forwarder of a session its client opened with `connect`, as `client_id` (the bound
     /// client id's text), with `topics` its namespace, `filters` its filter caps, `subscriptions`
-    /// those a resumed session kept, `expiry` the CONNECT's session expiry, and
-    /// `max_packet_size` the largest packet the client may send.
+    /// those a resumed session kept, `expiry` the CONNECT's session expiry, and `rules` the
+    /// server's own.
     pub fn new(
         connect: &Connect,
         client_id: String,
@@ -193,12 +208,14 @@ impl<Q: Quota> Forwarder<Q> {
         filters: Q,
         subscriptions: Subscriptions,
         expiry: Expiry,
-        max_packet_size: usize,
+        rules: Rules,
     ) -> Forwarder<Q> {
         let protocol = connect.protocol;
         Forwarder {
             protocol,
-            max_packet_size,
+            max_packet_size: rules.max_packet_size,
+            acknowledge_refused: rules.acknowledge_refused_v311 && protocol == Protocol::V311,
+            refused_qos2: HashSet::new(),
             topics,
             aliases: HashMap::new(),
             out_aliases: Aliases::new(connect.properties.topic_alias_maximum),
@@ -337,6 +354,10 @@ impl<Q: Quota> Forwarder<Q> {
                     .ready(id, Packet::PubRec(ack_only(ack)), to_broker);
                 return Ok(Flow::Continue);
             }
+            Packet::PubRel(ack) if self.refused_qos2.remove(&ack.packet_id) => {
+                encode_to(&Packet::PubComp(ack), self.protocol, to_client)?;
+                return Ok(Flow::Continue);
+            }
             Packet::PubRel(ack) => Packet::PubRel(ack_only(ack)),
             Packet::PubComp(ack) => {
                 self.delivery_completed(to_client)?;
@@ -432,6 +453,25 @@ impl<Q: Quota> Forwarder<Q> {
                     }
                     (Protocol::V5, QoS::ExactlyOnce, Some(id)) => {
                         encode_to(&Packet::PubRec(refused_ack(id)), Protocol::V5, to_client)?;
+                        Ok(Flow::Continue)
+                    }
+                    (Protocol::V311, qos, packet_id) if self.acknowledge_refused => {
+                        let accepted = |packet_id| Ack {
+                            packet_id,
+                            reason: reason::SUCCESS,
+                            properties: Properties::default(),
+                        };
+                        let ack = match (qos, packet_id) {
+                            (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(accepted(id))),
+                            (QoS::ExactlyOnce, Some(id)) => {
+                                self.refused_qos2.insert(id);
+                                Some(Packet::PubRec(accepted(id)))
+                            }
+                            _ => None,
+                        };
+                        if let Some(ack) = ack {
+                            encode_to(&ack, Protocol::V311, to_client)?;
+                        }
                         Ok(Flow::Continue)
                     }
                     _ => {

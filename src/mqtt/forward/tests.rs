@@ -53,6 +53,14 @@ fn v5() -> Connect {
 }
 
 fn forwarder_with(connect: &Connect, cap: usize) -> Forwarder<Cap> {
+    let rules = Rules {
+        max_packet_size: 1 << 20,
+        acknowledge_refused_v311: false,
+    };
+    forwarder_ruled(connect, cap, rules)
+}
+
+fn forwarder_ruled(connect: &Connect, cap: usize, rules: Rules) -> Forwarder<Cap> {
     let client = ClientId::parse(ME).expect("a client id");
     let quota = Cap {
         cap,
@@ -65,7 +73,7 @@ fn forwarder_with(connect: &Connect, cap: usize) -> Forwarder<Cap> {
         quota,
         Subscriptions::default(),
         session_expiry(connect),
-        1 << 20,
+        rules,
     )
 }
 
@@ -674,5 +682,51 @@ fn deliveries_carry_server_topic_aliases_in_write_order() {
         delivery("t", q0, None, q0),
         vec![aliased("", q0, None, 1)],
         vec![],
+    );
+}
+
+/// MQTT 3.1.1 §3.3.5: with `refused_publish_v311 = "acknowledge"` a refused PUBLISH is answered
+/// as accepted at its QoS (the QoS 2 flow completed here) and never reaches the broker; the
+/// session goes on.
+#[test]
+fn a_refused_v311_publish_may_be_acknowledged_and_dropped() {
+    let rules = Rules {
+        max_packet_size: 1 << 20,
+        acknowledge_refused_v311: true,
+    };
+    let mut fw = forwarder_ruled(&connect(Protocol::V311, Properties::default()), 10, rules);
+    let refused = |qos, id| Packet::Publish(publish("$SYS/x", qos, id, Properties::default()));
+    client_step(&mut fw, refused(QoS::AtMostOnce, None), vec![], vec![]);
+    let acked = vec![Packet::PubAck(ack(1))];
+    client_step(&mut fw, refused(QoS::AtLeastOnce, Some(1)), acked, vec![]);
+    let received = vec![Packet::PubRec(ack(2))];
+    client_step(
+        &mut fw,
+        refused(QoS::ExactlyOnce, Some(2)),
+        received,
+        vec![],
+    );
+    let completed = vec![Packet::PubComp(ack(2))];
+    client_step(&mut fw, Packet::PubRel(ack(2)), completed, vec![]);
+    // A PUBREL of a flow that went to the broker still goes there.
+    client_step(
+        &mut fw,
+        Packet::PubRel(ack(3)),
+        vec![],
+        vec![Packet::PubRel(ack(3))],
+    );
+
+    let mut closing = forwarder(&connect(Protocol::V311, Properties::default()));
+    let (flow, out) = from_client(&mut closing, refused(QoS::AtLeastOnce, Some(1)));
+    assert!(
+        matches!(flow, Err(SessionError::TopicRefused)),
+        "the default closes"
+    );
+    assert_eq!(
+        out,
+        Out {
+            client: vec![],
+            broker: vec![]
+        }
     );
 }
