@@ -1,5 +1,6 @@
 //! `portcullis serve [--config FILE]`: load the configuration, install telemetry, bind, run until
-//! ctrl-c or SIGTERM. Invalid configuration exits with 64 (EX_USAGE).
+//! ctrl-c or SIGTERM. Invalid configuration, or a master key that does not open the store, exits
+//! with 64 (EX_USAGE).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +64,14 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("portcullis: {error:#}");
-                    ExitCode::FAILURE
+                    let usage = error
+                        .downcast_ref::<portcullis::server::ServerError>()
+                        .is_some_and(|e| e.is_usage());
+                    if usage {
+                        ExitCode::from(EX_USAGE)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

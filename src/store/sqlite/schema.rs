@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, TransactionBehavior};
 use time::OffsetDateTime;
 
-use super::StoreError;
+use super::{db, StoreError};
 
 /// `(version, sql)`, in order. Append only: never edit a migration that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -28,26 +28,33 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
              version    INTEGER PRIMARY KEY NOT NULL,
              applied_at INTEGER NOT NULL
          )",
-    )?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |row| row.get(0),
-    )?;
+    )
+    .map_err(db)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(db)?;
     if current > LATEST {
         return Err(StoreError::Corrupt(format!(
             "the database has schema version {current}, newer than this build knows ({LATEST})"
         )));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            params![version, super::to_micros(OffsetDateTime::now_utc())],
-        )?;
-        tx.commit()?;
+        apply(conn, *version, sql).map_err(db)?;
         tracing::info!(version, "applied store migration");
     }
     Ok(())
+}
+
+fn apply(conn: &mut Connection, version: i64, sql: &str) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(sql)?;
+    tx.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+        params![version, crate::store::to_micros(OffsetDateTime::now_utc())],
+    )?;
+    tx.commit()
 }
