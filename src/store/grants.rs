@@ -385,7 +385,7 @@ impl GrantStore for SqlStore {
         let rows = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM grants
-                 WHERE status != 'expired' AND (?1 IS NULL OR org = ?1)"
+                 WHERE status != 'expired' AND (CAST(?1 AS TEXT) IS NULL OR org = ?1)"
             ))?;
             let rows = stmt.query_map([org.map(OrgId::as_str)], GrantRow::read)?;
             rows.collect::<Result<Vec<_>, DbError>>()?

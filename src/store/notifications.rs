@@ -146,7 +146,7 @@ impl NotificationStore for SqlStore {
         Ok(self.conn()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM notifications_sent
                  WHERE org = ?1 AND event = ?2 AND object = ?3 AND threshold = ?4
-                     AND (?5 IS NULL OR day = ?5))",
+                     AND (CAST(?5 AS TEXT) IS NULL OR day = ?5))",
             params![
                 key.org.as_str(),
                 key.event,
@@ -193,7 +193,7 @@ impl NotificationStore for SqlStore {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT c.org, c.ca_id, a.alias FROM crls c JOIN ca_certificates a ON a.id = c.ca_id
-             WHERE (?1 IS NULL OR c.org = ?1) AND a.active = 1 AND c.next_update IS NOT NULL
+             WHERE (CAST(?1 AS TEXT) IS NULL OR c.org = ?1) AND a.active = 1 AND c.next_update IS NOT NULL
                  AND c.next_update < ?2
              ORDER BY c.org, c.ca_id",
         )?;

@@ -21,7 +21,7 @@ fn key_aad(id: &str) -> String {
 
 const COLUMNS: &str = "s.id, s.chain_pem, s.subject, s.issuer, s.serial, s.fingerprint_sha256, \
      s.not_before, s.not_after, s.common_name, s.dns_names, s.registered_at, \
-     COALESCE(o.active_server_certificate = s.id, 0), s.alias";
+     CASE WHEN o.active_server_certificate = s.id THEN 1 ELSE 0 END, s.alias";
 const FROM: &str = "server_certificates s JOIN orgs o ON o.id = s.org";
 
 pub(super) fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
@@ -153,7 +153,7 @@ impl ServerCertStore for SqlStore {
         clause.filter("s.alias", filter);
         if let Some(active) = filter.status {
             clause.and(
-                "COALESCE(o.active_server_certificate = s.id, 0) = ?",
+                "CASE WHEN o.active_server_certificate = s.id THEN 1 ELSE 0 END = ?",
                 Value::Integer(i64::from(active)),
             );
         }

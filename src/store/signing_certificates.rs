@@ -67,7 +67,7 @@ pub enum SigningCertDeleted {
 
 const COLUMNS: &str = "s.id, s.alias, s.chain_pem, s.subject, s.issuer, s.serial, \
      s.fingerprint_sha256, s.not_before, s.not_after, s.common_name, s.dns_names, \
-     s.registered_at, COALESCE(o.default_signing_certificate = s.id, 0), \
+     s.registered_at, CASE WHEN o.default_signing_certificate = s.id THEN 1 ELSE 0 END, \
      (SELECT COUNT(*) FROM tokens t WHERE t.signing_certificate = s.id AND t.status != 'revoked')";
 const FROM: &str = "signing_certificates s JOIN orgs o ON o.id = s.org";
 
@@ -218,7 +218,7 @@ impl SigningCertStore for SqlStore {
         clause.filter("s.alias", filter);
         if let Some(is_default) = filter.status {
             clause.and(
-                "COALESCE(o.default_signing_certificate = s.id, 0) = ?",
+                "CASE WHEN o.default_signing_certificate = s.id THEN 1 ELSE 0 END = ?",
                 Value::Integer(i64::from(is_default)),
             );
         }

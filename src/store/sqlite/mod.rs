@@ -22,8 +22,6 @@ use crate::clock::Clock;
 
 pub(super) mod schema;
 
-#[cfg(test)]
-mod tests;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "portcullis.db";
