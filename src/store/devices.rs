@@ -112,7 +112,9 @@ impl DeviceStore for SqlStore {
                      first_seen, last_seen)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 WHERE EXISTS (SELECT 1 FROM orgs WHERE id = ?1)
                  ON CONFLICT (org, identity, fingerprint_sha256) DO UPDATE
-                 SET last_seen = MAX(last_seen, excluded.last_seen), ca_id = excluded.ca_id",
+                 SET last_seen = CASE WHEN devices.last_seen > excluded.last_seen
+                     THEN devices.last_seen ELSE excluded.last_seen END,
+                     ca_id = excluded.ca_id",
                 params![
                     s.org.as_str(),
                     s.identity,

@@ -288,7 +288,7 @@ fn set_status(
     status: GrantStatus,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE grants SET status = ?2, uses = MAX(uses, ?3) WHERE id = ?1",
+        "UPDATE grants SET status = ?2, uses = CASE WHEN uses > ?3 THEN uses ELSE ?3 END WHERE id = ?1",
         params![grant.id, status.as_str(), grant.uses],
     )?;
     if status == GrantStatus::Expired && grant.holder == GrantHolder::SigningCertificate {
@@ -355,7 +355,7 @@ impl GrantStore for SqlStore {
                 GrantHolder::CaCertificate,
                 "key_sealed IS NOT NULL",
             ),
-            ("signing_certificates", GrantHolder::SigningCertificate, "1"),
+            ("signing_certificates", GrantHolder::SigningCertificate, "1 = 1"),
         ] {
             let mut stmt = tx.prepare(&format!(
                 "SELECT org, id FROM {table} t WHERE {keyed}
