@@ -234,7 +234,7 @@ fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
     let store: Arc<dyn Store> = Arc::new(store::open_configured(
         data_dir,
         url,
-        Arc::new(config.grants.clone()),
+        Arc::new(config.grants),
         clock,
     )?);
     let granted = store.ensure_grants()?;

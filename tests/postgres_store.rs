@@ -24,8 +24,14 @@ async fn a_device_connects_through_a_server_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_on_store(dir.path().into(), Some(pg::database())).await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let (app, mut inbox) =
-        subscribed_v4(&server, &ca, "acme", "a:dashboard", "iot-2/type/+/id/+/evt/+/fmt/+").await;
+    let (app, mut inbox) = subscribed_v4(
+        &server,
+        &ca,
+        "acme",
+        "a:dashboard",
+        "iot-2/type/+/id/+/evt/+/fmt/+",
+    )
+    .await;
     let device = publisher_v4(&server, &ca, "acme", "d:sensor:dev1").await;
     device
         .publish("iot-2/evt/temp/fmt/json", QoS::AtLeastOnce, false, "21.5")
@@ -36,7 +42,10 @@ async fn a_device_connects_through_a_server_on_postgres() {
     // The device writer recorded the device in PostgreSQL (off the runtime's workers).
     let listed = eventually(STEP, || async {
         let (status, body) = server.api("GET", "/api/v1/orgs/acme/devices", None).await;
-        status == 200 && body["items"].as_array().is_some_and(|items| !items.is_empty())
+        status == 200
+            && body["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty())
     })
     .await;
     assert!(listed, "the device was never listed");

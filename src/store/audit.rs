@@ -1,8 +1,8 @@
 //! Queries on `audit_events`: who changed what, when and why.
 
-use super::sql::{Row, Sql, SqlExt, params};
-use super::DbError;
+use super::sql::{params, Row, Sql, SqlExt};
 use super::AuditStore;
+use super::DbError;
 use time::OffsetDateTime;
 
 use super::{

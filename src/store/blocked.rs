@@ -1,8 +1,8 @@
 //! Queries on `blocked_devices`: the org's device blocklist.
 
-use super::sql::{Row, Sql, SqlExt, params};
-use super::DbError;
+use super::sql::{params, Row, Sql, SqlExt};
 use super::BlocklistStore;
+use super::DbError;
 use time::OffsetDateTime;
 
 use super::Audit;
@@ -89,10 +89,7 @@ fn into_record(org: &OrgId, row: BlockRow) -> Result<BlockedDevice, StoreError> 
 }
 
 /// Every entry of the org's blocklist (what the registry serves).
-pub(super) fn all_blocked(
-    conn: &dyn Sql,
-    org: &OrgId,
-) -> Result<Vec<BlockedDevice>, StoreError> {
+pub(super) fn all_blocked(conn: &dyn Sql, org: &OrgId) -> Result<Vec<BlockedDevice>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM blocked_devices WHERE org = ?1 ORDER BY created_at, id"
     ))?;

@@ -1,6 +1,6 @@
 //! Queries on `ca_certificates`.
 
-use super::sql::{OptionalExtension, Row, Sql, SqlExt, ToValue, Value, params, params_from_iter};
+use super::sql::{params, params_from_iter, OptionalExtension, Row, Sql, SqlExt, ToValue, Value};
 use super::DbError;
 use super::{CaStore, GrantStore, OcspMode};
 use rustls_pki_types::CertificateDer;
@@ -81,11 +81,7 @@ impl CaRow {
     }
 }
 
-fn get_ca(
-    conn: &dyn Sql,
-    org: &OrgId,
-    id: &str,
-) -> Result<Option<CaRecord>, StoreError> {
+fn get_ca(conn: &dyn Sql, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {READ_COLUMNS} FROM ca_certificates WHERE org = ?1 AND id = ?2"),
         params![org.as_str(), id],
@@ -97,10 +93,7 @@ fn get_ca(
 }
 
 /// The org's active CAs in registration order: what its client verifier trusts.
-pub(super) fn active_cas(
-    conn: &dyn Sql,
-    org: &OrgId,
-) -> Result<Vec<CaRecord>, StoreError> {
+pub(super) fn active_cas(conn: &dyn Sql, org: &OrgId) -> Result<Vec<CaRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {READ_COLUMNS} FROM ca_certificates WHERE org = ?1 AND active = 1
          ORDER BY registered_at, id"

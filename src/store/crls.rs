@@ -1,6 +1,6 @@
 //! Queries on `crls`: the revocation list held for each CA certificate.
 
-use super::sql::{OptionalExtension, Sql, SqlExt, params};
+use super::sql::{params, OptionalExtension, Sql, SqlExt};
 use super::CrlStore;
 use time::OffsetDateTime;
 

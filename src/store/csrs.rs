@@ -1,9 +1,9 @@
 //! Queries on `csrs`: certificate signing requests with keys generated here, their signature
 //! requests and approvals, and the server certificates they became.
 
-use super::sql::{OptionalExtension, Row, Sql, SqlExt, Value, params};
-use super::DbError;
+use super::sql::{params, OptionalExtension, Row, Sql, SqlExt, Value};
 use super::CsrStore;
+use super::DbError;
 
 use super::filter::{ListFilter, Where};
 use rustls_pki_types::PrivateKeyDer;
@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::Audit;
 use super::{
-    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    SqlStore, StoreError,
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest, SqlStore,
+    StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::KeyType;
@@ -194,11 +194,7 @@ impl CsrRow {
     }
 }
 
-fn get_csr(
-    conn: &dyn Sql,
-    org: &OrgId,
-    id: &str,
-) -> Result<Option<CsrRecord>, StoreError> {
+fn get_csr(conn: &dyn Sql, org: &OrgId, id: &str) -> Result<Option<CsrRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM csrs WHERE org = ?1 AND id = ?2"),
         params![org.as_str(), id],

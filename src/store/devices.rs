@@ -1,7 +1,7 @@
 //! Queries on `devices`: the registry of identities seen, written in batches behind the connect
 //! path; and the `expiring` view over every certificate kind of an org, devices' included.
 
-use super::sql::{Row, SqlExt, Value, params};
+use super::sql::{params, Row, SqlExt, Value};
 use super::DbError;
 use super::DeviceStore;
 use time::OffsetDateTime;

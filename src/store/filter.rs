@@ -1,7 +1,7 @@
 //! The filters every certificate list takes (DESIGN §7b): alias substring, registration window,
 //! a status where the collection has one; and the `WHERE` clause they become.
 
-use super::sql::{Row, Sql, SqlExt, Value, params_from_iter};
+use super::sql::{params_from_iter, Row, Sql, SqlExt, Value};
 use super::DbError;
 use time::OffsetDateTime;
 

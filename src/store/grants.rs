@@ -19,7 +19,7 @@
 //! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
 //! grant spends nothing ([`StoreError::GrantExpired`]).
 
-use super::sql::{OptionalExtension, Params, Row, Sql, SqlExt, Value, params};
+use super::sql::{params, OptionalExtension, Params, Row, Sql, SqlExt, Value};
 use super::DbError;
 use super::{GrantRules, GrantStore};
 use crate::clock::Clock;
@@ -32,8 +32,7 @@ use time::OffsetDateTime;
 use super::filter::Where;
 use super::Audit;
 use super::{
-    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, SqlStore,
-    StoreError,
+    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -282,11 +281,7 @@ pub(super) fn insert_grant(
 
 /// Writes `grant`'s new status; on expiry of a signing certificate's grant, suspends the active
 /// tokens it signed.
-fn set_status(
-    conn: &dyn Sql,
-    grant: &GrantRecord,
-    status: GrantStatus,
-) -> Result<(), StoreError> {
+fn set_status(conn: &dyn Sql, grant: &GrantRecord, status: GrantStatus) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE grants SET status = ?2, uses = CASE WHEN uses > ?3 THEN uses ELSE ?3 END WHERE id = ?1",
         params![grant.id, status.as_str(), grant.uses],
@@ -355,7 +350,11 @@ impl GrantStore for SqlStore {
                 GrantHolder::CaCertificate,
                 "key_sealed IS NOT NULL",
             ),
-            ("signing_certificates", GrantHolder::SigningCertificate, "1 = 1"),
+            (
+                "signing_certificates",
+                GrantHolder::SigningCertificate,
+                "1 = 1",
+            ),
         ] {
             let mut stmt = tx.prepare(&format!(
                 "SELECT org, id FROM {table} t WHERE {keyed}

@@ -343,7 +343,8 @@ fn check_master_key(conn: &dyn Sql, key: &MasterKey) -> Result<(), StoreError> {
         Some(sealed) => match key.open(KEY_CHECK_AAD, &sealed) {
             Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
             _ => Err(StoreError::MasterKey(
-                "this master key does not open the store (was PORTCULLIS_MASTER_KEY or master.key changed?)"
+                "this master key does not open the store (was PORTCULLIS_MASTER_KEY or master.key \
+                 changed? every node sharing one PostgreSQL store needs the same key)"
                     .into(),
             )),
         },

@@ -2,7 +2,7 @@
 //! a private key) and `notifications_sent` (what was sent, so that each notice goes at most once a
 //! day, across restarts); and the platform-wide expiry summary the metrics show.
 
-use super::sql::{OptionalExtension, SqlExt, params};
+use super::sql::{params, OptionalExtension, SqlExt};
 use super::NotificationStore;
 use time::OffsetDateTime;
 
@@ -132,9 +132,10 @@ impl NotificationStore for SqlStore {
     fn orgs_with_notifications(&self) -> Result<Vec<OrgId>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT org FROM notification_settings ORDER BY org")?;
-        let orgs = records(stmt.query_map(params![], |row| row.get::<_, String>(0))?, |org| {
-            super::parse_org_id(&org)
-        })?;
+        let orgs = records(
+            stmt.query_map(params![], |row| row.get::<_, String>(0))?,
+            |org| super::parse_org_id(&org),
+        )?;
         Ok(orgs)
     }
 

@@ -1,6 +1,6 @@
 //! Queries on `orgs`.
 
-use super::sql::{OptionalExtension, Row, Sql, SqlExt, params};
+use super::sql::{params, OptionalExtension, Row, Sql, SqlExt};
 use super::DbError;
 use super::OrgStore;
 
@@ -52,10 +52,7 @@ impl OrgRow {
     }
 }
 
-pub(super) fn get_org(
-    conn: &dyn Sql,
-    id: &OrgId,
-) -> Result<Option<OrgRecord>, StoreError> {
+pub(super) fn get_org(conn: &dyn Sql, id: &OrgId) -> Result<Option<OrgRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM orgs WHERE id = ?1"),
         [id.as_str()],
@@ -70,9 +67,10 @@ impl OrgStore for SqlStore {
     fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT id FROM orgs ORDER BY id")?;
-        let ids = records(stmt.query_map(params![], |row| row.get::<_, String>(0))?, |id| {
-            parse_org_id(&id)
-        })?;
+        let ids = records(
+            stmt.query_map(params![], |row| row.get::<_, String>(0))?,
+            |id| parse_org_id(&id),
+        )?;
         Ok(ids)
     }
 

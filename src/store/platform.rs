@@ -106,7 +106,8 @@ impl PlatformStore for SqlStore {
         &self,
     ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, StoreError> {
         let conn = self.conn()?;
-        let (Some(chain), Some(sealed)) = (meta(&*conn, DEFAULT_CHAIN)?, meta(&*conn, DEFAULT_KEY)?)
+        let (Some(chain), Some(sealed)) =
+            (meta(&*conn, DEFAULT_CHAIN)?, meta(&*conn, DEFAULT_KEY)?)
         else {
             return Ok(None);
         };

@@ -1,6 +1,6 @@
 //! Queries on `server_certificates` and the org's active one, and [`ServerCertStore::org_state`].
 
-use super::sql::{OptionalExtension, Row, Sql, SqlExt, ToValue, Value, params, params_from_iter};
+use super::sql::{params, params_from_iter, OptionalExtension, Row, Sql, SqlExt, ToValue, Value};
 use super::DbError;
 use super::ServerCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -158,9 +158,14 @@ impl ServerCertStore for SqlStore {
             );
         }
         let select = format!("SELECT {COLUMNS} FROM {FROM}");
-        let records = clause.fetch(&*self.conn()?, org, &select, page, ServerCertRow::read, |r| {
-            r.into_record(org)
-        })?;
+        let records = clause.fetch(
+            &*self.conn()?,
+            org,
+            &select,
+            page,
+            ServerCertRow::read,
+            |r| r.into_record(org),
+        )?;
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))

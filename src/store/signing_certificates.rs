@@ -1,7 +1,7 @@
 //! Queries on `signing_certificates` and the org's default one: the keys org tokens are signed
 //! with.
 
-use super::sql::{OptionalExtension, Row, Sql, SqlExt, ToValue, Value, params, params_from_iter};
+use super::sql::{params, params_from_iter, OptionalExtension, Row, Sql, SqlExt, ToValue, Value};
 use super::DbError;
 use super::{GrantStore, SigningCertStore};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};

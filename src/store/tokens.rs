@@ -1,6 +1,6 @@
 //! Queries on `tokens`: what verifies and revokes an org token (never the token itself).
 
-use super::sql::{OptionalExtension, Row, Sql, SqlExt, params};
+use super::sql::{params, OptionalExtension, Row, Sql, SqlExt};
 use super::DbError;
 use super::TokenStore;
 use serde::{Deserialize, Serialize};

@@ -31,7 +31,15 @@ pub fn database() -> String {
     let server = SERVER.get_or_init(start);
     let name = format!("t_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
     let out = Command::new(server.bin.join("createdb"))
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", &name])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "postgres",
+            &name,
+        ])
         .output()
         .expect("run createdb");
     assert!(
@@ -101,10 +109,15 @@ fn start() -> Server {
         );
     }
     let mut initdb = as_postgres(&bin.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["--auth=trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
+    initdb.arg("-D").arg(&data).args([
+        "--auth=trust",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
     run(initdb, "initdb");
     let port = free_port();
     let conf = format!(
@@ -129,6 +142,8 @@ fn start() -> Server {
 }
 
 /// Spawns a watchdog that stops the server and removes `dir` once this process has exited.
+/// It is never waited for: it outlives this process by design (init reaps it).
+#[allow(clippy::zombie_processes)]
 fn watch(bin: &Path, dir: &Path, data: &Path) {
     let stop = if is_root() {
         format!(
@@ -137,7 +152,11 @@ fn watch(bin: &Path, dir: &Path, data: &Path) {
             data.display()
         )
     } else {
-        format!("{} -D {} -m immediate stop", bin.join("pg_ctl").display(), data.display())
+        format!(
+            "{} -D {} -m immediate stop",
+            bin.join("pg_ctl").display(),
+            data.display()
+        )
     };
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",

@@ -195,7 +195,10 @@ fn column(row: &postgres::Row, i: usize) -> Result<Value, DbError> {
         message: e.to_string(),
     };
     let value = match ty {
-        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(err)?.map(Value::Integer),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map(Value::Integer),
         Type::INT4 => row
             .try_get::<_, Option<i32>>(i)
             .map_err(err)?
@@ -208,10 +211,14 @@ fn column(row: &postgres::Row, i: usize) -> Result<Value, DbError> {
             .try_get::<_, Option<bool>>(i)
             .map_err(err)?
             .map(|v| Value::Integer(v.into())),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-            row.try_get::<_, Option<String>>(i).map_err(err)?.map(Value::Text)
-        }
-        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(Value::Blob),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(err)?
+            .map(Value::Text),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(err)?
+            .map(Value::Blob),
         other => {
             return Err(DbError::Column {
                 index: i,
@@ -225,7 +232,11 @@ fn column(row: &postgres::Row, i: usize) -> Result<Value, DbError> {
 /// A value bound to whatever type PostgreSQL inferred for its parameter: an integer binds to
 /// any integer type (checked) or to a boolean, text to text, a blob to `bytea`.
 impl ToSql for Value {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             Value::Null => Ok(IsNull::Yes),
             Value::Integer(i) => match *ty {
@@ -267,9 +278,15 @@ mod tests {
     #[test]
     fn placeholders_are_numbered_as_sqlite_numbers_them() {
         assert_eq!(numbered("a = ?1 AND b = ?2"), "a = $1 AND b = $2");
-        assert_eq!(numbered("a = ?3 AND b = ? AND c = ?"), "a = $3 AND b = $4 AND c = $5");
+        assert_eq!(
+            numbered("a = ?3 AND b = ? AND c = ?"),
+            "a = $3 AND b = $4 AND c = $5"
+        );
         assert_eq!(numbered("?2, ?1, ?"), "$2, $1, $3");
         assert_eq!(numbered("x = '?' AND y = ?"), "x = '?' AND y = $1");
-        assert_eq!(numbered("x = 'it''s ?' AND y = ?1"), "x = 'it''s ?' AND y = $1");
+        assert_eq!(
+            numbered("x = 'it''s ?' AND y = ?1"),
+            "x = 'it''s ?' AND y = $1"
+        );
     }
 }

@@ -38,7 +38,10 @@ fn migrate_locked(client: &mut Client) -> Result<(), StoreError> {
         )
         .map_err(pg)?;
     let current: i64 = client
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
         .map_err(pg)?
         .get(0);
     if current > LATEST {

@@ -22,7 +22,6 @@ use crate::clock::Clock;
 
 pub(super) mod schema;
 
-
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "portcullis.db";
 
@@ -64,8 +63,7 @@ impl SqlStore {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         schema::migrate(&mut conn)?;
         let backend = Sqlite {
             conn: Mutex::new(conn),
@@ -161,12 +159,12 @@ fn from_sqlite(value: ValueRef<'_>, index: usize) -> Result<Value, DbError> {
     Ok(match value {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Text(t) => Value::Text(
-            String::from_utf8(t.to_vec()).map_err(|e| DbError::Column {
+        ValueRef::Text(t) => {
+            Value::Text(String::from_utf8(t.to_vec()).map_err(|e| DbError::Column {
                 index,
                 message: e.to_string(),
-            })?,
-        ),
+            })?)
+        }
         ValueRef::Blob(b) => Value::Blob(b.to_vec()),
         ValueRef::Real(_) => {
             return Err(DbError::Column {
