@@ -336,3 +336,35 @@ pub trait Backend: Send + Sync {
     /// a read-then-write inside it sees no concurrent change, as under SQLite's `BEGIN IMMEDIATE`.
     fn write(&self) -> Result<Box<dyn Sql + '_>, DbError>;
 }
+
+/// One engine's way of keeping its schema: `schema_migrations` (version, applied_at) in its own
+/// types, and one transaction per migration.
+pub trait Migrations {
+    /// Creates `schema_migrations` when missing; the highest version applied (0: none).
+    fn current(&mut self) -> Result<i64, DbError>;
+
+    /// Runs `sql` and records `version` as applied at `applied_at` (unix µs), in one transaction.
+    fn apply(&mut self, version: i64, sql: &str, applied_at: i64) -> Result<(), DbError>;
+}
+
+/// Applies, in order, each of `migrations` (`(version, sql)`, append only) that `engine` has not
+/// applied yet. A database written by a newer Portcullis (a version this build does not know) is
+/// refused rather than guessed at.
+pub fn migrate(
+    engine: &mut dyn Migrations,
+    migrations: &[(i64, &str)],
+) -> Result<(), super::StoreError> {
+    let latest = migrations.last().map_or(0, |(v, _)| *v);
+    let current = engine.current()?;
+    if current > latest {
+        return Err(super::StoreError::Corrupt(format!(
+            "the database has schema version {current}, newer than this build knows ({latest})"
+        )));
+    }
+    for (version, sql) in migrations.iter().filter(|(v, _)| *v > current) {
+        let now = super::to_micros(time::OffsetDateTime::now_utc());
+        engine.apply(*version, sql, now)?;
+        tracing::info!(version, "applied store migration");
+    }
+    Ok(())
+}

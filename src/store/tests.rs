@@ -764,5 +764,6 @@ on_both_engines!(
     newer_schema_is_refused,
     another_master_key_is_refused,
     data_survives_reopen_and_migrations_run_once,
-    platform_values_are_created_once
+    platform_values_are_created_once,
+    a_store_dropped_on_the_runtime_does_not_panic
 );

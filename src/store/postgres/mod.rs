@@ -49,7 +49,8 @@ const WRITE_LOCK: i64 = 0x706f_7274_6375_6c6c;
 
 /// The PostgreSQL database, shared by every node.
 pub struct Postgres {
-    pool: Pool,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool>,
 }
 
 impl SqlStore {
@@ -74,7 +75,7 @@ impl SqlStore {
             .connection_timeout(CONNECT_TIMEOUT)
             .build(manager)
             .map_err(|e| DbError::Backend(format!("postgres: cannot connect: {e}")))?;
-        let backend = Postgres { pool };
+        let backend = Postgres { pool: Some(pool) };
         schema::migrate(&mut *backend.get()?)?;
         SqlStore::new(Box::new(backend), master_key, grant_rules, clock)
     }
@@ -83,6 +84,8 @@ impl SqlStore {
 impl Postgres {
     fn get(&self) -> Result<Conn, DbError> {
         self.pool
+            .as_ref()
+            .ok_or_else(|| DbError::Backend("postgres: the store is closed".into()))?
             .get()
             .map_err(|e| DbError::Backend(format!("postgres: no connection: {e}")))
     }
@@ -94,6 +97,19 @@ impl Postgres {
             conn: RefCell::new(conn),
             open: Cell::new(true),
         }))
+    }
+}
+
+/// Closing a `postgres::Client` blocks: the store's last reference dropped on a runtime worker
+/// (a server's shutdown) would panic there, so the pool is then dropped on a thread of its own.
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::spawn(move || drop(pool));
+        }
     }
 }
 

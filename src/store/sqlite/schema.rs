@@ -1,11 +1,11 @@
-//! Schema migrations: numbered SQL files in `migrations/`, compiled in, each applied once in its
-//! own transaction and recorded in `schema_migrations`. A database written by a newer Portcullis
-//! (a version this build does not know) is refused rather than guessed at.
+//! SQLite's schema: numbered SQL files in `migrations/`, compiled in, applied by
+//! `store::sql::migrate` (once each, in its own transaction, recorded in `schema_migrations`).
 
 use rusqlite::{params, Connection, TransactionBehavior};
-use time::OffsetDateTime;
 
-use super::{db, StoreError};
+use super::db;
+use crate::store::sql::{self, DbError, Migrations};
+use crate::store::StoreError;
 
 /// `(version, sql)`, in order. Append only: never edit a migration that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -19,42 +19,46 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_grants_notifications.sql")),
 ];
 
-/// The newest schema version this build knows.
+/// The newest schema version this build knows (the tests check it was reached).
+#[cfg(test)]
 pub(crate) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version    INTEGER PRIMARY KEY NOT NULL,
-             applied_at INTEGER NOT NULL
-         )",
-    )
-    .map_err(db)?;
-    let current: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            [],
-            |row| row.get(0),
-        )
-        .map_err(db)?;
-    if current > LATEST {
-        return Err(StoreError::Corrupt(format!(
-            "the database has schema version {current}, newer than this build knows ({LATEST})"
-        )));
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        apply(conn, *version, sql).map_err(db)?;
-        tracing::info!(version, "applied store migration");
-    }
-    Ok(())
+    sql::migrate(&mut Engine(conn), MIGRATIONS)
 }
 
-fn apply(conn: &mut Connection, version: i64, sql: &str) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(sql)?;
-    tx.execute(
-        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-        params![version, crate::store::to_micros(OffsetDateTime::now_utc())],
-    )?;
-    tx.commit()
+struct Engine<'a>(&'a mut Connection);
+
+impl Migrations for Engine<'_> {
+    fn current(&mut self) -> Result<i64, DbError> {
+        self.0
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version    INTEGER PRIMARY KEY NOT NULL,
+                     applied_at INTEGER NOT NULL
+                 )",
+            )
+            .map_err(db)?;
+        self.0
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db)
+    }
+
+    fn apply(&mut self, version: i64, sql: &str, applied_at: i64) -> Result<(), DbError> {
+        let tx = self
+            .0
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, applied_at],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
 }

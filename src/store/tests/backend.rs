@@ -208,3 +208,17 @@ pub(super) fn platform_values_are_created_once(engine: Engine) {
     assert_eq!(loaded_chain, chain);
     assert_eq!(loaded_key.secret_der(), key.secret_der());
 }
+
+/// The last reference to a store may go on a runtime worker (a server's shutdown): closing it
+/// must not block there (PostgreSQL's client would panic, "Cannot start a runtime from within a
+/// runtime").
+pub(super) fn a_store_dropped_on_the_runtime_does_not_panic(engine: Engine) {
+    let db = TestDb::new(engine);
+    let store = db.open();
+    new_org(&store, "acme");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(store) });
+    assert_eq!(db.open().org_ids().unwrap(), vec![org("acme")]);
+}
