@@ -222,3 +222,33 @@ pub(super) fn a_store_dropped_on_the_runtime_does_not_panic(engine: Engine) {
     runtime.block_on(async move { drop(store) });
     assert_eq!(db.open().org_ids().unwrap(), vec![org("acme")]);
 }
+
+/// PostgreSQL only (SQLite is one process's): nodes starting at once on a fresh database migrate
+/// it once, under the advisory lock, and all end up with the one platform CA the first created.
+#[test]
+fn nodes_starting_at_once_migrate_once_and_share_one_platform_ca() {
+    let db = TestDb::new(Engine::Postgres);
+    let barrier = std::sync::Barrier::new(4);
+    let cas: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let nodes: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let store = db.open();
+                    let mine = crate::pki::generate_platform_ca().unwrap();
+                    store.create_platform_ca(&mine).unwrap().cert_der.to_vec()
+                })
+            })
+            .collect();
+        nodes.into_iter().map(|n| n.join().unwrap()).collect()
+    });
+    assert!(cas.iter().all(|ca| *ca == cas[0]), "one platform CA");
+    let store = db.open();
+    let conn = store.conn().unwrap();
+    let applied: i64 = conn
+        .query_row("SELECT COUNT(*) FROM schema_migrations", params![], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(applied, postgres::schema::LATEST);
+}
