@@ -155,3 +155,16 @@ fn a_node_whose_master_key_does_not_open_the_database_exits_64() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn a_store_url_that_is_not_postgres_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("PORTCULLIS__STORE__URL", "mysql://db.internal/portcullis")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("store.url"));
+}
