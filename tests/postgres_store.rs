@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::clients::*;
 use common::*;
-use rumqttc::QoS;
 
 const SNI: &str = "acme.messaging.localhost";
 
@@ -24,21 +23,7 @@ async fn a_device_connects_through_a_server_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_on_store(dir.path().into(), Some(pg::database())).await;
     let (ca, _) = server.org_with_ca("acme").await;
-    let (app, mut inbox) = subscribed_v4(
-        &server,
-        &ca,
-        "acme",
-        "a:dashboard",
-        "iot-2/type/+/id/+/evt/+/fmt/+",
-    )
-    .await;
-    let device = publisher_v4(&server, &ca, "acme", "d:sensor:dev1").await;
-    device
-        .publish("iot-2/evt/temp/fmt/json", QoS::AtLeastOnce, false, "21.5")
-        .await
-        .unwrap();
-    let event = step(inbox.recv()).await.unwrap();
-    assert_eq!(event.topic, "iot-2/type/sensor/id/dev1/evt/temp/fmt/json");
+    let (device, _eventloop) = connected_v4(&server, &ca, "acme", "d:sensor:dev1").await;
     // The device writer recorded the device in PostgreSQL (off the runtime's workers).
     let listed = eventually(STEP, || async {
         let (status, body) = server.api("GET", "/api/v1/orgs/acme/devices", None).await;
@@ -49,7 +34,7 @@ async fn a_device_connects_through_a_server_on_postgres() {
     })
     .await;
     assert!(listed, "the device was never listed");
-    drop((app, device));
+    drop(device);
     server.stop().await;
 }
 
@@ -113,16 +98,21 @@ fn portcullis(dir: &std::path::Path, url: &str, master_key: &str) -> std::proces
         .unwrap()
 }
 
+/// Waits for the binary's first line: it is serving.
+fn serving(child: &mut std::process::Child) {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
+}
+
 #[test]
 fn a_node_whose_master_key_does_not_open_the_database_exits_64() {
     let url = pg::database();
     let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut first = portcullis(dir1.path(), &url, &"11".repeat(32));
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
+    serving(&mut first);
 
     let mut second = portcullis(dir2.path(), &url, &"22".repeat(32));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -145,11 +135,7 @@ fn a_node_whose_master_key_does_not_open_the_database_exits_64() {
 
     // The same key as the first node's starts.
     let mut third = portcullis(dir2.path(), &url, &"11".repeat(32));
-    let mut line = String::new();
-    BufReader::new(third.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
+    serving(&mut third);
     for mut child in [first, third] {
         let _ = child.kill();
         let _ = child.wait();
