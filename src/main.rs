@@ -63,13 +63,15 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("portcullis: {error:#}");
                     let usage = error
                         .downcast_ref::<portcullis::server::ServerError>()
                         .is_some_and(|e| e.is_usage());
                     if usage {
+                        // The message says it all; its chain would repeat it.
+                        eprintln!("portcullis: {error}");
                         ExitCode::from(EX_USAGE)
                     } else {
+                        eprintln!("portcullis: {error:#}");
                         ExitCode::FAILURE
                     }
                 }
