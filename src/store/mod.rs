@@ -8,14 +8,14 @@
 //! # Concurrency
 //!
 //! Every method is short and synchronous and runs one transaction of its backend (writes
-//! serialised, see [`sql::Backend::write`]). The hot path never calls the store (it reads the
+//! serialised, see `sql::Backend::write`). The hot path never calls the store (it reads the
 //! registry's snapshots); every caller runs it on `tokio::task::spawn_blocking` or a thread of
 //! its own — never on a runtime worker, where PostgreSQL's blocking client would panic.
 //!
 //! # Layout
 //!
 //! - `interface`: the traits callers name instead of a concrete store.
-//! - `sql`: the seam between the queries and an engine: [`sql::Sql`], [`sql::Backend`].
+//! - `sql`: the seam between the queries and an engine: `sql::Sql`, `sql::Backend`.
 //! - `sqlite/`, `postgres/`: the two engines, each with its connection handling, schema and
 //!   migrations; nothing else of the store is engine-specific.
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.

@@ -14,9 +14,17 @@
 //!
 //! Every write transaction first takes one transaction-scoped advisory lock
 //! (`pg_advisory_xact_lock`), so writers of every node are serialised as SQLite's
-//! `BEGIN IMMEDIATE` serialises them in one process: a read-then-write (a grant's uses, a default
-//! signing certificate, a CSR's status) never races a writer on another node. Admin writes are
-//! rare and short; reads take no lock (`REPEATABLE READ, READ ONLY`: one consistent snapshot).
+//! `BEGIN IMMEDIATE` serialises them in one process: a read-then-write (a default signing
+//! certificate, a CSR's status, a grant's row) never races a writer on another node. Admin writes
+//! are rare and short; reads take no lock (`REPEATABLE READ, READ ONLY`: one consistent snapshot).
+//!
+//! # Propagation to other nodes (not built yet)
+//!
+//! A node's registry snapshots change only when that node publishes an org
+//! (`Registry::publish_org`, after its own admin change or CRL fetch) or restarts. Cross-node
+//! propagation (DESIGN §12) hooks in here: a `NOTIFY` in the write transaction that changed an org
+//! (committed with it, in the transaction `PgTx::commit` ends), and a `LISTEN`ing connection of the
+//! same `tokio-postgres` family on each node calling `publish_org` for the org named.
 
 use std::cell::{Cell, RefCell};
 use std::error::Error;

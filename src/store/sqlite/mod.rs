@@ -1,13 +1,13 @@
 //! The SQLite backend (the embedded default): `<data_dir>/portcullis.db` in WAL mode, its
-//! numbered migrations (`schema`), and [`Sql`] over rusqlite. The queries themselves are the
+//! numbered migrations (`schema`), and `Sql` over rusqlite. The queries themselves are the
 //! store's (backend-neutral, in `store`); this module only runs them.
 //!
 //! # Concurrency
 //!
 //! One `rusqlite::Connection` behind a `std::sync::Mutex`: every store method is short,
 //! synchronous and holds the lock for one transaction (`BEGIN IMMEDIATE` for a write), so writers
-//! are serialised as [`Backend::write`] promises. A poisoned lock is taken over: a panic inside
-//! a transaction dropped it, and dropping a [`SqliteTx`] rolls back.
+//! are serialised as `Backend::write` promises. A poisoned lock is taken over: a panic inside
+//! a transaction dropped it, and dropping a `SqliteTx` rolls back.
 
 use std::cell::Cell;
 use std::path::Path;
