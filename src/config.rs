@@ -102,6 +102,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
+    /// Where the store lives: `None` for SQLite in `data_dir`, or a `postgres://` URL (DESIGN §12).
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +193,8 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     data_dir: PathBuf,
+    #[serde(default)]
+    url: String,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +403,7 @@ impl Config {
             },
             store: StoreConfig {
                 data_dir: raw.store.data_dir,
+                url: store_url(&raw.store.url)?,
             },
             broker: BrokerConfig {
                 max_connections: raw.broker.max_connections,
@@ -433,4 +438,20 @@ impl Config {
             },
         })
     }
+}
+
+/// `store.url`: empty is SQLite in `data_dir`; otherwise a `postgres://` (or `postgresql://`)
+/// URL, refused at load time rather than at the first query.
+fn store_url(url: &str) -> Result<Option<String>, ConfigError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::Invalid {
+            key: "store.url",
+            reason: "must be empty (SQLite in data_dir) or a postgres:// URL".into(),
+        });
+    }
+    Ok(Some(url.to_owned()))
 }

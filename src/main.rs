@@ -1,5 +1,6 @@
 //! `portcullis serve [--config FILE]`: load the configuration, install telemetry, bind, run until
-//! ctrl-c or SIGTERM. Invalid configuration exits with 64 (EX_USAGE).
+//! ctrl-c or SIGTERM. Invalid configuration, or a master key that does not open the store, exits
+//! with 64 (EX_USAGE).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,8 +63,17 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    eprintln!("portcullis: {error:#}");
-                    ExitCode::FAILURE
+                    let usage = error
+                        .downcast_ref::<portcullis::server::ServerError>()
+                        .is_some_and(|e| e.is_usage());
+                    if usage {
+                        // The message says it all; its chain would repeat it.
+                        eprintln!("portcullis: {error}");
+                        ExitCode::from(EX_USAGE)
+                    } else {
+                        eprintln!("portcullis: {error:#}");
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -23,7 +23,7 @@ use crate::pki::{self, Issuer, PkiError};
 use crate::registry::{Platform, Registry, RegistryError};
 use crate::revocation::crl::CrlFetcher;
 use crate::revocation::ocsp::Ocsp;
-use crate::store::{self, SqliteStore, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,14 @@ pub enum ServerError {
     Notify(#[from] NotifyError),
 }
 
+impl ServerError {
+    /// True when the operator must change how the node is started (exit 64, EX_USAGE): its
+    /// master key does not open the store.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ServerError::Store(StoreError::MasterKey(_)))
+    }
+}
+
 pub struct Server {
     config: Config,
     mqtts: TcpListener,
@@ -82,41 +90,16 @@ impl Server {
             path: data_dir.display().to_string(),
             source,
         })?;
-        // The one place that chooses the store; everything past here names only `dyn Store`.
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
-            &data_dir,
-            Arc::new(config.grants),
-            clock,
-        )?);
-        let granted = store.ensure_grants()?;
-        if granted > 0 {
-            tracing::info!(granted, "access grants given to keys held without one");
-        }
-        let platform_ca = match store.platform_ca()? {
-            Some(issuer) => issuer,
-            None => {
-                let issuer = pki::generate_platform_ca()?;
-                store.set_platform_ca(&issuer)?;
-                tracing::info!("platform CA created");
-                issuer
-            }
-        };
-        write_platform_ca(&data_dir, &platform_ca)?;
-        let platform_expiry = pki::cert_info(&platform_ca.cert_der)?.not_after;
-        metrics::gauge!(crate::metrics::CERT_EXPIRY, "kind" => "platform_ca")
-            .set(platform_expiry.unix_timestamp() as f64);
-        let (chain, key) = match &config.mqtts.default_cert {
-            Some((cert, key)) => load_default_cert(cert, key)?,
-            None => pki::issue_server_cert(&platform_ca, &[format!("*.{}", config.mqtts.domain)])?,
-        };
-        let platform = Platform {
-            domain: config.mqtts.domain.clone(),
-            default_cert: tls::certified_key(chain, key)?,
-            no_sni_org: config.mqtts.no_sni_org.clone(),
-            deny_stale_crl: config.revocation.deny_stale_crl,
-        };
-        let registry = Arc::new(Registry::load(store.clone(), platform)?);
-        let token = store::bootstrap_admin_token(&data_dir)?;
+        // The store's client blocks (PostgreSQL's would panic on a runtime worker): everything
+        // that reads or writes it before serving runs on a blocking thread.
+        let opening = config.clone();
+        let Opened {
+            store,
+            registry,
+            token,
+        } = tokio::task::spawn_blocking(move || open_state(&opening, clock))
+            .await
+            .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("opening: {e}"))))??;
         let broker = Arc::new(Broker::start(&config.broker).await?);
 
         let mqtts = bind_listener("MQTTS", config.mqtts.listen).await?;
@@ -233,6 +216,94 @@ impl Server {
             .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("flush: {e}"))))??;
         Ok(())
     }
+}
+
+/// What [`open_state`] gives the server.
+struct Opened {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    token: String,
+}
+
+/// Opens the store the configuration names, and makes or loads what it holds once for every
+/// node: the platform CA, the default server certificate, the admin token; then loads the
+/// registry's snapshots. Blocks.
+fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
+    let data_dir = &config.store.data_dir;
+    let url = config.store.url.as_deref();
+    // The one place that chooses the store; everything past here names only `dyn Store`.
+    let store: Arc<dyn Store> = Arc::new(store::open_configured(
+        data_dir,
+        url,
+        Arc::new(config.grants),
+        clock,
+    )?);
+    let granted = store.ensure_grants()?;
+    if granted > 0 {
+        tracing::info!(granted, "access grants given to keys held without one");
+    }
+    let platform_ca = match store.platform_ca()? {
+        Some(issuer) => issuer,
+        None => {
+            let issuer = store.create_platform_ca(&pki::generate_platform_ca()?)?;
+            tracing::info!("platform CA created");
+            issuer
+        }
+    };
+    write_platform_ca(data_dir, &platform_ca)?;
+    let platform_expiry = pki::cert_info(&platform_ca.cert_der)?.not_after;
+    metrics::gauge!(crate::metrics::CERT_EXPIRY, "kind" => "platform_ca")
+        .set(platform_expiry.unix_timestamp() as f64);
+    let (chain, key) = match &config.mqtts.default_cert {
+        Some((cert, key)) => load_default_cert(cert, key)?,
+        None => default_server_cert(&*store, &platform_ca, &config.mqtts.domain)?,
+    };
+    let platform = Platform {
+        domain: config.mqtts.domain.clone(),
+        default_cert: tls::certified_key(chain, key)?,
+        no_sni_org: config.mqtts.no_sni_org.clone(),
+        deny_stale_crl: config.revocation.deny_stale_crl,
+    };
+    let registry = Arc::new(Registry::load(store.clone(), platform)?);
+    let token = match url {
+        None => store::bootstrap_admin_token(data_dir)?,
+        Some(_) => store::shared_admin_token(&*store, data_dir)?,
+    };
+    Ok(Opened {
+        store,
+        registry,
+        token,
+    })
+}
+
+/// Renewed this long before it expires (at a start).
+const DEFAULT_CERT_MARGIN: time::Duration = time::Duration::days(30);
+
+/// The platform's default server certificate (`*.<domain>`, issued by the platform CA): the one
+/// stored, so every node serves the same; issued and stored when there is none, when it names
+/// another domain or another CA, or when it expires within [`DEFAULT_CERT_MARGIN`].
+fn default_server_cert(
+    store: &dyn Store,
+    platform_ca: &Issuer,
+    domain: &str,
+) -> Result<Chain, ServerError> {
+    let name = format!("*.{domain}");
+    if let Some((chain, key)) = store.default_server_cert()? {
+        let ca = pki::cert_info(&platform_ca.cert_der)?.subject;
+        let leaf = chain.first().map(|leaf| pki::cert_info(leaf)).transpose()?;
+        let current = leaf.is_some_and(|info| {
+            info.dns_names.contains(&name)
+                && info.issuer == ca
+                && info.not_after > time::OffsetDateTime::now_utc() + DEFAULT_CERT_MARGIN
+        });
+        if current {
+            return Ok((chain, key));
+        }
+    }
+    let (chain, key) = pki::issue_server_cert(platform_ca, &[name])?;
+    store.set_default_server_cert(&chain, &key)?;
+    tracing::info!(domain, "default server certificate issued");
+    Ok((chain, key))
 }
 
 async fn bind_listener(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

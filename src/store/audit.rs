@@ -1,12 +1,13 @@
 //! Queries on `audit_events`: who changed what, when and why.
 
+use super::sql::{params, Row, Sql, SqlExt};
 use super::AuditStore;
-use rusqlite::{params, Connection, Row};
+use super::DbError;
 use time::OffsetDateTime;
 
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    SqliteStore, StoreError,
+    SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -55,7 +56,7 @@ impl Audit {
     /// transaction: it commits or rolls back with the change.
     pub(super) fn record(
         &self,
-        conn: &Connection,
+        conn: &dyn Sql,
         org: &OrgId,
         target: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -95,7 +96,7 @@ struct AuditRow {
 }
 
 impl AuditRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    fn read(row: &Row) -> Result<AuditRow, DbError> {
         Ok(AuditRow {
             id: row.get(0)?,
             at: row.get(1)?,
@@ -121,14 +122,17 @@ impl AuditRow {
     }
 }
 
-impl AuditStore for SqliteStore {
+impl AuditStore for SqlStore {
     fn record_action(
         &self,
         org: &OrgId,
         audit: &Audit,
         target: Option<&str>,
     ) -> Result<(), StoreError> {
-        audit.record(&self.conn(), org, target)
+        let tx = self.begin()?;
+        audit.record(&*tx, org, target)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn list_audit_events(
@@ -137,7 +141,7 @@ impl AuditStore for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<AuditEvent>, StoreError> {
         let (after_micros, after_id) = page.after();
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM audit_events

@@ -1,13 +1,14 @@
 //! Queries on `blocked_devices`: the org's device blocklist.
 
+use super::sql::{params, Row, Sql, SqlExt};
 use super::BlocklistStore;
-use rusqlite::{params, Row, TransactionBehavior};
+use super::DbError;
 use time::OffsetDateTime;
 
 use super::Audit;
 use super::{
     from_micros, new_id, records, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    SqliteStore, StoreError,
+    SqlStore, StoreError,
 };
 use crate::identity::{Identity, OrgId};
 
@@ -53,7 +54,7 @@ type BlockRow = (
     i64,
 );
 
-fn read(row: &Row<'_>) -> rusqlite::Result<BlockRow> {
+fn read(row: &Row) -> Result<BlockRow, DbError> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -88,10 +89,7 @@ fn into_record(org: &OrgId, row: BlockRow) -> Result<BlockedDevice, StoreError> 
 }
 
 /// Every entry of the org's blocklist (what the registry serves).
-pub(super) fn all_blocked(
-    conn: &rusqlite::Connection,
-    org: &OrgId,
-) -> Result<Vec<BlockedDevice>, StoreError> {
+pub(super) fn all_blocked(conn: &dyn Sql, org: &OrgId) -> Result<Vec<BlockedDevice>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM blocked_devices WHERE org = ?1 ORDER BY created_at, id"
     ))?;
@@ -101,7 +99,7 @@ pub(super) fn all_blocked(
     Ok(rows)
 }
 
-impl BlocklistStore for SqliteStore {
+impl BlocklistStore for SqlStore {
     fn insert_blocked(
         &self,
         org: &OrgId,
@@ -117,8 +115,7 @@ impl BlocklistStore for SqliteStore {
                 (None, None, Some(ca_id.clone()), Some(serial.clone()))
             }
         };
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         tx.execute(
             &format!("INSERT INTO blocked_devices (org, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
@@ -152,7 +149,7 @@ impl BlocklistStore for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<BlockedDevice>, StoreError> {
         let (after_micros, after_id) = page.after();
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM blocked_devices
@@ -172,8 +169,7 @@ impl BlocklistStore for SqliteStore {
     }
 
     fn delete_blocked(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let deleted = tx.execute(
             "DELETE FROM blocked_devices WHERE org = ?1 AND id = ?2",

@@ -1,8 +1,8 @@
 //! Queries on `ca_certificates`.
 
+use super::sql::{params, params_from_iter, OptionalExtension, Row, Sql, SqlExt, ToValue, Value};
+use super::DbError;
 use super::{CaStore, GrantStore, OcspMode};
-use rusqlite::types::{ToSql, Value};
-use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::CertificateDer;
 
 use crate::pki::Issuer;
@@ -13,7 +13,7 @@ use super::grants::{insert_grant, GrantHolder};
 use super::Audit;
 use super::{
     from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros,
-    unique_or, CaFilter, CaPatch, CaRecord, NewCa, Page, PageRequest, SqliteStore, StoreError,
+    unique_or, CaFilter, CaPatch, CaRecord, NewCa, Page, PageRequest, SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -44,7 +44,7 @@ struct CaRow {
 }
 
 impl CaRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<CaRow> {
+    fn read(row: &Row) -> Result<CaRow, DbError> {
         Ok(CaRow {
             id: row.get(0)?,
             der: row.get(1)?,
@@ -81,11 +81,7 @@ impl CaRow {
     }
 }
 
-fn get_ca(
-    conn: &rusqlite::Connection,
-    org: &OrgId,
-    id: &str,
-) -> Result<Option<CaRecord>, StoreError> {
+fn get_ca(conn: &dyn Sql, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {READ_COLUMNS} FROM ca_certificates WHERE org = ?1 AND id = ?2"),
         params![org.as_str(), id],
@@ -97,10 +93,7 @@ fn get_ca(
 }
 
 /// The org's active CAs in registration order: what its client verifier trusts.
-pub(super) fn active_cas(
-    conn: &rusqlite::Connection,
-    org: &OrgId,
-) -> Result<Vec<CaRecord>, StoreError> {
+pub(super) fn active_cas(conn: &dyn Sql, org: &OrgId) -> Result<Vec<CaRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {READ_COLUMNS} FROM ca_certificates WHERE org = ?1 AND active = 1
          ORDER BY registered_at, id"
@@ -111,12 +104,11 @@ pub(super) fn active_cas(
     Ok(cas)
 }
 
-impl CaStore for SqliteStore {
+impl CaStore for SqlStore {
     fn insert_ca(&self, org: &OrgId, new: &NewCa, audit: &Audit) -> Result<CaRecord, StoreError> {
         let registered_at = truncate_to_micros(new.registered_at)?;
         let id = new_id(registered_at)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let info = CertInfoRow::from_info(&new.info)?;
         let inserted = tx.execute(
@@ -125,10 +117,10 @@ impl CaStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13)"
             ),
             params_from_iter(
-                [&org.as_str() as &dyn ToSql, &id, &new.der.as_ref()]
+                [&org.as_str() as &dyn ToValue, &id, &new.der.as_ref()]
                     .into_iter()
                     .chain(info.params())
-                    .chain([&new.description as &dyn ToSql, &to_micros(registered_at)]),
+                    .chain([&new.description as &dyn ToValue, &to_micros(registered_at)]),
             ),
         );
         unique_or(inserted, StoreError::DuplicateCertificate)?;
@@ -157,7 +149,7 @@ impl CaStore for SqliteStore {
     }
 
     fn ca_issuer(&self, org: &OrgId, id: &str) -> Result<Option<Option<Issuer>>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let row: Option<(Vec<u8>, Option<Vec<u8>>)> = conn
             .query_row(
@@ -181,7 +173,7 @@ impl CaStore for SqliteStore {
 
     fn ca(&self, org: &OrgId, id: &str) -> Result<Option<CaRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let Some(mut record) = get_ca(&conn, org, id)? else {
             return Ok(None);
@@ -218,7 +210,7 @@ impl CaStore for SqliteStore {
             },
         );
         self.refresh_grants(Some(org))?;
-        let conn = self.conn();
+        let conn = self.conn()?;
         let select = format!("SELECT {READ_COLUMNS} FROM ca_certificates");
         let mut records = clause.fetch(&conn, org, &select, page, CaRow::read, |r| {
             r.into_record(org)
@@ -238,8 +230,7 @@ impl CaStore for SqliteStore {
         patch: &CaPatch,
         audit: &Audit,
     ) -> Result<Option<CaRecord>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let changed = tx.execute(
             "UPDATE ca_certificates
@@ -275,12 +266,12 @@ impl CaStore for SqliteStore {
     }
 
     fn crl_sources(&self) -> Result<Vec<(OrgId, String, String)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT org, id, crl_url FROM ca_certificates
              WHERE crl_url IS NOT NULL AND active = 1 ORDER BY org, id",
         )?;
-        let rows = stmt.query_map([], |row| {
+        let rows = stmt.query_map(params![], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -291,8 +282,7 @@ impl CaStore for SqliteStore {
     }
 
     fn delete_ca(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let deleted = tx.execute(
             "DELETE FROM ca_certificates WHERE org = ?1 AND id = ?2",

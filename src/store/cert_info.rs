@@ -2,8 +2,8 @@
 //! checked, kept as it was checked (times as unix microseconds, DNS names as a JSON array), so
 //! both tables write and read it the same way.
 
-use rusqlite::types::ToSql;
-use rusqlite::Row;
+use super::sql::{Row, ToValue};
+use super::DbError;
 
 use super::{from_micros, to_micros, StoreError};
 use crate::pki::CertInfo;
@@ -23,7 +23,7 @@ pub(super) struct CertInfoRow {
 
 impl CertInfoRow {
     /// The eight columns starting at column `first` of `row`.
-    pub(super) fn read(row: &Row<'_>, first: usize) -> rusqlite::Result<CertInfoRow> {
+    pub(super) fn read(row: &Row, first: usize) -> Result<CertInfoRow, DbError> {
         Ok(CertInfoRow {
             subject: row.get(first)?,
             issuer: row.get(first + 1)?,
@@ -51,7 +51,7 @@ impl CertInfoRow {
     }
 
     /// The eight values, in column order, for an `INSERT`.
-    pub(super) fn params(&self) -> [&dyn ToSql; 8] {
+    pub(super) fn params(&self) -> [&dyn ToValue; 8] {
         [
             &self.subject,
             &self.issuer,

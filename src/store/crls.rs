@@ -1,17 +1,17 @@
 //! Queries on `crls`: the revocation list held for each CA certificate.
 
+use super::sql::{params, OptionalExtension, Sql, SqlExt};
 use super::CrlStore;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::Audit;
-use super::{records, require_org, to_micros, SqliteStore, StoreError};
+use super::{records, require_org, to_micros, SqlStore, StoreError};
 use crate::identity::OrgId;
 use crate::pki::CrlInfo;
 
 /// The CRLs of the org's active CAs: (CA id, DER). What the registry serves.
 pub(super) fn active_crls(
-    conn: &rusqlite::Connection,
+    conn: &dyn Sql,
     org: &OrgId,
 ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let mut stmt = conn.prepare(
@@ -26,7 +26,7 @@ pub(super) fn active_crls(
     Ok(rows)
 }
 
-impl CrlStore for SqliteStore {
+impl CrlStore for SqlStore {
     fn set_crl(
         &self,
         org: &OrgId,
@@ -36,8 +36,7 @@ impl CrlStore for SqliteStore {
         now: OffsetDateTime,
         audit: Option<&Audit>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let held: Option<i64> = tx
             .query_row(
@@ -73,7 +72,7 @@ impl CrlStore for SqliteStore {
     }
 
     fn crl(&self, org: &OrgId, ca_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         Ok(conn
             .query_row(

@@ -216,6 +216,28 @@ pub(crate) fn read_or_create_secret_file(
     }
 }
 
+/// Writes `text` to `path` (mode 0600), replacing what it held: a local copy of a secret whose
+/// source of truth is elsewhere (the shared store).
+pub(crate) fn write_secret_file(path: &Path, text: &str) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(())
+}
+
 fn warn_if_not_private(path: &Path) {
     #[cfg(unix)]
     {

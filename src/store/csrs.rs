@@ -1,9 +1,9 @@
 //! Queries on `csrs`: certificate signing requests with keys generated here, their signature
 //! requests and approvals, and the server certificates they became.
 
+use super::sql::{params, OptionalExtension, Row, Sql, SqlExt, Value};
 use super::CsrStore;
-use rusqlite::types::Value;
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use super::DbError;
 
 use super::filter::{ListFilter, Where};
 use rustls_pki_types::PrivateKeyDer;
@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::Audit;
 use super::{
-    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest,
-    SqliteStore, StoreError,
+    from_micros, new_id, require_org, to_micros, truncate_to_micros, Page, PageRequest, SqlStore,
+    StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::KeyType;
@@ -133,7 +133,7 @@ struct CsrRow {
 }
 
 impl CsrRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<CsrRow> {
+    fn read(row: &Row) -> Result<CsrRow, DbError> {
         Ok(CsrRow {
             id: row.get(0)?,
             alias: row.get(1)?,
@@ -194,11 +194,7 @@ impl CsrRow {
     }
 }
 
-fn get_csr(
-    conn: &rusqlite::Connection,
-    org: &OrgId,
-    id: &str,
-) -> Result<Option<CsrRecord>, StoreError> {
+fn get_csr(conn: &dyn Sql, org: &OrgId, id: &str) -> Result<Option<CsrRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM csrs WHERE org = ?1 AND id = ?2"),
         params![org.as_str(), id],
@@ -209,7 +205,7 @@ fn get_csr(
     .transpose()
 }
 
-impl CsrStore for SqliteStore {
+impl CsrStore for SqlStore {
     fn insert_csr(
         &self,
         org: &OrgId,
@@ -221,8 +217,7 @@ impl CsrStore for SqliteStore {
         let key_sealed = self.master_key.seal_private_key(&key_aad(&id), &new.key)?;
         let dns_names = serde_json::to_string(&new.dns_names)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         tx.execute(
             "INSERT INTO csrs (id, org, alias, common_name, dns_names, key_type, csr_pem,
@@ -248,7 +243,7 @@ impl CsrStore for SqliteStore {
     }
 
     fn csr(&self, org: &OrgId, id: &str) -> Result<Option<CsrRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         get_csr(&conn, org, id)
     }
@@ -258,7 +253,7 @@ impl CsrStore for SqliteStore {
         org: &OrgId,
         id: &str,
     ) -> Result<Option<(CsrRecord, PrivateKeyDer<'static>)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let Some(record) = get_csr(&conn, org, id)? else {
             return Ok(None);
@@ -283,7 +278,7 @@ impl CsrStore for SqliteStore {
             clause.and("status = ?", Value::Text(status.as_str().to_owned()));
         }
         let select = format!("SELECT {COLUMNS} FROM csrs");
-        let records = clause.fetch(&self.conn(), org, &select, page, CsrRow::read, |r| {
+        let records = clause.fetch(&*self.conn()?, org, &select, page, CsrRow::read, |r| {
             r.into_record(org)
         })?;
         Ok(Page::from_rows(records, page.limit(), |c| {
@@ -300,8 +295,7 @@ impl CsrStore for SqliteStore {
         at: OffsetDateTime,
         audit: &Audit,
     ) -> Result<Option<CsrRecord>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let Some(current) = get_csr(&tx, org, id)? else {
             return Ok(None);
@@ -368,8 +362,7 @@ impl CsrStore for SqliteStore {
     }
 
     fn delete_csr(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let deleted = tx.execute(
             "DELETE FROM csrs WHERE org = ?1 AND id = ?2",

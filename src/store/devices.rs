@@ -1,14 +1,14 @@
 //! Queries on `devices`: the registry of identities seen, written in batches behind the connect
 //! path; and the `expiring` view over every certificate kind of an org, devices' included.
 
+use super::sql::{params, Row, SqlExt, Value};
+use super::DbError;
 use super::DeviceStore;
-use rusqlite::types::Value;
-use rusqlite::{params, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::filter::Where;
 use super::{
-    from_micros, parse_org_id, records, require_org, to_micros, Page, PageRequest, SqliteStore,
+    from_micros, parse_org_id, records, require_org, to_micros, Page, PageRequest, SqlStore,
     StoreError,
 };
 use crate::identity::OrgId;
@@ -64,7 +64,7 @@ struct DeviceRow {
 }
 
 impl DeviceRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+    fn read(row: &Row) -> Result<DeviceRow, DbError> {
         Ok(DeviceRow {
             org: row.get(0)?,
             identity: row.get(1)?,
@@ -103,17 +103,18 @@ pub struct Expiring {
     pub not_after: OffsetDateTime,
 }
 
-impl DeviceStore for SqliteStore {
+impl DeviceStore for SqlStore {
     fn record_devices(&self, seen: &[DeviceSeen]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         for s in seen {
             tx.execute(
                 "INSERT INTO devices (org, identity, fingerprint_sha256, ca_id, serial, not_after,
                      first_seen, last_seen)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 WHERE EXISTS (SELECT 1 FROM orgs WHERE id = ?1)
                  ON CONFLICT (org, identity, fingerprint_sha256) DO UPDATE
-                 SET last_seen = MAX(last_seen, excluded.last_seen), ca_id = excluded.ca_id",
+                 SET last_seen = CASE WHEN devices.last_seen > excluded.last_seen
+                     THEN devices.last_seen ELSE excluded.last_seen END,
+                     ca_id = excluded.ca_id",
                 params![
                     s.org.as_str(),
                     s.identity,
@@ -139,13 +140,13 @@ impl DeviceStore for SqliteStore {
         if let Some(device_type) = filter.device_type.as_deref().filter(|t| !t.is_empty()) {
             // `d:<type>:` or `g:<type>:`.
             clause.and(
-                "(substr(identity, 3, length(?)) = ? AND substr(identity, 3 + length(?), 1) = ':')",
+                "(substr(identity, 3, length(CAST(? AS TEXT))) = ? AND substr(identity, 3 + length(CAST(? AS TEXT)), 1) = ':')",
                 Value::Text(device_type.to_owned()),
             );
         }
         if let Some(prefix) = filter.id_prefix.as_deref().filter(|p| !p.is_empty()) {
             clause.and(
-                "instr(substr(identity, 3), ':') > 0 AND substr(substr(identity, 3), instr(substr(identity, 3), ':') + 1, length(?)) = ?",
+                "instr(substr(identity, 3), ':') > 0 AND substr(substr(identity, 3), instr(substr(identity, 3), ':') + 1, length(CAST(? AS TEXT))) = ?",
                 Value::Text(prefix.to_owned()),
             );
         }
@@ -157,7 +158,7 @@ impl DeviceStore for SqliteStore {
         }
         let select = format!("SELECT {COLUMNS} FROM devices");
         let rows = clause.fetch(
-            &self.conn(),
+            &*self.conn()?,
             org,
             &select,
             page,
@@ -175,7 +176,7 @@ impl DeviceStore for SqliteStore {
         from: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<Vec<Expiring>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(
             "SELECT 'ca', id, alias, not_after FROM ca_certificates

@@ -1,8 +1,8 @@
 //! The filters every certificate list takes (DESIGN §7b): alias substring, registration window,
 //! a status where the collection has one; and the `WHERE` clause they become.
 
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, Row};
+use super::sql::{params_from_iter, Row, Sql, SqlExt, Value};
+use super::DbError;
 use time::OffsetDateTime;
 
 use super::{records, require_org, to_micros, GrantStatus, PageRequest, StoreError};
@@ -103,11 +103,11 @@ impl Where {
     /// the rows of one page and one more, in cursor order.
     pub(super) fn fetch<R, T>(
         self,
-        conn: &Connection,
+        conn: &dyn Sql,
         org: &OrgId,
         select: &str,
         page: &PageRequest,
-        read: impl FnMut(&Row<'_>) -> rusqlite::Result<R>,
+        read: impl FnMut(&Row) -> Result<R, DbError>,
         into_record: impl FnMut(R) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let (where_sql, args) = self.finish(page);

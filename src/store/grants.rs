@@ -19,21 +19,20 @@
 //! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
 //! grant spends nothing ([`StoreError::GrantExpired`]).
 
+use super::sql::{params, OptionalExtension, Params, Row, Sql, SqlExt, Value};
+use super::DbError;
 use super::{GrantRules, GrantStore};
 use crate::clock::Clock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::filter::Where;
 use super::Audit;
 use super::{
-    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, SqliteStore,
-    StoreError,
+    from_micros, new_id, records, require_org, to_micros, Page, PageRequest, SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -197,7 +196,7 @@ struct GrantRow {
 }
 
 impl GrantRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<GrantRow> {
+    fn read(row: &Row) -> Result<GrantRow, DbError> {
         Ok(GrantRow {
             id: row.get(0)?,
             org: row.get(1)?,
@@ -234,9 +233,9 @@ impl GrantRow {
 
 /// The grant row matching `condition` (SQL over the grants table, `?N` for `params`), if any.
 fn grant_row(
-    conn: &Connection,
+    conn: &dyn Sql,
     condition: &str,
-    params: impl rusqlite::Params,
+    params: impl Params,
 ) -> Result<Option<GrantRow>, StoreError> {
     Ok(conn
         .query_row(
@@ -249,7 +248,7 @@ fn grant_row(
 
 /// Inserts the grant of a key the product was just given, in the caller's transaction.
 pub(super) fn insert_grant(
-    conn: &Connection,
+    conn: &dyn Sql,
     rules: &dyn GrantRules,
     org: &OrgId,
     holder: GrantHolder,
@@ -282,13 +281,9 @@ pub(super) fn insert_grant(
 
 /// Writes `grant`'s new status; on expiry of a signing certificate's grant, suspends the active
 /// tokens it signed.
-fn set_status(
-    conn: &Connection,
-    grant: &GrantRecord,
-    status: GrantStatus,
-) -> Result<(), StoreError> {
+fn set_status(conn: &dyn Sql, grant: &GrantRecord, status: GrantStatus) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE grants SET status = ?2, uses = MAX(uses, ?3) WHERE id = ?1",
+        "UPDATE grants SET status = ?2, uses = CASE WHEN uses > ?3 THEN uses ELSE ?3 END WHERE id = ?1",
         params![grant.id, status.as_str(), grant.uses],
     )?;
     if status == GrantStatus::Expired && grant.holder == GrantHolder::SigningCertificate {
@@ -302,7 +297,7 @@ fn set_status(
     Ok(())
 }
 
-impl SqliteStore {
+impl SqlStore {
     fn meters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
         self.meters
             .lock()
@@ -313,7 +308,7 @@ impl SqliteStore {
     /// certificate record shows inline.
     pub(super) fn grant_on(
         &self,
-        conn: &Connection,
+        conn: &dyn Sql,
         holder_id: &str,
     ) -> Result<Option<GrantRecord>, StoreError> {
         grant_row(conn, "holder_id = ?1", [holder_id])?
@@ -327,7 +322,7 @@ impl SqliteStore {
         column: &str,
         value: &str,
     ) -> Result<Option<GrantRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let condition = format!("org = ?1 AND {column} = ?2");
         grant_row(&conn, &condition, params![org.as_str(), value])?
@@ -336,7 +331,7 @@ impl SqliteStore {
     }
 }
 
-impl GrantStore for SqliteStore {
+impl GrantStore for SqlStore {
     fn clock(&self) -> &Clock {
         &self.clock
     }
@@ -347,8 +342,7 @@ impl GrantStore for SqliteStore {
 
     fn ensure_grants(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let mut missing: Vec<(String, String, GrantHolder)> = Vec::new();
         for (table, holder, keyed) in [
             (
@@ -356,14 +350,18 @@ impl GrantStore for SqliteStore {
                 GrantHolder::CaCertificate,
                 "key_sealed IS NOT NULL",
             ),
-            ("signing_certificates", GrantHolder::SigningCertificate, "1"),
+            (
+                "signing_certificates",
+                GrantHolder::SigningCertificate,
+                "1 = 1",
+            ),
         ] {
             let mut stmt = tx.prepare(&format!(
                 "SELECT org, id FROM {table} t WHERE {keyed}
                  AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.holder_id = t.id)"
             ))?;
-            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, holder)))?;
-            missing.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            let rows = stmt.query_map(params![], |row| Ok((row.get(0)?, row.get(1)?, holder)))?;
+            missing.extend(rows.collect::<Result<Vec<_>, DbError>>()?);
         }
         for (org, id, holder) in &missing {
             insert_grant(
@@ -382,15 +380,14 @@ impl GrantStore for SqliteStore {
 
     fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
         let now = self.clock.now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let rows = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM grants
-                 WHERE status != 'expired' AND (?1 IS NULL OR org = ?1)"
+                 WHERE status != 'expired' AND (CAST(?1 AS TEXT) IS NULL OR org = ?1)"
             ))?;
             let rows = stmt.query_map([org.map(OrgId::as_str)], GrantRow::read)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
+            rows.collect::<Result<Vec<_>, DbError>>()?
         };
         let mut changed = Vec::new();
         {
@@ -423,7 +420,7 @@ impl GrantStore for SqliteStore {
     }
 
     fn grants_to_notify(&self, org: &OrgId) -> Result<Vec<GrantRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM grants WHERE org = ?1 AND status != 'active'
              ORDER BY granted_at, id"
@@ -446,7 +443,7 @@ impl GrantStore for SqliteStore {
         if let Some(status) = status {
             clause.and("status = ?", Value::Text(status.as_str().to_owned()));
         }
-        let conn = self.conn();
+        let conn = self.conn()?;
         let select = format!("SELECT {COLUMNS} FROM grants");
         let meters = self.meters();
         let records = clause.fetch(&conn, org, &select, page, GrantRow::read, |r| {
@@ -459,8 +456,7 @@ impl GrantStore for SqliteStore {
 
     fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let now = self.clock.now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let Some(row) = grant_row(
             &tx,
             "org = ?1 AND holder_id = ?2",
@@ -511,8 +507,7 @@ impl GrantStore for SqliteStore {
     }
 
     fn flush_grants(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let mut meters = self.meters();
         for (id, meter) in meters.drain() {
             tx.execute(
@@ -532,8 +527,7 @@ impl GrantStore for SqliteStore {
         expires_at: OffsetDateTime,
         audit: &Audit,
     ) -> Result<Option<()>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let updated = tx.execute(
             "UPDATE grants SET challenge_sha256 = ?3, challenge_expires_at = ?4,
@@ -557,8 +551,7 @@ impl GrantStore for SqliteStore {
         audit: &Audit,
     ) -> Result<Option<Result<GrantRecord, RenewalRefused>>, StoreError> {
         let now = self.clock.now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         type Challenge = (Option<Vec<u8>>, Option<i64>, i64, Option<Vec<u8>>);
         let challenge: Option<Challenge> = tx
@@ -641,10 +634,10 @@ impl GrantStore for SqliteStore {
 }
 
 /// After a crash, uses spent since the last write are unknown: count every reserved one.
-pub(super) fn recover_uses(conn: &Connection) -> Result<(), StoreError> {
+pub(super) fn recover_uses(conn: &dyn Sql) -> Result<(), StoreError> {
     let recovered = conn.execute(
         "UPDATE grants SET uses = reserved WHERE reserved > uses",
-        [],
+        params![],
     )?;
     if recovered > 0 {
         tracing::warn!(

@@ -1,7 +1,6 @@
 //! The store's interface: what the rest of the product asks of its storage, by area, and nothing
-//! of how it is kept. [`SqliteStore`](super::SqliteStore) implements it today; a PostgreSQL store
-//! (DESIGN §12) is a second implementation of the same traits, run through the same tests
-//! (`store::tests` take a `&dyn Store`).
+//! of how it is kept. [`SqlStore`](super::SqlStore) implements it once, over SQLite or PostgreSQL
+//! (DESIGN §12); `store::tests` run every behaviour test on both.
 //!
 //! # Why synchronous, and why `Arc<dyn Store>`
 //!
@@ -24,7 +23,7 @@
 
 use std::sync::Arc;
 
-use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
@@ -535,4 +534,25 @@ pub trait PlatformStore {
 
     /// Stores (or replaces) the platform CA; its key is sealed with the master key.
     fn set_platform_ca(&self, issuer: &Issuer) -> Result<(), StoreError>;
+
+    /// Stores `issuer` as the platform CA unless one is stored already, and returns the one
+    /// stored: of several nodes starting at once, the first creates it and the others load it.
+    fn create_platform_ca(&self, issuer: &Issuer) -> Result<Issuer, StoreError>;
+
+    /// The platform's default server certificate (chain, leaf first) and its decrypted key, when
+    /// one was stored: every node serves the same one.
+    fn default_server_cert(
+        &self,
+    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, StoreError>;
+
+    /// Stores (or replaces) the platform's default server certificate; its key sealed.
+    fn set_default_server_cert(
+        &self,
+        chain: &[CertificateDer<'static>],
+        key: &PrivateKeyDer<'static>,
+    ) -> Result<(), StoreError>;
+
+    /// The bootstrap admin token shared by every node: `candidate` is stored (sealed) unless a
+    /// token is stored already; returns the one stored.
+    fn shared_admin_token(&self, candidate: &str) -> Result<String, StoreError>;
 }

@@ -1,32 +1,33 @@
 //! The store: what the product keeps, behind a narrow interface ([`Store`], by area:
 //! [`OrgStore`], [`CaStore`], …; see `interface` for why it is synchronous and shared as
-//! `Arc<dyn Store>`), and its SQLite implementation ([`SqliteStore`]): SQLite (WAL) in
-//! `<data_dir>/portcullis.db`, schema migrations, one transaction per admin change, private keys
-//! encrypted at rest with the master key.
+//! `Arc<dyn Store>`), implemented once ([`SqlStore`]) over two database engines: SQLite (WAL) in
+//! `<data_dir>/portcullis.db`, the embedded default, or PostgreSQL (`store.url`), which several
+//! nodes share. One transaction per admin change; private keys encrypted at rest with the master
+//! key.
 //!
 //! # Concurrency
 //!
-//! One `rusqlite::Connection` behind a `std::sync::Mutex`: every method is short, synchronous and
-//! holds the lock for one transaction. The hot path never calls the store (it reads the registry's
-//! snapshots); the admin API calls it from `tokio::task::spawn_blocking`, and the registry calls
-//! [`ServerCertStore::org_state`] when it rebuilds an org. A poisoned lock is taken over: a panic
-//! inside a transaction dropped it, and dropping a `rusqlite::Transaction` rolls back.
+//! Every method is short and synchronous and runs one transaction of its backend (writes
+//! serialised, see `sql::Backend::write`). The hot path never calls the store (it reads the
+//! registry's snapshots); every caller runs it on `tokio::task::spawn_blocking` or a thread of
+//! its own — never on a runtime worker, where PostgreSQL's blocking client would panic.
 //!
 //! # Layout
 //!
-//! - `interface`: the traits callers name instead of the SQLite type.
+//! - `interface`: the traits callers name instead of a concrete store.
+//! - `sql`: the seam between the queries and an engine: `sql::Sql`, `sql::Backend`.
+//! - `sqlite/`, `postgres/`: the two engines, each with its connection handling, schema and
+//!   migrations; nothing else of the store is engine-specific.
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
-//! - `schema`: numbered migrations (`migrations/NNNN_*.sql`) tracked in `schema_migrations`.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
-//!   `platform`: the queries, one file per table, each implementing its area's trait for
-//!   [`SqliteStore`]; `cert_info`: the certificate columns the certificate tables share.
+//!   `platform`, …: the queries, one file per table, each implementing its area's trait for
+//!   [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -50,9 +51,11 @@ mod notifications;
 mod orgs;
 pub mod page;
 mod platform;
-mod schema;
+pub mod postgres;
 mod server_certificates;
 mod signing_certificates;
+pub(crate) mod sql;
+pub mod sqlite;
 mod tokens;
 
 pub use audit::{Audit, AuditEvent};
@@ -72,10 +75,16 @@ pub use interface::{
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
+pub use sql::DbError;
+pub use sqlite::DB_FILE;
 pub use tokens::{NewToken, Role, TokenPatch, TokenRecord, TokenStatus};
 
-/// File name of the database inside the data directory.
-pub const DB_FILE: &str = "portcullis.db";
+use sql::{Backend, OptionalExtension, Sql, SqlExt};
+
+/// The store on SQLite in the data directory: [`SqlStore::open`].
+pub type SqliteStore = SqlStore;
+/// The store on PostgreSQL: [`SqlStore::connect`].
+pub type PgStore = SqlStore;
 /// Name of the environment variable that sets the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "PORTCULLIS_ADMIN_TOKEN";
 /// File name of the generated admin token inside the data directory.
@@ -83,8 +92,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("database: {0}")]
+    Database(#[from] DbError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("master key: {0}")]
@@ -243,9 +252,9 @@ pub struct NewServerCert {
     pub registered_at: OffsetDateTime,
 }
 
-/// The SQLite implementation of [`Store`].
-pub struct SqliteStore {
-    conn: Mutex<Connection>,
+/// The one implementation of [`Store`], over a database engine ([`sqlite`] or [`postgres`]).
+pub struct SqlStore {
+    db: Box<dyn Backend>,
     master_key: MasterKey,
     /// What grants are given and when they run out (decided above the store); the clock they
     /// are judged by.
@@ -257,43 +266,23 @@ pub struct SqliteStore {
     grant_changed: Arc<Notify>,
 }
 
-impl SqliteStore {
-    /// Opens (creating when needed) `<data_dir>/portcullis.db`, runs the migrations, and loads the
-    /// master key from `PORTCULLIS_MASTER_KEY` or `<data_dir>/master.key` (generated, mode 0600).
-    /// Grants are given and judged by `grant_rules` (the configured `grants::GrantPolicy`) on
-    /// `clock`.
-    pub fn open(
-        data_dir: &Path,
-        grant_rules: Arc<dyn GrantRules>,
-        clock: Clock,
-    ) -> Result<SqliteStore, StoreError> {
-        let env = std::env::var(crypto::MASTER_KEY_ENV).ok();
-        create_data_dir(data_dir)?;
-        let master_key = MasterKey::load(data_dir, env.as_deref())?;
-        SqliteStore::open_with_key(data_dir, master_key, grant_rules, clock)
-    }
-
-    /// Opens the store with a given master key (what [`SqliteStore::open`] does once it has the key).
-    pub fn open_with_key(
-        data_dir: &Path,
+impl SqlStore {
+    /// The store over a migrated database: refuses a master key that does not open it, and counts
+    /// the grant uses a killed process had reserved as spent.
+    fn new(
+        db: Box<dyn Backend>,
         master_key: MasterKey,
         grant_rules: Arc<dyn GrantRules>,
         clock: Clock,
-    ) -> Result<SqliteStore, StoreError> {
-        create_data_dir(data_dir)?;
-        let path = data_dir.join(DB_FILE);
-        create_private_file(&path)?;
-        let mut conn = Connection::open(&path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // WAL: readers never block the writer; FULL: a committed admin change survives power loss.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        schema::migrate(&mut conn)?;
-        check_master_key(&conn, &master_key)?;
-        grants::recover_uses(&conn)?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
+    ) -> Result<SqlStore, StoreError> {
+        {
+            let tx = db.write()?;
+            check_master_key(&*tx, &master_key)?;
+            grants::recover_uses(&*tx)?;
+            tx.commit()?;
+        }
+        Ok(SqlStore {
+            db,
             master_key,
             grant_rules,
             clock,
@@ -302,10 +291,38 @@ impl SqliteStore {
         })
     }
 
-    /// The connection, for one transaction.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A read.
+    fn conn(&self) -> Result<Box<dyn Sql + '_>, StoreError> {
+        Ok(self.db.read()?)
     }
+
+    /// A write transaction.
+    fn begin(&self) -> Result<Box<dyn Sql + '_>, StoreError> {
+        Ok(self.db.write()?)
+    }
+}
+
+/// The store the configuration names: SQLite in `data_dir` when `url` is `None`, else the
+/// PostgreSQL database at `url`. The master key comes from `PORTCULLIS_MASTER_KEY` or
+/// `<data_dir>/master.key` either way. Blocks: call it off the runtime's workers.
+pub fn open_configured(
+    data_dir: &Path,
+    url: Option<&str>,
+    grant_rules: Arc<dyn GrantRules>,
+    clock: Clock,
+) -> Result<SqlStore, StoreError> {
+    match url {
+        None => SqlStore::open(data_dir, grant_rules, clock),
+        Some(url) => SqlStore::connect(url, load_master_key(data_dir)?, grant_rules, clock),
+    }
+}
+
+/// The master key from `PORTCULLIS_MASTER_KEY`, else `<data_dir>/master.key` (generated, mode
+/// 0600, when missing).
+fn load_master_key(data_dir: &Path) -> Result<MasterKey, StoreError> {
+    let env = std::env::var(crypto::MASTER_KEY_ENV).ok();
+    create_data_dir(data_dir)?;
+    MasterKey::load(data_dir, env.as_deref())
 }
 
 const KEY_CHECK_NAME: &str = "master_key_check";
@@ -314,21 +331,20 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"portcullis master key check";
 
 /// A store created with one master key refuses to open with another, rather than failing later
 /// on the first private key it decrypts.
-fn check_master_key(conn: &Connection, key: &MasterKey) -> Result<(), StoreError> {
-    let stored: Option<Vec<u8>> = match conn.query_row(
-        "SELECT value FROM store_meta WHERE name = ?1",
-        [KEY_CHECK_NAME],
-        |row| row.get(0),
-    ) {
-        Ok(v) => Some(v),
-        Err(rusqlite::Error::QueryReturnedNoRows) => None,
-        Err(e) => return Err(e.into()),
-    };
+fn check_master_key(conn: &dyn Sql, key: &MasterKey) -> Result<(), StoreError> {
+    let stored: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE name = ?1",
+            [KEY_CHECK_NAME],
+            |row| row.get(0),
+        )
+        .optional()?;
     match stored {
         Some(sealed) => match key.open(KEY_CHECK_AAD, &sealed) {
             Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
             _ => Err(StoreError::MasterKey(
-                "this master key does not open the store (was PORTCULLIS_MASTER_KEY or master.key changed?)"
+                "this master key does not open the store (was PORTCULLIS_MASTER_KEY or master.key \
+                 changed? every node sharing one PostgreSQL store needs the same key)"
                     .into(),
             )),
         },
@@ -336,7 +352,7 @@ fn check_master_key(conn: &Connection, key: &MasterKey) -> Result<(), StoreError
             let sealed = key.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
             conn.execute(
                 "INSERT INTO store_meta (name, value) VALUES (?1, ?2)",
-                rusqlite::params![KEY_CHECK_NAME, sealed],
+                sql::params![KEY_CHECK_NAME, sealed],
             )?;
             Ok(())
         }
@@ -350,6 +366,30 @@ pub fn bootstrap_admin_token(data_dir: &Path) -> Result<String, StoreError> {
     admin_token(data_dir, env.as_deref())
 }
 
+/// The admin token of a node sharing its store: `PORTCULLIS_ADMIN_TOKEN` when set, else the
+/// token the first node generated and stored (sealed); written to `<data_dir>/admin-token`
+/// (mode 0600) as well, for the operator of this node.
+pub fn shared_admin_token(store: &dyn Store, data_dir: &Path) -> Result<String, StoreError> {
+    if let Some(token) = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(token);
+    }
+    let token = store.shared_admin_token(&generate_admin_token()?)?;
+    crypto::write_secret_file(&data_dir.join(ADMIN_TOKEN_FILE), &token)?;
+    Ok(token)
+}
+
+/// 32 random bytes, base64url without padding (43 characters).
+fn generate_admin_token() -> Result<String, StoreError> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    crypto::random_bytes(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// [`bootstrap_admin_token`] with the environment value given: 32 random bytes, base64url without
 /// padding (43 characters), when it generates one.
 pub fn admin_token(data_dir: &Path, env_value: Option<&str>) -> Result<String, StoreError> {
@@ -358,12 +398,7 @@ pub fn admin_token(data_dir: &Path, env_value: Option<&str>) -> Result<String, S
     }
     create_data_dir(data_dir)?;
     let path = data_dir.join(ADMIN_TOKEN_FILE);
-    let token = crypto::read_or_create_secret_file(&path, || {
-        use base64::Engine;
-        let mut bytes = [0u8; 32];
-        crypto::random_bytes(&mut bytes)?;
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-    })?;
+    let token = crypto::read_or_create_secret_file(&path, generate_admin_token)?;
     if token.is_empty() {
         return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
     }
@@ -381,23 +416,6 @@ fn create_data_dir(data_dir: &Path) -> Result<(), StoreError> {
     }
     builder.create(data_dir)?;
     Ok(())
-}
-
-/// Creates an empty file with mode 0600 unless it exists, so that SQLite (which gives its WAL and
-/// shared-memory files the database's mode) never makes them readable by others.
-fn create_private_file(path: &Path) -> Result<(), StoreError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// A new id: 48 bits of milliseconds since the epoch, then 80 random bits, as 32 hex digits, so
@@ -500,45 +518,31 @@ fn parse_org_id(s: &str) -> Result<OrgId, StoreError> {
     OrgId::parse(s).map_err(|_| StoreError::Corrupt(format!("invalid org id {s:?}")))
 }
 
-/// True when `e` is a UNIQUE or PRIMARY KEY violation.
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-    )
-}
-
 /// The result of an `INSERT`, with a UNIQUE or PRIMARY KEY violation reported as `conflict`.
-fn unique_or(inserted: rusqlite::Result<usize>, conflict: StoreError) -> Result<usize, StoreError> {
+fn unique_or(inserted: Result<usize, DbError>, conflict: StoreError) -> Result<usize, StoreError> {
     match inserted {
-        Err(e) if is_unique_violation(&e) => Err(conflict),
+        Err(DbError::Unique(_)) => Err(conflict),
         other => Ok(other?),
     }
 }
 
 /// Reads every row of a query, then converts each one. All rows are read before the first
-/// conversion, so a SQLite error is reported before a row that does not convert.
+/// conversion, so a database error is reported before a row that does not convert.
 fn records<R, T>(
-    rows: impl Iterator<Item = rusqlite::Result<R>>,
+    rows: impl Iterator<Item = Result<R, DbError>>,
     into_record: impl FnMut(R) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
-    let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = rows.collect::<Result<Vec<_>, DbError>>()?;
     rows.into_iter().map(into_record).collect()
 }
 
 /// True when `e` is a FOREIGN KEY violation.
-fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
-    )
+fn is_foreign_key_violation(e: &DbError) -> bool {
+    matches!(e, DbError::ForeignKey(_))
 }
 
 /// Fails with `UnknownOrg` unless `org` exists.
-fn require_org(conn: &Connection, org: &OrgId) -> Result<(), StoreError> {
+fn require_org(conn: &dyn Sql, org: &OrgId) -> Result<(), StoreError> {
     let exists: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM orgs WHERE id = ?1)",
         [org.as_str()],

@@ -2,12 +2,12 @@
 //! a private key) and `notifications_sent` (what was sent, so that each notice goes at most once a
 //! day, across restarts); and the platform-wide expiry summary the metrics show.
 
+use super::sql::{params, OptionalExtension, SqlExt};
 use super::NotificationStore;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use super::Audit;
-use super::{records, require_org, to_micros, SqliteStore, StoreError};
+use super::{records, require_org, to_micros, SqlStore, StoreError};
 use crate::identity::OrgId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,12 +58,12 @@ pub struct ExpirySummary {
     pub stale_crls: u64,
 }
 
-impl NotificationStore for SqliteStore {
+impl NotificationStore for SqlStore {
     fn notification_settings(
         &self,
         org: &OrgId,
     ) -> Result<Option<NotificationSettings>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let row: Option<(String, Option<String>, Option<Vec<u8>>)> = conn
             .query_row(
@@ -106,8 +106,7 @@ impl NotificationStore for SqliteStore {
             .as_deref()
             .map(|secret| self.master_key.seal(&secret_aad(org), secret.as_bytes()))
             .transpose()?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         tx.execute(
             "INSERT INTO notification_settings
@@ -131,11 +130,12 @@ impl NotificationStore for SqliteStore {
     }
 
     fn orgs_with_notifications(&self) -> Result<Vec<OrgId>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT org FROM notification_settings ORDER BY org")?;
-        let orgs = records(stmt.query_map([], |row| row.get::<_, String>(0))?, |org| {
-            super::parse_org_id(&org)
-        })?;
+        let orgs = records(
+            stmt.query_map(params![], |row| row.get::<_, String>(0))?,
+            |org| super::parse_org_id(&org),
+        )?;
         Ok(orgs)
     }
 
@@ -144,10 +144,10 @@ impl NotificationStore for SqliteStore {
         key: &NotificationKey,
         on: Option<OffsetDateTime>,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.conn()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM notifications_sent
                  WHERE org = ?1 AND event = ?2 AND object = ?3 AND threshold = ?4
-                     AND (?5 IS NULL OR day = ?5))",
+                     AND (CAST(?5 AS TEXT) IS NULL OR day = ?5))",
             params![
                 key.org.as_str(),
                 key.event,
@@ -164,9 +164,10 @@ impl NotificationStore for SqliteStore {
         key: &NotificationKey,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO notifications_sent (org, event, object, threshold, day, sent_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        let tx = self.begin()?;
+        tx.execute(
+            "INSERT INTO notifications_sent (org, event, object, threshold, day, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
             params![
                 key.org.as_str(),
                 key.event,
@@ -177,10 +178,11 @@ impl NotificationStore for SqliteStore {
             ],
         )?;
         // Kept 90 days: long enough to know a grant period's warning went out.
-        self.conn().execute(
+        tx.execute(
             "DELETE FROM notifications_sent WHERE sent_at < ?1",
             [to_micros(at - time::Duration::days(90))],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -189,10 +191,10 @@ impl NotificationStore for SqliteStore {
         org: Option<&OrgId>,
         now: OffsetDateTime,
     ) -> Result<Vec<(OrgId, String, String)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT c.org, c.ca_id, a.alias FROM crls c JOIN ca_certificates a ON a.id = c.ca_id
-             WHERE (?1 IS NULL OR c.org = ?1) AND a.active = 1 AND c.next_update IS NOT NULL
+             WHERE (CAST(?1 AS TEXT) IS NULL OR c.org = ?1) AND a.active = 1 AND c.next_update IS NOT NULL
                  AND c.next_update < ?2
              ORDER BY c.org, c.ca_id",
         )?;
@@ -206,7 +208,7 @@ impl NotificationStore for SqliteStore {
     }
 
     fn expiry_summary(&self, now: OffsetDateTime) -> Result<ExpirySummary, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let [now_us, d1, d7, d30] =
             [0, 1, 7, 30].map(|days| to_micros(now + time::Duration::days(days)));
         let mut summary = ExpirySummary::default();
@@ -218,8 +220,8 @@ impl NotificationStore for SqliteStore {
         ] {
             let (c1, c7, c30, next): (i64, i64, i64, Option<i64>) = conn.query_row(
                 &format!(
-                    "SELECT COALESCE(SUM(not_after < ?2), 0), COALESCE(SUM(not_after < ?3), 0),
-                         COALESCE(SUM(not_after < ?4), 0), MIN(not_after)
+                    "SELECT COALESCE(SUM(CASE WHEN not_after < ?2 THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN not_after < ?3 THEN 1 ELSE 0 END), 0),
+                         COALESCE(SUM(CASE WHEN not_after < ?4 THEN 1 ELSE 0 END), 0), MIN(not_after)
                      FROM {table} WHERE not_after >= ?1"
                 ),
                 params![now_us, d1, d7, d30],

@@ -1,7 +1,8 @@
 //! Queries on `orgs`.
 
+use super::sql::{params, OptionalExtension, Row, Sql, SqlExt};
+use super::DbError;
 use super::OrgStore;
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 
 use super::grants::{insert_grant, GrantHolder};
 use super::signing_certificates::insert_signing_cert;
@@ -9,7 +10,7 @@ use super::Audit;
 use super::{
     from_micros, parse_org_id, records, to_micros, topic_policy_from_sql, topic_policy_to_sql,
     truncate_to_micros, unique_or, NewOrg, NewSigningCert, OrgPatch, OrgRecord, Page, PageRequest,
-    Role, SqliteStore, StoreError,
+    Role, SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -25,7 +26,7 @@ struct OrgRow {
 }
 
 impl OrgRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<OrgRow> {
+    fn read(row: &Row) -> Result<OrgRow, DbError> {
         Ok(OrgRow {
             id: row.get(0)?,
             name: row.get(1)?,
@@ -51,10 +52,7 @@ impl OrgRow {
     }
 }
 
-pub(super) fn get_org(
-    conn: &rusqlite::Connection,
-    id: &OrgId,
-) -> Result<Option<OrgRecord>, StoreError> {
+pub(super) fn get_org(conn: &dyn Sql, id: &OrgId) -> Result<Option<OrgRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM orgs WHERE id = ?1"),
         [id.as_str()],
@@ -65,13 +63,14 @@ pub(super) fn get_org(
     .transpose()
 }
 
-impl OrgStore for SqliteStore {
+impl OrgStore for SqlStore {
     fn org_ids(&self) -> Result<Vec<OrgId>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT id FROM orgs ORDER BY id")?;
-        let ids = records(stmt.query_map([], |row| row.get::<_, String>(0))?, |id| {
-            parse_org_id(&id)
-        })?;
+        let ids = records(
+            stmt.query_map(params![], |row| row.get::<_, String>(0))?,
+            |id| parse_org_id(&id),
+        )?;
         Ok(ids)
     }
 
@@ -88,8 +87,7 @@ impl OrgStore for SqliteStore {
             approval_required_roles: Vec::new(),
             created_at: truncate_to_micros(new.created_at)?,
         };
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let inserted = tx.execute(
             "INSERT INTO orgs (id, name, topic_policy, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![
@@ -119,11 +117,11 @@ impl OrgStore for SqliteStore {
     }
 
     fn org(&self, id: &OrgId) -> Result<Option<OrgRecord>, StoreError> {
-        get_org(&self.conn(), id)
+        get_org(&*self.conn()?, id)
     }
 
     fn list_orgs(&self, page: &PageRequest) -> Result<Page<OrgRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let (after_micros, after_id) = page.after();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM orgs
@@ -149,8 +147,7 @@ impl OrgStore for SqliteStore {
         patch: &OrgPatch,
         audit: &Audit,
     ) -> Result<Option<OrgRecord>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let changed = tx.execute(
             "UPDATE orgs SET name = COALESCE(?2, name), topic_policy = COALESCE(?3, topic_policy),
                  approval_required_roles = COALESCE(?4, approval_required_roles)
@@ -176,8 +173,7 @@ impl OrgStore for SqliteStore {
     }
 
     fn delete_org(&self, id: &OrgId, audit: &Audit) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let deleted = tx.execute("DELETE FROM orgs WHERE id = ?1", [id.as_str()])?;
         if deleted > 0 {
             audit.record(&tx, id, Some(id.as_str()))?;

@@ -1,8 +1,8 @@
 //! Queries on `server_certificates` and the org's active one, and [`ServerCertStore::org_state`].
 
+use super::sql::{params, params_from_iter, OptionalExtension, Row, Sql, SqlExt, ToValue, Value};
+use super::DbError;
 use super::ServerCertStore;
-use rusqlite::types::ToSql;
-use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::cert_info::CertInfoRow;
@@ -10,10 +10,9 @@ use super::filter::{ListFilter, Where};
 use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, NewServerCert,
-    OrgState, Page, PageRequest, ServerCertRecord, SqliteStore, StoreError,
+    OrgState, Page, PageRequest, ServerCertRecord, SqlStore, StoreError,
 };
 use crate::identity::OrgId;
-use rusqlite::types::Value;
 
 /// The AAD of a server certificate's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -22,7 +21,7 @@ fn key_aad(id: &str) -> String {
 
 const COLUMNS: &str = "s.id, s.chain_pem, s.subject, s.issuer, s.serial, s.fingerprint_sha256, \
      s.not_before, s.not_after, s.common_name, s.dns_names, s.registered_at, \
-     COALESCE(o.active_server_certificate = s.id, 0), s.alias";
+     CASE WHEN o.active_server_certificate = s.id THEN 1 ELSE 0 END, s.alias";
 const FROM: &str = "server_certificates s JOIN orgs o ON o.id = s.org";
 
 pub(super) fn chain_to_pem(chain: &[CertificateDer<'_>]) -> String {
@@ -54,7 +53,7 @@ struct ServerCertRow {
 }
 
 impl ServerCertRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<ServerCertRow> {
+    fn read(row: &Row) -> Result<ServerCertRow, DbError> {
         Ok(ServerCertRow {
             id: row.get(0)?,
             chain_pem: row.get(1)?,
@@ -79,7 +78,7 @@ impl ServerCertRow {
 }
 
 fn get_server_cert(
-    conn: &rusqlite::Connection,
+    conn: &dyn Sql,
     org: &OrgId,
     id: &str,
 ) -> Result<Option<ServerCertRecord>, StoreError> {
@@ -93,7 +92,7 @@ fn get_server_cert(
     .transpose()
 }
 
-impl ServerCertStore for SqliteStore {
+impl ServerCertStore for SqlStore {
     fn insert_server_cert(
         &self,
         org: &OrgId,
@@ -106,8 +105,7 @@ impl ServerCertStore for SqliteStore {
         let registered_at = truncate_to_micros(new.registered_at)?;
         let id = new_id(registered_at)?;
         let key_sealed = self.master_key.seal_private_key(&key_aad(&id), &new.key)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let info = CertInfoRow::from_info(&new.info)?;
         let inserted = tx.execute(
@@ -117,14 +115,14 @@ impl ServerCertStore for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params_from_iter(
                 [
-                    &id as &dyn ToSql,
+                    &id as &dyn ToValue,
                     &org.as_str(),
                     &chain_to_pem(&new.chain),
                     &key_sealed,
                 ]
                 .into_iter()
                 .chain(info.params())
-                .chain([&to_micros(registered_at) as &dyn ToSql]),
+                .chain([&to_micros(registered_at) as &dyn ToValue]),
             ),
         );
         unique_or(inserted, StoreError::DuplicateCertificate)?;
@@ -140,7 +138,7 @@ impl ServerCertStore for SqliteStore {
     }
 
     fn server_cert(&self, org: &OrgId, id: &str) -> Result<Option<ServerCertRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         get_server_cert(&conn, org, id)
     }
@@ -155,14 +153,19 @@ impl ServerCertStore for SqliteStore {
         clause.filter("s.alias", filter);
         if let Some(active) = filter.status {
             clause.and(
-                "COALESCE(o.active_server_certificate = s.id, 0) = ?",
+                "CASE WHEN o.active_server_certificate = s.id THEN 1 ELSE 0 END = ?",
                 Value::Integer(i64::from(active)),
             );
         }
         let select = format!("SELECT {COLUMNS} FROM {FROM}");
-        let records = clause.fetch(&self.conn(), org, &select, page, ServerCertRow::read, |r| {
-            r.into_record(org)
-        })?;
+        let records = clause.fetch(
+            &*self.conn()?,
+            org,
+            &select,
+            page,
+            ServerCertRow::read,
+            |r| r.into_record(org),
+        )?;
         Ok(Page::from_rows(records, page.limit(), |c| {
             (c.registered_at, c.id.as_str())
         }))
@@ -174,7 +177,7 @@ impl ServerCertStore for SqliteStore {
         id: &str,
     ) -> Result<Option<PrivateKeyDer<'static>>, StoreError> {
         let sealed: Option<Vec<u8>> = self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT key_sealed FROM server_certificates WHERE org = ?1 AND id = ?2",
                 params![org.as_str(), id],
@@ -187,8 +190,7 @@ impl ServerCertStore for SqliteStore {
     }
 
     fn delete_server_cert(&self, org: &OrgId, id: &str, audit: &Audit) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let active: Option<String> = tx.query_row(
             "SELECT active_server_certificate FROM orgs WHERE id = ?1",
@@ -216,7 +218,7 @@ impl ServerCertStore for SqliteStore {
     }
 
     fn active_server_cert_id(&self, org: &OrgId) -> Result<Option<String>, StoreError> {
-        self.conn()
+        self.conn()?
             .query_row(
                 "SELECT active_server_certificate FROM orgs WHERE id = ?1",
                 [org.as_str()],
@@ -232,8 +234,7 @@ impl ServerCertStore for SqliteStore {
         id: Option<&str>,
         audit: &Audit,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         if let Some(id) = id {
             let exists: bool = tx.query_row(
@@ -255,9 +256,8 @@ impl ServerCertStore for SqliteStore {
     }
 
     fn org_state(&self, org: &OrgId) -> Result<Option<OrgState>, StoreError> {
-        let mut conn = self.conn();
-        // One read transaction: the org, its CAs and its certificate as of one moment.
-        let tx = conn.transaction()?;
+        // One read: the org, its CAs and its certificate as of one moment.
+        let tx = self.conn()?;
         let Some(record) = super::orgs::get_org(&tx, org)? else {
             return Ok(None);
         };

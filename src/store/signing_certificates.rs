@@ -1,9 +1,9 @@
 //! Queries on `signing_certificates` and the org's default one: the keys org tokens are signed
 //! with.
 
+use super::sql::{params, params_from_iter, OptionalExtension, Row, Sql, SqlExt, ToValue, Value};
+use super::DbError;
 use super::{GrantStore, SigningCertStore};
-use rusqlite::types::ToSql;
-use rusqlite::{params, params_from_iter, OptionalExtension, Row, TransactionBehavior};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
@@ -14,11 +14,10 @@ use super::server_certificates::{chain_from_pem, chain_to_pem};
 use super::Audit;
 use super::{
     from_micros, new_id, require_org, to_micros, truncate_to_micros, unique_or, Page, PageRequest,
-    SqliteStore, StoreError,
+    SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 use crate::pki::CertInfo;
-use rusqlite::types::Value;
 
 /// The AAD of a signing certificate's sealed key: bound to its row.
 fn key_aad(id: &str) -> String {
@@ -68,7 +67,7 @@ pub enum SigningCertDeleted {
 
 const COLUMNS: &str = "s.id, s.alias, s.chain_pem, s.subject, s.issuer, s.serial, \
      s.fingerprint_sha256, s.not_before, s.not_after, s.common_name, s.dns_names, \
-     s.registered_at, COALESCE(o.default_signing_certificate = s.id, 0), \
+     s.registered_at, CASE WHEN o.default_signing_certificate = s.id THEN 1 ELSE 0 END, \
      (SELECT COUNT(*) FROM tokens t WHERE t.signing_certificate = s.id AND t.status != 'revoked')";
 const FROM: &str = "signing_certificates s JOIN orgs o ON o.id = s.org";
 
@@ -83,7 +82,7 @@ struct SigningCertRow {
 }
 
 impl SigningCertRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<SigningCertRow> {
+    fn read(row: &Row) -> Result<SigningCertRow, DbError> {
         Ok(SigningCertRow {
             id: row.get(0)?,
             alias: row.get(1)?,
@@ -111,7 +110,7 @@ impl SigningCertRow {
 }
 
 fn get_signing_cert(
-    conn: &rusqlite::Connection,
+    conn: &dyn Sql,
     org: &OrgId,
     id: &str,
 ) -> Result<Option<SigningCertRecord>, StoreError> {
@@ -128,7 +127,7 @@ fn get_signing_cert(
 /// Inserts a signing certificate of `org` (which must exist) inside `tx`; it becomes the org's
 /// default when `make_default` or when the org has none. Returns its id.
 pub(super) fn insert_signing_cert(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &dyn Sql,
     master_key: &super::MasterKey,
     org: &OrgId,
     new: &NewSigningCert,
@@ -148,7 +147,7 @@ pub(super) fn insert_signing_cert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params_from_iter(
             [
-                &id as &dyn ToSql,
+                &id as &dyn ToValue,
                 &org.as_str(),
                 &new.alias,
                 &chain_to_pem(&new.chain),
@@ -156,7 +155,7 @@ pub(super) fn insert_signing_cert(
             ]
             .into_iter()
             .chain(info.params())
-            .chain([&to_micros(registered_at) as &dyn ToSql]),
+            .chain([&to_micros(registered_at) as &dyn ToValue]),
         ),
     );
     unique_or(inserted, StoreError::DuplicateCertificate)?;
@@ -168,7 +167,7 @@ pub(super) fn insert_signing_cert(
     Ok(id)
 }
 
-impl SigningCertStore for SqliteStore {
+impl SigningCertStore for SqlStore {
     fn insert_signing_cert(
         &self,
         org: &OrgId,
@@ -176,8 +175,7 @@ impl SigningCertStore for SqliteStore {
         make_default: bool,
         audit: &Audit,
     ) -> Result<SigningCertRecord, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let id = insert_signing_cert(&tx, &self.master_key, org, new, make_default)?;
         let holder = GrantHolder::SigningCertificate;
@@ -201,7 +199,7 @@ impl SigningCertStore for SqliteStore {
 
     fn signing_cert(&self, org: &OrgId, id: &str) -> Result<Option<SigningCertRecord>, StoreError> {
         self.refresh_grants(Some(org))?;
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let Some(mut record) = get_signing_cert(&conn, org, id)? else {
             return Ok(None);
@@ -220,12 +218,12 @@ impl SigningCertStore for SqliteStore {
         clause.filter("s.alias", filter);
         if let Some(is_default) = filter.status {
             clause.and(
-                "COALESCE(o.default_signing_certificate = s.id, 0) = ?",
+                "CASE WHEN o.default_signing_certificate = s.id THEN 1 ELSE 0 END = ?",
                 Value::Integer(i64::from(is_default)),
             );
         }
         self.refresh_grants(Some(org))?;
-        let conn = self.conn();
+        let conn = self.conn()?;
         let select = format!("SELECT {COLUMNS} FROM {FROM}");
         let mut records = clause.fetch(&conn, org, &select, page, SigningCertRow::read, |r| {
             r.into_record(org)
@@ -242,7 +240,7 @@ impl SigningCertStore for SqliteStore {
         &self,
         org: &OrgId,
     ) -> Result<Option<(SigningCertRecord, PrivateKeyDer<'static>)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let row: Option<(String, Vec<u8>)> = conn
             .query_row(
@@ -268,8 +266,7 @@ impl SigningCertStore for SqliteStore {
         id: &str,
         audit: &Audit,
     ) -> Result<Option<SigningCertRecord>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         if get_signing_cert(&tx, org, id)?.is_none() {
             return Ok(None);
@@ -293,8 +290,7 @@ impl SigningCertStore for SqliteStore {
         id: &str,
         audit: &Audit,
     ) -> Result<SigningCertDeleted, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let Some(record) = get_signing_cert(&tx, org, id)? else {
             return Ok(SigningCertDeleted::NotFound);

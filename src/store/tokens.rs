@@ -1,14 +1,15 @@
 //! Queries on `tokens`: what verifies and revokes an org token (never the token itself).
 
+use super::sql::{params, OptionalExtension, Row, Sql, SqlExt};
+use super::DbError;
 use super::TokenStore;
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Audit;
 use super::{
     from_micros, new_id, parse_org_id, records, require_org, to_micros, truncate_to_micros, Page,
-    PageRequest, SqliteStore, StoreError,
+    PageRequest, SqlStore, StoreError,
 };
 use crate::identity::OrgId;
 
@@ -120,7 +121,7 @@ struct TokenRow {
 }
 
 impl TokenRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    fn read(row: &Row) -> Result<TokenRow, DbError> {
         Ok(TokenRow {
             id: row.get(0)?,
             org: row.get(1)?,
@@ -150,7 +151,7 @@ impl TokenRow {
 }
 
 fn get_token(
-    conn: &rusqlite::Connection,
+    conn: &dyn Sql,
     org: Option<&OrgId>,
     id: &str,
 ) -> Result<Option<TokenRecord>, StoreError> {
@@ -173,7 +174,7 @@ fn get_token(
     row.map(TokenRow::into_record).transpose()
 }
 
-impl TokenStore for SqliteStore {
+impl TokenStore for SqlStore {
     fn insert_token(
         &self,
         org: &OrgId,
@@ -183,8 +184,7 @@ impl TokenStore for SqliteStore {
         let created_at = truncate_to_micros(new.created_at)?;
         let expires_at = truncate_to_micros(new.expires_at)?;
         let id = new_id(created_at)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let signing_exists: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM signing_certificates WHERE org = ?1 AND id = ?2)",
@@ -217,11 +217,11 @@ impl TokenStore for SqliteStore {
     }
 
     fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        get_token(&self.conn(), None, id)
+        get_token(&*self.conn()?, None, id)
     }
 
     fn org_token(&self, org: &OrgId, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         get_token(&conn, Some(org), id)
     }
@@ -232,7 +232,7 @@ impl TokenStore for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<TokenRecord>, StoreError> {
         let (after_micros, after_id) = page.after();
-        let conn = self.conn();
+        let conn = self.conn()?;
         require_org(&conn, org)?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM tokens
@@ -259,8 +259,7 @@ impl TokenStore for SqliteStore {
         patch: &TokenPatch,
         audit: &Audit,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         require_org(&tx, org)?;
         let Some(current) = get_token(&tx, Some(org), id)? else {
             return Ok(None);

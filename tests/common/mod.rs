@@ -32,6 +32,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 pub mod notices;
+pub mod pg;
 
 /// Every await in a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -316,12 +317,35 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config.mqtts.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.store.data_dir = data_dir.to_path_buf();
+    config.store.url = test_store_url(data_dir);
     config.mqtts.connect_timeout = Duration::from_secs(5);
     config.mqtts.handshake_timeout = Duration::from_secs(5);
     config
 }
 
+/// `PORTCULLIS_TEST_STORE=postgres` runs every harness server on PostgreSQL instead of SQLite:
+/// one fresh database per data directory, its URL kept in the directory so a restart reaches the
+/// same one.
+fn test_store_url(data_dir: &std::path::Path) -> Option<String> {
+    if std::env::var("PORTCULLIS_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let file = data_dir.join("test-store-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    let url = pg::database();
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&file, &url).unwrap();
+    Some(url)
+}
+
 impl TestServer {
+    /// A server on the store at `url` (`None`: SQLite), in `data_dir`.
+    pub async fn start_on_store(data_dir: PathBuf, url: Option<String>) -> TestServer {
+        Self::start_in(data_dir, |config| config.store.url = url).await
+    }
+
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
     }

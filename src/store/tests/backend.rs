@@ -1,0 +1,254 @@
+//! What any store must do underneath its areas, on both engines: keys sealed and bound to their
+//! row, a change and its audit event in one transaction, migrations run once, the master key
+//! check, and what the platform holds once for every node.
+
+use super::*;
+
+pub(super) fn server_cert_key_is_sealed_and_round_trips(engine: Engine) {
+    let (db, store, a) = acme_store(engine);
+    let new = new_server_cert(1, T0);
+    let cert = store.insert_server_cert(&a, &new, &test_audit()).unwrap();
+    assert!(!cert.active, "a new server certificate is not active");
+    assert_eq!(cert.chain, new.chain);
+    assert_eq!(cert.info, new.info);
+    assert_eq!(
+        store.server_cert_key(&a, &cert.id).unwrap().unwrap(),
+        new.key
+    );
+    assert!(store.server_cert_key(&a, "ffff").unwrap().is_none());
+    assert!(matches!(
+        store.insert_server_cert(&a, &new_server_cert(1, T0), &test_audit()),
+        Err(StoreError::DuplicateCertificate)
+    ));
+
+    // SQLite: checkpoint so the rows are in the main file too, then look for the key in every
+    // file.
+    if db.url.is_none() {
+        let conn = store.conn().unwrap();
+        let _: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(FULL)", params![], |r| r.get(0))
+            .unwrap();
+    }
+    for entry in std::fs::read_dir(db.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(KEY_MARKER.len()).any(|w| w == KEY_MARKER),
+            "plaintext key on disk"
+        );
+    }
+    // The sealed key is bound to its row: moved to another row, it does not open.
+    let other = store
+        .insert_server_cert(&a, &new_server_cert(2, T0), &test_audit())
+        .unwrap();
+    let tx = store.begin().unwrap();
+    tx.execute(
+        "UPDATE server_certificates SET key_sealed =
+             (SELECT key_sealed FROM server_certificates WHERE id = ?1) WHERE id = ?2",
+        [&cert.id, &other.id],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    assert!(matches!(
+        store.server_cert_key(&a, &other.id),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+/// Runs `statements` in one write transaction.
+pub(super) fn write_sql(store: &SqlStore, statements: &[&str]) {
+    let tx = store.begin().unwrap();
+    for statement in statements {
+        tx.execute(statement, params![]).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Makes every audit insert fail, as a full disk between the change and its record would.
+pub(super) fn refuse_audit_events(db: &TestDb, store: &SqlStore) {
+    match db.url {
+        None => write_sql(
+            store,
+            &["CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events
+               BEGIN SELECT RAISE(ABORT, 'audit refused'); END;"],
+        ),
+        Some(_) => write_sql(
+            store,
+            &[
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events
+                 FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+            ],
+        ),
+    }
+}
+
+pub(super) fn a_change_whose_audit_event_fails_is_not_kept(engine: Engine) {
+    let (db, store, acme) = acme_store(engine);
+    let ca = store
+        .insert_ca(&acme, &new_ca(1, "kept", T0), &test_audit())
+        .unwrap();
+    let cert = store
+        .insert_server_cert(&acme, &new_server_cert(1, T0), &test_audit())
+        .unwrap();
+    let before = audit_events(&store, &acme).len();
+    refuse_audit_events(&db, &store);
+
+    assert!(store
+        .insert_ca(&acme, &new_ca(2, "lost", T0), &test_audit())
+        .is_err());
+    assert!(store
+        .update_ca(&acme, &ca.id, &DEACTIVATE, &test_audit())
+        .is_err());
+    assert!(store
+        .set_active_server_cert(&acme, Some(&cert.id), &test_audit())
+        .is_err());
+    assert!(store
+        .delete_server_cert(&acme, &cert.id, &test_audit())
+        .is_err());
+    assert!(store.delete_ca(&acme, &ca.id, &test_audit()).is_err());
+    let patch = OrgPatch {
+        name: Some("renamed".into()),
+        ..OrgPatch::default()
+    };
+    assert!(store.update_org(&acme, &patch, &test_audit()).is_err());
+    assert!(store.delete_org(&acme, &test_audit()).is_err());
+    let other = NewOrg {
+        id: org("other"),
+        name: "Other".into(),
+        topic_policy: TopicPolicy::Iot2,
+        created_at: T0,
+    };
+    assert!(store.create_org(&other, None, &test_audit()).is_err());
+
+    // Nothing of any of them was kept.
+    let page = PageRequest {
+        limit: 500,
+        cursor: None,
+    };
+    let cas = store.list_cas(&acme, &CaFilter::default(), &page).unwrap();
+    assert_eq!(cas.items.len(), 1);
+    assert!(cas.items[0].active, "the CA was deactivated");
+    assert!(store.server_cert(&acme, &cert.id).unwrap().is_some());
+    assert_eq!(store.active_server_cert_id(&acme).unwrap(), None);
+    assert_eq!(store.org(&acme).unwrap().unwrap().name, "acme Inc.");
+    assert!(store.org(&org("other")).unwrap().is_none());
+
+    let drop = match db.url {
+        None => "DROP TRIGGER refuse_audit",
+        Some(_) => "DROP TRIGGER refuse_audit ON audit_events",
+    };
+    write_sql(&store, &[drop]);
+    assert_eq!(audit_events(&store, &acme).len(), before);
+}
+
+pub(super) fn newer_schema_is_refused(engine: Engine) {
+    let db = TestDb::new(engine);
+    write_sql(
+        &db.open(),
+        &["INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)"],
+    );
+    assert!(matches!(db.open_with(key()), Err(StoreError::Corrupt(_))));
+}
+
+pub(super) fn another_master_key_is_refused(engine: Engine) {
+    let db = TestDb::new(engine);
+    drop(db.open());
+    let other = MasterKey::from_bytes(&[1u8; 32]).unwrap();
+    assert!(matches!(db.open_with(other), Err(StoreError::MasterKey(_))));
+    db.open();
+}
+
+pub(super) fn data_survives_reopen_and_migrations_run_once(engine: Engine) {
+    let db = TestDb::new(engine);
+    new_org(&db.open(), "acme");
+    let store = db.open();
+    assert_eq!(store.org_ids().unwrap(), vec![org("acme")]);
+    let conn = store.conn().unwrap();
+    let versions: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map(params![], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let latest = match engine {
+        Engine::Sqlite => sqlite::schema::LATEST,
+        Engine::Postgres => postgres::schema::LATEST,
+    };
+    assert_eq!(versions, (1..=latest).collect::<Vec<_>>());
+}
+
+pub(super) fn platform_values_are_created_once(engine: Engine) {
+    let db = TestDb::new(engine);
+    let store = db.open();
+    let first = crate::pki::generate_platform_ca().unwrap();
+    let second = crate::pki::generate_platform_ca().unwrap();
+    let kept = store.create_platform_ca(&first).unwrap();
+    assert_eq!(kept.cert_der, first.cert_der);
+    // Another node starting later (another store on the same database) loads the first one.
+    let other = db.open();
+    let loaded = other.create_platform_ca(&second).unwrap();
+    assert_eq!(loaded.cert_der, first.cert_der);
+    assert_eq!(loaded.key_der.secret_der(), first.key_der.secret_der());
+
+    assert_eq!(
+        store.shared_admin_token("first-token").unwrap(),
+        "first-token"
+    );
+    assert_eq!(
+        other.shared_admin_token("second-token").unwrap(),
+        "first-token"
+    );
+
+    assert!(store.default_server_cert().unwrap().is_none());
+    let (chain, key) = crate::pki::issue_server_cert(&first, &["*.example.com".into()]).unwrap();
+    store.set_default_server_cert(&chain, &key).unwrap();
+    let (loaded_chain, loaded_key) = other.default_server_cert().unwrap().unwrap();
+    assert_eq!(loaded_chain, chain);
+    assert_eq!(loaded_key.secret_der(), key.secret_der());
+}
+
+/// The last reference to a store may go on a runtime worker (a server's shutdown): closing it
+/// must not block there (PostgreSQL's client would panic, "Cannot start a runtime from within a
+/// runtime").
+pub(super) fn a_store_dropped_on_the_runtime_does_not_panic(engine: Engine) {
+    let db = TestDb::new(engine);
+    let store = db.open();
+    new_org(&store, "acme");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(store) });
+    assert_eq!(db.open().org_ids().unwrap(), vec![org("acme")]);
+}
+
+/// PostgreSQL only (SQLite is one process's): nodes starting at once on a fresh database migrate
+/// it once, under the advisory lock, and all end up with the one platform CA the first created.
+#[test]
+fn nodes_starting_at_once_migrate_once_and_share_one_platform_ca() {
+    let db = TestDb::new(Engine::Postgres);
+    let barrier = std::sync::Barrier::new(4);
+    let cas: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let nodes: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let store = db.open();
+                    let mine = crate::pki::generate_platform_ca().unwrap();
+                    store.create_platform_ca(&mine).unwrap().cert_der.to_vec()
+                })
+            })
+            .collect();
+        nodes.into_iter().map(|n| n.join().unwrap()).collect()
+    });
+    assert!(cas.iter().all(|ca| *ca == cas[0]), "one platform CA");
+    let store = db.open();
+    let conn = store.conn().unwrap();
+    let applied: i64 = conn
+        .query_row("SELECT COUNT(*) FROM schema_migrations", params![], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(applied, postgres::schema::LATEST);
+}

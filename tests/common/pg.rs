@@ -1,0 +1,180 @@
+//! A real PostgreSQL 15 for tests, on loopback: one server per test binary, started on first use
+//! in a temporary directory, and one fresh database per test ([`database`]), so tests stay
+//! parallel. Used by the integration tests (`tests/common`) and by the store's own tests
+//! (`src/store/tests.rs` includes this file).
+//!
+//! PostgreSQL refuses to run as root: as root the server runs as the `postgres` user (`runuser`),
+//! in a directory it owns. A watchdog process stops the server (by its data directory) and removes
+//! the directory once the test binary has exited. Missing binaries fail the test with what to
+//! install: CI installs the Debian package `postgresql`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// Where Debian puts PostgreSQL 15's server binaries; `PORTCULLIS_PG_BIN` overrides.
+const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+struct Server {
+    bin: PathBuf,
+    port: u16,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// The URL of a new, empty database on this binary's server (started on first use).
+pub fn database() -> String {
+    let server = SERVER.get_or_init(start);
+    let name = format!("t_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
+    let out = Command::new(server.bin.join("createdb"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "postgres",
+            &name,
+        ])
+        .output()
+        .expect("run createdb");
+    assert!(
+        out.status.success(),
+        "createdb {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    url(server.port, &name)
+}
+
+/// The URL of database `name` on port `port`.
+fn url(port: u16, name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{name}")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// `program` run as the `postgres` user when we are root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut cmd: Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start() -> Server {
+    let bin = PathBuf::from(std::env::var("PORTCULLIS_PG_BIN").unwrap_or(DEFAULT_BIN.into()));
+    assert!(
+        bin.join("postgres").exists() && bin.join("initdb").exists(),
+        "PostgreSQL 15 binaries not found in {}: install the Debian package `postgresql` \
+         (apt-get install postgresql), or set PORTCULLIS_PG_BIN to their directory",
+        bin.display()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("portcullis-pg-")
+        .tempdir()
+        .expect("temporary directory")
+        .keep();
+    let data = dir.join("data");
+    if is_root() {
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.arg("postgres:postgres").arg(&dir);
+                c
+            },
+            "chown the PostgreSQL directory to postgres",
+        );
+    }
+    let mut initdb = as_postgres(&bin.join("initdb"));
+    initdb.arg("-D").arg(&data).args([
+        "--auth=trust",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]);
+    run(initdb, "initdb");
+    let port = free_port();
+    let conf = format!(
+        "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+         max_connections = 300\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+        dir.display()
+    );
+    let conf_path = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
+    text.push_str(&conf);
+    std::fs::write(&conf_path, text).expect("write postgresql.conf");
+    let mut pg_ctl = as_postgres(&bin.join("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(dir.join("log"))
+        .args(["-w", "-t", "60", "start"]);
+    run(pg_ctl, "pg_ctl start");
+    watch(&bin, &dir, &data);
+    Server { bin, port }
+}
+
+/// Spawns a watchdog that stops the server and removes `dir` once this process has exited.
+/// It is never waited for: it outlives this process by design (init reaps it).
+#[allow(clippy::zombie_processes)]
+fn watch(bin: &Path, dir: &Path, data: &Path) {
+    let stop = if is_root() {
+        format!(
+            "runuser -u postgres -- {} -D {} -m immediate stop",
+            bin.join("pg_ctl").display(),
+            data.display()
+        )
+    } else {
+        format!(
+            "{} -D {} -m immediate stop",
+            bin.join("pg_ctl").display(),
+            data.display()
+        )
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the PostgreSQL watchdog");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
