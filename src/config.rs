@@ -111,6 +111,37 @@ pub struct BrokerConfig {
     pub max_filters: usize,
     /// Of those, how many one organisation may hand it: its share.
     pub max_filters_per_org: usize,
+    /// `broker.mode = "upstream"`: the upstream broker cluster (none: the embedded broker).
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// `[broker.upstream]` (DESIGN §12): where and how each session's upstream connection goes.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// `mqtt://host:port` / `mqtts://host:port`, tried in turn.
+    pub urls: Vec<String>,
+    pub protocol: crate::codec::Protocol,
+    /// The front-end's own credential, the same for every upstream connection.
+    pub username: String,
+    pub password: String,
+    /// mqtts: the CA that verifies the broker; `cert_file`/`key_file`: the client certificate.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("UpstreamConfig")
+            .field("urls", &self.urls)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -195,6 +226,71 @@ struct RawBroker {
     max_connections: usize,
     max_filters: usize,
     max_filters_per_org: usize,
+    mode: String,
+    upstream: RawUpstream,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    urls: Vec<String>,
+    protocol: String,
+    username: String,
+    password: String,
+    ca_file: String,
+    cert_file: String,
+    key_file: String,
+}
+
+fn bad(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
+impl RawBroker {
+    /// `broker.mode` and `[broker.upstream]`, checked: `None` for the embedded broker.
+    fn upstream(&self) -> Result<Option<UpstreamConfig>, ConfigError> {
+        match self.mode.as_str() {
+            "embedded" => return Ok(None),
+            "upstream" => {}
+            _ => return Err(bad("broker.mode", "must be \"embedded\" or \"upstream\"")),
+        }
+        let raw = &self.upstream;
+        if raw.urls.is_empty() {
+            return Err(bad("broker.upstream.urls", "must name at least one broker"));
+        }
+        let mut tls = false;
+        for url in &raw.urls {
+            let target = crate::broker::upstream::Target::parse(url)
+                .map_err(|e| bad("broker.upstream.urls", &e))?;
+            tls |= target.tls;
+        }
+        let protocol = match raw.protocol.as_str() {
+            "5" => crate::codec::Protocol::V5,
+            "3.1.1" => crate::codec::Protocol::V311,
+            _ => return Err(bad("broker.upstream.protocol", "must be \"5\" or \"3.1.1\"")),
+        };
+        let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+        let (ca_file, cert_file, key_file) =
+            (path(&raw.ca_file), path(&raw.cert_file), path(&raw.key_file));
+        if tls && ca_file.is_none() {
+            return Err(bad("broker.upstream.ca_file", "mqtts:// URLs need it"));
+        }
+        if cert_file.is_some() != key_file.is_some() {
+            return Err(bad("broker.upstream.cert_file", "needs key_file, and the reverse"));
+        }
+        Ok(Some(UpstreamConfig {
+            urls: raw.urls.clone(),
+            protocol,
+            username: raw.username.clone(),
+            password: raw.password.clone(),
+            ca_file,
+            cert_file,
+            key_file,
+        }))
+    }
 }
 
 impl Config {
@@ -390,6 +486,7 @@ impl Config {
                 plain_listeners: 0,
                 max_filters: raw.broker.max_filters,
                 max_filters_per_org: raw.broker.max_filters_per_org,
+                upstream: raw.broker.upstream()?,
             },
             revocation: RevocationConfig {
                 deny_stale_crl: match raw.revocation.on_stale_crl.as_str() {

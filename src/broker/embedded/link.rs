@@ -15,7 +15,8 @@ use rumqttd::Notification;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::coarse::{coarse, Table};
-use super::expiry::{send_now, Expiry, Keeper, KeptSession, Memo};
+use super::expiry::{send_now, Keeper, KeptSession};
+use super::{Expiry, Memo};
 use super::narrow::Narrow;
 use super::translate::{from_router, publish_from_router, to_router};
 use super::{BrokerError, OpenLink};
@@ -371,7 +372,7 @@ async fn fetch_retained(
 mod tests {
     use std::time::Duration;
 
-    use crate::broker::testing::*;
+    use crate::broker::embedded::testing::*;
     use crate::codec::{Packet, QoS};
 
     #[tokio::test]
