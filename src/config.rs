@@ -270,16 +270,27 @@ impl RawBroker {
         let protocol = match raw.protocol.as_str() {
             "5" => crate::codec::Protocol::V5,
             "3.1.1" => crate::codec::Protocol::V311,
-            _ => return Err(bad("broker.upstream.protocol", "must be \"5\" or \"3.1.1\"")),
+            _ => {
+                return Err(bad(
+                    "broker.upstream.protocol",
+                    "must be \"5\" or \"3.1.1\"",
+                ))
+            }
         };
         let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
-        let (ca_file, cert_file, key_file) =
-            (path(&raw.ca_file), path(&raw.cert_file), path(&raw.key_file));
+        let (ca_file, cert_file, key_file) = (
+            path(&raw.ca_file),
+            path(&raw.cert_file),
+            path(&raw.key_file),
+        );
         if tls && ca_file.is_none() {
             return Err(bad("broker.upstream.ca_file", "mqtts:// URLs need it"));
         }
         if cert_file.is_some() != key_file.is_some() {
-            return Err(bad("broker.upstream.cert_file", "needs key_file, and the reverse"));
+            return Err(bad(
+                "broker.upstream.cert_file",
+                "needs key_file, and the reverse",
+            ));
         }
         Ok(Some(UpstreamConfig {
             urls: raw.urls.clone(),

@@ -147,17 +147,13 @@ pub async fn admit(
         will: will.as_ref(),
         keep_alive: keep_alive(&connect, ctx.max_keep_alive).0,
     };
-    let broker = ctx
-        .broker
-        .open_session(opening)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "no broker link");
-            match error {
-                BrokerError::Full => Refusal::BrokerBusy,
-                _ => Refusal::BrokerUnavailable,
-            }
-        })?;
+    let broker = ctx.broker.open_session(opening).await.map_err(|error| {
+        tracing::warn!(%error, "no broker link");
+        match error {
+            BrokerError::Full => Refusal::BrokerBusy,
+            _ => Refusal::BrokerUnavailable,
+        }
+    })?;
     Ok(Admitted {
         connect,
         client_id: client_id_text,

@@ -16,10 +16,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::coarse::{coarse, Table};
 use super::expiry::{send_now, Keeper, KeptSession};
-use super::{Expiry, Memo};
 use super::narrow::Narrow;
 use super::translate::{from_router, publish_from_router, to_router};
 use super::{BrokerError, OpenLink};
+use super::{Expiry, Memo};
 use crate::codec::{
     self, Disconnect, Packet, Properties, Publish, QoS, Subscribe, Subscription,
     SubscriptionOptions,

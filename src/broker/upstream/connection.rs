@@ -128,7 +128,11 @@ pub async fn handshake(
     let mut out = BytesMut::new();
     codec::encode(&Packet::Connect(Box::new(connect)), protocol, &mut out)
         .map_err(|e| io_error(target, e))?;
-    stream.0.write_all(&out).await.map_err(|e| io_error(target, e))?;
+    stream
+        .0
+        .write_all(&out)
+        .await
+        .map_err(|e| io_error(target, e))?;
     stream.0.flush().await.map_err(|e| io_error(target, e))?;
     let mut buf = BytesMut::with_capacity(256);
     loop {
@@ -141,7 +145,13 @@ pub async fn handshake(
             Ok(None) => {}
             Err(error) => return Err(io_error(target, error)),
         }
-        if stream.0.read_buf(&mut buf).await.map_err(|e| io_error(target, e))? == 0 {
+        if stream
+            .0
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| io_error(target, e))?
+            == 0
+        {
             return Err(io_error(target, "closed before CONNACK"));
         }
     }

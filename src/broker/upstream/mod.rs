@@ -75,7 +75,10 @@ impl Target {
                     .ok_or_else(|| format!("{url:?}: unclosed ["))?;
                 match after {
                     "" => (host, default_port),
-                    port => (host, parse_port(url, port.strip_prefix(':').unwrap_or("?"))?),
+                    port => (
+                        host,
+                        parse_port(url, port.strip_prefix(':').unwrap_or("?"))?,
+                    ),
                 }
             }
             None => match rest.rsplit_once(':') {
@@ -152,7 +155,10 @@ impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the password.
         f.debug_struct("Upstream")
-            .field("urls", &self.targets.iter().map(|t| &t.url).collect::<Vec<_>>())
+            .field(
+                "urls",
+                &self.targets.iter().map(|t| &t.url).collect::<Vec<_>>(),
+            )
             .field("protocol", &self.account.protocol)
             .finish_non_exhaustive()
     }
@@ -259,7 +265,10 @@ mod tests {
         let t = Target::parse("mqtt://10.0.0.5").unwrap();
         assert_eq!((t.host.as_str(), t.port, t.tls), ("10.0.0.5", 1883, false));
         let t = Target::parse("mqtts://broker.example:9883/").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("broker.example", 9883, true));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("broker.example", 9883, true)
+        );
         let t = Target::parse("mqtt://[::1]:1884").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 1884));
         for bad in [

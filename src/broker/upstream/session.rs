@@ -78,7 +78,11 @@ fn connect(account: &Account, opening: &Opening<'_>, clean: bool, keep_alive: u1
 
 /// Ends a stored session of `client_id` on an MQTT 3.1.1 broker: a clean connection, then
 /// DISCONNECT (3.1.1 has no "discard the old, keep the new", nor a session expiry).
-async fn discard(account: &Account, target: &Target, opening: &Opening<'_>) -> Result<(), BrokerError> {
+async fn discard(
+    account: &Account,
+    target: &Target,
+    opening: &Opening<'_>,
+) -> Result<(), BrokerError> {
     let mut stream = connection::dial(target, account).await?;
     let mut discard = connect(account, opening, true, DEFAULT_KEEP_ALIVE);
     discard.will = None;
@@ -107,10 +111,17 @@ pub async fn open(
         discard(account, target, opening).await?;
     }
     let mut stream = connection::dial(target, account).await?;
-    let (connack, buf) =
-        connection::handshake(&mut stream, target, connect(account, opening, clean, keep_alive))
-            .await?;
-    let keep_alive = connack.properties.server_keep_alive.unwrap_or(keep_alive).max(1);
+    let (connack, buf) = connection::handshake(
+        &mut stream,
+        target,
+        connect(account, opening, clean, keep_alive),
+    )
+    .await?;
+    let keep_alive = connack
+        .properties
+        .server_keep_alive
+        .unwrap_or(keep_alive)
+        .max(1);
     Ok(Opened {
         stream,
         connack,
@@ -182,7 +193,8 @@ impl UpstreamSession {
             from_broker,
             task,
         } = connection::spawn(wire, gone);
-        let qos2 = protocol == Protocol::V5 && connack.properties.maximum_qos.is_none_or(|q| q >= 2);
+        let qos2 =
+            protocol == Protocol::V5 && connack.properties.maximum_qos.is_none_or(|q| q >= 2);
         UpstreamSession {
             to_broker,
             from_broker,
@@ -332,7 +344,11 @@ impl UpstreamSession {
             Some(disconnect) => disconnect.reason == reason::DISCONNECT_WITH_WILL,
             None => has_will,
         };
-        let final_expiry = if disconnect.is_some() { expiry } else { opened_with };
+        let final_expiry = if disconnect.is_some() {
+            expiry
+        } else {
+            opened_with
+        };
         let last = match protocol {
             Protocol::V311 if with_will => None,
             Protocol::V311 => Some(Disconnect {

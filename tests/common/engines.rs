@@ -1,0 +1,144 @@
+//! Real MQTT brokers for the upstream broker tests: mosquitto 2 (MQTT 5) and NATS 2.9 with
+//! JetStream and MQTT (3.1.1), each started by the test on 127.0.0.1 in a temporary directory
+//! with a password the front-end logs in with, and stopped by its PID (when dropped, or killed on
+//! purpose to show a broker going away). A missing engine fails the test with what to install.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, STEP};
+
+/// The front-end's credential on every engine started here.
+pub const USER: &str = "portcullis";
+pub const PASSWORD: &str = "front-end-secret";
+
+/// A running broker; killed when dropped.
+pub struct Engine {
+    child: Child,
+    /// Its MQTT listener.
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Engine {
+    /// The `mqtt://` URL of its MQTT listener.
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.addr)
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Finds an engine's binary, or fails the test saying which Debian package brings it.
+fn binary(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{name} not found: these tests need a real {name}; install the Debian package \
+         `{package}` (apt-get install -y {package}; .ci/run does)"
+    );
+}
+
+/// A port free now on 127.0.0.1 (the engine binds it a moment later).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Starts `command` and waits until `addr` accepts TCP connections.
+async fn run(mut command: Command, addr: SocketAddr, dir: tempfile::TempDir) -> Engine {
+    let log = std::fs::File::create(dir.path().join("engine.log")).unwrap();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut engine = Engine { child, addr, dir };
+    let up = eventually(STEP, || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    if !up {
+        let log = std::fs::read_to_string(engine.dir.path().join("engine.log")).unwrap_or_default();
+        engine.kill();
+        panic!("{command:?} did not listen on {addr}: {log}");
+    }
+    engine
+}
+
+/// mosquitto 2 on a new port, MQTT 3.1.1 and 5, accepting only [`USER`]/[`PASSWORD`].
+pub async fn mosquitto() -> Engine {
+    mosquitto_on(free_port()).await
+}
+
+/// mosquitto on `port` (a restart on the same port).
+pub async fn mosquitto_on(port: u16) -> Engine {
+    let broker = binary("mosquitto", "mosquitto");
+    let passwd_tool = binary("mosquitto_passwd", "mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let made = Command::new(passwd_tool)
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwd)
+        .args([USER, PASSWORD])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mosquitto_passwd failed");
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             persistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(broker);
+    command.arg("-c").arg(&conf);
+    run(command, ([127, 0, 0, 1], port).into(), dir).await
+}
+
+/// NATS 2.9 with JetStream and MQTT (3.1.1 only) on a new port, accepting only
+/// [`USER`]/[`PASSWORD`].
+pub async fn nats() -> Engine {
+    let broker = binary("nats-server", "nats-server");
+    let dir = tempfile::tempdir().unwrap();
+    let (client, mqtt) = (free_port(), free_port());
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server_name: t{mqtt}\nlisten: \"127.0.0.1:{client}\"\n\
+             jetstream {{ store_dir: \"{}\" }}\n\
+             mqtt {{ listen: \"127.0.0.1:{mqtt}\" }}\n\
+             authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n",
+            dir.path().join("js").display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(broker);
+    command.arg("-c").arg(&conf);
+    run(command, ([127, 0, 0, 1], mqtt).into(), dir).await
+}
+
+/// How long a test waits for a broker-side effect (a kill noticed, a probe changing state).
+pub const NOTICE: Duration = Duration::from_secs(10);
