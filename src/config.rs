@@ -527,3 +527,65 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    fn load(broker: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("portcullis.toml");
+        std::fs::write(&file, broker).unwrap();
+        Config::load(Some(&file))
+    }
+
+    fn refused_key(broker: &str) -> &'static str {
+        match load(broker) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{broker}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_upstream_broker_block_is_read_and_checked() {
+        let config = load(
+            "[broker]\nmode = \"upstream\"\n[broker.upstream]\n\
+             urls = [\"mqtt://10.0.0.5\", \"mqtts://b.example:8883\"]\nprotocol = \"3.1.1\"\n\
+             username = \"fe\"\npassword = \"s3cret\"\nca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let upstream = config.broker.upstream.expect("upstream mode");
+        assert_eq!(upstream.urls.len(), 2);
+        assert_eq!(upstream.protocol, crate::codec::Protocol::V311);
+        assert_eq!(
+            upstream.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert!(
+            !format!("{upstream:?}").contains("s3cret"),
+            "the password is printed"
+        );
+        assert!(Config::defaults().unwrap().broker.upstream.is_none());
+
+        let upstream =
+            |rest: &str| format!("[broker]\nmode = \"upstream\"\n[broker.upstream]\n{rest}");
+        assert_eq!(refused_key("[broker]\nmode = \"cluster\"\n"), "broker.mode");
+        assert_eq!(refused_key(&upstream("")), "broker.upstream.urls");
+        assert_eq!(
+            refused_key(&upstream("urls = [\"tcp://x\"]\n")),
+            "broker.upstream.urls"
+        );
+        assert_eq!(
+            refused_key(&upstream("urls = [\"mqtt://x\"]\nprotocol = \"4\"\n")),
+            "broker.upstream.protocol"
+        );
+        assert_eq!(
+            refused_key(&upstream("urls = [\"mqtts://x\"]\n")),
+            "broker.upstream.ca_file"
+        );
+        assert_eq!(
+            refused_key(&upstream("urls = [\"mqtt://x\"]\ncert_file = \"/c.pem\"\n")),
+            "broker.upstream.cert_file"
+        );
+    }
+}
