@@ -23,18 +23,25 @@ type Inbox = tokio::sync::mpsc::UnboundedReceiver<Packet>;
 
 /// A server whose broker is the upstream at `urls`.
 async fn server(urls: Vec<String>, protocol: Protocol) -> TestServer {
-    TestServer::start_with(|config| {
-        config.broker.upstream = Some(UpstreamConfig {
-            urls,
-            protocol,
-            username: USER.into(),
-            password: PASSWORD.into(),
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-        });
-    })
-    .await
+    server_with(urls, protocol, |_| {}).await
+}
+
+async fn server_with(
+    urls: Vec<String>,
+    protocol: Protocol,
+    adjust: impl FnOnce(&mut UpstreamConfig),
+) -> TestServer {
+    let mut upstream = UpstreamConfig {
+        urls,
+        protocol,
+        username: USER.into(),
+        password: PASSWORD.into(),
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+    };
+    adjust(&mut upstream);
+    TestServer::start_with(|config| config.broker.upstream = Some(upstream)).await
 }
 
 /// Drives an MQTT 5 event loop, forwarding every incoming packet; rumqttc reports the server's
@@ -466,4 +473,69 @@ async fn nats_as_a_3_1_1_upstream_carries_qos_0_1_and_2_downgraded_and_resumes_s
         code,
         rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
     );
+}
+
+#[tokio::test]
+async fn mqtts_verifies_the_broker_against_ca_file_and_presents_the_client_certificate() {
+    let broker_ca = TestCa::root("broker CA");
+    let front_ends_ca = TestCa::root("front-ends CA");
+    let server_cert = broker_ca.server(&["localhost"]);
+    let engine =
+        engines::mosquitto_tls(&server_cert.chain, &server_cert.key, &front_ends_ca.pem).await;
+    let url = format!("mqtts://localhost:{}", engine.addr.port());
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let front_end = front_ends_ca.server_valid(
+        &["portcullis"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(1),
+        false,
+    );
+    let (ca_file, cert_file, key_file) = (
+        write("broker-ca.pem", &broker_ca.pem),
+        write("client.pem", &front_end.chain),
+        write("client.key", &front_end.key),
+    );
+    let wrong_ca = write("wrong-ca.pem", &TestCa::root("someone else").pem);
+
+    // The broker's certificate verified, the front-end's certificate accepted: sessions open.
+    let server = server_with(vec![url.clone()], Protocol::V5, |u| {
+        u.ca_file = Some(ca_file.clone());
+        u.cert_file = Some(cert_file.clone());
+        u.key_file = Some(key_file.clone());
+    })
+    .await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let (device, mut inbox, _) =
+        client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", |_| {}).await;
+    subscribe(
+        &device,
+        &mut inbox,
+        "iot-2/cmd/+/fmt/json",
+        QoS5::AtLeastOnce,
+    )
+    .await;
+
+    // A broker certificate the CA file does not vouch for, or no client certificate: no session.
+    for adjust in [
+        Box::new(|u: &mut UpstreamConfig| {
+            u.ca_file = Some(wrong_ca.clone());
+            u.cert_file = Some(cert_file.clone());
+            u.key_file = Some(key_file.clone());
+        }) as Box<dyn FnOnce(&mut UpstreamConfig)>,
+        Box::new(|u: &mut UpstreamConfig| u.ca_file = Some(ca_file.clone())),
+    ] {
+        let server = server_with(vec![url.clone()], Protocol::V5, adjust).await;
+        let (ca, _) = server.org_with_ca("acme").await;
+        let addr = server.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+        assert_eq!(
+            refused_v5(v5_options(addr, "d:acme:sensor:dev1")).await,
+            Code5::ServerUnavailable
+        );
+    }
 }

@@ -117,6 +117,36 @@ pub async fn mosquitto_on(port: u16) -> Engine {
     run(command, ([127, 0, 0, 1], port).into(), dir).await
 }
 
+/// mosquitto 2 with one TLS listener on a new port: its server certificate `server_pem` (chain)
+/// and `server_key`, and client certificates required, verified against `client_ca_pem` (the
+/// certificate's identity is the username).
+pub async fn mosquitto_tls(server_pem: &str, server_key: &str, client_ca_pem: &str) -> Engine {
+    let broker = binary("mosquitto", "mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key, ca) = (
+        file("server.pem", server_pem),
+        file("server.key", server_key),
+        file("clients-ca.pem", client_ca_pem),
+    );
+    let conf = file(
+        "mosquitto.conf",
+        &format!(
+            "listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+             require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n\
+             persistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+        ),
+    );
+    let mut command = Command::new(broker);
+    command.arg("-c").arg(conf);
+    run(command, ([127, 0, 0, 1], port).into(), dir).await
+}
+
 /// NATS 2.9 with JetStream and MQTT (3.1.1 only) on a new port, accepting only
 /// [`USER`]/[`PASSWORD`].
 pub async fn nats() -> Engine {
