@@ -539,3 +539,63 @@ async fn mqtts_verifies_the_broker_against_ca_file_and_presents_the_client_certi
         );
     }
 }
+
+#[tokio::test]
+async fn a_3_node_nats_cluster_survives_the_loss_of_the_node_its_sessions_were_on() {
+    let mut nodes = engines::nats_cluster().await;
+    for node in &nodes {
+        let ready = eventually(std::time::Duration::from_secs(30), || {
+            engines::mqtt_ready(node)
+        })
+        .await;
+        assert!(ready, "NATS node {} never took an MQTT session", node.addr);
+    }
+    let urls = nodes.iter().map(Engine::url).collect();
+    let server = server(urls, Protocol::V311).await;
+    let (ca, _) = server.org_with_ca("acme").await;
+
+    let connect = || async {
+        let (app, mut app_inbox, _) = client(&server, &ca, "a:dash", "a:acme:dash", |_| {}).await;
+        subscribe(&app, &mut app_inbox, EVENTS, QoS5::AtLeastOnce).await;
+        let (device, device_inbox, _) =
+            client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", |_| {}).await;
+        (app, app_inbox, device, device_inbox)
+    };
+    // Publishes until the application gets one (a new subscription on a cluster that just lost
+    // a node may miss the first messages): traffic flows.
+    let flows = |device: AsyncClient, mut app_inbox: Inbox| async move {
+        for attempt in 0..50 {
+            let payload = format!("m{attempt}");
+            device
+                .publish(EVENT, QoS5::AtLeastOnce, false, payload.clone())
+                .await
+                .unwrap();
+            let got = tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                next_publish(&mut app_inbox),
+            )
+            .await;
+            if let Ok((topic, _, _)) = got {
+                assert_eq!(topic, SEEN_EVENT);
+                return (device, app_inbox);
+            }
+        }
+        panic!("no message went through the cluster");
+    };
+    let (_app, app_inbox, device, mut device_inbox) = connect().await;
+    let (_device, mut app_inbox) = flows(device, app_inbox).await;
+
+    // The first URL's node (where both sessions are) stops: both are told, with a reason.
+    nodes[0].kill();
+    for inbox in [&mut app_inbox, &mut device_inbox] {
+        let (code, why) = disconnect_of(inbox).await;
+        assert_eq!(
+            code,
+            rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerBusy
+        );
+        assert!(why.unwrap_or_default().contains(&nodes[0].url()));
+    }
+    // They reconnect through the next node, and traffic goes on.
+    let (_app, app_inbox, device, _device_inbox) = connect().await;
+    flows(device, app_inbox).await;
+}

@@ -170,5 +170,74 @@ pub async fn nats() -> Engine {
     run(command, ([127, 0, 0, 1], mqtt).into(), dir).await
 }
 
+/// A 3-node NATS cluster with JetStream and MQTT (`stream_replicas: 3`), each node accepting only
+/// [`USER`]/[`PASSWORD`] on its MQTT listener. Returned once every node listens; JetStream may
+/// still be electing its leaders (see [`mqtt_ready`]).
+pub async fn nats_cluster() -> Vec<Engine> {
+    let broker = binary("nats-server", "nats-server");
+    let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let route_list = routes
+        .iter()
+        .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut nodes = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, mqtt) = (free_port(), free_port());
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 mqtt {{ listen: \"127.0.0.1:{mqtt}\", stream_replicas: 3 }}\n\
+                 authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n\
+                 cluster {{ name: \"portcullis-test\", listen: \"127.0.0.1:{route}\", \
+                 routes: [{route_list}] }}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(&broker);
+        command.arg("-c").arg(&conf);
+        nodes.push(run(command, ([127, 0, 0, 1], mqtt).into(), dir).await);
+    }
+    nodes
+}
+
+/// Whether `engine` takes an MQTT 3.1.1 session that keeps state (clean session 0, a QoS 1
+/// subscription): a NATS node answers only once JetStream is ready.
+pub async fn mqtt_ready(engine: &Engine) -> bool {
+    let mut options = rumqttc::MqttOptions::new("readiness", "127.0.0.1", engine.addr.port());
+    options.set_credentials(USER, PASSWORD);
+    options.set_clean_session(false);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    let probe = async {
+        client
+            .subscribe("readiness/probe", rumqttc::QoS::AtLeastOnce)
+            .await
+            .ok()?;
+        loop {
+            match eventloop.poll().await.ok()? {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack)) => {
+                    return Some(matches!(
+                        ack.return_codes.first(),
+                        Some(rumqttc::SubscribeReasonCode::Success(_))
+                    ))
+                }
+                _ => continue,
+            }
+        }
+    };
+    let ready = tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+    ready
+}
+
 /// How long a test waits for a broker-side effect (a kill noticed, a probe changing state).
 pub const NOTICE: Duration = Duration::from_secs(10);
