@@ -206,10 +206,14 @@ pub async fn nats_cluster() -> Vec<Engine> {
     nodes
 }
 
-/// Whether `engine` takes an MQTT 3.1.1 session that keeps state (clean session 0, a QoS 1
+/// Whether `engine` takes a new MQTT 3.1.1 session that keeps state (clean session 0, a QoS 1
 /// subscription): a NATS node answers only once JetStream is ready.
 pub async fn mqtt_ready(engine: &Engine) -> bool {
-    let mut options = rumqttc::MqttOptions::new("readiness", "127.0.0.1", engine.addr.port());
+    // A new client id each time: NATS answers a known one sooner than it can create a session.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut options =
+        rumqttc::MqttOptions::new(format!("readiness-{id}"), "127.0.0.1", engine.addr.port());
     options.set_credentials(USER, PASSWORD);
     options.set_clean_session(false);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
