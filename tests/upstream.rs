@@ -13,7 +13,8 @@ use common::*;
 use portcullis::codec::Protocol;
 use portcullis::config::UpstreamConfig;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode as Code5, Disconnect, DisconnectProperties, LastWill, Packet,
+    ConnectReturnCode as Code5, Disconnect, DisconnectProperties, DisconnectReasonCode as Reason,
+    LastWill, Packet,
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::v5::{AsyncClient, EventLoop};
@@ -115,12 +116,7 @@ async fn next_publish(inbox: &mut Inbox) -> (String, String, QoS5) {
 }
 
 /// The DISCONNECT the server sent: reason and reason string.
-async fn disconnect_of(
-    inbox: &mut Inbox,
-) -> (
-    rumqttc::v5::mqttbytes::v5::DisconnectReasonCode,
-    Option<String>,
-) {
+async fn disconnect_of(inbox: &mut Inbox) -> (Reason, Option<String>) {
     recv_v5(inbox, |p| match p {
         Packet::Disconnect(d) => Some((
             d.reason_code,
@@ -146,6 +142,7 @@ async fn on_broker_v5(engine: &Engine, filter: &str) -> (AsyncClient, EventLoop)
 }
 
 const EVENTS: &str = "iot-2/type/+/id/+/evt/+/fmt/+";
+const COMMANDS: &str = "iot-2/cmd/+/fmt/json";
 const EVENT: &str = "iot-2/evt/temp/fmt/json";
 const SEEN_EVENT: &str = "iot-2/type/sensor/id/dev1/evt/temp/fmt/json";
 
@@ -173,13 +170,7 @@ async fn mosquitto_carries_qos_0_1_2_both_ways_under_the_org_prefix_and_isolates
 
     let (device, mut device_inbox, _) =
         client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", |_| {}).await;
-    subscribe(
-        &device,
-        &mut device_inbox,
-        "iot-2/cmd/+/fmt/json",
-        QoS5::AtLeastOnce,
-    )
-    .await;
+    subscribe(&device, &mut device_inbox, COMMANDS, QoS5::AtLeastOnce).await;
     for (qos, payload) in [
         (QoS5::AtMostOnce, "q0"),
         (QoS5::AtLeastOnce, "q1"),
@@ -240,18 +231,9 @@ async fn mosquitto_resumes_a_kept_session_with_what_it_missed_and_publishes_a_lo
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(300));
     };
-    let (device, mut inbox, present) =
+    let (device, inbox, present) =
         client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", keep).await;
     assert!(!present, "a new session was present");
-    subscribe(
-        &device,
-        &mut inbox,
-        "iot-2/cmd/+/fmt/json",
-        QoS5::AtLeastOnce,
-    )
-    .await;
-    device.disconnect().await.unwrap();
-    recv_until_closed(&mut inbox).await;
 
     let app_addr = server.bridge(SNI, &ca.client("x", &["a:ops"])).await;
     let (app, app_loop, _) = connect_v5(v5_options(app_addr, "a:acme:ops"))
@@ -265,23 +247,7 @@ async fn mosquitto_resumes_a_kept_session_with_what_it_missed_and_publishes_a_lo
         QoS5::AtLeastOnce,
     )
     .await;
-    app.publish(
-        "iot-2/type/sensor/id/dev1/cmd/c/fmt/json",
-        QoS5::AtLeastOnce,
-        false,
-        "queued",
-    )
-    .await
-    .unwrap();
-    recv_v5(&mut app_inbox, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
-    .await;
-
-    let (_device, mut inbox, present) =
-        client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", keep).await;
-    assert!(present, "the broker's session was not resumed");
-    assert_eq!(next_publish(&mut inbox).await.1, "queued");
+    resumes_with_what_it_missed(&server, &ca, (device, inbox), &app, &mut app_inbox, keep).await;
 
     // A device lost without DISCONNECT: the broker publishes the will it got in the CONNECT.
     let will = |o: &mut rumqttc::v5::MqttOptions| {
@@ -306,6 +272,32 @@ async fn mosquitto_resumes_a_kept_session_with_what_it_missed_and_publishes_a_lo
     );
 }
 
+/// d:sensor:dev1 (`device`, connected with a kept session) subscribes to its commands and
+/// leaves; the application sends it a QoS 1 command; the device comes back with `keep`, finds
+/// its session present and gets the command.
+async fn resumes_with_what_it_missed(
+    server: &TestServer,
+    ca: &TestCa,
+    (device, mut inbox): (AsyncClient, Inbox),
+    app: &AsyncClient,
+    app_inbox: &mut Inbox,
+    keep: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> (AsyncClient, Inbox) {
+    subscribe(&device, &mut inbox, COMMANDS, QoS5::AtLeastOnce).await;
+    device.disconnect().await.unwrap();
+    recv_until_closed(&mut inbox).await;
+    let command = "iot-2/type/sensor/id/dev1/cmd/c/fmt/json";
+    app.publish(command, QoS5::AtLeastOnce, false, "queued")
+        .await
+        .unwrap();
+    recv_v5(app_inbox, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    let (device, mut inbox, present) =
+        client(server, ca, "d:sensor:dev1", "d:acme:sensor:dev1", keep).await;
+    assert!(present, "the broker's session was not resumed");
+    assert_eq!(next_publish(&mut inbox).await.1, "queued");
+    (device, inbox)
+}
+
 /// Reads a driven event loop's packets until its connection ends.
 async fn recv_until_closed(inbox: &mut Inbox) {
     while step(inbox.recv()).await.is_some() {}
@@ -322,11 +314,7 @@ async fn the_broker_ending_a_client_id_that_connected_elsewhere_is_a_takeover_fo
     let mut options = v5_options(engine.addr, "d:acme:sensor:dev1");
     options.set_credentials(USER, PASSWORD);
     let (_elsewhere, _loop, _) = connect_v5(options).await.unwrap();
-    let (code, _) = disconnect_of(&mut inbox).await;
-    assert_eq!(
-        code,
-        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
-    );
+    assert_eq!(disconnect_of(&mut inbox).await.0, Reason::SessionTakenOver);
 }
 
 #[tokio::test]
@@ -354,10 +342,7 @@ async fn the_next_url_is_tried_and_a_dead_broker_closes_its_sessions_and_refuses
 
     engine.kill();
     let (code, why) = disconnect_of(&mut inbox).await;
-    assert_eq!(
-        code,
-        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerBusy
-    );
+    assert_eq!(code, Reason::ServerBusy);
     let why = why.expect("no reason string");
     assert!(why.contains("went away"), "{why}");
 
@@ -436,31 +421,9 @@ async fn nats_as_a_3_1_1_upstream_carries_qos_0_1_and_2_downgraded_and_resumes_s
     assert_eq!(seen.topic, format!("acme/{SEEN_EVENT}"));
 
     // A kept session on NATS: resumed, with what it missed.
-    subscribe(
-        &device,
-        &mut device_inbox,
-        "iot-2/cmd/+/fmt/json",
-        QoS5::AtLeastOnce,
-    )
-    .await;
-    device.disconnect().await.unwrap();
-    recv_until_closed(&mut device_inbox).await;
-    app.publish(
-        "iot-2/type/sensor/id/dev1/cmd/c/fmt/json",
-        QoS5::AtLeastOnce,
-        false,
-        "queued",
-    )
-    .await
-    .unwrap();
-    recv_v5(&mut app_inbox, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
-    .await;
-    let (_device, mut device_inbox, present) =
-        client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", keep).await;
-    assert!(present, "NATS did not resume the session");
-    assert_eq!(next_publish(&mut device_inbox).await.1, "queued");
+    let away = (device, device_inbox);
+    let (_device, mut device_inbox) =
+        resumes_with_what_it_missed(&server, &ca, away, &app, &mut app_inbox, keep).await;
 
     // NATS ends the older connection of a client id that connects again elsewhere, without a
     // word (3.1.1): the device is told "session taken over", not "server unavailable".
@@ -468,10 +431,9 @@ async fn nats_as_a_3_1_1_upstream_carries_qos_0_1_and_2_downgraded_and_resumes_s
     options.set_credentials(USER, PASSWORD);
     options.set_clean_session(false);
     let (_elsewhere, _loop) = connect_v4(options).await.unwrap();
-    let (code, _) = disconnect_of(&mut device_inbox).await;
     assert_eq!(
-        code,
-        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver
+        disconnect_of(&mut device_inbox).await.0,
+        Reason::SessionTakenOver
     );
 }
 
@@ -513,13 +475,7 @@ async fn mqtts_verifies_the_broker_against_ca_file_and_presents_the_client_certi
     let (ca, _) = server.org_with_ca("acme").await;
     let (device, mut inbox, _) =
         client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", |_| {}).await;
-    subscribe(
-        &device,
-        &mut inbox,
-        "iot-2/cmd/+/fmt/json",
-        QoS5::AtLeastOnce,
-    )
-    .await;
+    subscribe(&device, &mut inbox, COMMANDS, QoS5::AtLeastOnce).await;
 
     // A broker certificate the CA file does not vouch for, or no client certificate: no session.
     for adjust in [
@@ -590,10 +546,7 @@ async fn a_3_node_nats_cluster_survives_the_loss_of_the_node_its_sessions_were_o
     nodes[0].kill();
     for inbox in [&mut app_inbox, &mut device_inbox] {
         let (code, why) = disconnect_of(inbox).await;
-        assert_eq!(
-            code,
-            rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerBusy
-        );
+        assert_eq!(code, Reason::ServerBusy);
         assert!(why.unwrap_or_default().contains(&nodes[0].url()));
     }
     // Once the others have their JetStream leaders again (NATS closes MQTT CONNECTs meanwhile),

@@ -150,6 +150,11 @@ pub async fn mosquitto_tls(server_pem: &str, server_key: &str, client_ca_pem: &s
 /// NATS 2.9 with JetStream and MQTT (3.1.1 only) on a new port, accepting only
 /// [`USER`]/[`PASSWORD`].
 pub async fn nats() -> Engine {
+    nats_node("single", "", "").await
+}
+
+/// One NATS node named `name`; `mqtt` is added to its `mqtt {}` block, `cluster` to its file.
+async fn nats_node(name: &str, mqtt_extra: &str, cluster: &str) -> Engine {
     let broker = binary("nats-server", "nats-server");
     let dir = tempfile::tempdir().unwrap();
     let (client, mqtt) = (free_port(), free_port());
@@ -157,10 +162,10 @@ pub async fn nats() -> Engine {
     std::fs::write(
         &conf,
         format!(
-            "server_name: t{mqtt}\nlisten: \"127.0.0.1:{client}\"\n\
+            "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\n\
              jetstream {{ store_dir: \"{}\" }}\n\
-             mqtt {{ listen: \"127.0.0.1:{mqtt}\" }}\n\
-             authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n",
+             mqtt {{ listen: \"127.0.0.1:{mqtt}\"{mqtt_extra} }}\n\
+             authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n{cluster}\n",
             dir.path().join("js").display()
         ),
     )
@@ -174,7 +179,6 @@ pub async fn nats() -> Engine {
 /// [`USER`]/[`PASSWORD`] on its MQTT listener. Returned once every node listens; JetStream may
 /// still be electing its leaders (see [`mqtt_ready`]).
 pub async fn nats_cluster() -> Vec<Engine> {
-    let broker = binary("nats-server", "nats-server");
     let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let route_list = routes
         .iter()
@@ -183,25 +187,11 @@ pub async fn nats_cluster() -> Vec<Engine> {
         .join(", ");
     let mut nodes = Vec::new();
     for (i, route) in routes.iter().enumerate() {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, mqtt) = (free_port(), free_port());
-        let conf = dir.path().join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
-                 mqtt {{ listen: \"127.0.0.1:{mqtt}\", stream_replicas: 3 }}\n\
-                 authorization {{ user: \"{USER}\", password: \"{PASSWORD}\" }}\n\
-                 cluster {{ name: \"portcullis-test\", listen: \"127.0.0.1:{route}\", \
-                 routes: [{route_list}] }}\n",
-                dir.path().join("js").display()
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new(&broker);
-        command.arg("-c").arg(&conf);
-        nodes.push(run(command, ([127, 0, 0, 1], mqtt).into(), dir).await);
+        let cluster = format!(
+            "cluster {{ name: \"portcullis-test\", listen: \"127.0.0.1:{route}\", \
+             routes: [{route_list}] }}"
+        );
+        nodes.push(nats_node(&format!("n{i}"), ", stream_replicas: 3", &cluster).await);
     }
     nodes
 }
