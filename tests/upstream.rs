@@ -562,3 +562,29 @@ async fn a_3_node_nats_cluster_survives_the_loss_of_the_node_its_sessions_were_o
     let (_app, app_inbox, device, _device_inbox) = connect(QoS5::AtMostOnce).await;
     flows(device, app_inbox, QoS5::AtMostOnce).await;
 }
+
+#[tokio::test]
+async fn a_burst_of_qos_1_publishes_stays_within_the_brokers_receive_maximum() {
+    // mosquitto announces max_inflight_messages as its Receive Maximum.
+    let engine = engines::mosquitto_with(engines::free_port(), "max_inflight_messages 5").await;
+    let server = server(vec![engine.url()], Protocol::V5).await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let (app, mut app_inbox, _) = client(&server, &ca, "a:dash", "a:acme:dash", |_| {}).await;
+    subscribe(&app, &mut app_inbox, EVENTS, QoS5::AtLeastOnce).await;
+    // More unacknowledged QoS 1 PUBLISHes than mosquitto takes at once: the front-end lets 100
+    // in (its own Receive Maximum) and holds back what the broker's would refuse.
+    let (device, _device_inbox, _) =
+        client(&server, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", |o| {
+            o.set_outgoing_inflight_upper_limit(100);
+        })
+        .await;
+    for i in 0..80 {
+        device
+            .publish(EVENT, QoS5::AtLeastOnce, false, format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    for i in 0..80 {
+        assert_eq!(next_publish(&mut app_inbox).await.1, format!("m{i}"));
+    }
+}

@@ -90,6 +90,11 @@ pub async fn mosquitto() -> Engine {
 
 /// mosquitto on `port` (a restart on the same port).
 pub async fn mosquitto_on(port: u16) -> Engine {
+    mosquitto_with(port, "").await
+}
+
+/// mosquitto on `port`, with `extra` lines in its configuration file.
+pub async fn mosquitto_with(port: u16, extra: &str) -> Engine {
     let broker = binary("mosquitto", "mosquitto");
     let passwd_tool = binary("mosquitto_passwd", "mosquitto");
     let dir = tempfile::tempdir().unwrap();
@@ -107,7 +112,8 @@ pub async fn mosquitto_on(port: u16) -> Engine {
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-             persistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+             persistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n\
+             {extra}\n",
             passwd.display()
         ),
     )

@@ -391,3 +391,211 @@ impl UpstreamSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session's packet rules, on its channels alone (the connection task and a real broker
+    //! are `tests/upstream.rs`'s).
+
+    use super::*;
+    use crate::codec::Publish;
+
+    /// A session on bare channels: what it sends the broker comes out of the receiver, what the
+    /// broker sends goes into the sender.
+    fn bare_session(
+        protocol: Protocol,
+        max_inflight: usize,
+        has_will: bool,
+        expiry: Expiry,
+    ) -> (
+        UpstreamSession,
+        mpsc::Receiver<Packet>,
+        mpsc::Sender<Packet>,
+    ) {
+        let (to_broker, sent) = mpsc::channel(64);
+        let (from_broker_tx, from_broker) = mpsc::channel(64);
+        let slot = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let session = UpstreamSession {
+            to_broker,
+            from_broker,
+            task: tokio::spawn(async {}),
+            _slot: slot,
+            session_present: false,
+            protocol,
+            downgrade: protocol == Protocol::V311,
+            downgraded: HashSet::new(),
+            max_inflight,
+            inflight: 0,
+            waiting: VecDeque::new(),
+            local: VecDeque::new(),
+            disconnect: None,
+            opened_with: expiry,
+            expiry,
+            unclean: false,
+            has_will,
+            client_id: "d:acme:t:1".into(),
+            target: Target::parse("mqtt://127.0.0.1:1").unwrap(),
+            account: Arc::new(Account {
+                tls: None,
+                protocol,
+                username: String::new(),
+                password: String::new(),
+            }),
+        };
+        (session, sent, from_broker_tx)
+    }
+
+    fn publish(qos: QoS, id: u16) -> Packet {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "acme/t".into(),
+            packet_id: (qos != QoS::AtMostOnce).then_some(id),
+            properties: Properties::default(),
+            payload: bytes::Bytes::from_static(b"x"),
+        })
+    }
+
+    fn ack(id: u16) -> Ack {
+        Ack {
+            packet_id: id,
+            reason: reason::SUCCESS,
+            properties: Properties::default(),
+        }
+    }
+
+    fn drained(sent: &mut mpsc::Receiver<Packet>) -> Vec<Packet> {
+        std::iter::from_fn(|| sent.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn qos_1_publishes_past_the_brokers_receive_maximum_wait_for_an_ack() {
+        let (mut session, mut sent, broker) = bare_session(Protocol::V5, 2, false, Expiry::Now);
+        let mut packets: Vec<Packet> = (1..=4).map(|id| publish(QoS::AtLeastOnce, id)).collect();
+        packets.push(publish(QoS::AtMostOnce, 0));
+        session.send(&mut packets).await.unwrap();
+        let ids = |packets: Vec<Packet>| {
+            packets
+                .into_iter()
+                .map(|p| match p {
+                    Packet::Publish(p) => p.packet_id.unwrap_or(0),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        // QoS 0 is never held back.
+        assert_eq!(ids(drained(&mut sent)), vec![1, 2, 0]);
+        broker.send(Packet::PubAck(ack(1))).await.unwrap();
+        let mut out = Vec::new();
+        session.recv(&mut out).await.unwrap();
+        session.send(&mut Vec::new()).await.unwrap();
+        assert_eq!(ids(drained(&mut sent)), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn qos_2_goes_to_a_3_1_1_broker_at_qos_1_and_the_device_keeps_its_flow() {
+        let (mut session, mut sent, broker) =
+            bare_session(Protocol::V311, usize::MAX, false, Expiry::Now);
+        session
+            .send(&mut vec![publish(QoS::ExactlyOnce, 7)])
+            .await
+            .unwrap();
+        match drained(&mut sent).as_slice() {
+            [Packet::Publish(p)] => assert_eq!((p.qos, p.packet_id), (QoS::AtLeastOnce, Some(7))),
+            other => panic!("{other:?}"),
+        }
+        broker.send(Packet::PubAck(ack(7))).await.unwrap();
+        let mut out = Vec::new();
+        session.recv(&mut out).await.unwrap();
+        assert!(
+            matches!(out.as_slice(), [Packet::PubRec(a)] if a.packet_id == 7),
+            "{out:?}"
+        );
+        session
+            .send(&mut vec![Packet::PubRel(ack(7))])
+            .await
+            .unwrap();
+        assert!(
+            drained(&mut sent).is_empty(),
+            "the PUBREL reached the broker"
+        );
+        out.clear();
+        session.recv(&mut out).await.unwrap();
+        assert!(
+            matches!(out.as_slice(), [Packet::PubComp(a)] if a.packet_id == 7),
+            "{out:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_delivery_stamp_never_reaches_the_broker() {
+        let (mut session, mut sent, _broker) =
+            bare_session(Protocol::V5, usize::MAX, false, Expiry::Now);
+        let Packet::Publish(mut stamped) = publish(QoS::AtLeastOnce, 1) else {
+            unreachable!()
+        };
+        stamped.properties.payload_format_indicator = Some(1);
+        crate::mqtt::delivery::stamp(&mut stamped.properties, QoS::AtLeastOnce, true, Some("me"));
+        session
+            .send(&mut vec![Packet::Publish(stamped)])
+            .await
+            .unwrap();
+        match drained(&mut sent).as_slice() {
+            [Packet::Publish(p)] => {
+                assert_eq!(p.properties.payload_format_indicator, Some(1));
+                assert!(
+                    p.properties.user_properties.is_empty(),
+                    "{:?}",
+                    p.properties
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_carries_the_devices_disconnect_with_its_new_expiry_or_publishes_the_will() {
+        // The device's DISCONNECT is held until the end, then sent with the expiry it set.
+        let opened = Expiry::After(Duration::from_secs(300));
+        let (mut session, mut sent, _broker) = bare_session(Protocol::V5, usize::MAX, true, opened);
+        let disconnect = Disconnect {
+            reason: reason::SUCCESS,
+            properties: Properties::default(),
+        };
+        session
+            .send(&mut vec![Packet::Disconnect(disconnect)])
+            .await
+            .unwrap();
+        assert!(drained(&mut sent).is_empty(), "sent before the end");
+        session.set_expiry(Expiry::After(Duration::from_secs(60)));
+        session.close().await;
+        match drained(&mut sent).as_slice() {
+            [Packet::Disconnect(d)] => {
+                assert_eq!(d.reason, reason::SUCCESS);
+                assert_eq!(d.properties.session_expiry_interval, Some(60));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Lost, or taken over (`Never`): the broker is asked to publish the will, and the expiry
+        // stays the CONNECT's.
+        let (mut session, mut sent, _broker) = bare_session(Protocol::V5, usize::MAX, true, opened);
+        session.set_expiry(Expiry::Never);
+        session.close().await;
+        match drained(&mut sent).as_slice() {
+            [Packet::Disconnect(d)] => {
+                assert_eq!(d.reason, reason::DISCONNECT_WITH_WILL);
+                assert_eq!(d.properties.session_expiry_interval, None);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // MQTT 3.1.1 has no "with will": the connection ends without a DISCONNECT.
+        let (session, mut sent, _broker) = bare_session(Protocol::V311, usize::MAX, true, opened);
+        session.close().await;
+        assert!(drained(&mut sent).is_empty());
+    }
+}
