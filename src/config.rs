@@ -116,6 +116,37 @@ pub struct BrokerConfig {
     pub max_filters: usize,
     /// Of those, how many one organisation may hand it: its share.
     pub max_filters_per_org: usize,
+    /// `broker.mode = "upstream"`: the upstream broker cluster (none: the embedded broker).
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// `[broker.upstream]` (DESIGN §12): where and how each session's upstream connection goes.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// `mqtt://host:port` / `mqtts://host:port`, tried in turn.
+    pub urls: Vec<String>,
+    pub protocol: crate::codec::Protocol,
+    /// The front-end's own credential, the same for every upstream connection.
+    pub username: String,
+    pub password: String,
+    /// mqtts: the CA that verifies the broker; `cert_file`/`key_file`: the client certificate.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("UpstreamConfig")
+            .field("urls", &self.urls)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -203,6 +234,82 @@ struct RawBroker {
     max_connections: usize,
     max_filters: usize,
     max_filters_per_org: usize,
+    mode: String,
+    upstream: RawUpstream,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    urls: Vec<String>,
+    protocol: String,
+    username: String,
+    password: String,
+    ca_file: String,
+    cert_file: String,
+    key_file: String,
+}
+
+fn bad(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
+impl RawBroker {
+    /// `broker.mode` and `[broker.upstream]`, checked: `None` for the embedded broker.
+    fn upstream(&self) -> Result<Option<UpstreamConfig>, ConfigError> {
+        match self.mode.as_str() {
+            "embedded" => return Ok(None),
+            "upstream" => {}
+            _ => return Err(bad("broker.mode", "must be \"embedded\" or \"upstream\"")),
+        }
+        let raw = &self.upstream;
+        if raw.urls.is_empty() {
+            return Err(bad("broker.upstream.urls", "must name at least one broker"));
+        }
+        let mut tls = false;
+        for url in &raw.urls {
+            let target = crate::broker::upstream::Target::parse(url)
+                .map_err(|e| bad("broker.upstream.urls", &e))?;
+            tls |= target.tls;
+        }
+        let protocol = match raw.protocol.as_str() {
+            "5" => crate::codec::Protocol::V5,
+            "3.1.1" => crate::codec::Protocol::V311,
+            _ => {
+                return Err(bad(
+                    "broker.upstream.protocol",
+                    "must be \"5\" or \"3.1.1\"",
+                ))
+            }
+        };
+        let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+        let (ca_file, cert_file, key_file) = (
+            path(&raw.ca_file),
+            path(&raw.cert_file),
+            path(&raw.key_file),
+        );
+        if tls && ca_file.is_none() {
+            return Err(bad("broker.upstream.ca_file", "mqtts:// URLs need it"));
+        }
+        if cert_file.is_some() != key_file.is_some() {
+            return Err(bad(
+                "broker.upstream.cert_file",
+                "needs key_file, and the reverse",
+            ));
+        }
+        Ok(Some(UpstreamConfig {
+            urls: raw.urls.clone(),
+            protocol,
+            username: raw.username.clone(),
+            password: raw.password.clone(),
+            ca_file,
+            cert_file,
+            key_file,
+        }))
+    }
 }
 
 impl Config {
@@ -410,6 +517,7 @@ impl Config {
                 plain_listeners: 0,
                 max_filters: raw.broker.max_filters,
                 max_filters_per_org: raw.broker.max_filters_per_org,
+                upstream: raw.broker.upstream()?,
             },
             revocation: RevocationConfig {
                 deny_stale_crl: match raw.revocation.on_stale_crl.as_str() {
@@ -454,4 +562,66 @@ fn store_url(url: &str) -> Result<Option<String>, ConfigError> {
         });
     }
     Ok(Some(url.to_owned()))
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    fn load(broker: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("portcullis.toml");
+        std::fs::write(&file, broker).unwrap();
+        Config::load(Some(&file))
+    }
+
+    fn refused_key(broker: &str) -> &'static str {
+        match load(broker) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{broker}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_upstream_broker_block_is_read_and_checked() {
+        let config = load(
+            "[broker]\nmode = \"upstream\"\n[broker.upstream]\n\
+             urls = [\"mqtt://10.0.0.5\", \"mqtts://b.example:8883\"]\nprotocol = \"3.1.1\"\n\
+             username = \"fe\"\npassword = \"s3cret\"\nca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let upstream = config.broker.upstream.expect("upstream mode");
+        assert_eq!(upstream.urls.len(), 2);
+        assert_eq!(upstream.protocol, crate::codec::Protocol::V311);
+        assert_eq!(
+            upstream.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert!(
+            !format!("{upstream:?}").contains("s3cret"),
+            "the password is printed"
+        );
+        assert!(Config::defaults().unwrap().broker.upstream.is_none());
+
+        let upstream =
+            |rest: &str| format!("[broker]\nmode = \"upstream\"\n[broker.upstream]\n{rest}");
+        assert_eq!(refused_key("[broker]\nmode = \"cluster\"\n"), "broker.mode");
+        assert_eq!(refused_key(&upstream("")), "broker.upstream.urls");
+        assert_eq!(
+            refused_key(&upstream("urls = [\"tcp://x\"]\n")),
+            "broker.upstream.urls"
+        );
+        assert_eq!(
+            refused_key(&upstream("urls = [\"mqtt://x\"]\nprotocol = \"4\"\n")),
+            "broker.upstream.protocol"
+        );
+        assert_eq!(
+            refused_key(&upstream("urls = [\"mqtts://x\"]\n")),
+            "broker.upstream.ca_file"
+        );
+        assert_eq!(
+            refused_key(&upstream("urls = [\"mqtt://x\"]\ncert_file = \"/c.pem\"\n")),
+            "broker.upstream.cert_file"
+        );
+    }
 }

@@ -124,6 +124,7 @@ impl Server {
             metrics,
             max_body_bytes: config.admin.max_body_bytes,
             notifier: notifier.clone(),
+            broker: Some(broker.clone()),
         };
         let filters = FilterQuota::new(
             config.mqtts.max_filters_per_session,

@@ -74,6 +74,8 @@ pub struct AdminState {
     pub notifier: Arc<crate::notify::Notifier>,
     /// Fetches a CA's CRL at once when its `crl_url` is set.
     pub crl_fetcher: Arc<crate::revocation::crl::CrlFetcher>,
+    /// The broker `/readyz` asks (none: a router built without one, always ready).
+    pub broker: Option<Arc<crate::broker::Broker>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -176,10 +178,14 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready once the router serves: the server builds it after the store opened and the registry
-/// loaded.
-async fn readyz() -> &'static str {
-    "ready"
+/// Ready once the router serves (the server builds it after the store opened and the registry
+/// loaded) while the broker can take sessions: an upstream broker mode with no reachable URL
+/// answers 503, so that a load balancer sends devices elsewhere.
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    match &state.broker {
+        Some(broker) if !broker.ready() => (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable"),
+        _ => (StatusCode::OK, "ready"),
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -70,6 +70,7 @@ fn harness() -> Harness {
             .build_recorder()
             .handle(),
         max_body_bytes: 4096,
+        broker: None,
         notifier: Arc::new(
             crate::notify::Notifier::new(
                 store.clone(),

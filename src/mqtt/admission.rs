@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::broker::{BrokerError, BrokerSession, Expiry};
+use crate::broker::{BrokerError, BrokerSession, Expiry, Opening};
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, Protocol, Will};
 use crate::identity::ClientId;
 use crate::mqtt::delivery;
@@ -140,16 +140,20 @@ pub async fn admit(
         .await
         .ok_or(Refusal::BrokerBusy)?;
     let expiry = session_expiry(&connect);
-    let broker = ctx
-        .broker
-        .open_session(&client_id_text, connect.clean_start, expiry)
-        .map_err(|error| {
-            tracing::warn!(%error, "no broker link");
-            match error {
-                BrokerError::Full => Refusal::BrokerBusy,
-                _ => Refusal::BrokerUnavailable,
-            }
-        })?;
+    let opening = Opening {
+        client_id: &client_id_text,
+        clean_start: connect.clean_start,
+        expiry,
+        will: will.as_ref(),
+        keep_alive: keep_alive(&connect, ctx.max_keep_alive).0,
+    };
+    let broker = ctx.broker.open_session(opening).await.map_err(|error| {
+        tracing::warn!(%error, "no broker link");
+        match error {
+            BrokerError::Full => Refusal::BrokerBusy,
+            _ => Refusal::BrokerUnavailable,
+        }
+    })?;
     Ok(Admitted {
         connect,
         client_id: client_id_text,

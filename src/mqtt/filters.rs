@@ -252,6 +252,7 @@ mod tests {
             plain_listeners: 0,
             max_filters,
             max_filters_per_org: usize::MAX,
+            upstream: None,
         };
         let broker = Arc::new(Broker::start(&config).await.unwrap());
         FilterQuota::new(per_session, per_org, broker)

@@ -7,6 +7,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod engines;
 pub mod ocsp;
 
 use std::future::Future;

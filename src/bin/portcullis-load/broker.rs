@@ -6,7 +6,7 @@
 //! `portcullis-load connect --plain --protocol 5 --port <p1,p2,…> --username … --password …`.
 
 use clap::Args;
-use portcullis::broker::Broker;
+use portcullis::broker::embedded::Broker;
 use portcullis::config::BrokerConfig;
 use serde_json::json;
 
@@ -28,6 +28,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         // The baseline's plain listeners bypass the front-end and its filter bound.
         max_filters: usize::MAX,
         max_filters_per_org: usize::MAX,
+        upstream: None,
     };
     let broker = Broker::start(&config).await?;
     let (username, password) = broker.credentials();

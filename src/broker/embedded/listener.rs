@@ -188,7 +188,7 @@ mod tests {
     use rumqttc::v5::mqttbytes::QoS as CQoS;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
-    use crate::broker::testing::*;
+    use crate::broker::embedded::testing::*;
 
     #[tokio::test]
     async fn a_plain_listener_reaches_the_same_router_and_wants_the_credential() {

@@ -18,6 +18,7 @@ pub async fn start_with(max_connections: usize, plain_listeners: usize) -> Broke
         plain_listeners,
         max_filters: 1000,
         max_filters_per_org: 1000,
+        upstream: None,
     };
     tokio::time::timeout(T, Broker::start(&config))
         .await

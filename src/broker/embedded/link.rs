@@ -15,10 +15,11 @@ use rumqttd::Notification;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::coarse::{coarse, Table};
-use super::expiry::{send_now, Expiry, Keeper, KeptSession, Memo};
+use super::expiry::{send_now, Keeper, KeptSession};
 use super::narrow::{Fetch, Narrow};
 use super::translate::{from_router, publish_from_router, to_router};
 use super::{BrokerError, OpenLink};
+use super::{Expiry, Memo};
 use crate::codec::{
     self, Disconnect, Packet, Properties, Publish, QoS, Subscribe, Subscription,
     SubscriptionOptions,
@@ -396,7 +397,7 @@ async fn fetch_retained(
 mod tests {
     use std::time::Duration;
 
-    use crate::broker::testing::*;
+    use crate::broker::embedded::testing::*;
     use crate::codec::{Packet, QoS};
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::RangeInclusive;
 
 use super::coarse::{Table, Verdict};
-use super::InOrder;
+use crate::broker::InOrder;
 use crate::codec::{
     reason, Ack, Packet, Properties, Publish, QoS, SubAck, Subscribe, Subscription,
     SubscriptionOptions, UnsubAck, Unsubscribe,

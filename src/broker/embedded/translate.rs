@@ -335,7 +335,7 @@ pub(super) fn from_router(packet: rp::Packet) -> Option<Packet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::testing::publish;
+    use crate::broker::embedded::testing::publish;
 
     #[test]
     fn publish_header_fields_survive_the_router_types() {

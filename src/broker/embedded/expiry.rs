@@ -15,32 +15,8 @@ use rumqttd::protocol as rp;
 
 use super::coarse::Table;
 use super::translate::to_router;
-use super::{lock, BrokerError, OpenLink};
+use super::{lock, BrokerError, Expiry, Memo, OpenLink};
 use crate::codec::{self, Disconnect, Packet, Properties};
-
-/// How long the broker keeps a session after its connection ends (MQTT 5 Session Expiry
-/// Interval; 3.1.1 clean session 1 is [`Expiry::Now`], clean session 0 [`Expiry::Never`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    Now,
-    After(Duration),
-    Never,
-}
-
-impl Expiry {
-    /// The MQTT 5 interval in seconds: 0 ends the session with its connection, 0xFFFFFFFF never.
-    pub fn from_interval(seconds: u32) -> Expiry {
-        match seconds {
-            0 => Expiry::Now,
-            u32::MAX => Expiry::Never,
-            n => Expiry::After(Duration::from_secs(u64::from(n))),
-        }
-    }
-}
-
-/// What the front-end keeps with a session rumqttd keeps, opaque here: the session layer's
-/// subscription options and identifiers, which rumqttd does not keep (it downcasts it back).
-pub type Memo = Box<dyn std::any::Any + Send + Sync>;
 
 /// What the front-end holds for a session rumqttd keeps: its expiry timer, if it has one, its
 /// [`Memo`], if it has one, and the link's real filters under coarse ones ([`Table`]).
