@@ -6,9 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use portcullis::codec::{self, Packet, Properties, Protocol, Publish, QoS};
+use portcullis::codec::{self, origin, Packet, Properties, Protocol, Publish, QoS};
 use portcullis::identity::{ClientId, Identity};
-use portcullis::mqtt::delivery::{self, Subscriptions};
+use portcullis::mqtt::delivery::Subscriptions;
 use portcullis::mqtt::topics::{TopicMap, TopicPolicy};
 
 fn publish_bytes(size: usize) -> BytesMut {
@@ -97,9 +97,9 @@ fn message_front_end(c: &mut Criterion) {
                 };
                 publish.topic = map.publish(&publish.topic).expect("allowed");
                 let (qos, retain) = (publish.qos, publish.retain);
-                delivery::stamp(&mut publish.properties, qos, retain, Some(publisher));
+                origin::stamp(&mut publish.properties, qos, retain, Some(publisher));
                 // The broker's side: the same message comes back to the subscriber.
-                let origin = delivery::take(&mut publish.properties);
+                let origin = origin::take(&mut publish.properties);
                 let topic = app.deliver(&publish.topic).expect("in view");
                 let plan = plain
                     .plan(&publish.topic, qos, retain, origin.as_ref(), "a:acme:ops")

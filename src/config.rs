@@ -10,6 +10,9 @@ use serde::Deserialize;
 use crate::grants::GrantPolicy;
 use crate::identity::OrgId;
 
+mod upstream_url;
+pub use upstream_url::Target;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +127,7 @@ pub struct BrokerConfig {
 #[derive(Clone)]
 pub struct UpstreamConfig {
     /// `mqtt://host:port` / `mqtts://host:port`, tried in turn.
-    pub urls: Vec<String>,
+    pub urls: Vec<Target>,
     pub protocol: crate::codec::Protocol,
     /// The front-end's own credential, the same for every upstream connection.
     pub username: String,
@@ -270,10 +273,11 @@ impl RawBroker {
             return Err(bad("broker.upstream.urls", "must name at least one broker"));
         }
         let mut tls = false;
+        let mut urls = Vec::with_capacity(raw.urls.len());
         for url in &raw.urls {
-            let target = crate::broker::upstream::Target::parse(url)
-                .map_err(|e| bad("broker.upstream.urls", &e))?;
+            let target = Target::parse(url).map_err(|e| bad("broker.upstream.urls", &e))?;
             tls |= target.tls;
+            urls.push(target);
         }
         let protocol = match raw.protocol.as_str() {
             "5" => crate::codec::Protocol::V5,
@@ -301,7 +305,7 @@ impl RawBroker {
             ));
         }
         Ok(Some(UpstreamConfig {
-            urls: raw.urls.clone(),
+            urls,
             protocol,
             username: raw.username.clone(),
             password: raw.password.clone(),

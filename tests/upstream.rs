@@ -11,7 +11,7 @@ use common::engines::{self, Engine, NOTICE, PASSWORD, USER};
 use common::mqtt::*;
 use common::*;
 use portcullis::codec::Protocol;
-use portcullis::config::UpstreamConfig;
+use portcullis::config::{Target, UpstreamConfig};
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as Code5, Disconnect, DisconnectProperties, DisconnectReasonCode as Reason,
     LastWill, Packet,
@@ -33,7 +33,7 @@ async fn server_with(
     adjust: impl FnOnce(&mut UpstreamConfig),
 ) -> TestServer {
     let mut upstream = UpstreamConfig {
-        urls,
+        urls: urls.iter().map(|url| Target::parse(url).unwrap()).collect(),
         protocol,
         username: USER.into(),
         password: PASSWORD.into(),

@@ -15,6 +15,7 @@ mod decode;
 mod encode;
 mod filter;
 mod frame;
+pub mod origin;
 mod packet;
 mod properties;
 #[cfg(test)]

@@ -15,9 +15,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::broker::{BrokerError, BrokerSession, Expiry, Opening};
-use crate::codec::{self, ConnAck, Connect, Packet, Properties, Protocol, Will};
+use crate::codec::{self, origin, ConnAck, Connect, Packet, Properties, Protocol, Will};
 use crate::identity::ClientId;
-use crate::mqtt::delivery;
 use crate::mqtt::forward::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAX};
 use crate::mqtt::topics::TopicMap;
 use crate::mqtt::{Context, SessionError};
@@ -82,7 +81,7 @@ pub async fn admit(
                 .publish(&will.topic)
                 .map_err(|_| Refusal::WillTopic)?;
             let mut properties = will.properties.clone();
-            delivery::stamp(&mut properties, will.qos, will.retain, None);
+            origin::stamp(&mut properties, will.qos, will.retain, None);
             Some(Will {
                 topic,
                 properties,

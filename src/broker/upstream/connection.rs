@@ -19,9 +19,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::{Gone, Target};
+use super::Gone;
 use crate::broker::BrokerError;
 use crate::codec::{self, reason, ConnAck, Connect, Disconnect, Packet, Properties, Protocol};
+use crate::config::Target;
 use crate::config::UpstreamConfig;
 
 /// The largest packet taken from the broker (announced to an MQTT 5 broker in CONNECT).

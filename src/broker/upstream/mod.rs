@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{BrokerError, Opening};
-use crate::config::UpstreamConfig;
+use crate::config::{Target, UpstreamConfig};
 
 mod connection;
 mod session;
@@ -42,68 +42,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long one probe waits.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// One `mqtt://host:port` or `mqtts://host:port` URL of `broker.upstream.urls`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub url: String,
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl Target {
-    /// Parses a URL (default ports 1883 and 8883); the error says what is wrong with it.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else {
-            return Err(format!("{url:?}: must start with mqtt:// or mqtts://"));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
-            return Err(format!("{url:?}: expected mqtt[s]://host[:port]"));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = match rest.strip_prefix('[') {
-            // An IPv6 literal: [::1]:1883.
-            Some(v6) => {
-                let (host, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| format!("{url:?}: unclosed ["))?;
-                match after {
-                    "" => (host, default_port),
-                    port => (
-                        host,
-                        parse_port(url, port.strip_prefix(':').unwrap_or("?"))?,
-                    ),
-                }
-            }
-            None => match rest.rsplit_once(':') {
-                Some((host, port)) => (host, parse_port(url, port)?),
-                None => (rest, default_port),
-            },
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?}: no host"));
-        }
-        Ok(Target {
-            url: url.to_owned(),
-            host: host.to_owned(),
-            port,
-            tls,
-        })
-    }
-}
-
-fn parse_port(url: &str, port: &str) -> Result<u16, String> {
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        _ => Err(format!("{url:?}: bad port {port:?}")),
-    }
-}
 
 /// Whether each URL answered lately: the sessions and the prober say so; `/readyz` reads it.
 struct Health {
@@ -168,11 +106,7 @@ impl Upstream {
     /// Reads the TLS files and starts the prober; reaches no broker yet (a node may start while
     /// its brokers are down: `/readyz` answers 503 meanwhile).
     pub fn start(config: &UpstreamConfig, max_connections: usize) -> Result<Upstream, BrokerError> {
-        let targets = config
-            .urls
-            .iter()
-            .map(|url| Target::parse(url).map_err(BrokerError::Start))
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = config.urls.clone();
         if targets.is_empty() {
             return Err(BrokerError::Start("broker.upstream.urls is empty".into()));
         }
@@ -186,7 +120,7 @@ impl Upstream {
             up: targets.iter().map(|_| AtomicBool::new(false)).collect(),
         });
         tokio::spawn(probe(targets.clone(), Arc::downgrade(&health)));
-        tracing::info!(urls = ?config.urls, protocol = ?config.protocol, "upstream broker mode");
+        tracing::info!(urls = ?config.urls.iter().map(|t| &t.url).collect::<Vec<_>>(), protocol = ?config.protocol, "upstream broker mode");
         Ok(Upstream {
             targets,
             preferred: AtomicUsize::new(0),
@@ -253,35 +187,5 @@ pub(super) struct Gone {
 impl Gone {
     fn mark(&self) {
         self.health.set(self.index, false);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_with_default_ports_and_refuse_what_is_not_a_broker_url() {
-        let t = Target::parse("mqtt://10.0.0.5").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("10.0.0.5", 1883, false));
-        let t = Target::parse("mqtts://broker.example:9883/").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.tls),
-            ("broker.example", 9883, true)
-        );
-        let t = Target::parse("mqtt://[::1]:1884").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 1884));
-        for bad in [
-            "http://x",
-            "mqtt://",
-            "mqtt://x:0",
-            "mqtt://x:99999",
-            "mqtt://u:p@x",
-            "mqtt://x/topic",
-            "mqtt://[::1",
-            "mqtt://:1883",
-        ] {
-            assert!(Target::parse(bad).is_err(), "{bad} accepted");
-        }
     }
 }

@@ -3,7 +3,7 @@
 //! what the broker's protocol needs on the way; and its end.
 //!
 //! What it adds to the packets:
-//! - the delivery stamp ([`crate::mqtt::delivery::stamp`], made for the embedded broker, which
+//! - the delivery stamp ([`crate::codec::origin::stamp`], made for the embedded broker, which
 //!   lacks No Local, Retain As Published and the lower-of-two QoS) is taken off: a real broker
 //!   does those itself from the subscription options, which reach it unchanged;
 //! - QoS 2 towards a broker without it (MQTT 3.1.1 upstreams, or an MQTT 5 CONNACK's Maximum
@@ -21,9 +21,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::connection::{self, Account, Ends, Stream, Wire, MAX_PACKET_SIZE};
-use super::{Gone, Target, DEFAULT_KEEP_ALIVE};
+use super::{Gone, DEFAULT_KEEP_ALIVE};
 use crate::broker::{BrokerError, Expiry, Opening};
 use crate::codec::{reason, Ack, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, QoS};
+use crate::config::Target;
 
 /// Most packets [`UpstreamSession::recv`] hands over at once.
 const RECV_BATCH: usize = 256;
@@ -53,7 +54,7 @@ fn connect(account: &Account, opening: &Opening<'_>, clean: bool, keep_alive: u1
     let v5 = account.protocol == Protocol::V5;
     let will = opening.will.map(|will| {
         let mut will = will.clone();
-        crate::mqtt::delivery::take(&mut will.properties);
+        crate::codec::origin::take(&mut will.properties);
         will
     });
     let mut properties = Properties::default();
@@ -243,7 +244,7 @@ impl UpstreamSession {
         for packet in packets.drain(..) {
             match packet {
                 Packet::Publish(mut publish) => {
-                    crate::mqtt::delivery::take(&mut publish.properties);
+                    crate::codec::origin::take(&mut publish.properties);
                     if publish.qos == QoS::ExactlyOnce && self.downgrade {
                         publish.qos = QoS::AtLeastOnce;
                         self.downgraded.extend(publish.packet_id);
@@ -538,7 +539,7 @@ mod tests {
             unreachable!()
         };
         stamped.properties.payload_format_indicator = Some(1);
-        crate::mqtt::delivery::stamp(&mut stamped.properties, QoS::AtLeastOnce, true, Some("me"));
+        crate::codec::origin::stamp(&mut stamped.properties, QoS::AtLeastOnce, true, Some("me"));
         session
             .send(&mut vec![Packet::Publish(stamped)])
             .await

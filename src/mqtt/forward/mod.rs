@@ -17,7 +17,7 @@ use metrics::Counter;
 
 use crate::broker::{Expiry, InOrder};
 use crate::codec::{
-    self, reason, Ack, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS,
+    self, origin, reason, Ack, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS,
 };
 use crate::mqtt::delivery::{self, Subscriptions};
 use crate::mqtt::filters::{FilterRefused, SessionFilters};
@@ -435,7 +435,7 @@ impl<Q: Quota> Forwarder<Q> {
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
                 let (qos, retain) = (publish.qos, publish.retain);
-                delivery::stamp(&mut publish.properties, qos, retain, Some(&self.client_id));
+                origin::stamp(&mut publish.properties, qos, retain, Some(&self.client_id));
                 to_broker.push(Packet::Publish(publish));
                 Ok(Flow::Continue)
             }
@@ -544,7 +544,7 @@ impl<Q: Quota> Forwarder<Q> {
     /// Maximum Packet Size (3.1.2.25: discarded as if delivered) — is settled with the broker
     /// here.
     fn delivery(&mut self, mut publish: Publish, to_broker: &mut Vec<Packet>) -> Option<Packet> {
-        let origin = delivery::take(&mut publish.properties);
+        let origin = origin::take(&mut publish.properties);
         let sent_qos = publish.qos;
         if let (QoS::AtLeastOnce | QoS::ExactlyOnce, Some(id)) = (sent_qos, publish.packet_id) {
             self.broker_acks.expect(id);

@@ -158,7 +158,7 @@ fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, properties: Properties
 /// Properties stamped with who published (as every message reaches the broker).
 fn stamped(qos: QoS, client_id: &str) -> Properties {
     let mut properties = Properties::default();
-    delivery::stamp(&mut properties, qos, false, Some(client_id));
+    origin::stamp(&mut properties, qos, false, Some(client_id));
     properties
 }
 
