@@ -1,4 +1,4 @@
-//! The HTTP admin API (`/api/v1`), `/healthz`, `/readyz` and `/metrics`. Every change is validated,
+//! The HTTP admin API (`/api/v1`), `/healthz`, `/healthz/detail`, `/readyz` and `/metrics`. Every change is validated,
 //! persisted in one transaction, then published to the registry.
 //!
 //! # Layout
@@ -41,6 +41,7 @@ mod audit_events;
 mod auth;
 mod blocked_devices;
 mod ca_certificates;
+mod cluster;
 mod csrs;
 mod devices;
 mod error;
@@ -74,6 +75,8 @@ pub struct AdminState {
     pub notifier: Arc<crate::notify::Notifier>,
     /// Fetches a CA's CRL at once when its `crl_url` is set.
     pub crl_fetcher: Arc<crate::revocation::crl::CrlFetcher>,
+    /// This node among several: `/healthz/detail`, the node list.
+    pub health: Arc<crate::health::Health>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -97,6 +100,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/healthz/detail", get(cluster::health_detail))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .fallback(not_found)
@@ -167,6 +171,7 @@ fn api() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
                 notification_settings::get,
                 notification_settings::put
             ))
+            .routes(routes!(cluster::nodes))
             .split_for_parts();
     openapi::finish(&mut document);
     (router, document)
@@ -177,7 +182,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready once the router serves: the server builds it after the store opened and the registry
-/// loaded.
+/// loaded. It stays ready while the store is unreachable: the node still serves devices from its
+/// snapshots (`/healthz/detail` tells the store's state).
 async fn readyz() -> &'static str {
     "ready"
 }
