@@ -511,3 +511,39 @@ fn cluster(raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
         down_after: Duration::from_secs(raw.down_after_seconds),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(node_id: &str, heartbeat: u64, down_after: u64) -> RawCluster {
+        RawCluster {
+            node_id: node_id.to_owned(),
+            heartbeat_seconds: heartbeat,
+            down_after_seconds: down_after,
+        }
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let defaults = Config::defaults().unwrap().cluster;
+        assert_eq!(defaults.node_id, None);
+        assert_eq!(defaults.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(defaults.down_after, Duration::from_secs(15));
+        assert_eq!(
+            cluster(raw(" node-1 ", 1, 3)).unwrap().node_id.as_deref(),
+            Some("node-1")
+        );
+        for (bad, key) in [
+            (raw(&"n".repeat(65), 1, 3), "cluster.node_id"),
+            (raw("a\nb", 1, 3), "cluster.node_id"),
+            (raw("", 0, 3), "cluster.heartbeat_seconds"),
+            (raw("", 5, 5), "cluster.down_after_seconds"),
+        ] {
+            match cluster(bad) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+}
