@@ -21,8 +21,9 @@
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
-//!   `platform`, …: the queries, one file per table, each implementing its area's trait for
-//!   [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
+//!   `platform`, `nodes`, …: the queries, one file per table, each implementing its area's trait
+//!   for [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
+//! - `postgres::listen`: the node's `LISTEN`ing connection, how other nodes' changes reach it.
 
 use std::collections::HashMap;
 use std::path::Path;

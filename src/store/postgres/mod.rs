@@ -29,7 +29,7 @@
 //!
 //! # Outages
 //!
-//! A caller waits at most [`CONNECT_TIMEOUT`] for a connection; a connection that cannot be had,
+//! A caller waits at most `CONNECT_TIMEOUT` for a connection; a connection that cannot be had,
 //! or that breaks under a statement, is [`DbError::Unavailable`] (the admin API answers 503
 //! `store_unavailable`), never a generic failure.
 
