@@ -33,6 +33,18 @@ pub struct Config {
     pub revocation: RevocationConfig,
     pub notify: NotifyConfig,
     pub grants: GrantPolicy,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: how this node names itself and keeps its heartbeat (DESIGN §12).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `None`: `<hostname>-<mqtts port>`, decided once the MQTTS listener is bound.
+    pub node_id: Option<String>,
+    /// How often the node writes its heartbeat to the store.
+    pub heartbeat_interval: Duration,
+    /// A node whose last heartbeat is older than this is listed `down`.
+    pub down_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +174,15 @@ struct Raw {
     revocation: RawRevocation,
     notify: RawNotify,
     grants: RawGrants,
+    cluster: RawCluster,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node_id: String,
+    heartbeat_seconds: u64,
+    down_after_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +502,7 @@ impl Config {
                 "must be between 64 and 268435455",
             ));
         }
+        let cluster = cluster(raw.cluster)?;
         if raw.admin.max_body_bytes < 1024 {
             return Err(invalid("admin.max_body_bytes", "must be at least 1024"));
         }
@@ -548,6 +570,7 @@ impl Config {
                 warn_before: time::Duration::days(i64::from(raw.grants.warn_before_days)),
                 warn_usage_ratio: raw.grants.warn_usage_ratio,
             },
+            cluster,
         })
     }
 }
@@ -566,6 +589,39 @@ fn store_url(url: &str) -> Result<Option<String>, ConfigError> {
         });
     }
     Ok(Some(url.to_owned()))
+}
+
+/// `[cluster]`: a node id of at most 64 printable characters (empty: decided at bind); a
+/// heartbeat of at least a second, and `down_after` longer than it (or every node would flap).
+fn cluster(raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+    let invalid = |key: &'static str, reason: &str| ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    };
+    let node_id = raw.node_id.trim();
+    if node_id.chars().count() > 64 || node_id.chars().any(char::is_control) {
+        return Err(invalid(
+            "cluster.node_id",
+            "must be at most 64 characters without control characters",
+        ));
+    }
+    if raw.heartbeat_seconds == 0 || raw.heartbeat_seconds > 3600 {
+        return Err(invalid(
+            "cluster.heartbeat_seconds",
+            "must be between 1 and 3600",
+        ));
+    }
+    if raw.down_after_seconds <= raw.heartbeat_seconds {
+        return Err(invalid(
+            "cluster.down_after_seconds",
+            "must be greater than cluster.heartbeat_seconds",
+        ));
+    }
+    Ok(ClusterConfig {
+        node_id: (!node_id.is_empty()).then(|| node_id.to_owned()),
+        heartbeat_interval: Duration::from_secs(raw.heartbeat_seconds),
+        down_after: Duration::from_secs(raw.down_after_seconds),
+    })
 }
 
 #[cfg(test)]
@@ -627,5 +683,41 @@ mod upstream_tests {
             refused_key(&upstream("urls = [\"mqtt://x\"]\ncert_file = \"/c.pem\"\n")),
             "broker.upstream.cert_file"
         );
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    fn raw(node_id: &str, heartbeat: u64, down_after: u64) -> RawCluster {
+        RawCluster {
+            node_id: node_id.to_owned(),
+            heartbeat_seconds: heartbeat,
+            down_after_seconds: down_after,
+        }
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let defaults = Config::defaults().unwrap().cluster;
+        assert_eq!(defaults.node_id, None);
+        assert_eq!(defaults.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(defaults.down_after, Duration::from_secs(15));
+        assert_eq!(
+            cluster(raw(" node-1 ", 1, 3)).unwrap().node_id.as_deref(),
+            Some("node-1")
+        );
+        for (bad, key) in [
+            (raw(&"n".repeat(65), 1, 3), "cluster.node_id"),
+            (raw("a\nb", 1, 3), "cluster.node_id"),
+            (raw("", 0, 3), "cluster.heartbeat_seconds"),
+            (raw("", 5, 5), "cluster.down_after_seconds"),
+        ] {
+            match cluster(bad) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
     }
 }

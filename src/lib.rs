@@ -34,6 +34,8 @@
 //! - [`registry`]: the live snapshot the hot path reads (it routes SNI to an org and admits the
 //!   peer a handshake verified), the live-session table, OCSP asked again for live sessions.
 //! - [`devices`]: the device registry's writer, behind the connect path.
+//! - [`health`]: this node among several (DESIGN §12): store reachability and snapshot age for
+//!   `/healthz/detail`, the heartbeat in `nodes`, other nodes' changes turned into publishes.
 //! - [`events`]: connects, disconnects and refusals, broadcast to the admin API's event stream.
 //! - [`store`]: the storage interface ([`store::Store`], one trait per area, shared as
 //!   `Arc<dyn Store>`) and its SQLite implementation: schema, migrations, queries, keys encrypted
@@ -58,6 +60,7 @@ pub mod devices;
 pub mod events;
 pub mod fetch;
 pub mod grants;
+pub mod health;
 pub mod identity;
 pub mod listener;
 pub mod metrics;

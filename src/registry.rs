@@ -195,6 +195,40 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Reloads every org from the store and publishes them at once, closing the live sessions
+    /// the reload invalidates (an org gone, a CA deactivated, a device blocked): what a node does
+    /// when it may have missed other nodes' changes (DESIGN §12). On a store error the snapshot
+    /// is left as it was.
+    pub fn reload_all(&self) -> Result<(), RegistryError> {
+        let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+        let mut orgs = HashMap::new();
+        for id in self.store.org_ids()? {
+            if let Some(state) = self.store.org_state(&id)? {
+                orgs.insert(
+                    id.as_str().to_owned(),
+                    Arc::new(build_entry(state, &self.platform)?),
+                );
+            }
+        }
+        let old = self.snapshot.load_full();
+        let snapshot = Arc::new(Snapshot { orgs });
+        snapshot.record_expiry();
+        self.snapshot.store(snapshot.clone());
+        let mut touched: Vec<&String> = old.orgs.keys().chain(snapshot.orgs.keys()).collect();
+        touched.sort();
+        touched.dedup();
+        for id in touched {
+            if let Ok(org) = OrgId::parse(id) {
+                self.sessions
+                    .close_invalidated(&org, snapshot.orgs.get(id).map(|e| &**e));
+            }
+        }
+        tracing::info!(orgs = snapshot.orgs.len(), "registry reloaded");
+        Ok(())
+    }
+}
+
 /// The CRL fetcher publishes what it takes in through this, without naming the registry.
 impl crate::revocation::crl::Publish for Registry {
     fn publish_org(&self, org: &OrgId) -> Result<(), crate::revocation::crl::PublishError> {

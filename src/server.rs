@@ -14,6 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::health::Health;
 use crate::listener::admin::AdminLimits;
 use crate::listener::{self, Limits};
 use crate::mqtt::filters::FilterQuota;
@@ -104,6 +105,15 @@ impl Server {
 
         let mqtts = bind_listener("MQTTS", config.mqtts.listen).await?;
         let admin = bind_listener("admin", config.admin.listen).await?;
+        let node_id = node_id(&config, &mqtts);
+        let health = Arc::new(Health::new(node_id.clone(), config.cluster.down_after));
+        if config.store.url.is_none() {
+            // SQLite: this process is the one node.
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.forget_other_nodes(&node_id))
+                .await
+                .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("nodes: {e}"))))??;
+        }
         let (devices, device_writer) = crate::devices::DeviceLog::new(store.clone());
         tokio::spawn(device_writer);
         let notifier = Arc::new(Notifier::new(
@@ -125,6 +135,7 @@ impl Server {
             max_body_bytes: config.admin.max_body_bytes,
             notifier: notifier.clone(),
             broker: Some(broker.clone()),
+            health: health.clone(),
         };
         let filters = FilterQuota::new(
             config.mqtts.max_filters_per_session,
@@ -196,6 +207,23 @@ impl Server {
         ));
         let notifier = tokio::spawn(self.notifier.run(stopped.clone()));
         let store = self.admin_state.store.clone();
+        let health = self.admin_state.health.clone();
+        let heartbeat = tokio::spawn(crate::health::heartbeat(
+            health.clone(),
+            store.clone(),
+            self.admin_state.registry.clone(),
+            self.config.cluster.heartbeat_interval,
+            stopped.clone(),
+        ));
+        // PostgreSQL: follow the changes other nodes commit (DESIGN §12).
+        let listening = match &self.config.store.url {
+            Some(url) => Some(store::postgres::listen(
+                url,
+                stopped.clone(),
+                health.follow(self.admin_state.registry.clone()),
+            )?),
+            None => None,
+        };
         let admin = tokio::spawn(listener::admin::run(
             self.admin,
             admin::router(self.admin_state),
@@ -210,6 +238,11 @@ impl Server {
         let _ = crl_fetcher.await;
         let _ = ocsp_recheck.await;
         let _ = admin.await;
+        let _ = heartbeat.await;
+        if let Some(listening) = listening {
+            // It sees the stop within a quarter of a second.
+            let _ = tokio::task::spawn_blocking(move || listening.join()).await;
+        }
         // Grant uses spent from memory are written, so a clean restart does not count the
         // reservations left as spent.
         tokio::task::spawn_blocking(move || store.flush_grants())
@@ -305,6 +338,24 @@ fn default_server_cert(
     store.set_default_server_cert(&chain, &key)?;
     tracing::info!(domain, "default server certificate issued");
     Ok((chain, key))
+}
+
+/// `cluster.node_id`, or `<hostname>-<mqtts port>` (the port bound, so that two nodes of one
+/// host differ even when both asked for port 0).
+fn node_id(config: &Config, mqtts: &TcpListener) -> String {
+    if let Some(id) = &config.cluster.node_id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let port = mqtts
+        .local_addr()
+        .map_or(config.mqtts.listen.port(), |a| a.port());
+    format!("{host}-{port}")
 }
 
 async fn bind_listener(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// 500 `internal`.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// 503 `store_unavailable`: the store cannot be reached (PostgreSQL down); nothing changed.
+    #[error("the store is unavailable; the change was not made, try again later")]
+    StoreUnavailable,
     /// 500 `publish_failed`: committed, but the registry could not apply it.
     #[error("the change was saved but could not be applied to the live configuration")]
     Publish(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -102,6 +105,7 @@ impl ApiError {
             ApiError::Pki(PkiError::Generate(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Pki(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) | ApiError::Publish(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -121,6 +125,7 @@ impl ApiError {
             ApiError::Pki(e) => pki_code(e),
             ApiError::Internal(_) => "internal",
             ApiError::Publish(_) => "publish_failed",
+            ApiError::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -182,6 +187,10 @@ fn sentence(s: &str) -> String {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "admin request refused: the store is unavailable");
+                ApiError::StoreUnavailable
+            }
             StoreError::UnknownOrg => ApiError::NotFound("no such organisation"),
             StoreError::OrgExists => ApiError::Conflict {
                 code: "org_exists",
@@ -269,6 +278,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }

@@ -1,4 +1,4 @@
-//! The HTTP admin API (`/api/v1`), `/healthz`, `/readyz` and `/metrics`. Every change is validated,
+//! The HTTP admin API (`/api/v1`), `/healthz`, `/healthz/detail`, `/readyz` and `/metrics`. Every change is validated,
 //! persisted in one transaction, then published to the registry.
 //!
 //! # Layout
@@ -41,6 +41,7 @@ mod audit_events;
 mod auth;
 mod blocked_devices;
 mod ca_certificates;
+mod cluster;
 mod csrs;
 mod devices;
 mod error;
@@ -76,6 +77,8 @@ pub struct AdminState {
     pub crl_fetcher: Arc<crate::revocation::crl::CrlFetcher>,
     /// The broker `/readyz` asks (none: a router built without one, always ready).
     pub broker: Option<Arc<crate::broker::Broker>>,
+    /// This node among several: `/healthz/detail`, the node list.
+    pub health: Arc<crate::health::Health>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -99,6 +102,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/healthz/detail", get(cluster::health_detail))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .fallback(not_found)
@@ -169,6 +173,7 @@ fn api() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
                 notification_settings::get,
                 notification_settings::put
             ))
+            .routes(routes!(cluster::nodes))
             .split_for_parts();
     openapi::finish(&mut document);
     (router, document)
@@ -180,7 +185,9 @@ async fn healthz() -> &'static str {
 
 /// Ready once the router serves (the server builds it after the store opened and the registry
 /// loaded) while the broker can take sessions: an upstream broker mode with no reachable URL
-/// answers 503, so that a load balancer sends devices elsewhere.
+/// answers 503, so that a load balancer sends devices elsewhere. It stays ready while the store is
+/// unreachable: the node still serves devices from its snapshots (`/healthz/detail` tells the
+/// store's state).
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     match &state.broker {
         Some(broker) if !broker.ready() => (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable"),

@@ -29,7 +29,7 @@ pub(super) fn finish(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 /// Every operation can answer 500 (`internal`; `publish_failed` for a change saved but not yet
-/// served), in the one error shape: documented once here rather than on each handler.
+/// served) and 503 (`store_unavailable`: the store cannot be reached), in the one error shape: documented once here rather than on each handler.
 struct ServerErrors;
 
 impl Modify for ServerErrors {

@@ -58,6 +58,10 @@ fn harness() -> Harness {
     );
     let registry = registry(&store);
     let state = AdminState {
+        health: Arc::new(crate::health::Health::new(
+            "test-node".into(),
+            std::time::Duration::from_secs(15),
+        )),
         store: store.clone(),
         crl_fetcher: Arc::new(crate::revocation::crl::CrlFetcher::new(
             store.clone(),

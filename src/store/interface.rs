@@ -31,9 +31,9 @@ use super::{
     Audit, AuditEvent, BlockedDevice, CaFilter, CaPatch, CaRecord, CsrRecord, CsrStatus,
     CsrTransition, DeviceFilter, DeviceRecord, DeviceSeen, Expiring, ExpirySummary, GrantRecord,
     GrantStatus, GrantTerms, ListFilter, NewBlock, NewCa, NewCsr, NewOrg, NewServerCert,
-    NewSigningCert, NewToken, NotificationKey, NotificationSettings, OrgPatch, OrgRecord, OrgState,
-    Page, PageRequest, RenewalRefused, ServerCertRecord, SigningCertDeleted, SigningCertRecord,
-    StoreError, TokenPatch, TokenRecord,
+    NewSigningCert, NewToken, NodeRecord, NotificationKey, NotificationSettings, OrgPatch,
+    OrgRecord, OrgState, Page, PageRequest, RenewalRefused, ServerCertRecord, SigningCertDeleted,
+    SigningCertRecord, StoreError, TokenPatch, TokenRecord,
 };
 use crate::clock::Clock;
 use crate::identity::OrgId;
@@ -54,6 +54,7 @@ pub trait Store:
     + AuditStore
     + NotificationStore
     + PlatformStore
+    + NodeStore
     + Send
     + Sync
 {
@@ -73,6 +74,7 @@ impl<T> Store for T where
         + AuditStore
         + NotificationStore
         + PlatformStore
+        + NodeStore
         + Send
         + Sync
 {
@@ -555,4 +557,17 @@ pub trait PlatformStore {
     /// The bootstrap admin token shared by every node: `candidate` is stored (sealed) unless a
     /// token is stored already; returns the one stored.
     fn shared_admin_token(&self, candidate: &str) -> Result<String, StoreError>;
+}
+
+/// The nodes serving from this store and their heartbeats (DESIGN §12).
+pub trait NodeStore {
+    /// Writes `node`'s heartbeat (inserted, or replacing its last one).
+    fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError>;
+
+    /// Every node that ever wrote a heartbeat, by node id.
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+
+    /// Forgets every node but `node_id`: on SQLite, where one process is the one node, a node id
+    /// of an earlier start (another host name or port) is not listed as a node that is down.
+    fn forget_other_nodes(&self, node_id: &str) -> Result<(), StoreError>;
 }

@@ -21,8 +21,9 @@
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
-//!   `platform`, …: the queries, one file per table, each implementing its area's trait for
-//!   [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
+//!   `platform`, `nodes`, …: the queries, one file per table, each implementing its area's trait
+//!   for [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
+//! - `postgres::listen`: the node's `LISTEN`ing connection, how other nodes' changes reach it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,6 +48,7 @@ mod devices;
 mod filter;
 mod grants;
 mod interface;
+mod nodes;
 mod notifications;
 mod orgs;
 pub mod page;
@@ -69,9 +71,10 @@ pub use grants::{
 };
 pub use interface::{
     AuditStore, BlocklistStore, CaStore, CrlStore, CsrStore, DeviceStore, GrantRules, GrantStore,
-    NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore, Store,
-    TokenStore,
+    NodeStore, NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore,
+    Store, TokenStore,
 };
+pub use nodes::NodeRecord;
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
@@ -129,6 +132,14 @@ pub enum StoreError {
     /// The access grant on the key is expired (by time or uses): nothing is signed with it.
     #[error("the access grant on this key is expired")]
     GrantExpired,
+}
+
+impl StoreError {
+    /// True when the database could not be reached (PostgreSQL down or unreachable): the change
+    /// was not made, and asking again later may succeed (the admin API answers 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(DbError::Unavailable(_)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

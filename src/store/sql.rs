@@ -36,6 +36,10 @@ pub enum DbError {
     /// The engine's own error, prefixed with its name.
     #[error("{0}")]
     Backend(String),
+    /// The database cannot be reached (no connection, or the connection was lost): nothing was
+    /// changed, and the same call may succeed once it is back.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// One row of a result.

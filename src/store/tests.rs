@@ -729,6 +729,28 @@ fn a_change_is_recorded_with_its_reason_in_its_own_transaction(engine: Engine) {
     assert_eq!(audit_events(&store, &acme).len(), before + 1);
 }
 
+fn node_heartbeats_replace_each_other_and_others_can_be_forgotten(engine: Engine) {
+    let db = TestDb::new(engine);
+    let store = db.open();
+    let beat = |id: &str, seen: OffsetDateTime, sessions: u64| crate::store::NodeRecord {
+        node_id: id.to_owned(),
+        started_at: T0,
+        last_seen: seen,
+        sessions,
+        version: "1.0.0".to_owned(),
+    };
+    store.heartbeat(&beat("b", T0, 1)).unwrap();
+    store.heartbeat(&beat("a", T0, 2)).unwrap();
+    let later = beat("a", T0 + Duration::seconds(5), 7);
+    store.heartbeat(&later).unwrap();
+    assert_eq!(
+        store.nodes().unwrap(),
+        vec![later.clone(), beat("b", T0, 1)]
+    );
+    store.forget_other_nodes("a").unwrap();
+    assert_eq!(store.nodes().unwrap(), vec![later]);
+}
+
 /// Every behaviour test above, as one `#[test]` per engine. A test left out of this list is dead
 /// code, which the build refuses (`-D warnings`): none runs on one engine only.
 macro_rules! on_both_engines {
@@ -765,5 +787,6 @@ on_both_engines!(
     another_master_key_is_refused,
     data_survives_reopen_and_migrations_run_once,
     platform_values_are_created_once,
-    a_store_dropped_on_the_runtime_does_not_panic
+    a_store_dropped_on_the_runtime_does_not_panic,
+    node_heartbeats_replace_each_other_and_others_can_be_forgotten
 );

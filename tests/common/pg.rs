@@ -21,6 +21,8 @@ const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
 struct Server {
     bin: PathBuf,
     port: u16,
+    dir: PathBuf,
+    data: PathBuf,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -28,7 +30,41 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// The URL of a new, empty database on this binary's server (started on first use).
 pub fn database() -> String {
-    let server = SERVER.get_or_init(start);
+    create_database(SERVER.get_or_init(start))
+}
+
+/// A PostgreSQL server of the test's own, which it may stop and start again (an outage) without
+/// touching the other tests' databases.
+pub struct OwnServer(Server);
+
+/// Starts a [`OwnServer`].
+pub fn own_server() -> OwnServer {
+    OwnServer(start())
+}
+
+impl OwnServer {
+    /// The URL of a new, empty database on this server.
+    pub fn database(&self) -> String {
+        create_database(&self.0)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected).
+    pub fn stop(&self) {
+        let mut pg_ctl = as_postgres(&self.0.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.0.data)
+            .args(["-m", "fast", "-w", "stop"]);
+        run(pg_ctl, "pg_ctl stop");
+    }
+
+    /// Starts the stopped server again, on the same port and data.
+    pub fn start(&self) {
+        pg_ctl_start(&self.0.bin, &self.0.dir, &self.0.data);
+    }
+}
+
+fn create_database(server: &Server) -> String {
     let name = format!("t_{}", NEXT_DB.fetch_add(1, Ordering::SeqCst));
     let out = Command::new(server.bin.join("createdb"))
         .args([
@@ -129,16 +165,25 @@ fn start() -> Server {
     let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
     text.push_str(&conf);
     std::fs::write(&conf_path, text).expect("write postgresql.conf");
+    pg_ctl_start(&bin, &dir, &data);
+    watch(&bin, &dir, &data);
+    Server {
+        bin,
+        port,
+        dir,
+        data,
+    }
+}
+
+fn pg_ctl_start(bin: &Path, dir: &Path, data: &Path) {
     let mut pg_ctl = as_postgres(&bin.join("pg_ctl"));
     pg_ctl
         .arg("-D")
-        .arg(&data)
+        .arg(data)
         .arg("-l")
         .arg(dir.join("log"))
         .args(["-w", "-t", "60", "start"]);
     run(pg_ctl, "pg_ctl start");
-    watch(&bin, &dir, &data);
-    Server { bin, port }
 }
 
 /// Spawns a watchdog that stops the server and removes `dir` once this process has exited.

@@ -18,13 +18,20 @@
 //! certificate, a CSR's status, a grant's row) never races a writer on another node. Admin writes
 //! are rare and short; reads take no lock (`REPEATABLE READ, READ ONLY`: one consistent snapshot).
 //!
-//! # Propagation to other nodes (not built yet)
+//! # Propagation to other nodes
 //!
-//! A node's registry snapshots change only when that node publishes an org
-//! (`Registry::publish_org`, after its own admin change or CRL fetch) or restarts. Cross-node
-//! propagation (DESIGN §12) hooks in here: a `NOTIFY` in the write transaction that changed an org
-//! (committed with it, in the transaction `PgTx::commit` ends), and a `LISTEN`ing connection of the
-//! same `tokio-postgres` family on each node calling `publish_org` for the org named.
+//! Every write to a table an org's snapshot is built from fires a trigger (migration 2) that
+//! sends `NOTIFY portcullis_org, '<org id>'` inside the writing transaction: it reaches the other
+//! nodes when, and only when, the change commits, whichever query made it. Each node keeps one
+//! `LISTEN`ing connection (`listen`) that hands the org named to the registry, which rebuilds it
+//! as a local change does; after a lost connection it reloads everything, since notifications sent
+//! meanwhile are gone.
+//!
+//! # Outages
+//!
+//! A caller waits at most `CONNECT_TIMEOUT` for a connection; a connection that cannot be had,
+//! or that breaks under a statement, is [`DbError::Unavailable`] (the admin API answers 503
+//! `store_unavailable`), never a generic failure.
 
 use std::cell::{Cell, RefCell};
 use std::error::Error;
@@ -41,7 +48,10 @@ use super::sql::{Backend, DbError, Row, Sql, Value};
 use super::{GrantRules, MasterKey, SqlStore, StoreError};
 use crate::clock::Clock;
 
+mod listen;
 pub(super) mod schema;
+
+pub use listen::{listen, Change};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
@@ -50,8 +60,9 @@ type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 /// notifier rarely need more at once; a caller beyond waits for one.
 const POOL_SIZE: u32 = 8;
 /// How long a caller waits for a connection (and the first connection may take) before the store
-/// reports the database unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// reports the database unreachable: short, so that an admin call during an outage answers 503
+/// well within 10 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The advisory lock every write transaction takes ("portcull" in ASCII).
 const WRITE_LOCK: i64 = 0x706f_7274_6375_6c6c;
 
@@ -95,7 +106,7 @@ impl Postgres {
             .as_ref()
             .ok_or_else(|| DbError::Backend("postgres: the store is closed".into()))?
             .get()
-            .map_err(|e| DbError::Backend(format!("postgres: no connection: {e}")))
+            .map_err(|e| DbError::Unavailable(format!("postgres: no connection: {e}")))
     }
 
     fn begin(&self, statement: &str) -> Result<Box<dyn Sql + '_>, DbError> {
@@ -282,7 +293,8 @@ impl ToSql for Value {
     postgres::types::to_sql_checked!();
 }
 
-/// A postgres error as the store sees it: constraint violations told apart.
+/// A postgres error as the store sees it: constraint violations told apart, and a lost or
+/// refused connection reported as [`DbError::Unavailable`].
 fn pg(e: postgres::Error) -> DbError {
     let message = match e.as_db_error() {
         Some(db) => db.to_string(),
@@ -291,8 +303,18 @@ fn pg(e: postgres::Error) -> DbError {
     match e.code() {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => DbError::Unique(message),
         Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => DbError::ForeignKey(message),
+        _ if is_connection_lost(&e) => DbError::Unavailable(format!("postgres: {message}")),
         _ => DbError::Backend(format!("postgres: {message}")),
     }
+}
+
+/// True when `e` says the connection is gone or the server will not serve it: closed, an I/O
+/// error, or SQLSTATE class 08 (connection exception) or 57 (operator intervention: shutdown).
+fn is_connection_lost(e: &postgres::Error) -> bool {
+    let class = e.code().map(|c| &c.code()[..2]);
+    e.is_closed()
+        || matches!(class, Some("08" | "57"))
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use crate::store::sql::{self, DbError, Migrations};
 use crate::store::StoreError;
 
 /// `(version, sql)`, in order. Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_cluster.sql")),
+];
 
 /// The newest schema version this build knows (the tests check it was reached).
 #[cfg(test)]

@@ -1,0 +1,473 @@
+//! Several nodes on one PostgreSQL database (DESIGN §12), each a real server on loopback with a
+//! real PostgreSQL 15: a change acknowledged by one node is enforced by the other within a
+//! second (new devices let in, sessions closed); a node that lost its listening connection
+//! reloads everything when it is back; while PostgreSQL is stopped the data path goes on from
+//! the snapshots, admin writes answer 503 `store_unavailable`, `/readyz` stays 200 and
+//! `/healthz/detail` says so, and everything resumes when it is started again; the node list
+//! shows each node's heartbeat, and a killed node as down.
+//!
+//! The tests shorten the heartbeat (`cluster.heartbeat_seconds = 1`) and the silence after which
+//! a node is down (`cluster.down_after_seconds = 3`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::clients::*;
+use common::mqtt::*;
+use common::*;
+use rumqttc::QoS;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const SNI: &str = "acme.messaging.localhost";
+/// What DESIGN §12 promises: a change acknowledged by one node is enforced by every node.
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// A node on `url` in `dir`, with a short heartbeat.
+async fn node(dir: &Path, url: &str) -> TestServer {
+    let url = url.to_owned();
+    TestServer::start_in(dir.into(), move |config| {
+        config.store.url = Some(url);
+        config.cluster.heartbeat_interval = Duration::from_secs(1);
+        config.cluster.down_after = Duration::from_secs(3);
+    })
+    .await
+}
+
+/// Two nodes on `url` (node B on `url_b` when given: a proxy in front of the same database),
+/// sharing the master key as every node must; their data directories live as long as the pair.
+async fn two_nodes(
+    url: &str,
+    url_b: Option<&str>,
+) -> (TestServer, TestServer, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = node(dirs[0].path(), url).await;
+    std::fs::copy(
+        dirs[0].path().join("master.key"),
+        dirs[1].path().join("master.key"),
+    )
+    .unwrap();
+    let b = node(dirs[1].path(), url_b.unwrap_or(url)).await;
+    (a, b, dirs)
+}
+
+/// Connects a 3.1.1 device of acme through `server`; a receiver that fires when the session
+/// ends. `None` when the node refuses it.
+async fn try_live(
+    server: &TestServer,
+    ca: &TestCa,
+    id: &str,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let addr = server
+        .bridge(SNI, &ca.client(&format!("d:sensor:{id}"), &[]))
+        .await;
+    let (client, mut eventloop) = connect_v4(v4_options(addr, &format!("d:acme:sensor:{id}")))
+        .await
+        .ok()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        while eventloop.poll().await.is_ok() {}
+        let _ = tx.send(());
+    });
+    Some(rx)
+}
+
+/// Polls until `server` lets device `id` in, for at most `within`; its session's end receiver.
+async fn lets_in(
+    server: &TestServer,
+    ca: &TestCa,
+    id: &str,
+    within: Duration,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(live) = try_live(server, ca, id).await {
+            return Some(live);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn closes_within(closed: tokio::sync::oneshot::Receiver<()>, within: Duration) -> bool {
+    tokio::time::timeout(within, closed).await.is_ok()
+}
+
+async fn patch_ca(server: &TestServer, ca_id: &str, active: bool) {
+    let (status, body) = server
+        .api(
+            "PATCH",
+            &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}"),
+            Some(serde_json::json!({ "active": active })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn health(server: &TestServer) -> serde_json::Value {
+    let response = step(reqwest::get(server.url("/healthz/detail")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    step(response.json()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_change_through_one_node_is_enforced_by_the_other_within_a_second() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+
+    // An org and its CA made through A: B lets the device in within a second.
+    let (ca, ca_id) = a.org_with_ca("acme").await;
+    let dev1 = lets_in(&b, &ca, "dev1", WITHIN).await;
+    assert!(
+        dev1.is_some(),
+        "node B did not let the device in within 1 s"
+    );
+
+    // The CA deactivated through A: the session on B is closed within a second.
+    patch_ca(&a, &ca_id, false).await;
+    assert!(
+        closes_within(dev1.unwrap(), WITHIN).await,
+        "the session on B outlived the CA's deactivation on A"
+    );
+    assert!(
+        try_live(&b, &ca, "dev1").await.is_none(),
+        "B still lets it in"
+    );
+
+    // Reactivated through A, a device on B; blocked through A: closed on B.
+    patch_ca(&a, &ca_id, true).await;
+    let dev2 = lets_in(&b, &ca, "dev2", WITHIN)
+        .await
+        .expect("reactivated on B");
+    let (status, body) = a
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/blocked-devices",
+            Some(serde_json::json!({"identity": "d:sensor:dev2", "reason": "stolen"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        closes_within(dev2, WITHIN).await,
+        "the blocked device's session on B outlived its block on A"
+    );
+
+    // The org deleted through A: B's sessions of it are closed.
+    let dev3 = try_live(&b, &ca, "dev3").await.expect("dev3 on B");
+    let (status, _) = a.api("DELETE", "/api/v1/orgs/acme", None).await;
+    assert_eq!(status, 204);
+    assert!(
+        closes_within(dev3, WITHIN).await,
+        "the org's session on B outlived it"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A TCP proxy to `upstream` that the test can cut (every connection dropped, new ones refused)
+/// and restore: one node losing its database while the others keep it.
+struct Proxy {
+    addr: SocketAddr,
+    cut: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watching) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watching.borrow() {
+                    continue;
+                }
+                let mut watching = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watching.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_lost_its_listener_reloads_everything_when_it_is_back() {
+    let url = pg::database();
+    let upstream: SocketAddr = url
+        .trim_start_matches("postgres://postgres@")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let url_b = url.replace(&upstream.to_string(), &proxy.addr.to_string());
+    let (a, b, _dirs) = two_nodes(&url, Some(&url_b)).await;
+    let (ca, ca_id) = a.org_with_ca("acme").await;
+    let dev1 = lets_in(&b, &ca, "dev1", WITHIN).await.expect("dev1 on B");
+
+    // B loses the database; A deactivates the CA meanwhile: B hears nothing of it.
+    proxy.set_cut(true);
+    let lost = eventually(STEP, || async {
+        health(&b).await["store"] == "unavailable"
+    })
+    .await;
+    assert!(lost, "B never noticed it lost the database");
+    patch_ca(&a, &ca_id, false).await;
+
+    // Back: B reloads everything, and the session the change invalidated is closed.
+    proxy.set_cut(false);
+    assert!(
+        closes_within(dev1, STEP).await,
+        "B never applied the change it missed"
+    );
+    let back = eventually(STEP, || async {
+        let h = health(&b).await;
+        h["store"] == "ok" && h["snapshot_age_seconds"] == 0
+    })
+    .await;
+    assert!(back, "B never reported the store back");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn while_postgres_is_stopped_devices_go_on_and_admin_writes_answer_503() {
+    let db = Arc::new(pg::own_server());
+    let url = db.database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    let (ca, _) = a.org_with_ca("acme").await;
+    lets_in(&b, &ca, "probe", WITHIN).await.expect("acme on B");
+    let all_events = "iot-2/type/+/id/+/evt/+/fmt/+";
+    let (_app, mut inbox) = subscribed_v4(&b, &ca, "acme", "a:watch", all_events).await;
+    let device = publisher_v4(&b, &ca, "acme", "d:sensor:dev1").await;
+
+    let stopping = db.clone();
+    step(tokio::task::spawn_blocking(move || stopping.stop()))
+        .await
+        .unwrap();
+    let unavailable = eventually(STEP, || async {
+        health(&b).await["store"] == "unavailable"
+    })
+    .await;
+    assert!(
+        unavailable,
+        "/healthz/detail never said the store is unavailable"
+    );
+    let detail = health(&b).await;
+    assert_eq!(detail["broker"], "ok");
+    assert_eq!(detail["upstreams"], serde_json::json!([]));
+    assert!(detail["snapshot_age_seconds"].is_u64(), "{detail}");
+
+    // The node still serves devices: ready, the live session goes on, a known device connects.
+    let ready = step(reqwest::get(b.url("/readyz"))).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    step(device.publish(
+        "iot-2/evt/status/fmt/json",
+        QoS::AtLeastOnce,
+        false,
+        "during",
+    ))
+    .await
+    .unwrap();
+    let got = step(inbox.recv())
+        .await
+        .expect("the application's session ended");
+    assert_eq!(&got.payload[..], b"during");
+    assert!(
+        try_live(&b, &ca, "dev2").await.is_some(),
+        "a known device was refused"
+    );
+
+    // Admin writes answer 503 store_unavailable (within the step's 10 s), on either node.
+    for node in [&a, &b] {
+        let (status, body) = node
+            .api(
+                "POST",
+                "/api/v1/orgs",
+                Some(serde_json::json!({"id": "beta", "name": "b"})),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable");
+    }
+
+    // Started again: admin works without a restart, and changes propagate again.
+    let starting = db.clone();
+    step(tokio::task::spawn_blocking(move || starting.start()))
+        .await
+        .unwrap();
+    let created = eventually(STEP, || async {
+        let (status, _) = a
+            .api(
+                "POST",
+                "/api/v1/orgs",
+                Some(serde_json::json!({"id": "beta", "name": "b"})),
+            )
+            .await;
+        status == 201
+    })
+    .await;
+    assert!(created, "admin writes never came back");
+    let beta_ca = TestCa::root("beta devices CA");
+    a.upload_ca("beta", &beta_ca).await;
+    let beta_device = beta_ca.client("d:sensor:dev1", &[]);
+    let addr = b.bridge("beta.messaging.localhost", &beta_device).await;
+    let connected = eventually(STEP, || async {
+        connect_v4(v4_options(addr, "d:beta:sensor:dev1"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(connected, "a change after the outage never reached B");
+    let healthy = eventually(STEP, || async { health(&b).await["store"] == "ok" }).await;
+    assert!(healthy, "B never reported the store back");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The real binary on `url`, in `dir` (holding `data/master.key`), named `node_id`.
+fn portcullis(dir: &Path, url: &str, node_id: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir)
+        .arg("serve")
+        .env_remove("PORTCULLIS_ADMIN_TOKEN")
+        .env_remove("PORTCULLIS_MASTER_KEY")
+        .env("PORTCULLIS__STORE__URL", url)
+        .env("PORTCULLIS__MQTTS__LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS__CLUSTER__NODE_ID", node_id)
+        .env("PORTCULLIS__CLUSTER__HEARTBEAT_SECONDS", "1")
+        .env("PORTCULLIS__CLUSTER__DOWN_AFTER_SECONDS", "3")
+        .env("RUST_LOG", "warn,rumqttd=off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
+    child
+}
+
+/// `node_id`'s status in `server`'s node list (`None`: not listed).
+async fn status_of(server: &TestServer, node_id: &str) -> Option<String> {
+    let (status, body) = server.api("GET", "/api/v1/cluster/nodes", None).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node_id)
+        .map(|n| n["status"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn the_node_list_shows_both_nodes_and_a_killed_one_as_down() {
+    let url = pg::database();
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = node(dir_a.path(), &url).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir_b.path().join("data")).unwrap();
+    std::fs::copy(
+        dir_a.path().join("master.key"),
+        dir_b.path().join("data/master.key"),
+    )
+    .unwrap();
+    let mut b = portcullis(dir_b.path(), &url, "node-b");
+
+    // Node A's id is `<hostname>-<mqtts port>`.
+    let suffix = format!("-{}", a.mqtts.port());
+    let own_id = || async {
+        let (_, body) = a.api("GET", "/api/v1/cluster/nodes", None).await;
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["node_id"].as_str())
+            .find(|id| id.ends_with(&suffix) && id.len() > suffix.len())
+            .map(str::to_owned)
+    };
+    let listed = eventually(STEP, || async { own_id().await.is_some() }).await;
+    assert!(
+        listed,
+        "node A never listed itself as <hostname>-<mqtts port>"
+    );
+    let a_id = own_id().await.unwrap();
+    let both_up = eventually(STEP, || async {
+        status_of(&a, &a_id).await.as_deref() == Some("up")
+            && status_of(&a, "node-b").await.as_deref() == Some("up")
+    })
+    .await;
+    assert!(both_up, "both nodes were never listed up");
+    let (_, body) = a.api("GET", "/api/v1/cluster/nodes", None).await;
+    let listed = &body["items"][0];
+    for field in ["started_at", "last_seen", "version"] {
+        assert!(listed[field].is_string(), "{listed}");
+    }
+    assert!(listed["sessions"].is_u64(), "{listed}");
+
+    // An org token may not list nodes.
+    a.create_org("acme").await;
+    let (_, token) = a.issue_token("acme", "ops", "operator").await;
+    let (status, _) = a.api_as(&token, "GET", "/api/v1/cluster/nodes", None).await;
+    assert_eq!(status, 403);
+
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let down = eventually(STEP, || async {
+        status_of(&a, "node-b").await.as_deref() == Some("down")
+    })
+    .await;
+    assert!(down, "the killed node was never listed down");
+    assert_eq!(status_of(&a, &a_id).await.as_deref(), Some("up"));
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn on_sqlite_the_node_list_is_the_one_node() {
+    let server = TestServer::start_with(|config| {
+        config.store.url = None;
+        config.cluster.node_id = Some("solo".into());
+    })
+    .await;
+    let listed = eventually(STEP, || async {
+        status_of(&server, "solo").await.is_some()
+    })
+    .await;
+    assert!(listed, "the node never listed itself");
+    let (status, body) = server.api("GET", "/api/v1/cluster/nodes", None).await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["node_id"], "solo");
+    assert_eq!(items[0]["status"], "up");
+    assert_eq!(health(&server).await["store"], "ok");
+    server.stop().await;
+}
