@@ -66,7 +66,7 @@ def main():
         ("rate", "QoS 0 p99 latency ms (fixed rate)", "latency_ms.p99", 2),
         ("rate", "QoS 0 loss (fixed rate)", "loss", 0),
     ]
-    rounds = max((len(v) for k, v in runs.items() if k[1] == "connect"), default=0)
+    rounds = max((len(v) for k, v in runs.items() if k[1] != "hold"), default=0)
     print(f"medians of {rounds} interleaved round(s)\n")
     print(f"| metric | {' | '.join(servers)} |")
     print(f"|---|{'---|' * len(servers)}")
@@ -95,6 +95,17 @@ def main():
         print(f"| Portcullis / base CPU per connection (resumed) | {fmt(ratio(resumed, resumed_base), 3)} | ≤ 1.02 |")
         print(f"| Portcullis / base RSS KiB per idle session | {fmt(ratio(hold['portcullis'], hold['base']), 3)} | ≤ 1.02 |")
         print(f"| Portcullis / base QoS 0 received msg/s | {fmt(ratio(flood['portcullis'], flood['base']), 3)} | ≥ 0.98 |")
+        pairs(runs, "resume", "server.cpu_us_per_connection")
+
+
+def pairs(runs, label, path):
+    """Each round's Portcullis / base ratio: a measurement and its base twin ran back to back."""
+    now = [pick(r, path) for r in runs.get(("portcullis", label), [])]
+    base = [pick(r, path) for r in runs.get(("base", label), [])]
+    values = sorted(ratio(a, b) for a, b in zip(now, base) if ratio(a, b) is not None)
+    if values:
+        listed = ", ".join(f"{v:.2f}" for v in values)
+        print(f"\n{label}: {len(values)} round pairs, Portcullis / base median {statistics.median(values):.3f} ({listed})")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 # HOLD (idle sessions for the memory run, default 1000), SECS (throughput seconds, default 5),
 # RATE (messages/s per publisher for the latency run, default 2500), OUT (directory kept for
 # the raw JSON, default a temporary one), BASE_BIN (an earlier build of portcullis measured in
-# the same rounds, e.g. one built from the commit before a change: before/after ratios).
+# the same rounds, e.g. one built from the commit before a change: before/after ratios), ONLY
+# (the measurements to take, e.g. ONLY=resume for many pairs of one; default all of hold,
+# connect, known, resume, flood, rate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -124,6 +126,7 @@ next=0
 run() { # server label mode args...: one run, its JSON kept as <server>.<label>.<round>.json
     local server=$1 label=$2 mode=$3
     shift 3
+    case ",${ONLY:-hold,connect,known,resume,flood,rate}," in *",$label,"*) ;; *) return 0 ;; esac
     next=$((next + 100000))
     if ! $LOAD "$mode" "$@" --first-index $next --json > "$out/$server.$label.$round.json" \
         2>> "$out/stderr.log"; then

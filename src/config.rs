@@ -340,6 +340,14 @@ impl RawBroker {
 impl Config {
     /// Defaults, then `file`, then the process environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(file, None)
+    }
+
+    /// [`Config::load`] reading `env` instead of the process environment when given.
+    fn load_with_env(
+        file: Option<&std::path::Path>,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
@@ -349,7 +357,11 @@ impl Config {
             config::Environment::with_prefix("PORTCULLIS")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                // PORTCULLIS__BROKER__UPSTREAM__URLS=mqtt://a:1883,mqtt://b:1883
+                .list_separator(",")
+                .with_list_parse_key("broker.upstream.urls")
+                .source(env),
         );
         let raw: Raw = builder.build()?.try_deserialize()?;
         Config::validate(raw)
@@ -662,6 +674,29 @@ mod upstream_tests {
             "the password is printed"
         );
         assert!(Config::defaults().unwrap().broker.upstream.is_none());
+
+        // The environment alone can name several URLs, comma-separated.
+        let env = [
+            ("PORTCULLIS__BROKER__MODE", "upstream"),
+            (
+                "PORTCULLIS__BROKER__UPSTREAM__URLS",
+                "mqtt://10.0.0.5:1883,mqtt://10.0.0.6",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let upstream = Config::load_with_env(None, Some(env))
+            .unwrap()
+            .broker
+            .upstream
+            .expect("upstream mode from the environment");
+        let hosts: Vec<_> = upstream
+            .urls
+            .iter()
+            .map(|t| (t.host.as_str(), t.port))
+            .collect();
+        assert_eq!(hosts, [("10.0.0.5", 1883), ("10.0.0.6", 1883)]);
 
         let upstream =
             |rest: &str| format!("[broker]\nmode = \"upstream\"\n[broker.upstream]\n{rest}");
