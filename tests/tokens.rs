@@ -147,6 +147,7 @@ enum Need {
 fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
     let o = "/api/v1/orgs/acme";
     vec![
+        ("GET", "/api/v1/cluster/nodes".into(), None, Need::Admin),
         ("GET", "/api/v1/orgs".into(), None, Need::Admin),
         (
             "POST",
