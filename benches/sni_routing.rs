@@ -65,6 +65,7 @@ fn platform() -> Platform {
         default_cert: tls::certified_key(chain, key).expect("certified key"),
         no_sni_org: None,
         deny_stale_crl: false,
+        ticket_rotation: std::time::Duration::from_secs(6 * 3600),
     }
 }
 

@@ -233,6 +233,7 @@ fn setup() -> Setup {
             .expect("certified key"),
         no_sni_org: None,
         deny_stale_crl: false,
+        ticket_rotation: std::time::Duration::from_secs(6 * 3600),
     };
     Setup {
         device: device_pki(),
