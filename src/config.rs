@@ -640,14 +640,14 @@ fn cluster(raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
 mod upstream_tests {
     use super::*;
 
-    fn load(broker: &str) -> Result<Config, ConfigError> {
+    pub(super) fn load(broker: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("portcullis.toml");
         std::fs::write(&file, broker).unwrap();
         Config::load(Some(&file))
     }
 
-    fn refused_key(broker: &str) -> &'static str {
+    pub(super) fn refused_key(broker: &str) -> &'static str {
         match load(broker) {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{broker}: expected a refusal, got {other:?}"),
@@ -730,6 +730,23 @@ mod cluster_tests {
                 Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
                 other => panic!("{key}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_ticket_rotation_is_checked() {
+        use super::upstream_tests::{load, refused_key};
+        let hours = |h: u64| format!("[mqtts]\nticket_rotation_hours = {h}\n");
+        assert_eq!(
+            Config::defaults().unwrap().mqtts.ticket_rotation,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(
+            load(&hours(84)).unwrap().mqtts.ticket_rotation,
+            Duration::from_secs(84 * 3600)
+        );
+        for bad in [0, 85] {
+            assert_eq!(refused_key(&hours(bad)), "mqtts.ticket_rotation_hours");
         }
     }
 }

@@ -260,7 +260,10 @@ fn ticket_keys(store: &Arc<dyn Store>, platform: &Platform, org: &OrgId) -> Arc<
     let (store, org) = (store.clone(), org.clone());
     tls::TicketKeys::new(platform.ticket_rotation, move |epoch| {
         let keys = store.ticket_keys(&org, epoch).map_err(|e| e.to_string())?;
-        Ok(keys.into_iter().map(|key| (key.epoch, key.secret)).collect())
+        Ok(keys
+            .into_iter()
+            .map(|key| (key.epoch, key.secret))
+            .collect())
     })
 }
 

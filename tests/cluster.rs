@@ -518,7 +518,9 @@ impl ClientSessionStore for Tickets {
 
     fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
         let offer_as = self.offer_as.lock().unwrap().clone();
-        let taken = self.inner.take_tls13_ticket(offer_as.as_ref().unwrap_or(name));
+        let taken = self
+            .inner
+            .take_tls13_ticket(offer_as.as_ref().unwrap_or(name));
         if taken.is_some() {
             self.offered.fetch_add(1, Ordering::SeqCst);
         }
@@ -539,7 +541,10 @@ async fn handshake(
     let kind = stream.get_ref().1.handshake_kind().unwrap();
     let deadline = tokio::time::Instant::now() + STEP;
     while tickets.received.load(Ordering::SeqCst) == before {
-        assert!(tokio::time::Instant::now() < deadline, "no ticket from {sni}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ticket from {sni}"
+        );
         let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut [0u8; 1])).await;
     }
     kind
@@ -589,7 +594,11 @@ async fn a_tls_session_made_on_one_node_resumes_on_the_other_never_under_another
         "acme's ticket resumed under beta"
     );
     *tickets.offer_as.lock().unwrap() = None;
-    assert_eq!(tickets.offered.load(Ordering::SeqCst), 1, "no ticket offered");
+    assert_eq!(
+        tickets.offered.load(Ordering::SeqCst),
+        1,
+        "no ticket offered"
+    );
 
     // acme's ticket from A, on B under acme: resumed.
     assert_eq!(

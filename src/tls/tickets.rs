@@ -148,10 +148,7 @@ impl TicketKeys {
                 tracing::warn!(%error, epoch, "cannot load TLS ticket keys; resumption goes on with the keys held");
                 metrics::counter!(crate::metrics::TICKET_KEY_LOAD_FAILURES).increment(1);
                 let held = self.held.load();
-                held.iter()
-                    .filter(|(e, _)| window(*e))
-                    .cloned()
-                    .collect()
+                held.iter().filter(|(e, _)| window(*e)).cloned().collect()
             }
         };
         self.held.store(Arc::new(keys));

@@ -298,8 +298,10 @@ pub(super) fn ticket_keys_are_created_once_sealed_and_forgotten(engine: Engine) 
     // Sealed and bound to its row: moved to another epoch, it does not open.
     write_sql(
         &store,
-        &["UPDATE ticket_keys SET key_sealed = (SELECT key_sealed FROM ticket_keys
-             WHERE org = 'acme' AND epoch = 102) WHERE org = 'acme' AND epoch = 103"],
+        &[
+            "UPDATE ticket_keys SET key_sealed = (SELECT key_sealed FROM ticket_keys
+             WHERE org = 'acme' AND epoch = 102) WHERE org = 'acme' AND epoch = 103",
+        ],
     );
     assert!(matches!(
         store.ticket_keys(&a, 102),
