@@ -133,25 +133,30 @@ impl TicketKeys {
     /// still within the window.
     fn load_at(&self, epoch: i64) {
         let window = |e: i64| e.abs_diff(epoch) <= 1;
-        let keys = match (self.source)(epoch) {
+        let (keys, loaded) = match (self.source)(epoch) {
             Ok(keys) => {
-                self.loads.lock().unwrap_or_else(|e| e.into_inner()).loaded = Some(epoch);
-                keys.into_iter()
+                let keys = keys
+                    .into_iter()
                     .filter(|(e, _)| window(*e))
                     .filter_map(|(e, secret)| {
                         let key = UnboundKey::new(&AES_256_GCM, &secret).ok()?;
                         Some((e, Arc::new(LessSafeKey::new(key))))
                     })
-                    .collect()
+                    .collect();
+                (keys, true)
             }
             Err(error) => {
-                tracing::warn!(%error, epoch, "cannot load TLS ticket keys; resumption goes on with the keys held");
+                tracing::warn!(%error, epoch, "cannot load TLS ticket keys, going on with those held");
                 metrics::counter!(crate::metrics::TICKET_KEY_LOAD_FAILURES).increment(1);
                 let held = self.held.load();
-                held.iter().filter(|(e, _)| window(*e)).cloned().collect()
+                let keys = held.iter().filter(|(e, _)| window(*e)).cloned().collect();
+                (keys, false)
             }
         };
         self.held.store(Arc::new(keys));
+        if loaded {
+            self.loads.lock().unwrap_or_else(|e| e.into_inner()).loaded = Some(epoch);
+        }
     }
 
     /// Seals `plain` at unix time `now` with the current epoch's key, bound to `binding`.
