@@ -65,6 +65,7 @@ fn platform() -> Platform {
         default_cert: tls::certified_key(chain, key).expect("certified key"),
         no_sni_org: None,
         deny_stale_crl: false,
+        ticket_rotation: std::time::Duration::from_secs(6 * 3600),
     }
 }
 
@@ -173,12 +174,16 @@ fn registry(orgs: usize) -> (tempfile::TempDir, Registry) {
     let configs = report(orgs, "of which tls::org_server_config alone", || {
         (0..orgs)
             .map(|_| {
+                let tickets = tls::TicketKeys::new(platform.ticket_rotation, |epoch| {
+                    Ok(vec![(epoch, [7; 32])])
+                });
                 tls::org_server_config(tls::OrgTls {
                     cas: &[&ca.der],
                     crls: Vec::new(),
                     active: None,
                     default_cert: platform.default_cert.clone(),
                     deny_stale_crl: platform.deny_stale_crl,
+                    tickets: &tickets,
                 })
             })
             .collect::<Result<Vec<_>, _>>()

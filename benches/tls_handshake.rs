@@ -233,6 +233,7 @@ fn setup() -> Setup {
             .expect("certified key"),
         no_sni_org: None,
         deny_stale_crl: false,
+        ticket_rotation: std::time::Duration::from_secs(6 * 3600),
     };
     Setup {
         device: device_pki(),
@@ -294,12 +295,18 @@ impl Setup {
     /// What the registry builds for an org whose one active CA is the device root, with no
     /// server certificate of its own, and `crls`.
     fn org_config(&self, crls: Vec<CertificateRevocationListDer<'static>>) -> Arc<ServerConfig> {
+        // The org's ticket keys as the registry gives them, from memory rather than a store.
+        let tickets = tls::TicketKeys::new(self.platform.ticket_rotation, |epoch| {
+            Ok(vec![(epoch, [7; 32])])
+        });
+        tickets.load();
         tls::org_server_config(tls::OrgTls {
             cas: &[&self.active_ca().der],
             crls,
             active: None,
             default_cert: self.platform.default_cert.clone(),
             deny_stale_crl: self.platform.deny_stale_crl,
+            tickets: &tickets,
         })
         .expect("org config")
     }

@@ -95,6 +95,9 @@ pub struct MqttsConfig {
     pub max_filters_per_session: usize,
     /// Subscription filters the sessions of one organisation may hold together.
     pub max_filters_per_org: usize,
+    /// How long one TLS session ticket key seals tickets (DESIGN §12); a ticket opens for one to
+    /// two of these periods.
+    pub ticket_rotation: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +233,7 @@ struct RawMqtts {
     max_filters_per_org: usize,
     max_keep_alive_secs: u16,
     refused_publish_v311: String,
+    ticket_rotation_hours: u64,
 }
 
 #[derive(Deserialize)]
@@ -514,6 +518,13 @@ impl Config {
                 "must be between 64 and 268435455",
             ));
         }
+        // A ticket opens for up to two periods, and TLS 1.3 caps a ticket's life at 7 days.
+        if !(1..=84).contains(&raw.mqtts.ticket_rotation_hours) {
+            return Err(invalid(
+                "mqtts.ticket_rotation_hours",
+                "must be between 1 and 84",
+            ));
+        }
         let cluster = cluster(raw.cluster)?;
         if raw.admin.max_body_bytes < 1024 {
             return Err(invalid("admin.max_body_bytes", "must be at least 1024"));
@@ -536,6 +547,7 @@ impl Config {
                 acknowledge_refused_v311,
                 max_filters_per_session: raw.mqtts.max_filters_per_session,
                 max_filters_per_org: raw.mqtts.max_filters_per_org,
+                ticket_rotation: Duration::from_secs(raw.mqtts.ticket_rotation_hours * 3600),
             },
             admin: AdminConfig {
                 listen: raw.admin.listen,
@@ -640,14 +652,14 @@ fn cluster(raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
 mod upstream_tests {
     use super::*;
 
-    fn load(broker: &str) -> Result<Config, ConfigError> {
+    pub(super) fn load(broker: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("portcullis.toml");
         std::fs::write(&file, broker).unwrap();
         Config::load(Some(&file))
     }
 
-    fn refused_key(broker: &str) -> &'static str {
+    pub(super) fn refused_key(broker: &str) -> &'static str {
         match load(broker) {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{broker}: expected a refusal, got {other:?}"),
@@ -753,6 +765,23 @@ mod cluster_tests {
                 Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
                 other => panic!("{key}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_ticket_rotation_is_checked() {
+        use super::upstream_tests::{load, refused_key};
+        let hours = |h: u64| format!("[mqtts]\nticket_rotation_hours = {h}\n");
+        assert_eq!(
+            Config::defaults().unwrap().mqtts.ticket_rotation,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(
+            load(&hours(84)).unwrap().mqtts.ticket_rotation,
+            Duration::from_secs(84 * 3600)
+        );
+        for bad in [0, 85] {
+            assert_eq!(refused_key(&hours(bad)), "mqtts.ticket_rotation_hours");
         }
     }
 }

@@ -18,7 +18,8 @@
 //! - [`listener`]: the MQTTS accept loop, connection limits, one task per connection; the admin
 //!   listener's loop under its own limit and deadlines.
 //! - [`tls`]: the handshake under one deadline (the caller routes SNI and admits the verified
-//!   chain); an org's `ServerConfig` built from plain inputs; the per-org client verifier.
+//!   chain); an org's `ServerConfig` built from plain inputs; the per-org client verifier; session
+//!   tickets sealed with the org's rotating keys (the registry brings them from the store).
 //! - [`crypto`]: the one crypto provider that `tls` and `ocsp` both use.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
 //! - [`revocation`]: what keeps a device out or ends its session — CRLs checked and held

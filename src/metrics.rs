@@ -15,6 +15,9 @@ pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
 pub const ADMIN_CONNECTIONS_CLOSED: &str = "portcullis_admin_connections_closed_total";
 /// Counter: completed TLS handshakes, by `resumed` (`true`/`false`).
 pub const HANDSHAKES: &str = "portcullis_tls_handshakes_total";
+/// Counter: failed loads of an org's TLS ticket keys from the store (resumption goes on with the
+/// keys held; without one, full handshakes).
+pub const TICKET_KEY_LOAD_FAILURES: &str = "portcullis_tls_ticket_key_load_failures_total";
 /// Histogram: seconds from accept to a completed TLS handshake.
 pub const HANDSHAKE_SECONDS: &str = "portcullis_tls_handshake_seconds";
 /// Gauge: live MQTT sessions (CONNACK accepted, not yet closed).
@@ -110,6 +113,10 @@ fn describe() {
         "Admin connections closed by the listener (limit at accept, deadlines), by reason"
     );
     describe_counter!(HANDSHAKES, "Completed TLS handshakes, by resumption");
+    describe_counter!(
+        TICKET_KEY_LOAD_FAILURES,
+        "Failed loads of an org's TLS ticket keys from the store"
+    );
     describe_histogram!(
         HANDSHAKE_SECONDS,
         Unit::Seconds,

@@ -49,6 +49,8 @@ pub struct Platform {
     pub no_sni_org: Option<OrgId>,
     /// `revocation.on_stale_crl = "deny"`: a CRL past its nextUpdate refuses its CA's devices.
     pub deny_stale_crl: bool,
+    /// `mqtts.ticket_rotation_hours`: how long each TLS ticket key seals tickets.
+    pub ticket_rotation: std::time::Duration,
 }
 
 /// One CA certificate that currently authenticates devices of an org.
@@ -73,6 +75,8 @@ pub struct OrgEntry {
     pub server_names: Vec<String>,
     /// The blocklist and what the CAs' CRLs revoke, as the verdict on a device reads them.
     revocations: OrgRevocations,
+    /// The org's TLS ticket keys, carried from entry to entry while the org lives.
+    tickets: Arc<tls::TicketKeys>,
     /// Unix times: the earliest notAfter of the active CAs, and of the active server certificate.
     ca_expiry: Option<i64>,
     server_expiry: Option<i64>,
@@ -134,12 +138,15 @@ pub struct Registry {
 impl Registry {
     /// Builds the first snapshot from every org in the store.
     pub fn load(store: Arc<dyn Store>, platform: Platform) -> Result<Registry, RegistryError> {
+        // Each org's ticket keys load on its first handshake (not here: one store write per org
+        // would hold up a start).
         let mut orgs = HashMap::new();
         for id in store.org_ids()? {
             if let Some(state) = store.org_state(&id)? {
+                let tickets = ticket_keys(&store, &platform, &id);
                 orgs.insert(
                     id.as_str().to_owned(),
-                    Arc::new(build_entry(state, &platform)?),
+                    Arc::new(build_entry(state, &platform, tickets)?),
                 );
             }
         }
@@ -178,7 +185,10 @@ impl Registry {
     pub fn publish_org(&self, org: &OrgId) -> Result<(), RegistryError> {
         let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
         let entry = match self.store.org_state(org)? {
-            Some(state) => Some(Arc::new(build_entry(state, &self.platform)?)),
+            Some(state) => {
+                let tickets = self.tickets_of(&self.snapshot.load(), org);
+                Some(Arc::new(build_entry(state, &self.platform, tickets)?))
+            }
             None => None,
         };
         let mut orgs = self.snapshot.load().orgs.clone();
@@ -202,16 +212,17 @@ impl Registry {
     /// is left as it was.
     pub fn reload_all(&self) -> Result<(), RegistryError> {
         let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.snapshot.load_full();
         let mut orgs = HashMap::new();
         for id in self.store.org_ids()? {
             if let Some(state) = self.store.org_state(&id)? {
+                let tickets = self.tickets_of(&old, &id);
                 orgs.insert(
                     id.as_str().to_owned(),
-                    Arc::new(build_entry(state, &self.platform)?),
+                    Arc::new(build_entry(state, &self.platform, tickets)?),
                 );
             }
         }
-        let old = self.snapshot.load_full();
         let snapshot = Arc::new(Snapshot { orgs });
         snapshot.record_expiry();
         self.snapshot.store(snapshot.clone());
@@ -229,6 +240,33 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The ticket keys `org` has in `snapshot`, or new ones loaded now (a new org's first
+    /// devices resume at once, on this node and on the others). Off the runtime's workers.
+    fn tickets_of(&self, snapshot: &Snapshot, org: &OrgId) -> Arc<tls::TicketKeys> {
+        match snapshot.org(org.as_str()) {
+            Some(entry) => entry.tickets.clone(),
+            None => {
+                let tickets = ticket_keys(&self.store, &self.platform, org);
+                tickets.load();
+                tickets
+            }
+        }
+    }
+}
+
+/// An org's ticket keys, read from the store (DESIGN §12), not yet loaded.
+fn ticket_keys(store: &Arc<dyn Store>, platform: &Platform, org: &OrgId) -> Arc<tls::TicketKeys> {
+    let (store, org) = (store.clone(), org.clone());
+    tls::TicketKeys::new(platform.ticket_rotation, move |epoch| {
+        let keys = store.ticket_keys(&org, epoch).map_err(|e| e.to_string())?;
+        Ok(keys
+            .into_iter()
+            .map(|key| (key.epoch, key.secret))
+            .collect())
+    })
+}
+
 /// The CRL fetcher publishes what it takes in through this, without naming the registry.
 impl crate::revocation::crl::Publish for Registry {
     fn publish_org(&self, org: &OrgId) -> Result<(), crate::revocation::crl::PublishError> {
@@ -236,7 +274,11 @@ impl crate::revocation::crl::Publish for Registry {
     }
 }
 
-fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, RegistryError> {
+fn build_entry(
+    state: OrgState,
+    platform: &Platform,
+    tickets: Arc<tls::TicketKeys>,
+) -> Result<OrgEntry, RegistryError> {
     let org_name = state.org.id.as_str().to_owned();
     let tls_error = |reason: String| RegistryError::Tls {
         org: org_name.clone(),
@@ -292,6 +334,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
                 active,
                 default_cert: platform.default_cert.clone(),
                 deny_stale_crl: platform.deny_stale_crl,
+                tickets: &tickets,
             })
             .map_err(|e| tls_error(e.to_string()))?,
         )
@@ -302,6 +345,7 @@ fn build_entry(state: OrgState, platform: &Platform) -> Result<OrgEntry, Registr
         tls,
         server_names,
         revocations,
+        tickets,
         ca_expiry,
         server_expiry,
     })

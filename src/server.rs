@@ -297,6 +297,7 @@ fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
         default_cert: tls::certified_key(chain, key)?,
         no_sni_org: config.mqtts.no_sni_org.clone(),
         deny_stale_crl: config.revocation.deny_stale_crl,
+        ticket_rotation: config.mqtts.ticket_rotation,
     };
     let registry = Arc::new(Registry::load(store.clone(), platform)?);
     let token = match url {

@@ -4,7 +4,8 @@
 //! reloads everything when it is back; while PostgreSQL is stopped the data path goes on from
 //! the snapshots, admin writes answer 503 `store_unavailable`, `/readyz` stays 200 and
 //! `/healthz/detail` says so, and everything resumes when it is started again; the node list
-//! shows each node's heartbeat, and a killed node as down.
+//! shows each node's heartbeat, and a killed node as down; a device's TLS session made on one
+//! node resumes on the other, never under another org.
 //!
 //! The tests shorten the heartbeat (`cluster.heartbeat_seconds = 1`) and the silence after which
 //! a node is down (`cluster.down_after_seconds = 3`).
@@ -17,13 +18,19 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::clients::*;
 use common::mqtt::*;
 use common::*;
 use rumqttc::QoS;
+use rustls::client::{ClientSessionMemoryCache, ClientSessionStore};
+use rustls::client::{Tls12ClientSessionValue, Tls13ClientSessionValue};
+use rustls::pki_types::ServerName;
+use rustls::{HandshakeKind, NamedGroup};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -470,4 +477,140 @@ async fn on_sqlite_the_node_list_is_the_one_node() {
     assert_eq!(items[0]["status"], "up");
     assert_eq!(health(&server).await["store"], "ok");
     server.stop().await;
+}
+
+/// A device's session store: rustls' own, counting the TLS 1.3 tickets it is given and, while
+/// `offer_as` is set, offering under any name the tickets kept for that one (a device presenting
+/// acme's ticket under beta's SNI), counting those it offers.
+#[derive(Debug)]
+struct Tickets {
+    inner: ClientSessionMemoryCache,
+    received: AtomicUsize,
+    offered: AtomicUsize,
+    offer_as: Mutex<Option<ServerName<'static>>>,
+}
+
+impl ClientSessionStore for Tickets {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.received.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        let offer_as = self.offer_as.lock().unwrap().clone();
+        let taken = self
+            .inner
+            .take_tls13_ticket(offer_as.as_ref().unwrap_or(name));
+        if taken.is_some() {
+            self.offered.fetch_add(1, Ordering::SeqCst);
+        }
+        taken
+    }
+}
+
+/// A TLS connection through `server` with `sni`, kept until the server's ticket reached
+/// `tickets`: how it was made, full or resumed.
+async fn handshake(
+    server: &TestServer,
+    sni: &str,
+    config: &Arc<rustls::ClientConfig>,
+    tickets: &Tickets,
+) -> HandshakeKind {
+    let before = tickets.received.load(Ordering::SeqCst);
+    let mut stream = server.tls_with(sni, config.clone()).await.unwrap();
+    let kind = stream.get_ref().1.handshake_kind().unwrap();
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tickets.received.load(Ordering::SeqCst) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ticket from {sni}"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut [0u8; 1])).await;
+    }
+    kind
+}
+
+#[tokio::test]
+async fn a_tls_session_made_on_one_node_resumes_on_the_other_never_under_another_org() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    // acme and beta trust the same CA, so only resumption tells them apart.
+    let (ca, _) = a.org_with_ca("acme").await;
+    a.create_org("beta").await;
+    a.upload_ca("beta", &ca).await;
+    const BETA: &str = "beta.messaging.localhost";
+    let device = ca.client("d:sensor:dev1", &[]);
+    lets_in(&b, &ca, "probe", WITHIN).await.expect("acme on B");
+    let beta_on_b = b.bridge(BETA, &device).await;
+    let known = eventually(STEP, || async {
+        connect_v4(v4_options(beta_on_b, "d:beta:sensor:dev1"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(known, "beta never reached B");
+
+    // One device, one session store across its connections to either node.
+    let tickets = Arc::new(Tickets {
+        inner: ClientSessionMemoryCache::new(8),
+        received: AtomicUsize::new(0),
+        offered: AtomicUsize::new(0),
+        offer_as: Mutex::new(None),
+    });
+    let mut config = (*a.tls_config(Some(&device), &[])).clone();
+    config.resumption = rustls::client::Resumption::store(tickets.clone());
+    let config = Arc::new(config);
+
+    // acme's ticket from A, offered under beta's SNI on B: a full handshake, which beta's trust
+    // lets in.
+    assert_eq!(
+        handshake(&a, SNI, &config, &tickets).await,
+        HandshakeKind::Full
+    );
+    *tickets.offer_as.lock().unwrap() = Some(ServerName::try_from(SNI).unwrap());
+    assert_eq!(
+        handshake(&b, BETA, &config, &tickets).await,
+        HandshakeKind::Full,
+        "acme's ticket resumed under beta"
+    );
+    *tickets.offer_as.lock().unwrap() = None;
+    assert_eq!(
+        tickets.offered.load(Ordering::SeqCst),
+        1,
+        "no ticket offered"
+    );
+
+    // acme's ticket from A, on B under acme: resumed.
+    assert_eq!(
+        handshake(&a, SNI, &config, &tickets).await,
+        HandshakeKind::Full
+    );
+    assert_eq!(
+        handshake(&b, SNI, &config, &tickets).await,
+        HandshakeKind::Resumed,
+        "A's ticket did not resume on B"
+    );
+    assert_eq!(tickets.offered.load(Ordering::SeqCst), 2);
+    a.stop().await;
+    b.stop().await;
 }

@@ -41,6 +41,7 @@ fn registry(store: &Arc<dyn Store>) -> Arc<Registry> {
         default_cert: crate::tls::certified_key(chain, key).unwrap(),
         no_sni_org: None,
         deny_stale_crl: false,
+        ticket_rotation: std::time::Duration::from_secs(6 * 3600),
     };
     Arc::new(Registry::load(store.clone(), platform).unwrap())
 }

@@ -33,7 +33,7 @@ use super::{
     GrantStatus, GrantTerms, ListFilter, NewBlock, NewCa, NewCsr, NewOrg, NewServerCert,
     NewSigningCert, NewToken, NodeRecord, NotificationKey, NotificationSettings, OrgPatch,
     OrgRecord, OrgState, Page, PageRequest, RenewalRefused, ServerCertRecord, SigningCertDeleted,
-    SigningCertRecord, StoreError, TokenPatch, TokenRecord,
+    SigningCertRecord, StoreError, TicketKey, TokenPatch, TokenRecord,
 };
 use crate::clock::Clock;
 use crate::identity::OrgId;
@@ -55,6 +55,7 @@ pub trait Store:
     + NotificationStore
     + PlatformStore
     + NodeStore
+    + TicketKeyStore
     + Send
     + Sync
 {
@@ -75,6 +76,7 @@ impl<T> Store for T where
         + NotificationStore
         + PlatformStore
         + NodeStore
+        + TicketKeyStore
         + Send
         + Sync
 {
@@ -570,4 +572,13 @@ pub trait NodeStore {
     /// Forgets every node but `node_id`: on SQLite, where one process is the one node, a node id
     /// of an earlier start (another host name or port) is not listed as a node that is down.
     fn forget_other_nodes(&self, node_id: &str) -> Result<(), StoreError>;
+}
+
+/// TLS session ticket keys, shared by every node (DESIGN §12).
+pub trait TicketKeyStore {
+    /// The org's ticket keys of epochs `epoch - 1 ..= epoch + 1`, by epoch: those of `epoch` and
+    /// `epoch + 1` created when missing (insert-if-absent: a key another node stored first is
+    /// the one kept and returned), and every org's keys before `epoch - 1` forgotten. Reads only
+    /// when both are already there. `UnknownOrg`.
+    fn ticket_keys(&self, org: &OrgId, epoch: i64) -> Result<Vec<TicketKey>, StoreError>;
 }

@@ -21,7 +21,7 @@
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
-//!   `platform`, `nodes`, …: the queries, one file per table, each implementing its area's trait
+//!   `platform`, `nodes`, `ticket_keys`, …: the queries, one file per table, each implementing its area's trait
 //!   for [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
 //! - `postgres::listen`: the node's `LISTEN`ing connection, how other nodes' changes reach it.
 
@@ -58,6 +58,7 @@ mod server_certificates;
 mod signing_certificates;
 pub(crate) mod sql;
 pub mod sqlite;
+mod ticket_keys;
 mod tokens;
 
 pub use audit::{Audit, AuditEvent};
@@ -72,7 +73,7 @@ pub use grants::{
 pub use interface::{
     AuditStore, BlocklistStore, CaStore, CrlStore, CsrStore, DeviceStore, GrantRules, GrantStore,
     NodeStore, NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore,
-    Store, TokenStore,
+    Store, TicketKeyStore, TokenStore,
 };
 pub use nodes::NodeRecord;
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
@@ -80,6 +81,7 @@ pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};
 pub use sql::DbError;
 pub use sqlite::DB_FILE;
+pub use ticket_keys::TicketKey;
 pub use tokens::{NewToken, Role, TokenPatch, TokenRecord, TokenStatus};
 
 use sql::{Backend, OptionalExtension, Sql, SqlExt};

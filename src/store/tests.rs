@@ -788,5 +788,6 @@ on_both_engines!(
     data_survives_reopen_and_migrations_run_once,
     platform_values_are_created_once,
     a_store_dropped_on_the_runtime_does_not_panic,
-    node_heartbeats_replace_each_other_and_others_can_be_forgotten
+    node_heartbeats_replace_each_other_and_others_can_be_forgotten,
+    ticket_keys_are_created_once_sealed_and_forgotten
 );

@@ -6,9 +6,11 @@
 //! ([`OrgTls`]).
 //!
 //! Each org's `ServerConfig` is built once per registry change, never per connection. Its session
-//! cache and ticket keys are its own and are replaced with it, so a session never resumes under
-//! another org, nor across a change of the org's trust (DESIGN §6); a resumed session is still
-//! checked against the current snapshot after the handshake, like a full one.
+//! cache is its own and is replaced with it; its tickets are sealed with the org's keys, shared by
+//! every node and rotated on a schedule (see `tickets`), and bound to the org's trust, so a
+//! session resumes on any node but never under another org, nor across a change of the org's
+//! trust (DESIGN §6, §12); a resumed session is still checked against the current snapshot after
+//! the handshake, like a full one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +28,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 mod chain_cache;
 mod mail_constraints;
 mod revocation;
+mod tickets;
+
+pub use tickets::TicketKeys;
 
 use crate::crypto::provider;
 use crate::pki;
@@ -79,6 +84,8 @@ pub struct OrgTls<'a> {
     pub default_cert: Arc<CertifiedKey>,
     /// `revocation.on_stale_crl = "deny"`.
     pub deny_stale_crl: bool,
+    /// The org's session ticket keys (they outlive this config).
+    pub tickets: &'a Arc<TicketKeys>,
 }
 
 /// Builds an org's `ServerConfig`: a client verifier over its active CAs, its active certificate
@@ -90,7 +97,13 @@ pub fn org_server_config(org: OrgTls<'_>) -> Result<Arc<ServerConfig>, TlsError>
         active,
         default_cert,
         deny_stale_crl,
+        tickets,
     } = org;
+    let binding = tickets::binding(
+        &cas.iter().map(|ca| ca.as_ref()).collect::<Vec<_>>(),
+        &crls.iter().map(|crl| crl.as_ref()).collect::<Vec<_>>(),
+        deny_stale_crl,
+    );
     // webpki enforces the CAs' name constraints but e-mail ones, which `mail_constraints` takes
     // out of the trust anchors and enforces itself.
     let mut roots = RootCertStore::empty();
@@ -123,11 +136,11 @@ pub fn org_server_config(org: OrgTls<'_>) -> Result<Arc<ServerConfig>, TlsError>
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
-    // Resumption goes by tickets (stateless, keyed per org); the stateful cache serves only
-    // clients without ticket support, so it stays small: at 4,096 entries it was most of an
-    // org's memory (16 KiB resident each, ~160 MiB for 10,000 orgs).
+    // Resumption goes by tickets (stateless, keyed per org, open on every node); the stateful
+    // cache serves only clients without ticket support, so it stays small: at 4,096 entries it
+    // was most of an org's memory (16 KiB resident each, ~160 MiB for 10,000 orgs).
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.ticketer = tickets.ticketer(binding);
     // One ticket per full handshake: a device resumes one connection at a time, and each ticket
     // costs an encryption of the session (client chain included).
     config.send_tls13_tickets = 1;

@@ -252,3 +252,63 @@ fn nodes_starting_at_once_migrate_once_and_share_one_platform_ca() {
         .unwrap();
     assert_eq!(applied, postgres::schema::LATEST);
 }
+
+/// Ticket keys: created once per org and epoch (a second node, or a second call, gets the same),
+/// sealed and bound to their row, older epochs forgotten, none for an unknown org.
+pub(super) fn ticket_keys_are_created_once_sealed_and_forgotten(engine: Engine) {
+    let (db, store, a) = acme_store(engine);
+    new_org(&store, "beta");
+    let first = store.ticket_keys(&a, 100).unwrap();
+    assert_eq!(
+        first.iter().map(|k| k.epoch).collect::<Vec<_>>(),
+        [100, 101]
+    );
+    // Another node on the same database gets the same keys.
+    let other_node = db.open();
+    let again = other_node.ticket_keys(&a, 100).unwrap();
+    assert_eq!(secrets(&again), secrets(&first));
+    assert_ne!(
+        secrets(&store.ticket_keys(&org("beta"), 100).unwrap()),
+        secrets(&first),
+        "two orgs share a key"
+    );
+    // The epoch turns: the previous key is still there, the next one created.
+    let turned = other_node.ticket_keys(&a, 101).unwrap();
+    assert_eq!(
+        turned.iter().map(|k| k.epoch).collect::<Vec<_>>(),
+        [100, 101, 102]
+    );
+    assert_eq!(secrets(&turned)[..2], secrets(&first)[..]);
+    // Two epochs on, 100 is forgotten, for every org.
+    store.ticket_keys(&a, 102).unwrap();
+    let left: i64 = store
+        .conn()
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM ticket_keys WHERE epoch < 101",
+            params![],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+    assert!(matches!(
+        store.ticket_keys(&org("nope"), 100),
+        Err(StoreError::UnknownOrg)
+    ));
+    // Sealed and bound to its row: moved to another epoch, it does not open.
+    write_sql(
+        &store,
+        &[
+            "UPDATE ticket_keys SET key_sealed = (SELECT key_sealed FROM ticket_keys
+             WHERE org = 'acme' AND epoch = 102) WHERE org = 'acme' AND epoch = 103",
+        ],
+    );
+    assert!(matches!(
+        store.ticket_keys(&a, 102),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+fn secrets(keys: &[TicketKey]) -> Vec<[u8; 32]> {
+    keys.iter().map(|k| k.secret).collect()
+}
