@@ -35,13 +35,13 @@ trap 'exit 130' INT TERM
 as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
-# wait_for WHAT COMMAND...: retries COMMAND for up to 60 s.
+# wait_for WHAT LOG COMMAND...: retries COMMAND for up to 60 s; shows LOG's end if it never works.
 wait_for() {
-    local what=$1
-    shift
+    local what=$1 log=$2
+    shift 2
     for _ in $(seq 1 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "cluster-demo: $what did not come up; logs in $work" >&2
-    trap - EXIT
+    echo "cluster-demo: $what did not come up:" >&2
+    tail -n 20 "$log" >&2
     exit 1
 }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -61,10 +61,12 @@ as_postgres "$pg_bin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w start >/dev/null
 
 echo "NATS nodes: MQTT on 127.0.0.1:21881-21883" >&2
 for i in 1 2 3; do
-    nats-server -c "$deploy/nats-$i.conf" --store_dir "$work/nats-$i" > "$work/nats-$i.log" 2>&1 &
+    # The node's config as deployed, with its JetStream store in the temporary directory.
+    sed "s#/var/lib/nats-$i#$work/nats-$i#" "$deploy/nats-$i.conf" > "$work/nats-$i.conf"
+    nats-server -c "$work/nats-$i.conf" > "$work/nats-$i.log" 2>&1 &
     pids+=($!)
 done
-for i in 1 2 3; do wait_for "NATS node $i" listening "2188$i"; done
+for i in 1 2 3; do wait_for "NATS node $i" "$work/nats-$i.log" listening "2188$i"; done
 
 # The same master key on every node; node 1 starts first and creates the shared state (platform
 # CA, default server certificate, admin token), the others load it.
@@ -75,7 +77,7 @@ for i in 1 2 3; do
     PORTCULLIS__STORE__DATA_DIR="$work/node$i" "$bin" serve --config "$deploy/node$i.toml" \
         > "$work/node$i.log" 2>&1 &
     pids+=($!)
-    wait_for "node-$i" curl -fsS "http://127.0.0.1:2808$i/readyz"
+    wait_for "node-$i" "$work/node$i.log" curl -fsS "http://127.0.0.1:2808$i/readyz"
 done
 
 token=$(cat "$work/node1/admin-token")
@@ -120,7 +122,7 @@ mqtt_str() { printf '\\x%02x\\x%02x%s' $((${#1} / 256)) $((${#1} % 256)) "$1"; }
 packet() { # TYPE BODY (printf escapes; the body is under 128 bytes)
     local body
     body=$(printf "$2" | wc -c)
-    printf "\\x$1\\x%02x$2" "$body"
+    printf "\\x$1\\x$(printf %02x "$body")$2"
 }
 connect() { packet 10 "\\x00\\x04MQTT\\x04\\x02\\x00\\x3c$(mqtt_str "$1")"; }
 session() { # NODE CERT-NAME: a TLS connection to node NODE with certs/demo/CERT-NAME
