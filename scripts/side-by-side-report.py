@@ -95,7 +95,8 @@ def main():
         print(f"| Portcullis / base CPU per connection (resumed) | {fmt(ratio(resumed, resumed_base), 3)} | ≤ 1.02 |")
         print(f"| Portcullis / base RSS KiB per idle session | {fmt(ratio(hold['portcullis'], hold['base']), 3)} | ≤ 1.02 |")
         print(f"| Portcullis / base QoS 0 received msg/s | {fmt(ratio(flood['portcullis'], flood['base']), 3)} | ≥ 0.98 |")
-        pairs(runs, "resume", "server.cpu_us_per_connection")
+        for label in ("connect", "known", "resume"):
+            pairs(runs, label, "server.cpu_us_per_connection")
 
 
 def pairs(runs, label, path):
