@@ -6,11 +6,16 @@
 //!
 //! # Uses
 //!
-//! A signature spends one use. Uses are reserved in the store in blocks of [`RESERVE_BLOCK`]
-//! before they are spent, and spent from memory ([`Meter`]); `uses` is written with each
-//! reservation, each change of status and at shutdown ([`GrantStore::flush_grants`]). A process killed
-//! between two writes loses what it spent since the last one, so opening the store counts every
-//! reserved use as spent: a crash over-counts by less than a block, never under-counts.
+//! A signature spends one use. Uses are reserved in the store in blocks, atomically and never
+//! past `max_uses` however many nodes reserve, then spent from memory; what a node spent is
+//! written as an increment of `uses` once per block, on a change of status and at a clean stop
+//! ([`GrantStore::flush_grants`], which also gives back what it did not spend). What a node that
+//! is gone held counts as spent. The rule and its proof are `grant_holds`'s.
+//!
+//! A record's `uses` is the store's `uses` plus what this node spent and has not written yet:
+//! exact once every node stopped cleanly; while other nodes hold blocks, short of what they
+//! spent since their last write (less than a block each); after a node is killed, at least
+//! every use it made (its whole share counts as spent).
 //!
 //! # Status
 //!
@@ -19,6 +24,7 @@
 //! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
 //! grant spends nothing ([`StoreError::GrantExpired`]).
 
+use super::grant_holds::{self, Meter};
 use super::sql::{params, OptionalExtension, Params, Row, Sql, SqlExt, Value};
 use super::DbError;
 use super::{GrantRules, GrantStore};
@@ -36,8 +42,6 @@ use super::{
 };
 use crate::identity::OrgId;
 
-/// Uses reserved at a time.
-pub const RESERVE_BLOCK: i64 = 100;
 /// Wrong codes after which a renewal challenge is void.
 pub const MAX_CHALLENGE_FAILURES: i64 = 5;
 
@@ -171,15 +175,8 @@ fn passphrase_matches(verifier: &[u8], given: &str) -> bool {
         .is_ok()
 }
 
-/// Uses spent in this process, ahead of what the store says.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Meter {
-    spent: i64,
-    reserved: i64,
-}
-
-const COLUMNS: &str = "id, org, holder_kind, holder_id, status, uses, reserved, max_uses, \
-                       granted_at, expires_at, passphrase_verifier IS NOT NULL";
+const COLUMNS: &str = "id, org, holder_kind, holder_id, status, uses, max_uses, granted_at, \
+                       expires_at, passphrase_verifier IS NOT NULL";
 
 struct GrantRow {
     id: String,
@@ -188,7 +185,6 @@ struct GrantRow {
     holder_id: String,
     status: String,
     uses: i64,
-    reserved: i64,
     max_uses: i64,
     granted_at: i64,
     expires_at: i64,
@@ -204,17 +200,24 @@ impl GrantRow {
             holder_id: row.get(3)?,
             status: row.get(4)?,
             uses: row.get(5)?,
-            reserved: row.get(6)?,
-            max_uses: row.get(7)?,
-            granted_at: row.get(8)?,
-            expires_at: row.get(9)?,
-            needs_passphrase: row.get(10)?,
+            max_uses: row.get(6)?,
+            granted_at: row.get(7)?,
+            expires_at: row.get(8)?,
+            needs_passphrase: row.get(9)?,
         })
     }
 
-    /// The record, with the uses this process spent beyond what the row says.
+    /// This node's meter of the grant, if it has one for the grant's current period.
+    fn meter(&self, meters: &HashMap<String, Meter>) -> Option<Meter> {
+        meters
+            .get(&self.id)
+            .filter(|m| m.period == self.granted_at)
+            .copied()
+    }
+
+    /// The record, with the uses this node spent beyond what the row says.
     fn into_record(self, meters: &HashMap<String, Meter>) -> Result<GrantRecord, StoreError> {
-        let uses = meters.get(&self.id).map_or(self.uses, |m| m.spent);
+        let uses = self.uses + self.meter(meters).map_or(0, |m| m.unwritten);
         Ok(GrantRecord {
             org: super::parse_org_id(&self.org)?,
             holder: GrantHolder::from_sql(&self.holder)?,
@@ -280,11 +283,12 @@ pub(super) fn insert_grant(
 }
 
 /// Writes `grant`'s new status; on expiry of a signing certificate's grant, suspends the active
-/// tokens it signed.
+/// tokens it signed. The caller settles its meter in the same transaction, so the `uses` the
+/// status was judged by are written with it.
 fn set_status(conn: &dyn Sql, grant: &GrantRecord, status: GrantStatus) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE grants SET status = ?2, uses = CASE WHEN uses > ?3 THEN uses ELSE ?3 END WHERE id = ?1",
-        params![grant.id, status.as_str(), grant.uses],
+        "UPDATE grants SET status = ?2 WHERE id = ?1",
+        params![grant.id, status.as_str()],
     )?;
     if status == GrantStatus::Expired && grant.holder == GrantHolder::SigningCertificate {
         let suspended = conn.execute(
@@ -302,6 +306,14 @@ impl SqlStore {
         self.meters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes what `meter` spent, in the caller's transaction (see `grant_holds::settle`).
+    fn settle(&self, conn: &dyn Sql, grant_id: &str, meter: &mut Meter) -> Result<(), StoreError> {
+        if meter.unwritten == 0 {
+            return Ok(());
+        }
+        grant_holds::settle(conn, self.db.holder()?, grant_id, meter)
     }
 
     /// The grant on `holder_id`'s key, read inside the caller's transaction: what a CA or signing
@@ -381,6 +393,7 @@ impl GrantStore for SqlStore {
     fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
         let now = self.clock.now();
         let tx = self.begin()?;
+        grant_holds::write_off_dead(&*tx, &self.db.live_holders())?;
         let rows = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM grants
@@ -390,19 +403,26 @@ impl GrantStore for SqlStore {
             rows.collect::<Result<Vec<_>, DbError>>()?
         };
         let mut changed = Vec::new();
-        {
-            let meters = self.meters();
-            for row in rows {
-                let mut grant = row.into_record(&meters)?;
-                let status = self.grant_rules.status(&grant, now);
-                if status != grant.status {
-                    set_status(&tx, &grant, status)?;
-                    grant.status = status;
-                    changed.push(grant);
+        let mut meters = self.meters();
+        // Written back once the transaction committed.
+        let mut settled = Vec::new();
+        for row in rows {
+            let meter = row.meter(&meters);
+            let mut grant = row.into_record(&meters)?;
+            let status = self.grant_rules.status(&grant, now);
+            if status != grant.status {
+                if let Some(mut meter) = meter {
+                    self.settle(&*tx, &grant.id, &mut meter)?;
+                    settled.push((grant.id.clone(), meter));
                 }
+                set_status(&tx, &grant, status)?;
+                grant.status = status;
+                changed.push(grant);
             }
         }
         tx.commit()?;
+        meters.extend(settled);
+        drop(meters);
         if !changed.is_empty() {
             self.grant_changed.notify_one();
         }
@@ -465,57 +485,70 @@ impl GrantStore for SqlStore {
         else {
             return Ok(None);
         };
-        let (stored_uses, stored_reserved) = (row.uses, row.reserved);
         let mut meters = self.meters();
+        // A copy, written back only once the transaction committed: a reservation the store
+        // did not record must never be spent from memory.
+        let mut meter = row.meter(&meters).unwrap_or(Meter::new(row.granted_at));
         let mut grant = row.into_record(&meters)?;
+        let stored_status = grant.status;
         let before = self.grant_rules.status(&grant, now);
-        if before == GrantStatus::Expired {
-            if grant.status != GrantStatus::Expired {
-                set_status(&tx, &grant, before)?;
+        // Expired stays expired until a renewal, whichever node judged it.
+        if before == GrantStatus::Expired || stored_status == GrantStatus::Expired {
+            if stored_status != GrantStatus::Expired {
+                self.settle(&*tx, &grant.id, &mut meter)?;
+                set_status(&tx, &grant, GrantStatus::Expired)?;
                 tx.commit()?;
+                meters.insert(grant.id, meter);
                 self.grant_changed.notify_one();
             }
             return Err(StoreError::GrantExpired);
         }
-        // A copy, written back only once the transaction committed: a reservation the store
-        // did not record must never be spent from memory.
-        let mut meter = meters.get(&grant.id).copied().unwrap_or(Meter {
-            spent: stored_uses,
-            reserved: stored_reserved.max(stored_uses),
-        });
-        if meter.spent >= meter.reserved {
-            meter.reserved = (meter.spent + RESERVE_BLOCK).min(grant.max_uses);
-            tx.execute(
-                "UPDATE grants SET reserved = ?2, uses = ?3 WHERE id = ?1",
-                params![grant.id, meter.reserved, meter.spent],
-            )?;
+        if meter.left == 0 {
+            grant_holds::write_off_dead(&*tx, &self.db.live_holders())?;
+            grant_holds::reserve(&*tx, self.db.holder()?, &grant.id, &mut meter)?;
+            // Settled, and other nodes' shares perhaps written off: `uses` moved.
+            grant.uses =
+                tx.query_row("SELECT uses FROM grants WHERE id = ?1", [&grant.id], |r| {
+                    r.get(0)
+                })?;
         }
-        meter.spent += 1;
-        grant.uses = meter.spent;
+        let spent = meter.spend();
+        grant.uses += i64::from(spent);
         let after = self.grant_rules.status(&grant, now);
-        if after != grant.status {
+        // A node whose block ran out writes what it spent at once: the uses it made are then
+        // in the store even if it never signs again.
+        if after != stored_status || meter.left == 0 {
+            self.settle(&*tx, &grant.id, &mut meter)?;
+        }
+        if after != stored_status {
             set_status(&tx, &grant, after)?;
             grant.status = after;
         }
         tx.commit()?;
         meters.insert(grant.id.clone(), meter);
         drop(meters);
-        if after != before {
+        if after != stored_status {
             self.grant_changed.notify_one();
+        }
+        if !spent {
+            // Every use is spent, or held by other nodes.
+            return Err(StoreError::GrantExpired);
         }
         Ok(Some(grant))
     }
 
     fn flush_grants(&self) -> Result<(), StoreError> {
-        let tx = self.begin()?;
         let mut meters = self.meters();
-        for (id, meter) in meters.drain() {
-            tx.execute(
-                "UPDATE grants SET uses = ?2, reserved = ?2 WHERE id = ?1",
-                params![id, meter.spent],
-            )?;
+        if meters.is_empty() {
+            return Ok(());
+        }
+        let holder = self.db.holder()?;
+        let tx = self.begin()?;
+        for (id, meter) in meters.iter() {
+            grant_holds::give_back(&*tx, holder, id, *meter)?;
         }
         tx.commit()?;
+        meters.clear();
         Ok(())
     }
 
@@ -620,6 +653,8 @@ impl GrantStore for SqlStore {
                 terms.max_uses,
             ],
         )?;
+        // Every node's share of the period that ended is void.
+        tx.execute("DELETE FROM grant_holds WHERE grant_id = ?1", [id])?;
         let mut meters = self.meters();
         meters.remove(id);
         let grant = grant_row(&tx, "id = ?1", [id])?
@@ -631,19 +666,4 @@ impl GrantStore for SqlStore {
         self.grant_changed.notify_one();
         Ok(Some(Ok(grant)))
     }
-}
-
-/// After a crash, uses spent since the last write are unknown: count every reserved one.
-pub(super) fn recover_uses(conn: &dyn Sql) -> Result<(), StoreError> {
-    let recovered = conn.execute(
-        "UPDATE grants SET uses = reserved WHERE reserved > uses",
-        params![],
-    )?;
-    if recovered > 0 {
-        tracing::warn!(
-            grants = recovered,
-            "the last run did not stop cleanly: reserved grant uses are counted as spent"
-        );
-    }
-    Ok(())
 }
