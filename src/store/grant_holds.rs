@@ -20,6 +20,10 @@
 //!   crash therefore over-counts by what the dead node had not spent (less than a block per
 //!   grant), and never under-counts.
 //!
+//! A renewal sets `uses` to 0 and deletes the renewing store's row; the other stores' rows carry
+//! over, `reserved` being their sum, so what they spend from them counts in the new period (with
+//! what they spent before and had not written: an over-count, never an under-count).
+//!
 //! A store whose row was written off while it still lived (its lock connection was lost) finds
 //! its row gone when it next writes: its increments are then already counted, and it adds none.
 
@@ -29,12 +33,9 @@ use super::StoreError;
 /// Uses reserved at a time.
 pub const RESERVE_BLOCK: i64 = 100;
 
-/// This store's share of one grant: uses reserved for it and spent from memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// This store's count of one grant's uses: reserved for it, and spent from memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Meter {
-    /// The grant period the share belongs to (`granted_at`, µs): a renewal deletes every hold,
-    /// and a meter of an earlier period is dropped.
-    pub(super) period: i64,
     /// Spent and not yet added to `uses`.
     pub(super) unwritten: i64,
     /// Reserved and not yet spent.
@@ -42,14 +43,6 @@ pub(super) struct Meter {
 }
 
 impl Meter {
-    pub(super) fn new(period: i64) -> Meter {
-        Meter {
-            period,
-            unwritten: 0,
-            left: 0,
-        }
-    }
-
     /// Spends one use of the block; false when none is left.
     pub(super) fn spend(&mut self) -> bool {
         if self.left == 0 {

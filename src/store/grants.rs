@@ -10,7 +10,12 @@
 //! past `max_uses` however many nodes reserve, then spent from memory; what a node spent is
 //! written as an increment of `uses` once per block, on a change of status and at a clean stop
 //! ([`GrantStore::flush_grants`], which also gives back what it did not spend). What a node that
-//! is gone held counts as spent. The rule and its proof are `grant_holds`'s.
+//! is gone held counts as spent. The rule, and why it holds, are `grant_holds`'s.
+//!
+//! A use is spent without reaching the store ([`Share`]) unless it ends the node's block or
+//! changes the grant's status as this node last saw it: the block's first and last uses, and a
+//! change of status, take one write transaction. A renewal voids the renewing node's share;
+//! other nodes' shares carry over into the new period (see `renew_grant`).
 //!
 //! A record's `uses` is the store's `uses` plus what this node spent and has not written yet:
 //! exact once every node stopped cleanly; while other nodes hold blocks, short of what they
@@ -20,7 +25,9 @@
 //! # Status
 //!
 //! The status ([`GrantRules::status`]) is evaluated from the clock and the uses whenever a grant is
-//! read or spent ([`GrantStore::refresh_grants`]) and written when it changes; a signing
+//! read or spent ([`GrantStore::refresh_grants`]) and written when it changes — only forward
+//! (`active` → `warning` → `expired`) until a renewal, since nodes judge from different counts
+//! of uses and none may undo another's `warning` or `expired`; a signing
 //! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
 //! grant spends nothing ([`StoreError::GrantExpired`]).
 
@@ -207,17 +214,16 @@ impl GrantRow {
         })
     }
 
-    /// This node's meter of the grant, if it has one for the grant's current period.
-    fn meter(&self, meters: &HashMap<String, Meter>) -> Option<Meter> {
-        meters
+    /// This node's meter of the grant (a new one when it holds none).
+    fn meter(&self, shares: &HashMap<String, Share>) -> Meter {
+        shares
             .get(&self.id)
-            .filter(|m| m.period == self.granted_at)
-            .copied()
+            .map_or_else(Meter::default, |s| s.meter)
     }
 
     /// The record, with the uses this node spent beyond what the row says.
-    fn into_record(self, meters: &HashMap<String, Meter>) -> Result<GrantRecord, StoreError> {
-        let uses = self.uses + self.meter(meters).map_or(0, |m| m.unwritten);
+    fn into_record(self, shares: &HashMap<String, Share>) -> Result<GrantRecord, StoreError> {
+        let uses = self.uses + self.meter(shares).unwritten;
         Ok(GrantRecord {
             org: super::parse_org_id(&self.org)?,
             holder: GrantHolder::from_sql(&self.holder)?,
@@ -231,6 +237,35 @@ impl GrantRow {
             needs_key_passphrase: self.needs_passphrase,
             id: self.id,
         })
+    }
+}
+
+/// This node's share of a grant: its meter, and the grant as the store held it when the meter
+/// last met the store, by which a use spent from memory is judged.
+#[derive(Debug, Clone)]
+pub(super) struct Share {
+    meter: Meter,
+    stored: GrantRecord,
+}
+
+impl Share {
+    /// The share of `grant` as this node sees it (its `uses` counting `meter`'s unwritten ones).
+    fn new(grant: &GrantRecord, meter: Meter) -> Share {
+        let mut stored = grant.clone();
+        stored.uses -= meter.unwritten;
+        Share { meter, stored }
+    }
+
+    /// Spends one use from memory when the store need not hear of it now: a use is left after
+    /// this one (the last one of a block is written with it), and the grant's status stays.
+    fn spend(&mut self, rules: &dyn GrantRules, now: OffsetDateTime) -> Option<GrantRecord> {
+        let mut grant = self.stored.clone();
+        grant.uses += self.meter.unwritten + 1;
+        let unchanged = rules.status(&grant, now).max(grant.status) == grant.status;
+        if self.meter.left < 2 || grant.status == GrantStatus::Expired || !unchanged {
+            return None;
+        }
+        self.meter.spend().then_some(grant)
     }
 }
 
@@ -302,8 +337,8 @@ fn set_status(conn: &dyn Sql, grant: &GrantRecord, status: GrantStatus) -> Resul
 }
 
 impl SqlStore {
-    fn meters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
-        self.meters
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<String, Share>> {
+        self.grant_shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -324,7 +359,7 @@ impl SqlStore {
         holder_id: &str,
     ) -> Result<Option<GrantRecord>, StoreError> {
         grant_row(conn, "holder_id = ?1", [holder_id])?
-            .map(|row| row.into_record(&self.meters()))
+            .map(|row| row.into_record(&self.shares()))
             .transpose()
     }
 
@@ -338,7 +373,7 @@ impl SqlStore {
         require_org(&conn, org)?;
         let condition = format!("org = ?1 AND {column} = ?2");
         grant_row(&conn, &condition, params![org.as_str(), value])?
-            .map(|row| row.into_record(&self.meters()))
+            .map(|row| row.into_record(&self.shares()))
             .transpose()
     }
 }
@@ -403,26 +438,25 @@ impl GrantStore for SqlStore {
             rows.collect::<Result<Vec<_>, DbError>>()?
         };
         let mut changed = Vec::new();
-        let mut meters = self.meters();
+        let mut shares = self.shares();
         // Written back once the transaction committed.
         let mut settled = Vec::new();
         for row in rows {
-            let meter = row.meter(&meters);
-            let mut grant = row.into_record(&meters)?;
-            let status = self.grant_rules.status(&grant, now);
+            let mut meter = row.meter(&shares);
+            let mut grant = row.into_record(&shares)?;
+            // Within a period a status only moves on, whichever node judged it last.
+            let status = self.grant_rules.status(&grant, now).max(grant.status);
             if status != grant.status {
-                if let Some(mut meter) = meter {
-                    self.settle(&*tx, &grant.id, &mut meter)?;
-                    settled.push((grant.id.clone(), meter));
-                }
+                self.settle(&*tx, &grant.id, &mut meter)?;
                 set_status(&tx, &grant, status)?;
                 grant.status = status;
+                settled.push(Share::new(&grant, meter));
                 changed.push(grant);
             }
         }
         tx.commit()?;
-        meters.extend(settled);
-        drop(meters);
+        shares.extend(settled.into_iter().map(|s| (s.stored.id.clone(), s)));
+        drop(shares);
         if !changed.is_empty() {
             self.grant_changed.notify_one();
         }
@@ -445,9 +479,9 @@ impl GrantStore for SqlStore {
             "SELECT {COLUMNS} FROM grants WHERE org = ?1 AND status != 'active'
              ORDER BY granted_at, id"
         ))?;
-        let meters = self.meters();
+        let shares = self.shares();
         let grants = records(stmt.query_map([org.as_str()], GrantRow::read)?, |r| {
-            r.into_record(&meters)
+            r.into_record(&shares)
         })?;
         Ok(grants)
     }
@@ -465,9 +499,9 @@ impl GrantStore for SqlStore {
         }
         let conn = self.conn()?;
         let select = format!("SELECT {COLUMNS} FROM grants");
-        let meters = self.meters();
+        let shares = self.shares();
         let records = clause.fetch(&conn, org, &select, page, GrantRow::read, |r| {
-            r.into_record(&meters)
+            r.into_record(&shares)
         })?;
         Ok(Page::from_rows(records, page.limit(), |g| {
             (g.granted_at, g.id.as_str())
@@ -476,6 +510,13 @@ impl GrantStore for SqlStore {
 
     fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let now = self.clock.now();
+        let mut shares = self.shares();
+        let held = shares
+            .values_mut()
+            .find(|s| s.stored.holder_id == holder_id && s.stored.org == *org);
+        if let Some(grant) = held.and_then(|share| share.spend(&*self.grant_rules, now)) {
+            return Ok(Some(grant));
+        }
         let tx = self.begin()?;
         let Some(row) = grant_row(
             &tx,
@@ -485,20 +526,20 @@ impl GrantStore for SqlStore {
         else {
             return Ok(None);
         };
-        let mut meters = self.meters();
         // A copy, written back only once the transaction committed: a reservation the store
         // did not record must never be spent from memory.
-        let mut meter = row.meter(&meters).unwrap_or(Meter::new(row.granted_at));
-        let mut grant = row.into_record(&meters)?;
+        let mut meter = row.meter(&shares);
+        let mut grant = row.into_record(&shares)?;
         let stored_status = grant.status;
-        let before = self.grant_rules.status(&grant, now);
-        // Expired stays expired until a renewal, whichever node judged it.
-        if before == GrantStatus::Expired || stored_status == GrantStatus::Expired {
+        // Within a period a status only moves on, whichever node judged it last.
+        let before = self.grant_rules.status(&grant, now).max(stored_status);
+        if before == GrantStatus::Expired {
             if stored_status != GrantStatus::Expired {
                 self.settle(&*tx, &grant.id, &mut meter)?;
-                set_status(&tx, &grant, GrantStatus::Expired)?;
+                set_status(&tx, &grant, before)?;
                 tx.commit()?;
-                meters.insert(grant.id, meter);
+                grant.status = before;
+                shares.insert(grant.id.clone(), Share::new(&grant, meter));
                 self.grant_changed.notify_one();
             }
             return Err(StoreError::GrantExpired);
@@ -514,7 +555,7 @@ impl GrantStore for SqlStore {
         }
         let spent = meter.spend();
         grant.uses += i64::from(spent);
-        let after = self.grant_rules.status(&grant, now);
+        let after = self.grant_rules.status(&grant, now).max(stored_status);
         // A node whose block ran out writes what it spent at once: the uses it made are then
         // in the store even if it never signs again.
         if after != stored_status || meter.left == 0 {
@@ -525,8 +566,8 @@ impl GrantStore for SqlStore {
             grant.status = after;
         }
         tx.commit()?;
-        meters.insert(grant.id.clone(), meter);
-        drop(meters);
+        shares.insert(grant.id.clone(), Share::new(&grant, meter));
+        drop(shares);
         if after != stored_status {
             self.grant_changed.notify_one();
         }
@@ -538,17 +579,17 @@ impl GrantStore for SqlStore {
     }
 
     fn flush_grants(&self) -> Result<(), StoreError> {
-        let mut meters = self.meters();
-        if meters.is_empty() {
+        let mut shares = self.shares();
+        if shares.is_empty() {
             return Ok(());
         }
         let holder = self.db.holder()?;
         let tx = self.begin()?;
-        for (id, meter) in meters.iter() {
-            grant_holds::give_back(&*tx, holder, id, *meter)?;
+        for (id, share) in shares.iter() {
+            grant_holds::give_back(&*tx, holder, id, share.meter)?;
         }
         tx.commit()?;
-        meters.clear();
+        shares.clear();
         Ok(())
     }
 
@@ -635,15 +676,23 @@ impl GrantStore for SqlStore {
         let vanished = || StoreError::Corrupt("a grant vanished inside its transaction".into());
         let held = grant_row(&tx, "id = ?1", [id])?
             .ok_or_else(vanished)?
-            .into_record(&self.meters())?;
+            .into_record(&self.shares())?;
         if held.status != GrantStatus::Expired
             && self.grant_rules.status(&held, now) == GrantStatus::Expired
         {
             set_status(&tx, &held, GrantStatus::Expired)?;
         }
+        // This node's share of the period that ended is void. Other nodes' shares carry over
+        // into the new one, so the uses they go on spending count (and those they spent before
+        // and had not written: an over-count, never an under-count).
+        tx.execute(
+            "DELETE FROM grant_holds WHERE grant_id = ?1 AND holder = ?2",
+            params![id, self.db.holder()?],
+        )?;
         let terms = self.grant_rules.terms(now);
         tx.execute(
-            "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0, reserved = 0,
+            "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0,
+                 reserved = (SELECT COALESCE(SUM(held), 0) FROM grant_holds WHERE grant_id = ?1),
                  max_uses = ?4, status = 'active'
              WHERE id = ?1",
             params![
@@ -653,14 +702,12 @@ impl GrantStore for SqlStore {
                 terms.max_uses,
             ],
         )?;
-        // Every node's share of the period that ended is void.
-        tx.execute("DELETE FROM grant_holds WHERE grant_id = ?1", [id])?;
-        let mut meters = self.meters();
-        meters.remove(id);
+        let mut shares = self.shares();
+        shares.remove(id);
         let grant = grant_row(&tx, "id = ?1", [id])?
             .ok_or_else(vanished)?
-            .into_record(&meters)?;
-        drop(meters);
+            .into_record(&shares)?;
+        drop(shares);
         audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         self.grant_changed.notify_one();

@@ -273,9 +273,9 @@ pub struct SqlStore {
     /// are judged by.
     grant_rules: Arc<dyn GrantRules>,
     clock: Clock,
-    /// This node's shares of grants: uses reserved in the store and spent from memory (see
-    /// `grant_holds`).
-    meters: Mutex<HashMap<String, grant_holds::Meter>>,
+    /// This node's shares of grants, by grant id: uses reserved in the store and spent from
+    /// memory (see `grant_holds`).
+    grant_shares: Mutex<HashMap<String, grants::Share>>,
     /// Woken when a grant changes status, so the notifier tells at once.
     grant_changed: Arc<Notify>,
 }
@@ -300,7 +300,7 @@ impl SqlStore {
             master_key,
             grant_rules,
             clock,
-            meters: Mutex::new(HashMap::new()),
+            grant_shares: Mutex::new(HashMap::new()),
             grant_changed: Arc::new(Notify::new()),
         })
     }

@@ -198,3 +198,28 @@ fn two_nodes_count_exactly_after_both_stop() {
     assert_eq!(stored(&nodes[1], ca), (777, 777, 0));
     assert_eq!(shown_uses(&nodes[0], ca), 777);
 }
+
+/// PostgreSQL only: a signature reaches the store once per block. With the database stopped, a
+/// node goes on spending the block it holds, up to the use that ends it, which must be written.
+#[test]
+fn a_held_block_is_spent_without_the_store() {
+    let server = pg::own_server();
+    let db = TestDb {
+        dir: tempfile::tempdir().unwrap(),
+        url: Some(server.database()),
+    };
+    let store = db.open_counted(1_000_000);
+    let ca = granted_ca(&store);
+    assert_eq!(spend(&store, &ca, 1), 1, "the first use reserves a block");
+    server.stop();
+    assert_eq!(spend(&store, &ca, RESERVE_BLOCK - 2), RESERVE_BLOCK - 2);
+    let last = store.spend_use(&org("acme"), &ca);
+    assert!(
+        matches!(&last, Err(e) if e.is_unavailable()),
+        "the block's last use is written: {last:?}"
+    );
+    server.start();
+    assert_eq!(spend(&store, &ca, 1), 1);
+    store.flush_grants().unwrap();
+    assert_eq!(stored(&store, &ca), (RESERVE_BLOCK, RESERVE_BLOCK, 0));
+}
