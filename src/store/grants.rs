@@ -510,13 +510,17 @@ impl GrantStore for SqlStore {
 
     fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let now = self.clock.now();
-        let mut shares = self.shares();
-        let held = shares
-            .values_mut()
-            .find(|s| s.stored.holder_id == holder_id && s.stored.org == *org);
-        if let Some(grant) = held.and_then(|share| share.spend(&*self.grant_rules, now)) {
-            return Ok(Some(grant));
+        {
+            let mut shares = self.shares();
+            let held = shares
+                .values_mut()
+                .find(|s| s.stored.holder_id == holder_id && s.stored.org == *org);
+            if let Some(grant) = held.and_then(|share| share.spend(&*self.grant_rules, now)) {
+                return Ok(Some(grant));
+            }
         }
+        // The shares are locked after the transaction is open, as everywhere: a writer waiting
+        // for them never holds the database's write lock against one holding them.
         let tx = self.begin()?;
         let Some(row) = grant_row(
             &tx,
@@ -526,6 +530,7 @@ impl GrantStore for SqlStore {
         else {
             return Ok(None);
         };
+        let mut shares = self.shares();
         // A copy, written back only once the transaction committed: a reservation the store
         // did not record must never be spent from memory.
         let mut meter = row.meter(&shares);
@@ -579,12 +584,12 @@ impl GrantStore for SqlStore {
     }
 
     fn flush_grants(&self) -> Result<(), StoreError> {
-        let mut shares = self.shares();
-        if shares.is_empty() {
+        if self.shares().is_empty() {
             return Ok(());
         }
         let holder = self.db.holder()?;
         let tx = self.begin()?;
+        let mut shares = self.shares();
         for (id, share) in shares.iter() {
             grant_holds::give_back(&*tx, holder, id, share.meter)?;
         }

@@ -147,19 +147,30 @@ pub(super) fn a_store_gone_without_stopping_leaves_every_use_it_made_counted(eng
 
 /// PostgreSQL only (SQLite is one process's): two stores on one database stand for two nodes.
 /// Spending one grant at once, together they make exactly `max_uses` signatures, and the grant
-/// counts exactly that once both stopped.
+/// counts exactly that once both stopped. Each node's grants are read meanwhile, as the admin
+/// API and the notifier do, which must not block its spending.
 #[test]
 fn two_nodes_spending_one_grant_never_pass_max_uses() {
     const MAX: i64 = 1_037;
     let db = TestDb::new(Engine::Postgres);
     let nodes = [db.open_counted(MAX), db.open_counted(MAX)];
     let ca = &granted_ca(&nodes[0]);
+    let done = &std::sync::atomic::AtomicBool::new(false);
     let made: i64 = std::thread::scope(|scope| {
+        for node in &nodes {
+            scope.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert!(shown_uses(node, ca) <= MAX);
+                }
+            });
+        }
         let spending: Vec<_> = nodes
             .iter()
             .map(|node| scope.spawn(move || spend(node, ca, i64::MAX)))
             .collect();
-        spending.into_iter().map(|s| s.join().unwrap()).sum()
+        let made = spending.into_iter().map(|s| s.join().unwrap()).sum();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        made
     });
     assert_eq!(made, MAX, "every use made once, none past max_uses");
     for node in &nodes {
