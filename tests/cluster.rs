@@ -357,8 +357,9 @@ async fn while_postgres_is_stopped_devices_go_on_and_admin_writes_answer_503() {
     b.stop().await;
 }
 
-/// The real binary on `url`, in `dir` (holding `data/master.key`), named `node_id`.
-fn portcullis(dir: &Path, url: &str, node_id: &str) -> std::process::Child {
+/// The real binary on `url`, in `dir` (holding `data/master.key`), named `node_id`; and the
+/// address of its admin API.
+fn portcullis(dir: &Path, url: &str, node_id: &str) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .current_dir(dir)
         .arg("serve")
@@ -380,7 +381,18 @@ fn portcullis(dir: &Path, url: &str, node_id: &str) -> std::process::Child {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
-    child
+    let admin = line
+        .trim()
+        .rsplit_once("admin API on ")
+        .and_then(|(_, addr)| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in {line:?}"));
+    (child, admin)
+}
+
+/// A node in `dir` beside the one whose data directory is `dir_a`, sharing its master key.
+fn beside(dir_a: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::copy(dir_a.join("master.key"), dir.join("data/master.key")).unwrap();
 }
 
 /// `node_id`'s status in `server`'s node list (`None`: not listed).
@@ -401,13 +413,8 @@ async fn the_node_list_shows_both_nodes_and_a_killed_one_as_down() {
     let dir_a = tempfile::tempdir().unwrap();
     let a = node(dir_a.path(), &url).await;
     let dir_b = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir_b.path().join("data")).unwrap();
-    std::fs::copy(
-        dir_a.path().join("master.key"),
-        dir_b.path().join("data/master.key"),
-    )
-    .unwrap();
-    let mut b = portcullis(dir_b.path(), &url, "node-b");
+    beside(dir_a.path(), dir_b.path());
+    let (mut b, _) = portcullis(dir_b.path(), &url, "node-b");
 
     // Node A's id is `<hostname>-<mqtts port>`.
     let suffix = format!("-{}", a.mqtts.port());
@@ -613,4 +620,52 @@ async fn a_tls_session_made_on_one_node_resumes_on_the_other_never_under_another
     assert_eq!(tickets.offered.load(Ordering::SeqCst), 2);
     a.stop().await;
     b.stop().await;
+}
+
+/// `uses` of the grant on acme's default signing certificate, as `server` shows it.
+async fn signing_uses(server: &TestServer) -> i64 {
+    let (status, body) = server.api("GET", "/api/v1/orgs/acme/grants", None).await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    let grant = items
+        .iter()
+        .find(|g| g["holder"] == "signing_certificate")
+        .unwrap_or_else(|| panic!("no signing certificate grant: {body}"));
+    grant["uses"].as_i64().unwrap()
+}
+
+/// Grant uses are never under-counted after a node's kill -9 (DESIGN §12): the tokens a killed
+/// node signed stay counted, its whole block of reserved uses with them, on the node that lives.
+#[tokio::test]
+async fn a_killed_node_s_signatures_stay_counted_in_its_grant() {
+    let url = pg::database();
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = node(dir_a.path(), &url).await;
+    a.create_org("acme").await;
+    let dir_b = tempfile::tempdir().unwrap();
+    beside(dir_a.path(), dir_b.path());
+    let (mut b, b_admin) = portcullis(dir_b.path(), &url, "node-b");
+    let b_token = std::fs::read_to_string(dir_b.path().join("data/admin-token")).unwrap();
+    let http = reqwest::Client::new();
+    for n in 0..3 {
+        let request = http
+            .post(format!("http://{b_admin}/api/v1/orgs/acme/tokens"))
+            .bearer_auth(b_token.trim())
+            .json(&serde_json::json!({"name": format!("t{n}"), "role": "viewer", "ttl_seconds": 3600}));
+        let response = step(request.send()).await.unwrap();
+        assert_eq!(response.status(), 201, "a token signed on node B");
+    }
+
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let counted = eventually(STEP, || async { signing_uses(&a).await >= 3 }).await;
+    assert!(counted, "the killed node's signatures were never counted");
+    assert_eq!(
+        signing_uses(&a).await,
+        100,
+        "its whole block counts as spent"
+    );
+    a.issue_token("acme", "ops", "operator").await;
+    assert_eq!(signing_uses(&a).await, 101);
+    a.stop().await;
 }

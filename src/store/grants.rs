@@ -6,19 +6,32 @@
 //!
 //! # Uses
 //!
-//! A signature spends one use. Uses are reserved in the store in blocks of [`RESERVE_BLOCK`]
-//! before they are spent, and spent from memory ([`Meter`]); `uses` is written with each
-//! reservation, each change of status and at shutdown ([`GrantStore::flush_grants`]). A process killed
-//! between two writes loses what it spent since the last one, so opening the store counts every
-//! reserved use as spent: a crash over-counts by less than a block, never under-counts.
+//! A signature spends one use. Uses are reserved in the store in blocks, atomically and never
+//! past `max_uses` however many nodes reserve, then spent from memory; what a node spent is
+//! written as an increment of `uses` once per block, on a change of status and at a clean stop
+//! ([`GrantStore::flush_grants`], which also gives back what it did not spend). What a node that
+//! is gone held counts as spent. The rule, and why it holds, are `grant_holds`'s.
+//!
+//! A use is spent without reaching the store ([`Share`]) unless it ends the node's block or
+//! changes the grant's status as this node last saw it: the block's first and last uses, and a
+//! change of status, take one write transaction. A renewal voids the renewing node's share;
+//! other nodes' shares carry over into the new period (see `renew_grant`).
+//!
+//! A record's `uses` is the store's `uses` plus what this node spent and has not written yet:
+//! exact once every node stopped cleanly; while other nodes hold blocks, short of what they
+//! spent since their last write (less than a block each); after a node is killed, at least
+//! every use it made (its whole share counts as spent).
 //!
 //! # Status
 //!
 //! The status ([`GrantRules::status`]) is evaluated from the clock and the uses whenever a grant is
-//! read or spent ([`GrantStore::refresh_grants`]) and written when it changes; a signing
+//! read or spent ([`GrantStore::refresh_grants`]) and written when it changes — only forward
+//! (`active` → `warning` → `expired`) until a renewal, since nodes judge from different counts
+//! of uses and none may undo another's `warning` or `expired`; a signing
 //! certificate's grant expiring suspends the tokens it signed, in the same transaction. An expired
 //! grant spends nothing ([`StoreError::GrantExpired`]).
 
+use super::grant_holds::{self, Meter};
 use super::sql::{params, OptionalExtension, Params, Row, Sql, SqlExt, Value};
 use super::DbError;
 use super::{GrantRules, GrantStore};
@@ -36,8 +49,6 @@ use super::{
 };
 use crate::identity::OrgId;
 
-/// Uses reserved at a time.
-pub const RESERVE_BLOCK: i64 = 100;
 /// Wrong codes after which a renewal challenge is void.
 pub const MAX_CHALLENGE_FAILURES: i64 = 5;
 
@@ -171,15 +182,8 @@ fn passphrase_matches(verifier: &[u8], given: &str) -> bool {
         .is_ok()
 }
 
-/// Uses spent in this process, ahead of what the store says.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Meter {
-    spent: i64,
-    reserved: i64,
-}
-
-const COLUMNS: &str = "id, org, holder_kind, holder_id, status, uses, reserved, max_uses, \
-                       granted_at, expires_at, passphrase_verifier IS NOT NULL";
+const COLUMNS: &str = "id, org, holder_kind, holder_id, status, uses, max_uses, granted_at, \
+                       expires_at, passphrase_verifier IS NOT NULL";
 
 struct GrantRow {
     id: String,
@@ -188,7 +192,6 @@ struct GrantRow {
     holder_id: String,
     status: String,
     uses: i64,
-    reserved: i64,
     max_uses: i64,
     granted_at: i64,
     expires_at: i64,
@@ -204,17 +207,23 @@ impl GrantRow {
             holder_id: row.get(3)?,
             status: row.get(4)?,
             uses: row.get(5)?,
-            reserved: row.get(6)?,
-            max_uses: row.get(7)?,
-            granted_at: row.get(8)?,
-            expires_at: row.get(9)?,
-            needs_passphrase: row.get(10)?,
+            max_uses: row.get(6)?,
+            granted_at: row.get(7)?,
+            expires_at: row.get(8)?,
+            needs_passphrase: row.get(9)?,
         })
     }
 
-    /// The record, with the uses this process spent beyond what the row says.
-    fn into_record(self, meters: &HashMap<String, Meter>) -> Result<GrantRecord, StoreError> {
-        let uses = meters.get(&self.id).map_or(self.uses, |m| m.spent);
+    /// This node's meter of the grant (a new one when it holds none).
+    fn meter(&self, shares: &HashMap<String, Share>) -> Meter {
+        shares
+            .get(&self.id)
+            .map_or_else(Meter::default, |s| s.meter)
+    }
+
+    /// The record, with the uses this node spent beyond what the row says.
+    fn into_record(self, shares: &HashMap<String, Share>) -> Result<GrantRecord, StoreError> {
+        let uses = self.uses + self.meter(shares).unwritten;
         Ok(GrantRecord {
             org: super::parse_org_id(&self.org)?,
             holder: GrantHolder::from_sql(&self.holder)?,
@@ -228,6 +237,35 @@ impl GrantRow {
             needs_key_passphrase: self.needs_passphrase,
             id: self.id,
         })
+    }
+}
+
+/// This node's share of a grant: its meter, and the grant as the store held it when the meter
+/// last met the store, by which a use spent from memory is judged.
+#[derive(Debug, Clone)]
+pub(super) struct Share {
+    meter: Meter,
+    stored: GrantRecord,
+}
+
+impl Share {
+    /// The share of `grant` as this node sees it (its `uses` counting `meter`'s unwritten ones).
+    fn new(grant: &GrantRecord, meter: Meter) -> Share {
+        let mut stored = grant.clone();
+        stored.uses -= meter.unwritten;
+        Share { meter, stored }
+    }
+
+    /// Spends one use from memory when the store need not hear of it now: a use is left after
+    /// this one (the last one of a block is written with it), and the grant's status stays.
+    fn spend(&mut self, rules: &dyn GrantRules, now: OffsetDateTime) -> Option<GrantRecord> {
+        let mut grant = self.stored.clone();
+        grant.uses += self.meter.unwritten + 1;
+        let unchanged = rules.status(&grant, now).max(grant.status) == grant.status;
+        if self.meter.left < 2 || grant.status == GrantStatus::Expired || !unchanged {
+            return None;
+        }
+        self.meter.spend().then_some(grant)
     }
 }
 
@@ -280,11 +318,12 @@ pub(super) fn insert_grant(
 }
 
 /// Writes `grant`'s new status; on expiry of a signing certificate's grant, suspends the active
-/// tokens it signed.
+/// tokens it signed. The caller settles its meter in the same transaction, so the `uses` the
+/// status was judged by are written with it.
 fn set_status(conn: &dyn Sql, grant: &GrantRecord, status: GrantStatus) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE grants SET status = ?2, uses = CASE WHEN uses > ?3 THEN uses ELSE ?3 END WHERE id = ?1",
-        params![grant.id, status.as_str(), grant.uses],
+        "UPDATE grants SET status = ?2 WHERE id = ?1",
+        params![grant.id, status.as_str()],
     )?;
     if status == GrantStatus::Expired && grant.holder == GrantHolder::SigningCertificate {
         let suspended = conn.execute(
@@ -298,10 +337,18 @@ fn set_status(conn: &dyn Sql, grant: &GrantRecord, status: GrantStatus) -> Resul
 }
 
 impl SqlStore {
-    fn meters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
-        self.meters
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<String, Share>> {
+        self.grant_shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes what `meter` spent, in the caller's transaction (see `grant_holds::settle`).
+    fn settle(&self, conn: &dyn Sql, grant_id: &str, meter: &mut Meter) -> Result<(), StoreError> {
+        if meter.unwritten == 0 {
+            return Ok(());
+        }
+        grant_holds::settle(conn, self.db.holder()?, grant_id, meter)
     }
 
     /// The grant on `holder_id`'s key, read inside the caller's transaction: what a CA or signing
@@ -312,7 +359,7 @@ impl SqlStore {
         holder_id: &str,
     ) -> Result<Option<GrantRecord>, StoreError> {
         grant_row(conn, "holder_id = ?1", [holder_id])?
-            .map(|row| row.into_record(&self.meters()))
+            .map(|row| row.into_record(&self.shares()))
             .transpose()
     }
 
@@ -326,7 +373,7 @@ impl SqlStore {
         require_org(&conn, org)?;
         let condition = format!("org = ?1 AND {column} = ?2");
         grant_row(&conn, &condition, params![org.as_str(), value])?
-            .map(|row| row.into_record(&self.meters()))
+            .map(|row| row.into_record(&self.shares()))
             .transpose()
     }
 }
@@ -381,6 +428,7 @@ impl GrantStore for SqlStore {
     fn refresh_grants(&self, org: Option<&OrgId>) -> Result<Vec<GrantRecord>, StoreError> {
         let now = self.clock.now();
         let tx = self.begin()?;
+        grant_holds::write_off_dead(&*tx, &self.db.live_holders())?;
         let rows = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM grants
@@ -390,19 +438,25 @@ impl GrantStore for SqlStore {
             rows.collect::<Result<Vec<_>, DbError>>()?
         };
         let mut changed = Vec::new();
-        {
-            let meters = self.meters();
-            for row in rows {
-                let mut grant = row.into_record(&meters)?;
-                let status = self.grant_rules.status(&grant, now);
-                if status != grant.status {
-                    set_status(&tx, &grant, status)?;
-                    grant.status = status;
-                    changed.push(grant);
-                }
+        let mut shares = self.shares();
+        // Written back once the transaction committed.
+        let mut settled = Vec::new();
+        for row in rows {
+            let mut meter = row.meter(&shares);
+            let mut grant = row.into_record(&shares)?;
+            // Within a period a status only moves on, whichever node judged it last.
+            let status = self.grant_rules.status(&grant, now).max(grant.status);
+            if status != grant.status {
+                self.settle(&*tx, &grant.id, &mut meter)?;
+                set_status(&tx, &grant, status)?;
+                grant.status = status;
+                settled.push(Share::new(&grant, meter));
+                changed.push(grant);
             }
         }
         tx.commit()?;
+        shares.extend(settled.into_iter().map(|s| (s.stored.id.clone(), s)));
+        drop(shares);
         if !changed.is_empty() {
             self.grant_changed.notify_one();
         }
@@ -425,9 +479,9 @@ impl GrantStore for SqlStore {
             "SELECT {COLUMNS} FROM grants WHERE org = ?1 AND status != 'active'
              ORDER BY granted_at, id"
         ))?;
-        let meters = self.meters();
+        let shares = self.shares();
         let grants = records(stmt.query_map([org.as_str()], GrantRow::read)?, |r| {
-            r.into_record(&meters)
+            r.into_record(&shares)
         })?;
         Ok(grants)
     }
@@ -445,9 +499,9 @@ impl GrantStore for SqlStore {
         }
         let conn = self.conn()?;
         let select = format!("SELECT {COLUMNS} FROM grants");
-        let meters = self.meters();
+        let shares = self.shares();
         let records = clause.fetch(&conn, org, &select, page, GrantRow::read, |r| {
-            r.into_record(&meters)
+            r.into_record(&shares)
         })?;
         Ok(Page::from_rows(records, page.limit(), |g| {
             (g.granted_at, g.id.as_str())
@@ -456,6 +510,17 @@ impl GrantStore for SqlStore {
 
     fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let now = self.clock.now();
+        {
+            let mut shares = self.shares();
+            let held = shares
+                .values_mut()
+                .find(|s| s.stored.holder_id == holder_id && s.stored.org == *org);
+            if let Some(grant) = held.and_then(|share| share.spend(&*self.grant_rules, now)) {
+                return Ok(Some(grant));
+            }
+        }
+        // The shares are locked after the transaction is open, as everywhere: a writer waiting
+        // for them never holds the database's write lock against one holding them.
         let tx = self.begin()?;
         let Some(row) = grant_row(
             &tx,
@@ -465,57 +530,71 @@ impl GrantStore for SqlStore {
         else {
             return Ok(None);
         };
-        let (stored_uses, stored_reserved) = (row.uses, row.reserved);
-        let mut meters = self.meters();
-        let mut grant = row.into_record(&meters)?;
-        let before = self.grant_rules.status(&grant, now);
+        let mut shares = self.shares();
+        // A copy, written back only once the transaction committed: a reservation the store
+        // did not record must never be spent from memory.
+        let mut meter = row.meter(&shares);
+        let mut grant = row.into_record(&shares)?;
+        let stored_status = grant.status;
+        // Within a period a status only moves on, whichever node judged it last.
+        let before = self.grant_rules.status(&grant, now).max(stored_status);
         if before == GrantStatus::Expired {
-            if grant.status != GrantStatus::Expired {
+            if stored_status != GrantStatus::Expired {
+                self.settle(&*tx, &grant.id, &mut meter)?;
                 set_status(&tx, &grant, before)?;
                 tx.commit()?;
+                grant.status = before;
+                shares.insert(grant.id.clone(), Share::new(&grant, meter));
                 self.grant_changed.notify_one();
             }
             return Err(StoreError::GrantExpired);
         }
-        // A copy, written back only once the transaction committed: a reservation the store
-        // did not record must never be spent from memory.
-        let mut meter = meters.get(&grant.id).copied().unwrap_or(Meter {
-            spent: stored_uses,
-            reserved: stored_reserved.max(stored_uses),
-        });
-        if meter.spent >= meter.reserved {
-            meter.reserved = (meter.spent + RESERVE_BLOCK).min(grant.max_uses);
-            tx.execute(
-                "UPDATE grants SET reserved = ?2, uses = ?3 WHERE id = ?1",
-                params![grant.id, meter.reserved, meter.spent],
-            )?;
+        if meter.left == 0 {
+            grant_holds::write_off_dead(&*tx, &self.db.live_holders())?;
+            grant_holds::reserve(&*tx, self.db.holder()?, &grant.id, &mut meter)?;
+            // Settled, and other nodes' shares perhaps written off: `uses` moved.
+            grant.uses =
+                tx.query_row("SELECT uses FROM grants WHERE id = ?1", [&grant.id], |r| {
+                    r.get(0)
+                })?;
         }
-        meter.spent += 1;
-        grant.uses = meter.spent;
-        let after = self.grant_rules.status(&grant, now);
-        if after != grant.status {
+        let spent = meter.spend();
+        grant.uses += i64::from(spent);
+        let after = self.grant_rules.status(&grant, now).max(stored_status);
+        // A node whose block ran out writes what it spent at once: the uses it made are then
+        // in the store even if it never signs again.
+        if after != stored_status || meter.left == 0 {
+            self.settle(&*tx, &grant.id, &mut meter)?;
+        }
+        if after != stored_status {
             set_status(&tx, &grant, after)?;
             grant.status = after;
         }
         tx.commit()?;
-        meters.insert(grant.id.clone(), meter);
-        drop(meters);
-        if after != before {
+        shares.insert(grant.id.clone(), Share::new(&grant, meter));
+        drop(shares);
+        if after != stored_status {
             self.grant_changed.notify_one();
+        }
+        if !spent {
+            // Every use is spent, or held by other nodes.
+            return Err(StoreError::GrantExpired);
         }
         Ok(Some(grant))
     }
 
     fn flush_grants(&self) -> Result<(), StoreError> {
+        if self.shares().is_empty() {
+            return Ok(());
+        }
+        let holder = self.db.holder()?;
         let tx = self.begin()?;
-        let mut meters = self.meters();
-        for (id, meter) in meters.drain() {
-            tx.execute(
-                "UPDATE grants SET uses = ?2, reserved = ?2 WHERE id = ?1",
-                params![id, meter.spent],
-            )?;
+        let mut shares = self.shares();
+        for (id, share) in shares.iter() {
+            grant_holds::give_back(&*tx, holder, id, share.meter)?;
         }
         tx.commit()?;
+        shares.clear();
         Ok(())
     }
 
@@ -602,15 +681,23 @@ impl GrantStore for SqlStore {
         let vanished = || StoreError::Corrupt("a grant vanished inside its transaction".into());
         let held = grant_row(&tx, "id = ?1", [id])?
             .ok_or_else(vanished)?
-            .into_record(&self.meters())?;
+            .into_record(&self.shares())?;
         if held.status != GrantStatus::Expired
             && self.grant_rules.status(&held, now) == GrantStatus::Expired
         {
             set_status(&tx, &held, GrantStatus::Expired)?;
         }
+        // This node's share of the period that ended is void. Other nodes' shares carry over
+        // into the new one, so the uses they go on spending count (and those they spent before
+        // and had not written: an over-count, never an under-count).
+        tx.execute(
+            "DELETE FROM grant_holds WHERE grant_id = ?1 AND holder = ?2",
+            params![id, self.db.holder()?],
+        )?;
         let terms = self.grant_rules.terms(now);
         tx.execute(
-            "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0, reserved = 0,
+            "UPDATE grants SET granted_at = ?2, expires_at = ?3, uses = 0,
+                 reserved = (SELECT COALESCE(SUM(held), 0) FROM grant_holds WHERE grant_id = ?1),
                  max_uses = ?4, status = 'active'
              WHERE id = ?1",
             params![
@@ -620,30 +707,15 @@ impl GrantStore for SqlStore {
                 terms.max_uses,
             ],
         )?;
-        let mut meters = self.meters();
-        meters.remove(id);
+        let mut shares = self.shares();
+        shares.remove(id);
         let grant = grant_row(&tx, "id = ?1", [id])?
             .ok_or_else(vanished)?
-            .into_record(&meters)?;
-        drop(meters);
+            .into_record(&shares)?;
+        drop(shares);
         audit.record(&tx, org, Some(id))?;
         tx.commit()?;
         self.grant_changed.notify_one();
         Ok(Some(Ok(grant)))
     }
-}
-
-/// After a crash, uses spent since the last write are unknown: count every reserved one.
-pub(super) fn recover_uses(conn: &dyn Sql) -> Result<(), StoreError> {
-    let recovered = conn.execute(
-        "UPDATE grants SET uses = reserved WHERE reserved > uses",
-        params![],
-    )?;
-    if recovered > 0 {
-        tracing::warn!(
-            grants = recovered,
-            "the last run did not stop cleanly: reserved grant uses are counted as spent"
-        );
-    }
-    Ok(())
 }

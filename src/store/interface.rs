@@ -432,11 +432,12 @@ pub trait GrantStore {
 
     /// Spends one use of the grant on `holder_id`'s key, before the signature is made.
     /// `Ok(None)` when the key has no grant (the platform's own keys); `GrantExpired` when the
-    /// grant is expired (by time or uses), and nothing is spent.
+    /// grant is expired (by time or uses) or every use left is held by other nodes, and nothing
+    /// is spent. Reaches the store's write path once per block of uses (see `grant_holds`).
     fn spend_use(&self, org: &OrgId, holder_id: &str) -> Result<Option<GrantRecord>, StoreError>;
 
     /// Writes the uses spent in this process, and gives back the reservations left: what a clean
-    /// shutdown does, so a restart does not count them.
+    /// shutdown does, so they are not counted as spent once this node is gone.
     fn flush_grants(&self) -> Result<(), StoreError>;
 
     /// Opens a renewal challenge on the grant: `code_sha256` is the hash of the code sent, valid

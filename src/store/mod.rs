@@ -21,8 +21,9 @@
 //! - `crypto`: master key, AES-256-GCM sealing of private keys.
 //! - `page`: opaque, stable cursors over `(registered_at, id)`.
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`, `audit`,
-//!   `platform`, `nodes`, `ticket_keys`, …: the queries, one file per table, each implementing its area's trait
-//!   for [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share.
+//!   `platform`, `nodes`, `ticket_keys`, …: the queries, one file per table, each implementing its area's
+//!   trait for [`SqlStore`]; `cert_info`: the certificate columns the certificate tables share;
+//!   `grant_holds`: each node's share of the grants' uses, and the rule that keeps them exact.
 //! - `postgres::listen`: the node's `LISTEN`ing connection, how other nodes' changes reach it.
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ pub mod crypto;
 mod csrs;
 mod devices;
 mod filter;
+mod grant_holds;
 mod grants;
 mod interface;
 mod nodes;
@@ -273,15 +275,16 @@ pub struct SqlStore {
     /// are judged by.
     grant_rules: Arc<dyn GrantRules>,
     clock: Clock,
-    /// Grant uses spent in this process (see `grants`).
-    meters: Mutex<HashMap<String, grants::Meter>>,
+    /// This node's shares of grants, by grant id: uses reserved in the store and spent from
+    /// memory (see `grant_holds`).
+    grant_shares: Mutex<HashMap<String, grants::Share>>,
     /// Woken when a grant changes status, so the notifier tells at once.
     grant_changed: Arc<Notify>,
 }
 
 impl SqlStore {
     /// The store over a migrated database: refuses a master key that does not open it, and counts
-    /// the grant uses a killed process had reserved as spent.
+    /// the grant uses held by nodes that are gone as spent.
     fn new(
         db: Box<dyn Backend>,
         master_key: MasterKey,
@@ -291,7 +294,7 @@ impl SqlStore {
         {
             let tx = db.write()?;
             check_master_key(&*tx, &master_key)?;
-            grants::recover_uses(&*tx)?;
+            grant_holds::write_off_dead(&*tx, &db.live_holders())?;
             tx.commit()?;
         }
         Ok(SqlStore {
@@ -299,7 +302,7 @@ impl SqlStore {
             master_key,
             grant_rules,
             clock,
-            meters: Mutex::new(HashMap::new()),
+            grant_shares: Mutex::new(HashMap::new()),
             grant_changed: Arc::new(Notify::new()),
         })
     }

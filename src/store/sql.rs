@@ -339,6 +339,15 @@ pub trait Backend: Send + Sync {
     /// A write transaction, serialised with every other writer of the database (on every node):
     /// a read-then-write inside it sees no concurrent change, as under SQLite's `BEGIN IMMEDIATE`.
     fn write(&self) -> Result<Box<dyn Sql + '_>, DbError>;
+
+    /// The id this store's grant reservations are recorded under (`grant_holds.holder`, see
+    /// `store::grant_holds`), checked alive first: on PostgreSQL its lock is taken again if the
+    /// connection that held it was lost. Called once per reserved block, never per use.
+    fn holder(&self) -> Result<i64, DbError>;
+
+    /// A query of the holder ids whose store is alive, for `holder IN (…)`: the stores of the
+    /// holders it does not list are gone, and what they held counts as spent.
+    fn live_holders(&self) -> String;
 }
 
 /// One engine's way of keeping its schema: `schema_migrations` (version, applied_at) in its own

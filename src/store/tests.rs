@@ -37,6 +37,8 @@ mod sqlite_only;
 
 mod backend;
 use backend::*;
+mod grant_uses;
+use grant_uses::*;
 
 /// The engine a behaviour test runs on: each runs on both (see `on_both_engines!`).
 #[derive(Debug, Clone, Copy)]
@@ -789,5 +791,7 @@ on_both_engines!(
     platform_values_are_created_once,
     a_store_dropped_on_the_runtime_does_not_panic,
     node_heartbeats_replace_each_other_and_others_can_be_forgotten,
-    ticket_keys_are_created_once_sealed_and_forgotten
+    ticket_keys_are_created_once_sealed_and_forgotten,
+    uses_are_reserved_in_blocks_and_written_exactly_at_a_clean_stop,
+    a_store_gone_without_stopping_leaves_every_use_it_made_counted
 );

@@ -27,6 +27,12 @@
 //! as a local change does; after a lost connection it reloads everything, since notifications sent
 //! meanwhile are gone.
 //!
+//! # Nodes alive
+//!
+//! Each node holds a session advisory lock on a connection of its own (`holder`): PostgreSQL
+//! releases it when the node is gone, so `pg_locks` tells which nodes' grant reservations are
+//! still held and which count as spent (`store::grant_holds`).
+//!
 //! # Outages
 //!
 //! A caller waits at most `CONNECT_TIMEOUT` for a connection; a connection that cannot be had,
@@ -48,6 +54,7 @@ use super::sql::{Backend, DbError, Row, Sql, Value};
 use super::{GrantRules, MasterKey, SqlStore, StoreError};
 use crate::clock::Clock;
 
+mod holder;
 mod listen;
 pub(super) mod schema;
 
@@ -70,6 +77,8 @@ const WRITE_LOCK: i64 = 0x706f_7274_6375_6c6c;
 pub struct Postgres {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool>,
+    /// Always `Some` until dropped: this node's place among the grant holders (`holder`).
+    holder: Option<holder::HolderLock>,
 }
 
 impl SqlStore {
@@ -87,15 +96,19 @@ impl SqlStore {
             .parse()
             .map_err(|e| DbError::Backend(format!("postgres: store.url: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
             .build(manager)
             .map_err(|e| DbError::Backend(format!("postgres: cannot connect: {e}")))?;
-        let backend = Postgres { pool: Some(pool) };
+        let mut backend = Postgres {
+            pool: Some(pool),
+            holder: None,
+        };
         schema::migrate(&mut *backend.get()?)?;
+        backend.holder = Some(holder::HolderLock::take(&config)?);
         SqlStore::new(Box::new(backend), master_key, grant_rules, clock)
     }
 }
@@ -120,14 +133,14 @@ impl Postgres {
 }
 
 /// Closing a `postgres::Client` blocks: the store's last reference dropped on a runtime worker
-/// (a server's shutdown) would panic there, so the pool is then dropped on a thread of its own.
+/// (a server's shutdown) would panic there, so the pool and the holder lock's connection are
+/// then dropped on a thread of their own.
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let Some(pool) = self.pool.take() else {
-            return;
-        };
+        let pool = self.pool.take();
+        let holder = self.holder.take().and_then(holder::HolderLock::into_client);
         if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::spawn(move || drop(pool));
+            std::thread::spawn(move || drop((pool, holder)));
         }
     }
 }
@@ -141,6 +154,17 @@ impl Backend for Postgres {
         self.begin(&format!(
             "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
         ))
+    }
+
+    fn holder(&self) -> Result<i64, DbError> {
+        self.holder
+            .as_ref()
+            .ok_or_else(|| DbError::Backend("postgres: the store is closed".into()))?
+            .id()
+    }
+
+    fn live_holders(&self) -> String {
+        holder::live_holders()
     }
 }
 

@@ -28,6 +28,9 @@ pub const DB_FILE: &str = "portcullis.db";
 /// The SQLite database of one process.
 pub struct Sqlite {
     conn: Mutex<Connection>,
+    /// Random for each opening: the database has one process, so the grant reservations of any
+    /// other holder were left by a process that is gone.
+    holder: i64,
 }
 
 impl SqlStore {
@@ -65,8 +68,11 @@ impl SqlStore {
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         schema::migrate(&mut conn)?;
+        let mut holder = [0u8; 8];
+        super::crypto::random_bytes(&mut holder)?;
         let backend = Sqlite {
             conn: Mutex::new(conn),
+            holder: i64::from_be_bytes(holder) & i64::MAX,
         };
         SqlStore::new(Box::new(backend), master_key, grant_rules, clock)
     }
@@ -94,6 +100,14 @@ impl Backend for Sqlite {
             conn,
             open: Cell::new(true),
         }))
+    }
+
+    fn holder(&self) -> Result<i64, DbError> {
+        Ok(self.holder)
+    }
+
+    fn live_holders(&self) -> String {
+        format!("SELECT {}", self.holder)
     }
 }
 

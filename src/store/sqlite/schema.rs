@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_grants_notifications.sql")),
     (9, include_str!("migrations/0009_nodes.sql")),
     (10, include_str!("migrations/0010_ticket_keys.sql")),
+    (11, include_str!("migrations/0011_grant_holds.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).
