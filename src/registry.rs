@@ -527,13 +527,14 @@ impl SessionTable {
             .collect()
     }
 
-    /// Ends the live session of `org` holding `client_id` (DISCONNECT 0x98, administrative
-    /// action); `false` when there is none.
-    pub fn disconnect(&self, org: &OrgId, client_id: &str) -> bool {
+    /// Ends the live session of `org` holding `client_id`, telling an MQTT 5 client `code`
+    /// (0x98 administrative action for an operator's, 0x8E session taken over for a session
+    /// admitted on another node); `false` when there is none.
+    pub fn close(&self, org: &OrgId, client_id: &str, code: u8) -> bool {
         let mut found = false;
         for session in self.live.iter() {
             if &session.org == org && session.info.client_id == client_id {
-                session.closer.close(reason::ADMINISTRATIVE_ACTION);
+                session.closer.close(code);
                 found = true;
             }
         }

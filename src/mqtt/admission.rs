@@ -250,9 +250,9 @@ async fn ocsp_refusal(peer: &PeerIdentity, ctx: &Context) -> Option<Refusal> {
     let ca = peer.org.cas.iter().find(|ca| ca.id == peer.ca_id)?;
     let verdict = ctx.ocsp.verdict(subject, ca.ocsp_url.as_deref()).await;
     if verdict == Verdict::Unavailable {
-        ctx.notifier.alert(
+        ctx.cluster.alert(
             &peer.org.org.id,
-            "ocsp_unavailable",
+            crate::notify::OCSP_UNAVAILABLE,
             format!("ca:{}", ca.id),
         );
     }

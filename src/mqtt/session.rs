@@ -99,6 +99,8 @@ where
     }
 
     let org = peer.org.org.id.clone();
+    // Admitted, its broker session open: a session of this client id on another node ends.
+    ctx.cluster.admitted(&org, &client_id);
     let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
     live.increment(1.0);
     let event = |kind| {
@@ -238,7 +240,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
 }
 
 /// Moves bytes and packets between the client, the forwarder and the broker until the session
-/// ends: the client's keep-alive, a registry change and a takeover end it here.
+/// ends: the client's keep-alive, a registry change, an operator and a takeover end it here.
 async fn forward<S>(
     forwarder: &mut Forwarder,
     client: &mut S,
@@ -307,10 +309,20 @@ where
                 forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
                 Err(SessionError::KeepAlive)
             }
-            code = guard.revoked() => {
-                forwarder.disconnect(code, &mut to_client);
-                Err(SessionError::Revoked)
-            }
+            code = guard.revoked() => match code {
+                // Taken over on another node (see `crate::cluster`): that node's broker does not
+                // carry this session on, so it ends as its own expiry says (unlike a takeover
+                // here). The device is told where its session went.
+                reason::SESSION_TAKEN_OVER => {
+                    let why = "session taken over by a connection on another node";
+                    forwarder.disconnect_saying(code, Some(why), &mut to_client);
+                    Err(SessionError::TakenOverElsewhere)
+                }
+                _ => {
+                    forwarder.disconnect(code, &mut to_client);
+                    Err(SessionError::Revoked)
+                }
+            },
             _ = held.taken_over() => {
                 forwarder.disconnect(reason::SESSION_TAKEN_OVER, &mut to_client);
                 Err(SessionError::TakenOver)

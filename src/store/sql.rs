@@ -339,6 +339,9 @@ pub trait Backend: Send + Sync {
     /// A write transaction, serialised with every other writer of the database (on every node):
     /// a read-then-write inside it sees no concurrent change, as under SQLite's `BEGIN IMMEDIATE`.
     fn write(&self) -> Result<Box<dyn Sql + '_>, DbError>;
+
+    /// Sends `payload` to the other nodes sharing the database (`NodeStore::tell_nodes`).
+    fn tell_nodes(&self, payload: &str) -> Result<(), DbError>;
 }
 
 /// One engine's way of keeping its schema: `schema_migrations` (version, applied_at) in its own

@@ -12,6 +12,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_cluster.sql")),
+    (3, include_str!("migrations/0003_leader.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_devices.sql")),
     (8, include_str!("migrations/0008_grants_notifications.sql")),
     (9, include_str!("migrations/0009_nodes.sql")),
+    (10, include_str!("migrations/0010_leader.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).
