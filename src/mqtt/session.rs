@@ -164,8 +164,11 @@ where
     let mut ended = forwarder.end();
     // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT
     // saw it exist, whatever its expiry; the successor decides what becomes of it.
+    // Taken over on another node, it lives on there only in a broker the nodes share (upstream:
+    // ending it here as its expiry says would discard what the successor resumed).
     let expiry = match result {
         Err(SessionError::TakenOver) => Expiry::Never,
+        Err(SessionError::TakenOverElsewhere) if broker.shared() => Expiry::Never,
         _ => ended.expiry,
     };
     broker.set_expiry(expiry);
@@ -310,9 +313,8 @@ where
                 Err(SessionError::KeepAlive)
             }
             code = guard.revoked() => match code {
-                // Taken over on another node (see `crate::cluster`): that node's broker does not
-                // carry this session on, so it ends as its own expiry says (unlike a takeover
-                // here). The device is told where its session went.
+                // Taken over on another node (see `crate::cluster`); the device is told where
+                // its session went.
                 reason::SESSION_TAKEN_OVER => {
                     let why = "session taken over by a connection on another node";
                     forwarder.disconnect_saying(code, Some(why), &mut to_client);
