@@ -213,7 +213,6 @@ impl Server {
             self.config.revocation.ocsp_recheck,
             stopped.clone(),
         ));
-
         let mqtts = tokio::spawn(listener::run(
             self.mqtts,
             self.context,
