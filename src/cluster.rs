@@ -12,8 +12,9 @@
 //! notifier's wake and alert). On SQLite the one node has nobody to tell.
 //!
 //! A notification reaches the nodes listening when it is sent: a node that is reconnecting its
-//! listener misses it. Two sessions of one client id admitted on two nodes within the time a
-//! notification takes to cross (a few milliseconds) each end the other.
+//! listener misses it. Of two sessions of one client id admitted on two nodes at nearly the same
+//! time, the one whose admission PostgreSQL delivers last stays: every node hears admissions in
+//! commit order, and a node takes its session over only for an admission heard after its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::codec::reason;
 use crate::identity::OrgId;
 use crate::notify::{Notifier, ALERT_EVENTS};
 use crate::registry::Registry;
@@ -76,21 +76,26 @@ impl Cluster {
         }
     }
 
-    /// A session of `client_id` was admitted here: the other nodes end theirs. Does not wait.
-    pub fn admitted(&self, org: &OrgId, client_id: &str) {
+    /// Session `session` of `client_id` was admitted here: the other nodes end theirs. Does not
+    /// wait.
+    pub fn admitted(&self, org: &OrgId, client_id: &str, session: u64) {
         self.tell_later(NodeNews::Admitted {
             org: org.to_string(),
             client_id: client_id.to_owned(),
+            session,
         });
+    }
+
+    /// The store listener (re)connected: what it missed is lost, and every live session is
+    /// older than any admission heard from now on.
+    pub fn followed(&self) {
+        self.registry.sessions().heard(None);
     }
 
     /// Ends the session of `org` holding `client_id` wherever it is (DISCONNECT 0x98): true when
     /// this node held it, or another node said within [`REPLY_WAIT`] that it did.
     pub async fn disconnect(&self, org: &OrgId, client_id: &str) -> Result<bool, StoreError> {
-        let here = self
-            .registry
-            .sessions()
-            .close(org, client_id, reason::ADMINISTRATIVE_ACTION);
+        let here = self.registry.sessions().disconnect(org, client_id);
         let Some(store) = self.store.clone() else {
             return Ok(here);
         };
@@ -165,13 +170,17 @@ impl Cluster {
     /// thread, where the store may block.
     pub fn apply(&self, message: NodeMessage) {
         if message.from == self.node_id {
+            // Every node hears the admissions in one order (PostgreSQL delivers notifications
+            // in commit order): a session whose own comes back is older than those heard next.
+            if let NodeNews::Admitted { session, .. } = message.news {
+                self.registry.sessions().heard(Some(session));
+            }
             return;
         }
         match message.news {
-            NodeNews::Admitted { org, client_id } => {
+            NodeNews::Admitted { org, client_id, .. } => {
                 if let Ok(org) = OrgId::parse(&org) {
-                    let sessions = self.registry.sessions();
-                    if sessions.close(&org, &client_id, reason::SESSION_TAKEN_OVER) {
+                    if self.registry.sessions().take_over(&org, &client_id) {
                         tracing::info!(org = %org, client_id, node = message.from,
                             "session taken over on another node");
                     }
@@ -183,8 +192,7 @@ impl Cluster {
                 request,
             } => {
                 let Ok(org) = OrgId::parse(&org) else { return };
-                let sessions = self.registry.sessions();
-                if !sessions.close(&org, &client_id, reason::ADMINISTRATIVE_ACTION) {
+                if !self.registry.sessions().disconnect(&org, &client_id) {
                     return;
                 }
                 let Some(store) = &self.store else { return };

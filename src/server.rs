@@ -213,14 +213,53 @@ impl Server {
             self.config.revocation.ocsp_recheck,
             stopped.clone(),
         ));
+        // PostgreSQL: follow the changes other nodes commit, and campaign for the lead (DESIGN
+        // §12). A change to an org may be a CRL source set through another node: the fetcher
+        // (running on the leader) reads its sources again. The node serves once it follows
+        // (what other nodes tell it from then on reaches it), or once it gave up waiting.
+        let store = self.admin_state.store.clone();
+        let health = self.admin_state.health.clone();
+        let (followed, mut following) = watch::channel(self.config.store.url.is_none());
+        let threads = match &self.config.store.url {
+            Some(url) => {
+                let mut follow = health.clone().follow(self.admin_state.registry.clone());
+                let fetcher = self.crl_fetcher.clone();
+                let cluster = self.admin_state.cluster.clone();
+                let listening =
+                    store::postgres::listen(url, stopped.clone(), move |change| match change {
+                        Change::Told(message) => {
+                            cluster.apply(message);
+                            Ok(())
+                        }
+                        change => {
+                            let settled = matches!(change, Change::Everything | Change::Lost);
+                            if let Change::Org(_) = change {
+                                fetcher.sources_changed();
+                            }
+                            let listening = matches!(change, Change::Everything);
+                            let applied = follow(change);
+                            if listening {
+                                cluster.followed();
+                            }
+                            if settled {
+                                followed.send_replace(true);
+                            }
+                            applied
+                        }
+                    })?;
+                let campaign =
+                    crate::leader::campaign(url, health.clone(), store.clone(), stopped.clone())?;
+                vec![listening, campaign]
+            }
+            None => Vec::new(),
+        };
+        let _ = tokio::time::timeout(FOLLOW_WAIT, following.wait_for(|follows| *follows)).await;
         let mqtts = tokio::spawn(listener::run(
             self.mqtts,
             self.context,
             limits,
             stopped.clone(),
         ));
-        let store = self.admin_state.store.clone();
-        let health = self.admin_state.health.clone();
         // Once per cluster (DESIGN §12): on the leader only.
         let notifier = self.notifier.clone();
         let notifier = tokio::spawn(crate::leader::while_leading(
@@ -241,33 +280,6 @@ impl Server {
             self.config.cluster.heartbeat_interval,
             stopped.clone(),
         ));
-        // PostgreSQL: follow the changes other nodes commit, and campaign for the lead (DESIGN
-        // §12). A change to an org may be a CRL source set through another node: the fetcher
-        // (running on the leader) reads its sources again.
-        let threads = match &self.config.store.url {
-            Some(url) => {
-                let mut follow = health.clone().follow(self.admin_state.registry.clone());
-                let fetcher = self.crl_fetcher.clone();
-                let cluster = self.admin_state.cluster.clone();
-                let listening =
-                    store::postgres::listen(url, stopped.clone(), move |change| match change {
-                        Change::Told(message) => {
-                            cluster.apply(message);
-                            Ok(())
-                        }
-                        change => {
-                            if let Change::Org(_) = change {
-                                fetcher.sources_changed();
-                            }
-                            follow(change)
-                        }
-                    })?;
-                let campaign =
-                    crate::leader::campaign(url, health.clone(), store.clone(), stopped.clone())?;
-                vec![listening, campaign]
-            }
-            None => Vec::new(),
-        };
         let admin = tokio::spawn(listener::admin::run(
             self.admin,
             admin::router(self.admin_state),
@@ -353,6 +365,9 @@ fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
         token,
     })
 }
+
+/// How long a node on PostgreSQL waits at its start for its listening connection before serving.
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Renewed this long before it expires (at a start).
 const DEFAULT_CERT_MARGIN: time::Duration = time::Duration::days(30);

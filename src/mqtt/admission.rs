@@ -138,6 +138,9 @@ pub async fn admit(
         .claim(&client_id_text, ctx.connect_timeout)
         .await
         .ok_or(Refusal::BrokerBusy)?;
+    // And on the other nodes: a session of this client id there ends (taken over), as soon as
+    // they hear of this one; told now, so that this session's word goes out before its CONNACK.
+    ctx.cluster.admitted(&org, &client_id_text, guard.id());
     let expiry = session_expiry(&connect);
     let opening = Opening {
         client_id: &client_id_text,

@@ -99,8 +99,6 @@ where
     }
 
     let org = peer.org.org.id.clone();
-    // Admitted, its broker session open: a session of this client id on another node ends.
-    ctx.cluster.admitted(&org, &client_id);
     let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
     live.increment(1.0);
     let event = |kind| {

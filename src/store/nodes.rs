@@ -34,8 +34,13 @@ pub struct NodeMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeNews {
-    /// A session of `client_id` was admitted: an older one elsewhere is taken over.
-    Admitted { org: String, client_id: String },
+    /// Session `session` (the admitting node's number) of `client_id` was admitted: an older
+    /// one elsewhere is taken over.
+    Admitted {
+        org: String,
+        client_id: String,
+        session: u64,
+    },
     /// An operator ends the session of `client_id`; the node that held it answers `Closed`.
     Disconnect {
         org: String,
