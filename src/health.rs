@@ -1,7 +1,7 @@
 //! This node as one of several (DESIGN §12): what `/healthz/detail` reports (is the store
 //! reachable, how old may the registry's snapshots be), the heartbeat each node writes to the
 //! `nodes` table, and how a node follows the changes other nodes commit (the store's listening
-//! connection, turned into registry publishes).
+//! connection, turned into registry publishes); and whether it leads (see `crate::leader`).
 //!
 //! The data path never waits on any of this: while the store is unreachable the node serves
 //! from the snapshots it holds, and this module only records that they may be stale.
@@ -30,6 +30,8 @@ pub struct Health {
     listening: AtomicBool,
     /// Since when the snapshots may have missed a change (`None`: they are current).
     stale_since: Mutex<Option<Instant>>,
+    /// This node leads the cluster (see `crate::leader`).
+    leading: watch::Sender<bool>,
 }
 
 impl Health {
@@ -41,7 +43,22 @@ impl Health {
             heartbeat_ok: AtomicBool::new(true),
             listening: AtomicBool::new(true),
             stale_since: Mutex::new(None),
+            leading: watch::Sender::new(false),
         }
+    }
+
+    /// True while this node leads the cluster.
+    pub fn leads(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Follows whether this node leads.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.send_replace(leading);
     }
 
     /// True while the store answers: the last heartbeat was written and, on PostgreSQL, the
@@ -101,6 +118,8 @@ impl Health {
                     self.listener_lost();
                     Ok(())
                 }
+                // What nodes tell each other is `crate::cluster`'s.
+                Change::Told(_) => Ok(()),
             };
             match applied {
                 Err(RegistryError::Store(e)) => Err(e.to_string()),

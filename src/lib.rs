@@ -46,6 +46,10 @@
 //! - [`pki`]: certificate parsing and checks; keys (PKCS#8, PKCS#12, KDF caps); CRLs; platform CA
 //!   and certificate generation.
 //! - [`admin`]: the HTTP admin API.
+//! - [`cluster`]: what nodes tell each other through the store: takeovers and disconnects of
+//!   sessions on other nodes, work for the leader's notifier.
+//! - [`leader`]: one leader per cluster (PostgreSQL advisory lock; always this node on SQLite)
+//!   runs the notifier and the CRL fetches.
 //! - [`notify`]: expiry, grant, CRL and OCSP notices by e-mail and signed webhooks, once a day.
 //! - [`fetch`]: outbound HTTP (OCSP, CRL downloads, webhooks) under one deadline.
 //! - [`clock`]: the clock expiry, notices and grants read (tests move a manual one); RFC 3339.
@@ -54,6 +58,7 @@
 pub mod admin;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod crypto;
@@ -63,6 +68,7 @@ pub mod fetch;
 pub mod grants;
 pub mod health;
 pub mod identity;
+pub mod leader;
 pub mod listener;
 pub mod metrics;
 pub mod mqtt;

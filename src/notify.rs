@@ -36,6 +36,10 @@ const WEBHOOK_BACKOFF: [Duration; 3] = [
     Duration::from_secs(2),
     Duration::from_secs(4),
 ];
+/// The alert the data path raises when an OCSP responder does not answer.
+pub const OCSP_UNAVAILABLE: &str = "ocsp_unavailable";
+/// Every alert the data path raises ([`Notifier::alert`]).
+pub const ALERT_EVENTS: &[&str] = &[OCSP_UNAVAILABLE];
 /// Identities listed in one devices notice; the count covers the rest.
 const DEVICES_LISTED: usize = 20;
 

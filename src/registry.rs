@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -422,6 +422,9 @@ struct LiveSession {
     org: OrgId,
     info: SessionInfo,
     closer: Arc<Closer>,
+    /// Its admission, told to the other nodes, came back to this node (see `crate::cluster`):
+    /// an admission of its client id heard after that is newer, and takes it over.
+    heard: AtomicBool,
     /// Its certificate, when its CA asked for OCSP at connect time.
     ocsp: Option<Arc<ocsp::Subject>>,
 }
@@ -464,6 +467,11 @@ pub struct SessionGuard {
 }
 
 impl SessionGuard {
+    /// The session's number in this node's table.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Resolves once a change (or an operator) ends this session, with the DISCONNECT reason
     /// code an MQTT 5 client is told.
     pub async fn revoked(&self) -> u8 {
@@ -496,6 +504,7 @@ impl SessionTable {
                 info,
                 closer: closer.clone(),
                 ocsp,
+                heard: AtomicBool::new(false),
             },
         );
         SessionGuard {
@@ -578,6 +587,32 @@ impl SessionTable {
         for session in self.live.iter() {
             if &session.org == org && session.info.client_id == client_id {
                 session.closer.close(reason::ADMINISTRATIVE_ACTION);
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// The admission of session `id` came back to this node (or, with `None`, every live
+    /// session's may have been missed: they are all older than what comes next).
+    pub fn heard(&self, id: Option<u64>) {
+        for session in self.live.iter() {
+            if id.is_none_or(|id| *session.key() == id) {
+                session.heard.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Ends, as taken over (DISCONNECT 0x8E), the session of `org` holding `client_id` whose own
+    /// admission was heard before this newer one from another node; `false` when there is none.
+    pub fn take_over(&self, org: &OrgId, client_id: &str) -> bool {
+        let mut found = false;
+        for session in self.live.iter() {
+            if &session.org == org
+                && session.info.client_id == client_id
+                && session.heard.load(Ordering::Relaxed)
+            {
+                session.closer.close(reason::SESSION_TAKEN_OVER);
                 found = true;
             }
         }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::health::Health;
 use crate::listener::admin::AdminLimits;
@@ -24,6 +25,7 @@ use crate::pki::{self, Issuer, PkiError};
 use crate::registry::{Platform, Registry, RegistryError};
 use crate::revocation::crl::CrlFetcher;
 use crate::revocation::ocsp::Ocsp;
+use crate::store::postgres::Change;
 use crate::store::{self, Store, StoreError};
 use crate::tls::{self, TlsError};
 
@@ -108,11 +110,15 @@ impl Server {
         let node_id = node_id(&config, &mqtts);
         let health = Arc::new(Health::new(node_id.clone(), config.cluster.down_after));
         if config.store.url.is_none() {
-            // SQLite: this process is the one node.
+            // SQLite: this process is the one node, and it leads.
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.forget_other_nodes(&node_id))
-                .await
-                .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("nodes: {e}"))))??;
+            tokio::task::spawn_blocking(move || {
+                store.forget_other_nodes(&node_id)?;
+                store.lead(&node_id, time::OffsetDateTime::now_utc())
+            })
+            .await
+            .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("nodes: {e}"))))??;
+            health.set_leading(true);
         }
         let (devices, device_writer) = crate::devices::DeviceLog::new(store.clone());
         tokio::spawn(device_writer);
@@ -126,7 +132,16 @@ impl Server {
             registry.clone(),
             config.revocation.fetch_timeout,
         ));
+        let cluster = Arc::new(Cluster::new(
+            health.node_id.clone(),
+            store.clone(),
+            config.store.url.is_some(),
+            registry.clone(),
+            notifier.clone(),
+            health.leadership(),
+        ));
         let admin_state = AdminState {
+            cluster: cluster.clone(),
             crl_fetcher: crl_fetcher.clone(),
             store,
             registry: registry.clone(),
@@ -153,7 +168,7 @@ impl Server {
             write_timeout: config.mqtts.write_timeout,
             max_packet_size: config.mqtts.max_packet_size,
             ocsp: Arc::new(Ocsp::new(config.revocation.fetch_timeout)),
-            notifier: notifier.clone(),
+            cluster,
         });
         Ok(Server {
             config,
@@ -198,16 +213,66 @@ impl Server {
             self.config.revocation.ocsp_recheck,
             stopped.clone(),
         ));
-        let crl_fetcher = tokio::spawn(self.crl_fetcher.run(stopped.clone()));
+        // PostgreSQL: follow the changes other nodes commit, and campaign for the lead (DESIGN
+        // §12). A change to an org may be a CRL source set through another node: the fetcher
+        // (running on the leader) reads its sources again. The node serves once it follows
+        // (what other nodes tell it from then on reaches it), or once it gave up waiting.
+        let store = self.admin_state.store.clone();
+        let health = self.admin_state.health.clone();
+        let (followed, mut following) = watch::channel(self.config.store.url.is_none());
+        let threads = match &self.config.store.url {
+            Some(url) => {
+                let mut follow = health.clone().follow(self.admin_state.registry.clone());
+                let fetcher = self.crl_fetcher.clone();
+                let cluster = self.admin_state.cluster.clone();
+                let listening =
+                    store::postgres::listen(url, stopped.clone(), move |change| match change {
+                        Change::Told(message) => {
+                            cluster.apply(message);
+                            Ok(())
+                        }
+                        change => {
+                            let settled = matches!(change, Change::Everything | Change::Lost);
+                            if let Change::Org(_) = change {
+                                fetcher.sources_changed();
+                            }
+                            let listening = matches!(change, Change::Everything);
+                            let applied = follow(change);
+                            if listening {
+                                cluster.followed();
+                            }
+                            if settled {
+                                followed.send_replace(true);
+                            }
+                            applied
+                        }
+                    })?;
+                let campaign =
+                    crate::leader::campaign(url, health.clone(), store.clone(), stopped.clone())?;
+                vec![listening, campaign]
+            }
+            None => Vec::new(),
+        };
+        let _ = tokio::time::timeout(FOLLOW_WAIT, following.wait_for(|follows| *follows)).await;
         let mqtts = tokio::spawn(listener::run(
             self.mqtts,
             self.context,
             limits,
             stopped.clone(),
         ));
-        let notifier = tokio::spawn(self.notifier.run(stopped.clone()));
-        let store = self.admin_state.store.clone();
-        let health = self.admin_state.health.clone();
+        // Once per cluster (DESIGN §12): on the leader only.
+        let notifier = self.notifier.clone();
+        let notifier = tokio::spawn(crate::leader::while_leading(
+            health.leadership(),
+            stopped.clone(),
+            move |stop| notifier.clone().run(stop),
+        ));
+        let fetcher = self.crl_fetcher.clone();
+        let crl_fetcher = tokio::spawn(crate::leader::while_leading(
+            health.leadership(),
+            stopped.clone(),
+            move |stop| fetcher.clone().run(stop),
+        ));
         let heartbeat = tokio::spawn(crate::health::heartbeat(
             health.clone(),
             store.clone(),
@@ -215,15 +280,6 @@ impl Server {
             self.config.cluster.heartbeat_interval,
             stopped.clone(),
         ));
-        // PostgreSQL: follow the changes other nodes commit (DESIGN §12).
-        let listening = match &self.config.store.url {
-            Some(url) => Some(store::postgres::listen(
-                url,
-                stopped.clone(),
-                health.follow(self.admin_state.registry.clone()),
-            )?),
-            None => None,
-        };
         let admin = tokio::spawn(listener::admin::run(
             self.admin,
             admin::router(self.admin_state),
@@ -239,9 +295,9 @@ impl Server {
         let _ = ocsp_recheck.await;
         let _ = admin.await;
         let _ = heartbeat.await;
-        if let Some(listening) = listening {
-            // It sees the stop within a quarter of a second.
-            let _ = tokio::task::spawn_blocking(move || listening.join()).await;
+        for thread in threads {
+            // Each sees the stop within a quarter of a second.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         // Grant uses spent from memory are written, so a clean restart does not count the
         // reservations left as spent.
@@ -310,6 +366,9 @@ fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
         token,
     })
 }
+
+/// How long a node on PostgreSQL waits at its start for its listening connection before serving.
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Renewed this long before it expires (at a start).
 const DEFAULT_CERT_MARGIN: time::Duration = time::Duration::days(30);

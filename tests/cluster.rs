@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use common::clients::*;
 use common::mqtt::*;
+use common::nodes::*;
 use common::*;
 use rumqttc::QoS;
 use rustls::client::{ClientSessionMemoryCache, ClientSessionStore};
@@ -37,34 +38,6 @@ use tokio::sync::watch;
 const SNI: &str = "acme.messaging.localhost";
 /// What DESIGN §12 promises: a change acknowledged by one node is enforced by every node.
 const WITHIN: Duration = Duration::from_secs(1);
-
-/// A node on `url` in `dir`, with a short heartbeat.
-async fn node(dir: &Path, url: &str) -> TestServer {
-    let url = url.to_owned();
-    TestServer::start_in(dir.into(), move |config| {
-        config.store.url = Some(url);
-        config.cluster.heartbeat_interval = Duration::from_secs(1);
-        config.cluster.down_after = Duration::from_secs(3);
-    })
-    .await
-}
-
-/// Two nodes on `url` (node B on `url_b` when given: a proxy in front of the same database),
-/// sharing the master key as every node must; their data directories live as long as the pair.
-async fn two_nodes(
-    url: &str,
-    url_b: Option<&str>,
-) -> (TestServer, TestServer, [tempfile::TempDir; 2]) {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = node(dirs[0].path(), url).await;
-    std::fs::copy(
-        dirs[0].path().join("master.key"),
-        dirs[1].path().join("master.key"),
-    )
-    .unwrap();
-    let b = node(dirs[1].path(), url_b.unwrap_or(url)).await;
-    (a, b, dirs)
-}
 
 /// Connects a 3.1.1 device of acme through `server`; a receiver that fires when the session
 /// ends. `None` when the node refuses it.
@@ -120,14 +93,6 @@ async fn patch_ca(server: &TestServer, ca_id: &str, active: bool) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-}
-
-async fn health(server: &TestServer) -> serde_json::Value {
-    let response = step(reqwest::get(server.url("/healthz/detail")))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    step(response.json()).await.unwrap()
 }
 
 #[tokio::test]
@@ -397,11 +362,8 @@ fn beside(dir_a: &Path, dir: &Path) {
 
 /// `node_id`'s status in `server`'s node list (`None`: not listed).
 async fn status_of(server: &TestServer, node_id: &str) -> Option<String> {
-    let (status, body) = server.api("GET", "/api/v1/cluster/nodes", None).await;
-    assert_eq!(status, 200, "{body}");
-    body["items"]
-        .as_array()
-        .unwrap()
+    listed_nodes(server)
+        .await
         .iter()
         .find(|n| n["node_id"] == node_id)
         .map(|n| n["status"].as_str().unwrap().to_owned())
@@ -482,7 +444,12 @@ async fn on_sqlite_the_node_list_is_the_one_node() {
     assert_eq!(items.len(), 1, "{body}");
     assert_eq!(items[0]["node_id"], "solo");
     assert_eq!(items[0]["status"], "up");
-    assert_eq!(health(&server).await["store"], "ok");
+    assert_eq!(items[0]["leader"], true, "the one node leads");
+    let detail = health(&server).await;
+    assert_eq!(
+        (&detail["store"], &detail["leader"]),
+        (&"ok".into(), &true.into())
+    );
     server.stop().await;
 }
 

@@ -13,8 +13,7 @@ use common::*;
 use portcullis::codec::Protocol;
 use portcullis::config::{Target, UpstreamConfig};
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode as Code5, Disconnect, DisconnectProperties, DisconnectReasonCode as Reason,
-    LastWill, Packet,
+    ConnectReturnCode as Code5, DisconnectReasonCode as Reason, LastWill, Packet,
 };
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::v5::{AsyncClient, EventLoop};
@@ -45,43 +44,6 @@ async fn server_with(
     TestServer::start_with(|config| config.broker.upstream = Some(upstream)).await
 }
 
-/// Drives an MQTT 5 event loop, forwarding every incoming packet; rumqttc reports the server's
-/// DISCONNECT as an error, which comes through here as the packet it was.
-fn drive(mut eventloop: EventLoop) -> Inbox {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(packet)) => {
-                    if tx.send(packet).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(rumqttc::v5::ConnectionError::MqttState(
-                    rumqttc::v5::StateError::ServerDisconnect {
-                        reason_code,
-                        reason_string,
-                    },
-                )) => {
-                    let _ = tx.send(Packet::Disconnect(Disconnect {
-                        reason_code,
-                        properties: Some(DisconnectProperties {
-                            session_expiry_interval: None,
-                            reason_string,
-                            user_properties: Vec::new(),
-                            server_reference: None,
-                        }),
-                    }));
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    });
-    rx
-}
-
 /// An MQTT 5 client of `identity` in org acme through the server, its options adjusted.
 async fn client(
     server: &TestServer,
@@ -94,7 +56,7 @@ async fn client(
     let mut options = v5_options(addr, client_id);
     adjust(&mut options);
     let (client, eventloop, connack) = connect_v5(options).await.unwrap();
-    (client, drive(eventloop), connack.session_present)
+    (client, drive_v5(eventloop), connack.session_present)
 }
 
 async fn subscribe(client: &AsyncClient, inbox: &mut Inbox, filter: &str, qos: QoS5) {
@@ -165,7 +127,7 @@ async fn mosquitto_carries_qos_0_1_2_both_ways_under_the_org_prefix_and_isolates
     let (other_app, other_loop, _) = connect_v5(v5_options(other_addr, "a:other:dash"))
         .await
         .unwrap();
-    let mut other_inbox = drive(other_loop);
+    let mut other_inbox = drive_v5(other_loop);
     subscribe(&other_app, &mut other_inbox, EVENTS, QoS5::AtLeastOnce).await;
 
     let (device, mut device_inbox, _) =
@@ -214,7 +176,7 @@ async fn mosquitto_carries_qos_0_1_2_both_ways_under_the_org_prefix_and_isolates
     let (marker, marker_loop, _) = connect_v5(v5_options(addr, "d:other:sensor:dev1"))
         .await
         .unwrap();
-    let _marker_inbox = drive(marker_loop);
+    let _marker_inbox = drive_v5(marker_loop);
     marker
         .publish(EVENT, QoS5::AtLeastOnce, false, "marker")
         .await
@@ -239,7 +201,7 @@ async fn mosquitto_resumes_a_kept_session_with_what_it_missed_and_publishes_a_lo
     let (app, app_loop, _) = connect_v5(v5_options(app_addr, "a:acme:ops"))
         .await
         .unwrap();
-    let mut app_inbox = drive(app_loop);
+    let mut app_inbox = drive_v5(app_loop);
     subscribe(
         &app,
         &mut app_inbox,
@@ -392,7 +354,7 @@ async fn nats_as_a_3_1_1_upstream_carries_qos_0_1_and_2_downgraded_and_resumes_s
     let (app, app_loop, _) = connect_v5(v5_options(app_addr, "a:acme:dash"))
         .await
         .unwrap();
-    let mut app_inbox = drive(app_loop);
+    let mut app_inbox = drive_v5(app_loop);
     subscribe(&app, &mut app_inbox, EVENTS, QoS5::ExactlyOnce).await;
 
     let keep = |o: &mut rumqttc::v5::MqttOptions| {

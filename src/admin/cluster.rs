@@ -32,13 +32,22 @@ pub struct NodeView {
     /// `up`, or `down` when its last heartbeat is older than `cluster.down_after_seconds`.
     #[schema(pattern = "^(up|down)$")]
     pub status: &'static str,
+    /// It leads the cluster (runs the notifier and the CRL fetches): it took the leader lock
+    /// last, and is up.
+    pub leader: bool,
 }
 
 impl NodeView {
-    fn new(node: NodeRecord, now: OffsetDateTime, down_after: std::time::Duration) -> NodeView {
+    fn new(
+        node: NodeRecord,
+        leader: Option<&str>,
+        now: OffsetDateTime,
+        down_after: std::time::Duration,
+    ) -> NodeView {
         let silent = now - node.last_seen;
         let status = if silent > down_after { "down" } else { "up" };
         NodeView {
+            leader: status == "up" && leader == Some(node.node_id.as_str()),
             node_id: node.node_id,
             started_at: rfc3339(node.started_at),
             last_seen: rfc3339(node.last_seen),
@@ -65,12 +74,12 @@ pub async fn nodes(
 ) -> Result<Json<NodesView>, ApiError> {
     caller.require_admin()?;
     let down_after = state.health.down_after;
-    let nodes = read(state, |store| store.nodes()).await?;
+    let (nodes, leader) = read(state, |store| Ok((store.nodes()?, store.leader()?))).await?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(NodesView {
         items: nodes
             .into_iter()
-            .map(|node| NodeView::new(node, now, down_after))
+            .map(|node| NodeView::new(node, leader.as_deref(), now, down_after))
             .collect(),
     }))
 }
@@ -86,6 +95,8 @@ pub struct HealthView {
     upstreams: Vec<serde_json::Value>,
     /// Seconds since the snapshots were last known to hold every committed change.
     snapshot_age_seconds: u64,
+    /// This node leads the cluster (holds the leader lock; always, on SQLite).
+    leader: bool,
 }
 
 pub async fn health_detail(State(state): State<AdminState>) -> Json<HealthView> {
@@ -98,6 +109,7 @@ pub async fn health_detail(State(state): State<AdminState>) -> Json<HealthView> 
         broker: "ok",
         upstreams: Vec::new(),
         snapshot_age_seconds: state.health.snapshot_age(),
+        leader: state.health.leads(),
     })
 }
 
@@ -107,7 +119,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_node_silent_longer_than_down_after_is_down() {
+    fn a_node_silent_longer_than_down_after_is_down_and_leads_no_more() {
         let now = OffsetDateTime::now_utc();
         let node = |seen: i64| NodeRecord {
             node_id: "n".into(),
@@ -117,7 +129,10 @@ mod tests {
             version: "1".into(),
         };
         let down_after = Duration::from_secs(15);
-        assert_eq!(NodeView::new(node(14), now, down_after).status, "up");
-        assert_eq!(NodeView::new(node(16), now, down_after).status, "down");
+        let up = NodeView::new(node(14), Some("n"), now, down_after);
+        assert_eq!((up.status, up.leader), ("up", true));
+        let down = NodeView::new(node(16), Some("n"), now, down_after);
+        assert_eq!((down.status, down.leader), ("down", false));
+        assert!(!NodeView::new(node(14), Some("m"), now, down_after).leader);
     }
 }

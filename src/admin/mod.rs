@@ -79,6 +79,8 @@ pub struct AdminState {
     pub broker: Option<Arc<crate::broker::Broker>>,
     /// This node among several: `/healthz/detail`, the node list.
     pub health: Arc<crate::health::Health>,
+    /// Sessions ended wherever they are; the leader's notifier woken from any node.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 pub fn router(state: AdminState) -> Router {

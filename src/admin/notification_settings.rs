@@ -98,7 +98,7 @@ pub async fn put(
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     let settings = validate(body)?;
-    let notifier = state.notifier.clone();
+    let cluster = state.cluster.clone();
     let settings = change(state, org, move |store, org| {
         // The addresses receive grant renewal codes: changing them is the admin's, or an
         // operator's stolen token could renew the org's grants at will.
@@ -112,8 +112,8 @@ pub async fn put(
         Ok(settings)
     })
     .await?;
-    // Notices due go to the new addresses now, not at the next interval.
-    notifier.wake();
+    // Notices due go to the new addresses now, not at the next interval (from the leader).
+    cluster.wake_notifier();
     Ok(Json(settings.into()))
 }
 

@@ -1,5 +1,6 @@
 //! `/api/v1/orgs/{org}/sessions[/{client_id}]`: the org's live sessions, and disconnecting one
-//! (an MQTT 5 client is told DISCONNECT 0x98, administrative action).
+//! (an MQTT 5 client is told DISCONNECT 0x98, administrative action) on whichever node holds it
+//! (see `crate::cluster`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -55,7 +56,8 @@ pub async fn list(
         ("client_id" = String, Path, description = "the session's MQTT client id")
     ),
     responses(
-        (status = 204, description = "told to end"),
+        (status = 204, description = "told to end (on this node, or another node said it held it)"),
+        (status = 404, description = "no node holds a live session with this client id (other nodes are given 2 s to answer)", body = super::views::ErrorView),
         (status = "4XX", description = "refused", body = super::views::ErrorView)
     ),
     security(("bearer" = []))
@@ -67,10 +69,10 @@ pub async fn disconnect(
 ) -> Result<StatusCode, ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
+    if !state.cluster.disconnect(&org, &client_id).await? {
+        return Err(ApiError::NotFound("no live session with this client id"));
+    }
     blocking(move || {
-        if !state.registry.sessions().disconnect(&org, &client_id) {
-            return Err(ApiError::NotFound("no live session with this client id"));
-        }
         // A disconnect changes nothing stored: its event has a transaction of its own, and a
         // failure to record it is logged (the session is gone either way).
         let audit = caller.audit("session.disconnect");

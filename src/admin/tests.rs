@@ -58,7 +58,23 @@ fn harness() -> Harness {
         .unwrap(),
     );
     let registry = registry(&store);
+    let notifier = Arc::new(
+        crate::notify::Notifier::new(
+            store.clone(),
+            &crate::config::Config::defaults().unwrap().notify,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap(),
+    );
     let state = AdminState {
+        cluster: Arc::new(crate::cluster::Cluster::new(
+            "test-node".into(),
+            store.clone(),
+            false,
+            registry.clone(),
+            notifier.clone(),
+            tokio::sync::watch::channel(true).1,
+        )),
         health: Arc::new(crate::health::Health::new(
             "test-node".into(),
             std::time::Duration::from_secs(15),
@@ -76,14 +92,7 @@ fn harness() -> Harness {
             .handle(),
         max_body_bytes: 4096,
         broker: None,
-        notifier: Arc::new(
-            crate::notify::Notifier::new(
-                store.clone(),
-                &crate::config::Config::defaults().unwrap().notify,
-                std::time::Duration::from_secs(1),
-            )
-            .unwrap(),
-        ),
+        notifier,
     };
     Harness {
         _dir: dir,

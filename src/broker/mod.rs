@@ -223,6 +223,12 @@ impl BrokerSession {
         }
     }
 
+    /// Whether the session lives in a broker every node shares (upstream): taken over on another
+    /// node, it carries on there; the embedded broker is each node's own.
+    pub fn shared(&self) -> bool {
+        matches!(self, BrokerSession::Upstream(_))
+    }
+
     /// What the front-end kept with a resumed session (embedded only), taken once.
     pub fn take_memo(&mut self) -> Option<Memo> {
         match self {

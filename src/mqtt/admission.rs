@@ -138,6 +138,9 @@ pub async fn admit(
         .claim(&client_id_text, ctx.connect_timeout)
         .await
         .ok_or(Refusal::BrokerBusy)?;
+    // And on the other nodes: a session of this client id there ends (taken over), as soon as
+    // they hear of this one; told now, so that this session's word goes out before its CONNACK.
+    ctx.cluster.admitted(&org, &client_id_text, guard.id());
     let expiry = session_expiry(&connect);
     let opening = Opening {
         client_id: &client_id_text,
@@ -250,9 +253,9 @@ async fn ocsp_refusal(peer: &PeerIdentity, ctx: &Context) -> Option<Refusal> {
     let ca = peer.org.cas.iter().find(|ca| ca.id == peer.ca_id)?;
     let verdict = ctx.ocsp.verdict(subject, ca.ocsp_url.as_deref()).await;
     if verdict == Verdict::Unavailable {
-        ctx.notifier.alert(
+        ctx.cluster.alert(
             &peer.org.org.id,
-            "ocsp_unavailable",
+            crate::notify::OCSP_UNAVAILABLE,
             format!("ca:{}", ca.id),
         );
     }

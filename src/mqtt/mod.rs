@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::{Broker, BrokerError};
+use crate::cluster::Cluster;
 use crate::codec::CodecError;
 use crate::mqtt::filters::FilterQuota;
-use crate::notify::Notifier;
 use crate::ocsp::Ocsp;
 use crate::refusal::Refusal;
 use crate::registry::Registry;
@@ -43,8 +43,9 @@ pub struct Context {
     pub devices: crate::devices::DeviceLog,
     /// Asks CAs' OCSP responders, before CONNACK.
     pub ocsp: Arc<Ocsp>,
-    /// Told when an OCSP responder does not answer.
-    pub notifier: Arc<Notifier>,
+    /// Told of each session admitted (another node's of the same client id is taken over), and
+    /// when an OCSP responder does not answer (for the leader's notifier).
+    pub cluster: Arc<Cluster>,
 }
 
 /// How a session ended, for the one log event and counter it gets.
@@ -74,6 +75,8 @@ pub enum SessionError {
     Revoked,
     #[error("taken over by a newer session of the same client id")]
     TakenOver,
+    #[error("taken over by a newer session of the same client id on another node")]
+    TakenOverElsewhere,
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -93,7 +96,7 @@ impl SessionError {
             SessionError::WriteTimeout => "write_timeout",
             SessionError::BrokerClosed => "broker_closed",
             SessionError::Revoked => "revoked",
-            SessionError::TakenOver => "taken_over",
+            SessionError::TakenOver | SessionError::TakenOverElsewhere => "taken_over",
             SessionError::Io(_) => "io",
         }
     }

@@ -162,8 +162,11 @@ where
     let mut ended = forwarder.end();
     // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT
     // saw it exist, whatever its expiry; the successor decides what becomes of it.
+    // Taken over on another node, it lives on there only in a broker the nodes share (upstream:
+    // ending it here as its expiry says would discard what the successor resumed).
     let expiry = match result {
         Err(SessionError::TakenOver) => Expiry::Never,
+        Err(SessionError::TakenOverElsewhere) if broker.shared() => Expiry::Never,
         _ => ended.expiry,
     };
     broker.set_expiry(expiry);
@@ -238,7 +241,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
 }
 
 /// Moves bytes and packets between the client, the forwarder and the broker until the session
-/// ends: the client's keep-alive, a registry change and a takeover end it here.
+/// ends: the client's keep-alive, a registry change, an operator and a takeover end it here.
 async fn forward<S>(
     forwarder: &mut Forwarder,
     client: &mut S,
@@ -307,10 +310,19 @@ where
                 forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
                 Err(SessionError::KeepAlive)
             }
-            code = guard.revoked() => {
-                forwarder.disconnect(code, &mut to_client);
-                Err(SessionError::Revoked)
-            }
+            code = guard.revoked() => match code {
+                // Taken over on another node (see `crate::cluster`); the device is told where
+                // its session went.
+                reason::SESSION_TAKEN_OVER => {
+                    let why = "session taken over by a connection on another node";
+                    forwarder.disconnect_saying(code, Some(why), &mut to_client);
+                    Err(SessionError::TakenOverElsewhere)
+                }
+                _ => {
+                    forwarder.disconnect(code, &mut to_client);
+                    Err(SessionError::Revoked)
+                }
+            },
             _ = held.taken_over() => {
                 forwarder.disconnect(reason::SESSION_TAKEN_OVER, &mut to_client);
                 Err(SessionError::TakenOver)

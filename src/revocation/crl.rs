@@ -135,6 +135,12 @@ impl CrlFetcher {
         self.wake.notify_one();
     }
 
+    /// Reads the CRL sources again at once (a CA changed on another node): a new or changed
+    /// `crl_url` is fetched.
+    pub fn sources_changed(&self) {
+        self.wake.notify_one();
+    }
+
     /// Fetches every CRL as it falls due until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut sources = HashMap::new();

@@ -31,9 +31,9 @@ use super::{
     Audit, AuditEvent, BlockedDevice, CaFilter, CaPatch, CaRecord, CsrRecord, CsrStatus,
     CsrTransition, DeviceFilter, DeviceRecord, DeviceSeen, Expiring, ExpirySummary, GrantRecord,
     GrantStatus, GrantTerms, ListFilter, NewBlock, NewCa, NewCsr, NewOrg, NewServerCert,
-    NewSigningCert, NewToken, NodeRecord, NotificationKey, NotificationSettings, OrgPatch,
-    OrgRecord, OrgState, Page, PageRequest, RenewalRefused, ServerCertRecord, SigningCertDeleted,
-    SigningCertRecord, StoreError, TicketKey, TokenPatch, TokenRecord,
+    NewSigningCert, NewToken, NodeMessage, NodeRecord, NotificationKey, NotificationSettings,
+    OrgPatch, OrgRecord, OrgState, Page, PageRequest, RenewalRefused, ServerCertRecord,
+    SigningCertDeleted, SigningCertRecord, StoreError, TicketKey, TokenPatch, TokenRecord,
 };
 use crate::clock::Clock;
 use crate::identity::OrgId;
@@ -573,6 +573,16 @@ pub trait NodeStore {
     /// Forgets every node but `node_id`: on SQLite, where one process is the one node, a node id
     /// of an earlier start (another host name or port) is not listed as a node that is down.
     fn forget_other_nodes(&self, node_id: &str) -> Result<(), StoreError>;
+
+    /// Records `node_id` as the cluster's leader since `since` (it just took the leader lock).
+    fn lead(&self, node_id: &str, since: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// The node that last took the lead, if any did.
+    fn leader(&self) -> Result<Option<String>, StoreError>;
+
+    /// Tells every other node `message` (PostgreSQL: sent at once, to the nodes listening then;
+    /// SQLite: nobody else to tell).
+    fn tell_nodes(&self, message: &NodeMessage) -> Result<(), StoreError>;
 }
 
 /// TLS session ticket keys, shared by every node (DESIGN §12).

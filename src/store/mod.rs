@@ -77,7 +77,7 @@ pub use interface::{
     NodeStore, NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore,
     Store, TicketKeyStore, TokenStore,
 };
-pub use nodes::NodeRecord;
+pub use nodes::{NodeMessage, NodeNews, NodeRecord};
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};
 pub use signing_certificates::{NewSigningCert, SigningCertDeleted, SigningCertRecord};

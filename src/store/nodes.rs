@@ -1,8 +1,10 @@
 //! The `nodes` table (DESIGN §12): each node's heartbeat — when it started, when it last wrote,
 //! how many sessions it serves, which version it runs — so that any node can list the cluster.
 //! Whether a node is up is decided by the reader from `last_seen` (see `admin::cluster`): a node
-//! that was killed simply stops writing.
+//! that was killed simply stops writing. The `leader` row names the node that last took the
+//! cluster's leader lock (see `crate::leader`).
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::sql::{params, SqlExt};
@@ -16,6 +18,42 @@ pub struct NodeRecord {
     pub last_seen: OffsetDateTime,
     pub sessions: u64,
     pub version: String,
+}
+
+/// What one node tells the others (see `crate::cluster`), carried by the store: on PostgreSQL a
+/// `NOTIFY portcullis_node` with this as its JSON payload (at most 8000 bytes; client ids and
+/// org ids are short); on SQLite there is nobody else to tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMessage {
+    /// The node that tells it (a node ignores what it told itself).
+    pub from: String,
+    #[serde(flatten)]
+    pub news: NodeNews,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeNews {
+    /// Session `session` (the admitting node's number) of `client_id` was admitted: an older
+    /// one elsewhere is taken over.
+    Admitted {
+        org: String,
+        client_id: String,
+        session: u64,
+    },
+    /// An operator ends the session of `client_id`; the node that held it answers `Closed`.
+    Disconnect {
+        org: String,
+        client_id: String,
+        request: u64,
+    },
+    /// The session that node `to` asked for (its request `request`) was closed here.
+    Closed { to: String, request: u64 },
+    /// For the leader's notifier: a pass is due (settings changed), or an alert from the data
+    /// path (`alert`: org, event, object).
+    Notify {
+        alert: Option<(String, String, String)>,
+    },
 }
 
 impl NodeStore for SqlStore {
@@ -74,5 +112,30 @@ impl NodeStore for SqlStore {
         tx.execute("DELETE FROM nodes WHERE node_id <> ?1", [node_id])?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn lead(&self, node_id: &str, since: OffsetDateTime) -> Result<(), StoreError> {
+        let tx = self.begin()?;
+        tx.execute(
+            "INSERT INTO leader (id, node_id, since) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, since = excluded.since",
+            params![node_id, to_micros(since)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tell_nodes(&self, message: &NodeMessage) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(message)
+            .map_err(|e| StoreError::Corrupt(format!("node message: {e}")))?;
+        Ok(self.db.tell_nodes(&payload)?)
+    }
+
+    fn leader(&self) -> Result<Option<String>, StoreError> {
+        let tx = self.conn()?;
+        let rows = tx
+            .prepare("SELECT node_id FROM leader WHERE id = 1")?
+            .query_map(params![], |row| row.get::<_, String>(0))?;
+        Ok(super::records(rows, Ok)?.into_iter().next())
     }
 }

@@ -348,6 +348,9 @@ pub trait Backend: Send + Sync {
     /// A query of the holder ids whose store is alive, for `holder IN (…)`: the stores of the
     /// holders it does not list are gone, and what they held counts as spent.
     fn live_holders(&self) -> String;
+
+    /// Sends `payload` to the other nodes sharing the database (`NodeStore::tell_nodes`).
+    fn tell_nodes(&self, payload: &str) -> Result<(), DbError>;
 }
 
 /// One engine's way of keeping its schema: `schema_migrations` (version, applied_at) in its own

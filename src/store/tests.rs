@@ -731,7 +731,7 @@ fn a_change_is_recorded_with_its_reason_in_its_own_transaction(engine: Engine) {
     assert_eq!(audit_events(&store, &acme).len(), before + 1);
 }
 
-fn node_heartbeats_replace_each_other_and_others_can_be_forgotten(engine: Engine) {
+fn node_heartbeats_replace_each_other_and_the_last_leader_is_kept(engine: Engine) {
     let db = TestDb::new(engine);
     let store = db.open();
     let beat = |id: &str, seen: OffsetDateTime, sessions: u64| crate::store::NodeRecord {
@@ -751,6 +751,10 @@ fn node_heartbeats_replace_each_other_and_others_can_be_forgotten(engine: Engine
     );
     store.forget_other_nodes("a").unwrap();
     assert_eq!(store.nodes().unwrap(), vec![later]);
+    assert_eq!(store.leader().unwrap(), None);
+    store.lead("a", T0).unwrap();
+    store.lead("b", T0 + Duration::seconds(1)).unwrap();
+    assert_eq!(store.leader().unwrap().as_deref(), Some("b"));
 }
 
 /// Every behaviour test above, as one `#[test]` per engine. A test left out of this list is dead
@@ -790,7 +794,7 @@ on_both_engines!(
     data_survives_reopen_and_migrations_run_once,
     platform_values_are_created_once,
     a_store_dropped_on_the_runtime_does_not_panic,
-    node_heartbeats_replace_each_other_and_others_can_be_forgotten,
+    node_heartbeats_replace_each_other_and_the_last_leader_is_kept,
     ticket_keys_are_created_once_sealed_and_forgotten,
     uses_are_reserved_in_blocks_and_written_exactly_at_a_clean_stop,
     a_store_gone_without_stopping_leaves_every_use_it_made_counted

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+pub mod nodes;
 pub mod notices;
 pub mod pg;
 
@@ -753,17 +754,40 @@ pub mod mqtt {
         }
     }
 
-    /// Drives an MQTT 5 event loop in the background, forwarding every incoming packet.
+    /// Drives an MQTT 5 event loop in the background, forwarding every incoming packet; rumqttc
+    /// reports the server's DISCONNECT as an error, which comes through here as the packet it was.
     pub fn drive_v5(
         mut eventloop: rumqttc::v5::EventLoop,
     ) -> tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet> {
+        use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectProperties, Packet};
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                if let rumqttc::v5::Event::Incoming(packet) = event {
-                    if tx.send(packet).is_err() {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(packet)) => {
+                        if tx.send(packet).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(rumqttc::v5::ConnectionError::MqttState(
+                        rumqttc::v5::StateError::ServerDisconnect {
+                            reason_code,
+                            reason_string,
+                        },
+                    )) => {
+                        let _ = tx.send(Packet::Disconnect(Disconnect {
+                            reason_code,
+                            properties: Some(DisconnectProperties {
+                                session_expiry_interval: None,
+                                reason_string,
+                                user_properties: Vec::new(),
+                                server_reference: None,
+                            }),
+                        }));
                         return;
                     }
+                    Err(_) => return,
                 }
             }
         });

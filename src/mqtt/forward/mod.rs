@@ -261,10 +261,18 @@ impl<Q: Quota> Forwarder<Q> {
 
     /// An MQTT 5 client is told why it is disconnected; a 3.1.1 client just sees the close.
     pub fn disconnect(&self, code: u8, to_client: &mut BytesMut) {
+        self.disconnect_saying(code, None, to_client);
+    }
+
+    /// [`Forwarder::disconnect`], with a reason string for an MQTT 5 client.
+    pub fn disconnect_saying(&self, code: u8, why: Option<&str>, to_client: &mut BytesMut) {
         if self.protocol == Protocol::V5 {
             let packet = Packet::Disconnect(Disconnect {
                 reason: code,
-                properties: Properties::default(),
+                properties: Properties {
+                    reason_string: why.map(str::to_owned),
+                    ..Properties::default()
+                },
             });
             let _ = codec::encode(&packet, Protocol::V5, to_client);
         }

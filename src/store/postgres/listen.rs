@@ -1,7 +1,8 @@
 //! The `LISTEN`ing connection of a node (DESIGN §12): one blocking `postgres::Client` on a thread
 //! of its own, waiting for `portcullis_org` notifications (sent by the triggers of migration 2 when
 //! a change to an org commits, on any node) and handing each org named to the caller, which
-//! rebuilds that org's snapshot. A thread rather than a runtime task: the blocking client drives
+//! rebuilds that org's snapshot; and for `portcullis_node`, what nodes tell each other
+//! (`NodeStore::tell_nodes`). A thread rather than a runtime task: the blocking client drives
 //! its own runtime and would panic on a worker, and the caller's rebuild reads the (blocking) store.
 //!
 //! Notifications sent while no connection listens are lost, so every time the connection is
@@ -15,13 +16,15 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use tokio::sync::watch;
 
-use super::CONNECT_TIMEOUT;
+use super::{pause, CONNECT_TIMEOUT};
 use crate::identity::OrgId;
 use crate::store::sql::DbError;
-use crate::store::StoreError;
+use crate::store::{NodeMessage, StoreError};
 
 /// The channel the triggers notify.
 const CHANNEL: &str = "portcullis_org";
+/// The channel nodes tell each other on (`NodeStore::tell_nodes`).
+pub(super) const NODE_CHANNEL: &str = "portcullis_node";
 /// How long one wait for notifications lasts: the most a stop waits for the thread.
 const WAIT: Duration = Duration::from_millis(250);
 /// A connection silent this long is asked whether it still lives (a lost network sends nothing).
@@ -34,6 +37,8 @@ const RETRY: Duration = Duration::from_millis(500);
 pub enum Change {
     /// A change to this org committed (on any node, this one included).
     Org(OrgId),
+    /// What a node told the others (this one included).
+    Told(NodeMessage),
     /// The connection is (again) listening: notifications may have been missed, reload all.
     Everything,
     /// The connection is lost; [`Change::Everything`] follows once it is back.
@@ -73,7 +78,7 @@ where
         let outcome = config
             .connect(NoTls)
             .and_then(|mut client| {
-                client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {NODE_CHANNEL}"))?;
                 Ok(client)
             })
             .map_err(|e| e.to_string())
@@ -108,11 +113,18 @@ where
             let mut waiting = notifications.timeout_iter(WAIT);
             while let Some(notification) = waiting.next().map_err(|e| e.to_string())? {
                 heard = Instant::now();
-                match OrgId::parse(notification.payload()) {
-                    Ok(org) => apply(Change::Org(org))?,
-                    Err(_) => tracing::warn!(
+                let change = match notification.channel() {
+                    NODE_CHANNEL => serde_json::from_str(notification.payload())
+                        .ok()
+                        .map(Change::Told),
+                    _ => OrgId::parse(notification.payload()).ok().map(Change::Org),
+                };
+                match change {
+                    Some(change) => apply(change)?,
+                    None => tracing::warn!(
+                        channel = notification.channel(),
                         payload = notification.payload(),
-                        "notification naming no org ignored"
+                        "notification not understood; ignored"
                     ),
                 }
             }
@@ -126,12 +138,4 @@ where
         }
     }
     Ok(())
-}
-
-/// Sleeps `total`, waking early when the node stops.
-fn pause(stop: &watch::Receiver<bool>, total: Duration) {
-    let until = Instant::now() + total;
-    while !*stop.borrow() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-    }
 }

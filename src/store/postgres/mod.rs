@@ -55,9 +55,11 @@ use super::{GrantRules, MasterKey, SqlStore, StoreError};
 use crate::clock::Clock;
 
 mod holder;
+mod leader;
 mod listen;
 pub(super) mod schema;
 
+pub use leader::campaign;
 pub use listen::{listen, Change};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -165,6 +167,25 @@ impl Backend for Postgres {
 
     fn live_holders(&self) -> String {
         holder::live_holders()
+    }
+
+    fn tell_nodes(&self, payload: &str) -> Result<(), DbError> {
+        self.get()?
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&listen::NODE_CHANNEL, &payload],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+}
+
+/// Sleeps `total` on a thread of the store's own (the listener, the leader lock), waking early
+/// when the node stops.
+fn pause(stop: &tokio::sync::watch::Receiver<bool>, total: Duration) {
+    let until = std::time::Instant::now() + total;
+    while !*stop.borrow() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50).min(until - std::time::Instant::now()));
     }
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_cluster.sql")),
     (3, include_str!("migrations/0003_ticket_keys.sql")),
     (4, include_str!("migrations/0004_grant_holds.sql")),
+    (5, include_str!("migrations/0005_leader.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).

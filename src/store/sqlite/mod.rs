@@ -109,6 +109,11 @@ impl Backend for Sqlite {
     fn live_holders(&self) -> String {
         format!("SELECT {}", self.holder)
     }
+
+    /// One process is the one node: nobody else to tell.
+    fn tell_nodes(&self, _payload: &str) -> Result<(), DbError> {
+        Ok(())
+    }
 }
 
 /// The locked connection, inside `BEGIN IMMEDIATE` when `open`.

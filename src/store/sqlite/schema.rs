@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_nodes.sql")),
     (10, include_str!("migrations/0010_ticket_keys.sql")),
     (11, include_str!("migrations/0011_grant_holds.sql")),
+    (12, include_str!("migrations/0012_leader.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).

@@ -1,0 +1,246 @@
+//! What happens once per cluster (DESIGN §12), on real nodes sharing a real PostgreSQL 15: one
+//! node leads (the notifier, the CRL fetches) and another takes the lead when it goes; each
+//! notice is sent once however many nodes run; one session per client id across nodes (a
+//! connection on another node takes over, MQTT 5 DISCONNECT 0x8E); and an operator's
+//! `DELETE …/sessions/{client_id}` on any node closes the session wherever it is.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::mqtt::*;
+use common::nodes::*;
+use common::*;
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const SNI: &str = "acme.messaging.localhost";
+const SECRET: &str = "a webhook secret of some length";
+/// What DESIGN §12 promises of a takeover, or a disconnect, across nodes.
+const WITHIN: Duration = Duration::from_secs(1);
+/// How long DESIGN §12 gives another node to take over from a lost leader.
+const TAKEOVER: Duration = Duration::from_secs(30);
+
+/// The node ids `server`'s node list shows as leading.
+async fn leaders(server: &TestServer) -> Vec<String> {
+    listed_nodes(server)
+        .await
+        .iter()
+        .filter(|n| n["leader"] == true)
+        .map(|n| n["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `-<mqtts port>`: how a node's default id ends.
+fn port_suffix(server: &TestServer) -> String {
+    format!("-{}", server.mqtts.port())
+}
+
+#[tokio::test]
+async fn one_node_leads_and_the_other_takes_the_lead_when_it_stops() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    let (leader, other) = by_lead(a, b).await;
+    let leader_port = port_suffix(&leader);
+    let listed = eventually(STEP, || async {
+        let names = leaders(&other).await;
+        names.len() == 1 && names[0].ends_with(&leader_port)
+    })
+    .await;
+    assert!(listed, "the node list never named the leader alone");
+
+    leader.stop().await;
+    let took = eventually(TAKEOVER, || async {
+        health(&other).await["leader"] == true
+    })
+    .await;
+    assert!(took, "the other node did not take the lead within 30 s");
+    let names = leaders(&other).await;
+    assert!(
+        names.len() == 1 && names[0].ends_with(&port_suffix(&other)),
+        "the node list does not name the new leader alone: {names:?}"
+    );
+    other.stop().await;
+}
+
+/// Uploads through `server` a CA of acme expiring in five days; the object its notice names.
+async fn expiring_ca(server: &TestServer, cn: &str) -> String {
+    let pem = ca_pem_with(|params| {
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(5);
+    });
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/ca-certificates",
+            Some(serde_json::json!({"certificate": pem})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    format!("ca:{}", body["id"].as_str().unwrap())
+}
+
+/// Sets through `server` a new webhook, whose first `fail_first` POSTs fail, and waits for the
+/// notice about `object` to reach it once.
+async fn notified_once(
+    server: &TestServer,
+    object: &str,
+    fail_first: usize,
+) -> notices::WebhookReceiver {
+    let webhook = notices::WebhookReceiver::start(SECRET, fail_first).await;
+    let (status, body) = server
+        .api(
+            "PUT",
+            "/api/v1/orgs/acme/notification-settings",
+            Some(serde_json::json!({"webhook_url": webhook.url, "webhook_secret": SECRET})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let told = eventually(STEP, || async {
+        webhook.count("certificate_expiring", object) == 1
+    })
+    .await;
+    assert!(told, "the notice was not sent");
+    webhook
+}
+
+#[tokio::test]
+async fn a_settings_change_on_a_node_that_does_not_lead_wakes_the_leaders_notifier() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    let (leader, other) = by_lead(a, b).await;
+    other.create_org("acme").await;
+    let object = expiring_ca(&other, "expiring CA").await;
+    // The passes are an hour apart: only the wake passed on to the leader makes this one.
+    notified_once(&other, &object, 0).await;
+    leader.stop().await;
+    other.stop().await;
+}
+
+#[tokio::test]
+async fn two_nodes_passing_every_second_send_a_notice_once() {
+    let url = pg::database();
+    let every_second = |config: &mut portcullis::config::Config| {
+        config.notify.check_interval = Duration::from_secs(1);
+    };
+    let (a, b, _dirs) = two_nodes_where(&url, None, every_second).await;
+    a.create_org("acme").await;
+    let object = expiring_ca(&a, "expiring CA").await;
+    // The first POST fails and is retried a second later: a node passing meanwhile that did not
+    // lead would send the notice a second time.
+    let webhook = notified_once(&b, &object, 1).await;
+    // Stopped (a stop waits for a pass under way, retries included): neither has one left.
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(webhook.count("certificate_expiring", &object), 1);
+}
+
+/// The reason of the DISCONNECT `inbox` reads within `within`; `None` when none came.
+async fn disconnected_within(
+    inbox: &mut UnboundedReceiver<Packet>,
+    within: Duration,
+) -> Option<DisconnectReasonCode> {
+    let wait = async {
+        while let Some(packet) = inbox.recv().await {
+            if let Packet::Disconnect(disconnect) = packet {
+                return Some(disconnect.reason_code);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(within, wait).await.ok().flatten()
+}
+
+#[tokio::test]
+async fn a_client_id_connecting_on_another_node_takes_the_session_over_within_a_second() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    let (ca, _) = a.org_with_ca("acme").await;
+    let (_first, mut on_a) = device_v5(&a, &ca, "dev1").await;
+    let (second, mut on_b) = device_v5(&b, &ca, "dev1").await;
+    assert_eq!(
+        disconnected_within(&mut on_a, WITHIN).await,
+        Some(DisconnectReasonCode::SessionTakenOver),
+        "the session on A was not taken over within 1 s"
+    );
+    // B's session stays: it answers a ping, and no DISCONNECT came.
+    second
+        .publish(
+            "iot-2/evt/status/fmt/json",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "here",
+        )
+        .await
+        .unwrap();
+    let acked = recv_v5(&mut on_b, |p| match p {
+        Packet::PubAck(_) => Some(true),
+        Packet::Disconnect(_) => Some(false),
+        _ => None,
+    })
+    .await;
+    assert!(acked, "the session on B was closed");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// An MQTT 5 device of acme connected through `server` with client id `d:acme:sensor:<id>`, its
+/// packets read in the background; polled until `server` lets it in (a change made through
+/// another node takes up to a second to reach it).
+async fn device_v5(
+    server: &TestServer,
+    ca: &TestCa,
+    id: &str,
+) -> (rumqttc::v5::AsyncClient, UnboundedReceiver<Packet>) {
+    let addr: SocketAddr = server
+        .bridge(SNI, &ca.client(&format!("d:sensor:{id}"), &[]))
+        .await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        match connect_v5(v5_options(addr, &format!("d:acme:sensor:{id}"))).await {
+            Ok((client, eventloop, _)) => return (client, drive_v5(eventloop)),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("the node never let {id} in: {error:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_delete_on_any_node_closes_the_session_wherever_it_is() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    let (ca, _) = a.org_with_ca("acme").await;
+    // A 3.1.1 device: the close is all it is told.
+    let addr = a.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+    let (_device, mut eventloop) = connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
+        .await
+        .unwrap();
+    let (ended, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        while eventloop.poll().await.is_ok() {}
+        let _ = ended.send(());
+    });
+
+    let path = "/api/v1/orgs/acme/sessions/d:acme:sensor:dev1";
+    let (status, body) = b.api("DELETE", path, None).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        tokio::time::timeout(WITHIN, closed).await.is_ok(),
+        "the session on A was not closed within 1 s"
+    );
+
+    // No node holds it now: 404, as on a single node.
+    let (status, body) = b.api("DELETE", path, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    a.stop().await;
+    b.stop().await;
+}
