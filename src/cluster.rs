@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::OrgId;
 use crate::notify::{Notifier, ALERT_EVENTS};
@@ -35,6 +35,11 @@ pub const REPLY_WAIT: Duration = Duration::from_secs(2);
 const ALERT_EVERY: Duration = Duration::from_secs(60);
 /// Alerts remembered for [`ALERT_EVERY`]; past this many, all are forgotten.
 const ALERTS_REMEMBERED: usize = 10_000;
+/// News waiting to be told (one admission each, in a connect storm); past it, news is dropped
+/// and counted, never waited for: the data path does not wait on the store.
+const OUTBOX: usize = 4096;
+/// Most news told in one round trip.
+const BATCH: usize = 256;
 
 type Alert = (OrgId, &'static str, String);
 
@@ -43,6 +48,8 @@ pub struct Cluster {
     node_id: String,
     /// `None` on SQLite: nobody else to tell.
     store: Option<Arc<dyn Store>>,
+    /// News for [`tell_from`], which tells it in the order given (`None` on SQLite).
+    outbox: Option<mpsc::Sender<NodeMessage>>,
     registry: Arc<Registry>,
     notifier: Arc<Notifier>,
     /// This node leads (its notifier runs).
@@ -55,7 +62,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `shared`: the store is shared with other nodes (PostgreSQL).
+    /// `shared`: the store is shared with other nodes (PostgreSQL). With the task that tells
+    /// the other nodes this node's news (run it on the runtime; it ends when the `Cluster` is
+    /// gone, after telling what is queued).
     pub fn new(
         node_id: String,
         store: Arc<dyn Store>,
@@ -63,17 +72,28 @@ impl Cluster {
         registry: Arc<Registry>,
         notifier: Arc<Notifier>,
         leading: watch::Receiver<bool>,
-    ) -> Cluster {
-        Cluster {
+    ) -> (Cluster, impl std::future::Future<Output = ()>) {
+        let store = shared.then_some(store);
+        let (outbox, news) = match store {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(OUTBOX);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let teller = tell_from(store.clone(), news);
+        let cluster = Cluster {
             node_id,
-            store: shared.then_some(store),
+            store,
+            outbox,
             registry,
             notifier,
             leading,
             waiting: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             alerts_passed: Mutex::new(HashMap::new()),
-        }
+        };
+        (cluster, teller)
     }
 
     /// Session `session` of `client_id` was admitted here: the other nodes end theirs. Does not
@@ -109,7 +129,7 @@ impl Cluster {
             client_id: client_id.to_owned(),
             request,
         });
-        let told = tokio::task::spawn_blocking(move || store.tell_nodes(&message))
+        let told = tokio::task::spawn_blocking(move || store.tell_nodes(&[message]))
             .await
             .map_err(|e| StoreError::Corrupt(format!("telling the nodes: {e}")))?;
         let closed = match told {
@@ -200,7 +220,7 @@ impl Cluster {
                     to: message.from,
                     request,
                 });
-                if let Err(error) = store.tell_nodes(&answer) {
+                if let Err(error) = store.tell_nodes(&[answer]) {
                     tracing::warn!(%error, "the node that asked was not told of the disconnect");
                 }
             }
@@ -232,20 +252,40 @@ impl Cluster {
         }
     }
 
-    /// Tells the other nodes `news` from a blocking thread, without waiting; a failure is logged.
+    /// Queues `news` for the other nodes without waiting; dropped and counted when the queue is
+    /// full (the store slow or unreachable).
     fn tell_later(&self, news: NodeNews) {
-        let Some(store) = self.store.clone() else {
-            return;
-        };
-        let message = self.message(news);
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = store.tell_nodes(&message) {
-                tracing::warn!(%error, "other nodes not told");
-            }
-        });
+        let Some(outbox) = &self.outbox else { return };
+        if outbox.try_send(self.message(news)).is_err() {
+            metrics::counter!(crate::metrics::CLUSTER_NEWS_DROPPED).increment(1);
+        }
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Tells the other nodes the news queued in `news`, in batches of up to [`BATCH`] in one round
+/// trip each, one batch at a time: a store that is slow or down holds one blocking thread, never
+/// one per session. A failure is logged; that batch is lost (notifications are not kept).
+async fn tell_from(store: Option<Arc<dyn Store>>, news: Option<mpsc::Receiver<NodeMessage>>) {
+    let (Some(store), Some(mut news)) = (store, news) else {
+        return;
+    };
+    while let Some(first) = news.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match news.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.tell_nodes(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "other nodes not told"),
+            Err(error) => tracing::warn!(%error, "the teller of other nodes failed"),
+        }
     }
 }

@@ -38,6 +38,8 @@ pub const FILTERS_LIVE: &str = "portcullis_filters_live";
 pub const BROKER_FILTERS: &str = "portcullis_broker_filters";
 /// Counter: device sightings dropped because the registry's queue was full.
 pub const DEVICES_DROPPED: &str = "portcullis_device_registry_dropped_total";
+/// News for the other nodes (admissions, alerts) dropped because the queue was full.
+pub const CLUSTER_NEWS_DROPPED: &str = "portcullis_cluster_news_dropped_total";
 /// Gauge: the earliest Unix time at which a served certificate expires, by `kind`: `ca` (active
 /// CA certificates of every org), `server` (active uploaded server certificates), `platform_ca`.
 pub const CERT_EXPIRY: &str = "portcullis_certificate_earliest_expiry_timestamp_seconds";
@@ -162,6 +164,10 @@ fn describe() {
     describe_counter!(
         DEVICES_DROPPED,
         "Device registry sightings dropped (queue full)"
+    );
+    describe_counter!(
+        CLUSTER_NEWS_DROPPED,
+        "News for the other nodes (admissions, alerts) dropped (queue full)"
     );
     describe_counter!(OCSP_REQUESTS, "OCSP requests sent, by outcome");
     describe_counter!(OCSP_CACHE_HITS, "OCSP checks answered from the cache");

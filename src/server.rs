@@ -132,14 +132,16 @@ impl Server {
             registry.clone(),
             config.revocation.fetch_timeout,
         ));
-        let cluster = Arc::new(Cluster::new(
+        let (cluster, cluster_teller) = Cluster::new(
             health.node_id.clone(),
             store.clone(),
             config.store.url.is_some(),
             registry.clone(),
             notifier.clone(),
             health.leadership(),
-        ));
+        );
+        tokio::spawn(cluster_teller);
+        let cluster = Arc::new(cluster);
         let admin_state = AdminState {
             cluster: cluster.clone(),
             crl_fetcher: crl_fetcher.clone(),

@@ -67,14 +67,17 @@ fn harness() -> Harness {
         .unwrap(),
     );
     let state = AdminState {
-        cluster: Arc::new(crate::cluster::Cluster::new(
-            "test-node".into(),
-            store.clone(),
-            false,
-            registry.clone(),
-            notifier.clone(),
-            tokio::sync::watch::channel(true).1,
-        )),
+        cluster: Arc::new(
+            crate::cluster::Cluster::new(
+                "test-node".into(),
+                store.clone(),
+                false,
+                registry.clone(),
+                notifier.clone(),
+                tokio::sync::watch::channel(true).1,
+            )
+            .0,
+        ),
         health: Arc::new(crate::health::Health::new(
             "test-node".into(),
             std::time::Duration::from_secs(15),

@@ -580,9 +580,9 @@ pub trait NodeStore {
     /// The node that last took the lead, if any did.
     fn leader(&self) -> Result<Option<String>, StoreError>;
 
-    /// Tells every other node `message` (PostgreSQL: sent at once, to the nodes listening then;
-    /// SQLite: nobody else to tell).
-    fn tell_nodes(&self, message: &NodeMessage) -> Result<(), StoreError>;
+    /// Tells every other node `messages`, in order, in one round trip (PostgreSQL: sent at once,
+    /// to the nodes listening then; SQLite: nobody else to tell).
+    fn tell_nodes(&self, messages: &[NodeMessage]) -> Result<(), StoreError>;
 }
 
 /// TLS session ticket keys, shared by every node (DESIGN §12).

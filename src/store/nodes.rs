@@ -125,10 +125,13 @@ impl NodeStore for SqlStore {
         Ok(())
     }
 
-    fn tell_nodes(&self, message: &NodeMessage) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(message)
+    fn tell_nodes(&self, messages: &[NodeMessage]) -> Result<(), StoreError> {
+        let payloads = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Corrupt(format!("node message: {e}")))?;
-        Ok(self.db.tell_nodes(&payload)?)
+        Ok(self.db.tell_nodes(&payloads)?)
     }
 
     fn leader(&self) -> Result<Option<String>, StoreError> {

@@ -349,8 +349,9 @@ pub trait Backend: Send + Sync {
     /// holders it does not list are gone, and what they held counts as spent.
     fn live_holders(&self) -> String;
 
-    /// Sends `payload` to the other nodes sharing the database (`NodeStore::tell_nodes`).
-    fn tell_nodes(&self, payload: &str) -> Result<(), DbError>;
+    /// Sends `payloads`, in order, to the other nodes sharing the database
+    /// (`NodeStore::tell_nodes`).
+    fn tell_nodes(&self, payloads: &[String]) -> Result<(), DbError>;
 }
 
 /// One engine's way of keeping its schema: `schema_migrations` (version, applied_at) in its own

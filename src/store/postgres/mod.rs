@@ -169,11 +169,11 @@ impl Backend for Postgres {
         holder::live_holders()
     }
 
-    fn tell_nodes(&self, payload: &str) -> Result<(), DbError> {
+    fn tell_nodes(&self, payloads: &[String]) -> Result<(), DbError> {
         self.get()?
             .execute(
-                "SELECT pg_notify($1, $2)",
-                &[&listen::NODE_CHANNEL, &payload],
+                "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS n(p, i) ORDER BY i",
+                &[&listen::NODE_CHANNEL, &payloads],
             )
             .map_err(pg)?;
         Ok(())

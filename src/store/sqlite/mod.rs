@@ -111,7 +111,7 @@ impl Backend for Sqlite {
     }
 
     /// One process is the one node: nobody else to tell.
-    fn tell_nodes(&self, _payload: &str) -> Result<(), DbError> {
+    fn tell_nodes(&self, _payloads: &[String]) -> Result<(), DbError> {
         Ok(())
     }
 }

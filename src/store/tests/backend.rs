@@ -312,3 +312,35 @@ pub(super) fn ticket_keys_are_created_once_sealed_and_forgotten(engine: Engine) 
 fn secrets(keys: &[TicketKey]) -> Vec<[u8; 32]> {
     keys.iter().map(|k| k.secret).collect()
 }
+
+/// What a node tells the others (`NodeStore::tell_nodes`) reaches a connection listening on the
+/// nodes' channel, every message, in the order told, however many go in one round trip.
+#[test]
+fn news_told_in_one_round_trip_arrives_whole_and_in_order() {
+    use ::postgres::fallible_iterator::FallibleIterator;
+    let db = TestDb::new(Engine::Postgres);
+    let store = db.open();
+    let url = db.url.as_deref().unwrap();
+    let mut listener = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    listener.batch_execute("LISTEN portcullis_node").unwrap();
+    let told: Vec<NodeMessage> = (0..300)
+        .map(|session| NodeMessage {
+            from: "node-1".into(),
+            news: NodeNews::Admitted {
+                org: "acme".into(),
+                client_id: format!("d:acme:sensor:dev{session}"),
+                session,
+            },
+        })
+        .collect();
+    store.tell_nodes(&told[..1]).unwrap();
+    store.tell_nodes(&told[1..]).unwrap();
+    let heard: Vec<NodeMessage> = listener
+        .notifications()
+        .timeout_iter(std::time::Duration::from_secs(5))
+        .map(|n| Ok(serde_json::from_str(n.payload()).unwrap()))
+        .take(told.len())
+        .collect()
+        .unwrap();
+    assert_eq!(heard, told);
+}
