@@ -63,8 +63,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// `shared`: the store is shared with other nodes (PostgreSQL). With the task that tells
-    /// the other nodes this node's news (run it on the runtime; it ends when the `Cluster` is
-    /// gone, after telling what is queued).
+    /// the other nodes this node's news when there are any (run it on the runtime; it ends when
+    /// the `Cluster` is gone, after telling what is queued).
     pub fn new(
         node_id: String,
         store: Arc<dyn Store>,
@@ -72,16 +72,15 @@ impl Cluster {
         registry: Arc<Registry>,
         notifier: Arc<Notifier>,
         leading: watch::Receiver<bool>,
-    ) -> (Cluster, impl std::future::Future<Output = ()>) {
+    ) -> (Cluster, Option<impl std::future::Future<Output = ()>>) {
         let store = shared.then_some(store);
-        let (outbox, news) = match store {
-            Some(_) => {
-                let (tx, rx) = mpsc::channel(OUTBOX);
-                (Some(tx), Some(rx))
+        let (outbox, teller) = match &store {
+            Some(store) => {
+                let (outbox, news) = mpsc::channel(OUTBOX);
+                (Some(outbox), Some(tell_from(store.clone(), news)))
             }
             None => (None, None),
         };
-        let teller = tell_from(store.clone(), news);
         let cluster = Cluster {
             node_id,
             store,
@@ -269,10 +268,7 @@ impl Cluster {
 /// Tells the other nodes the news queued in `news`, in batches of up to [`BATCH`] in one round
 /// trip each, one batch at a time: a store that is slow or down holds one blocking thread, never
 /// one per session. A failure is logged; that batch is lost (notifications are not kept).
-async fn tell_from(store: Option<Arc<dyn Store>>, news: Option<mpsc::Receiver<NodeMessage>>) {
-    let (Some(store), Some(mut news)) = (store, news) else {
-        return;
-    };
+async fn tell_from(store: Arc<dyn Store>, mut news: mpsc::Receiver<NodeMessage>) {
     while let Some(first) = news.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {

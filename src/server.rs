@@ -140,7 +140,9 @@ impl Server {
             notifier.clone(),
             health.leadership(),
         );
-        tokio::spawn(cluster_teller);
+        if let Some(teller) = cluster_teller {
+            tokio::spawn(teller);
+        }
         let cluster = Arc::new(cluster);
         let admin_state = AdminState {
             cluster: cluster.clone(),
