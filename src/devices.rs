@@ -24,11 +24,14 @@ pub struct DeviceLog {
 }
 
 impl DeviceLog {
-    /// The log and the task that writes it into `store` (run it on the runtime; it ends when
-    /// every `DeviceLog` is gone, after writing what is queued).
-    pub fn new(store: Arc<dyn Store>) -> (DeviceLog, impl std::future::Future<Output = ()>) {
+    /// The log and the task that writes it into `store` as seen by node `node_id` (run it on
+    /// the runtime; it ends when every `DeviceLog` is gone, after writing what is queued).
+    pub fn new(
+        store: Arc<dyn Store>,
+        node_id: String,
+    ) -> (DeviceLog, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (DeviceLog { tx }, write_behind(store, rx))
+        (DeviceLog { tx }, write_behind(store, node_id, rx))
     }
 
     /// Never waits.
@@ -39,7 +42,7 @@ impl DeviceLog {
     }
 }
 
-async fn write_behind(store: Arc<dyn Store>, mut rx: mpsc::Receiver<DeviceSeen>) {
+async fn write_behind(store: Arc<dyn Store>, node_id: String, mut rx: mpsc::Receiver<DeviceSeen>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -49,8 +52,9 @@ async fn write_behind(store: Arc<dyn Store>, mut rx: mpsc::Receiver<DeviceSeen>)
                 Ok(None) | Err(_) => break,
             }
         }
-        let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || store.record_devices(&batch)).await;
+        let (store, node_id) = (store.clone(), node_id.clone());
+        let written =
+            tokio::task::spawn_blocking(move || store.record_devices(&node_id, &batch)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "device registry not written"),

@@ -213,7 +213,7 @@ async fn connection(
             let snapshot = ctx.registry.snapshot();
             if let Ok(entry) = snapshot.route(ctx.registry.platform(), refusal.sni.as_deref()) {
                 let mut event = Event::new(entry.org.id.as_str(), Kind::Refused, Some(peer));
-                event.reason = Some(reason);
+                event.reason = Some(reason.into());
                 ctx.registry.events().publish(event);
             }
             return;
@@ -227,7 +227,7 @@ async fn connection(
         Err(error) if error.is_connect_refusal() => {
             refused(peer, sni.as_deref(), "connect", error.reason());
             let mut event = Event::new(org.as_str(), Kind::Refused, Some(peer));
-            event.reason = Some(error.reason());
+            event.reason = Some(error.reason().into());
             ctx.registry.events().publish(event);
         }
         Err(error) => tracing::debug!(%peer, reason = error.reason(), %error, "session ended"),

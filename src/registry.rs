@@ -556,12 +556,13 @@ impl SessionTable {
         self.live.is_empty()
     }
 
-    /// The live sessions of `org`, in no particular order.
-    pub fn list(&self, org: &OrgId) -> Vec<SessionInfo> {
+    /// The live sessions of `org` (of every org with `None`), each with its number and org, in
+    /// no particular order.
+    pub fn list(&self, org: Option<&OrgId>) -> Vec<(u64, OrgId, SessionInfo)> {
         self.live
             .iter()
-            .filter(|s| &s.org == org)
-            .map(|s| s.info.clone())
+            .filter(|s| org.is_none_or(|org| &s.org == org))
+            .map(|s| (*s.key(), s.org.clone(), s.info.clone()))
             .collect()
     }
 

@@ -112,6 +112,7 @@ impl Server {
         if config.store.url.is_none() {
             // SQLite: this process is the one node, and it leads.
             let store = store.clone();
+            let node_id = node_id.clone();
             tokio::task::spawn_blocking(move || {
                 store.forget_other_nodes(&node_id)?;
                 store.lead(&node_id, time::OffsetDateTime::now_utc())
@@ -120,7 +121,7 @@ impl Server {
             .map_err(|e| ServerError::Store(StoreError::Corrupt(format!("nodes: {e}"))))??;
             health.set_leading(true);
         }
-        let (devices, device_writer) = crate::devices::DeviceLog::new(store.clone());
+        let (devices, device_writer) = crate::devices::DeviceLog::new(store.clone(), node_id);
         tokio::spawn(device_writer);
         let notifier = Arc::new(Notifier::new(
             store.clone(),
@@ -139,6 +140,7 @@ impl Server {
             registry.clone(),
             notifier.clone(),
             health.leadership(),
+            config.cluster.down_after,
         );
         if let Some(teller) = cluster_teller {
             tokio::spawn(teller);

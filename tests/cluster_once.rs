@@ -1,8 +1,10 @@
 //! What happens once per cluster (DESIGN §12), on real nodes sharing a real PostgreSQL 15: one
 //! node leads (the notifier, the CRL fetches) and another takes the lead when it goes; each
 //! notice is sent once however many nodes run; one session per client id across nodes (a
-//! connection on another node takes over, MQTT 5 DISCONNECT 0x8E); and an operator's
-//! `DELETE …/sessions/{client_id}` on any node closes the session wherever it is.
+//! connection on another node takes over, MQTT 5 DISCONNECT 0x8E); an operator's
+//! `DELETE …/sessions/{client_id}` on any node closes the session wherever it is; and the session
+//! list, the event stream and the device registry of any node show every node's, each with its
+//! `node`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +17,7 @@ use common::mqtt::*;
 use common::nodes::*;
 use common::*;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
+use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const SNI: &str = "acme.messaging.localhost";
@@ -241,6 +244,101 @@ async fn a_delete_on_any_node_closes_the_session_wherever_it_is() {
     let (status, body) = b.api("DELETE", path, None).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `(client_id, node)` of each session `server` lists for acme, in list order.
+async fn sessions_listed(server: &TestServer, query: &str) -> (Vec<(String, String)>, Value) {
+    let (status, body) = server
+        .api("GET", &format!("/api/v1/orgs/acme/sessions{query}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let field = |name: &str| s[name].as_str().unwrap().to_owned();
+            (field("client_id"), field("node"))
+        })
+        .collect();
+    (rows, body["next_cursor"].clone())
+}
+
+#[tokio::test]
+async fn sessions_events_and_devices_of_every_node_are_listed_on_any_node_with_their_node() {
+    let url = pg::database();
+    let (a, b, _dirs) = two_nodes(&url, None).await;
+    let (ca, _) = a.org_with_ca("acme").await;
+    let mut events = reqwest::Client::new()
+        .get(a.url("/api/v1/orgs/acme/events"))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status().as_u16(), 200);
+
+    let (_one, _one_inbox) = device_v5(&a, &ca, "dev1").await;
+    let (two, _two_inbox) = device_v5(&b, &ca, "dev2").await;
+    let (dev1, dev2) = ("d:acme:sensor:dev1", "d:acme:sensor:dev2");
+    let on = |node: &TestServer| {
+        let suffix = port_suffix(node);
+        move |id: &str| id.ends_with(&suffix)
+    };
+    // Both nodes list both sessions, oldest first, each with the node that serves it.
+    for server in [&a, &b] {
+        let both = eventually(WITHIN, || async {
+            sessions_listed(server, "").await.0.len() == 2
+        })
+        .await;
+        assert!(both, "a node did not list the other's session within 1 s");
+        let (rows, _) = sessions_listed(server, "").await;
+        assert_eq!((rows[0].0.as_str(), rows[1].0.as_str()), (dev1, dev2));
+        assert!(on(&a)(&rows[0].1), "{rows:?}");
+        assert!(on(&b)(&rows[1].1), "{rows:?}");
+    }
+    // Paged across nodes: one row a page, each once.
+    let (first, next) = sessions_listed(&b, "?limit=1").await;
+    assert_eq!(first[0].0, dev1);
+    let (second, last) =
+        sessions_listed(&b, &format!("?limit=1&cursor={}", next.as_str().unwrap())).await;
+    assert_eq!(second[0].0, dev2);
+    assert!(last.is_null(), "{last}");
+
+    // A's event stream carries B's connect, with B's node id.
+    let seen = read_events(&mut events, |s| s.contains(dev2)).await;
+    let connect: Value = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<Value>(data).unwrap())
+        .find(|data| data["client_id"] == dev2)
+        .unwrap();
+    assert!(on(&b)(connect["node"].as_str().unwrap()), "{connect}");
+
+    // A's device registry shows dev2 as last seen on B (written up to a second behind).
+    let registered =
+        eventually(STEP, || async {
+            let (_, body) = a.api("GET", "/api/v1/orgs/acme/devices", None).await;
+            body["items"].as_array().unwrap().iter().any(|d| {
+                d["identity"] == "d:sensor:dev2" && on(&b)(d["node"].as_str().unwrap_or(""))
+            })
+        })
+        .await;
+    assert!(registered, "the registry never showed dev2 on node B");
+
+    // dev2 leaves: A's list drops it, and A's stream tells its disconnect.
+    two.disconnect().await.unwrap();
+    let gone = eventually(WITHIN, || async {
+        sessions_listed(&a, "")
+            .await
+            .0
+            .iter()
+            .all(|(id, _)| id != dev2)
+    })
+    .await;
+    assert!(gone, "A still listed dev2 a second after it left B");
+    read_events(&mut events, |s| s.contains("event: disconnect")).await;
     a.stop().await;
     b.stop().await;
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/orgs/{org}/events`: the org's connects, disconnects and refusals as Server-Sent
 //! Events (`event: connect | disconnect | refused`, `data:` JSON `{"at", "client_id",
-//! "identity", "peer", "reason"}`). A reader that falls behind the broadcast ring is dropped
-//! (its stream ends); it never slows the data path.
+//! "identity", "peer", "reason", "node"}`), of every node of the cluster. A reader that falls
+//! behind the broadcast ring is dropped (its stream ends); it never slows the data path.
 
 use std::convert::Infallible;
 
@@ -35,13 +35,14 @@ pub async fn stream(
     let org = super::existing_org(&state, &caller, &org, Need::Read).await?;
     let receiver = state.registry.events().subscribe();
     let org = org.as_str().to_owned();
+    let node = state.cluster.node_id().to_owned();
     let events = futures_util::stream::unfold(receiver, move |mut receiver| {
-        let org = org.clone();
+        let (org, node) = (org.clone(), node.clone());
         async move {
             loop {
                 match receiver.recv().await {
                     Ok(event) if event.org == org => {
-                        let data = serde_json::to_string(&*event).ok()?;
+                        let data = event.data(&node);
                         let sse = sse::Event::default().event(event.kind.as_str()).data(data);
                         return Some((Ok(sse), receiver));
                     }

@@ -1,4 +1,5 @@
-//! `/api/v1/orgs/{org}/sessions[/{client_id}]`: the org's live sessions, and disconnecting one
+//! `/api/v1/orgs/{org}/sessions[/{client_id}]`: the org's live sessions on every node that is up
+//! (each with its `node`), and disconnecting one
 //! (an MQTT 5 client is told DISCONNECT 0x98, administrative action) on whichever node holds it
 //! (see `crate::cluster`).
 
@@ -19,7 +20,7 @@ use crate::store::Page;
     tag = "sessions",
     params(("org" = String, Path, description = "organisation id"), Paging),
     responses(
-        (status = 200, description = "live sessions, oldest first", body = ListView<SessionView>),
+        (status = 200, description = "live sessions of every node that is up, oldest first", body = ListView<SessionView>),
         (status = "4XX", description = "refused", body = super::views::ErrorView)
     ),
     security(("bearer" = []))
@@ -32,17 +33,7 @@ pub async fn list(
 ) -> Result<Json<ListView<SessionView>>, ApiError> {
     let org = super::existing_org(&state, &caller, &org, Need::Read).await?;
     let page = page_request(paging.limit, paging.cursor.as_deref())?;
-    let mut sessions = state.registry.sessions().list(&org);
-    sessions.sort_by(|a, b| (a.connected_at, &a.client_id).cmp(&(b.connected_at, &b.client_id)));
-    let (after_micros, after_id) = page.after();
-    let rows: Vec<_> = sessions
-        .into_iter()
-        .filter(|s| {
-            let micros = crate::store::page::micros(s.connected_at);
-            (micros, s.client_id.as_str()) > (after_micros, after_id)
-        })
-        .take(page.limit as usize + 1)
-        .collect();
+    let rows = state.cluster.sessions(&org, &page).await?;
     let page = Page::from_rows(rows, page.limit, |s| (s.connected_at, s.client_id.as_str()));
     Ok(Json(ListView::from_page(page, SessionView::from)))
 }

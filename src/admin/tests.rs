@@ -75,6 +75,7 @@ fn harness() -> Harness {
                 registry.clone(),
                 notifier.clone(),
                 tokio::sync::watch::channel(true).1,
+                std::time::Duration::from_secs(15),
             )
             .0,
         ),

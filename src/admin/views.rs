@@ -7,11 +7,10 @@ use crate::identity::OrgId;
 use crate::mqtt::topics::TopicPolicy;
 use crate::pki::CertInfo;
 use crate::pki::KeyType;
-use crate::registry::SessionInfo;
 use crate::store::{
     AuditEvent, BlockTarget, BlockedDevice, CaRecord, CsrRecord, CsrStatus, DeviceRecord,
-    GrantRecord, NotificationSettings, OrgRecord, Page, Role, ServerCertRecord, SigningCertRecord,
-    TokenRecord, TokenStatus,
+    GrantRecord, NodeSession, NotificationSettings, OrgRecord, Page, Role, ServerCertRecord,
+    SigningCertRecord, TokenRecord, TokenStatus,
 };
 
 pub use crate::clock::rfc3339;
@@ -386,19 +385,22 @@ pub struct SessionView {
     pub protocol: u8,
     pub peer: Option<String>,
     pub connected_at: String,
+    /// The node that serves it.
+    pub node: String,
 }
 
-impl From<SessionInfo> for SessionView {
-    fn from(s: SessionInfo) -> SessionView {
+impl From<NodeSession> for SessionView {
+    fn from(s: NodeSession) -> SessionView {
         SessionView {
             client_id: s.client_id,
-            identity: s.device.identity.to_string(),
-            ca_id: s.device.ca_id,
-            fingerprint_sha256: s.device.fingerprint_sha256,
-            serial: s.device.serial,
+            identity: s.identity,
+            ca_id: s.ca_id,
+            fingerprint_sha256: s.fingerprint_sha256,
+            serial: s.serial,
             protocol: s.protocol,
-            peer: s.peer.map(|p| p.to_string()),
+            peer: s.peer,
             connected_at: rfc3339(s.connected_at),
+            node: s.node_id,
         }
     }
 }
@@ -437,6 +439,8 @@ pub struct DeviceView {
     pub not_after: String,
     pub first_seen: String,
     pub last_seen: String,
+    /// The node that saw it last (empty for a sighting older than the cluster-wide registry).
+    pub node: String,
 }
 
 impl From<DeviceRecord> for DeviceView {
@@ -449,6 +453,7 @@ impl From<DeviceRecord> for DeviceView {
             not_after: rfc3339(d.not_after),
             first_seen: rfc3339(d.first_seen),
             last_seen: rfc3339(d.last_seen),
+            node: d.node,
         }
     }
 }

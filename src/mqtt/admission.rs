@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::broker::{BrokerError, BrokerSession, Expiry, Opening};
+use crate::cluster::Seat;
 use crate::codec::{self, origin, ConnAck, Connect, Packet, Properties, Protocol, Will};
 use crate::identity::ClientId;
 use crate::mqtt::forward::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAX};
@@ -44,6 +45,8 @@ pub struct Admitted {
     pub guard: SessionGuard,
     /// The client id, held by this session alone.
     pub held: ClientIdGuard,
+    /// The session in the cluster's list (DESIGN §12).
+    pub seat: Seat,
     pub broker: BrokerSession,
 }
 
@@ -110,6 +113,7 @@ pub async fn admit(
         connected_at: time::OffsetDateTime::now_utc(),
     };
     let device = info.device.clone();
+    let listed = info.clone();
     let guard = ctx
         .registry
         .sessions()
@@ -140,7 +144,7 @@ pub async fn admit(
         .ok_or(Refusal::BrokerBusy)?;
     // And on the other nodes: a session of this client id there ends (taken over), as soon as
     // they hear of this one; told now, so that this session's word goes out before its CONNACK.
-    ctx.cluster.admitted(&org, &client_id_text, guard.id());
+    let seat = ctx.cluster.admitted(&org, &listed, guard.id());
     let expiry = session_expiry(&connect);
     let opening = Opening {
         client_id: &client_id_text,
@@ -166,6 +170,7 @@ pub async fn admit(
         expiry,
         guard,
         held,
+        seat,
         broker,
     })
 }

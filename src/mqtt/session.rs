@@ -91,6 +91,7 @@ where
         expiry,
         guard,
         held,
+        seat: _seat,
         mut broker,
     } = admitted;
     if let Err(error) = sent {
@@ -154,10 +155,13 @@ where
     .await;
     live.decrement(1.0);
     let mut ended = event(Kind::Disconnect);
-    ended.reason = Some(match &result {
-        Ok(()) => "normal",
-        Err(error) => error.reason(),
-    });
+    ended.reason = Some(
+        match &result {
+            Ok(()) => "normal",
+            Err(error) => error.reason(),
+        }
+        .into(),
+    );
     ctx.registry.events().publish(ended);
     let mut ended = forwarder.end();
     // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT

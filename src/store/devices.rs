@@ -35,6 +35,8 @@ pub struct DeviceRecord {
     pub not_after: OffsetDateTime,
     pub first_seen: OffsetDateTime,
     pub last_seen: OffsetDateTime,
+    /// The node that saw it last (DESIGN §12; empty for a sighting older than the column).
+    pub node: String,
 }
 
 /// Filters of the device list; `None` does not filter.
@@ -49,7 +51,7 @@ pub struct DeviceFilter {
 }
 
 const COLUMNS: &str =
-    "org, identity, fingerprint_sha256, ca_id, serial, not_after, first_seen, last_seen";
+    "org, identity, fingerprint_sha256, ca_id, serial, not_after, first_seen, last_seen, node";
 
 /// A row before its times and org are converted.
 struct DeviceRow {
@@ -61,6 +63,7 @@ struct DeviceRow {
     not_after: i64,
     first_seen: i64,
     last_seen: i64,
+    node: String,
 }
 
 impl DeviceRow {
@@ -74,6 +77,7 @@ impl DeviceRow {
             not_after: row.get(5)?,
             first_seen: row.get(6)?,
             last_seen: row.get(7)?,
+            node: row.get(8)?,
         })
     }
 
@@ -87,6 +91,7 @@ impl DeviceRow {
             not_after: from_micros(self.not_after)?,
             first_seen: from_micros(self.first_seen)?,
             last_seen: from_micros(self.last_seen)?,
+            node: self.node,
         })
     }
 }
@@ -104,16 +109,19 @@ pub struct Expiring {
 }
 
 impl DeviceStore for SqlStore {
-    fn record_devices(&self, seen: &[DeviceSeen]) -> Result<(), StoreError> {
+    fn record_devices(&self, node_id: &str, seen: &[DeviceSeen]) -> Result<(), StoreError> {
         let tx = self.begin()?;
         for s in seen {
             tx.execute(
                 "INSERT INTO devices (org, identity, fingerprint_sha256, ca_id, serial, not_after,
-                     first_seen, last_seen)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 WHERE EXISTS (SELECT 1 FROM orgs WHERE id = ?1)
+                     first_seen, last_seen, node)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8
+                 WHERE EXISTS (SELECT 1 FROM orgs WHERE id = ?1)
                  ON CONFLICT (org, identity, fingerprint_sha256) DO UPDATE
                  SET last_seen = CASE WHEN devices.last_seen > excluded.last_seen
                      THEN devices.last_seen ELSE excluded.last_seen END,
+                     node = CASE WHEN devices.last_seen > excluded.last_seen
+                     THEN devices.node ELSE excluded.node END,
                      ca_id = excluded.ca_id",
                 params![
                     s.org.as_str(),
@@ -123,6 +131,7 @@ impl DeviceStore for SqlStore {
                     s.serial,
                     to_micros(s.not_after),
                     to_micros(s.at),
+                    node_id,
                 ],
             )?;
         }

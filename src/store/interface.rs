@@ -31,9 +31,10 @@ use super::{
     Audit, AuditEvent, BlockedDevice, CaFilter, CaPatch, CaRecord, CsrRecord, CsrStatus,
     CsrTransition, DeviceFilter, DeviceRecord, DeviceSeen, Expiring, ExpirySummary, GrantRecord,
     GrantStatus, GrantTerms, ListFilter, NewBlock, NewCa, NewCsr, NewOrg, NewServerCert,
-    NewSigningCert, NewToken, NodeMessage, NodeRecord, NotificationKey, NotificationSettings,
-    OrgPatch, OrgRecord, OrgState, Page, PageRequest, RenewalRefused, ServerCertRecord,
-    SigningCertDeleted, SigningCertRecord, StoreError, TicketKey, TokenPatch, TokenRecord,
+    NewSigningCert, NewToken, NodeMessage, NodeRecord, NodeSession, NotificationKey,
+    NotificationSettings, OrgPatch, OrgRecord, OrgState, Page, PageRequest, RenewalRefused,
+    ServerCertRecord, SigningCertDeleted, SigningCertRecord, StoreError, TicketKey, TokenPatch,
+    TokenRecord,
 };
 use crate::clock::Clock;
 use crate::identity::OrgId;
@@ -55,6 +56,7 @@ pub trait Store:
     + NotificationStore
     + PlatformStore
     + NodeStore
+    + LiveSessionStore
     + TicketKeyStore
     + Send
     + Sync
@@ -76,6 +78,7 @@ impl<T> Store for T where
         + NotificationStore
         + PlatformStore
         + NodeStore
+        + LiveSessionStore
         + TicketKeyStore
         + Send
         + Sync
@@ -346,7 +349,7 @@ pub trait DeviceStore {
     /// Records a batch of authentications in one transaction: new (identity, certificate) pairs
     /// are added, known ones get their `last_seen`. Entries of orgs deleted meanwhile are
     /// skipped.
-    fn record_devices(&self, seen: &[DeviceSeen]) -> Result<(), StoreError>;
+    fn record_devices(&self, node_id: &str, seen: &[DeviceSeen]) -> Result<(), StoreError>;
 
     /// The org's devices, by first sighting.
     fn list_devices(
@@ -583,6 +586,36 @@ pub trait NodeStore {
     /// Tells every other node `messages`, in order, in one round trip (PostgreSQL: sent at once,
     /// to the nodes listening then; SQLite: nobody else to tell).
     fn tell_nodes(&self, messages: &[NodeMessage]) -> Result<(), StoreError>;
+}
+
+/// Every node's live sessions, for the cluster-wide session list (DESIGN §12). A node writes its
+/// own rows only; on SQLite the one node lists its sessions from memory and writes none.
+pub trait LiveSessionStore {
+    /// Node `node_id`'s sessions `opened` since its last write are added (one already there is
+    /// left as it is), then those `closed` are removed, in one transaction.
+    fn sessions_changed(
+        &self,
+        node_id: &str,
+        opened: &[NodeSession],
+        closed: &[u64],
+    ) -> Result<(), StoreError>;
+
+    /// Node `node_id`'s rows become `sessions` exactly (at its start: none; after news of its
+    /// own sessions was dropped: all it holds).
+    fn replace_sessions(&self, node_id: &str, sessions: &[NodeSession]) -> Result<(), StoreError>;
+
+    /// The org's sessions on nodes other than `node_id` whose heartbeat is not older than
+    /// `seen_since`, one page and one more row in `(connected_at, client_id)` order. `UnknownOrg`.
+    fn other_nodes_sessions(
+        &self,
+        org: &OrgId,
+        node_id: &str,
+        seen_since: OffsetDateTime,
+        page: &PageRequest,
+    ) -> Result<Vec<NodeSession>, StoreError>;
+
+    /// Forgets the rows of every node whose heartbeat is older than `seen_before`.
+    fn forget_sessions_of_nodes_down(&self, seen_before: OffsetDateTime) -> Result<(), StoreError>;
 }
 
 /// TLS session ticket keys, shared by every node (DESIGN §12).

@@ -50,6 +50,7 @@ mod filter;
 mod grant_holds;
 mod grants;
 mod interface;
+mod live_sessions;
 mod nodes;
 mod notifications;
 mod orgs;
@@ -74,9 +75,10 @@ pub use grants::{
 };
 pub use interface::{
     AuditStore, BlocklistStore, CaStore, CrlStore, CsrStore, DeviceStore, GrantRules, GrantStore,
-    NodeStore, NotificationStore, OrgStore, PlatformStore, ServerCertStore, SigningCertStore,
-    Store, TicketKeyStore, TokenStore,
+    LiveSessionStore, NodeStore, NotificationStore, OrgStore, PlatformStore, ServerCertStore,
+    SigningCertStore, Store, TicketKeyStore, TokenStore,
 };
+pub use live_sessions::NodeSession;
 pub use nodes::{NodeMessage, NodeNews, NodeRecord};
 pub use notifications::{ExpirySummary, NotificationKey, NotificationSettings};
 pub use page::{BadCursor, Cursor, Page, PageRequest};

@@ -54,6 +54,8 @@ pub enum NodeNews {
     Notify {
         alert: Option<(String, String, String)>,
     },
+    /// A connect, disconnect or refusal on that node, for every node's event stream.
+    Event { event: crate::events::Event },
 }
 
 impl NodeStore for SqlStore {

@@ -37,9 +37,8 @@ impl Cursor {
         let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
         let (micros, id) = text.split_once('.').ok_or(BadCursor)?;
         let micros = micros.parse().map_err(|_| BadCursor)?;
-        let id_ok = !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        // Resource ids, and client ids (the session list: `d:acme:sensor:dev1`).
+        let id_ok = !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic());
         if !id_ok {
             return Err(BadCursor);
         }
@@ -136,7 +135,12 @@ mod tests {
         assert_eq!(Cursor::parse(&c.encode()).unwrap(), c);
         let negative = Cursor::after(-5, "ff");
         assert_eq!(Cursor::parse(&negative.encode()).unwrap(), negative);
-        for bad in ["", "!!!", "bm9kb3Q", "MTIzLg", "YWJjLmZm", "MTIzLng_eQ"] {
+        let client_id = Cursor::after(7, "d:acme:sensor:dev.1_a");
+        assert_eq!(Cursor::parse(&client_id.encode()).unwrap(), client_id);
+        // Empty id, a space in it, 257 bytes.
+        let spaced = Cursor::after(1, "a b").encode();
+        let long = Cursor::after(1, &"a".repeat(257)).encode();
+        for bad in ["", "!!!", "bm9kb3Q", "MTIzLg", "YWJjLmZm", &spaced, &long] {
             assert_eq!(Cursor::parse(bad), Err(BadCursor), "{bad}");
         }
     }

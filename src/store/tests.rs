@@ -796,6 +796,7 @@ on_both_engines!(
     a_store_dropped_on_the_runtime_does_not_panic,
     node_heartbeats_replace_each_other_and_the_last_leader_is_kept,
     ticket_keys_are_created_once_sealed_and_forgotten,
+    live_sessions_are_listed_per_node_and_forgotten_when_down,
     uses_are_reserved_in_blocks_and_written_exactly_at_a_clean_stop,
     a_store_gone_without_stopping_leaves_every_use_it_made_counted
 );

@@ -344,3 +344,142 @@ fn news_told_in_one_round_trip_arrives_whole_and_in_order() {
         .unwrap();
     assert_eq!(heard, told);
 }
+
+fn node_session(
+    node_id: &str,
+    session: u64,
+    client_id: &str,
+    connected_at: OffsetDateTime,
+) -> NodeSession {
+    NodeSession {
+        node_id: node_id.into(),
+        session,
+        org: org("acme"),
+        client_id: client_id.into(),
+        identity: "d:sensor:dev1".into(),
+        ca_id: "ca-1".into(),
+        fingerprint_sha256: "ab".repeat(32),
+        serial: "01".into(),
+        protocol: 5,
+        peer: Some("127.0.0.1:50000".into()),
+        connected_at,
+    }
+}
+
+fn beat(store: &SqlStore, node_id: &str, last_seen: OffsetDateTime) {
+    store
+        .heartbeat(&NodeRecord {
+            node_id: node_id.into(),
+            started_at: T0,
+            last_seen,
+            sessions: 0,
+            version: "test".into(),
+        })
+        .unwrap();
+}
+
+/// The cluster-wide session list: each node's rows as it wrote them, another node's only while it
+/// is up, paged in `(connected_at, client_id)` order; a node's rows replaced whole, and those of
+/// nodes down forgotten.
+pub(super) fn live_sessions_are_listed_per_node_and_forgotten_when_down(engine: Engine) {
+    let (_db, store, a) = acme_store(engine);
+    new_org(&store, "beta");
+    let now = OffsetDateTime::now_utc();
+    for node in ["node-1", "node-2", "node-3"] {
+        beat(&store, node, now);
+    }
+    let t = |s: i64| T0 + Duration::seconds(s);
+    store
+        .sessions_changed(
+            "node-2",
+            &[
+                node_session("node-2", 1, "d:acme:sensor:b", t(2)),
+                node_session("node-2", 2, "d:acme:sensor:a", t(2)),
+                node_session("node-2", 3, "d:acme:sensor:c", t(1)),
+            ],
+            &[],
+        )
+        .unwrap();
+    let mut other_org = node_session("node-3", 1, "d:beta:sensor:x", t(0));
+    other_org.org = org("beta");
+    store
+        .sessions_changed(
+            "node-3",
+            &[
+                node_session("node-3", 7, "d:acme:sensor:d", t(3)),
+                other_org,
+            ],
+            &[],
+        )
+        .unwrap();
+    // Opened and closed in one batch: not listed; a second write of a row leaves it as it is.
+    store
+        .sessions_changed(
+            "node-2",
+            &[
+                node_session("node-2", 4, "d:acme:sensor:gone", t(4)),
+                node_session("node-2", 1, "d:acme:sensor:b", t(9)),
+            ],
+            &[4],
+        )
+        .unwrap();
+
+    let listed = |except: &str, page: &PageRequest| {
+        store
+            .other_nodes_sessions(&a, except, now - Duration::seconds(15), page)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.node_id, s.client_id))
+            .collect::<Vec<_>>()
+    };
+    let pair = |node: &str, id: &str| (node.to_owned(), format!("d:acme:sensor:{id}"));
+    let all = PageRequest::default();
+    assert_eq!(
+        listed("node-1", &all),
+        [
+            pair("node-2", "c"),
+            pair("node-2", "a"),
+            pair("node-2", "b"),
+            pair("node-3", "d")
+        ]
+    );
+    // The asking node's own rows are left out (it lists them from memory).
+    assert_eq!(listed("node-3", &all).len(), 3);
+    // One page and one more row, after the cursor.
+    let page = PageRequest {
+        limit: 1,
+        cursor: Some(Cursor::after(to_micros(t(2)), "d:acme:sensor:a")),
+    };
+    assert_eq!(
+        listed("node-1", &page),
+        [pair("node-2", "b"), pair("node-3", "d")]
+    );
+    let whole = store
+        .other_nodes_sessions(&a, "node-1", now - Duration::seconds(15), &all)
+        .unwrap();
+    assert_eq!(whole[0], node_session("node-2", 3, "d:acme:sensor:c", t(1)));
+    assert!(matches!(
+        store.other_nodes_sessions(&org("nope"), "node-1", now, &all),
+        Err(StoreError::UnknownOrg)
+    ));
+
+    // Node 2's heartbeat grows old: its rows are not listed, then forgotten.
+    beat(&store, "node-2", now - Duration::seconds(60));
+    assert_eq!(listed("node-1", &all), [pair("node-3", "d")]);
+    store
+        .forget_sessions_of_nodes_down(now - Duration::seconds(15))
+        .unwrap();
+    beat(&store, "node-2", now);
+    assert_eq!(listed("node-1", &all), [pair("node-3", "d")]);
+
+    // A node's rows replaced whole (its start, or after lost news).
+    store
+        .replace_sessions(
+            "node-3",
+            &[node_session("node-3", 1, "d:acme:sensor:e", t(5))],
+        )
+        .unwrap();
+    assert_eq!(listed("node-1", &all), [pair("node-3", "e")]);
+    store.replace_sessions("node-3", &[]).unwrap();
+    assert!(listed("node-1", &all).is_empty());
+}

@@ -6,18 +6,23 @@
 //! - `DELETE …/sessions/{client_id}` on any node ends the session wherever it is: the node that
 //!   held it answers, and the asking node waits at most [`REPLY_WAIT`] for that answer;
 //! - the notifier runs on the leader only (`crate::leader`): a settings change or an alert from
-//!   the data path on another node is passed to it.
+//!   the data path on another node is passed to it;
+//! - every node's event stream carries every node's connects, disconnects and refusals;
+//! - the session list of any node shows every node's sessions: each node writes its own to the
+//!   store's `live_sessions` (see [`teller`]) and lists the others' from there.
 //!
 //! Each is applied here through the paths a single node uses (the session table's close, the
-//! notifier's wake and alert). On SQLite the one node has nobody to tell.
+//! notifier's wake and alert, the event ring). On SQLite the one node has nobody to tell.
 //!
 //! A notification reaches the nodes listening when it is sent: a node that is reconnecting its
 //! listener misses it. Of two sessions of one client id admitted on two nodes at nearly the same
 //! time, the one whose admission PostgreSQL delivers last stays: every node hears admissions in
 //! commit order, and a node takes its session over only for an admission heard after its own.
 
+mod teller;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,8 +30,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::OrgId;
 use crate::notify::{Notifier, ALERT_EVENTS};
-use crate::registry::Registry;
-use crate::store::{NodeMessage, NodeNews, Store, StoreError};
+use crate::registry::{Registry, SessionInfo};
+use crate::store::{NodeMessage, NodeNews, NodeSession, PageRequest, Store, StoreError};
+use teller::Outgoing;
 
 /// How long a `DELETE` of a session no node here holds waits for another node to say it closed
 /// it: the contract's second, and as much again for the answer's way back.
@@ -35,11 +41,6 @@ pub const REPLY_WAIT: Duration = Duration::from_secs(2);
 const ALERT_EVERY: Duration = Duration::from_secs(60);
 /// Alerts remembered for [`ALERT_EVERY`]; past this many, all are forgotten.
 const ALERTS_REMEMBERED: usize = 10_000;
-/// News waiting to be told (one admission each, in a connect storm); past it, news is dropped
-/// and counted, never waited for: the data path does not wait on the store.
-const OUTBOX: usize = 4096;
-/// Most news told in one round trip.
-const BATCH: usize = 256;
 
 type Alert = (OrgId, &'static str, String);
 
@@ -48,8 +49,13 @@ pub struct Cluster {
     node_id: String,
     /// `None` on SQLite: nobody else to tell.
     store: Option<Arc<dyn Store>>,
-    /// News for [`tell_from`], which tells it in the order given (`None` on SQLite).
-    outbox: Option<mpsc::Sender<NodeMessage>>,
+    /// News and session rows for the [`teller`], which writes them in the order given (`None`
+    /// on SQLite).
+    outbox: Option<mpsc::Sender<Outgoing>>,
+    /// Some news of this node's sessions was lost: the teller writes them all again.
+    resync: Arc<AtomicBool>,
+    /// A node whose heartbeat is older is down: its sessions are not listed.
+    down_after: Duration,
     registry: Arc<Registry>,
     notifier: Arc<Notifier>,
     /// This node leads (its notifier runs).
@@ -64,7 +70,7 @@ pub struct Cluster {
 impl Cluster {
     /// `shared`: the store is shared with other nodes (PostgreSQL). With the task that tells
     /// the other nodes this node's news when there are any (run it on the runtime; it ends when
-    /// the `Cluster` is gone, after telling what is queued).
+    /// the `Cluster` and every [`Seat`] are gone, after telling what is queued).
     pub fn new(
         node_id: String,
         store: Arc<dyn Store>,
@@ -72,12 +78,23 @@ impl Cluster {
         registry: Arc<Registry>,
         notifier: Arc<Notifier>,
         leading: watch::Receiver<bool>,
+        down_after: Duration,
     ) -> (Cluster, Option<impl std::future::Future<Output = ()>>) {
         let store = shared.then_some(store);
+        // The rows a node left behind at its last start (killed, or stopped while the store
+        // was down) are replaced first.
+        let resync = Arc::new(AtomicBool::new(true));
         let (outbox, teller) = match &store {
             Some(store) => {
-                let (outbox, news) = mpsc::channel(OUTBOX);
-                (Some(outbox), Some(tell_from(store.clone(), news)))
+                let (outbox, outgoing) = mpsc::channel(teller::OUTBOX);
+                let teller = teller::Teller {
+                    store: store.clone(),
+                    node_id: node_id.clone(),
+                    registry: registry.clone(),
+                    resync: resync.clone(),
+                    down_after,
+                };
+                (Some(outbox), Some(teller.run(outgoing)))
             }
             None => (None, None),
         };
@@ -85,6 +102,8 @@ impl Cluster {
             node_id,
             store,
             outbox,
+            resync,
+            down_after,
             registry,
             notifier,
             leading,
@@ -95,14 +114,54 @@ impl Cluster {
         (cluster, teller)
     }
 
-    /// Session `session` of `client_id` was admitted here: the other nodes end theirs. Does not
-    /// wait.
-    pub fn admitted(&self, org: &OrgId, client_id: &str, session: u64) {
-        self.tell_later(NodeNews::Admitted {
-            org: org.to_string(),
-            client_id: client_id.to_owned(),
-            session,
-        });
+    /// This node's id, as its sessions and events name it.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Session `session` (`info`) of `org` was admitted here: the other nodes end theirs of its
+    /// client id, and list it until the [`Seat`] is dropped. Does not wait.
+    pub fn admitted(&self, org: &OrgId, info: &SessionInfo, session: u64) -> Seat {
+        let Some(outbox) = &self.outbox else {
+            return Seat(None);
+        };
+        let row = teller::node_session(&self.node_id, session, org.clone(), info.clone());
+        self.send(Outgoing::Opened(row));
+        Seat(Some((outbox.clone(), self.resync.clone(), session)))
+    }
+
+    /// The org's sessions on every node that is up (this one's from memory), those after the
+    /// page's cursor in `(connected_at, client_id)` order: one page and one more row.
+    pub async fn sessions(
+        &self,
+        org: &OrgId,
+        page: &PageRequest,
+    ) -> Result<Vec<NodeSession>, StoreError> {
+        let (after_micros, after_id) = page.after();
+        let mut rows: Vec<NodeSession> = self
+            .registry
+            .sessions()
+            .list(Some(org))
+            .into_iter()
+            .map(|(session, org, info)| teller::node_session(&self.node_id, session, org, info))
+            .filter(|s| {
+                let micros = crate::store::page::micros(s.connected_at);
+                (micros, s.client_id.as_str()) > (after_micros, after_id)
+            })
+            .collect();
+        if let Some(store) = self.store.clone() {
+            let (org, node_id, page) = (org.clone(), self.node_id.clone(), page.clone());
+            let seen_since = time::OffsetDateTime::now_utc() - self.down_after;
+            let others = tokio::task::spawn_blocking(move || {
+                store.other_nodes_sessions(&org, &node_id, seen_since, &page)
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("listing sessions: {e}")))??;
+            rows.extend(others);
+        }
+        rows.sort_by(|a, b| (a.connected_at, &a.client_id).cmp(&(b.connected_at, &b.client_id)));
+        rows.truncate(usize::try_from(page.rows_to_fetch()).unwrap_or(usize::MAX));
+        Ok(rows)
     }
 
     /// The store listener (re)connected: what it missed is lost, and every live session is
@@ -230,6 +289,10 @@ impl Cluster {
                     }
                 }
             }
+            NodeNews::Event { mut event } => {
+                event.node = Some(message.from);
+                self.registry.events().publish(event);
+            }
             // Only the leader's notifier runs: the others keep no alerts they would never send.
             NodeNews::Notify { .. } if !*self.leading.borrow() => {}
             NodeNews::Notify { alert: None } => self.notifier.wake(),
@@ -251,12 +314,14 @@ impl Cluster {
         }
     }
 
-    /// Queues `news` for the other nodes without waiting; dropped and counted when the queue is
-    /// full (the store slow or unreachable).
+    /// Queues `news` for the other nodes without waiting.
     fn tell_later(&self, news: NodeNews) {
-        let Some(outbox) = &self.outbox else { return };
-        if outbox.try_send(self.message(news)).is_err() {
-            metrics::counter!(crate::metrics::CLUSTER_NEWS_DROPPED).increment(1);
+        self.send(Outgoing::News(self.message(news)));
+    }
+
+    fn send(&self, outgoing: Outgoing) {
+        if let Some(outbox) = &self.outbox {
+            teller::send(outbox, &self.resync, outgoing);
         }
     }
 
@@ -265,23 +330,14 @@ impl Cluster {
     }
 }
 
-/// Tells the other nodes the news queued in `news`, in batches of up to [`BATCH`] in one round
-/// trip each, one batch at a time: a store that is slow or down holds one blocking thread, never
-/// one per session. A failure is logged; that batch is lost (notifications are not kept).
-async fn tell_from(store: Arc<dyn Store>, mut news: mpsc::Receiver<NodeMessage>) {
-    while let Some(first) = news.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match news.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
-            }
-        }
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.tell_nodes(&batch)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "other nodes not told"),
-            Err(error) => tracing::warn!(%error, "the teller of other nodes failed"),
+/// A session of this node as the cluster lists it: while it is held, the others list the session
+/// (see [`Cluster::admitted`]).
+pub struct Seat(Option<(mpsc::Sender<Outgoing>, Arc<AtomicBool>, u64)>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some((outbox, resync, session)) = &self.0 {
+            teller::send(outbox, resync, Outgoing::Closed(*session));
         }
     }
 }

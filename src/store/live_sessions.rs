@@ -1,0 +1,179 @@
+//! The `live_sessions` table (DESIGN §12): every node's live sessions, so that the session list
+//! of any node shows the whole cluster. Each node writes only its own rows, in batches behind the
+//! connect path (see `crate::cluster`), and lists its own from memory; a node that is down (no
+//! heartbeat for `cluster.down_after_seconds`) has its rows left out of every list, and forgotten
+//! by the next sweep.
+
+use time::OffsetDateTime;
+
+use super::filter::Where;
+use super::sql::{params, Row, SqlExt, Value};
+use super::{
+    from_micros, parse_org_id, to_micros, DbError, LiveSessionStore, PageRequest, SqlStore,
+    StoreError,
+};
+use crate::identity::OrgId;
+
+/// One live session, as the cluster lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSession {
+    /// The node that serves it.
+    pub node_id: String,
+    /// That node's own number for it.
+    pub session: u64,
+    pub org: OrgId,
+    pub client_id: String,
+    pub identity: String,
+    pub ca_id: String,
+    pub fingerprint_sha256: String,
+    pub serial: String,
+    /// 4 (3.1.1) or 5.
+    pub protocol: u8,
+    pub peer: Option<String>,
+    pub connected_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "node_id, session, org, client_id, identity, ca_id, fingerprint_sha256, \
+                       serial, protocol, peer, connected_at";
+
+/// A row before its time and org are converted.
+struct SessionRow {
+    node_id: String,
+    session: u64,
+    org: String,
+    client_id: String,
+    identity: String,
+    ca_id: String,
+    fingerprint_sha256: String,
+    serial: String,
+    protocol: u8,
+    peer: Option<String>,
+    connected_at: i64,
+}
+
+impl SessionRow {
+    fn read(row: &Row) -> Result<SessionRow, DbError> {
+        Ok(SessionRow {
+            node_id: row.get(0)?,
+            session: row.get(1)?,
+            org: row.get(2)?,
+            client_id: row.get(3)?,
+            identity: row.get(4)?,
+            ca_id: row.get(5)?,
+            fingerprint_sha256: row.get(6)?,
+            serial: row.get(7)?,
+            protocol: u8::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
+            peer: row.get(9)?,
+            connected_at: row.get(10)?,
+        })
+    }
+
+    fn into_record(self) -> Result<NodeSession, StoreError> {
+        Ok(NodeSession {
+            node_id: self.node_id,
+            session: self.session,
+            org: parse_org_id(&self.org)?,
+            client_id: self.client_id,
+            identity: self.identity,
+            ca_id: self.ca_id,
+            fingerprint_sha256: self.fingerprint_sha256,
+            serial: self.serial,
+            protocol: self.protocol,
+            peer: self.peer,
+            connected_at: from_micros(self.connected_at)?,
+        })
+    }
+}
+
+impl NodeSession {
+    fn insert(&self, tx: &dyn super::sql::Sql) -> Result<(), DbError> {
+        tx.execute(
+            &format!(
+                "INSERT INTO live_sessions ({COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (node_id, session) DO NOTHING"
+            ),
+            params![
+                self.node_id,
+                i64::try_from(self.session).unwrap_or(i64::MAX),
+                self.org.as_str(),
+                self.client_id,
+                self.identity,
+                self.ca_id,
+                self.fingerprint_sha256,
+                self.serial,
+                self.protocol,
+                self.peer,
+                to_micros(self.connected_at)
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl LiveSessionStore for SqlStore {
+    fn sessions_changed(
+        &self,
+        node_id: &str,
+        opened: &[NodeSession],
+        closed: &[u64],
+    ) -> Result<(), StoreError> {
+        let tx = self.begin()?;
+        for session in opened {
+            session.insert(&*tx)?;
+        }
+        for session in closed {
+            tx.execute(
+                "DELETE FROM live_sessions WHERE node_id = ?1 AND session = ?2",
+                params![node_id, i64::try_from(*session).unwrap_or(i64::MAX)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn replace_sessions(&self, node_id: &str, sessions: &[NodeSession]) -> Result<(), StoreError> {
+        let tx = self.begin()?;
+        tx.execute("DELETE FROM live_sessions WHERE node_id = ?1", [node_id])?;
+        for session in sessions {
+            session.insert(&*tx)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn other_nodes_sessions(
+        &self,
+        org: &OrgId,
+        node_id: &str,
+        seen_since: OffsetDateTime,
+        page: &PageRequest,
+    ) -> Result<Vec<NodeSession>, StoreError> {
+        let mut clause = Where::page("org", "connected_at", "client_id", org, page);
+        clause.and("node_id <> ?", Value::Text(node_id.to_owned()));
+        clause.and(
+            "node_id IN (SELECT node_id FROM nodes WHERE last_seen >= ?)",
+            Value::Integer(to_micros(seen_since)),
+        );
+        let select = format!("SELECT {COLUMNS} FROM live_sessions");
+        clause.fetch(
+            &*self.conn()?,
+            org,
+            &select,
+            page,
+            SessionRow::read,
+            SessionRow::into_record,
+        )
+    }
+
+    fn forget_sessions_of_nodes_down(&self, seen_before: OffsetDateTime) -> Result<(), StoreError> {
+        let tx = self.begin()?;
+        tx.execute(
+            "DELETE FROM live_sessions WHERE node_id IN
+                 (SELECT node_id FROM nodes WHERE last_seen < ?1)",
+            params![to_micros(seen_before)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
