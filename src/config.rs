@@ -122,6 +122,10 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Where the store lives: `None` for SQLite in `data_dir`, or a `postgres://` URL (DESIGN §12).
     pub url: Option<String>,
+    /// TLS to PostgreSQL: the CA that verifies the database (none: no TLS), and the client
+    /// certificate's chain and key files when given.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +258,12 @@ struct RawStore {
     data_dir: PathBuf,
     #[serde(default)]
     url: String,
+    #[serde(default)]
+    ca_file: String,
+    #[serde(default)]
+    cert_file: String,
+    #[serde(default)]
+    key_file: String,
 }
 
 #[derive(Deserialize)]
@@ -558,10 +568,7 @@ impl Config {
                 idle_timeout: Duration::from_millis(raw.admin.idle_timeout_ms),
                 write_timeout: Duration::from_millis(raw.admin.write_timeout_ms),
             },
-            store: StoreConfig {
-                data_dir: raw.store.data_dir,
-                url: store_url(&raw.store.url)?,
-            },
+            store: raw.store.checked()?,
             broker: BrokerConfig {
                 max_connections: raw.broker.max_connections,
                 plain_listeners: 0,
@@ -595,6 +602,39 @@ impl Config {
                 warn_usage_ratio: raw.grants.warn_usage_ratio,
             },
             cluster,
+        })
+    }
+}
+
+impl RawStore {
+    /// `[store]`, checked: TLS files only with a PostgreSQL URL, a client certificate's chain and
+    /// key together.
+    fn checked(self) -> Result<StoreConfig, ConfigError> {
+        let url = store_url(&self.url)?;
+        let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+        let ca_file = path(&self.ca_file);
+        let client_cert = match (path(&self.cert_file), path(&self.key_file)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(bad("store.cert_file", "needs key_file, and the reverse")),
+        };
+        if url.is_none() && (ca_file.is_some() || client_cert.is_some()) {
+            return Err(bad(
+                "store.ca_file",
+                "TLS files need a postgres:// store.url",
+            ));
+        }
+        if client_cert.is_some() && ca_file.is_none() {
+            return Err(bad(
+                "store.cert_file",
+                "a client certificate needs ca_file (TLS)",
+            ));
+        }
+        Ok(StoreConfig {
+            data_dir: self.data_dir,
+            url,
+            ca_file,
+            client_cert,
         })
     }
 }
@@ -664,6 +704,35 @@ mod upstream_tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{broker}: expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn store_tls_files_go_with_a_postgres_url_and_a_client_key_with_its_certificate() {
+        let url = "[store]\nurl = \"postgres://db.example/portcullis\"\n";
+        let config = load(&format!(
+            "{url}ca_file = \"/etc/db-ca.pem\"\ncert_file = \"/etc/c.pem\"\nkey_file = \"/etc/c.key\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.store.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/db-ca.pem"))
+        );
+        assert!(config.store.client_cert.is_some());
+        assert!(Config::defaults().unwrap().store.ca_file.is_none());
+        assert_eq!(
+            refused_key("[store]\nca_file = \"/etc/db-ca.pem\"\n"),
+            "store.ca_file"
+        );
+        assert_eq!(
+            refused_key(&format!("{url}ca_file = \"/a\"\ncert_file = \"/c.pem\"\n")),
+            "store.cert_file"
+        );
+        assert_eq!(
+            refused_key(&format!(
+                "{url}cert_file = \"/c.pem\"\nkey_file = \"/c.key\"\n"
+            )),
+            "store.cert_file"
+        );
     }
 
     #[test]

@@ -16,16 +16,16 @@ use tokio::sync::watch;
 use crate::health::Health;
 use crate::store::{self, Store, StoreError};
 
-/// Starts campaigning for the lead on the PostgreSQL database at `url` until `stop` turns true;
+/// Starts campaigning for the lead on the PostgreSQL database `target` until `stop` turns true;
 /// this node's [`Health`] follows whether it leads.
 pub fn campaign(
-    url: &str,
+    target: &store::postgres::Target,
     health: Arc<Health>,
     store: Arc<dyn Store>,
     stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, StoreError> {
     let node_id = health.node_id.clone();
-    store::postgres::campaign(url, &node_id.clone(), stop, move |leading| {
+    store::postgres::campaign(target, &node_id.clone(), stop, move |leading| {
         // On the lock's own thread: the store may block here.
         if leading {
             if let Err(error) = store.lead(&node_id, OffsetDateTime::now_utc()) {

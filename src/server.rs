@@ -14,7 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::health::Health;
 use crate::listener::admin::AdminLimits;
 use crate::listener::{self, Limits};
@@ -58,6 +58,8 @@ pub enum ServerError {
     },
     #[error("notifications: {0}")]
     Notify(#[from] NotifyError),
+    #[error("store TLS: {0}")]
+    StoreTls(String),
 }
 
 impl ServerError {
@@ -70,6 +72,8 @@ impl ServerError {
 
 pub struct Server {
     config: Config,
+    /// The PostgreSQL database (`None`: SQLite).
+    postgres: Option<store::postgres::Target>,
     mqtts: TcpListener,
     admin: TcpListener,
     context: Arc<Context>,
@@ -97,6 +101,7 @@ impl Server {
         // that reads or writes it before serving runs on a blocking thread.
         let opening = config.clone();
         let Opened {
+            postgres,
             store,
             registry,
             token,
@@ -178,6 +183,7 @@ impl Server {
         });
         Ok(Server {
             config,
+            postgres,
             mqtts,
             admin,
             context,
@@ -226,13 +232,13 @@ impl Server {
         let store = self.admin_state.store.clone();
         let health = self.admin_state.health.clone();
         let (followed, mut following) = watch::channel(self.config.store.url.is_none());
-        let threads = match &self.config.store.url {
-            Some(url) => {
+        let threads = match &self.postgres {
+            Some(target) => {
                 let mut follow = health.clone().follow(self.admin_state.registry.clone());
                 let fetcher = self.crl_fetcher.clone();
                 let cluster = self.admin_state.cluster.clone();
                 let listening =
-                    store::postgres::listen(url, stopped.clone(), move |change| match change {
+                    store::postgres::listen(target, stopped.clone(), move |change| match change {
                         Change::Told(message) => {
                             cluster.apply(message);
                             Ok(())
@@ -253,8 +259,12 @@ impl Server {
                             applied
                         }
                     })?;
-                let campaign =
-                    crate::leader::campaign(url, health.clone(), store.clone(), stopped.clone())?;
+                let campaign = crate::leader::campaign(
+                    target,
+                    health.clone(),
+                    store.clone(),
+                    stopped.clone(),
+                )?;
                 vec![listening, campaign]
             }
             None => Vec::new(),
@@ -316,6 +326,8 @@ impl Server {
 
 /// What [`open_state`] gives the server.
 struct Opened {
+    /// The PostgreSQL database (`None`: SQLite).
+    postgres: Option<store::postgres::Target>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     token: String,
@@ -326,11 +338,17 @@ struct Opened {
 /// registry's snapshots. Blocks.
 fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
     let data_dir = &config.store.data_dir;
-    let url = config.store.url.as_deref();
+    let postgres = match &config.store.url {
+        Some(url) => Some(store::postgres::Target::new(
+            url,
+            store_tls(&config.store)?,
+        )?),
+        None => None,
+    };
     // The one place that chooses the store; everything past here names only `dyn Store`.
     let store: Arc<dyn Store> = Arc::new(store::open_configured(
         data_dir,
-        url,
+        postgres.as_ref(),
         Arc::new(config.grants),
         clock,
     )?);
@@ -362,15 +380,29 @@ fn open_state(config: &Config, clock: Clock) -> Result<Opened, ServerError> {
         ticket_rotation: config.mqtts.ticket_rotation,
     };
     let registry = Arc::new(Registry::load(store.clone(), platform)?);
-    let token = match url {
+    let token = match &postgres {
         None => store::bootstrap_admin_token(data_dir)?,
         Some(_) => store::shared_admin_token(&*store, data_dir)?,
     };
     Ok(Opened {
+        postgres,
         store,
         registry,
         token,
     })
+}
+
+/// The TLS client configuration of the connections to PostgreSQL (`store.ca_file`), if any.
+fn store_tls(config: &StoreConfig) -> Result<Option<Arc<rustls::ClientConfig>>, ServerError> {
+    let Some(ca_file) = &config.ca_file else {
+        return Ok(None);
+    };
+    let client = config
+        .client_cert
+        .as_ref()
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let tls = pki::client_tls(ca_file, client).map_err(ServerError::StoreTls)?;
+    Ok(Some(Arc::new(tls)))
 }
 
 /// How long a node on PostgreSQL waits at its start for its listening connection before serving.

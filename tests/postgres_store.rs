@@ -2,8 +2,8 @@
 //! loopback: the admin API and a device over mTLS through a server whose store is PostgreSQL
 //! (every store call must run off the runtime's workers, or the blocking client panics); two
 //! nodes on one database sharing the platform CA, the default server certificate, the admin
-//! token and each other's orgs; and the real binary refusing to start, exit 64, with a master key
-//! that does not open the database.
+//! token and each other's orgs; the real binary refusing to start, exit 64, with a master key
+//! that does not open the database; and TLS to a database that takes nothing else.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -83,7 +83,13 @@ async fn default_cert(server: &TestServer, ca: &TestCa) -> Vec<u8> {
 
 /// The real binary on PostgreSQL with `master_key`, in `dir`.
 fn portcullis(dir: &std::path::Path, url: &str, master_key: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    portcullis_command(dir, url, master_key).spawn().unwrap()
+}
+
+/// [`portcullis`], before it is spawned.
+fn portcullis_command(dir: &std::path::Path, url: &str, master_key: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
         .current_dir(dir)
         .arg("serve")
         .env_remove("PORTCULLIS_ADMIN_TOKEN")
@@ -93,9 +99,8 @@ fn portcullis(dir: &std::path::Path, url: &str, master_key: &str) -> std::proces
         .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn,rumqttd=off")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    command
 }
 
 /// Waits for the binary's first line: it is serving.
@@ -114,22 +119,8 @@ fn a_node_whose_master_key_does_not_open_the_database_exits_64() {
     let mut first = portcullis(dir1.path(), &url, &"11".repeat(32));
     serving(&mut first);
 
-    let mut second = portcullis(dir2.path(), &url, &"22".repeat(32));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the second node did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    second
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let second = portcullis(dir2.path(), &url, &"22".repeat(32));
+    let (status, stderr) = exited(second);
     assert_eq!(status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("master key"), "{stderr}");
 
@@ -153,4 +144,99 @@ fn a_store_url_that_is_not_postgres_exits_64() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("store.url"));
+}
+
+/// How a node that cannot start exits, and what it said on stderr.
+fn exited(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the node did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[tokio::test]
+async fn nodes_reach_postgres_over_tls_verified_against_the_store_ca_file_and_only_so() {
+    let database_ca = TestCa::root("database CA");
+    let certificate = database_ca.server(&["127.0.0.1"]);
+    // This server rejects every TCP connection that is not TLS.
+    let postgres = pg::own_server_tls(&certificate.chain, &certificate.key);
+    let url = postgres.database();
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, content: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let ca_file = write("database-ca.pem", &database_ca.pem);
+    let wrong_ca = write("wrong-ca.pem", &TestCa::root("someone else").pem);
+
+    // Refused, each with a message that says why: no TLS (the database rejects it); a CA that does
+    // not vouch for the database's certificate; a URL asking for TLS without a CA to verify it.
+    let key = "33".repeat(32);
+    let attempts = [
+        (url.clone(), None, "pg_hba.conf"),
+        (url.clone(), Some(&wrong_ca), "certificate"),
+        (format!("{url}?sslmode=require"), None, "store.ca_file"),
+    ];
+    for (url, ca, why) in attempts {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = portcullis_command(dir.path(), &url, &key);
+        if let Some(ca) = ca {
+            node.env("PORTCULLIS__STORE__CA_FILE", ca);
+        }
+        let (status, stderr) = exited(node.spawn().unwrap());
+        assert!(!status.success(), "{url} {ca:?}: {stderr}");
+        assert!(stderr.contains(why), "{url} {ca:?}: {stderr}");
+    }
+
+    // With the CA: two nodes start (pool, listener, leader and holder locks all over TLS, or the
+    // database would reject them); an org made through one is served by the other within a
+    // second (its listening connection follows the change).
+    let tls = |config: &mut portcullis::config::Config| {
+        config.store.ca_file = Some(ca_file.clone());
+    };
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node1 = TestServer::start_in(dir1.path().into(), |config| {
+        config.store.url = Some(url.clone());
+        tls(config);
+    })
+    .await;
+    std::fs::copy(
+        dir1.path().join("master.key"),
+        dir2.path().join("master.key"),
+    )
+    .unwrap();
+    let node2 = TestServer::start_in(dir2.path().into(), |config| {
+        config.store.url = Some(url.clone());
+        tls(config);
+    })
+    .await;
+    let (ca, _) = node1.org_with_ca("acme").await;
+    let addr = node2.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+    let connected = eventually(Duration::from_secs(1), || async {
+        let options = common::mqtt::v4_options(addr, "d:acme:sensor:dev1");
+        common::mqtt::connect_v4(options).await.is_ok()
+    })
+    .await;
+    assert!(
+        connected,
+        "node 2 did not let acme's device in within a second"
+    );
+    node1.stop().await;
+    node2.stop().await;
 }

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
+mod client_tls;
 mod crl;
 mod issue;
 mod keys;
@@ -21,6 +22,7 @@ mod pkcs12_cost;
 #[cfg(test)]
 mod test_support;
 
+pub use client_tls::client_tls;
 pub use crl::{check_crl, crl_der, crl_info, CrlInfo};
 pub use issue::{
     csr_pem, generate_key, generate_platform_ca, issue_server_cert, issue_signing_cert,

@@ -320,18 +320,18 @@ impl SqlStore {
     }
 }
 
-/// The store the configuration names: SQLite in `data_dir` when `url` is `None`, else the
-/// PostgreSQL database at `url`. The master key comes from `PORTCULLIS_MASTER_KEY` or
+/// The store the configuration names: SQLite in `data_dir` when `postgres` is `None`, else that
+/// PostgreSQL database. The master key comes from `PORTCULLIS_MASTER_KEY` or
 /// `<data_dir>/master.key` either way. Blocks: call it off the runtime's workers.
 pub fn open_configured(
     data_dir: &Path,
-    url: Option<&str>,
+    postgres: Option<&postgres::Target>,
     grant_rules: Arc<dyn GrantRules>,
     clock: Clock,
 ) -> Result<SqlStore, StoreError> {
-    match url {
+    match postgres {
         None => SqlStore::open(data_dir, grant_rules, clock),
-        Some(url) => SqlStore::connect(url, load_master_key(data_dir)?, grant_rules, clock),
+        Some(target) => SqlStore::connect(target, load_master_key(data_dir)?, grant_rules, clock),
     }
 }
 

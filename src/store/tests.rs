@@ -73,7 +73,12 @@ impl TestDb {
     fn open_with(&self, key: MasterKey) -> Result<SqlStore, StoreError> {
         match &self.url {
             None => SqlStore::open_with_key(self.dir.path(), key, grant_rules(), Clock::system()),
-            Some(url) => SqlStore::connect(url, key, grant_rules(), Clock::system()),
+            Some(url) => SqlStore::connect(
+                &postgres::Target::new(url, None)?,
+                key,
+                grant_rules(),
+                Clock::system(),
+            ),
         }
     }
 }

@@ -30,7 +30,7 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// The URL of a new, empty database on this binary's server (started on first use).
 pub fn database() -> String {
-    create_database(SERVER.get_or_init(start))
+    create_database(SERVER.get_or_init(|| start(None)))
 }
 
 /// A PostgreSQL server of the test's own, which it may stop and start again (an outage) without
@@ -39,7 +39,13 @@ pub struct OwnServer(Server);
 
 /// Starts a [`OwnServer`].
 pub fn own_server() -> OwnServer {
-    OwnServer(start())
+    OwnServer(start(None))
+}
+
+/// Starts a [`OwnServer`] that takes TCP connections over TLS only (`hostssl`; a plain one is
+/// rejected), with the PEM certificate chain `chain` and key `key`.
+pub fn own_server_tls(chain: &str, key: &str) -> OwnServer {
+    OwnServer(start(Some((chain, key))))
 }
 
 impl OwnServer {
@@ -120,7 +126,7 @@ fn run(mut cmd: Command, what: &str) {
     );
 }
 
-fn start() -> Server {
+fn start(tls: Option<(&str, &str)>) -> Server {
     let bin = PathBuf::from(std::env::var("PORTCULLIS_PG_BIN").unwrap_or(DEFAULT_BIN.into()));
     assert!(
         bin.join("postgres").exists() && bin.join("initdb").exists(),
@@ -164,6 +170,28 @@ fn start() -> Server {
     let conf_path = data.join("postgresql.conf");
     let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
     text.push_str(&conf);
+    if let Some((chain, key)) = tls {
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        // Local (Unix socket) connections stay as they are; TCP ones must use TLS.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        for (name, content) in [("server.crt", chain), ("server.key", key)] {
+            let path = data.join(name);
+            std::fs::write(&path, content).expect("write the server's TLS files");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the server's TLS files");
+            if is_root() {
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(&path);
+                run(chown, "chown the server's TLS files");
+            }
+        }
+    }
     std::fs::write(&conf_path, text).expect("write postgresql.conf");
     pg_ctl_start(&bin, &dir, &data);
     watch(&bin, &dir, &data);

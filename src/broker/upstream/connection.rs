@@ -55,39 +55,12 @@ fn io_error(target: &Target, error: impl std::fmt::Display) -> BrokerError {
 /// `cert_file`/`key_file` as the client certificate when both are set.
 pub fn tls_connector(config: &UpstreamConfig) -> Result<tokio_rustls::TlsConnector, BrokerError> {
     let start = |what: String| BrokerError::Start(format!("broker.upstream: {what}"));
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| start(format!("{}: {e}", path.display())))
-    };
     let ca_file = config
         .ca_file
         .as_deref()
         .ok_or_else(|| start("mqtts:// URLs need ca_file".into()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    let cas = crate::pki::certs_from_pem(&read(ca_file)?)
-        .map_err(|e| start(format!("{}: {e}", ca_file.display())))?;
-    for ca in cas {
-        roots
-            .add(ca)
-            .map_err(|e| start(format!("{}: {e}", ca_file.display())))?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| start(e.to_string()))?
-        .with_root_certificates(roots);
-    let tls = match (&config.cert_file, &config.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = crate::pki::certs_from_pem(&read(cert)?)
-                .map_err(|e| start(format!("{}: {e}", cert.display())))?;
-            // The key file's path is named, never its content.
-            let key = crate::pki::private_key_from_pem(&read(key)?, None)
-                .map_err(|e| start(format!("{}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| start(format!("client certificate: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
+    let client = config.cert_file.as_deref().zip(config.key_file.as_deref());
+    let tls = crate::pki::client_tls(ca_file, client).map_err(start)?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
 }
 

@@ -11,9 +11,9 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
-use super::{pg, CONNECT_TIMEOUT};
+use super::{pg, Target, CONNECT_TIMEOUT};
 use crate::store::sql::DbError;
 
 /// First key of the holders' advisory locks ("grnt" in ASCII); the holder id is the second.
@@ -26,7 +26,7 @@ const KEEPALIVES: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_inter
 
 /// This store's holder id and the connection that holds its lock.
 pub(super) struct HolderLock {
-    config: postgres::Config,
+    target: Target,
     id: i32,
     conn: Mutex<Option<Locked>>,
 }
@@ -39,8 +39,8 @@ struct Locked {
 
 impl HolderLock {
     /// A new holder id, locked.
-    pub(super) fn take(config: &postgres::Config) -> Result<HolderLock, DbError> {
-        let mut client = connect(config)?;
+    pub(super) fn take(target: &Target) -> Result<HolderLock, DbError> {
+        let mut client = connect(target)?;
         let id: i64 = client
             .query_one("SELECT nextval('grant_holders')", &[])
             .map_err(pg)?
@@ -48,7 +48,7 @@ impl HolderLock {
         let id = i32::try_from(id)
             .map_err(|_| DbError::Backend(format!("postgres: holder id {id} out of range")))?;
         let holder = HolderLock {
-            config: config.clone(),
+            target: target.clone(),
             id,
             conn: Mutex::new(None),
         };
@@ -76,7 +76,7 @@ impl HolderLock {
                     "the connection holding this node's grant reservations was lost: reconnecting"
                 );
             }
-            let client = connect(&self.config)?;
+            let client = connect(&self.target)?;
             *conn = Some(Locked {
                 client,
                 locked: false,
@@ -97,9 +97,9 @@ impl HolderLock {
     }
 }
 
-fn connect(config: &postgres::Config) -> Result<Client, DbError> {
-    let mut client = config
-        .connect(NoTls)
+fn connect(target: &Target) -> Result<Client, DbError> {
+    let mut client = target
+        .connect()
         .map_err(|e| DbError::Unavailable(format!("postgres: holder lock: {e}")))?;
     client.batch_execute(KEEPALIVES).map_err(pg)?;
     Ok(client)

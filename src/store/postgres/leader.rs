@@ -11,11 +11,10 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tokio::sync::watch;
 
-use super::{pause, CONNECT_TIMEOUT};
-use crate::store::sql::DbError;
+use super::{pause, Target};
 use crate::store::StoreError;
 
 /// The lock ("portcull" + 2: the write lock is +0, migrations +1).
@@ -29,7 +28,7 @@ const CHECK: Duration = Duration::from_secs(1);
 /// Starts the thread that campaigns for the lead on the database at `url` until `stop` turns
 /// true; `lead(true)` when this node took the lock, `lead(false)` when it lost it (or stops).
 pub fn campaign<F>(
-    url: &str,
+    target: &Target,
     node_id: &str,
     stop: watch::Receiver<bool>,
     lead: F,
@@ -37,26 +36,24 @@ pub fn campaign<F>(
 where
     F: FnMut(bool) + Send + 'static,
 {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| DbError::Backend(format!("postgres: store.url: {e}")))?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.application_name(&format!("portcullis leader lock {node_id}"));
-    // A leader cut from the database must find out well before the others may take over.
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(2));
-    config.keepalives_interval(Duration::from_secs(1));
-    config.keepalives_retries(3);
+    let target = target.with(|config| {
+        config.application_name(&format!("portcullis leader lock {node_id}"));
+        // A leader cut from the database must find out well before the others may take over.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(2));
+        config.keepalives_interval(Duration::from_secs(1));
+        config.keepalives_retries(3);
+    });
     std::thread::Builder::new()
         .name("pg-leader".into())
-        .spawn(move || run(&config, &stop, lead))
+        .spawn(move || run(&target, &stop, lead))
         .map_err(StoreError::Io)
 }
 
-fn run<F: FnMut(bool)>(config: &postgres::Config, stop: &watch::Receiver<bool>, mut lead: F) {
+fn run<F: FnMut(bool)>(target: &Target, stop: &watch::Receiver<bool>, mut lead: F) {
     let mut logged = false;
     while !*stop.borrow() {
-        match config.connect(NoTls) {
+        match target.connect() {
             Ok(mut client) => {
                 logged = false;
                 // PostgreSQL's side too: a leader whose network is gone releases the lock

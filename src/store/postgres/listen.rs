@@ -13,12 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tokio::sync::watch;
 
-use super::{pause, CONNECT_TIMEOUT};
+use super::{pause, Target};
 use crate::identity::OrgId;
-use crate::store::sql::DbError;
 use crate::store::{NodeMessage, StoreError};
 
 /// The channel the triggers notify.
@@ -49,34 +48,32 @@ pub enum Change {
 /// ends once `stop` turns true. An `Err` from `apply` (the store failed under the rebuild) drops
 /// the connection: the reconnection reloads everything.
 pub fn listen<F>(
-    url: &str,
+    target: &Target,
     stop: watch::Receiver<bool>,
     apply: F,
 ) -> Result<JoinHandle<()>, StoreError>
 where
     F: FnMut(Change) -> Result<(), String> + Send + 'static,
 {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| DbError::Backend(format!("postgres: store.url: {e}")))?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(5));
+    let target = target.with(|config| {
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+    });
     std::thread::Builder::new()
         .name("pg-listen".into())
-        .spawn(move || run(&config, &stop, apply))
+        .spawn(move || run(&target, &stop, apply))
         .map_err(StoreError::Io)
 }
 
-fn run<F>(config: &postgres::Config, stop: &watch::Receiver<bool>, mut apply: F)
+fn run<F>(target: &Target, stop: &watch::Receiver<bool>, mut apply: F)
 where
     F: FnMut(Change) -> Result<(), String>,
 {
     // Assume connected at start: the registry was just loaded from the store.
     let mut listening = true;
     while !*stop.borrow() {
-        let outcome = config
-            .connect(NoTls)
+        let outcome = target
+            .connect()
             .and_then(|mut client| {
                 client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {NODE_CHANNEL}"))?;
                 Ok(client)

@@ -47,7 +47,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::sql::{Backend, DbError, Row, Sql, Value};
@@ -58,12 +57,14 @@ mod holder;
 mod leader;
 mod listen;
 pub(super) mod schema;
+mod target;
 
 pub use leader::campaign;
 pub use listen::{listen, Change};
+pub use target::Target;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<target::Tls>>;
+type Conn = r2d2::PooledConnection<PostgresConnectionManager<target::Tls>>;
 
 /// Connections kept per node: the admin API's blocking calls, the device writer and the
 /// notifier rarely need more at once; a caller beyond waits for one.
@@ -84,21 +85,20 @@ pub struct Postgres {
 }
 
 impl SqlStore {
-    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`), runs the
-    /// migrations under an advisory lock (several nodes starting at once migrate once), and
-    /// checks that `master_key` opens what the store sealed (`StoreError::MasterKey` otherwise).
-    /// Blocks: call it off the runtime's workers.
+    /// Connects to the PostgreSQL database `target`, runs the migrations under an advisory lock
+    /// (several nodes starting at once migrate once), and checks that `master_key` opens what the
+    /// store sealed (`StoreError::MasterKey` otherwise). Blocks: call it off the runtime's
+    /// workers.
     pub fn connect(
-        url: &str,
+        target: &Target,
         master_key: MasterKey,
         grant_rules: Arc<dyn GrantRules>,
         clock: Clock,
     ) -> Result<SqlStore, StoreError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| DbError::Backend(format!("postgres: store.url: {e}")))?;
-        config.connect_timeout(CONNECT_TIMEOUT);
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        // One connection first, outside the pool: a refusal is told with its reason (the pool
+        // would only say that it timed out).
+        drop(target.connect().map_err(pg)?);
+        let manager = target.manager();
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -110,7 +110,7 @@ impl SqlStore {
             holder: None,
         };
         schema::migrate(&mut *backend.get()?)?;
-        backend.holder = Some(holder::HolderLock::take(&config)?);
+        backend.holder = Some(holder::HolderLock::take(target)?);
         SqlStore::new(Box::new(backend), master_key, grant_rules, clock)
     }
 }
@@ -341,9 +341,11 @@ impl ToSql for Value {
 /// A postgres error as the store sees it: constraint violations told apart, and a lost or
 /// refused connection reported as [`DbError::Unavailable`].
 fn pg(e: postgres::Error) -> DbError {
-    let message = match e.as_db_error() {
-        Some(db) => db.to_string(),
-        None => e.to_string(),
+    let message = match (e.as_db_error(), e.source()) {
+        (Some(db), _) => db.to_string(),
+        // A TLS handshake's, or the socket's: what went wrong is in the source.
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
     };
     match e.code() {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => DbError::Unique(message),

@@ -31,7 +31,12 @@ impl TestDb {
         let rules: Arc<dyn GrantRules> = Arc::new(CountedGrants(max_uses));
         match &self.url {
             None => SqlStore::open_with_key(self.dir.path(), key(), rules, Clock::system()),
-            Some(url) => SqlStore::connect(url, key(), rules, Clock::system()),
+            Some(url) => SqlStore::connect(
+                &postgres::Target::new(url, None).unwrap(),
+                key(),
+                rules,
+                Clock::system(),
+            ),
         }
         .unwrap()
     }
