@@ -552,3 +552,83 @@ async fn a_burst_of_qos_1_publishes_stays_within_the_brokers_receive_maximum() {
         assert_eq!(next_publish(&mut app_inbox).await.1, format!("m{i}"));
     }
 }
+
+/// Node `dir` of a cluster on the PostgreSQL database `url`, its broker the upstream `engine`
+/// (MQTT 5).
+async fn node_on(dir: &std::path::Path, url: &str, engine: &Engine) -> TestServer {
+    let (url, broker) = (url.to_owned(), engine.url());
+    TestServer::start_in(dir.into(), move |config| {
+        config.store.url = Some(url);
+        config.broker.upstream = Some(UpstreamConfig {
+            urls: vec![Target::parse(&broker).unwrap()],
+            protocol: Protocol::V5,
+            username: USER.into(),
+            password: PASSWORD.into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        });
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_session_taken_over_through_another_node_lives_on_there_in_the_shared_broker() {
+    let engine = engines::mosquitto().await;
+    let url = pg::database();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = node_on(dirs[0].path(), &url, &engine).await;
+    std::fs::copy(
+        dirs[0].path().join("master.key"),
+        dirs[1].path().join("master.key"),
+    )
+    .unwrap();
+    let b = node_on(dirs[1].path(), &url, &engine).await;
+    let (ca, _) = a.org_with_ca("acme").await;
+
+    // A kept session (Clean Start 0, an expiry), taken over by a newer connection of its client
+    // id through another node: it lives on in that one, with its subscription.
+    let resume = |o: &mut rumqttc::v5::MqttOptions| {
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(300));
+    };
+    let (first, mut on_a, _) = client(&a, &ca, "d:sensor:dev1", "d:acme:sensor:dev1", resume).await;
+    subscribe(&first, &mut on_a, COMMANDS, QoS5::AtLeastOnce).await;
+    // B lets the device in once the CA uploaded through A reaches it (within a second).
+    let addr = b.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+    let mut options = v5_options(addr, "d:acme:sensor:dev1");
+    resume(&mut options);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let (second, mut on_b, present) = loop {
+        match connect_v5(options.clone()).await {
+            Ok((client, eventloop, connack)) => {
+                break (client, drive_v5(eventloop), connack.session_present)
+            }
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("node B never let the device in: {error:?}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    assert!(present, "the session taken over was not present on node B");
+    assert_eq!(disconnect_of(&mut on_a).await.0, Reason::SessionTakenOver);
+
+    // Its subscription came with it: a command sent through node A reaches the device on B.
+    let (app, _app_inbox, _) = client(&a, &ca, "a:ops", "a:acme:ops", |_| {}).await;
+    app.publish(
+        "iot-2/type/sensor/id/dev1/cmd/reboot/fmt/json",
+        QoS5::AtLeastOnce,
+        false,
+        "now",
+    )
+    .await
+    .unwrap();
+    let (topic, payload, _) = next_publish(&mut on_b).await;
+    assert_eq!(
+        (topic.as_str(), payload.as_str()),
+        ("iot-2/cmd/reboot/fmt/json", "now")
+    );
+    drop((first, second));
+    a.stop().await;
+    b.stop().await;
+}
