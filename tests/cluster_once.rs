@@ -2,9 +2,9 @@
 //! node leads (the notifier, the CRL fetches) and another takes the lead when it goes; each
 //! notice is sent once however many nodes run; one session per client id across nodes (a
 //! connection on another node takes over, MQTT 5 DISCONNECT 0x8E); an operator's
-//! `DELETE …/sessions/{client_id}` on any node closes the session wherever it is; and the session
+//! `DELETE …/sessions/{client_id}` on any node closes the session wherever it is; the session
 //! list, the event stream and the device registry of any node show every node's, each with its
-//! `node`.
+//! `node`; and tokens minted at once on three nodes are counted exactly in their key's grant.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -341,4 +341,66 @@ async fn sessions_events_and_devices_of_every_node_are_listed_on_any_node_with_t
     read_events(&mut events, |s| s.contains("event: disconnect")).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// The signing key's grant uses of acme, as `server` reads them.
+async fn signing_uses(server: &TestServer) -> i64 {
+    let (status, body) = server.api("GET", "/api/v1/orgs/acme/grants", None).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["holder"] == "signing_certificate")
+        .and_then(|g| g["uses"].as_i64())
+        .unwrap_or_else(|| panic!("no signing certificate grant: {body}"))
+}
+
+#[tokio::test]
+async fn tokens_minted_at_once_on_three_nodes_are_counted_exactly() {
+    let url = pg::database();
+    let (a, b, dirs) = two_nodes(&url, None).await;
+    let dir_c = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dirs[0].path().join("master.key"),
+        dir_c.path().join("master.key"),
+    )
+    .unwrap();
+    let c = node(dir_c.path(), &url).await;
+    a.create_org("acme").await;
+    // Ten mints on each node, all at once, each node spending from a block of uses it reserved.
+    let mints = (0..30).map(|n| mint([&a, &b, &c][n % 3], n));
+    let minted = futures_util::future::join_all(mints).await;
+    assert!(minted.iter().all(|minted| *minted), "{minted:?}");
+
+    // Stopped cleanly, every node writes what it spent: a node started afterwards reads 30.
+    for node in [a, b, c] {
+        node.stop().await;
+    }
+    let dir_d = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dirs[0].path().join("master.key"),
+        dir_d.path().join("master.key"),
+    )
+    .unwrap();
+    let d = node(dir_d.path(), &url).await;
+    assert_eq!(signing_uses(&d).await, 30);
+    d.stop().await;
+}
+
+/// Mints token `t<n>` of acme on `server`: true when signed, false when the grant ran out
+/// (409 `grant_expired`); anything else fails the test.
+async fn mint(server: &TestServer, n: usize) -> bool {
+    let body = serde_json::json!({"name": format!("t{n}"), "role": "viewer", "ttl_seconds": 3600});
+    let (status, body) = server
+        .api("POST", "/api/v1/orgs/acme/tokens", Some(body))
+        .await;
+    match status {
+        201 => true,
+        409 => {
+            assert_eq!(body["error"]["code"], "grant_expired", "{body}");
+            false
+        }
+        _ => panic!("a mint answered {status}: {body}"),
+    }
 }
