@@ -360,12 +360,7 @@ async fn signing_uses(server: &TestServer) -> i64 {
 async fn tokens_minted_at_once_on_three_nodes_are_counted_exactly() {
     let url = pg::database();
     let (a, b, dirs) = two_nodes(&url, None).await;
-    let dir_c = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dirs[0].path().join("master.key"),
-        dir_c.path().join("master.key"),
-    )
-    .unwrap();
+    let dir_c = holding_the_key_of(dirs[0].path());
     let c = node(dir_c.path(), &url).await;
     a.create_org("acme").await;
     // Ten mints on each node, all at once, each node spending from a block of uses it reserved.
@@ -377,15 +372,17 @@ async fn tokens_minted_at_once_on_three_nodes_are_counted_exactly() {
     for node in [a, b, c] {
         node.stop().await;
     }
-    let dir_d = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dirs[0].path().join("master.key"),
-        dir_d.path().join("master.key"),
-    )
-    .unwrap();
+    let dir_d = holding_the_key_of(dirs[0].path());
     let d = node(dir_d.path(), &url).await;
     assert_eq!(signing_uses(&d).await, 30);
     d.stop().await;
+}
+
+/// A new node's data directory, holding the master key of the node whose directory is `dir`.
+fn holding_the_key_of(dir: &std::path::Path) -> tempfile::TempDir {
+    let new = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("master.key"), new.path().join("master.key")).unwrap();
+    new
 }
 
 /// Mints token `t<n>` of acme on `server`: true when signed, false when the grant ran out
