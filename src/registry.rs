@@ -556,6 +556,13 @@ impl SessionTable {
         self.live.is_empty()
     }
 
+    /// Live session `id`: its org and what it is.
+    pub fn get(&self, id: u64) -> Option<(OrgId, SessionInfo)> {
+        self.live
+            .get(&id)
+            .map(|s| (s.org.clone(), s.info.clone()))
+    }
+
     /// The live sessions of `org` (of every org with `None`), each with its number and org, in
     /// no particular order.
     pub fn list(&self, org: Option<&OrgId>) -> Vec<(u64, OrgId, SessionInfo)> {

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::OrgId;
 use crate::notify::{Notifier, ALERT_EVENTS};
-use crate::registry::{Registry, SessionInfo};
+use crate::registry::Registry;
 use crate::store::{NodeMessage, NodeNews, NodeSession, PageRequest, Store, StoreError};
 use teller::Outgoing;
 
@@ -119,13 +119,16 @@ impl Cluster {
         &self.node_id
     }
 
-    /// Session `session` (`info`) of `org` was admitted here: the other nodes end theirs of its
-    /// client id, and list it until the [`Seat`] is dropped. Does not wait.
-    pub fn admitted(&self, org: &OrgId, info: &SessionInfo, session: u64) -> Seat {
+    /// Live session `session` was admitted here: the other nodes end theirs of its client id,
+    /// and list it until the [`Seat`] is dropped. Does not wait.
+    pub fn admitted(&self, session: u64) -> Seat {
         let Some(outbox) = &self.outbox else {
             return Seat(None);
         };
-        let row = teller::node_session(&self.node_id, session, org.clone(), info.clone());
+        let Some((org, info)) = self.registry.sessions().get(session) else {
+            return Seat(None);
+        };
+        let row = teller::node_session(&self.node_id, session, org, info);
         self.send(Outgoing::Opened(row));
         Seat(Some((outbox.clone(), self.resync.clone(), session)))
     }

@@ -113,7 +113,6 @@ pub async fn admit(
         connected_at: time::OffsetDateTime::now_utc(),
     };
     let device = info.device.clone();
-    let listed = info.clone();
     let guard = ctx
         .registry
         .sessions()
@@ -144,7 +143,7 @@ pub async fn admit(
         .ok_or(Refusal::BrokerBusy)?;
     // And on the other nodes: a session of this client id there ends (taken over), as soon as
     // they hear of this one; told now, so that this session's word goes out before its CONNACK.
-    let seat = ctx.cluster.admitted(&org, &listed, guard.id());
+    let seat = ctx.cluster.admitted(guard.id());
     let expiry = session_expiry(&connect);
     let opening = Opening {
         client_id: &client_id_text,
