@@ -14,6 +14,36 @@ use super::{eventually, STEP};
 pub const USER: &str = "portcullis";
 pub const PASSWORD: &str = "front-end-secret";
 
+/// A front-end's `[broker.upstream]` to these engines' `urls`, speaking MQTT 3.1.1 (NATS).
+pub fn upstream_v311(urls: &[String]) -> portcullis::config::UpstreamConfig {
+    portcullis::config::UpstreamConfig {
+        urls: urls
+            .iter()
+            .map(|url| portcullis::config::Target::parse(url).unwrap())
+            .collect(),
+        protocol: portcullis::codec::Protocol::V311,
+        username: USER.into(),
+        password: PASSWORD.into(),
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+    }
+}
+
+/// The same as the environment of the real binary (`PORTCULLIS__BROKER__…`).
+pub fn upstream_v311_env(urls: &[String]) -> Vec<(String, String)> {
+    [
+        ("MODE", "upstream".to_owned()),
+        ("UPSTREAM__URLS", urls.join(",")),
+        ("UPSTREAM__PROTOCOL", "3.1.1".to_owned()),
+        ("UPSTREAM__USERNAME", USER.to_owned()),
+        ("UPSTREAM__PASSWORD", PASSWORD.to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("PORTCULLIS__BROKER__{key}"), value))
+    .collect()
+}
+
 /// A running broker; killed when dropped.
 pub struct Engine {
     child: Child,
