@@ -121,14 +121,7 @@ async fn a_change_through_one_node_is_enforced_by_the_other_within_a_second() {
     let dev2 = lets_in(&b, &ca, "dev2", WITHIN)
         .await
         .expect("reactivated on B");
-    let (status, body) = a
-        .api(
-            "POST",
-            "/api/v1/orgs/acme/blocked-devices",
-            Some(serde_json::json!({"identity": "d:sensor:dev2", "reason": "stolen"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    a.block("acme", "d:sensor:dev2").await;
     assert!(
         closes_within(dev2, WITHIN).await,
         "the blocked device's session on B outlived its block on A"

@@ -148,23 +148,9 @@ async fn watching(node: &TestServer, ca: &TestCa, qos: QoS) -> (AsyncClient, Inb
 
 /// The next PUBLISH: topic and payload.
 async fn next_publish(inbox: &mut Inbox) -> (String, String) {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     recv_v5(inbox, |p| match p {
-        Packet::Publish(p) => Some((
-            String::from_utf8_lossy(&p.topic).into_owned(),
-            String::from_utf8_lossy(&p.payload).into_owned(),
-        )),
-        _ => None,
-    })
-    .await
-}
-
-/// The DISCONNECT the server sent: reason and reason string.
-async fn disconnect_of(inbox: &mut Inbox) -> (Reason, Option<String>) {
-    recv_v5(inbox, |p| match p {
-        Packet::Disconnect(d) => Some((
-            d.reason_code,
-            d.properties.as_ref().and_then(|p| p.reason_string.clone()),
-        )),
+        Packet::Publish(p) => Some((text(&p.topic), text(&p.payload))),
         _ => None,
     })
     .await
@@ -316,14 +302,7 @@ async fn a_node_killed_with_sigkill_loses_no_acknowledged_change_and_its_devices
     // Two changes acknowledged through it, then SIGKILL.
     let second_ca = TestCa::root("acme second CA");
     killed.upload_ca("acme", &second_ca).await;
-    let (status, body) = killed
-        .api(
-            "POST",
-            "/api/v1/orgs/acme/blocked-devices",
-            Some(serde_json::json!({"identity": "d:sensor:dev2", "reason": "stolen"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    killed.block("acme", "d:sensor:dev2").await;
     process.kill();
 
     // Both are in force on the other nodes within the contract's second.
@@ -366,8 +345,13 @@ async fn a_nats_node_stopped_under_three_front_ends_closes_its_sessions_and_traf
 
     // NATS node 1 stops: dev1's session is closed, with a reason naming it.
     nats[1].kill();
-    let (code, why) = disconnect_of(&mut devices[1].2).await;
-    assert_eq!(code, Reason::ServerBusy);
+    let closed = recv_v5(&mut devices[1].2, |p| match p {
+        Packet::Disconnect(d) => Some(d.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(closed.reason_code, Reason::ServerBusy);
+    let why = closed.properties.and_then(|p| p.reason_string);
     let why = why.expect("no reason string");
     assert!(why.contains(&nats[1].url()), "{why}");
 

@@ -76,6 +76,20 @@ pub async fn two_nodes(
     two_nodes_where(url, url_b, |_| {}).await
 }
 
+impl TestServer {
+    /// Blocks `org`'s device `identity` (`d:sensor:dev1`) through this node.
+    pub async fn block(&self, org: &str, identity: &str) {
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("/api/v1/orgs/{org}/blocked-devices"),
+                Some(serde_json::json!({"identity": identity, "reason": "stolen"})),
+            )
+            .await;
+        assert_eq!(status, 201, "block {identity}: {body}");
+    }
+}
+
 /// The node's `/healthz/detail` (no token).
 pub async fn health(server: &TestServer) -> serde_json::Value {
     let response = step(reqwest::get(server.url("/healthz/detail")))
