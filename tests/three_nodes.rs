@@ -200,7 +200,8 @@ async fn an_application_on_node_3_receives_an_event_published_by_a_device_on_nod
     let (app, mut app_inbox) = watching(&nodes[2], &ca, QoS::AtLeastOnce).await;
     let (device, mut device_inbox, _) = let_in(&nodes[1], &ca, "d:sensor:dev1", false).await;
     subscribe(&device, &mut device_inbox, COMMANDS, QoS::AtLeastOnce).await;
-    // At QoS 1 the cluster keeps what a subscription made before it is owed: the first one counts.
+    // At QoS 1 NATS stores the event for a subscription made before it (a JetStream consumer),
+    // whichever NATS nodes the two sessions are on: the first one must arrive.
     device
         .publish(EVENT, QoS::AtLeastOnce, false, "21.5")
         .await
@@ -312,17 +313,17 @@ async fn a_node_killed_with_sigkill_loses_no_acknowledged_change_and_its_devices
     process.kill();
 
     // Both are in force on the other nodes within the contract's second.
-    for node in &nodes {
-        let blocked = eventually(WITHIN, || refuses(node, &ca, "d:sensor:dev2")).await;
-        assert!(blocked, "the block was lost on {}", node.mqtts);
-        assert!(
-            let_in_within(WITHIN, node, &second_ca, "d:sensor:dev3", false)
-                .await
-                .is_some(),
-            "the second CA was lost on {}",
-            node.mqtts
-        );
-    }
+    let (blocked_1, blocked_2, new_ca_1, new_ca_2) = tokio::join!(
+        eventually(WITHIN, || refuses(&nodes[0], &ca, "d:sensor:dev2")),
+        eventually(WITHIN, || refuses(&nodes[1], &ca, "d:sensor:dev2")),
+        let_in_within(WITHIN, &nodes[0], &second_ca, "d:sensor:dev3", false),
+        let_in_within(WITHIN, &nodes[1], &second_ca, "d:sensor:dev4", false),
+    );
+    assert!(blocked_1 && blocked_2, "the block was lost");
+    assert!(
+        new_ca_1.is_some() && new_ca_2.is_some(),
+        "the second CA was lost"
+    );
 
     // The device's connection dropped with its node; it connects through node 2, and its events
     // reach the application on node 1.
@@ -338,8 +339,8 @@ async fn a_nats_node_stopped_under_three_front_ends_closes_its_sessions_and_traf
     let (nodes, _dirs) = front_ends(&nats).await;
     let (ca, _) = nodes[0].org_with_ca("acme").await;
 
-    // The application on NATS node 0; device `dev<i>` through front-end i, on NATS node i. QoS 0
-    // does not wait for JetStream, which elects new leaders once a node is gone.
+    // The application through `nodes[0]`, on `nats[0]`; `dev<i>` through `nodes[i]`, on
+    // `nats[i]`. QoS 0 does not wait for JetStream, which elects new leaders once a node is gone.
     let (_app, mut app_inbox) = watching(&nodes[0], &ca, QoS::AtMostOnce).await;
     let mut devices = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -349,7 +350,7 @@ async fn a_nats_node_stopped_under_three_front_ends_closes_its_sessions_and_traf
         devices.push((name, device, inbox));
     }
 
-    // NATS node 1 stops: dev1's session is closed, with a reason naming it.
+    // `nats[1]` stops: dev1's session is closed, with a reason naming it.
     nats[1].kill();
     let closed = recv_v5(&mut devices[1].2, |p| match p {
         Packet::Disconnect(d) => Some(d.clone()),
@@ -372,8 +373,8 @@ async fn a_nats_node_stopped_under_three_front_ends_closes_its_sessions_and_traf
         }
     }
 
-    // Once the remaining nodes take sessions again, dev1 connects through front-end 1 again (on
-    // the next NATS node), and its events flow.
+    // Once the remaining NATS nodes take sessions again, dev1 connects through `nodes[1]` again
+    // (on its next URL, `nats[2]`), and its events flow.
     for node in [&nats[0], &nats[2]] {
         assert!(ready(node).await, "NATS node {} never recovered", node.addr);
     }
