@@ -14,10 +14,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,14 +121,7 @@ async fn a_change_through_one_node_is_enforced_by_the_other_within_a_second() {
     let dev2 = lets_in(&b, &ca, "dev2", WITHIN)
         .await
         .expect("reactivated on B");
-    let (status, body) = a
-        .api(
-            "POST",
-            "/api/v1/orgs/acme/blocked-devices",
-            Some(serde_json::json!({"identity": "d:sensor:dev2", "reason": "stolen"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    a.block("acme", "d:sensor:dev2").await;
     assert!(
         closes_within(dev2, WITHIN).await,
         "the blocked device's session on B outlived its block on A"
@@ -322,44 +312,6 @@ async fn while_postgres_is_stopped_devices_go_on_and_admin_writes_answer_503() {
     b.stop().await;
 }
 
-/// The real binary on `url`, in `dir` (holding `data/master.key`), named `node_id`; and the
-/// address of its admin API.
-fn portcullis(dir: &Path, url: &str, node_id: &str) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .current_dir(dir)
-        .arg("serve")
-        .env_remove("PORTCULLIS_ADMIN_TOKEN")
-        .env_remove("PORTCULLIS_MASTER_KEY")
-        .env("PORTCULLIS__STORE__URL", url)
-        .env("PORTCULLIS__MQTTS__LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS__ADMIN__LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS__CLUSTER__NODE_ID", node_id)
-        .env("PORTCULLIS__CLUSTER__HEARTBEAT_SECONDS", "1")
-        .env("PORTCULLIS__CLUSTER__DOWN_AFTER_SECONDS", "3")
-        .env("RUST_LOG", "warn,rumqttd=off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("MQTTS on 127.0.0.1:"), "{line}");
-    let admin = line
-        .trim()
-        .rsplit_once("admin API on ")
-        .and_then(|(_, addr)| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"));
-    (child, admin)
-}
-
-/// A node in `dir` beside the one whose data directory is `dir_a`, sharing its master key.
-fn beside(dir_a: &Path, dir: &Path) {
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::copy(dir_a.join("master.key"), dir.join("data/master.key")).unwrap();
-}
-
 /// `node_id`'s status in `server`'s node list (`None`: not listed).
 async fn status_of(server: &TestServer, node_id: &str) -> Option<String> {
     listed_nodes(server)
@@ -376,7 +328,7 @@ async fn the_node_list_shows_both_nodes_and_a_killed_one_as_down() {
     let a = node(dir_a.path(), &url).await;
     let dir_b = tempfile::tempdir().unwrap();
     beside(dir_a.path(), dir_b.path());
-    let (mut b, _) = portcullis(dir_b.path(), &url, "node-b");
+    let (mut b, _) = portcullis(dir_b.path(), &url, "node-b", &[]);
 
     // Node A's id is `<hostname>-<mqtts port>`.
     let suffix = format!("-{}", a.mqtts.port());
@@ -415,8 +367,7 @@ async fn the_node_list_shows_both_nodes_and_a_killed_one_as_down() {
     let (status, _) = a.api_as(&token, "GET", "/api/v1/cluster/nodes", None).await;
     assert_eq!(status, 403);
 
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.kill();
     let down = eventually(STEP, || async {
         status_of(&a, "node-b").await.as_deref() == Some("down")
     })
@@ -611,20 +562,19 @@ async fn a_killed_node_s_signatures_stay_counted_in_its_grant() {
     a.create_org("acme").await;
     let dir_b = tempfile::tempdir().unwrap();
     beside(dir_a.path(), dir_b.path());
-    let (mut b, b_admin) = portcullis(dir_b.path(), &url, "node-b");
-    let b_token = std::fs::read_to_string(dir_b.path().join("data/admin-token")).unwrap();
-    let http = reqwest::Client::new();
+    let (mut b, b_node) = portcullis(dir_b.path(), &url, "node-b", &[]);
     for n in 0..3 {
-        let request = http
-            .post(format!("http://{b_admin}/api/v1/orgs/acme/tokens"))
-            .bearer_auth(b_token.trim())
-            .json(&serde_json::json!({"name": format!("t{n}"), "role": "viewer", "ttl_seconds": 3600}));
-        let response = step(request.send()).await.unwrap();
-        assert_eq!(response.status(), 201, "a token signed on node B");
+        let (status, body) = b_node
+            .api(
+                "POST",
+                "/api/v1/orgs/acme/tokens",
+                Some(serde_json::json!({"name": format!("t{n}"), "role": "viewer", "ttl_seconds": 3600})),
+            )
+            .await;
+        assert_eq!(status, 201, "a token signed on node B: {body}");
     }
 
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.kill();
     let counted = eventually(STEP, || async { signing_uses(&a).await >= 3 }).await;
     assert!(counted, "the killed node's signatures were never counted");
     assert_eq!(

@@ -14,6 +14,36 @@ use super::{eventually, STEP};
 pub const USER: &str = "portcullis";
 pub const PASSWORD: &str = "front-end-secret";
 
+/// A front-end's `[broker.upstream]` to these engines' `urls`, speaking MQTT 3.1.1 (NATS).
+pub fn upstream_v311(urls: &[String]) -> portcullis::config::UpstreamConfig {
+    portcullis::config::UpstreamConfig {
+        urls: urls
+            .iter()
+            .map(|url| portcullis::config::Target::parse(url).unwrap())
+            .collect(),
+        protocol: portcullis::codec::Protocol::V311,
+        username: USER.into(),
+        password: PASSWORD.into(),
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+    }
+}
+
+/// The same as the environment of the real binary (`PORTCULLIS__BROKER__…`).
+pub fn upstream_v311_env(urls: &[String]) -> Vec<(String, String)> {
+    [
+        ("MODE", "upstream".to_owned()),
+        ("UPSTREAM__URLS", urls.join(",")),
+        ("UPSTREAM__PROTOCOL", "3.1.1".to_owned()),
+        ("UPSTREAM__USERNAME", USER.to_owned()),
+        ("UPSTREAM__PASSWORD", PASSWORD.to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("PORTCULLIS__BROKER__{key}"), value))
+    .collect()
+}
+
 /// A running broker; killed when dropped.
 pub struct Engine {
     child: Child,
@@ -55,10 +85,29 @@ fn binary(name: &str, package: &str) -> PathBuf {
     );
 }
 
-/// A port free now on 127.0.0.1 (the engine binds it a moment later).
+/// A port free now on 127.0.0.1, for an engine to bind a moment later: below the kernel's
+/// ephemeral range, where `bind(0)` and every outgoing connection take theirs, so that none of the
+/// test's own connections (or a NATS node's, dialling a route not yet up) takes it meanwhile.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST);
+    assert!(span > 0, "no ports below the ephemeral range ({ephemeral})");
+    // Test binaries may run side by side: each starts at its own place.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free port below {ephemeral}");
+        let port = (FIRST + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Starts `command` and waits until `addr` accepts TCP connections.
