@@ -558,9 +558,7 @@ impl SessionTable {
 
     /// Live session `id`: its org and what it is.
     pub fn get(&self, id: u64) -> Option<(OrgId, SessionInfo)> {
-        self.live
-            .get(&id)
-            .map(|s| (s.org.clone(), s.info.clone()))
+        self.live.get(&id).map(|s| (s.org.clone(), s.info.clone()))
     }
 
     /// The live sessions of `org` (of every org with `None`), each with its number and org, in

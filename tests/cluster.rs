@@ -328,7 +328,7 @@ async fn the_node_list_shows_both_nodes_and_a_killed_one_as_down() {
     let a = node(dir_a.path(), &url).await;
     let dir_b = tempfile::tempdir().unwrap();
     beside(dir_a.path(), dir_b.path());
-    let (mut b, _) = portcullis(dir_b.path(), &url, "node-b", &[]);
+    let (mut b, b_node) = portcullis(dir_b.path(), &url, "node-b", &[]);
 
     // Node A's id is `<hostname>-<mqtts port>`.
     let suffix = format!("-{}", a.mqtts.port());
@@ -362,17 +362,48 @@ async fn the_node_list_shows_both_nodes_and_a_killed_one_as_down() {
     assert!(listed["sessions"].is_u64(), "{listed}");
 
     // An org token may not list nodes.
-    a.create_org("acme").await;
+    let (ca, _) = a.org_with_ca("acme").await;
     let (_, token) = a.issue_token("acme", "ops", "operator").await;
     let (status, _) = a.api_as(&token, "GET", "/api/v1/cluster/nodes", None).await;
     assert_eq!(status, 403);
 
+    // A device on B is in A's session list, with B's node id.
+    let addr = b_node.bridge(SNI, &ca.client("d:sensor:dev1", &[])).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    let (_device, _eventloop) = loop {
+        match connect_v4(v4_options(addr, "d:acme:sensor:dev1")).await {
+            Ok(connected) => break connected,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("node B never let the device in: {error:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let sessions_on_a = || async {
+        let (status, body) = a.api("GET", "/api/v1/orgs/acme/sessions", None).await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["items"].as_array().unwrap().clone();
+        items
+            .iter()
+            .map(|s| s["node"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let listed = eventually(STEP, || async { sessions_on_a().await == ["node-b"] }).await;
+    assert!(
+        listed,
+        "A never listed B's session: {:?}",
+        sessions_on_a().await
+    );
+
+    // Killed, B is down once its heartbeat is `down_after` old, and its session leaves A's list
+    // by then (DESIGN §12).
     b.kill();
     let down = eventually(STEP, || async {
         status_of(&a, "node-b").await.as_deref() == Some("down")
     })
     .await;
     assert!(down, "the killed node was never listed down");
+    assert_eq!(sessions_on_a().await, Vec::<String>::new());
     assert_eq!(status_of(&a, &a_id).await.as_deref(), Some("up"));
     a.stop().await;
 }
