@@ -167,7 +167,7 @@ fn describe() {
     );
     describe_counter!(
         CLUSTER_NEWS_DROPPED,
-        "News for the other nodes (admissions, alerts) dropped (queue full)"
+        "News for the other nodes (admissions, session rows, events, alerts) dropped (queue full)"
     );
     describe_counter!(OCSP_REQUESTS, "OCSP requests sent, by outcome");
     describe_counter!(OCSP_CACHE_HITS, "OCSP checks answered from the cache");

@@ -278,6 +278,9 @@ async fn sessions_events_and_devices_of_every_node_are_listed_on_any_node_with_t
         .await
         .unwrap();
     assert_eq!(events.status().as_u16(), 200);
+    // B hears that A reads acme's stream, and tells A acme's events from then on: within the
+    // second DESIGN §12 gives a change to reach every node.
+    tokio::time::sleep(WITHIN).await;
 
     let (_one, _one_inbox) = device_v5(&a, &ca, "dev1").await;
     let (two, _two_inbox) = device_v5(&b, &ca, "dev2").await;

@@ -34,9 +34,11 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
     let org = super::existing_org(&state, &caller, &org, Need::Read).await?;
     let receiver = state.registry.events().subscribe();
+    // The other nodes tell this one the org's events while the stream is read.
+    let watch = state.cluster.watch(&org);
     let org = org.as_str().to_owned();
     let node = state.cluster.node_id().to_owned();
-    let events = futures_util::stream::unfold(receiver, move |mut receiver| {
+    let events = futures_util::stream::unfold((receiver, watch), move |(mut receiver, watch)| {
         let (org, node) = (org.clone(), node.clone());
         async move {
             loop {
@@ -44,7 +46,7 @@ pub async fn stream(
                     Ok(event) if event.org == org => {
                         let data = event.data(&node);
                         let sse = sse::Event::default().event(event.kind.as_str()).data(data);
-                        return Some((Ok(sse), receiver));
+                        return Some((Ok(sse), (receiver, watch)));
                     }
                     Ok(_) => continue,
                     // Behind by more than the ring holds: dropped, never waited for.

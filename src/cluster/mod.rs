@@ -7,7 +7,9 @@
 //!   held it answers, and the asking node waits at most [`REPLY_WAIT`] for that answer;
 //! - the notifier runs on the leader only (`crate::leader`): a settings change or an alert from
 //!   the data path on another node is passed to it;
-//! - every node's event stream carries every node's connects, disconnects and refusals;
+//! - every node's event stream carries every node's connects, disconnects and refusals: a node
+//!   reading an org's stream says so (now, then every [`WATCH_EVERY`]), and the others tell it
+//!   that org's events for [`WATCH_FOR`] after they last heard it, and no others;
 //! - the session list of any node shows every node's sessions: each node writes its own to the
 //!   store's `live_sessions` (see [`teller`]) and lists the others' from there.
 //!
@@ -37,6 +39,10 @@ use teller::Outgoing;
 /// How long a `DELETE` of a session no node here holds waits for another node to say it closed
 /// it: the contract's second, and as much again for the answer's way back.
 pub const REPLY_WAIT: Duration = Duration::from_secs(2);
+/// A node reading an org's event stream says so again this often.
+pub const WATCH_EVERY: Duration = Duration::from_secs(10);
+/// The events of an org are told to the other nodes this long after one last said it reads them.
+pub const WATCH_FOR: Duration = Duration::from_secs(30);
 /// The same alert is passed to the leader at most this often by one node.
 const ALERT_EVERY: Duration = Duration::from_secs(60);
 /// Alerts remembered for [`ALERT_EVERY`]; past this many, all are forgotten.
@@ -54,6 +60,8 @@ pub struct Cluster {
     outbox: Option<mpsc::Sender<Outgoing>>,
     /// Some news of this node's sessions was lost: the teller writes them all again.
     resync: Arc<AtomicBool>,
+    /// The orgs whose events other nodes read, when they last said so.
+    watched: Arc<teller::Watched>,
     /// A node whose heartbeat is older is down: its sessions are not listed.
     down_after: Duration,
     registry: Arc<Registry>,
@@ -84,6 +92,7 @@ impl Cluster {
         // The rows a node left behind at its last start (killed, or stopped while the store
         // was down) are replaced first.
         let resync = Arc::new(AtomicBool::new(true));
+        let watched = Arc::new(teller::Watched::default());
         let (outbox, teller) = match &store {
             Some(store) => {
                 let (outbox, outgoing) = mpsc::channel(teller::OUTBOX);
@@ -92,6 +101,7 @@ impl Cluster {
                     node_id: node_id.clone(),
                     registry: registry.clone(),
                     resync: resync.clone(),
+                    watched: watched.clone(),
                     down_after,
                 };
                 (Some(outbox), Some(teller.run(outgoing)))
@@ -103,6 +113,7 @@ impl Cluster {
             store,
             outbox,
             resync,
+            watched,
             down_after,
             registry,
             notifier,
@@ -208,6 +219,22 @@ impl Cluster {
         closed
     }
 
+    /// An event stream of `org` is read here: the other nodes are told now and every
+    /// [`WATCH_EVERY`] until the returned [`Watch`] is dropped, and tell this node that org's
+    /// events meanwhile.
+    pub fn watch(self: &Arc<Self>, org: &OrgId) -> Watch {
+        if self.outbox.is_none() {
+            return Watch(None);
+        }
+        let (cluster, org) = (self.clone(), org.to_string());
+        Watch(Some(tokio::spawn(async move {
+            loop {
+                cluster.tell_later(NodeNews::Watching { org: org.clone() });
+                tokio::time::sleep(WATCH_EVERY).await;
+            }
+        })))
+    }
+
     /// The org's notification settings changed: the leader's notifier makes a pass now.
     pub fn wake_notifier(&self) {
         if *self.leading.borrow() {
@@ -292,6 +319,7 @@ impl Cluster {
                     }
                 }
             }
+            NodeNews::Watching { org } => self.watched.mark(org),
             NodeNews::Event { mut event } => {
                 event.node = Some(message.from);
                 self.registry.events().publish(event);
@@ -330,6 +358,17 @@ impl Cluster {
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An event stream read here (see [`Cluster::watch`]): while held, the other nodes are told so.
+pub struct Watch(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -3,17 +3,19 @@
 //! event streams, and this node's rows of the cluster-wide session list (`live_sessions`).
 //!
 //! The data path never waits for it: what it is given goes into one bounded queue, and the events
-//! come from the node's event ring. What does not fit is dropped and counted; a lost session row
+//! come from the node's event ring (only those of orgs another node reads the stream of: see
+//! [`Watched`]). What does not fit is dropped and counted; a lost session row
 //! makes the next batch write every row of this node again (from the session table, which is
 //! the truth), as does a write the store refused. Every `down_after` it also forgets the rows of
 //! nodes that are down, so that a node that never comes back leaves nothing behind.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::events::Event;
 use crate::identity::OrgId;
@@ -23,9 +25,13 @@ use crate::store::{NodeMessage, NodeNews, NodeSession, Store};
 /// What waits to be written (one admission and one end per session, in a connect storm); past
 /// it, what comes is dropped and counted, never waited for: the data path does not wait on the
 /// store.
-pub const OUTBOX: usize = 4096;
-/// Most news told, and most session rows written, in one round trip each.
-const BATCH: usize = 256;
+pub const OUTBOX: usize = 16_384;
+/// Most news and session rows written in one round of the teller (news packed several to a
+/// notification, rows a few hundred to a statement).
+const BATCH: usize = 1024;
+/// How long the first of a round waits for others to share its round trips: well inside the
+/// second a takeover across nodes may take.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// What the data path and the admin API give the teller.
 pub enum Outgoing {
@@ -66,6 +72,25 @@ pub fn node_session(node_id: &str, session: u64, org: OrgId, info: SessionInfo) 
     }
 }
 
+/// The orgs whose event streams other nodes read, and when they last said so.
+#[derive(Default)]
+pub struct Watched(Mutex<HashMap<String, Instant>>);
+
+impl Watched {
+    pub fn mark(&self, org: String) {
+        let mut watched = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        watched.retain(|_, at| at.elapsed() < super::WATCH_FOR);
+        watched.insert(org, Instant::now());
+    }
+
+    fn contains(&self, org: &str) -> bool {
+        let watched = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        watched
+            .get(org)
+            .is_some_and(|at| at.elapsed() < super::WATCH_FOR)
+    }
+}
+
 pub struct Teller {
     pub store: Arc<dyn Store>,
     pub node_id: String,
@@ -73,6 +98,7 @@ pub struct Teller {
     /// This node's rows are to be written again, all of them (true at the start: a node that
     /// was killed left its rows behind).
     pub resync: Arc<AtomicBool>,
+    pub watched: Arc<Watched>,
     pub down_after: Duration,
 }
 
@@ -108,19 +134,16 @@ impl Teller {
                 event = events.recv() => self.heard(&mut batch, event),
                 _ = sweep.tick() => batch.sweep = true,
             }
-            while batch.len() < BATCH {
-                match outgoing.try_recv() {
-                    Ok(next) => self.add(&mut batch, next),
-                    Err(_) => break,
-                }
-            }
-            while batch.len() < BATCH {
-                match events.try_recv() {
-                    Ok(event) => self.heard(&mut batch, Ok(event)),
-                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                        self.heard(&mut batch, Err(RecvError::Lagged(missed)))
-                    }
-                    Err(_) => break,
+            let until = tokio::time::Instant::now() + LINGER;
+            let mut open = true;
+            while open && !batch.sweep && batch.len() < BATCH {
+                tokio::select! {
+                    next = outgoing.recv() => match next {
+                        Some(next) => self.add(&mut batch, next),
+                        None => open = false,
+                    },
+                    event = events.recv() => self.heard(&mut batch, event),
+                    () = tokio::time::sleep_until(until) => break,
                 }
             }
             self.write(batch).await;
@@ -145,16 +168,18 @@ impl Teller {
         }
     }
 
-    /// An event of the node's ring: this node's own are told (those from other nodes came from
-    /// them).
+    /// An event of the node's ring: this node's own are told when another node reads its org's
+    /// stream (those from other nodes came from them).
     fn heard(&self, batch: &mut Batch, event: Result<Arc<Event>, RecvError>) {
         match event {
-            Ok(event) if event.node.is_none() => batch.news.push(NodeMessage {
-                from: self.node_id.clone(),
-                news: NodeNews::Event {
-                    event: (*event).clone(),
-                },
-            }),
+            Ok(event) if event.node.is_none() && self.watched.contains(&event.org) => {
+                batch.news.push(NodeMessage {
+                    from: self.node_id.clone(),
+                    news: NodeNews::Event {
+                        event: (*event).clone(),
+                    },
+                })
+            }
             Ok(_) | Err(RecvError::Closed) => {}
             Err(RecvError::Lagged(missed)) => {
                 metrics::counter!(crate::metrics::CLUSTER_NEWS_DROPPED).increment(missed);

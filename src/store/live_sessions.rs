@@ -7,7 +7,7 @@
 use time::OffsetDateTime;
 
 use super::filter::Where;
-use super::sql::{params, Row, SqlExt, Value};
+use super::sql::{params, Row, Sql, SqlExt, Value};
 use super::{
     from_micros, parse_org_id, to_micros, DbError, LiveSessionStore, PageRequest, SqlStore,
     StoreError,
@@ -85,30 +85,47 @@ impl SessionRow {
     }
 }
 
-impl NodeSession {
-    fn insert(&self, tx: &dyn super::sql::Sql) -> Result<(), DbError> {
+/// Rows written in one statement (11 parameters each, well inside both engines' limits).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Adds `sessions` (one already there is left as it is), a few hundred per statement.
+fn insert(tx: &dyn Sql, sessions: &[NodeSession]) -> Result<(), DbError> {
+    for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut args = Vec::with_capacity(chunk.len() * 11);
+        for s in chunk {
+            let n = args.len();
+            values.push(format!(
+                "({})",
+                (1..=11)
+                    .map(|i| format!("?{}", n + i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            args.extend(params![
+                s.node_id,
+                i64::try_from(s.session).unwrap_or(i64::MAX),
+                s.org.as_str(),
+                s.client_id,
+                s.identity,
+                s.ca_id,
+                s.fingerprint_sha256,
+                s.serial,
+                s.protocol,
+                s.peer,
+                to_micros(s.connected_at)
+            ]);
+        }
         tx.execute(
             &format!(
-                "INSERT INTO live_sessions ({COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (node_id, session) DO NOTHING"
+                "INSERT INTO live_sessions ({COLUMNS}) VALUES {}
+                 ON CONFLICT (node_id, session) DO NOTHING",
+                values.join(", ")
             ),
-            params![
-                self.node_id,
-                i64::try_from(self.session).unwrap_or(i64::MAX),
-                self.org.as_str(),
-                self.client_id,
-                self.identity,
-                self.ca_id,
-                self.fingerprint_sha256,
-                self.serial,
-                self.protocol,
-                self.peer,
-                to_micros(self.connected_at)
-            ],
+            args,
         )?;
-        Ok(())
     }
+    Ok(())
 }
 
 impl LiveSessionStore for SqlStore {
@@ -118,14 +135,22 @@ impl LiveSessionStore for SqlStore {
         opened: &[NodeSession],
         closed: &[u64],
     ) -> Result<(), StoreError> {
-        let tx = self.begin()?;
-        for session in opened {
-            session.insert(&*tx)?;
-        }
-        for session in closed {
+        let tx = self.begin_own()?;
+        insert(&*tx, opened)?;
+        for chunk in closed.chunks(ROWS_PER_STATEMENT) {
+            let mut args = vec![Value::Text(node_id.to_owned())];
+            let listed = (2..chunk.len() + 2)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            args.extend(
+                chunk
+                    .iter()
+                    .map(|s| Value::Integer(i64::try_from(*s).unwrap_or(i64::MAX))),
+            );
             tx.execute(
-                "DELETE FROM live_sessions WHERE node_id = ?1 AND session = ?2",
-                params![node_id, i64::try_from(*session).unwrap_or(i64::MAX)],
+                &format!("DELETE FROM live_sessions WHERE node_id = ?1 AND session IN ({listed})"),
+                args,
             )?;
         }
         tx.commit()?;
@@ -133,11 +158,9 @@ impl LiveSessionStore for SqlStore {
     }
 
     fn replace_sessions(&self, node_id: &str, sessions: &[NodeSession]) -> Result<(), StoreError> {
-        let tx = self.begin()?;
+        let tx = self.begin_own()?;
         tx.execute("DELETE FROM live_sessions WHERE node_id = ?1", [node_id])?;
-        for session in sessions {
-            session.insert(&*tx)?;
-        }
+        insert(&*tx, sessions)?;
         tx.commit()?;
         Ok(())
     }

@@ -318,6 +318,11 @@ impl SqlStore {
     fn begin(&self) -> Result<Box<dyn Sql + '_>, StoreError> {
         Ok(self.db.write()?)
     }
+
+    /// A write transaction on rows only this node writes (see [`sql::Backend::write_own`]).
+    fn begin_own(&self) -> Result<Box<dyn Sql + '_>, StoreError> {
+        Ok(self.db.write_own()?)
+    }
 }
 
 /// The store the configuration names: SQLite in `data_dir` when `postgres` is `None`, else that

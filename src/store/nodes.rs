@@ -21,8 +21,9 @@ pub struct NodeRecord {
 }
 
 /// What one node tells the others (see `crate::cluster`), carried by the store: on PostgreSQL a
-/// `NOTIFY portcullis_node` with this as its JSON payload (at most 8000 bytes; client ids and
-/// org ids are short); on SQLite there is nobody else to tell.
+/// `NOTIFY portcullis_node` whose JSON payload is an array of as many as fit in [`PAYLOAD`] bytes
+/// (PostgreSQL takes 8000; client ids and org ids are short); on SQLite there is nobody else to
+/// tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMessage {
     /// The node that tells it (a node ignores what it told itself).
@@ -54,9 +55,15 @@ pub enum NodeNews {
     Notify {
         alert: Option<(String, String, String)>,
     },
-    /// A connect, disconnect or refusal on that node, for every node's event stream.
+    /// A connect, disconnect or refusal on that node, for the event streams of the others.
     Event { event: crate::events::Event },
+    /// An event stream of `org` is read on that node: its events are wanted (said again while
+    /// it is read).
+    Watching { org: String },
 }
+
+/// Most bytes of messages packed in one notification: PostgreSQL's limit is 8000.
+const PAYLOAD: usize = 7900;
 
 impl NodeStore for SqlStore {
     fn heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
@@ -128,11 +135,22 @@ impl NodeStore for SqlStore {
     }
 
     fn tell_nodes(&self, messages: &[NodeMessage]) -> Result<(), StoreError> {
-        let payloads = messages
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Corrupt(format!("node message: {e}")))?;
+        let mut payloads = Vec::new();
+        let mut packed = String::new();
+        for message in messages {
+            let json = serde_json::to_string(message)
+                .map_err(|e| StoreError::Corrupt(format!("node message: {e}")))?;
+            if !packed.is_empty() && packed.len() + json.len() + 2 > PAYLOAD {
+                packed.push(']');
+                payloads.push(std::mem::take(&mut packed));
+            }
+            packed.push(if packed.is_empty() { '[' } else { ',' });
+            packed.push_str(&json);
+        }
+        if !packed.is_empty() {
+            packed.push(']');
+            payloads.push(packed);
+        }
         Ok(self.db.tell_nodes(&payloads)?)
     }
 

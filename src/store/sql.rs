@@ -340,6 +340,10 @@ pub trait Backend: Send + Sync {
     /// a read-then-write inside it sees no concurrent change, as under SQLite's `BEGIN IMMEDIATE`.
     fn write(&self) -> Result<Box<dyn Sql + '_>, DbError>;
 
+    /// A write transaction on rows that only this node writes (its live sessions), not
+    /// serialised with other nodes' writers: on SQLite the same as [`Backend::write`].
+    fn write_own(&self) -> Result<Box<dyn Sql + '_>, DbError>;
+
     /// The id this store's grant reservations are recorded under (`grant_holds.holder`, see
     /// `store::grant_holds`), checked alive first: on PostgreSQL its lock is taken again if the
     /// connection that held it was lost. Called once per reserved block, never per use.

@@ -110,14 +110,26 @@ where
             let mut waiting = notifications.timeout_iter(WAIT);
             while let Some(notification) = waiting.next().map_err(|e| e.to_string())? {
                 heard = Instant::now();
-                let change = match notification.channel() {
-                    NODE_CHANNEL => serde_json::from_str(notification.payload())
+                let changes = match notification.channel() {
+                    // Messages packed in a JSON array (`NodeStore::tell_nodes`), or one alone.
+                    NODE_CHANNEL => {
+                        serde_json::from_str::<Vec<NodeMessage>>(notification.payload())
+                            .or_else(|_| {
+                                serde_json::from_str(notification.payload()).map(|m| vec![m])
+                            })
+                            .ok()
+                            .map(|told| told.into_iter().map(Change::Told).collect())
+                    }
+                    _ => OrgId::parse(notification.payload())
                         .ok()
-                        .map(Change::Told),
-                    _ => OrgId::parse(notification.payload()).ok().map(Change::Org),
+                        .map(|org| vec![Change::Org(org)]),
                 };
-                match change {
-                    Some(change) => apply(change)?,
+                match changes {
+                    Some(changes) => {
+                        for change in changes {
+                            apply(change)?;
+                        }
+                    }
                     None => tracing::warn!(
                         channel = notification.channel(),
                         payload = notification.payload(),

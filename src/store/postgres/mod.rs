@@ -158,6 +158,10 @@ impl Backend for Postgres {
         ))
     }
 
+    fn write_own(&self) -> Result<Box<dyn Sql + '_>, DbError> {
+        self.begin("BEGIN")
+    }
+
     fn holder(&self) -> Result<i64, DbError> {
         self.holder
             .as_ref()

@@ -102,6 +102,10 @@ impl Backend for Sqlite {
         }))
     }
 
+    fn write_own(&self) -> Result<Box<dyn Sql + '_>, DbError> {
+        self.write()
+    }
+
     fn holder(&self) -> Result<i64, DbError> {
         Ok(self.holder)
     }

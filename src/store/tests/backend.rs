@@ -314,7 +314,8 @@ fn secrets(keys: &[TicketKey]) -> Vec<[u8; 32]> {
 }
 
 /// What a node tells the others (`NodeStore::tell_nodes`) reaches a connection listening on the
-/// nodes' channel, every message, in the order told, however many go in one round trip.
+/// nodes' channel, every message, in the order told, however many go in one round trip, packed
+/// several to a notification.
 #[test]
 fn news_told_in_one_round_trip_arrives_whole_and_in_order() {
     use ::postgres::fallible_iterator::FallibleIterator;
@@ -335,14 +336,23 @@ fn news_told_in_one_round_trip_arrives_whole_and_in_order() {
         .collect();
     store.tell_nodes(&told[..1]).unwrap();
     store.tell_nodes(&told[1..]).unwrap();
-    let heard: Vec<NodeMessage> = listener
-        .notifications()
-        .timeout_iter(std::time::Duration::from_secs(5))
-        .map(|n| Ok(serde_json::from_str(n.payload()).unwrap()))
-        .take(told.len())
-        .collect()
-        .unwrap();
+    // Packed several to a notification, each within PostgreSQL's 8000 bytes.
+    let mut heard: Vec<NodeMessage> = Vec::new();
+    let mut notifications = 0;
+    let mut notifications_of = listener.notifications();
+    let mut waiting = notifications_of.timeout_iter(std::time::Duration::from_secs(5));
+    while heard.len() < told.len() {
+        let notification = waiting.next().unwrap().expect("every message heard");
+        assert!(notification.payload().len() <= 8000);
+        let packed: Vec<NodeMessage> = serde_json::from_str(notification.payload()).unwrap();
+        heard.extend(packed);
+        notifications += 1;
+    }
     assert_eq!(heard, told);
+    assert!(
+        notifications < 20,
+        "{notifications} notifications for 300 messages"
+    );
 }
 
 fn node_session(
@@ -482,4 +492,25 @@ pub(super) fn live_sessions_are_listed_per_node_and_forgotten_when_down(engine: 
     assert_eq!(listed("node-1", &all), [pair("node-3", "e")]);
     store.replace_sessions("node-3", &[]).unwrap();
     assert!(listed("node-1", &all).is_empty());
+
+    // More rows than one statement takes, in and out.
+    let many: Vec<_> = (1..=600)
+        .map(|n| node_session("node-3", n, &format!("d:acme:sensor:m{n}"), t(6)))
+        .collect();
+    let rows_of_node_3 = || -> i64 {
+        store
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM live_sessions WHERE node_id = 'node-3'",
+                params![],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    store.replace_sessions("node-3", &many).unwrap();
+    assert_eq!(rows_of_node_3(), 600);
+    let closed: Vec<u64> = (1..=599).collect();
+    store.sessions_changed("node-3", &[], &closed).unwrap();
+    assert_eq!(rows_of_node_3(), 1);
 }
