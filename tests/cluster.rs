@@ -93,9 +93,10 @@ async fn patch_ca(server: &TestServer, ca_id: &str, active: bool) {
 }
 
 #[tokio::test]
-async fn a_change_through_one_node_is_enforced_by_the_other_within_a_second() {
+async fn a_change_through_one_node_is_enforced_by_the_others_within_a_second() {
     let url = pg::database();
-    let (a, b, _dirs) = two_nodes(&url, None).await;
+    // Changes through node 1 (A), checked on node 3 (B); node 2 hears them too.
+    let ([a, second, b], _dirs) = three_nodes(&url).await;
 
     // An org and its CA made through A: B lets the device in within a second.
     let (ca, ca_id) = a.org_with_ca("acme").await;
@@ -135,8 +136,9 @@ async fn a_change_through_one_node_is_enforced_by_the_other_within_a_second() {
         closes_within(dev3, WITHIN).await,
         "the org's session on B outlived it"
     );
-    a.stop().await;
-    b.stop().await;
+    for node in [a, second, b] {
+        node.stop().await;
+    }
 }
 
 /// A TCP proxy to `upstream` that the test can cut (every connection dropped, new ones refused)
@@ -507,9 +509,10 @@ async fn handshake(
 }
 
 #[tokio::test]
-async fn a_tls_session_made_on_one_node_resumes_on_the_other_never_under_another_org() {
+async fn a_tls_session_made_on_one_node_resumes_on_another_never_under_another_org() {
     let url = pg::database();
-    let (a, b, _dirs) = two_nodes(&url, None).await;
+    // Tickets made on node 1 (A), offered to node 3 (B).
+    let ([a, second, b], _dirs) = three_nodes(&url).await;
     // acme and beta trust the same CA, so only resumption tells them apart.
     let (ca, _) = a.org_with_ca("acme").await;
     a.create_org("beta").await;
@@ -567,8 +570,9 @@ async fn a_tls_session_made_on_one_node_resumes_on_the_other_never_under_another
         "A's ticket did not resume on B"
     );
     assert_eq!(tickets.offered.load(Ordering::SeqCst), 2);
-    a.stop().await;
-    b.stop().await;
+    for node in [a, second, b] {
+        node.stop().await;
+    }
 }
 
 /// `uses` of the grant on acme's default signing certificate, as `server` shows it.

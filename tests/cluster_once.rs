@@ -127,20 +127,21 @@ async fn a_settings_change_on_a_node_that_does_not_lead_wakes_the_leaders_notifi
 }
 
 #[tokio::test]
-async fn two_nodes_passing_every_second_send_a_notice_once() {
+async fn three_nodes_passing_every_second_send_a_notice_once() {
     let url = pg::database();
-    let every_second = |config: &mut portcullis::config::Config| {
+    let (nodes, _dirs) = nodes_where(&url, 3, |_, config| {
         config.notify.check_interval = Duration::from_secs(1);
-    };
-    let (a, b, _dirs) = two_nodes_where(&url, None, every_second).await;
-    a.create_org("acme").await;
-    let object = expiring_ca(&a, "expiring CA").await;
+    })
+    .await;
+    nodes[0].create_org("acme").await;
+    let object = expiring_ca(&nodes[0], "expiring CA").await;
     // The first POST fails and is retried a second later: a node passing meanwhile that did not
     // lead would send the notice a second time.
-    let webhook = notified_once(&b, &object, 1).await;
-    // Stopped (a stop waits for a pass under way, retries included): neither has one left.
-    a.stop().await;
-    b.stop().await;
+    let webhook = notified_once(&nodes[2], &object, 1).await;
+    // Stopped (a stop waits for a pass under way, retries included): none has one left.
+    for node in nodes {
+        node.stop().await;
+    }
     assert_eq!(webhook.count("certificate_expiring", &object), 1);
 }
 

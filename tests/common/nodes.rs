@@ -69,6 +69,15 @@ pub async fn nodes_where(
     (nodes, dirs)
 }
 
+/// Three nodes on `url`, sharing the master key.
+pub async fn three_nodes(url: &str) -> ([TestServer; 3], Vec<tempfile::TempDir>) {
+    let (nodes, dirs) = nodes_where(url, 3, |_, _| {}).await;
+    let Ok(nodes) = <[TestServer; 3]>::try_from(nodes) else {
+        unreachable!("three nodes asked for")
+    };
+    (nodes, dirs)
+}
+
 pub async fn two_nodes(
     url: &str,
     url_b: Option<&str>,
