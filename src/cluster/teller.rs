@@ -188,6 +188,10 @@ impl Teller {
     }
 
     async fn write(&self, batch: Batch) {
+        // A round woken by events no other node reads: nothing to write.
+        if batch.len() == 0 && !batch.sweep && !self.resync.load(Ordering::Relaxed) {
+            return;
+        }
         // After a loss, every row again, from the session table as it is now (it holds every
         // session this batch opened or closed, and is newer than any of them).
         let rows = self.resync.swap(false, Ordering::Relaxed).then(|| {
