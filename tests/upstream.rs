@@ -103,6 +103,24 @@ async fn on_broker_v5(engine: &Engine, filter: &str) -> (AsyncClient, EventLoop)
     (client, eventloop)
 }
 
+/// `app` sends dev1 the QoS 1 command `reboot`; the device's `inbox` gets it, under its own
+/// topic.
+async fn reboot_reaches(app: &AsyncClient, inbox: &mut Inbox) {
+    app.publish(
+        "iot-2/type/sensor/id/dev1/cmd/reboot/fmt/json",
+        QoS5::AtLeastOnce,
+        false,
+        "now",
+    )
+    .await
+    .unwrap();
+    let (topic, payload, _) = next_publish(inbox).await;
+    assert_eq!(
+        (topic.as_str(), payload.as_str()),
+        ("iot-2/cmd/reboot/fmt/json", "now")
+    );
+}
+
 const EVENTS: &str = "iot-2/type/+/id/+/evt/+/fmt/+";
 const COMMANDS: &str = "iot-2/cmd/+/fmt/json";
 const EVENT: &str = "iot-2/evt/temp/fmt/json";
@@ -154,19 +172,7 @@ async fn mosquitto_carries_qos_0_1_2_both_ways_under_the_org_prefix_and_isolates
     assert_eq!(seen, format!("acme/{SEEN_EVENT}"));
 
     // Application → device.
-    app.publish(
-        "iot-2/type/sensor/id/dev1/cmd/reboot/fmt/json",
-        QoS5::AtLeastOnce,
-        false,
-        "now",
-    )
-    .await
-    .unwrap();
-    let (topic, payload, _) = next_publish(&mut device_inbox).await;
-    assert_eq!(
-        (topic.as_str(), payload.as_str()),
-        ("iot-2/cmd/reboot/fmt/json", "now")
-    );
+    reboot_reaches(&app, &mut device_inbox).await;
 
     // The other org saw none of acme's events: its first delivery is its own marker.
     let other_device = other_ca.client("d:sensor:dev1", &[]);
@@ -615,19 +621,7 @@ async fn a_session_taken_over_through_another_node_lives_on_there_in_the_shared_
 
     // Its subscription came with it: a command sent through node A reaches the device on B.
     let (app, _app_inbox, _) = client(&a, &ca, "a:ops", "a:acme:ops", |_| {}).await;
-    app.publish(
-        "iot-2/type/sensor/id/dev1/cmd/reboot/fmt/json",
-        QoS5::AtLeastOnce,
-        false,
-        "now",
-    )
-    .await
-    .unwrap();
-    let (topic, payload, _) = next_publish(&mut on_b).await;
-    assert_eq!(
-        (topic.as_str(), payload.as_str()),
-        ("iot-2/cmd/reboot/fmt/json", "now")
-    );
+    reboot_reaches(&app, &mut on_b).await;
     drop((first, second));
     a.stop().await;
     b.stop().await;
