@@ -52,7 +52,7 @@ def memory_table(runs):
                     key=lambda label: (int(label.split("-")[1]), label.split("-")[2]))
     servers = [s for s in ("portcullis", "base", "mosquitto") if any((s, l) in runs for l in labels)]
     rounds = max(len(runs[(s, l)]) for s in servers for l in labels if (s, l) in runs)
-    print(f"memory: medians of {rounds} round(s), a fresh server process per run\n")
+    print(f"memory: medians of {rounds} round(s) (range when more), a fresh server process per run\n")
     print("| server | sessions | kind | KiB/session (total RSS growth) | RSS before MB | with sessions MB "
           "| 5 s after close MB | after close over before | failed |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -64,12 +64,15 @@ def memory_table(runs):
             if key not in runs:
                 continue
             kib[key] = median(runs, key, "hold.server.kib_per_session")
+            every = sorted(v for v in (pick(r, "hold.server.kib_per_session") for r in runs[key])
+                           if v is not None)
+            spread = f" ({every[0]:.1f}–{every[-1]:.1f})" if len(every) > 1 else ""
             before = median(runs, key, "hold.server.rss_before_kib")
             held = median(runs, key, "hold.server.rss_after_kib")
             after = median(runs, key, "rss_5s_after_close_kib")
             failed = median(runs, key, "hold.failed")
             over = None if None in (before, after) else 100 * (after - before) / before
-            cells = [server, f"{int(size):,}", kind, fmt(kib[key]), fmt(mb(before)), fmt(mb(held)),
+            cells = [server, f"{int(size):,}", kind, fmt(kib[key]) + spread, fmt(mb(before)), fmt(mb(held)),
                      fmt(mb(after)), "—" if over is None else f"{over:+,.0f} %", fmt(failed, 0)]
             print(f"| {' | '.join(cells)} |")
     names = [f"{int(l.split('-')[1]):,} {l.split('-')[2]}" for l in labels]
