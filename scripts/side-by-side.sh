@@ -38,6 +38,7 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
+    rmdir "$out" 2> /dev/null || true # nothing measured: no empty results directory left behind
 }
 trap cleanup EXIT
 wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
