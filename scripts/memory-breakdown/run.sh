@@ -16,8 +16,9 @@
 # tool: LOAD_BIN (default target/release/portcullis-load). BINARY keeps its line tables (the
 # release profile's), so the stacks symbolize. Everything runs on 127.0.0.1 (PORT, default
 # 27883, and PORT+1 for the admin API), in a temporary directory removed at the end (--keep DIR
-# keeps the trace, snapshots and logs there). About 2 minutes for 2,000 sessions, most of it
-# reading the trace; heaptrack slows the server, not the figures.
+# keeps the trace, snapshots and logs there; breakdown.py can be rerun on them, e.g. after
+# editing components.py). About 30 s for 2,000 sessions, 45 s for 15,000; heaptrack slows the
+# server, not the figures. --detail adds each component's largest block sizes and their frames.
 set -euo pipefail
 usage() { sed -n '5p' "$0" | sed 's/^# *//' >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
