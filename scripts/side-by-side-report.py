@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Medians and ratios from the JSON that scripts/side-by-side.sh collected.
 
-Usage: side-by-side-report.py DIR   (files named <server>.<label>.<round>.json)
+Usage: side-by-side-report.py DIR   (files named <server>.<label>.<round>.json; the memory runs'
+labels are memory-<sessions>-<idle|subscribed>)
 """
 import glob
 import json
@@ -44,8 +45,56 @@ def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 
+def memory_table(runs):
+    """Total RSS growth per idle session, each run on a fresh server, and where RSS stood 5 s
+    after the sessions closed."""
+    labels = sorted({label for _, label in runs if label.startswith("memory-")},
+                    key=lambda label: (int(label.split("-")[1]), label.split("-")[2]))
+    servers = [s for s in ("portcullis", "base", "mosquitto") if any((s, l) in runs for l in labels)]
+    rounds = max(len(runs[(s, l)]) for s in servers for l in labels if (s, l) in runs)
+    print(f"memory: medians of {rounds} round(s) (range when more), a fresh server process per run\n")
+    print("| server | sessions | kind | KiB/session (total RSS growth) | RSS before MB | with sessions MB "
+          "| 5 s after close MB | after close over before | failed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    kib = {}
+    for label in labels:
+        _, size, kind = label.split("-")
+        for server in servers:
+            key = (server, label)
+            if key not in runs:
+                continue
+            kib[key] = median(runs, key, "hold.server.kib_per_session")
+            every = sorted(v for v in (pick(r, "hold.server.kib_per_session") for r in runs[key])
+                           if v is not None)
+            spread = f" ({every[0]:.1f}–{every[-1]:.1f})" if len(every) > 1 else ""
+            before = median(runs, key, "hold.server.rss_before_kib")
+            held = median(runs, key, "hold.server.rss_after_kib")
+            after = median(runs, key, "rss_5s_after_close_kib")
+            failed = median(runs, key, "hold.failed")
+            over = None if None in (before, after) else 100 * (after - before) / before
+            cells = [server, f"{int(size):,}", kind, fmt(kib[key]) + spread, fmt(mb(before)), fmt(mb(held)),
+                     fmt(mb(after)), "—" if over is None else f"{over:+,.0f} %", fmt(failed, 0)]
+            print(f"| {' | '.join(cells)} |")
+    names = [f"{int(l.split('-')[1]):,} {l.split('-')[2]}" for l in labels]
+    print("\n| ratio of KiB per session | " + " | ".join(names) + " |")
+    print(f"|---|{'---|' * len(labels)}")
+    for other in [s for s in servers if s != "portcullis"]:
+        cells = [fmt(ratio(kib.get(("portcullis", l)), kib.get((other, l))), 2) for l in labels]
+        print(f"| Portcullis / {other} | {' | '.join(cells)} |")
+    print()
+
+
+def mb(kib):
+    return None if kib is None else kib / 1024
+
+
 def main():
     runs = load(sys.argv[1])
+    if any(label.startswith("memory-") for _, label in runs):
+        memory_table(runs)
+    runs = {key: value for key, value in runs.items() if not key[1].startswith("memory-")}
+    if not runs:
+        return
     servers = ["portcullis", "mosquitto", "broker"]
     if any(server == "base" for server, _ in runs):
         servers.insert(1, "base")
