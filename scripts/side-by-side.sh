@@ -18,7 +18,8 @@
 # (glibc does not give the memory of closed sessions back, so a server measures once), for every
 # size in HOLD_SIZES (default "2000 15000"), idle and with one command subscription per device,
 # MEMORY_ROUNDS times (default 1), the servers interleaved in each round: start, RSS before, hold
-# the sessions 2 s (the load tool reads the RSS 1 s in), RSS 5 s after they closed, stop.
+# the sessions 5 s (the load tool reads the RSS at the end: sessions idle that long; Portcullis
+# gives an idle session's buffers back after 2 s), RSS 5 s after they closed, stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -176,7 +177,7 @@ memory() { # server size idle|subscribed round: <server>.memory-<size>-<kind>.<r
     start=$(rss_kib "$pid")
     # shellcheck disable=SC2086
     if ! $LOAD hold "${args[@]}" --sni acme.messaging.localhost $tls_client --server-pid "$pid" \
-        -n "$size" --hold-seconds 2 "${subscribe[@]}" --json > "$work/hold.json" 2>> "$out/stderr.log"; then
+        -n "$size" --hold-seconds 5 --closed-seconds 0 "${subscribe[@]}" --json > "$work/hold.json" 2>> "$out/stderr.log"; then
         echo "side-by-side: $server memory $size $kind (round $round) failed; see $out/stderr.log" >&2
         tail -n 3 "$out/stderr.log" >&2
     fi

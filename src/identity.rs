@@ -167,6 +167,8 @@ pub fn claims_of(
     // Sorted and without repeats, in O(n log n): a certificate may carry many names.
     out.sort_unstable();
     out.dedup();
+    // Kept for the connection's life: no spare capacity.
+    out.shrink_to_fit();
     Ok(out)
 }
 

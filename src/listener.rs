@@ -204,7 +204,7 @@ async fn connection(
         }
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let (stream, identity) = match registry::accept(stream, &ctx.registry, remaining).await {
+    let (mut stream, identity) = match registry::accept(stream, &ctx.registry, remaining).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
             let reason = refusal.refusal.as_str();
@@ -220,13 +220,11 @@ async fn connection(
         }
     };
     drop(slot);
-    let sni = identity.sni.clone();
-    let org = identity.org.org.id.clone();
-    match session::serve(stream, identity, &ctx).await {
+    match session::serve(&mut stream, &identity, &ctx).await {
         Ok(()) => tracing::debug!(%peer, "session closed"),
         Err(error) if error.is_connect_refusal() => {
-            refused(peer, sni.as_deref(), "connect", error.reason());
-            let mut event = Event::new(org.as_str(), Kind::Refused, Some(peer));
+            refused(peer, identity.sni.as_deref(), "connect", error.reason());
+            let mut event = Event::new(identity.org.org.id.as_str(), Kind::Refused, Some(peer));
             event.reason = Some(error.reason().into());
             ctx.registry.events().publish(event);
         }

@@ -31,6 +31,14 @@ enum Command {
 
 const EX_USAGE: u8 = 64;
 
+/// jemalloc, with a background thread that gives freed memory back to the system within about
+/// a second (`.cargo/config.toml` sets the decay): an idle session costs less than with glibc's
+/// malloc, and the memory of sessions that ended does not stay with the process (issue 13,
+/// BENCHMARKS.md "Memory per idle session").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr; stdout carries only the line with the bound addresses. rumqttd logs

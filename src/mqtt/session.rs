@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 
 use crate::broker::{BrokerSession, Expiry, Memo};
-use crate::codec::{reason, CodecError, Protocol};
+use crate::cluster::Seat;
+use crate::codec::{reason, CodecError, Protocol, Will};
 use crate::events::{Event, Kind};
 use crate::mqtt::admission::{self, Admitted};
 use crate::mqtt::delivery::Subscriptions;
@@ -36,27 +37,75 @@ const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_QUIET: Duration = Duration::from_millis(250);
 
+/// A session that moved nothing for this long gives back the memory of its buffers (they grow
+/// again with its next packet): an idle device costs only what its connection must hold.
+const IDLE_AFTER: Duration = Duration::from_secs(2);
+
 /// Serves one authenticated connection until it ends. `Ok` is a clean end (DISCONNECT or close).
-pub async fn serve<S>(mut client: S, peer: PeerIdentity, ctx: &Context) -> Result<(), SessionError>
+///
+/// Only the loop's state stays in the connection's task while the session is open: the
+/// admission before it ([`open`]) and the end after it ([`Open::end`]) run boxed, so their larger
+/// futures take memory only while they run, not in every idle session (guarded by
+/// `tests::an_open_session_holds_only_the_loop_state`).
+pub async fn serve<S>(
+    client: &mut S,
+    peer: &PeerIdentity,
+    ctx: &Context,
+) -> Result<(), SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut client_buf = BytesMut::with_capacity(1024);
+    let mut session = Box::pin(open(client, &mut client_buf, peer, ctx)).await?;
+    let result = forward(
+        &mut session.forwarder,
+        client,
+        client_buf,
+        &mut session.broker,
+        session.keep_alive,
+        (&session.guard, &session.held),
+        ctx,
+    )
+    .await;
+    Box::pin(session.end(client, result, peer, ctx)).await
+}
+
+/// A session admitted and told so: what its loop and its end need.
+struct Open {
+    forwarder: Forwarder,
+    broker: BrokerSession,
+    protocol: Protocol,
+    keep_alive: u16,
+    /// The will, with its delay (boxed: most of the time it waits, in every session).
+    will: Option<Box<(Will, Duration)>>,
+    client_id: String,
+    identity: String,
+    live: metrics::Gauge,
+    guard: SessionGuard,
+    held: ClientIdGuard,
+    _seat: Seat,
+}
+
+/// Reads the CONNECT under its deadline and admits it (OCSP asked, a takeover waited for), or
+/// answers its refusal; then tells the client, the event stream and the device registry.
+async fn open<S>(
+    client: &mut S,
+    client_buf: &mut BytesMut,
+    peer: &PeerIdentity,
+    ctx: &Context,
+) -> Result<Open, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let connect = match tokio::time::timeout(
         ctx.connect_timeout,
-        admission::read_connect(&mut client, &mut client_buf, ctx.max_packet_size),
+        admission::read_connect(client, client_buf, ctx.max_packet_size),
     )
     .await
     {
         Err(_) => return Err(SessionError::ConnectTimeout),
         Ok(Err(SessionError::ClientCodec(CodecError::UnsupportedProtocol(_)))) => {
-            return Err(refuse(
-                &mut client,
-                Protocol::V311,
-                Refusal::UnsupportedProtocol,
-                ctx,
-            )
-            .await);
+            return Err(refuse(client, Protocol::V311, Refusal::UnsupportedProtocol, ctx).await);
         }
         Ok(Err(SessionError::ClosedBeforeConnect)) => {
             // A clean close (TLS close_notify) is answered with ours (RFC 8446 §6.1).
@@ -66,11 +115,9 @@ where
         Ok(result) => result?,
     };
     let protocol = connect.protocol;
-    // Admission (OCSP asked, a takeover waited for) and the close are boxed: inline, their
-    // futures' state would stay in every live session's task for its whole life.
-    let admitted = match Box::pin(admission::admit(connect, &peer, ctx)).await {
+    let admitted = match admission::admit(connect, peer, ctx).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return Err(refuse(&mut client, protocol, refusal, ctx).await),
+        Err(refusal) => return Err(refuse(client, protocol, refusal, ctx).await),
     };
     let mut out = BytesMut::new();
     let sent = match encode_to(
@@ -78,7 +125,7 @@ where
         protocol,
         &mut out,
     ) {
-        Ok(()) => write_within(&mut client, &out, ctx).await,
+        Ok(()) => write_within(client, &out, ctx).await,
         Err(error) => Err(error),
     };
     let Admitted {
@@ -91,114 +138,144 @@ where
         expiry,
         guard,
         held,
-        seat: _seat,
+        seat,
         mut broker,
     } = admitted;
     if let Err(error) = sent {
-        Box::pin(broker.close()).await;
+        broker.close().await;
         return Err(error);
     }
 
-    let org = peer.org.org.id.clone();
+    let org = peer.org.org.id.as_str();
     let live = metrics::gauge!(crate::metrics::SESSIONS_LIVE);
     live.increment(1.0);
-    let event = |kind| {
-        let mut event = Event::new(org.as_str(), kind, peer.addr);
-        event.client_id = Some(client_id.clone());
-        event.identity = Some(device.identity.to_string());
-        event
-    };
-    ctx.registry.events().publish(event(Kind::Connect));
-    ctx.devices.seen(crate::store::DeviceSeen {
-        org: org.clone(),
-        identity: device.identity.to_string(),
-        fingerprint_sha256: device.fingerprint_sha256.clone(),
-        ca_id: device.ca_id.clone(),
-        serial: device.serial.clone(),
-        not_after: peer.not_after,
-        at: time::OffsetDateTime::now_utc(),
-    });
-    tracing::debug!(client_id = %client_id, org = %org, resumed = peer.resumed, "session open");
-    let filters = ctx.filters.open(
-        org.as_str(),
-        &client_id,
-        connect.clean_start,
-        broker.session_present(),
-        expiry != Expiry::Now,
-    );
     let subscriptions = broker
         .take_memo()
         .and_then(|memo| memo.downcast::<Subscriptions>().ok())
         .map(|subscriptions| *subscriptions)
         .unwrap_or_default();
-    let mut forwarder = Forwarder::new(
-        &connect,
-        client_id.clone(),
-        topics,
-        filters,
-        subscriptions,
-        expiry,
-        Rules {
-            max_packet_size: ctx.max_packet_size,
-            acknowledge_refused_v311: ctx.acknowledge_refused_v311,
-        },
-    );
-    let result = forward(
-        &mut forwarder,
-        &mut client,
-        client_buf,
-        &mut broker,
-        admission::keep_alive(&connect, ctx.max_keep_alive).0,
-        (&guard, &held),
-        ctx,
-    )
-    .await;
-    live.decrement(1.0);
-    let mut ended = event(Kind::Disconnect);
-    ended.reason = Some(
-        match &result {
-            Ok(()) => "normal",
-            Err(error) => error.reason(),
-        }
-        .into(),
-    );
-    ctx.registry.events().publish(ended);
-    let mut ended = forwarder.end();
-    // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer CONNECT
-    // saw it exist, whatever its expiry; the successor decides what becomes of it.
-    // Taken over on another node, it lives on there only in a broker the nodes share (upstream:
-    // ending it here as its expiry says would discard what the successor resumed).
-    let expiry = match result {
-        Err(SessionError::TakenOver) => Expiry::Never,
-        Err(SessionError::TakenOverElsewhere) if broker.shared() => Expiry::Never,
-        _ => ended.expiry,
+    let session = Open {
+        forwarder: Forwarder::new(
+            &connect,
+            client_id.clone(),
+            topics,
+            ctx.filters.open(
+                org,
+                &client_id,
+                connect.clean_start,
+                broker.session_present(),
+                expiry != Expiry::Now,
+            ),
+            subscriptions,
+            expiry,
+            Rules {
+                max_packet_size: ctx.max_packet_size,
+                acknowledge_refused_v311: ctx.acknowledge_refused_v311,
+            },
+        ),
+        broker,
+        protocol,
+        keep_alive: admission::keep_alive(&connect, ctx.max_keep_alive).0,
+        will: will.map(|will| Box::new((will, admission::will_delay(&connect)))),
+        client_id,
+        identity: device.identity.to_string(),
+        live,
+        guard,
+        held,
+        _seat: seat,
     };
-    broker.set_expiry(expiry);
-    // Counted on only where rumqttd really keeps the session (a takeover's `Never` cannot make a
-    // session opened to end with its link kept).
-    ended.filters.keep(broker.kept() && expiry != Expiry::Now);
-    // Only subscriptions that ask more than rumqttd keeps are worth keeping with the session.
-    let subscriptions = ended.subscriptions;
-    broker.keep_memo(
-        subscriptions
-            .asks_more()
-            .then(|| Box::new(subscriptions) as Memo),
-    );
-    Box::pin(broker.close()).await;
-    // The session's filters are released (or kept) before its client id is free again.
-    drop(ended.filters);
-    if let (Some(will), true) = (will, ended.will_wanted) {
-        ctx.broker
-            .will(&client_id, will, admission::will_delay(&connect))
-            .await;
+    ctx.registry
+        .events()
+        .publish(session.event(Kind::Connect, peer));
+    ctx.devices.seen(crate::store::DeviceSeen {
+        org: peer.org.org.id.clone(),
+        identity: session.identity.clone(),
+        fingerprint_sha256: device.fingerprint_sha256,
+        ca_id: device.ca_id,
+        serial: device.serial,
+        not_after: peer.not_after,
+        at: time::OffsetDateTime::now_utc(),
+    });
+    tracing::debug!(client_id = %session.client_id, org, resumed = peer.resumed, "session open");
+    Ok(session)
+}
+
+impl Open {
+    fn event(&self, kind: Kind, peer: &PeerIdentity) -> Event {
+        let mut event = Event::new(peer.org.org.id.as_str(), kind, peer.addr);
+        event.client_id = Some(self.client_id.clone());
+        event.identity = Some(self.identity.clone());
+        event
     }
-    drop(held);
-    drop(guard);
-    // Last, so that a successor, a will and the broker never wait for the client.
-    // An MQTT 5 session the server ended was told why (DISCONNECT); a 3.1.1 one cannot be.
-    let told = connect.protocol == Protocol::V5 && result.is_err();
-    close(&mut client, told).await;
-    result
+
+    /// Ends the session the loop ended with `result`: the broker side kept or closed as its
+    /// expiry says, the will published, the client id freed, then the client closed.
+    async fn end<S>(
+        self,
+        client: &mut S,
+        result: Result<(), SessionError>,
+        peer: &PeerIdentity,
+        ctx: &Context,
+    ) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.live.decrement(1.0);
+        let mut ended = self.event(Kind::Disconnect, peer);
+        ended.reason = Some(
+            match &result {
+                Ok(()) => "normal",
+                Err(error) => error.reason(),
+            }
+            .into(),
+        );
+        ctx.registry.events().publish(ended);
+        let Open {
+            forwarder,
+            mut broker,
+            protocol,
+            will,
+            client_id,
+            guard,
+            held,
+            ..
+        } = self;
+        let mut ended = forwarder.end();
+        // A session taken over lives on in its successor (MQTT-3.1.4-3, 3.1.2.4): the newer
+        // CONNECT saw it exist, whatever its expiry; the successor decides what becomes of it.
+        // Taken over on another node, it lives on there only in a broker the nodes share
+        // (upstream: ending it here as its expiry says would discard what the successor resumed).
+        let expiry = match result {
+            Err(SessionError::TakenOver) => Expiry::Never,
+            Err(SessionError::TakenOverElsewhere) if broker.shared() => Expiry::Never,
+            _ => ended.expiry,
+        };
+        broker.set_expiry(expiry);
+        // Counted on only where rumqttd really keeps the session (a takeover's `Never` cannot
+        // make a session opened to end with its link kept).
+        ended.filters.keep(broker.kept() && expiry != Expiry::Now);
+        // Only subscriptions that ask more than rumqttd keeps are worth keeping with the session.
+        let subscriptions = ended.subscriptions;
+        broker.keep_memo(
+            subscriptions
+                .asks_more()
+                .then(|| Box::new(subscriptions) as Memo),
+        );
+        broker.close().await;
+        // The session's filters are released (or kept) before its client id is free again.
+        drop(ended.filters);
+        if let (Some(will), true) = (will, ended.will_wanted) {
+            let (will, delay) = *will;
+            ctx.broker.will(&client_id, will, delay).await;
+        }
+        drop(held);
+        drop(guard);
+        // Last, so that a successor, a will and the broker never wait for the client.
+        // An MQTT 5 session the server ended was told why (DISCONNECT); a 3.1.1 one cannot be.
+        let told = protocol == Protocol::V5 && result.is_err();
+        close(client, told).await;
+        result
+    }
 }
 
 /// Closes the client's connection gracefully (close_notify, FIN) so that a last DISCONNECT is
@@ -266,6 +343,8 @@ where
     let mut to_client = BytesMut::new();
     let mut to_broker = Vec::new();
     let mut from_broker = Vec::new();
+    // When the buffers are given back, unless something moves before (then `None` until it does).
+    let mut idle_at = Some(Instant::now() + IDLE_AFTER);
 
     // Packets that arrived with the CONNECT (pipelined) are served first.
     let mut flow = forwarder.client_packets(&mut client_buf, &mut to_client, &mut to_broker);
@@ -287,10 +366,12 @@ where
         if done {
             return Ok(());
         }
+        let wake_at = idle_at.map_or(client_deadline, |idle| idle.min(client_deadline));
         flow = tokio::select! {
             read = client.read_buf(&mut client_buf) => match read? {
                 0 => return Ok(()),
                 n => {
+                    idle_at = Some(Instant::now() + IDLE_AFTER);
                     forwarder.counters().bytes_in.increment(n as u64);
                     if let Some(grace) = client_grace {
                         client_deadline = Instant::now() + grace;
@@ -307,12 +388,26 @@ where
                     return Err(SessionError::BrokerClosed);
                 }
                 Ok(()) => {
+                    idle_at = Some(Instant::now() + IDLE_AFTER);
                     forwarder.broker_packets(&mut from_broker, &mut to_client, &mut to_broker)
                 }
             },
-            _ = sleep_until(client_deadline) => {
-                forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
-                Err(SessionError::KeepAlive)
+            _ = sleep_until(wake_at) => {
+                if Instant::now() >= client_deadline {
+                    forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
+                    Err(SessionError::KeepAlive)
+                } else {
+                    idle_at = None;
+                    // A partial packet waiting for the rest keeps its buffer.
+                    if client_buf.is_empty() {
+                        client_buf = BytesMut::new();
+                    }
+                    to_client = BytesMut::new();
+                    to_broker = Vec::new();
+                    from_broker = Vec::new();
+                    broker.idle();
+                    Ok(Flow::Continue)
+                }
             }
             code = guard.revoked() => match code {
                 // Taken over on another node (see `crate::cluster`); the device is told where

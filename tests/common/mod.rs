@@ -143,6 +143,11 @@ impl TestCa {
         }
     }
 
+    /// This CA's private key, PKCS#8 PEM (for a load tool that mints client certificates).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// This CA's private key, PKCS#8 DER (for a test OCSP responder).
     pub fn key_pkcs8(&self) -> Vec<u8> {
         self.issuer.key().serialize_der()

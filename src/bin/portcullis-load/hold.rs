@@ -1,10 +1,10 @@
 //! `hold`: open N sessions and keep them idle, to measure what an idle session costs the server in
-//! resident memory (VmRSS of `--server-pid`, before opening and once all are open and settled).
+//! resident memory (VmRSS of `--server-pid`, before opening and at the end of the hold).
 //! Each held session answers nothing but sends PINGREQ at half its keep-alive, and notices when the
 //! server drops it. With `--subscribe` each session first subscribes (one SUBSCRIBE of
 //! `--filters` filters, awaited before the RSS is read): the memory of sessions with their
-//! subscriptions, and of a device sending many distinct filters. RSS is read once more after the
-//! sessions are closed: what stays when they leave.
+//! subscriptions, and of a device sending many distinct filters. RSS is read once more
+//! `--closed-seconds` after the sessions are closed: what stays when they leave.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,9 +30,12 @@ pub struct HoldArgs {
     /// Concurrent workers opening them.
     #[arg(short = 't', long = "workers", default_value_t = 32)]
     workers: usize,
-    /// How long to hold them once all are open (the RSS is read after the first second).
+    /// How long to hold them once all are open, at least 1 s (the RSS is read at its end).
     #[arg(long, default_value_t = 2.0)]
     hold_seconds: f64,
+    /// How long after the last session closed the RSS is read again.
+    #[arg(long, default_value_t = 5.0)]
+    closed_seconds: f64,
     /// Subscribe each session to this filter (QoS 1) before holding it; `{k}` is replaced by
     /// the filter's number, `--filter-offset` + 0..`--filters`.
     #[arg(long)]
@@ -91,6 +94,9 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
     }
     if !(args.hold_seconds >= 0.0 && args.hold_seconds <= 3600.0) {
         bail!("--hold-seconds must be between 0 and 3600");
+    }
+    if !(args.closed_seconds >= 0.0 && args.closed_seconds <= 3600.0) {
+        bail!("--closed-seconds must be between 0 and 3600");
     }
     if args.filters == 0 || args.filters > 100_000 {
         bail!("--filters must be between 1 and 100000");
@@ -152,16 +158,15 @@ pub async fn run(setup: Setup, args: HoldArgs) -> anyhow::Result<Report> {
     for session in held {
         holders.spawn(hold(session, keep_alive, stopped.clone(), dropped.clone()));
     }
-    tokio::time::sleep(SETTLE).await;
+    // Read at the end of the hold: what sessions idle that long cost.
+    tokio::time::sleep(Duration::from_secs_f64(args.hold_seconds).max(SETTLE)).await;
     let rss_after = server.as_ref().map(Process::rss_kib).transpose()?;
-    let remaining = Duration::from_secs_f64(args.hold_seconds).saturating_sub(SETTLE);
-    if remaining > Duration::ZERO {
-        tokio::time::sleep(remaining).await;
-    }
     let dropped_during_hold = dropped.load(Ordering::Relaxed);
     let _ = stop.send(true);
     while holders.join_next().await.is_some() {}
-    tokio::time::sleep(SETTLE).await;
+    if server.is_some() {
+        tokio::time::sleep(Duration::from_secs_f64(args.closed_seconds)).await;
+    }
     let rss_closed = server.as_ref().map(Process::rss_kib).transpose()?;
 
     let ok = opened.ok;

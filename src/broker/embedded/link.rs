@@ -102,6 +102,17 @@ impl BrokerSession {
         }
     }
 
+    /// Gives back the memory of the link's own queues (see [`crate::broker::BrokerSession::idle`]).
+    pub fn idle(&mut self) {
+        self.local.shrink_to_fit();
+        self.later.shrink_to_fit();
+        self.rx.shrink();
+        let mut queue = self.tx.buffer();
+        if queue.is_empty() {
+            *queue = VecDeque::new();
+        }
+    }
+
     /// Whether the router resumed a stored session (clean start 0).
     pub fn session_present(&self) -> bool {
         self.session_present
@@ -149,8 +160,10 @@ impl BrokerSession {
         for packet in packets.drain(..) {
             fetches.extend(self.narrow.outgoing(packet, &mut router, &mut self.local));
         }
+        // Boxed: a fetch is rare (a first SUBSCRIBE), and its state inline would sit in every
+        // session's task for good.
         for fetch in fetches {
-            self.fetch_retained(fetch).await;
+            Box::pin(self.fetch_retained(fetch)).await;
         }
         self.hand_over(router).await
     }

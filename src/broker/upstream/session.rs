@@ -220,6 +220,13 @@ impl UpstreamSession {
         }
     }
 
+    /// Gives back the memory of the session's own queues (see
+    /// [`crate::broker::BrokerSession::idle`]).
+    pub fn idle(&mut self) {
+        self.waiting.shrink_to_fit();
+        self.local.shrink_to_fit();
+    }
+
     /// The broker's session present.
     pub fn session_present(&self) -> bool {
         self.session_present

@@ -336,12 +336,24 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            cache: VecDeque::new(),
         }
     }
 
     pub fn id(&self) -> ConnectionId {
         self.connection_id
+    }
+
+    /// Portcullis: gives back the memory of this link's notification buffers while they are
+    /// empty (an idle link), instead of keeping them at the largest size they have been.
+    pub fn shrink(&mut self) {
+        if self.cache.is_empty() {
+            self.cache = VecDeque::new();
+        }
+        let mut buffer = self.send_buffer.lock();
+        if buffer.is_empty() {
+            *buffer = VecDeque::new();
+        }
     }
 
     pub fn recv(&mut self) -> Result<Option<Notification>, LinkError> {

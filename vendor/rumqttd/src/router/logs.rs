@@ -337,7 +337,7 @@ where
         // max_segment_size: usize, max_mem_segments: usize
         let log = CommitLog::new(max_segment_size, max_mem_segments).unwrap();
 
-        let waiters = Waiters::with_capacity(10);
+        let waiters = Waiters::with_capacity(1);
         let metrics = SubscriptionMeter::default();
         Data {
             filter: filter.to_owned(),
@@ -380,8 +380,8 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            committed: VecDeque::with_capacity(1),
+            recorded: VecDeque::new(),
         }
     }
 

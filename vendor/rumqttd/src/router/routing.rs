@@ -140,7 +140,7 @@ impl Router {
             router_rx,
             router_tx,
             router_meters: router_metrics,
-            cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
+            cache: Some(VecDeque::new()),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
         }
@@ -521,12 +521,10 @@ impl Router {
                 connection.events,
                 outgoing.unacked_pubrels,
             );
-        } else {
-            tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
         }
+        // Portcullis: nothing is kept of a clean session (upstream kept its metrics until the
+        // same client id came back), so the router's memory follows the live connections, not
+        // every client id it has ever seen.
         self.router_meters.total_connections -= 1;
     }
 
