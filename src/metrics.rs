@@ -53,6 +53,24 @@ pub const NEXT_EXPIRY_SECONDS: &str = "portcullis_certificate_next_expiry_second
 pub const CRLS_STALE: &str = "portcullis_crls_stale";
 /// Counter: notices delivered or failed, by `channel` (`email`, `webhook`) and `outcome`.
 pub const NOTIFICATIONS: &str = "portcullis_notifications_total";
+/// Gauges: bytes the process holds allocated, and bytes its allocator keeps resident for them
+/// (jemalloc's `stats.allocated` and `stats.resident`); read at each scrape.
+pub const MEMORY_ALLOCATED: &str = "portcullis_memory_allocated_bytes";
+pub const MEMORY_RESIDENT: &str = "portcullis_memory_allocator_resident_bytes";
+
+/// Sets the memory gauges from the allocator's statistics (jemalloc only: the system allocator
+/// has none to give).
+pub fn record_allocator() {
+    #[cfg(feature = "jemalloc")]
+    if tikv_jemalloc_ctl::epoch::advance().is_ok() {
+        if let Ok(bytes) = tikv_jemalloc_ctl::stats::allocated::read() {
+            metrics::gauge!(MEMORY_ALLOCATED).set(bytes as f64);
+        }
+        if let Ok(bytes) = tikv_jemalloc_ctl::stats::resident::read() {
+            metrics::gauge!(MEMORY_RESIDENT).set(bytes as f64);
+        }
+    }
+}
 
 /// Sets the expiry gauges from `summary`, as of `now`.
 pub fn record_expiry(summary: &crate::store::ExpirySummary, now: time::OffsetDateTime) {
@@ -172,4 +190,14 @@ fn describe() {
     describe_counter!(OCSP_REQUESTS, "OCSP requests sent, by outcome");
     describe_counter!(OCSP_CACHE_HITS, "OCSP checks answered from the cache");
     describe_counter!(CRL_FETCHES, "CRL fetches from CAs' crl_url, by outcome");
+    describe_gauge!(
+        MEMORY_ALLOCATED,
+        Unit::Bytes,
+        "Bytes the process holds allocated (jemalloc)"
+    );
+    describe_gauge!(
+        MEMORY_RESIDENT,
+        Unit::Bytes,
+        "Bytes the allocator keeps resident, its own and the process's (jemalloc)"
+    );
 }

@@ -210,6 +210,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         Ok((summary, now)) => crate::metrics::record_expiry(&summary, now),
         Err(e) => tracing::warn!(error = %e, "expiry gauges not updated"),
     }
+    crate::metrics::record_allocator();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

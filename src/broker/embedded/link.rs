@@ -195,9 +195,10 @@ impl BrokerSession {
                 queue.extend(last.take());
             }
         }
-        // `LinkTx::send` queues the last packet and notifies the router.
+        // `LinkTx::send` queues the last packet and notifies the router (never waiting: taken
+        // at once, so its future, the size of a packet, is not held in every session's task).
         if let Some(last) = last {
-            self.tx.send(last).await?;
+            send_now(&mut self.tx, last)?;
         }
         self.ended |= disconnects;
         Ok(())
@@ -214,7 +215,8 @@ impl BrokerSession {
         out.extend(self.local.drain(..));
         while out.is_empty() {
             if self.paused {
-                self.rx.wake().await?;
+                // Boxed: rare (the router paused the link), and the future is 0.8 KB.
+                Box::pin(self.rx.wake()).await?;
                 self.paused = false;
             }
             let notification = self.rx.next().await?;
