@@ -159,8 +159,8 @@ pub struct Wire {
 
 /// The session's ends of a connection task's channels.
 pub struct Ends {
-    pub to_broker: mpsc::Sender<Packet>,
-    pub from_broker: mpsc::Receiver<Packet>,
+    pub to_broker: mpsc::Sender<Box<Packet>>,
+    pub from_broker: mpsc::Receiver<Box<Packet>>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -214,8 +214,8 @@ fn ending(target: &Target, taken_over: bool) -> Packet {
 ///   URL is marked down.
 async fn run(
     wire: Wire,
-    mut from_session: mpsc::Receiver<Packet>,
-    to_session: mpsc::Sender<Packet>,
+    mut from_session: mpsc::Receiver<Box<Packet>>,
+    to_session: mpsc::Sender<Box<Packet>>,
     gone: Gone,
 ) {
     let Wire {
@@ -248,7 +248,11 @@ async fn run(
             permit = to_session.reserve(), if !inbound.is_empty() => match permit {
                 Ok(permit) => {
                     if let Some(packet) = inbound.pop_front() {
-                        permit.send(packet);
+                        permit.send(Box::new(packet));
+                    }
+                    // Emptied: its memory goes back rather than waiting in an idle session.
+                    if inbound.is_empty() {
+                        inbound = VecDeque::new();
                     }
                 }
                 // The session is gone without closing: nothing more to do.
@@ -260,13 +264,13 @@ async fn run(
                     let _ = stream.0.shutdown().await;
                     return;
                 };
-                let mut last = matches!(packet, Packet::Disconnect(_));
+                let mut last = matches!(*packet, Packet::Disconnect(_));
                 out.clear();
                 let _ = codec::encode(&packet, protocol, &mut out);
                 while !last {
                     match from_session.try_recv() {
                         Ok(packet) => {
-                            last = matches!(packet, Packet::Disconnect(_));
+                            last = matches!(*packet, Packet::Disconnect(_));
                             let _ = codec::encode(&packet, protocol, &mut out);
                         }
                         Err(_) => break,
@@ -307,7 +311,7 @@ async fn run(
             permit = to_session.reserve() => match permit {
                 Ok(permit) => {
                     if let Some(packet) = inbound.pop_front() {
-                        permit.send(packet);
+                        permit.send(Box::new(packet));
                     }
                 }
                 Err(_) => return,

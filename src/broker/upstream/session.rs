@@ -139,8 +139,8 @@ pub async fn open(
 
 /// One session's upstream connection (see the module documentation).
 pub struct UpstreamSession {
-    to_broker: mpsc::Sender<Packet>,
-    from_broker: mpsc::Receiver<Packet>,
+    to_broker: mpsc::Sender<Box<Packet>>,
+    from_broker: mpsc::Receiver<Box<Packet>>,
     task: tokio::task::JoinHandle<()>,
     _slot: OwnedSemaphorePermit,
     session_present: bool,
@@ -281,7 +281,7 @@ impl UpstreamSession {
 
     async fn forward(&mut self, packet: Packet) -> Result<(), BrokerError> {
         self.to_broker
-            .send(packet)
+            .send(Box::new(packet))
             .await
             .map_err(|_| BrokerError::Link(format!("{}: the connection ended", self.target.url)))
     }
@@ -300,10 +300,10 @@ impl UpstreamSession {
                     self.target.url
                 )));
             };
-            self.incoming(packet, out);
+            self.incoming(*packet, out);
             while out.len() < RECV_BATCH {
                 match self.from_broker.try_recv() {
-                    Ok(packet) => self.incoming(packet, out),
+                    Ok(packet) => self.incoming(*packet, out),
                     Err(_) => break,
                 }
             }
@@ -379,7 +379,7 @@ impl UpstreamSession {
             }
         };
         if let Some(last) = last {
-            let _ = to_broker.send(Packet::Disconnect(last)).await;
+            let _ = to_broker.send(Box::new(Packet::Disconnect(last))).await;
         }
         drop(to_broker);
         let _ = tokio::time::timeout(CLOSE_WAIT, task).await;
@@ -417,8 +417,8 @@ mod tests {
         expiry: Expiry,
     ) -> (
         UpstreamSession,
-        mpsc::Receiver<Packet>,
-        mpsc::Sender<Packet>,
+        mpsc::Receiver<Box<Packet>>,
+        mpsc::Sender<Box<Packet>>,
     ) {
         let (to_broker, sent) = mpsc::channel(64);
         let (from_broker_tx, from_broker) = mpsc::channel(64);
@@ -475,8 +475,8 @@ mod tests {
         }
     }
 
-    fn drained(sent: &mut mpsc::Receiver<Packet>) -> Vec<Packet> {
-        std::iter::from_fn(|| sent.try_recv().ok()).collect()
+    fn drained(sent: &mut mpsc::Receiver<Box<Packet>>) -> Vec<Packet> {
+        std::iter::from_fn(|| sent.try_recv().ok().map(|packet| *packet)).collect()
     }
 
     #[tokio::test]
@@ -496,7 +496,7 @@ mod tests {
         };
         // QoS 0 is never held back.
         assert_eq!(ids(drained(&mut sent)), vec![1, 2, 0]);
-        broker.send(Packet::PubAck(ack(1))).await.unwrap();
+        broker.send(Box::new(Packet::PubAck(ack(1)))).await.unwrap();
         let mut out = Vec::new();
         session.recv(&mut out).await.unwrap();
         session.send(&mut Vec::new()).await.unwrap();
@@ -515,7 +515,7 @@ mod tests {
             [Packet::Publish(p)] => assert_eq!((p.qos, p.packet_id), (QoS::AtLeastOnce, Some(7))),
             other => panic!("{other:?}"),
         }
-        broker.send(Packet::PubAck(ack(7))).await.unwrap();
+        broker.send(Box::new(Packet::PubAck(ack(7)))).await.unwrap();
         let mut out = Vec::new();
         session.recv(&mut out).await.unwrap();
         assert!(
