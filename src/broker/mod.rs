@@ -18,9 +18,11 @@ use crate::config::BrokerConfig;
 
 pub mod embedded;
 mod in_order;
+mod on_demand;
 pub mod upstream;
 
 pub use in_order::InOrder;
+pub use on_demand::{InFlight, OnDemand};
 
 /// QoS 1/2 deliveries the embedded router keeps unacknowledged per connection.
 pub use embedded::BROKER_MAX_INFLIGHT;

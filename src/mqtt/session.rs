@@ -11,6 +11,7 @@
 //! wills: a session that ends without DISCONNECT (or with reason 0x04) has its will published by
 //! [`crate::broker::Broker::will`], after the MQTT 5 will delay.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -46,28 +47,35 @@ const IDLE_AFTER: Duration = Duration::from_secs(2);
 /// Only the loop's state stays in the connection's task while the session is open: the
 /// admission before it ([`open`]) and the end after it ([`Open::end`]) run boxed, so their larger
 /// futures take memory only while they run, not in every idle session (guarded by
-/// `tests::an_open_session_holds_only_the_loop_state`).
-pub async fn serve<S>(
-    client: &mut S,
-    peer: &PeerIdentity,
-    ctx: &Context,
-) -> Result<(), SessionError>
+/// `tests/idle_memory.rs`). `serve` and [`forward`] return async blocks rather than being
+/// `async fn`s, which would hold their arguments twice for the session's life.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
+pub fn serve<'a, S>(
+    client: &'a mut S,
+    peer: &'a PeerIdentity,
+    ctx: &'a Context,
+) -> impl Future<Output = Result<(), SessionError>> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut client_buf = BytesMut::with_capacity(1024);
-    let mut session = Box::pin(open(client, &mut client_buf, peer, ctx)).await?;
-    let result = forward(
-        &mut session.forwarder,
-        client,
-        client_buf,
-        &mut session.broker,
-        session.keep_alive,
-        (&session.guard, &session.held),
-        ctx,
-    )
-    .await;
-    Box::pin(session.end(client, result, peer, ctx)).await
+    async move {
+        let mut client_buf = BytesMut::with_capacity(1024);
+        let mut session = Box::pin(open(client, &mut client_buf, peer, ctx)).await?;
+        let result = forward(
+            &mut session.forwarder,
+            client,
+            client_buf,
+            &mut session.broker,
+            session.keep_alive,
+            (&session.guard, &session.held),
+            ctx,
+        )
+        .await;
+        Box::pin(session.end(client, result, peer, ctx)).await
+    }
 }
 
 /// A session admitted and told so: what its loop and its end need.
@@ -323,110 +331,118 @@ async fn refuse<S: AsyncWrite + Unpin>(
 
 /// Moves bytes and packets between the client, the forwarder and the broker until the session
 /// ends: the client's keep-alive, a registry change, an operator and a takeover end it here.
-async fn forward<S>(
-    forwarder: &mut Forwarder,
-    client: &mut S,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
+fn forward<'a, S>(
+    forwarder: &'a mut Forwarder,
+    client: &'a mut S,
     mut client_buf: BytesMut,
-    broker: &mut BrokerSession,
+    broker: &'a mut BrokerSession,
     keep_alive: u16,
-    (guard, held): (&SessionGuard, &ClientIdGuard),
-    ctx: &Context,
-) -> Result<(), SessionError>
+    (guard, held): (&'a SessionGuard, &'a ClientIdGuard),
+    ctx: &'a Context,
+) -> impl Future<Output = Result<(), SessionError>> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // MQTT: a client silent for 1.5 × its keep-alive is gone; 0 disables the check.
-    let client_grace =
-        (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-    let far_future = Duration::from_secs(86_400 * 365);
-    let mut client_deadline = Instant::now() + client_grace.unwrap_or(far_future);
-    let mut to_client = BytesMut::new();
-    let mut to_broker = Vec::new();
-    let mut from_broker = Vec::new();
-    // When the buffers are given back, unless something moves before (then `None` until it does).
-    let mut idle_at = Some(Instant::now() + IDLE_AFTER);
+    async move {
+        // MQTT: a client silent for 1.5 × its keep-alive is gone; 0 disables the check.
+        let client_grace =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let far_future = Duration::from_secs(86_400 * 365);
+        let mut client_deadline = Instant::now() + client_grace.unwrap_or(far_future);
+        let mut to_client = BytesMut::new();
+        let mut to_broker = Vec::new();
+        let mut from_broker = Vec::new();
+        // When the buffers are given back, unless something moves before (`None`: given back,
+        // until something moves).
+        let mut idle_at = Some(Instant::now() + IDLE_AFTER);
 
-    // Packets that arrived with the CONNECT (pipelined) are served first.
-    let mut flow = forwarder.client_packets(&mut client_buf, &mut to_client, &mut to_broker);
-    loop {
-        let done = match flow {
-            Ok(Flow::Done) => true,
-            Ok(Flow::Continue) => false,
-            Err(error) => {
-                let _ = flush(forwarder, client, &mut to_client, ctx).await;
-                let _ = broker.send(&mut to_broker).await;
-                return Err(error);
-            }
-        };
-        broker
-            .send(&mut to_broker)
-            .await
-            .map_err(SessionError::Broker)?;
-        flush(forwarder, client, &mut to_client, ctx).await?;
-        if done {
-            return Ok(());
-        }
-        let wake_at = idle_at.map_or(client_deadline, |idle| idle.min(client_deadline));
-        flow = tokio::select! {
-            read = client.read_buf(&mut client_buf) => match read? {
-                0 => return Ok(()),
-                n => {
-                    idle_at = Some(Instant::now() + IDLE_AFTER);
-                    forwarder.counters().bytes_in.increment(n as u64);
-                    if let Some(grace) = client_grace {
-                        client_deadline = Instant::now() + grace;
-                    }
-                    forwarder.client_packets(&mut client_buf, &mut to_client, &mut to_broker)
-                }
-            },
-            received = broker.recv(&mut from_broker) => match received {
+        // Packets that arrived with the CONNECT (pipelined) are served first.
+        let mut flow = forwarder.client_packets(&mut client_buf, &mut to_client, &mut to_broker);
+        loop {
+            let done = match flow {
+                Ok(Flow::Done) => true,
+                Ok(Flow::Continue) => false,
                 Err(error) => {
-                    tracing::debug!(%error, "broker link ended");
-                    // 0x88 is a CONNACK code only (MQTT 5 §3.14.2.1): a DISCONNECT says 0x89.
-                    forwarder.disconnect(reason::SERVER_BUSY, &mut to_client);
                     let _ = flush(forwarder, client, &mut to_client, ctx).await;
-                    return Err(SessionError::BrokerClosed);
+                    let _ = broker.send(&mut to_broker).await;
+                    return Err(error);
                 }
-                Ok(()) => {
-                    idle_at = Some(Instant::now() + IDLE_AFTER);
-                    forwarder.broker_packets(&mut from_broker, &mut to_client, &mut to_broker)
-                }
-            },
-            _ = sleep_until(wake_at) => {
-                if Instant::now() >= client_deadline {
-                    forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
-                    Err(SessionError::KeepAlive)
-                } else {
-                    idle_at = None;
-                    // A partial packet waiting for the rest keeps its buffer.
-                    if client_buf.is_empty() {
-                        client_buf = BytesMut::new();
+            };
+            broker
+                .send(&mut to_broker)
+                .await
+                .map_err(SessionError::Broker)?;
+            flush(forwarder, client, &mut to_client, ctx).await?;
+            if done {
+                return Ok(());
+            }
+            let wake_at = idle_at.map_or(client_deadline, |idle| idle.min(client_deadline));
+            flow = tokio::select! {
+                read = client.read_buf(&mut client_buf) => match read? {
+                    0 => return Ok(()),
+                    n => {
+                        idle_at = Some(Instant::now() + IDLE_AFTER);
+                        forwarder.counters().bytes_in.increment(n as u64);
+                        if let Some(grace) = client_grace {
+                            client_deadline = Instant::now() + grace;
+                        }
+                        forwarder.client_packets(&mut client_buf, &mut to_client, &mut to_broker)
                     }
-                    to_client = BytesMut::new();
-                    to_broker = Vec::new();
-                    from_broker = Vec::new();
-                    broker.idle();
-                    Ok(Flow::Continue)
+                },
+                received = broker.recv(&mut from_broker) => match received {
+                    Err(error) => {
+                        tracing::debug!(%error, "broker link ended");
+                        // 0x88 is a CONNACK code only (MQTT 5 §3.14.2.1): a DISCONNECT says 0x89.
+                        forwarder.disconnect(reason::SERVER_BUSY, &mut to_client);
+                        let _ = flush(forwarder, client, &mut to_client, ctx).await;
+                        return Err(SessionError::BrokerClosed);
+                    }
+                    Ok(()) => {
+                        idle_at = Some(Instant::now() + IDLE_AFTER);
+                        forwarder.broker_packets(&mut from_broker, &mut to_client, &mut to_broker)
+                    }
+                },
+                _ = sleep_until(wake_at) => {
+                    if Instant::now() >= client_deadline {
+                        forwarder.disconnect(reason::KEEP_ALIVE_TIMEOUT, &mut to_client);
+                        Err(SessionError::KeepAlive)
+                    } else {
+                        idle_at = None;
+                        // A partial packet waiting for the rest keeps its buffer.
+                        if client_buf.is_empty() {
+                            client_buf = BytesMut::new();
+                        }
+                        to_client = BytesMut::new();
+                        to_broker = Vec::new();
+                        from_broker = Vec::new();
+                        forwarder.idle();
+                        broker.idle();
+                        Ok(Flow::Continue)
+                    }
                 }
-            }
-            code = guard.revoked() => match code {
-                // Taken over on another node (see `crate::cluster`); the device is told where
-                // its session went.
-                reason::SESSION_TAKEN_OVER => {
-                    let why = "session taken over by a connection on another node";
-                    forwarder.disconnect_saying(code, Some(why), &mut to_client);
-                    Err(SessionError::TakenOverElsewhere)
+                code = guard.revoked() => match code {
+                    // Taken over on another node (see `crate::cluster`); the device is told where
+                    // its session went.
+                    reason::SESSION_TAKEN_OVER => {
+                        let why = "session taken over by a connection on another node";
+                        forwarder.disconnect_saying(code, Some(why), &mut to_client);
+                        Err(SessionError::TakenOverElsewhere)
+                    }
+                    _ => {
+                        forwarder.disconnect(code, &mut to_client);
+                        Err(SessionError::Revoked)
+                    }
+                },
+                _ = held.taken_over() => {
+                    forwarder.disconnect(reason::SESSION_TAKEN_OVER, &mut to_client);
+                    Err(SessionError::TakenOver)
                 }
-                _ => {
-                    forwarder.disconnect(code, &mut to_client);
-                    Err(SessionError::Revoked)
-                }
-            },
-            _ = held.taken_over() => {
-                forwarder.disconnect(reason::SESSION_TAKEN_OVER, &mut to_client);
-                Err(SessionError::TakenOver)
-            }
-        };
+            };
+        }
     }
 }
 

@@ -54,7 +54,9 @@ pub enum Verdict {
 /// QoS. Kept with a session rumqttd keeps (the router keeps the coarse subscriptions).
 #[derive(Debug, Default, Clone)]
 pub struct Table {
-    coarse: HashMap<String, HashMap<String, QoS>>,
+    /// The real filters under each coarse filter: a list, not a map (a device has one or a few,
+    /// at most `mqtts.max_filters_per_session`, and a map of one costs four entries' room).
+    coarse: HashMap<String, Vec<(String, QoS)>>,
     direct: HashMap<String, QoS>,
 }
 
@@ -83,7 +85,16 @@ impl Table {
         };
         let coarse_is_new = !self.coarse.contains_key(&coarse);
         let real = self.coarse.entry(coarse.clone()).or_default();
-        let filter_is_new = real.insert(filter.to_owned(), qos).is_none();
+        let filter_is_new = match real.iter_mut().find(|(held, _)| held == filter) {
+            Some((_, held_qos)) => {
+                *held_qos = qos;
+                false
+            }
+            None => {
+                real.push((filter.to_owned(), qos));
+                true
+            }
+        };
         Added {
             coarse: Some(coarse),
             coarse_is_new,
@@ -102,9 +113,10 @@ impl Table {
         let Some(real) = self.coarse.get_mut(&coarse) else {
             return Err(true);
         };
-        if real.remove(filter).is_none() {
+        let Some(at) = real.iter().position(|(held, _)| held == filter) else {
             return Err(true);
-        }
+        };
+        real.swap_remove(at);
         if real.is_empty() {
             self.coarse.remove(&coarse);
             return Ok(Some(coarse));
@@ -129,6 +141,7 @@ impl Table {
         };
         let direct = self.direct.iter();
         real.iter()
+            .map(|(filter, qos)| (filter, qos))
             .chain(direct)
             .filter(|(filter, _)| matches(filter, topic))
             .map(|(_, qos)| *qos)

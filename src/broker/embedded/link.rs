@@ -104,6 +104,7 @@ impl BrokerSession {
 
     /// Gives back the memory of the link's own queues (see [`crate::broker::BrokerSession::idle`]).
     pub fn idle(&mut self) {
+        self.narrow.idle();
         self.local.shrink_to_fit();
         self.later.shrink_to_fit();
         self.rx.shrink();

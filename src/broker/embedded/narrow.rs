@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::RangeInclusive;
 
 use super::coarse::{Table, Verdict};
-use crate::broker::InOrder;
+use crate::broker::{InFlight, InOrder, OnDemand};
 use crate::codec::{
     reason, Ack, Packet, Properties, Publish, QoS, SubAck, Subscribe, Subscription,
     SubscriptionOptions, UnsubAck, Unsubscribe,
@@ -55,6 +55,15 @@ pub struct Narrow {
     acks: InOrder,
     /// The router's PUBRELs to complete, in its order.
     comps: InOrder,
+    /// What is in flight, made with the first packet that needs it and dropped when the link is
+    /// idle with nothing in it ([`Narrow::idle`]): an idle session holds none of its tables.
+    flight: OnDemand<Flight>,
+    next_own: u16,
+}
+
+/// The part of [`Narrow`] that packets in flight need.
+#[derive(Default)]
+struct Flight {
     /// Router packet ids of QoS 2 deliveries handed on at QoS 1: the session's PUBACK becomes a
     /// PUBREC.
     downgraded: HashSet<u16>,
@@ -73,7 +82,19 @@ pub struct Narrow {
     /// Fetched retained messages held back until the router's SUBACK of the SUBSCRIBE that asked
     /// for them (by its packet id) has gone to the session: SUBACK first, as the broker does.
     after_suback: Vec<(u16, Vec<Packet>)>,
-    next_own: u16,
+}
+
+impl InFlight for Flight {
+    fn is_settled(&self) -> bool {
+        self.downgraded.is_empty()
+            && self.released_here.is_empty()
+            && self.pending_subscribes.is_empty()
+            && self.pending_unsubscribes.is_empty()
+            && self.own.is_empty()
+            && self.fresh.is_empty()
+            && self.fresh_batches.is_empty()
+            && self.after_suback.is_empty()
+    }
 }
 
 /// Retained messages the link must fetch for one SUBSCRIBE (see [`Narrow::outgoing`]).
@@ -92,6 +113,11 @@ fn ack(packet_id: u16) -> Ack {
 }
 
 impl Narrow {
+    /// Drops what packets in flight needed, when nothing is in flight (see [`Flight`]).
+    pub fn idle(&mut self) {
+        self.flight.idle();
+    }
+
     /// A link's state, with the real filters a resumed session kept.
     pub fn new(table: Table) -> Narrow {
         Narrow {
@@ -112,15 +138,15 @@ impl Narrow {
         match packet {
             Packet::Subscribe(subscribe) => return self.subscribe(subscribe, router, session),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe, router, session),
-            Packet::PubAck(a) if self.own.remove(&a.packet_id) => {}
-            Packet::PubComp(a) if self.own.remove(&a.packet_id) => {}
-            Packet::PubRec(a) if self.own.contains(&a.packet_id) => {
+            Packet::PubAck(a) if self.flight.get().own.remove(&a.packet_id) => {}
+            Packet::PubComp(a) if self.flight.get().own.remove(&a.packet_id) => {}
+            Packet::PubRec(a) if self.flight.get().own.contains(&a.packet_id) => {
                 session.push_back(Packet::PubRel(ack(a.packet_id)));
             }
             Packet::PubAck(a) => {
                 let id = a.packet_id;
-                let packet = if self.downgraded.remove(&id) {
-                    self.released_here.insert(id);
+                let packet = if self.flight.get().downgraded.remove(&id) {
+                    self.flight.get().released_here.insert(id);
                     Packet::PubRec(a)
                 } else {
                     Packet::PubAck(a)
@@ -158,9 +184,9 @@ impl Narrow {
                 Some(coarse) => {
                     slots.push(Slot::Here(options.qos as u8));
                     if added.coarse_is_new {
-                        self.fresh.insert(coarse.clone());
+                        self.flight.get().fresh.insert(coarse.clone());
                         new_coarse.push(coarse);
-                    } else if wants_retained && !self.fresh.contains(&coarse) {
+                    } else if wants_retained && !self.flight.get().fresh.contains(&coarse) {
                         retained.push((subscription.filter, options.qos));
                     }
                 }
@@ -185,7 +211,10 @@ impl Narrow {
                 retain_as_published: false,
                 retain_handling: 0,
             };
-            self.fresh_batches.push_back(new_coarse.clone());
+            self.flight
+                .get()
+                .fresh_batches
+                .push_back(new_coarse.clone());
             router.push(Packet::Subscribe(Subscribe {
                 packet_id: OWN,
                 subscriptions: new_coarse
@@ -202,7 +231,10 @@ impl Narrow {
                 properties: Properties::default(),
             }));
         } else {
-            self.pending_subscribes.insert(subscribe.packet_id, slots);
+            self.flight
+                .get()
+                .pending_subscribes
+                .insert(subscribe.packet_id, slots);
         }
         let packet_id = subscribe.packet_id;
         if !forwarded.is_empty() {
@@ -225,8 +257,13 @@ impl Narrow {
         deliveries: Vec<Packet>,
         session: &mut VecDeque<Packet>,
     ) {
-        if self.pending_subscribes.contains_key(&packet_id) {
-            self.after_suback.push((packet_id, deliveries));
+        if self
+            .flight
+            .get()
+            .pending_subscribes
+            .contains_key(&packet_id)
+        {
+            self.flight.get().after_suback.push((packet_id, deliveries));
         } else {
             session.extend(deliveries);
         }
@@ -267,7 +304,9 @@ impl Narrow {
                 properties: Properties::default(),
             }));
         } else {
-            self.pending_unsubscribes
+            self.flight
+                .get()
+                .pending_unsubscribes
                 .insert(unsubscribe.packet_id, slots);
             router.push(Packet::Unsubscribe(Unsubscribe {
                 filters: forwarded,
@@ -291,23 +330,35 @@ impl Narrow {
                 }
             }
             Packet::SubAck(a) if a.packet_id == OWN => {
-                for coarse in self.fresh_batches.pop_front().unwrap_or_default() {
-                    self.fresh.remove(&coarse);
+                for coarse in self
+                    .flight
+                    .get()
+                    .fresh_batches
+                    .pop_front()
+                    .unwrap_or_default()
+                {
+                    self.flight.get().fresh.remove(&coarse);
                 }
             }
             Packet::UnsubAck(a) if a.packet_id == OWN => {}
             Packet::SubAck(mut a) => {
                 let id = a.packet_id;
-                if let Some(slots) = self.pending_subscribes.remove(&id) {
+                if let Some(slots) = self.flight.get().pending_subscribes.remove(&id) {
                     a.codes = merge(&slots, &a.codes, reason::UNSPECIFIED_ERROR);
                 }
                 session.push(Packet::SubAck(a));
-                if let Some(at) = self.after_suback.iter().position(|(p, _)| *p == id) {
-                    session.extend(self.after_suback.swap_remove(at).1);
+                if let Some(at) = self
+                    .flight
+                    .get()
+                    .after_suback
+                    .iter()
+                    .position(|(p, _)| *p == id)
+                {
+                    session.extend(self.flight.get().after_suback.swap_remove(at).1);
                 }
             }
             Packet::UnsubAck(mut a) => {
-                if let Some(slots) = self.pending_unsubscribes.remove(&a.packet_id) {
+                if let Some(slots) = self.flight.get().pending_unsubscribes.remove(&a.packet_id) {
                     a.codes = merge(&slots, &a.codes, reason::SUCCESS);
                 }
                 session.push(Packet::UnsubAck(a));
@@ -315,7 +366,7 @@ impl Narrow {
             Packet::PubRel(a) => {
                 let id = a.packet_id;
                 self.comps.expect(id);
-                if self.released_here.remove(&id) {
+                if self.flight.get().released_here.remove(&id) {
                     self.comps.ready(id, Packet::PubComp(ack(id)), router);
                 } else {
                     session.push(Packet::PubRel(a));
@@ -340,11 +391,11 @@ impl Narrow {
         }
         match (publish.qos, cap, id) {
             (QoS::ExactlyOnce, QoS::AtLeastOnce, Some(id)) => {
-                self.downgraded.insert(id);
+                self.flight.get().downgraded.insert(id);
             }
             (QoS::AtLeastOnce, _, Some(id)) => self.acks.ready(id, Packet::PubAck(ack(id)), router),
             (QoS::ExactlyOnce, _, Some(id)) => {
-                self.released_here.insert(id);
+                self.flight.get().released_here.insert(id);
                 self.acks.ready(id, Packet::PubRec(ack(id)), router);
             }
             _ => {}
@@ -363,14 +414,14 @@ impl Narrow {
         publish.retain = true;
         publish.packet_id = None;
         // A client that never acknowledges gets the rest at QoS 0, not an ever larger set.
-        if qos != QoS::AtMostOnce && self.own.len() < MAX_OWN {
+        if qos != QoS::AtMostOnce && self.flight.get().own.len() < MAX_OWN {
             if !OWN_IDS.contains(&self.next_own) {
                 self.next_own = *OWN_IDS.start();
             }
-            while self.own.contains(&self.next_own) {
+            while self.flight.get().own.contains(&self.next_own) {
                 self.next_own = self.next_own.checked_add(1).unwrap_or(*OWN_IDS.start());
             }
-            self.own.insert(self.next_own);
+            self.flight.get().own.insert(self.next_own);
             publish.packet_id = Some(self.next_own);
             self.next_own = self.next_own.checked_add(1).unwrap_or(*OWN_IDS.start());
         }

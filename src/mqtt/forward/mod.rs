@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::BytesMut;
 use metrics::Counter;
 
-use crate::broker::{Expiry, InOrder};
+use crate::broker::{Expiry, InFlight, InOrder, OnDemand};
 use crate::codec::{
     self, origin, reason, Ack, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS,
 };
@@ -144,16 +144,14 @@ pub struct Forwarder<Q = SessionFilters> {
     /// An MQTT 3.1.1 PUBLISH the topic rules refuse is acknowledged and dropped instead of
     /// ending the connection (3.3.5 allows either; `mqtts.refused_publish_v311`).
     acknowledge_refused: bool,
-    /// Packet ids of refused QoS 2 PUBLISHes acknowledged with PUBREC (3.1.1, see above): their
-    /// PUBREL is completed here.
-    refused_qos2: HashSet<u16>,
+    /// What is in flight, made with the first packet that needs it and dropped when the session
+    /// is idle with nothing in it ([`Forwarder::idle`]): an idle session holds none of its tables.
+    flight: OnDemand<Flight>,
     topics: TopicMap,
     /// The client's topic aliases (MQTT 5), resolved here.
     aliases: HashMap<u16, String>,
     /// The aliases given to deliveries ([`aliases`]).
     out_aliases: Aliases,
-    pending_subscribes: HashMap<u16, Slots>,
-    pending_unsubscribes: HashMap<u16, Slots>,
     /// The filters this session holds, under the session and organisation caps.
     filters: Q,
     window: delivery::Window,
@@ -164,25 +162,46 @@ pub struct Forwarder<Q = SessionFilters> {
     expiry: Expiry,
     /// The CONNECT's Session Expiry Interval was 0: a DISCONNECT may not raise it (3.14.2.2.2).
     zero_expiry: bool,
-    /// Packet ids of the client's QoS 1/2 PUBLISHes not yet acknowledged (its Receive Maximum
-    /// quota, MQTT 5 only).
-    receiving: HashSet<u16>,
     client_id: String,
     /// What the client subscribed to in this connection (see [`delivery`]).
     subscriptions: delivery::Subscriptions,
     /// The client's Maximum Packet Size (MQTT 5): nothing larger is sent to it (MQTT-3.1.2-24).
     maximum_packet_size: Option<usize>,
-    /// Broker packet ids of QoS 2 deliveries sent to the client at QoS 1: its PUBACK becomes the
-    /// broker's PUBREC.
-    downgraded: HashSet<u16>,
     /// The broker's deliveries to acknowledge (PUBACK/PUBREC), in its order.
     broker_acks: InOrder,
     /// The broker's PUBRELs to complete (PUBCOMP), in its order.
     broker_comps: InOrder,
+    counters: Counters,
+}
+
+/// The part of a [`Forwarder`] that packets in flight need.
+#[derive(Default)]
+struct Flight {
+    /// Packet ids of refused QoS 2 PUBLISHes acknowledged with PUBREC (3.1.1, see above): their
+    /// PUBREL is completed here.
+    refused_qos2: HashSet<u16>,
+    pending_subscribes: HashMap<u16, Slots>,
+    pending_unsubscribes: HashMap<u16, Slots>,
+    /// Packet ids of the client's QoS 1/2 PUBLISHes not yet acknowledged (its Receive Maximum
+    /// quota, MQTT 5 only).
+    receiving: HashSet<u16>,
+    /// Broker packet ids of QoS 2 deliveries sent to the client at QoS 1: its PUBACK becomes the
+    /// broker's PUBREC.
+    downgraded: HashSet<u16>,
     /// Broker packet ids of QoS 2 deliveries the front-end answered with PUBREC itself (dropped
     /// or downgraded): the broker's PUBREL for them is answered here with PUBCOMP.
     released_here: HashSet<u16>,
-    counters: Counters,
+}
+
+impl InFlight for Flight {
+    fn is_settled(&self) -> bool {
+        self.refused_qos2.is_empty()
+            && self.pending_subscribes.is_empty()
+            && self.pending_unsubscribes.is_empty()
+            && self.receiving.is_empty()
+            && self.downgraded.is_empty()
+            && self.released_here.is_empty()
+    }
 }
 
 /// What outlives the forwarder when its connection ends: what the session decides of the broker's
@@ -197,6 +216,11 @@ pub struct Ended<Q> {
 }
 
 impl<Q: Quota> Forwarder<Q> {
+    /// Drops what packets in flight needed, when nothing is in flight (the session is idle).
+    pub fn idle(&mut self) {
+        self.flight.idle();
+    }
+
     /// The forwarder of a session its client opened with `connect`, as `client_id` (the bound
     /// client id's text), with `topics` its namespace, `filters` its filter caps, `subscriptions`
     /// those a resumed session kept, `expiry` the CONNECT's session expiry, and `rules` the
@@ -215,18 +239,15 @@ impl<Q: Quota> Forwarder<Q> {
             protocol,
             max_packet_size: rules.max_packet_size,
             acknowledge_refused: rules.acknowledge_refused_v311 && protocol == Protocol::V311,
-            refused_qos2: HashSet::new(),
+            flight: OnDemand::default(),
             topics,
             aliases: HashMap::new(),
             out_aliases: Aliases::new(connect.properties.topic_alias_maximum),
-            pending_subscribes: HashMap::new(),
-            pending_unsubscribes: HashMap::new(),
             filters,
             window: delivery::Window::new(connect),
             will_wanted: true,
             expiry,
             zero_expiry: expiry == Expiry::Now,
-            receiving: HashSet::new(),
             client_id,
             subscriptions,
             maximum_packet_size: match protocol {
@@ -236,10 +257,8 @@ impl<Q: Quota> Forwarder<Q> {
                     .and_then(|max| usize::try_from(max).ok()),
                 Protocol::V311 => None,
             },
-            downgraded: HashSet::new(),
             broker_acks: InOrder::default(),
             broker_comps: InOrder::default(),
-            released_here: HashSet::new(),
             counters: Counters::new(),
         }
     }
@@ -344,8 +363,8 @@ impl<Q: Quota> Forwarder<Q> {
             Packet::PubAck(ack) => {
                 self.delivery_completed(to_client)?;
                 let id = ack.packet_id;
-                let ack = if self.downgraded.remove(&id) {
-                    self.released_here.insert(id);
+                let ack = if self.flight.get().downgraded.remove(&id) {
+                    self.flight.get().released_here.insert(id);
                     Packet::PubRec(ack_only(ack))
                 } else {
                     Packet::PubAck(ack_only(ack))
@@ -362,7 +381,7 @@ impl<Q: Quota> Forwarder<Q> {
                     .ready(id, Packet::PubRec(ack_only(ack)), to_broker);
                 return Ok(Flow::Continue);
             }
-            Packet::PubRel(ack) if self.refused_qos2.remove(&ack.packet_id) => {
+            Packet::PubRel(ack) if self.flight.get().refused_qos2.remove(&ack.packet_id) => {
                 encode_to(&Packet::PubComp(ack), self.protocol, to_client)?;
                 return Ok(Flow::Continue);
             }
@@ -433,12 +452,15 @@ impl<Q: Quota> Forwarder<Q> {
         match self.topics.publish(&publish.topic) {
             Ok(topic) => {
                 if let Some(id) = publish.packet_id {
-                    let over = self.receiving.len() >= usize::from(RECEIVE_MAXIMUM);
-                    if self.protocol == Protocol::V5 && over && !self.receiving.contains(&id) {
+                    let over = self.flight.get().receiving.len() >= usize::from(RECEIVE_MAXIMUM);
+                    if self.protocol == Protocol::V5
+                        && over
+                        && !self.flight.get().receiving.contains(&id)
+                    {
                         self.disconnect(reason::RECEIVE_MAXIMUM_EXCEEDED, to_client);
                         return Err(SessionError::ClientViolation("receive maximum exceeded"));
                     }
-                    self.receiving.insert(id);
+                    self.flight.get().receiving.insert(id);
                 }
                 publish.topic = topic;
                 publish.properties = publish_only(publish.properties);
@@ -472,7 +494,7 @@ impl<Q: Quota> Forwarder<Q> {
                         let ack = match (qos, packet_id) {
                             (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(accepted(id))),
                             (QoS::ExactlyOnce, Some(id)) => {
-                                self.refused_qos2.insert(id);
+                                self.flight.get().refused_qos2.insert(id);
                                 Some(Packet::PubRec(accepted(id)))
                             }
                             _ => None,
@@ -510,22 +532,22 @@ impl<Q: Quota> Forwarder<Q> {
                     return Err(SessionError::BrokerClosed);
                 }
                 Packet::PubAck(ack) => {
-                    self.receiving.remove(&ack.packet_id);
+                    self.flight.get().receiving.remove(&ack.packet_id);
                     Some(Packet::PubAck(ack))
                 }
                 Packet::PubRec(ack) => {
                     if ack.reason >= reason::UNSPECIFIED_ERROR {
-                        self.receiving.remove(&ack.packet_id);
+                        self.flight.get().receiving.remove(&ack.packet_id);
                     }
                     Some(Packet::PubRec(ack))
                 }
                 Packet::PubComp(ack) => {
-                    self.receiving.remove(&ack.packet_id);
+                    self.flight.get().receiving.remove(&ack.packet_id);
                     Some(Packet::PubComp(ack))
                 }
                 Packet::PubRel(ack) => {
                     self.broker_comps.expect(ack.packet_id);
-                    if self.released_here.remove(&ack.packet_id) {
+                    if self.flight.get().released_here.remove(&ack.packet_id) {
                         let id = ack.packet_id;
                         self.broker_comps
                             .ready(id, Packet::PubComp(ack_only(ack)), to_broker);
@@ -586,7 +608,7 @@ impl<Q: Quota> Forwarder<Q> {
         }
         match (sent_qos, plan.qos, publish.packet_id) {
             (QoS::ExactlyOnce, QoS::AtLeastOnce, Some(id)) => {
-                self.downgraded.insert(id);
+                self.flight.get().downgraded.insert(id);
             }
             (_, QoS::AtMostOnce, id @ Some(_)) => {
                 self.settle(sent_qos, id, to_broker);
@@ -612,7 +634,7 @@ impl<Q: Quota> Forwarder<Q> {
                     .ready(id, Packet::PubAck(ack(id)), to_broker)
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                self.released_here.insert(id);
+                self.flight.get().released_here.insert(id);
                 self.broker_acks
                     .ready(id, Packet::PubRec(ack(id)), to_broker);
             }

@@ -77,7 +77,10 @@ impl<Q: Quota> Forwarder<Q> {
             self.subscriptions
                 .insert(filter, subscription.options, identifier);
         }
-        self.pending_subscribes.insert(subscribe.packet_id, slots);
+        self.flight
+            .get()
+            .pending_subscribes
+            .insert(subscribe.packet_id, slots);
         let packet = Packet::Subscribe(Subscribe {
             packet_id: subscribe.packet_id,
             subscriptions: forwarded,
@@ -121,7 +124,9 @@ impl<Q: Quota> Forwarder<Q> {
         for filter in &forwarded {
             self.subscriptions.remove(filter);
         }
-        self.pending_unsubscribes
+        self.flight
+            .get()
+            .pending_unsubscribes
             .insert(unsubscribe.packet_id, slots);
         let packet = Packet::Unsubscribe(Unsubscribe {
             packet_id: unsubscribe.packet_id,
@@ -141,7 +146,12 @@ impl<Q: Quota> Forwarder<Q> {
             Protocol::V311 if code >= reason::V311_SUBACK_FAILURE => reason::V311_SUBACK_FAILURE,
             _ => code,
         };
-        let codes = match self.pending_subscribes.remove(&suback.packet_id) {
+        let codes = match self
+            .flight
+            .get()
+            .pending_subscribes
+            .remove(&suback.packet_id)
+        {
             Some(slots) => slots
                 .iter()
                 .map(|slot| match slot {
@@ -159,7 +169,11 @@ impl<Q: Quota> Forwarder<Q> {
     }
 
     pub(super) fn merge_unsuback(&mut self, unsuback: UnsubAck) -> Packet {
-        let slots = self.pending_unsubscribes.remove(&unsuback.packet_id);
+        let slots = self
+            .flight
+            .get()
+            .pending_unsubscribes
+            .remove(&unsuback.packet_id);
         let codes = match (self.protocol, slots) {
             (Protocol::V311, _) => Vec::new(),
             (Protocol::V5, Some(slots)) => slots

@@ -269,7 +269,15 @@ fn qos1_and_qos2_from_the_client_reach_the_broker_and_their_acks_come_back() {
         vec![Packet::PubComp(ack(2))],
         vec![],
     );
-    assert!(fw.receiving.is_empty(), "both flows finished");
+    assert!(
+        fw.flight.held().is_none_or(|f| f.receiving.is_empty()),
+        "both flows finished"
+    );
+    fw.idle();
+    assert!(
+        fw.flight.held().is_none(),
+        "nothing in flight is held when idle"
+    );
 }
 
 #[test]

@@ -349,14 +349,11 @@ pub struct IncomingMeter {
 }
 
 impl IncomingMeter {
+    /// Portcullis: counts the totals only. Upstream also kept a count per topic (a topic string
+    /// allocated on every publish, and kept per distinct topic for the connection's life), which
+    /// nothing reads here.
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
-        };
-        meter.count += 1;
-        meter.size += publish.len();
-
+        std::str::from_utf8(&publish.topic)?;
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();
 
@@ -367,12 +364,13 @@ impl IncomingMeter {
         &self.publishes
     }
 
-    pub fn register_subscription(&mut self, filter: Filter) -> bool {
-        self.subscribes.insert(filter)
+    /// Portcullis: not kept (upstream kept every filter's name again, and nothing read it).
+    pub fn register_subscription(&mut self, _filter: Filter) -> bool {
+        true
     }
 
-    pub fn unregister_subscription(&mut self, filter: &Filter) -> bool {
-        self.subscribes.remove(filter)
+    pub fn unregister_subscription(&mut self, _filter: &Filter) -> bool {
+        true
     }
 
     pub fn get_total_count(&self) -> usize {
