@@ -6,8 +6,11 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Dependencies first, so that source changes rebuild only the crate.
+# Dependencies first, so that source changes rebuild only the crate. The patched rumqttd
+# (vendor/) is one of them; .cargo/config.toml sets jemalloc's build-time options.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
+COPY vendor ./vendor
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && printf 'fn main() {}\n' > benches/packet_path.rs \
     && cargo build --release --locked --bin portcullis || true
