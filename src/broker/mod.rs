@@ -260,8 +260,9 @@ impl BrokerSession {
     pub async fn send(&mut self, packets: &mut Vec<Packet>) -> Result<(), BrokerError> {
         match self {
             BrokerSession::Embedded(session) => session.send(packets).await,
-            // Boxed: inline, the upstream future (three packets and a channel send, 2.7 KB)
-            // would size every session's task, embedded ones too; one allocation per send is
+            // Boxed: inline, the upstream future (three 408-byte packets by value and a channel
+            // send) would size every session's task, embedded ones too, past its 4 KiB class
+            // (`listener::tests::a_connection_task_fits_in_4_kib`); one allocation per send is
             // small beside the network hop it feeds.
             BrokerSession::Upstream(session) => Box::pin(session.send(packets)).await,
         }
