@@ -309,6 +309,7 @@ impl Setup {
             tickets: &tickets,
         })
         .expect("org config")
+        .server
     }
 
     fn client_builder(

@@ -47,6 +47,20 @@ pub struct CachingVerifier {
 }
 
 impl CachingVerifier {
+    /// Everything a handshake checks of a chain, without the cache and without remembering it
+    /// (`POST …/explain`: what anyone may send there must not evict the chains of real devices).
+    pub fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.mail.verify(end_entity, intermediates, now)?;
+        self.check_revocation(end_entity, now)
+    }
+
     pub fn new(
         inner: Arc<dyn ClientCertVerifier>,
         capacity: usize,

@@ -11,25 +11,31 @@
 //! session resumes on any node but never under another org, nor across a change of the org's
 //! trust (DESIGN §6, §12); a resumed session is still checked against the current snapshot after
 //! the handshake, like a full one.
+//!
+//! The connection is rustls's unbuffered one, carried by [`Stream`]: an idle session holds no TLS
+//! buffer (see `stream`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, WebPkiClientVerifier};
+use rustls::server::{
+    Accepted, Acceptor, ClientHello, ResolvesServerCert, ServerConfig, UnbufferedServerConnection,
+    WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, CertificateError, RootCertStore};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncWriteExt;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::LazyConfigAcceptor;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 mod chain_cache;
 mod mail_constraints;
 mod revocation;
+mod stream;
 mod tickets;
 
+pub use stream::Stream;
 pub use tickets::TicketKeys;
 
 use crate::crypto::provider;
@@ -88,9 +94,28 @@ pub struct OrgTls<'a> {
     pub tickets: &'a Arc<TicketKeys>,
 }
 
+/// An org's TLS: the `ServerConfig` its handshakes run under, and the client verifier in it,
+/// which `POST …/explain` runs on a chain without a connection.
+pub struct OrgConfig {
+    pub server: Arc<ServerConfig>,
+    verifier: Arc<chain_cache::CachingVerifier>,
+}
+
+impl OrgConfig {
+    /// What this org's handshake would say of `chain` (leaf first) now: everything it checks of
+    /// a chain (issuer, validity, name constraints, CRLs), not the client's proof that it holds
+    /// the key, which needs a connection.
+    pub fn verify(&self, chain: &[CertificateDer<'_>]) -> Result<(), Refusal> {
+        let (leaf, intermediates) = chain.split_first().ok_or(Refusal::NoClientCertificate)?;
+        self.verifier
+            .check(leaf, intermediates, UnixTime::now())
+            .map_err(|error| refusal_of(&error))
+    }
+}
+
 /// Builds an org's `ServerConfig`: a client verifier over its active CAs, its active certificate
 /// (when it has one) or the platform default, and resumption state of its own.
-pub fn org_server_config(org: OrgTls<'_>) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn org_server_config(org: OrgTls<'_>) -> Result<OrgConfig, TlsError> {
     let OrgTls {
         cas,
         crls,
@@ -134,7 +159,7 @@ pub fn org_server_config(org: OrgTls<'_>) -> Result<Arc<ServerConfig>, TlsError>
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(resolver));
     // Resumption goes by tickets (stateless, keyed per org, open on every node); the stateful
     // cache serves only clients without ticket support, so it stays small: at 4,096 entries it
@@ -145,7 +170,10 @@ pub fn org_server_config(org: OrgTls<'_>) -> Result<Arc<ServerConfig>, TlsError>
     // costs an encryption of the session (client chain included).
     config.send_tls13_tickets = 1;
     config.ignore_client_order = true;
-    Ok(Arc::new(config))
+    Ok(OrgConfig {
+        server: Arc::new(config),
+        verifier,
+    })
 }
 
 /// The org's active certificate for the names it covers, else the platform default.
@@ -193,7 +221,7 @@ pub async fn accept<T, P>(
     deadline: Duration,
     route: impl FnOnce(Option<&str>) -> Result<(Arc<ServerConfig>, T), Refusal>,
     admit: impl FnOnce(Handshake<'_, T>) -> Result<P, Refusal>,
-) -> Result<(TlsStream<TcpStream>, P), Refused> {
+) -> Result<(Stream, P), Refused> {
     let started = Instant::now();
     let mut sni = None;
     let outcome = tokio::time::timeout(deadline, handshake(stream, route, admit, &mut sni)).await;
@@ -214,16 +242,15 @@ pub async fn accept<T, P>(
 }
 
 async fn handshake<T, P>(
-    stream: TcpStream,
+    mut io: TcpStream,
     route: impl FnOnce(Option<&str>) -> Result<(Arc<ServerConfig>, T), Refusal>,
     admit: impl FnOnce(Handshake<'_, T>) -> Result<P, Refusal>,
     sni_out: &mut Option<String>,
-) -> Result<(TlsStream<TcpStream>, P, bool), Refusal> {
-    let addr = stream.peer_addr().ok();
-    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
-        .await
-        .map_err(|_| Refusal::Handshake)?;
-    let sni = start.client_hello().server_name().map(str::to_owned);
+) -> Result<(Stream, P, bool), Refusal> {
+    let addr = io.peer_addr().ok();
+    let (hello, accepted) = client_hello(&mut io).await?;
+    let sni = accepted.client_hello().server_name().map(str::to_owned);
+    drop(accepted);
     *sni_out = sni.clone();
     let (config, routed) = match route(sni.as_deref()) {
         Ok(routed) => routed,
@@ -232,12 +259,13 @@ async fn handshake<T, P>(
                 Refusal::OrgHasNoCa => AlertDescription::HandshakeFailure,
                 _ => AlertDescription::UnrecognisedName,
             };
-            send_plaintext_alert(start.io, alert).await;
+            send_plaintext_alert(io, alert).await;
             return Err(refusal);
         }
     };
-    let stream = start.into_stream(config).await.map_err(classify)?;
-    let (_, conn) = stream.get_ref();
+    let conn = UnbufferedServerConnection::new(config).map_err(|_| Refusal::Handshake)?;
+    let stream = Stream::handshake(io, conn, hello).await.map_err(classify)?;
+    let conn = stream.connection();
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let chain = conn
         .peer_certificates()
@@ -253,13 +281,58 @@ async fn handshake<T, P>(
     Ok((stream, peer, resumed))
 }
 
+/// Reads the ClientHello into a buffer of ours, for a throwaway `Acceptor` to parse: the SNI in
+/// it picks the org's config, and the connection made under that config is fed the same bytes.
+/// (rustls's `Accepted` turns only into a buffered connection, which would keep a 4 KiB read
+/// buffer for the connection's life; see `stream`.)
+async fn client_hello(io: &mut TcpStream) -> Result<(Vec<u8>, Accepted), Refusal> {
+    let mut acceptor = Acceptor::default();
+    let mut read = Vec::new();
+    loop {
+        let from = read.len();
+        read.reserve(4096);
+        if io
+            .read_buf(&mut read)
+            .await
+            .map_err(|_| Refusal::Handshake)?
+            == 0
+        {
+            return Err(Refusal::Handshake);
+        }
+        let mut fresh = &read[from..];
+        // The acceptor takes at most 4 KiB per read, and parses between reads (it holds more
+        // than a record only while joining a ClientHello split over several).
+        while !fresh.is_empty() {
+            acceptor
+                .read_tls(&mut fresh)
+                .map_err(|_| Refusal::Handshake)?;
+            match acceptor.accept() {
+                Ok(Some(accepted)) => return Ok((read, accepted)),
+                Ok(None) => {}
+                Err((_, mut alert)) => {
+                    let mut record = Vec::new();
+                    if alert.write_all(&mut record).is_ok() {
+                        let _ = io.try_write(&record);
+                    }
+                    return Err(Refusal::Handshake);
+                }
+            }
+        }
+    }
+}
+
 fn classify(error: std::io::Error) -> Refusal {
-    let Some(error) = error
+    match error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return Refusal::Io;
-    };
+    {
+        Some(error) => refusal_of(error),
+        None => Refusal::Io,
+    }
+}
+
+/// The refusal a rustls error in a handshake is reported as.
+fn refusal_of(error: &rustls::Error) -> Refusal {
     match error {
         rustls::Error::NoCertificatesPresented => Refusal::NoClientCertificate,
         rustls::Error::InvalidCertificate(cert_error) => match cert_error {
@@ -271,6 +344,9 @@ fn classify(error: std::io::Error) -> Refusal {
                 Refusal::CertificateNotYetValid
             }
             CertificateError::Revoked => Refusal::CertificateRevoked,
+            // Its CA's CRL is past its nextUpdate, under `revocation.on_stale_crl = "deny"`.
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => Refusal::CrlStale,
             CertificateError::Other(other)
                 if other.0.downcast_ref::<webpki::Error>()
                     == Some(&webpki::Error::NameConstraintViolation) =>
