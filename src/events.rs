@@ -5,14 +5,21 @@
 //! nodes' events, each with its `node` (DESIGN §12; see `crate::cluster`).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// Events kept for readers that are behind.
 pub const CAPACITY: usize = 1024;
+/// Refusals listed per org (`GET …/refusals`).
+pub const REFUSALS_PER_ORG: usize = 1000;
+/// Refusals this node keeps, of every org: the list's memory is bounded however many orgs see
+/// refusals (up to about 0.7 KiB each with long names, 70 MB at most), at the price that an org
+/// refused far more often than the others pushes their oldest refusals out first.
+pub const REFUSALS_KEPT: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,6 +53,15 @@ pub struct Event {
     pub reason: Option<Cow<'static, str>>,
     /// The node it happened on; `None`: this one.
     pub node: Option<String>,
+    /// Where a connection was refused: `tls` or `connect`.
+    #[serde(default)]
+    pub stage: Option<Cow<'static, str>>,
+    /// The server name a refused client asked for.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// SHA-256 of a refused client's leaf certificate, when it showed one that parsed.
+    #[serde(default)]
+    pub fingerprint_sha256: Option<String>,
 }
 
 impl Event {
@@ -61,6 +77,9 @@ impl Event {
             peer: peer.map(|p| p.to_string()),
             reason: None,
             node: None,
+            stage: None,
+            sni: None,
+            fingerprint_sha256: None,
         }
     }
 
@@ -73,6 +92,9 @@ impl Event {
             "peer": self.peer,
             "reason": self.reason,
             "node": self.node.as_deref().unwrap_or(this_node),
+            "stage": self.stage,
+            "sni": self.sni,
+            "fingerprint_sha256": self.fingerprint_sha256,
         })
         .to_string()
     }
@@ -80,20 +102,51 @@ impl Event {
 
 pub struct Events {
     tx: broadcast::Sender<Arc<Event>>,
+    /// This node's last refusals, oldest first, at most [`REFUSALS_KEPT`].
+    refusals: Mutex<VecDeque<Arc<Event>>>,
 }
 
 impl Default for Events {
     fn default() -> Events {
         Events {
             tx: broadcast::channel(CAPACITY).0,
+            refusals: Mutex::default(),
         }
     }
 }
 
 impl Events {
-    /// Never waits; an event nobody listens to is dropped.
+    /// Never waits (but for a short lock to keep a refusal); an event nobody listens to is
+    /// dropped.
     pub fn publish(&self, event: Event) {
-        let _ = self.tx.send(Arc::new(event));
+        let event = Arc::new(event);
+        if event.kind == Kind::Refused && event.node.is_none() {
+            let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            if refusals.len() == REFUSALS_KEPT {
+                refusals.pop_front();
+            }
+            refusals.push_back(event.clone());
+        }
+        let _ = self.tx.send(event);
+    }
+
+    /// Forgets the refusals of `org`, deleted: an org created later under the same id is
+    /// another tenant.
+    pub fn forget(&self, org: &str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        refusals.retain(|event| event.org != org);
+    }
+
+    /// The last refusals of `org` on this node, newest first, at most [`REFUSALS_PER_ORG`].
+    pub fn refusals(&self, org: &str) -> Vec<Arc<Event>> {
+        let refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        refusals
+            .iter()
+            .rev()
+            .filter(|event| event.org == org)
+            .take(REFUSALS_PER_ORG)
+            .cloned()
+            .collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

@@ -1,7 +1,8 @@
 //! Outbound HTTP: CRL downloads from a CA's `crl_url`, OCSP requests, notification webhooks. One
 //! request per connection (HTTP/1.1 over TCP, or TLS verified against the system's roots for
 //! `https`), one deadline over the whole exchange, and a cap on the body read, so a slow or
-//! hostile server costs a bounded wait and bounded memory.
+//! hostile server costs a bounded wait and bounded memory. The operator CLI connects through
+//! [`connect`] too.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -66,48 +67,60 @@ impl Fetch<'_> {
     }
 
     async fn exchange(self) -> Result<Bytes, FetchError> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|_| FetchError::Url(self.url.to_owned()))?;
-        let bad_url = || FetchError::Url(self.url.to_owned());
-        if !is_fetchable(self.url) {
-            return Err(bad_url());
-        }
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(bad_url()),
-        };
-        let host = uri.host().ok_or_else(bad_url)?.to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let tcp = TcpStream::connect((host.trim_matches(|c| c == '[' || c == ']'), port))
-            .await
-            .map_err(FetchError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut request = Request::builder()
-            .method(self.method)
-            .uri(path)
-            .header(hyper::header::HOST, authority(&uri))
-            .header(hyper::header::USER_AGENT, "portcullis");
+        let (uri, io) = connect(self.url).await?;
+        let mut request = request_to(self.method, &uri);
         for (name, value) in self.headers {
             request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(self.body))
             .map_err(FetchError::Request)?;
-        if tls {
-            let name = ServerName::try_from(host.clone()).map_err(|_| bad_url())?;
-            let stream = connector()
-                .connect(name, tcp)
-                .await
-                .map_err(FetchError::Tls)?;
-            round_trip(stream, request, self.max_body).await
-        } else {
-            round_trip(tcp, request, self.max_body).await
-        }
+        round_trip(io, request, self.max_body).await
     }
+}
+
+/// A byte stream to a server: TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The parsed URL and a connection to its host: TCP, or TLS verified against the system's roots
+/// for `https` (the operator CLI's requests go through here too).
+pub async fn connect(url: &str) -> Result<(Uri, Box<dyn Io>), FetchError> {
+    let bad_url = || FetchError::Url(url.to_owned());
+    if !is_fetchable(url) {
+        return Err(bad_url());
+    }
+    let uri: Uri = url.parse().map_err(|_| bad_url())?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad_url()),
+    };
+    let host = uri.host().ok_or_else(bad_url)?.to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.trim_matches(|c| c == '[' || c == ']'), port))
+        .await
+        .map_err(FetchError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        return Ok((uri, Box::new(tcp)));
+    }
+    let name = ServerName::try_from(host).map_err(|_| bad_url())?;
+    let stream = connector()
+        .connect(name, tcp)
+        .await
+        .map_err(FetchError::Tls)?;
+    Ok((uri, Box::new(stream)))
+}
+
+/// A request for `uri`'s path and query, with its `Host` and our `User-Agent`.
+pub fn request_to(method: Method, uri: &Uri) -> hyper::http::request::Builder {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, authority(uri))
+        .header(hyper::header::USER_AGENT, "portcullis")
 }
 
 fn authority(uri: &Uri) -> String {

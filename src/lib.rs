@@ -19,7 +19,8 @@
 //!   listener's loop under its own limit and deadlines.
 //! - [`tls`]: the handshake under one deadline (the caller routes SNI and admits the verified
 //!   chain); an org's `ServerConfig` built from plain inputs; the per-org client verifier; session
-//!   tickets sealed with the org's rotating keys (the registry brings them from the store).
+//!   tickets sealed with the org's rotating keys (the registry brings them from the store); the
+//!   session's stream over rustls's unbuffered connection, which holds no buffer while idle.
 //! - [`crypto`]: the one crypto provider that `tls` and `ocsp` both use.
 //! - [`identity`]: the identity grammar of certificates and MQTT client ids.
 //! - [`revocation`]: what keeps a device out or ends its session — CRLs checked and held
@@ -52,11 +53,13 @@
 //!   runs the notifier and the CRL fetches.
 //! - [`notify`]: expiry, grant, CRL and OCSP notices by e-mail and signed webhooks, once a day.
 //! - [`fetch`]: outbound HTTP (OCSP, CRL downloads, webhooks) under one deadline.
+//! - [`cli`]: the operator CLI (`portcullis <verb>`), a client of the admin API over [`fetch`].
 //! - [`clock`]: the clock expiry, notices and grants read (tests move a manual one); RFC 3339.
 //! - [`metrics`]: metric names and descriptions in one place.
 
 pub mod admin;
 pub mod broker;
+pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod codec;

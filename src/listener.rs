@@ -229,6 +229,8 @@ fn connection(
                         let mut event =
                             Event::new(entry.org.id.as_str(), Kind::Refused, Some(peer));
                         event.reason = Some(reason.into());
+                        event.stage = Some("tls".into());
+                        event.sni = refusal.sni;
                         ctx.registry.events().publish(event);
                     }
                     return;
@@ -241,6 +243,11 @@ fn connection(
                 refused(peer, identity.sni.as_deref(), "connect", error.reason());
                 let mut event = Event::new(identity.org.org.id.as_str(), Kind::Refused, Some(peer));
                 event.reason = Some(error.reason().into());
+                event.stage = Some("connect".into());
+                event.sni = identity.sni.clone();
+                // The identity the certificate names (the first, when it names several).
+                event.identity = identity.claims.first().map(ToString::to_string);
+                event.fingerprint_sha256 = Some(identity.fingerprint_sha256.clone());
                 ctx.registry.events().publish(event);
             }
             Err(error) => tracing::debug!(%peer, reason = error.reason(), %error, "session ended"),

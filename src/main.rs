@@ -1,11 +1,12 @@
 //! `portcullis serve [--config FILE]`: load the configuration, install telemetry, bind, run until
 //! ctrl-c or SIGTERM. Invalid configuration, or a master key that does not open the store, exits
-//! with 64 (EX_USAGE).
+//! with 64 (EX_USAGE). Every other verb is the operator CLI ([`portcullis::cli`]), a client of
+//! the admin API with its own exit codes (0 done, 1 refused, 2 usage, 3 unreachable).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use portcullis::cli;
 use portcullis::config::Config;
 use portcullis::server::Server;
 
@@ -15,18 +16,18 @@ use portcullis::server::Server;
     about = "An MQTT front-end that lets only authenticated devices in"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the MQTTS front-end, the embedded broker and the admin API.
-    Serve {
-        /// A TOML file overriding config/default.toml; PORTCULLIS__<SECTION>__<KEY> overrides both.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    /// Run the MQTTS front-end, the embedded broker and the admin API (with --config FILE).
+    Serve,
+    #[command(flatten)]
+    Operator(cli::Command),
 }
 
 const EX_USAGE: u8 = 64;
@@ -41,6 +42,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => main_serve(cli.global.config.as_deref()),
+        Command::Operator(command) => cli::run(cli.global, command),
+    }
+}
+
+fn main_serve(config: Option<&std::path::Path>) -> ExitCode {
     // Logs go to stderr; stdout carries only the line with the bound addresses. rumqttd logs
     // every disconnect as an error and rustls warns about each odd ClientHello: the front-end's
     // own events say what matters, once per connection.
@@ -52,37 +60,33 @@ fn main() -> ExitCode {
             }),
         )
         .init();
-    match cli.command {
-        Command::Serve { config } => {
-            let config = match Config::load(config.as_deref()) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("portcullis: {error}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("portcullis: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    let usage = error
-                        .downcast_ref::<portcullis::server::ServerError>()
-                        .is_some_and(|e| e.is_usage());
-                    if usage {
-                        // The message says it all; its chain would repeat it.
-                        eprintln!("portcullis: {error}");
-                        ExitCode::from(EX_USAGE)
-                    } else {
-                        eprintln!("portcullis: {error:#}");
-                        ExitCode::FAILURE
-                    }
-                }
+    let config = match Config::load(config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("portcullis: {error}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("portcullis: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let usage = error
+                .downcast_ref::<portcullis::server::ServerError>()
+                .is_some_and(|e| e.is_usage());
+            if usage {
+                // The message says it all; its chain would repeat it.
+                eprintln!("portcullis: {error}");
+                ExitCode::from(EX_USAGE)
+            } else {
+                eprintln!("portcullis: {error:#}");
+                ExitCode::FAILURE
             }
         }
     }

@@ -129,10 +129,41 @@ impl Refusal {
         }
     }
 
-    /// The reason string an MQTT 5 CONNACK refusal carries: what the device's operator needs to
-    /// fix it. Refusals that never reach CONNECT are told by their label.
+    /// What a person is told: the reason string an MQTT 5 CONNACK refusal carries, and the
+    /// message of `POST …/explain` (what the device's operator needs to fix it).
     pub fn sentence(self) -> &'static str {
         match self {
+            Refusal::MaxConnections => "the server is at its connection limit",
+            Refusal::MaxConnectionsPerSource => "too many connections from this address",
+            Refusal::FirstByteTimeout => "the client sent nothing after connecting",
+            Refusal::NoSni => "the client did not name the server it connects to (SNI)",
+            Refusal::UnknownOrg => "the server name (SNI) names no organisation",
+            Refusal::UnrecognizedName => "the server name (SNI) is not one this server answers to",
+            Refusal::OrgHasNoCa => {
+                "the organisation has no active CA certificate, so no device can connect"
+            }
+            Refusal::Timeout => "the TLS handshake did not finish in time",
+            Refusal::AdmissionTimeout => {
+                "the server was too busy to start the TLS handshake in time"
+            }
+            Refusal::NoClientCertificate => "the client presented no certificate",
+            Refusal::UnknownCa => {
+                "the certificate chain leads to none of the organisation's active CA certificates"
+            }
+            Refusal::CertificateExpired => "the certificate has expired",
+            Refusal::CertificateNotYetValid => "the certificate is not valid yet",
+            Refusal::NameConstraintViolation => {
+                "the certificate names something its CA's name constraints do not allow"
+            }
+            Refusal::BadCertificate => {
+                "the certificate cannot be used (malformed, wrong key usage or a bad signature)"
+            }
+            Refusal::ClientAlert => "the client ended the TLS handshake",
+            Refusal::Handshake => "the TLS handshake failed",
+            Refusal::Io => "the connection failed during the TLS handshake",
+            Refusal::ConnectTimeout => "no CONNECT came in time after the TLS handshake",
+            Refusal::ClosedBeforeConnect => "the client closed the connection before its CONNECT",
+            Refusal::OrgDeleted => "the organisation was deleted",
             Refusal::UnsupportedProtocol => "only MQTT 3.1.1 and 5 are supported",
             Refusal::ClientIdInvalid => {
                 "client id must be d:<org>:<type>:<id>, g:<org>:<type>:<id> or a:<org>:<appId>"
@@ -148,7 +179,6 @@ impl Refusal {
             Refusal::AuthMethod => "enhanced authentication is not supported",
             Refusal::BrokerUnavailable => "broker unavailable",
             Refusal::BrokerBusy => "broker busy",
-            other => other.as_str(),
         }
     }
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use rustls::server::ServerConfig;
 use rustls::sign::CertifiedKey;
 use tokio::sync::Notify;
 
@@ -30,7 +29,7 @@ pub mod ocsp_recheck;
 
 /// Named here still for the session, which reads them with the registry's entries.
 pub use crate::revocation::{Device, Revocation};
-pub use handshake::{accept, PeerIdentity};
+pub use handshake::{accept, examine, PeerIdentity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -70,7 +69,7 @@ pub struct OrgEntry {
     pub org: OrgRecord,
     pub cas: Vec<ActiveCa>,
     /// `None` while the org has no active CA: no device can be verified, handshakes are refused.
-    pub tls: Option<Arc<ServerConfig>>,
+    pub tls: Option<tls::OrgConfig>,
     /// Names of the org's active uploaded server certificate (custom domains).
     pub server_names: Vec<String>,
     /// The blocklist and what the CAs' CRLs revoke, as the verdict on a device reads them.
@@ -85,7 +84,7 @@ pub struct OrgEntry {
 impl OrgEntry {
     /// Why `device` may not be connected to this org now; `None` when it may.
     pub fn revocation(&self, device: &Device) -> Option<Revocation> {
-        let ca_active = self.cas.iter().any(|ca| ca.id == device.ca_id);
+        let ca_active = self.cas.iter().any(|ca| device.cas().any(|id| id == ca.id));
         self.revocations.verdict(ca_active, device)
     }
 }
@@ -200,12 +199,43 @@ impl Registry {
         snapshot.record_expiry();
         self.snapshot.store(snapshot);
         self.sessions.close_invalidated(org, entry.as_deref());
+        if entry.is_none() {
+            self.events.forget(org.as_str());
+        }
         tracing::info!(org = %org, present = entry.is_some(), "registry published");
         Ok(())
     }
 }
 
+/// What a change to an org would do, asked before it is made (`?dry_run=true`).
+pub struct Preview {
+    /// The org as the change would leave it (`None`: gone), as handshakes would see it.
+    pub entry: Option<Arc<OrgEntry>>,
+    /// The client ids of this node's live sessions it would close.
+    pub closes: Vec<String>,
+}
+
 impl Registry {
+    /// What publishing `state` for `org` (the org as a change would leave it; `None` when the
+    /// change deletes it) would do, without publishing: the same entry and the same sessions as
+    /// [`Registry::publish_org`] after the change.
+    pub fn preview(&self, org: &OrgId, state: Option<OrgState>) -> Result<Preview, RegistryError> {
+        let entry = match state {
+            Some(state) => {
+                let tickets = self.tickets_of(&self.snapshot.load(), org);
+                Some(Arc::new(build_entry(state, &self.platform, tickets)?))
+            }
+            None => None,
+        };
+        let closes = self
+            .sessions
+            .invalidated(org, entry.as_deref())
+            .into_iter()
+            .map(|(client_id, _, _)| client_id)
+            .collect();
+        Ok(Preview { entry, closes })
+    }
+
     /// Reloads every org from the store and publishes them at once, closing the live sessions
     /// the reload invalidates (an org gone, a CA deactivated, a device blocked): what a node does
     /// when it may have missed other nodes' changes (DESIGN §12). On a store error the snapshot
@@ -625,22 +655,33 @@ impl SessionTable {
         found
     }
 
+    /// This node's live sessions of `org` that `entry` (`None`: the org gone) no longer admits:
+    /// their client ids, closers and reasons. What a change closes, and what its dry run lists.
+    fn invalidated(
+        &self,
+        org: &OrgId,
+        entry: Option<&OrgEntry>,
+    ) -> Vec<(String, Arc<Closer>, &'static str)> {
+        self.live
+            .iter()
+            .filter(|session| &session.org == org)
+            .filter_map(|session| {
+                let why = match entry {
+                    None => Some(Refusal::OrgDeleted.as_str()),
+                    Some(entry) => entry
+                        .revocation(&session.info.device)
+                        .map(Revocation::reason),
+                }?;
+                Some((session.info.client_id.clone(), session.closer.clone(), why))
+            })
+            .collect()
+    }
+
     fn close_invalidated(&self, org: &OrgId, entry: Option<&OrgEntry>) {
         let mut closed: HashMap<&'static str, u64> = HashMap::new();
-        for session in self.live.iter() {
-            if &session.org != org {
-                continue;
-            }
-            let revoked = match entry {
-                None => Some(Refusal::OrgDeleted.as_str()),
-                Some(entry) => entry
-                    .revocation(&session.info.device)
-                    .map(Revocation::reason),
-            };
-            if let Some(why) = revoked {
-                session.closer.close(reason::NOT_AUTHORIZED);
-                *closed.entry(why).or_default() += 1;
-            }
+        for (_, closer, why) in self.invalidated(org, entry) {
+            closer.close(reason::NOT_AUTHORIZED);
+            *closed.entry(why).or_default() += 1;
         }
         for (why, count) in closed {
             metrics::counter!(crate::metrics::SESSIONS_REVOKED, "reason" => why).increment(count);

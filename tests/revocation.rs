@@ -18,32 +18,80 @@ async fn live_device(
     ca: &TestCa,
     id: &str,
 ) -> tokio::sync::oneshot::Receiver<()> {
-    live_device_with(server, &ca.client(&format!("d:sensor:{id}"), &[]), id).await
+    server
+        .live_device(&ca.client(&format!("d:sensor:{id}"), &[]), id)
+        .await
 }
 
-/// [`live_device`] presenting `cert`.
-async fn live_device_with(
-    server: &TestServer,
-    cert: &ClientCert,
-    id: &str,
-) -> tokio::sync::oneshot::Receiver<()> {
-    let addr = server.bridge(SNI, cert).await;
-    let (client, mut eventloop) = connect_v4(v4_options(addr, &format!("d:acme:sensor:{id}")))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        while eventloop.poll().await.is_ok() {}
-        let _ = tx.send(());
-    });
-    rx
-}
+#[tokio::test]
+async fn a_session_another_active_ca_vouches_for_stays_when_its_ca_is_deactivated() {
+    let server = TestServer::start().await;
+    server.create_org("acme").await;
+    let root = TestCa::root("acme root");
+    let root_id = server.upload_ca("acme", &root).await;
+    // An intermediate of that root, uploaded too: its devices send it with their leaf.
+    let intermediate = root.intermediate("acme intermediate");
+    let intermediate_id = server.upload_ca("acme", &intermediate).await;
+    let other = TestCa::root("acme other root");
+    let other_id = server.upload_ca("acme", &other).await;
 
-async fn closes_within_a_second(closed: tokio::sync::oneshot::Receiver<()>) -> bool {
-    tokio::time::timeout(Duration::from_secs(1), closed)
-        .await
-        .is_ok()
+    let mut covered = live_device(&server, &intermediate, "dev1").await;
+    let alone = live_device(&server, &other, "dev2").await;
+    let (_, sessions) = server.api("GET", "/api/v1/orgs/acme/sessions", None).await;
+    let ca_of = |client_id: &str| {
+        sessions["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["client_id"] == client_id)
+            .map(|s| s["ca_id"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        ca_of("d:acme:sensor:dev1"),
+        Some(intermediate_id.clone()),
+        "the nearest CA"
+    );
+
+    for ca in [&intermediate_id, &other_id] {
+        let (status, body) = server
+            .api(
+                "PATCH",
+                &format!("/api/v1/orgs/acme/ca-certificates/{ca}"),
+                Some(serde_json::json!({"active": false})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        closes_within_a_second(alone).await,
+        "nothing else vouches for dev2"
+    );
+    let stays = tokio::time::timeout(Duration::from_secs(1), &mut covered).await;
+    assert!(stays.is_err(), "the root still vouches for dev1");
+    // A new connection of the same device would be taken, under the root.
+    let cert = intermediate.client("d:sensor:dev1", &[]);
+    let (_, answer) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/explain",
+            Some(serde_json::json!({"certificate_chain": cert.chain_pem()})),
+        )
+        .await;
+    assert_eq!(answer["accepted"], true, "{answer}");
+    assert_eq!(answer["ca_id"], root_id.as_str());
+
+    let (status, _) = server
+        .api(
+            "PATCH",
+            &format!("/api/v1/orgs/acme/ca-certificates/{root_id}"),
+            Some(serde_json::json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        closes_within_a_second(covered).await,
+        "nothing vouches for dev1 now"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +245,7 @@ async fn blocking_a_device_closes_its_session_and_refuses_it_by_identity_fingerp
         .collect();
     let mut live = Vec::new();
     for (i, cert) in certs.iter().enumerate() {
-        live.push(live_device_with(&server, cert, &format!("dev{}", i + 1)).await);
+        live.push(server.live_device(cert, &format!("dev{}", i + 1)).await);
     }
     let mut spared = live.pop().unwrap();
 
@@ -346,52 +394,30 @@ async fn live_sessions_are_listed_and_an_operator_disconnects_one() {
     assert!(sessions["items"].as_array().unwrap().is_empty());
 }
 
-async fn put_crl(server: &TestServer, ca_id: &str, pem: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .put(server.url(&format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/crl")))
-        .bearer_auth(&server.token)
-        .header("content-type", "application/x-pem-file")
-        .body(pem.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
-}
-
 #[tokio::test]
 async fn a_crl_refuses_the_certificates_it_revokes_and_closes_their_sessions() {
     let server = TestServer::start().await;
     let (ca, ca_id) = server.org_with_ca("acme").await;
     let revoked = ca.client("d:sensor:dev1", &[]);
     let kept = ca.client("d:sensor:dev2", &[]);
-    let hit = live_device_with(&server, &revoked, "dev1").await;
-    let mut spared = live_device_with(&server, &kept, "dev2").await;
+    let hit = server.live_device(&revoked, "dev1").await;
+    let mut spared = server.live_device(&kept, "dev2").await;
     let now = time::OffsetDateTime::now_utc();
     let hour = time::Duration::hours(1);
 
     // Signed by another CA: refused, nothing changes.
     let stranger = TestCa::root("acme devices CA");
-    let (status, body) = put_crl(
-        &server,
-        &ca_id,
-        &stranger.crl(&[&revoked], now - hour, now + hour),
-    )
-    .await;
+    let (status, body) = server
+        .put_crl(&ca_id, &stranger.crl(&[&revoked], now - hour, now + hour))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("crl_signature_invalid"))
     );
 
-    let (status, body) = put_crl(
-        &server,
-        &ca_id,
-        &ca.crl(&[&revoked], now - hour, now + hour),
-    )
-    .await;
+    let (status, body) = server
+        .put_crl(&ca_id, &ca.crl(&[&revoked], now - hour, now + hour))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["entries"], 1);
     assert_eq!(body["stale"], false);
@@ -407,7 +433,9 @@ async fn a_crl_refuses_the_certificates_it_revokes_and_closes_their_sessions() {
     assert_eq!(alert, rustls::AlertDescription::CertificateRevoked);
 
     // An older CRL does not replace it.
-    let (status, body) = put_crl(&server, &ca_id, &ca.crl(&[], now - 2 * hour, now + hour)).await;
+    let (status, body) = server
+        .put_crl(&ca_id, &ca.crl(&[], now - 2 * hour, now + hour))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("crl_older"))
@@ -422,16 +450,16 @@ async fn a_crl_refuses_the_certificates_it_revokes_and_closes_their_sessions() {
     assert_eq!((status, held["entries"].as_i64()), (200, Some(1)));
 
     // A stale CRL, under `allow` (the default): certificates it does not list still connect.
-    let (status, body) = put_crl(
-        &server,
-        &ca_id,
-        &ca.crl(
-            &[&revoked],
-            now - hour / 2,
-            now - time::Duration::minutes(1),
-        ),
-    )
-    .await;
+    let (status, body) = server
+        .put_crl(
+            &ca_id,
+            &ca.crl(
+                &[&revoked],
+                now - hour / 2,
+                now - time::Duration::minutes(1),
+            ),
+        )
+        .await;
     assert_eq!((status, body["stale"].as_bool()), (200, Some(true)));
     let addr = server.bridge(SNI, &ca.client("d:sensor:dev3", &[])).await;
     connect_v4(v4_options(addr, "d:acme:sensor:dev3"))
@@ -445,31 +473,31 @@ async fn under_deny_a_stale_crl_refuses_its_ca_s_devices() {
     let (ca, ca_id) = server.org_with_ca("acme").await;
     let now = time::OffsetDateTime::now_utc();
     let device = ca.client("d:sensor:dev1", &[]);
-    let (status, _) = put_crl(
-        &server,
-        &ca_id,
-        &ca.crl(
-            &[],
-            now - time::Duration::hours(2),
-            now + time::Duration::hours(1),
-        ),
-    )
-    .await;
+    let (status, _) = server
+        .put_crl(
+            &ca_id,
+            &ca.crl(
+                &[],
+                now - time::Duration::hours(2),
+                now + time::Duration::hours(1),
+            ),
+        )
+        .await;
     assert_eq!(status, 200);
     let addr = server.bridge(SNI, &device).await;
     connect_v4(v4_options(addr, "d:acme:sensor:dev1"))
         .await
         .expect("a fresh CRL that does not list it");
-    let (status, _) = put_crl(
-        &server,
-        &ca_id,
-        &ca.crl(
-            &[],
-            now - time::Duration::hours(1),
-            now - time::Duration::minutes(1),
-        ),
-    )
-    .await;
+    let (status, _) = server
+        .put_crl(
+            &ca_id,
+            &ca.crl(
+                &[],
+                now - time::Duration::hours(1),
+                now - time::Duration::minutes(1),
+            ),
+        )
+        .await;
     assert_eq!(status, 200);
     // Every certificate of that CA is refused at the handshake (the test fails on a success).
     let alert = tls_refusal(
@@ -482,6 +510,34 @@ async fn under_deny_a_stale_crl_refuses_its_ca_s_devices() {
         alert,
         rustls::AlertDescription::CertificateRevoked,
         "not revoked, stale"
+    );
+    // Refused as `crl_stale`, and so explained.
+    let stale = |body: serde_json::Value| {
+        body["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|r| r["reason"] == "crl_stale"))
+    };
+    let refused = eventually(Duration::from_secs(5), || async {
+        stale(
+            server
+                .api("GET", "/api/v1/orgs/acme/refusals", None)
+                .await
+                .1,
+        )
+    })
+    .await;
+    assert!(refused, "the refusal says crl_stale");
+    let chain = ca.client("d:sensor:dev3", &[]).chain_pem();
+    let (_, answer) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/explain",
+            Some(serde_json::json!({"certificate_chain": chain})),
+        )
+        .await;
+    assert_eq!(
+        (&answer["stage"], &answer["reason"]),
+        (&"tls".into(), &"crl_stale".into())
     );
 }
 
@@ -526,12 +582,12 @@ async fn under_deny_a_crl_going_stale_refuses_resumed_sessions_too() {
     let (ca, ca_id) = server.org_with_ca("acme").await;
     let now = time::OffsetDateTime::now_utc();
     let next_update = now + time::Duration::seconds(2);
-    let (status, _) = put_crl(
-        &server,
-        &ca_id,
-        &ca.crl(&[], now - time::Duration::hours(1), next_update),
-    )
-    .await;
+    let (status, _) = server
+        .put_crl(
+            &ca_id,
+            &ca.crl(&[], now - time::Duration::hours(1), next_update),
+        )
+        .await;
     assert_eq!(status, 200);
     let device = ca.client("d:sensor:dev1", &[]);
     let config = server.tls_config(Some(&device), &[]);

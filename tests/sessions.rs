@@ -460,6 +460,26 @@ async fn the_event_stream_shows_connects_disconnects_and_refusals_with_their_rea
     assert_eq!(connect["client_id"], "d:acme:sensor:dev2");
     assert_eq!(connect["identity"], "d:sensor:dev2");
     assert!(connect["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // A refusal says where, and at CONNECT which certificate.
+    let refusals: Vec<serde_json::Value> = seen
+        .split("event: refused\ndata: ")
+        .skip(1)
+        .map(|rest| serde_json::from_str(rest.lines().next().unwrap()).unwrap())
+        .collect();
+    let at_connect = refusals
+        .iter()
+        .find(|r| r["reason"] == "identity_mismatch")
+        .unwrap();
+    assert_eq!(at_connect["stage"], "connect");
+    assert_eq!(at_connect["sni"], SNI);
+    assert_eq!(at_connect["identity"], "d:sensor:dev1");
+    assert_eq!(at_connect["fingerprint_sha256"].as_str().unwrap().len(), 64);
+    let at_handshake = refusals
+        .iter()
+        .find(|r| r["reason"] == "unknown_ca")
+        .unwrap();
+    assert_eq!(at_handshake["stage"], "tls");
+    assert!(at_handshake["fingerprint_sha256"].is_null());
 }
 
 #[tokio::test]

@@ -134,8 +134,10 @@ async fn status_of(server: &TestServer, token: &str, path: &str) -> u16 {
 }
 
 /// What an endpoint needs (DESIGN §7b, README "Roles").
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Need {
+    /// Any valid token, of any org.
+    Any,
     Read,
     Manage,
     Approve,
@@ -147,6 +149,7 @@ enum Need {
 fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
     let o = "/api/v1/orgs/acme";
     vec![
+        ("GET", "/api/v1/whoami".into(), None, Need::Any),
         ("GET", "/api/v1/cluster/nodes".into(), None, Need::Admin),
         ("GET", "/api/v1/orgs".into(), None, Need::Admin),
         (
@@ -323,6 +326,13 @@ fn endpoints(ca: &str) -> Vec<(&'static str, String, Option<Value>, Need)> {
         ),
         ("GET", format!("{o}/sessions"), None, Need::Read),
         ("GET", format!("{o}/events"), None, Need::Read),
+        (
+            "POST",
+            format!("{o}/explain"),
+            Some(json!({"certificate_chain": "not pem"})),
+            Need::Read,
+        ),
+        ("GET", format!("{o}/refusals"), None, Need::Read),
         ("GET", format!("{o}/devices"), None, Need::Read),
         ("GET", format!("{o}/expiring"), None, Need::Read),
         (
@@ -387,7 +397,7 @@ async fn every_endpoint_allows_and_forbids_each_role_as_the_table_says() {
     for (method, path, body, need) in endpoints(&ca_id) {
         for (role, token) in &callers {
             let allowed = match need {
-                Need::Read => true,
+                Need::Any | Need::Read => true,
                 Need::Manage => *role == "operator",
                 Need::Approve => *role == "approver",
                 Need::Admin => false,
@@ -415,7 +425,8 @@ async fn every_endpoint_allows_and_forbids_each_role_as_the_table_says() {
             continue;
         }
         let (status, _) = server.api_as(&stranger, method, &path, body.clone()).await;
-        assert_eq!(status, 403, "another org's operator: {method} {path}");
+        let expected = if need == Need::Any { 200 } else { 403 };
+        assert_eq!(status, expected, "another org's operator: {method} {path}");
         let (status, _) = server
             .api_as("not-a-token", method, &path, body.clone())
             .await;
@@ -627,4 +638,37 @@ async fn the_openapi_document_describes_every_endpoint_without_a_token() {
         operations, documented,
         "the document has operations the API does not"
     );
+}
+
+#[tokio::test]
+async fn whoami_says_who_the_caller_is_and_what_it_may_do() {
+    let server = TestServer::start().await;
+    server.create_org("acme").await;
+    let (_, admin) = server.api("GET", "/api/v1/whoami", None).await;
+    assert_eq!(
+        admin,
+        json!({"principal": "admin", "org": null, "token_id": null, "name": null,
+               "role": "admin", "may": ["read", "manage", "approve", "admin"]})
+    );
+    for (role, may) in [
+        ("viewer", json!(["read"])),
+        ("operator", json!(["read", "manage"])),
+        ("approver", json!(["read", "approve"])),
+    ] {
+        let (id, token) = server.issue_token("acme", role, role).await;
+        let (status, me) = server.api_as(&token, "GET", "/api/v1/whoami", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(me["principal"], "token");
+        assert_eq!(me["org"], "acme");
+        assert_eq!(me["token_id"], id.as_str());
+        assert_eq!(me["name"], role);
+        assert_eq!(me["role"], role);
+        assert_eq!(me["may"], may, "{role}");
+        assert!(
+            !me.to_string().contains(&token),
+            "the token is never echoed"
+        );
+    }
+    let (status, _) = server.api_as("nope", "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 401);
 }

@@ -15,6 +15,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::{Extension, Json};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::error::ApiError;
@@ -60,6 +62,17 @@ pub enum Need {
 }
 
 impl Need {
+    const ALL: [Need; 4] = [Need::Read, Need::Manage, Need::Approve, Need::Admin];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Need::Read => "read",
+            Need::Manage => "manage",
+            Need::Approve => "approve",
+            Need::Admin => "admin",
+        }
+    }
+
     fn allows(self, role: Role) -> bool {
         match self {
             Need::Read => true,
@@ -129,6 +142,66 @@ impl Caller {
             reason: reason.map(str::to_owned).or_else(|| self.reason.clone()),
         }
     }
+}
+
+/// Who the caller is, and what it may do: what a console or a script asks before it offers an
+/// action, so that neither copies the table of roles.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WhoamiView {
+    /// `admin` (the bootstrap token) or `token` (an org token).
+    principal: &'static str,
+    /// The org of an org token; `null` for the admin, who acts in every org.
+    org: Option<String>,
+    /// An org token's id and name.
+    token_id: Option<String>,
+    name: Option<String>,
+    /// `admin`, `operator`, `approver` or `viewer`.
+    role: &'static str,
+    /// What it may do in its org (in every org, for the admin): `read`, `manage` (certificates,
+    /// devices, sessions), `approve` (signature requests), `admin` (orgs, signing certificates,
+    /// tokens).
+    may: Vec<&'static str>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/whoami",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "the caller", body = WhoamiView),
+        (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoamiView> {
+    Json(match caller.principal {
+        Principal::Admin => WhoamiView {
+            principal: "admin",
+            org: None,
+            token_id: None,
+            name: None,
+            role: "admin",
+            may: Need::ALL.iter().map(|need| need.as_str()).collect(),
+        },
+        Principal::Token {
+            org,
+            id,
+            name,
+            role,
+            ..
+        } => WhoamiView {
+            principal: "token",
+            org: Some(org.as_str().to_owned()),
+            token_id: Some(id),
+            name: Some(name),
+            role: role.as_str(),
+            may: Need::ALL
+                .iter()
+                .filter(|need| need.allows(role))
+                .map(|need| need.as_str())
+                .collect(),
+        },
+    })
 }
 
 /// Middleware: 401 unless the bearer token is the admin token or a valid org token; the

@@ -4,17 +4,19 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::auth::{Caller, Need};
+use super::dry_run::{self, DryRun, DryRunView};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{BlockedDeviceView, ListView};
-use super::{change, list_page, no_content, org_in_path, AdminState, Paging};
+use super::{blocking, change, list_page, no_content, org_in_path, AdminState, Paging};
 use crate::identity::Identity;
-use crate::store::{BlockTarget, NewBlock};
+use crate::store::{BlockTarget, BlockedDevice, NewBlock};
 
 const MAX_REASON_LEN: usize = 1000;
 
@@ -85,9 +87,11 @@ fn target(body: &Create) -> Result<BlockTarget, ApiError> {
     path = "/orgs/{org}/blocked-devices",
     tag = "revocation",
     params(("org" = String, Path, description = "organisation id")),
+    params(DryRun),
     request_body = Create,
     responses(
         (status = 201, description = "blocked; its live sessions are closed", body = BlockedDeviceView),
+        (status = 200, description = "with `dry_run=true`: what it would close and lock out, nothing changed", body = DryRunView),
         (status = "4XX", description = "refused", body = super::views::ErrorView)
     ),
     security(("bearer" = []))
@@ -96,8 +100,9 @@ pub async fn create(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
+    ApiQuery(query): ApiQuery<DryRun>,
     ApiJson(body): ApiJson<Create>,
-) -> Result<(StatusCode, Json<BlockedDeviceView>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     let target = target(&body)?;
@@ -108,15 +113,34 @@ pub async fn create(
             format!("reason must be at most {MAX_REASON_LEN} characters"),
         ));
     }
+    if let BlockTarget::Serial { ca_id, .. } = &target {
+        let (store, org, ca_id) = (state.store.clone(), org.clone(), ca_id.clone());
+        blocking(move || match store.ca(&org, &ca_id)? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::invalid(
+                "unknown_ca",
+                "ca_id is not one of the organisation's CA certificates",
+            )),
+        })
+        .await?;
+    }
+    if query.dry_run {
+        let blocked = BlockedDevice {
+            id: String::new(),
+            org: org.clone(),
+            target,
+            reason,
+            created_by: caller.actor().0.to_owned(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let view = dry_run::answer(&state, org, move |mut org_state| {
+            org_state.blocked.push(blocked);
+            Some(org_state)
+        })
+        .await?;
+        return Ok(Json(view).into_response());
+    }
     let record = change(state, org, move |store, org| {
-        if let BlockTarget::Serial { ca_id, .. } = &target {
-            if store.ca(org, ca_id)?.is_none() {
-                return Err(ApiError::invalid(
-                    "unknown_ca",
-                    "ca_id is not one of the organisation's CA certificates",
-                ));
-            }
-        }
         let given = (!reason.is_empty()).then_some(reason.as_str());
         let audit = caller.audit_because("blocked_device.create", given);
         let new = NewBlock {
@@ -129,7 +153,8 @@ pub async fn create(
         Ok(record)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(record.into())))
+    let view: BlockedDeviceView = record.into();
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 #[utoipa::path(

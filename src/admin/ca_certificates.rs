@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::Extension;
 use axum::Json;
 use rustls_pki_types::CertificateDer;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::auth::{Caller, Need};
+use super::dry_run::{self, DryRun, DryRunView};
 use super::error::ApiError;
 use super::extract::{ApiBody, ApiJson, ApiQuery};
 use super::server_certificates::decode_base64;
@@ -16,9 +18,10 @@ use super::views::{CaView, CrlView, ListView};
 use super::{
     change, get_one, no_content, org_in_path, page_request, read, require_org, AdminState,
 };
+use crate::identity::OrgId;
 use crate::pki::{self, PkiError};
 use crate::revocation::ocsp::OcspMode;
-use crate::store::{CaFilter, CaPatch, KeyPassphrase, NewCa};
+use crate::store::{CaFilter, CaPatch, KeyPassphrase, NewCa, OrgState};
 
 const MAX_DESCRIPTION_LEN: usize = 1000;
 const MISSING: &str = "no such CA certificate";
@@ -280,16 +283,18 @@ pub async fn get(
     path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
     params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
+    params(DryRun),
     request_body = UpdateCa,
-    responses((status = 200, description = "done", body = CaView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    responses((status = 200, description = "done (with `dry_run=true`: what it would close and lock out, nothing changed)", body = CaUpdated), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
     security(("bearer" = []))
 )]
 pub async fn update(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<DryRun>,
     ApiJson(body): ApiJson<UpdateCa>,
-) -> Result<Json<CaView>, ApiError> {
+) -> Result<Json<CaUpdated>, ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
     let patch = CaPatch {
@@ -314,6 +319,19 @@ pub async fn update(
             })?,
         ocsp_url: valid_url(body.ocsp_url, "invalid_ocsp_url", "ocsp_url")?,
     };
+    if query.dry_run {
+        require_ca(&state, &caller, &org, &id).await?;
+        let deactivates = patch.active == Some(false);
+        let view = dry_run::answer(&state, org, move |org_state| {
+            Some(if deactivates {
+                without_ca(org_state, &id)
+            } else {
+                org_state
+            })
+        })
+        .await?;
+        return Ok(Json(CaUpdated::DryRun(view)));
+    }
     let fetch_crl = matches!(patch.crl_url, Some(Some(_)));
     let fetcher = state.crl_fetcher.clone();
     let record = change(state, org, move |store, org| {
@@ -328,7 +346,43 @@ pub async fn update(
     if fetch_crl {
         fetcher.fetch_now(&record.org, &record.id);
     }
-    Ok(Json(record.into()))
+    Ok(Json(CaUpdated::Ca(Box::new(record.into()))))
+}
+
+/// A CA's PATCH answer: the CA, or the dry run.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum CaUpdated {
+    Ca(Box<CaView>),
+    DryRun(DryRunView),
+}
+
+/// 404 unless `id` is one of the org's CAs (a dry run answers for a CA that exists).
+async fn require_ca(
+    state: &AdminState,
+    caller: &Caller,
+    org: &OrgId,
+    id: &str,
+) -> Result<(), ApiError> {
+    let id = id.to_owned();
+    let found = move |store: &dyn crate::store::Store, org: &OrgId| store.ca(org, &id);
+    super::find_one(
+        state.clone(),
+        caller,
+        org.as_str(),
+        Need::Manage,
+        MISSING,
+        found,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The org without CA `id`: deactivated or deleted, its CRL goes with it.
+fn without_ca(mut state: OrgState, id: &str) -> OrgState {
+    state.active_cas.retain(|ca| ca.id != id);
+    state.crls.retain(|(ca, _)| ca != id);
+    state
 }
 
 /// The CA certificate as PEM (never its key, when it was imported with one).
@@ -355,17 +409,26 @@ pub async fn certificate_pem(
     delete,
     path = "/orgs/{org}/ca-certificates/{id}",
     tag = "ca-certificates",
-    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id")),
-    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    params(("org" = String, Path, description = "organisation id"), ("id" = String, Path, description = "resource id"), DryRun),
+    responses((status = 204, description = "done"), (status = 200, description = "with `dry_run=true`: what it would close and lock out, nothing changed", body = DryRunView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
     security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path((org, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+    ApiQuery(query): ApiQuery<DryRun>,
+) -> Result<axum::response::Response, ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Manage)?;
+    if query.dry_run {
+        require_ca(&state, &caller, &org, &id).await?;
+        let view = dry_run::answer(&state, org, move |org_state| {
+            Some(without_ca(org_state, &id))
+        })
+        .await?;
+        return Ok(Json(view).into_response());
+    }
     change(state, org, move |store, org| {
         if !store.delete_ca(org, &id, &caller.audit("ca_certificate.delete"))? {
             return Err(ApiError::NotFound(MISSING));
@@ -373,7 +436,7 @@ pub async fn delete(
         Ok(())
     })
     .await?;
-    Ok(no_content())
+    Ok(no_content().into_response())
 }
 
 /// The CRL of one of the org's CAs: a PEM (`application/x-pem-file`) or DER

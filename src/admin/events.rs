@@ -1,7 +1,8 @@
 //! `/api/v1/orgs/{org}/events`: the org's connects, disconnects and refusals as Server-Sent
 //! Events (`event: connect | disconnect | refused`, `data:` JSON `{"at", "client_id",
-//! "identity", "peer", "reason", "node"}`), of every node of the cluster. A reader that falls
-//! behind the broadcast ring is dropped (its stream ends); it never slows the data path.
+//! "identity", "peer", "reason", "node", "stage", "sni", "fingerprint_sha256"}`), of every node of
+//! the cluster. A reader that falls behind the broadcast ring is dropped (its stream ends); it
+//! never slows the data path.
 
 use std::convert::Infallible;
 

@@ -44,9 +44,11 @@ mod ca_certificates;
 mod cluster;
 mod csrs;
 mod devices;
+mod dry_run;
 mod error;
 mod events;
 mod expiring;
+mod explain;
 mod extract;
 mod grants;
 mod jwt;
@@ -163,6 +165,9 @@ fn api() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
             .routes(routes!(blocked_devices::list, blocked_devices::create))
             .routes(routes!(blocked_devices::delete))
             .routes(routes!(events::stream))
+            .routes(routes!(explain::explain))
+            .routes(routes!(explain::refusals))
+            .routes(routes!(auth::whoami))
             .routes(routes!(devices::list))
             .routes(routes!(expiring::list))
             .routes(routes!(sessions::list))

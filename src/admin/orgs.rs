@@ -2,12 +2,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::auth::{Caller, Need};
+use super::dry_run::{self, DryRun, DryRunView};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::signing_certificates::generate;
@@ -172,17 +174,22 @@ pub async fn update(
     delete,
     path = "/orgs/{org}",
     tag = "orgs",
-    params(("org" = String, Path, description = "organisation id")),
-    responses((status = 204, description = "done"), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    params(("org" = String, Path, description = "organisation id"), DryRun),
+    responses((status = 204, description = "done"), (status = 200, description = "with `dry_run=true`: what it would close and lock out (every session and device of the org), nothing changed", body = DryRunView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
     security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
-) -> Result<StatusCode, ApiError> {
+    ApiQuery(query): ApiQuery<DryRun>,
+) -> Result<axum::response::Response, ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
+    if query.dry_run {
+        let view = dry_run::answer(&state, org, |_| None).await?;
+        return Ok(Json(view).into_response());
+    }
     change(state, org, move |store, org| {
         if !store.delete_org(org, &caller.audit("org.delete"))? {
             return Err(ApiError::NotFound("no such organisation"));
@@ -190,5 +197,5 @@ pub async fn delete(
         Ok(())
     })
     .await?;
-    Ok(no_content())
+    Ok(no_content().into_response())
 }

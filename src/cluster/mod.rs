@@ -322,7 +322,7 @@ impl Cluster {
             NodeNews::Watching { org } => self.watched.mark(org),
             NodeNews::Event { mut event } => {
                 event.node = Some(message.from);
-                self.registry.events().publish(event);
+                self.registry.events().publish(*event);
             }
             // Only the leader's notifier runs: the others keep no alerts they would never send.
             NodeNews::Notify { .. } if !*self.leading.borrow() => {}

@@ -176,7 +176,7 @@ impl Teller {
                 batch.news.push(NodeMessage {
                     from: self.node_id.clone(),
                     news: NodeNews::Event {
-                        event: (*event).clone(),
+                        event: Box::new((*event).clone()),
                     },
                 })
             }

@@ -102,6 +102,7 @@ pub async fn admit(
             identity: client_id.identity.clone(),
             claims: peer.claims.clone(),
             ca_id: peer.ca_id.clone(),
+            also_ca_ids: peer.also_ca_ids.clone(),
             fingerprint_sha256: peer.fingerprint_sha256.clone(),
             serial: peer.serial.clone(),
         },
@@ -122,12 +123,7 @@ pub async fn admit(
         None => Some(Revocation::CaInactive),
     };
     if let Some(revocation) = revocation {
-        return Err(match revocation {
-            Revocation::CaInactive => Refusal::CaInactive,
-            Revocation::DeviceBlocked => Refusal::DeviceBlocked,
-            Revocation::CertificateRevoked => Refusal::CertificateRevoked,
-            Revocation::CrlStale => Refusal::CrlStale,
-        });
+        return Err(revocation.refusal());
     }
     if let Some(refusal) = ocsp_refusal(peer, ctx).await {
         return Err(refusal);
@@ -292,14 +288,19 @@ fn bind(connect: &Connect, peer: &PeerIdentity) -> Result<(ClientId, Option<Stri
             _ => Err(Refusal::ClientIdInvalid),
         };
     }
-    let id = ClientId::parse(&connect.client_id).map_err(|_| Refusal::ClientIdInvalid)?;
-    if &id.org != org {
+    Ok((bind_id(&connect.client_id, peer)?, None))
+}
+
+/// Binds a client id the client sent to the identities its certificate claims.
+pub fn bind_id(client_id: &str, peer: &PeerIdentity) -> Result<ClientId, Refusal> {
+    let id = ClientId::parse(client_id).map_err(|_| Refusal::ClientIdInvalid)?;
+    if id.org != peer.org.org.id {
         return Err(Refusal::OrgMismatch);
     }
     if peer.claims.binary_search(&id.identity).is_err() {
         return Err(Refusal::IdentityMismatch);
     }
-    Ok((id, None))
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{ActiveCa, OrgEntry, Platform, Registry, Snapshot};
@@ -21,6 +20,8 @@ pub struct PeerIdentity {
     pub org: Arc<OrgEntry>,
     /// The active CA the client chain verified to.
     pub ca_id: String,
+    /// Other active CAs the chain leads to (see `authenticating_ca`); mostly none.
+    pub also_ca_ids: Vec<String>,
     /// Identities the leaf certificate claims, sorted, without repeats (may be empty: then no
     /// client id can bind).
     pub claims: Vec<Identity>,
@@ -85,17 +86,44 @@ pub async fn accept(
     stream: TcpStream,
     registry: &Registry,
     deadline: Duration,
-) -> Result<(TlsStream<TcpStream>, PeerIdentity), Refused> {
+) -> Result<(tls::Stream, PeerIdentity), Refused> {
     let route = |sni: Option<&str>| {
         registry
             .snapshot()
             .route(registry.platform(), sni)
             .and_then(|entry| match &entry.tls {
-                Some(config) => Ok((config.clone(), entry.org.id.clone())),
+                Some(config) => Ok((config.server.clone(), entry.org.id.clone())),
                 None => Err(Refusal::OrgHasNoCa),
             })
     };
     tls::accept(stream, deadline, route, |done| admit(registry, done)).await
+}
+
+/// What a handshake under `org` would make of `chain` (leaf first) now, without a connection
+/// (`POST …/explain`): the org's verifier, then the same admission as after a real handshake.
+pub fn examine(
+    registry: &Registry,
+    org: &OrgId,
+    chain: &[CertificateDer<'static>],
+) -> Result<PeerIdentity, Refusal> {
+    let entry = registry
+        .snapshot()
+        .org(org.as_str())
+        .cloned()
+        .ok_or(Refusal::UnknownOrg)?;
+    entry
+        .tls
+        .as_ref()
+        .ok_or(Refusal::OrgHasNoCa)?
+        .verify(chain)?;
+    let examined = Handshake {
+        routed: org.clone(),
+        chain,
+        resumed: false,
+        sni: None,
+        addr: None,
+    };
+    admit(registry, examined)
 }
 
 /// Who the client of a completed handshake is, under the current snapshot (not the one the
@@ -112,7 +140,7 @@ fn admit(registry: &Registry, done: Handshake<'_, OrgId>) -> Result<PeerIdentity
         Ok(([], leaf)) => leaf,
         _ => return Err(Refusal::BadCertificate),
     };
-    let (ca, leaf_issuer) =
+    let (ca, leaf_issuer, also_ca_ids) =
         authenticating_ca(&entry.cas, &leaf, &chain[1..]).ok_or(Refusal::CaInactive)?;
     let ca_id = ca.id.clone();
     let ocsp = (ca.ocsp_mode != OcspMode::Off).then(|| {
@@ -134,6 +162,7 @@ fn admit(registry: &Registry, done: Handshake<'_, OrgId>) -> Result<PeerIdentity
     Ok(PeerIdentity {
         org: entry,
         ca_id,
+        also_ca_ids,
         claims,
         fingerprint_sha256,
         serial,
@@ -144,23 +173,25 @@ fn admit(registry: &Registry, done: Handshake<'_, OrgId>) -> Result<PeerIdentity
         ocsp,
     })
 }
-/// The active CA the (already verified) chain leads to, and which certificate issued the leaf:
-/// `None` the CA itself, `Some(i)` the `i`-th of `intermediates`. The walk follows names from the
-/// leaf: at each step an active CA whose subject is the current certificate's issuer, else the
-/// intermediate of that subject. Certificates off that path are never looked at (a client may
-/// send any extra certificate it likes), and where several share the subject (a key rollover, or
-/// a look-alike slipped into the chain), the one whose key verifies the signature is taken.
+/// The active CA the (already verified) chain leads to, which certificate issued the leaf (`None`
+/// the CA itself, `Some(i)` the `i`-th of `intermediates`), and the other active CAs that vouch
+/// for the chain too ([`vouching`]). The walk follows names from the leaf: at each step an active
+/// CA whose subject is the current certificate's issuer, else the intermediate of that subject.
+/// Certificates off that path are never looked at (a client may send any extra certificate it
+/// likes), and where several share the subject (a key rollover, or a look-alike slipped into the
+/// chain), the one whose key verifies the signature is taken.
 fn authenticating_ca<'a>(
     cas: &'a [ActiveCa],
     leaf: &X509Certificate<'_>,
     intermediates: &[CertificateDer<'_>],
-) -> Option<(&'a ActiveCa, Option<usize>)> {
+) -> Option<(&'a ActiveCa, Option<usize>, Vec<String>)> {
     let parsed = intermediates
         .iter()
         .map(|der| X509Certificate::from_der(der).ok().map(|(_, cert)| cert))
         .collect::<Option<Vec<_>>>()?;
     let mut current = leaf;
     let mut leaf_issuer = None;
+    let mut walked = vec![false; parsed.len()];
     for depth in 0..=parsed.len() {
         let issuer = current.issuer().as_raw();
         let named = || cas.iter().filter(|ca| ca.subject_raw == issuer);
@@ -170,7 +201,8 @@ fn authenticating_ca<'a>(
             _ => named().find(|ca| signed_by(current, &ca.der)),
         };
         if let Some(ca) = ca {
-            return Some((ca, leaf_issuer));
+            let also = vouching(cas, ca, current, &parsed, walked);
+            return Some((ca, leaf_issuer, also));
         }
         let named = || {
             parsed
@@ -187,9 +219,54 @@ fn authenticating_ca<'a>(
         if depth == 0 {
             leaf_issuer = Some(next);
         }
+        walked[next] = true;
         current = &parsed[next];
     }
     None
+}
+
+/// Steps [`vouching`] takes above the authenticating CA at most.
+const VOUCHING_STEPS: usize = 4;
+
+/// The other active CAs that vouch for a chain `found` authenticated at `current`: a renewed copy
+/// of `found` (same subject, a key that verifies), and above it the CAs of the intermediates the
+/// client sent (the root of an uploaded intermediate the device sends). A session stays while any
+/// of them is active, so the list must never claim too much: the walk goes up one verified step
+/// at a time through certificates not walked yet, stops where a name is ambiguous or a
+/// certificate issued itself, and takes at most [`VOUCHING_STEPS`] steps, so a chain stuffed with
+/// look-alikes costs a few signature checks. Mostly it is empty and costs none.
+fn vouching<'c, 'd>(
+    cas: &[ActiveCa],
+    found: &ActiveCa,
+    mut current: &'c X509Certificate<'d>,
+    parsed: &'c [X509Certificate<'d>],
+    mut walked: Vec<bool>,
+) -> Vec<String> {
+    let mut also: Vec<String> = Vec::new();
+    for _ in 0..VOUCHING_STEPS {
+        let issuer = current.issuer().as_raw();
+        for ca in cas.iter().filter(|ca| ca.subject_raw == issuer) {
+            if ca.id != found.id && !also.contains(&ca.id) && signed_by(current, &ca.der) {
+                also.push(ca.id.clone());
+            }
+        }
+        if current.subject().as_raw() == issuer {
+            break;
+        }
+        let mut named = parsed
+            .iter()
+            .enumerate()
+            .filter(|(i, cert)| !walked[*i] && cert.subject().as_raw() == issuer);
+        let (Some((next, cert)), None) = (named.next(), named.next()) else {
+            break;
+        };
+        if current.verify_signature(Some(cert.public_key())).is_err() {
+            break;
+        }
+        walked[next] = true;
+        current = cert;
+    }
+    also
 }
 
 fn signed_by(cert: &X509Certificate<'_>, issuer_der: &[u8]) -> bool {

@@ -38,8 +38,9 @@ impl Blocklist {
         self.identities.contains(&device.identity)
             || device.claims.iter().any(|c| self.identities.contains(c))
             || self.fingerprints.contains(&device.fingerprint_sha256)
-            || self
-                .serials
-                .contains(&(device.ca_id.clone(), device.serial.clone()))
+            || device.cas().any(|ca| {
+                self.serials
+                    .contains(&(ca.to_owned(), device.serial.clone()))
+            })
     }
 }

@@ -36,10 +36,20 @@ pub struct Device {
     pub claims: Vec<Identity>,
     /// The active CA its chain verified to.
     pub ca_id: String,
+    /// Other active CAs its chain led to when it connected (an uploaded intermediate's root, a
+    /// renewed CA): it stays while any of them, or `ca_id`, is active. Mostly empty.
+    pub also_ca_ids: Vec<String>,
     /// SHA-256 of the leaf's DER, lower-case hex.
     pub fingerprint_sha256: String,
     /// The leaf's serial, lower-case hex.
     pub serial: String,
+}
+
+impl Device {
+    /// The CA that authenticated it, then the others that vouch for it.
+    pub fn cas(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.ca_id.as_str()).chain(self.also_ca_ids.iter().map(String::as_str))
+    }
 }
 
 /// Why a device may not stay connected.
@@ -52,13 +62,18 @@ pub enum Revocation {
 }
 
 impl Revocation {
-    pub fn reason(self) -> &'static str {
+    /// The refusal it is reported as, at CONNECT or when it closes a live session.
+    pub fn refusal(self) -> Refusal {
         match self {
-            Revocation::CaInactive => Refusal::CaInactive.as_str(),
-            Revocation::DeviceBlocked => Refusal::DeviceBlocked.as_str(),
-            Revocation::CertificateRevoked => Refusal::CertificateRevoked.as_str(),
-            Revocation::CrlStale => Refusal::CrlStale.as_str(),
+            Revocation::CaInactive => Refusal::CaInactive,
+            Revocation::DeviceBlocked => Refusal::DeviceBlocked,
+            Revocation::CertificateRevoked => Refusal::CertificateRevoked,
+            Revocation::CrlStale => Refusal::CrlStale,
         }
+    }
+
+    pub fn reason(self) -> &'static str {
+        self.refusal().as_str()
     }
 }
 
@@ -109,19 +124,21 @@ impl OrgRevocations {
         if self.blocklist.blocks(device) {
             return Some(Revocation::DeviceBlocked);
         }
-        // Handshakes check CRLs themselves; this catches resumed ones and live sessions.
-        if self
-            .revoked
-            .contains(&(device.ca_id.clone(), device.serial.clone()))
-        {
+        // Handshakes check CRLs themselves; this catches resumed ones and live sessions. The CRL
+        // of every CA that vouches for the device counts: a session that outlived its own CA
+        // stays under the others.
+        if device.cas().any(|ca| {
+            self.revoked
+                .contains(&(ca.to_owned(), device.serial.clone()))
+        }) {
             return Some(Revocation::CertificateRevoked);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if self
-            .crl_deadlines
-            .get(&device.ca_id)
-            .is_some_and(|next_update| *next_update < now)
-        {
+        if device.cas().any(|ca| {
+            self.crl_deadlines
+                .get(ca)
+                .is_some_and(|next_update| *next_update < now)
+        }) {
             return Some(Revocation::CrlStale);
         }
         None
@@ -142,6 +159,7 @@ mod tests {
             claims: vec![identity.clone()],
             identity,
             ca_id: "ca1".into(),
+            also_ca_ids: Vec::new(),
             fingerprint_sha256: "ff".into(),
             serial: serial.into(),
         }

@@ -55,8 +55,9 @@ pub enum NodeNews {
     Notify {
         alert: Option<(String, String, String)>,
     },
-    /// A connect, disconnect or refusal on that node, for the event streams of the others.
-    Event { event: crate::events::Event },
+    /// A connect, disconnect or refusal on that node, for the event streams of the others
+    /// (boxed: an event is several times the size of the other news).
+    Event { event: Box<crate::events::Event> },
     /// An event stream of `org` is read on that node: its events are wanted (said again while
     /// it is read).
     Watching { org: String },

@@ -92,6 +92,18 @@ pub struct ClientCert {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl ClientCert {
+    /// The chain as PEM, leaf first.
+    pub fn chain_pem(&self) -> String {
+        let blocks: Vec<pem::Pem> = self
+            .chain
+            .iter()
+            .map(|der| pem::Pem::new("CERTIFICATE", der.to_vec()))
+            .collect();
+        pem::encode_many(&blocks)
+    }
+}
+
 impl Clone for ClientCert {
     fn clone(&self) -> Self {
         ClientCert {
@@ -468,6 +480,19 @@ impl TestServer {
         (status, value)
     }
 
+    /// Puts `pem` as the CRL of CA `ca_id` of org acme: status and JSON body (Null when none).
+    pub async fn put_crl(&self, ca_id: &str, pem: &str) -> (u16, Value) {
+        let request = self
+            .http
+            .put(self.url(&format!("/api/v1/orgs/acme/ca-certificates/{ca_id}/crl")))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/x-pem-file")
+            .body(pem.to_owned());
+        let response = step(request.send()).await.unwrap();
+        let status = response.status().as_u16();
+        (status, step(response.json()).await.unwrap_or(Value::Null))
+    }
+
     pub async fn create_org(&self, id: &str) {
         let (status, body) = self
             .api(
@@ -534,6 +559,25 @@ impl TestServer {
         let ca = TestCa::root(&format!("{org} devices CA"));
         let id = self.upload_ca(org, &ca).await;
         (ca, id)
+    }
+
+    /// What `org` looks like through the API: its CAs' states, its blocklist, its sessions, its
+    /// audit log and the org itself (to check that something changed nothing).
+    pub async fn looks(&self, org: &str) -> Value {
+        let mut seen = serde_json::json!({});
+        for (key, rest) in [
+            ("cas", "/ca-certificates"),
+            ("blocked", "/blocked-devices"),
+            ("sessions", "/sessions"),
+            ("audit", "/audit-events"),
+            ("org", ""),
+        ] {
+            let path = format!("/api/v1/orgs/{org}{rest}");
+            let (status, body) = self.api("GET", &path, None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            seen[key] = body;
+        }
+        seen
     }
 
     /// A TLS client configuration that trusts the platform CA (and `extra_roots`) and presents
@@ -619,6 +663,35 @@ impl TestServer {
         });
         addr
     }
+}
+
+impl TestServer {
+    /// A 3.1.1 session of org acme's device `d:acme:sensor:<id>` presenting `cert`, driven in
+    /// the background: the receiver fires when its connection ends.
+    pub async fn live_device(
+        &self,
+        cert: &ClientCert,
+        id: &str,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let addr = self.bridge("acme.messaging.localhost", cert).await;
+        let options = mqtt::v4_options(addr, &format!("d:acme:sensor:{id}"));
+        let (client, mut eventloop) = mqtt::connect_v4(options).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _client = client;
+            while eventloop.poll().await.is_ok() {}
+            let _ = tx.send(());
+        });
+        rx
+    }
+}
+
+/// Whether the session of `closed` (see [`TestServer::live_device`]) ends within a second (the
+/// contract's deadline for a change that closes it).
+pub async fn closes_within_a_second(closed: tokio::sync::oneshot::Receiver<()>) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), closed)
+        .await
+        .is_ok()
 }
 
 impl Drop for TestServer {
