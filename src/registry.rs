@@ -21,7 +21,7 @@ use crate::identity::OrgId;
 use crate::refusal::Refusal;
 use crate::revocation::ocsp::{self, OcspMode};
 use crate::revocation::OrgRevocations;
-use crate::store::{OrgRecord, OrgState, Store};
+use crate::store::{OrgRecord, OrgState, Store, TopicPolicy};
 use crate::tls;
 
 mod handshake;
@@ -38,6 +38,9 @@ pub enum RegistryError {
     #[error("cannot build the TLS configuration of org {org}: {reason}")]
     Tls { org: String, reason: String },
 }
+
+/// The reason label of sessions a topic policy change closes (metrics, logs).
+pub const TOPIC_POLICY: &str = "topic_policy";
 
 /// What the platform serves when an org has no certificate of its own for a name.
 pub struct Platform {
@@ -180,7 +183,8 @@ impl Registry {
     }
 
     /// Reloads `org` from the store and publishes it: new handshakes see the change at once, and
-    /// live sessions it invalidates (CA deactivated or deleted, org deleted) are closed.
+    /// live sessions it invalidates (CA deactivated or deleted, org deleted, a topic policy that
+    /// refuses what they hold) are closed; the others follow a new topic policy.
     pub fn publish_org(&self, org: &OrgId) -> Result<(), RegistryError> {
         let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
         let entry = match self.store.org_state(org)? {
@@ -190,6 +194,7 @@ impl Registry {
             }
             None => None,
         };
+        let policy_before = self.policy_of(&self.snapshot.load(), org);
         let mut orgs = self.snapshot.load().orgs.clone();
         match &entry {
             Some(entry) => orgs.insert(org.as_str().to_owned(), entry.clone()),
@@ -199,6 +204,7 @@ impl Registry {
         snapshot.record_expiry();
         self.snapshot.store(snapshot);
         self.sessions.close_invalidated(org, entry.as_deref());
+        self.follow_policy(org, policy_before, entry.as_deref());
         if entry.is_none() {
             self.events.forget(org.as_str());
         }
@@ -261,8 +267,9 @@ impl Registry {
         touched.dedup();
         for id in touched {
             if let Ok(org) = OrgId::parse(id) {
-                self.sessions
-                    .close_invalidated(&org, snapshot.orgs.get(id).map(|e| &**e));
+                let entry = snapshot.orgs.get(id).map(|e| &**e);
+                self.sessions.close_invalidated(&org, entry);
+                self.follow_policy(&org, self.policy_of(&old, &org), entry);
             }
         }
         tracing::info!(orgs = snapshot.orgs.len(), "registry reloaded");
@@ -271,6 +278,22 @@ impl Registry {
 }
 
 impl Registry {
+    fn policy_of(&self, snapshot: &Snapshot, org: &OrgId) -> Option<TopicPolicy> {
+        snapshot
+            .org(org.as_str())
+            .map(|entry| entry.org.topic_policy)
+    }
+
+    /// After `org` was published as `entry`: when its topic policy changed from `before`, its
+    /// live sessions follow the new one (those that hold something it refuses were closed).
+    fn follow_policy(&self, org: &OrgId, before: Option<TopicPolicy>, entry: Option<&OrgEntry>) {
+        if let (Some(before), Some(entry)) = (before, entry) {
+            if before != entry.org.topic_policy {
+                self.sessions.follow(org, entry.org.topic_policy);
+            }
+        }
+    }
+
     /// The ticket keys `org` has in `snapshot`, or new ones loaded now (a new org's first
     /// devices resume at once, on this node and on the others). Off the runtime's workers.
     fn tickets_of(&self, snapshot: &Snapshot, org: &OrgId) -> Arc<tls::TicketKeys> {
@@ -474,11 +497,18 @@ impl OcspChecked {
     }
 }
 
-/// Tells a session to end, and with which DISCONNECT reason code.
+/// Tells a session to end, and with which DISCONNECT reason code, or to follow its org's new
+/// topic policy; and holds what the session told of the policies it could not go on under.
 #[derive(Default)]
 struct Closer {
     notify: Notify,
+    /// The DISCONNECT reason code once told to end (0: not told).
     code: AtomicU8,
+    /// The [`policy_bit`] of a topic policy to follow (0: none).
+    policy: AtomicU8,
+    /// The [`policy_bit`]s of the topic policies under which the session could not go on (a
+    /// filter or its will refused or routed elsewhere), as it last said.
+    refused_by: AtomicU8,
 }
 
 impl Closer {
@@ -487,6 +517,34 @@ impl Closer {
         // notify_one stores a permit, so a session not yet waiting still sees it.
         self.notify.notify_one();
     }
+
+    fn follow(&self, policy: TopicPolicy) {
+        self.policy.store(policy_bit(policy), Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    fn refuses(&self, policy: TopicPolicy) -> bool {
+        self.refused_by.load(Ordering::Relaxed) & policy_bit(policy) != 0
+    }
+}
+
+/// Every topic policy, each with its bit in [`Closer`].
+const POLICIES: [TopicPolicy; 2] = [TopicPolicy::Iot2, TopicPolicy::Open];
+
+fn policy_bit(policy: TopicPolicy) -> u8 {
+    match policy {
+        TopicPolicy::Iot2 => 1,
+        TopicPolicy::Open => 2,
+    }
+}
+
+/// What a live session is told by a change or an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// End, telling an MQTT 5 client this DISCONNECT reason code.
+    Close(u8),
+    /// Follow the org's new topic policy, or end if it holds something the policy refuses.
+    Follow(TopicPolicy),
 }
 
 /// Held by a session while it lives; dropping it unregisters the session.
@@ -502,11 +560,30 @@ impl SessionGuard {
         self.id
     }
 
-    /// Resolves once a change (or an operator) ends this session, with the DISCONNECT reason
-    /// code an MQTT 5 client is told.
-    pub async fn revoked(&self) -> u8 {
-        self.closer.notify.notified().await;
-        self.closer.code.load(Ordering::Relaxed)
+    /// Resolves once a change (or an operator) ends this session or changes its org's topic
+    /// policy. An end outranks a policy.
+    pub async fn signalled(&self) -> Signal {
+        loop {
+            self.closer.notify.notified().await;
+            let code = self.closer.code.load(Ordering::Relaxed);
+            if code != 0 {
+                return Signal::Close(code);
+            }
+            let bit = self.closer.policy.swap(0, Ordering::Relaxed);
+            if let Some(policy) = POLICIES.into_iter().find(|p| policy_bit(*p) == bit) {
+                return Signal::Follow(policy);
+            }
+        }
+    }
+
+    /// Says under which topic policies the session could not go on (`refuses`), for the dry run
+    /// of a policy change and for the change itself, which closes those sessions first.
+    pub fn refused_by(&self, refuses: impl Fn(TopicPolicy) -> bool) {
+        let bits = POLICIES
+            .into_iter()
+            .filter(|policy| refuses(*policy))
+            .fold(0, |bits, policy| bits | policy_bit(policy));
+        self.closer.refused_by.store(bits, Ordering::Relaxed);
     }
 }
 
@@ -670,11 +747,22 @@ impl SessionTable {
                     None => Some(Refusal::OrgDeleted.as_str()),
                     Some(entry) => entry
                         .revocation(&session.info.device)
-                        .map(Revocation::reason),
+                        .map(Revocation::reason)
+                        .or_else(|| {
+                            let policy = entry.org.topic_policy;
+                            session.closer.refuses(policy).then_some(TOPIC_POLICY)
+                        }),
                 }?;
                 Some((session.info.client_id.clone(), session.closer.clone(), why))
             })
             .collect()
+    }
+
+    /// Tells this node's live sessions of `org` to follow its topic policy `policy`.
+    fn follow(&self, org: &OrgId, policy: TopicPolicy) {
+        for session in self.live.iter().filter(|session| &session.org == org) {
+            session.closer.follow(policy);
+        }
     }
 
     fn close_invalidated(&self, org: &OrgId, entry: Option<&OrgEntry>) {

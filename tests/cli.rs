@@ -227,12 +227,21 @@ async fn org_verbs_tokens_from_everywhere_and_exit_codes() {
     assert_eq!(page.stdout.lines().count(), 2, "{}", page.stdout);
     assert!(page.stderr.contains("more: --cursor "), "{}", page.stderr);
 
-    // Usage: clap's errors, a topic policy change (not in this slice), a file or URL that will
-    // not do: exit 2.
+    // A topic policy change: the dry run shown (--yes: not asked), then the org.
+    let run = cli(&server, "org update beta --topic-policy iot-2 --yes").await;
+    assert_done(
+        &run,
+        "would close no sessions\nwould lock out no registered devices\n",
+        "iot-2",
+    );
+    let line = "org update beta --topic-policy open --yes --json";
+    assert_eq!(cli(&server, line).await.json()["topic_policy"], "open");
+
+    // Usage: clap's errors, an update of nothing, a file or URL that will not do: exit 2.
     for line in [
         "org create",
         "org frobnicate",
-        "org update acme --topic-policy open",
+        "org update acme",
         "org create gamma --topic-policy closed",
         "ca list",
         "ca upload /nonexistent.pem --org acme",
@@ -528,6 +537,14 @@ async fn destructive_verbs_show_their_dry_run_and_change_nothing_unless_agreed_t
             assert_eq!(run.stdout, dry_run, "{line}");
         }
     }
+    // A topic policy change the device's session survives (it holds no subscription).
+    let line = "org update acme --topic-policy open";
+    let run = cli_answering(&server, line, "n\n").await;
+    assert_cancelled(&run, line);
+    assert_eq!(
+        run.stdout,
+        "would close no sessions\nwould lock out no registered devices\n"
+    );
     let line = "session disconnect d:acme:sensor:dev1 --org acme";
     let run = cli_answering(&server, line, "n\n").await;
     assert_cancelled(&run, line);

@@ -208,3 +208,132 @@ async fn a_dry_run_needs_the_role_of_the_change_and_a_ca_that_exists() {
         .await;
     assert_eq!(status, 403, "deleting an org is the admin's");
 }
+
+/// A 3.1.1 client of org acme through a bridge, subscribed to `filter` when given, driven in the
+/// background: its publishes come through the receiver, which ends with the connection.
+async fn policy_client(
+    server: &TestServer,
+    ca: &TestCa,
+    cn: &str,
+    will: Option<&str>,
+    filter: Option<&str>,
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+) {
+    let cert = ca.client(cn, &[]);
+    let addr = server.bridge("acme.messaging.localhost", &cert).await;
+    let client_id = cn.replacen(':', ":acme:", 1);
+    let mut options = mqtt::v4_options(addr, &client_id);
+    if let Some(topic) = will {
+        options.set_last_will(rumqttc::LastWill::new(
+            topic,
+            "gone",
+            rumqttc::QoS::AtMostOnce,
+            false,
+        ));
+    }
+    let (client, mut eventloop) = mqtt::connect_v4(options).await.unwrap();
+    if let Some(filter) = filter {
+        let codes =
+            mqtt::subscribe_v4(&client, &mut eventloop, filter, rumqttc::QoS::AtMostOnce).await;
+        assert_eq!(
+            codes,
+            vec![rumqttc::SubscribeReasonCode::Success(
+                rumqttc::QoS::AtMostOnce
+            )],
+            "{cn} {filter}"
+        );
+    }
+    (client, mqtt::drive_v4(eventloop))
+}
+
+/// Whether the connection behind `inbox` ends within `within`.
+async fn ends_within(
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    within: Duration,
+) -> bool {
+    tokio::time::timeout(within, async { while inbox.recv().await.is_some() {} })
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_topic_policy_change_closes_what_its_dry_run_listed_and_the_rest_follow_it() {
+    let (server, ca) = TestServer::start_open_org("acme").await;
+    // Under `open`: a filter iot-2 refuses, a device's short form (its own commands under
+    // iot-2, a topic of that name under open), an app's typed filter (the same under both), no
+    // subscription, and a will iot-2 refuses.
+    let (_a, mut a) = policy_client(&server, &ca, "d:sensor:a", None, Some("foo/#")).await;
+    let (_b, mut b) =
+        policy_client(&server, &ca, "d:sensor:b", None, Some("iot-2/cmd/+/fmt/+")).await;
+    let typed = "iot-2/type/+/id/+/evt/+/fmt/+";
+    let (_app, mut app) = policy_client(&server, &ca, "a:dash", None, Some(typed)).await;
+    let (d_client, mut d) = policy_client(&server, &ca, "d:sensor:d", None, None).await;
+    let (_e, mut e) = policy_client(&server, &ca, "d:sensor:e", Some("foo/will"), None).await;
+    let before = server.looks("acme").await;
+    assert_eq!(before["sessions"]["items"].as_array().unwrap().len(), 5);
+
+    let change = Some(json!({"topic_policy": "iot-2"}));
+    let (status, answer) = server
+        .api("PATCH", "/api/v1/orgs/acme?dry_run=true", change.clone())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let listed = vec![
+        "d:acme:sensor:a".to_owned(),
+        "d:acme:sensor:b".into(),
+        "d:acme:sensor:e".into(),
+    ];
+    assert_eq!(would(&answer), (listed, Vec::new()));
+    // The policy the org has already closes nothing.
+    let (_, answer) = server
+        .api(
+            "PATCH",
+            "/api/v1/orgs/acme?dry_run=true",
+            Some(json!({"topic_policy": "open"})),
+        )
+        .await;
+    assert!(would(&answer).0.is_empty(), "no change: {answer}");
+    assert_eq!(server.looks("acme").await, before, "nothing changed");
+    for inbox in [&mut a, &mut b, &mut app, &mut d, &mut e] {
+        assert!(!ends_within(inbox, Duration::from_millis(100)).await);
+    }
+
+    let (status, org) = server.api("PATCH", "/api/v1/orgs/acme", change).await;
+    assert_eq!((status, &org["topic_policy"]), (200, &json!("iot-2")));
+    for (name, inbox) in [("a", &mut a), ("b", &mut b), ("e", &mut e)] {
+        assert!(
+            ends_within(inbox, Duration::from_secs(1)).await,
+            "{name} closed"
+        );
+    }
+    assert!(!ends_within(&mut app, Duration::from_secs(1)).await);
+    let (_, sessions) = server.api("GET", "/api/v1/orgs/acme/sessions", None).await;
+    let mut left: Vec<&str> = sessions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["client_id"].as_str().unwrap())
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, ["a:acme:dash", "d:acme:sensor:d"]);
+
+    // The sessions left follow iot-2: the device's short form is its own event now, which the
+    // app receives typed; a topic outside iot-2 closes the 3.1.1 device.
+    d_client
+        .publish(
+            "iot-2/evt/x/fmt/json",
+            rumqttc::QoS::AtMostOnce,
+            false,
+            "hi",
+        )
+        .await
+        .unwrap();
+    let got = step(app.recv()).await.expect("the app receives the event");
+    assert_eq!(got.topic, "iot-2/type/sensor/id/d/evt/x/fmt/json");
+    d_client
+        .publish("foo/bar", rumqttc::QoS::AtMostOnce, false, "no")
+        .await
+        .unwrap();
+    assert!(ends_within(&mut d, Duration::from_secs(5)).await);
+}

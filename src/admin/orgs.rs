@@ -137,21 +137,24 @@ pub async fn get(
 }
 
 /// Admin only: `approval_required_roles` decides whose signature requests wait for approval.
+/// A `topic_policy` change closes the live sessions holding a subscription or a will the new
+/// policy refuses or would route elsewhere (DESIGN §13); the others follow the new policy.
 #[utoipa::path(
     patch,
     path = "/orgs/{org}",
     tag = "orgs",
-    params(("org" = String, Path, description = "organisation id")),
+    params(("org" = String, Path, description = "organisation id"), DryRun),
     request_body = UpdateOrg,
-    responses((status = 200, description = "done", body = OrgView), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
+    responses((status = 200, description = "done (with `dry_run=true`: the live sessions a topic policy change would close, nothing changed)", body = OrgUpdated), (status = "4XX", description = "refused: `{\"error\": {\"code\", \"message\"}}`", body = super::views::ErrorView)),
     security(("bearer" = []))
 )]
 pub async fn update(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(org): Path<String>,
+    ApiQuery(query): ApiQuery<DryRun>,
     ApiJson(body): ApiJson<UpdateOrg>,
-) -> Result<Json<OrgView>, ApiError> {
+) -> Result<Json<OrgUpdated>, ApiError> {
     let org = org_in_path(&org)?;
     caller.require(&org, Need::Admin)?;
     let patch = OrgPatch {
@@ -159,6 +162,17 @@ pub async fn update(
         topic_policy: body.topic_policy,
         approval_required_roles: body.approval_required_roles,
     };
+    if query.dry_run {
+        let policy = patch.topic_policy;
+        let view = dry_run::answer(&state, org, move |mut org_state| {
+            if let Some(policy) = policy {
+                org_state.org.topic_policy = policy;
+            }
+            Some(org_state)
+        })
+        .await?;
+        return Ok(Json(OrgUpdated::DryRun(view)));
+    }
     let record = change(state, org, move |store, org| {
         let Some(record) = store.update_org(org, &patch, &caller.audit("org.update"))? else {
             return Err(ApiError::NotFound("no such organisation"));
@@ -166,7 +180,15 @@ pub async fn update(
         Ok(record)
     })
     .await?;
-    Ok(Json(record.into()))
+    Ok(Json(OrgUpdated::Org(Box::new(record.into()))))
+}
+
+/// An org's PATCH answer: the org, or the dry run.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum OrgUpdated {
+    Org(Box<OrgView>),
+    DryRun(DryRunView),
 }
 
 /// Deletes the org with its certificates; publishing it closes its live sessions.

@@ -78,11 +78,16 @@ pub enum OrgVerb {
         #[arg(long, value_parser = ["iot-2", "open"])]
         topic_policy: Option<String>,
     },
-    /// Rename an organisation (a topic policy change waits for the server's dry run).
+    /// Rename an organisation or change its topic policy: a policy change closes the sessions
+    /// holding what the new policy refuses (shown, then asked).
     Update {
         id: String,
-        #[arg(long)]
-        name: String,
+        #[arg(long, required_unless_present = "topic_policy")]
+        name: Option<String>,
+        #[arg(long, value_parser = ["iot-2", "open"])]
+        topic_policy: Option<String>,
+        #[command(flatten)]
+        confirm: Confirm,
     },
     /// List the organisations.
     List {
@@ -456,11 +461,29 @@ fn action(command: Command) -> Result<Action, CliError> {
                 None,
             )
         }
-        Command::Org(OrgVerb::Update { id, name }) => (
-            Call::new(Method::PATCH, format!("/orgs/{}", encode(&id))).body(json!({"name": name})),
-            Show::One(ORG),
-            None,
-        ),
+        Command::Org(OrgVerb::Update {
+            id,
+            name,
+            topic_policy,
+            confirm,
+        }) => {
+            let mut body = json!({});
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            let ask = topic_policy
+                .is_some()
+                .then_some(confirm)
+                .and_then(Ask::dry_run);
+            if let Some(policy) = topic_policy {
+                body["topic_policy"] = json!(policy);
+            }
+            (
+                Call::new(Method::PATCH, format!("/orgs/{}", encode(&id))).body(body),
+                Show::One(ORG),
+                ask,
+            )
+        }
         Command::Org(OrgVerb::List { page }) => (list("/orgs".into(), page), Show::Page(ORG), None),
         Command::Ca(CaVerb::Upload {
             file,

@@ -77,23 +77,6 @@ pub async fn admit(
     let protocol = connect.protocol;
     let (client_id, assigned) = bind(&connect, peer)?;
     let org = peer.org.org.id.clone();
-    let topics = TopicMap::new(client_id.clone(), peer.org.org.topic_policy);
-    let will = match &connect.will {
-        Some(will) => {
-            let topic = topics
-                .publish(&will.topic)
-                .map_err(|_| Refusal::WillTopic)?;
-            let mut properties = will.properties.clone();
-            origin::stamp(&mut properties, will.qos, will.retain, None);
-            Some(Will {
-                topic,
-                properties,
-                ..will.clone()
-            })
-        }
-        None => None,
-    };
-
     // Register first, then check the current snapshot (see `registry`).
     let client_id_text = client_id.to_string();
     let info = SessionInfo {
@@ -118,13 +101,32 @@ pub async fn admit(
         .registry
         .sessions()
         .register(org.clone(), info, peer.ocsp.clone());
-    let revocation = match ctx.registry.snapshot().org(org.as_str()) {
-        Some(entry) => entry.revocation(&device),
-        None => Some(Revocation::CaInactive),
+    let policy = match ctx.registry.snapshot().org(org.as_str()) {
+        Some(entry) => match entry.revocation(&device) {
+            Some(revocation) => return Err(revocation.refusal()),
+            None => entry.org.topic_policy,
+        },
+        None => return Err(Revocation::CaInactive.refusal()),
     };
-    if let Some(revocation) = revocation {
-        return Err(revocation.refusal());
-    }
+    // The topic policy of the snapshot checked, not the handshake's: a policy change published
+    // since was either seen here or is told to this registered session (see `registry`).
+    let topics = TopicMap::new(client_id.clone(), policy);
+    let will = match &connect.will {
+        Some(will) => {
+            let topic = topics
+                .publish(&will.topic)
+                .map_err(|_| Refusal::WillTopic)?;
+            let mut properties = will.properties.clone();
+            origin::stamp(&mut properties, will.qos, will.retain, None);
+            Some(Will {
+                topic,
+                properties,
+                ..will.clone()
+            })
+        }
+        None => None,
+    };
+
     if let Some(refusal) = ocsp_refusal(peer, ctx).await {
         return Err(refusal);
     }

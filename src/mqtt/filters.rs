@@ -206,6 +206,11 @@ impl SessionFilters {
         }
     }
 
+    /// Whether `keep` holds for every filter the session holds (a resumed session's included).
+    pub fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.live.iter().all(|filter| keep(filter))
+    }
+
     /// Whether the session's filters stay counted for its client id once it ends (the broker
     /// keeps the session), or are released then.
     pub fn keep(&mut self, keep: bool) {

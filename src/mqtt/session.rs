@@ -26,7 +26,7 @@ use crate::mqtt::admission::{self, Admitted};
 use crate::mqtt::delivery::Subscriptions;
 use crate::mqtt::forward::{encode_to, Flow, Forwarder, Rules};
 use crate::refusal::Refusal;
-use crate::registry::{ClientIdGuard, PeerIdentity, SessionGuard};
+use crate::registry::{ClientIdGuard, PeerIdentity, SessionGuard, Signal};
 
 pub use crate::mqtt::{Context, SessionError};
 
@@ -70,7 +70,11 @@ where
             client_buf,
             &mut session.broker,
             session.keep_alive,
-            (&session.guard, &session.held),
+            (
+                &session.guard,
+                &session.held,
+                session.will.as_deref().map(|will| will.0.topic.as_str()),
+            ),
             ctx,
         )
         .await;
@@ -341,7 +345,7 @@ fn forward<'a, S>(
     mut client_buf: BytesMut,
     broker: &'a mut BrokerSession,
     keep_alive: u16,
-    (guard, held): (&'a SessionGuard, &'a ClientIdGuard),
+    (guard, held, will): (&'a SessionGuard, &'a ClientIdGuard, Option<&'a str>),
     ctx: &'a Context,
 ) -> impl Future<Output = Result<(), SessionError>> + 'a
 where
@@ -379,6 +383,9 @@ where
             flush(forwarder, client, &mut to_client, ctx).await?;
             if done {
                 return Ok(());
+            }
+            if forwarder.holds_changed() {
+                guard.refused_by(|policy| !forwarder.keeps_under(policy, will));
             }
             let wake_at = idle_at.map_or(client_deadline, |idle| idle.min(client_deadline));
             flow = tokio::select! {
@@ -424,16 +431,33 @@ where
                         Ok(Flow::Continue)
                     }
                 }
-                code = guard.revoked() => match code {
+                signal = guard.signalled() => match signal {
                     // Taken over on another node (see `crate::cluster`); the device is told where
                     // its session went.
-                    reason::SESSION_TAKEN_OVER => {
+                    Signal::Close(code @ reason::SESSION_TAKEN_OVER) => {
                         let why = "session taken over by a connection on another node";
                         forwarder.disconnect_saying(code, Some(why), &mut to_client);
                         Err(SessionError::TakenOverElsewhere)
                     }
-                    _ => {
+                    Signal::Close(code) => {
                         forwarder.disconnect(code, &mut to_client);
+                        Err(SessionError::Revoked)
+                    }
+                    // The org's topic policy changed: what the session holds was judged when it
+                    // was closed or not; judged again here, for what it took meanwhile.
+                    Signal::Follow(policy) if forwarder.keeps_under(policy, will) => {
+                        forwarder.set_policy(policy);
+                        guard.refused_by(|policy| !forwarder.keeps_under(policy, will));
+                        Ok(Flow::Continue)
+                    }
+                    Signal::Follow(_) => {
+                        metrics::counter!(
+                            crate::metrics::SESSIONS_REVOKED,
+                            "reason" => crate::registry::TOPIC_POLICY
+                        )
+                        .increment(1);
+                        let why = "the organisation's topic policy refuses a subscription or the will";
+                        forwarder.disconnect_saying(reason::NOT_AUTHORIZED, Some(why), &mut to_client);
                         Err(SessionError::Revoked)
                     }
                 },

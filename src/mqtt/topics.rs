@@ -134,7 +134,17 @@ fn join(prefix: &[&str], rest: &str) -> Result<String, TopicRefused> {
     Ok(out)
 }
 
-/// The mapping for one session: built once at CONNECT.
+/// What a mapped name is, for [`TopicMap::keeps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A PUBLISH topic or a will's.
+    Topic,
+    /// A SUBSCRIBE filter.
+    Filter,
+}
+
+/// The mapping for one session: built at CONNECT, its policy changed only when the org's is and
+/// the session holds nothing the new one refuses ([`TopicMap::keeps`]).
 ///
 /// Gateways: a gateway may publish events for itself or for any device of its organisation and
 /// subscribe to the commands of any of them. There is no gateway↔device registry yet, so "the
@@ -153,6 +163,68 @@ impl TopicMap {
 
     fn org(&self) -> &str {
         self.client.org.as_str()
+    }
+
+    pub fn policy(&self) -> TopicPolicy {
+        self.policy
+    }
+
+    /// Follows `policy` from now on: the org's policy changed under a live session that
+    /// [`TopicMap::keeps`] everything it holds (DESIGN §13).
+    pub fn set_policy(&mut self, policy: TopicPolicy) {
+        self.policy = policy;
+    }
+
+    /// Whether `broker`, what this map made of one of its client's topics (`Form::Topic`) or
+    /// filters, is what `policy` makes of the same name: a session may go on holding it under
+    /// `policy`, and it means the same there. A name `policy` refuses, or would route elsewhere
+    /// (a device's `iot-2/cmd/…` filter is its own commands under `iot-2`, a topic of that name
+    /// under `open`), is not kept.
+    pub fn keeps(&self, policy: TopicPolicy, broker: &str, form: Form) -> bool {
+        if policy == self.policy {
+            return true;
+        }
+        let Some(name) = self.client_form(broker) else {
+            return false;
+        };
+        let under = TopicMap {
+            client: self.client.clone(),
+            policy,
+        };
+        let mapped = match form {
+            Form::Topic => under.publish(&name),
+            Form::Filter => under.filter(&name),
+        };
+        mapped.is_ok_and(|mapped| mapped == broker)
+    }
+
+    /// The name the client wrote for `broker`, a topic or filter this map made: the inverse of
+    /// [`TopicMap::publish`] and [`TopicMap::filter`].
+    fn client_form(&self, broker: &str) -> Option<String> {
+        let org = self.org();
+        if let Some(shared) = broker.strip_prefix("$share/") {
+            let (group, inner) = shared.split_once('/')?;
+            let rest = inner.strip_prefix(org)?.strip_prefix('/')?;
+            return join(&["$share", group], rest).ok();
+        }
+        let rest = broker.strip_prefix(org)?.strip_prefix('/')?;
+        match (self.policy, &self.client.identity) {
+            (
+                TopicPolicy::Iot2,
+                Identity::Device {
+                    device_type,
+                    device_id,
+                },
+            ) => match levels::<9>(rest) {
+                Some(["iot-2", "type", t, "id", i, kind, name, fmt, format])
+                    if t == device_type.as_str() && i == device_id.as_str() =>
+                {
+                    join(&["iot-2", kind, name, fmt], format).ok()
+                }
+                _ => None,
+            },
+            _ => Some(rest.to_owned()),
+        }
     }
 
     /// Client topic (PUBLISH or will) → broker topic.
@@ -739,5 +811,56 @@ mod tests {
             TopicPolicy::Open
         );
         assert_eq!(TopicPolicy::default(), TopicPolicy::Iot2);
+    }
+
+    /// What a session holds survives a policy change only where the new policy maps the same
+    /// client name to the same broker name.
+    #[test]
+    fn a_policy_change_keeps_what_means_the_same() {
+        use Form::{Filter, Topic};
+        let kept = |m: &TopicMap, to, name: &str, form| {
+            let broker = match form {
+                Topic => m.publish(name),
+                Filter => m.filter(name),
+            }
+            .unwrap();
+            m.keeps(to, &broker, form)
+        };
+        let (iot2, open_) = (TopicPolicy::Iot2, TopicPolicy::Open);
+        // Open to iot-2: anything outside iot-2 goes; a device's own short form now means its
+        // own commands, no longer a topic of that name.
+        let d = open();
+        assert!(!kept(&d, iot2, "foo/#", Filter));
+        assert!(!kept(&d, iot2, "iot-2/cmd/+/fmt/+", Filter));
+        assert!(!kept(&d, iot2, "iot-2/evt/x/fmt/json", Topic));
+        assert!(!kept(&d, iot2, "$share/g/foo", Filter));
+        let a = map("a:acme:dash", open_);
+        assert!(kept(&a, iot2, "iot-2/type/+/id/+/evt/+/fmt/+", Filter));
+        assert!(kept(&a, iot2, "iot-2/type/t/id/i/mon", Filter));
+        assert!(!kept(&a, iot2, "iot-2/type/+/id/+/cmd/+/fmt/+", Filter));
+        assert!(!kept(
+            &a,
+            iot2,
+            "$share/g/iot-2/type/+/id/+/evt/+/fmt/+",
+            Filter
+        ));
+        // Iot-2 to open: typed names mean the same, a device's short forms do not.
+        assert!(kept(&app(), open_, "iot-2/type/+/id/+/evt/+/fmt/+", Filter));
+        assert!(kept(
+            &gateway(),
+            open_,
+            "iot-2/type/t/id/i/evt/e/fmt/f",
+            Topic
+        ));
+        assert!(!kept(&device(), open_, "iot-2/cmd/+/fmt/+", Filter));
+        assert!(!kept(&device(), open_, "iot-2/evt/x/fmt/json", Topic));
+        // No change keeps everything; a name from elsewhere is never kept.
+        assert!(kept(&d, open_, "foo/#", Filter));
+        assert!(!device().keeps(open_, "beta/iot-2/cmd/x/fmt/y", Filter));
+        assert!(!device().keeps(open_, "acme/iot-2/type/other/id/dev1/cmd/+/fmt/+", Filter));
+        let mut m = open();
+        m.set_policy(iot2);
+        assert_eq!(m.policy(), iot2);
+        assert_eq!(m.publish("foo"), Err(NotAllowed));
     }
 }

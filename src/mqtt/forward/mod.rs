@@ -21,7 +21,7 @@ use crate::codec::{
 };
 use crate::mqtt::delivery::{self, Subscriptions};
 use crate::mqtt::filters::{FilterRefused, SessionFilters};
-use crate::mqtt::topics::TopicMap;
+use crate::mqtt::topics::{Form, TopicMap, TopicPolicy};
 use crate::mqtt::SessionError;
 
 mod aliases;
@@ -45,6 +45,8 @@ pub trait Quota {
     fn admit(&mut self, filter: &str) -> Result<(), FilterRefused>;
     /// Gives back the slot of `filter` (unsubscribed).
     fn release(&mut self, filter: &str);
+    /// Whether `keep` holds for every filter held.
+    fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool;
 }
 
 impl Quota for SessionFilters {
@@ -54,6 +56,10 @@ impl Quota for SessionFilters {
 
     fn release(&mut self, filter: &str) {
         SessionFilters::release(self, filter);
+    }
+
+    fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool {
+        SessionFilters::all(self, keep)
     }
 }
 
@@ -154,6 +160,8 @@ pub struct Forwarder<Q = SessionFilters> {
     out_aliases: Aliases,
     /// The filters this session holds, under the session and organisation caps.
     filters: Q,
+    /// The filters held changed since [`Forwarder::holds_changed`] was last asked.
+    filters_changed: bool,
     window: delivery::Window,
     /// The session's will (if it has one) is due when it ends: false after a DISCONNECT, unless
     /// its reason was "disconnect with will message".
@@ -244,6 +252,8 @@ impl<Q: Quota> Forwarder<Q> {
             aliases: HashMap::new(),
             out_aliases: Aliases::new(connect.properties.topic_alias_maximum),
             filters,
+            // A resumed session's filters are new to whoever asks first.
+            filters_changed: true,
             window: delivery::Window::new(connect),
             will_wanted: true,
             expiry,
@@ -261,6 +271,25 @@ impl<Q: Quota> Forwarder<Q> {
             broker_comps: InOrder::default(),
             counters: Counters::new(),
         }
+    }
+
+    /// Whether the filters held changed since this was last asked (first: since the start).
+    pub fn holds_changed(&mut self) -> bool {
+        std::mem::take(&mut self.filters_changed)
+    }
+
+    /// Whether every filter the session holds, and its will's topic (`will`, broker form), mean
+    /// the same under `policy` ([`TopicMap::keeps`]): the session may go on under it.
+    pub fn keeps_under(&self, policy: TopicPolicy, will: Option<&str>) -> bool {
+        will.is_none_or(|topic| self.topics.keeps(policy, topic, Form::Topic))
+            && self
+                .filters
+                .all(&mut |filter| self.topics.keeps(policy, filter, Form::Filter))
+    }
+
+    /// Follows the org's new topic policy, which [`Forwarder::keeps_under`] said it may.
+    pub fn set_policy(&mut self, policy: TopicPolicy) {
+        self.topics.set_policy(policy);
     }
 
     /// The traffic counters, for the bytes the session's loop moves.

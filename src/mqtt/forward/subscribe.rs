@@ -50,6 +50,7 @@ impl<Q: Quota> Forwarder<Q> {
             match self.topics.filter(&subscription.filter) {
                 Ok(filter) => match self.filters.admit(&filter) {
                     Ok(()) => {
+                        self.filters_changed = true;
                         subscription.filter = filter;
                         slots.push(Ok(forwarded.len()));
                         forwarded.push(subscription);
@@ -102,6 +103,7 @@ impl<Q: Quota> Forwarder<Q> {
             match self.topics.filter(filter) {
                 Ok(filter) => {
                     self.filters.release(&filter);
+                    self.filters_changed = true;
                     slots.push(Ok(forwarded.len()));
                     forwarded.push(filter);
                 }

@@ -33,6 +33,10 @@ impl Quota for Cap {
     fn release(&mut self, filter: &str) {
         self.held.remove(filter);
     }
+
+    fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.held.iter().all(|filter| keep(filter))
+    }
 }
 
 fn connect(protocol: Protocol, properties: Properties) -> Connect {
