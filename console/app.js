@@ -68,6 +68,8 @@ async function render() {
 
 function failed(error) {
   if (error instanceof ApiError && error.status === 401) {
+    // The page's event stream and refreshes stop with it.
+    leave.abort();
     forgetToken();
     me = null;
     signIn();
@@ -191,16 +193,30 @@ async function orgPage(id, mine) {
     sessions,
   );
   await page.refresh();
-  const signal = leave.signal;
+  followSessions(org.id, page, leave.signal);
+}
+
+/**
+ * Refreshes the live sessions on each connect and disconnect of the org's event stream, until
+ * `signal` aborts (another page shown); a stream that ended (the server drops a reader that falls
+ * behind) is followed again after a pause, the list refreshed for what it missed.
+ */
+async function followSessions(org, page, signal) {
   let pending = null;
-  follow(org.id, signal, (kind) => {
-    if (kind !== "connect" && kind !== "disconnect") return;
+  const refresh = () => {
     // A burst of events is one refresh.
     clearTimeout(pending);
     pending = setTimeout(() => {
       if (!signal.aborted) showSessions(page).catch(failed);
     }, 200);
-  }).catch(() => {});
+  };
+  while (!signal.aborted) {
+    await follow(org, signal, (kind) => {
+      if (kind === "connect" || kind === "disconnect") refresh();
+    }).catch(() => {});
+    await new Promise((resume) => setTimeout(resume, 3000));
+    if (!signal.aborted) refresh();
+  }
 }
 
 function uploadCard(page) {

@@ -348,7 +348,7 @@ async fn signing_in_keeps_the_token_in_the_tab_and_lists_the_orgs_as_text() {
 }
 
 #[tokio::test]
-async fn an_operator_uploads_a_ca_and_deactivates_it_after_its_dry_run() {
+async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
     let server = TestServer::start().await;
     server.create_org("acme").await;
     let (_, operator) = server.issue_token("acme", "ops", "operator").await;
@@ -450,15 +450,78 @@ async fn an_operator_uploads_a_ca_and_deactivates_it_after_its_dry_run() {
     browser
         .until("!document.getElementById('session-list')")
         .await;
+
+    // Activating breaks nothing: no dry run.
+    browser
+        .click("//table[@id='ca-list']//button[normalize-space(.)='Activate']")
+        .await;
+    browser
+        .until("document.querySelector('#ca-list tbody td:nth-child(3)').textContent === 'active'")
+        .await;
+    let (_, after) = server.api("GET", &path, None).await;
+    assert_eq!(after["active"], true);
+
+    // A CA dropped on the upload area is uploaded too; deleting it shows its dry run first.
+    let spare = TestCa::root("acme spare CA");
+    let dropped = browser
+        .client
+        .execute(
+            "const [pem] = arguments;
+             const files = new DataTransfer();
+             files.items.add(new File([pem], 'spare-ca.pem', {type: 'application/x-pem-file'}));
+             const zone = document.getElementById('ca-drop');
+             for (const kind of ['dragover', 'drop']) {
+               zone.dispatchEvent(new DragEvent(kind, {dataTransfer: files, bubbles: true, cancelable: true}));
+             }
+             return document.getElementById('ca-chosen').textContent;",
+            vec![json!(spare.pem)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dropped, "Chosen: spare-ca.pem");
+    browser.click("//button[normalize-space(.)='Upload']").await;
+    let spare_row = "//table[@id='ca-list']//tr[td[normalize-space(.)='CN=acme spare CA']]";
+    step(browser.client.wait().for_element(Locator::XPath(spare_row)))
+        .await
+        .unwrap();
+    let (_, listed) = server
+        .api("GET", "/api/v1/orgs/acme/ca-certificates?q=spare", None)
+        .await;
+    let spare_id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    browser
+        .click(&format!("{spare_row}//button[normalize-space(.)='Delete']"))
+        .await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#would-close").await,
+        "Would close 0 sessions."
+    );
+    assert_eq!(
+        browser.text("#would-refuse").await,
+        "Would lock out 0 devices."
+    );
+    let spare_path = format!("/api/v1/orgs/acme/ca-certificates/{spare_id}");
+    let (status, _) = server.api("GET", &spare_path, None).await;
+    assert_eq!(status, 200, "the dry run deleted nothing");
+    browser
+        .click("//button[normalize-space(.)='Confirm deletion']")
+        .await;
+    browser
+        .until("document.querySelectorAll('#ca-list tbody tr').length === 1")
+        .await;
+    let (status, _) = server.api("GET", &spare_path, None).await;
+    assert_eq!(status, 404, "deleted once confirmed");
     assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
     browser.close().await;
 }
 
 #[tokio::test]
-async fn a_viewer_is_offered_no_change() {
+async fn a_viewer_is_offered_no_change_and_a_revoked_token_signs_out() {
     let server = TestServer::start().await;
     let (_, _) = server.org_with_ca("acme").await;
-    let (_, viewer) = server.issue_token("acme", "watcher", "viewer").await;
+    let (viewer_id, viewer) = server.issue_token("acme", "watcher", "viewer").await;
     let browser = Browser::start().await;
 
     browser.sign_in(&server, &viewer).await;
@@ -481,5 +544,33 @@ async fn a_viewer_is_offered_no_change() {
         json!([false, 0, []]),
         "a viewer is offered nothing"
     );
+
+    // Its token revoked, the next call is refused: back to signing in, the token forgotten.
+    let (status, _) = server
+        .api(
+            "DELETE",
+            &format!("/api/v1/orgs/acme/tokens/{viewer_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    browser
+        .click("//nav//a[normalize-space(.)='Organisations']")
+        .await;
+    browser
+        .until("!!document.querySelector('label[for=token]')")
+        .await;
+    assert_eq!(
+        browser
+            .eval("sessionStorage.getItem('portcullis.token')")
+            .await,
+        Value::Null
+    );
+    assert!(browser
+        .text("#status")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("refused"));
     browser.close().await;
 }
