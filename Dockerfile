@@ -15,6 +15,8 @@ RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.r
     && printf 'fn main() {}\n' > benches/packet_path.rs \
     && cargo build --release --locked --bin portcullis || true
 COPY config ./config
+# The web console's files are built into the binary (include_str! in src/admin/console.rs).
+COPY console ./console
 COPY src ./src
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin portcullis

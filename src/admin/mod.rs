@@ -1,5 +1,6 @@
-//! The HTTP admin API (`/api/v1`), `/healthz`, `/healthz/detail`, `/readyz` and `/metrics`. Every change is validated,
-//! persisted in one transaction, then published to the registry.
+//! The HTTP admin API (`/api/v1`), the web console (`/console/`), `/healthz`, `/healthz/detail`,
+//! `/readyz` and `/metrics`. Every change is validated, persisted in one transaction, then
+//! published to the registry.
 //!
 //! # Layout
 //!
@@ -9,6 +10,8 @@
 //! - `orgs`, `ca_certificates`, `server_certificates`, `signing_certificates`, `tokens`,
 //!   `audit_events`: one file per resource; `views`: the JSON each resource shows (never a
 //!   private key, never a token after its creation).
+//! - `console`: the web console's static files (`/console/`), public, with a strict CSP; the
+//!   page calls `/api/v1` with the operator's token like any other client.
 //!
 //! Every change records an audit event (who, role, what, when, and the reason: the one a
 //! signature request, approval or rejection gives in its body, else the `X-Portcullis-Reason`
@@ -42,6 +45,7 @@ mod auth;
 mod blocked_devices;
 mod ca_certificates;
 mod cluster;
+mod console;
 mod csrs;
 mod devices;
 mod dry_run;
@@ -109,6 +113,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz/detail", get(cluster::health_detail))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .merge(console::router())
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,0 +1,93 @@
+//! `/console/`: the web console (DESIGN §13), static files built into the binary from the
+//! top-level `console/` folder: plain HTML, ES modules and CSS, no build step, nothing fetched from
+//! elsewhere. The files are public; everything they show comes from `/api/v1`, called by the page
+//! with the operator's token (`Authorization: Bearer`), so serving them needs no token.
+//!
+//! Every console response, a 404 included, carries a Content-Security-Policy that allows scripts,
+//! styles and requests from this origin only, with no inline script or style: a string from a
+//! device or an operator that slipped into the page as markup still could not run. The page itself
+//! shows every such string as text (`textContent`), never as HTML.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{middleware, Router};
+
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The console's files: name under `/console/`, media type, content.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../console/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/app.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/api.js"),
+    ),
+    (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/dom.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../console/style.css"),
+    ),
+];
+
+/// `/console` (redirected to `/console/`, so that the page's relative paths resolve under it),
+/// `/console/` and `/console/<file>`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
+        .route("/console/", get(|| async { asset("index.html") }))
+        .route(
+            "/console/{*file}",
+            get(|Path(file): Path<String>| async move { asset(&file) }),
+        )
+        .layer(middleware::map_response(secure))
+}
+
+fn asset(name: &str) -> Response {
+    match ASSETS.iter().find(|(file, _, _)| *file == name) {
+        Some((_, media_type, content)) => {
+            ([(header::CONTENT_TYPE, *media_type)], *content).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "not found\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The headers of every console response.
+async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        // A new binary's console is used at once, not a cached older one.
+        (header::CACHE_CONTROL, "no-cache"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
