@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use common::*;
 
 /// Org acme with a root, an intermediate of that root and another root, all uploaded; a live
-/// device under each (the intermediate's device sends it, so the root vouches for it too), each
-/// in the device registry.
+/// device under each (the intermediate's device sends it, so the root vouches for it too; the
+/// root's device's certificate claims a second identity, `d:sensor:spare3`), each in the device
+/// registry.
 struct Fleet {
     server: TestServer,
     root: String,
@@ -34,12 +35,12 @@ async fn fleet() -> Fleet {
     let intermediate = server.upload_ca("acme", &intermediate_ca).await;
     let other = server.upload_ca("acme", &other_ca).await;
     let mut live = Vec::new();
-    for (ca, id) in [
-        (&intermediate_ca, "dev1"),
-        (&other_ca, "dev2"),
-        (&root_ca, "dev3"),
+    for (ca, id, also) in [
+        (&intermediate_ca, "dev1", &[][..]),
+        (&other_ca, "dev2", &[]),
+        (&root_ca, "dev3", &["d:sensor:spare3"]),
     ] {
-        let cert = ca.client(&format!("d:sensor:{id}"), &[]);
+        let cert = ca.client(&format!("d:sensor:{id}"), also);
         live.push(server.live_device(&cert, id).await);
     }
     // Sightings reach the device registry about a second after the connects.
@@ -105,11 +106,12 @@ async fn dry_runs_change_nothing_and_the_real_change_closes_what_they_listed() {
         "deleting is deactivating, for devices"
     );
 
-    // The root vouches for dev1 when its intermediate goes: its session stays.
+    // The root vouches for dev1 when its intermediate goes: its session stays, and the device
+    // registry remembers the root vouching too.
     let (_, answer) = server
         .api("PATCH", &ca(&intermediate), deactivate.clone())
         .await;
-    assert!(would(&answer).0.is_empty(), "{answer}");
+    assert_eq!(would(&answer), (Vec::new(), Vec::new()), "{answer}");
     // Without the root, the intermediate's device and the root's own go.
     let (_, answer) = server.api("PATCH", &ca(&root), deactivate.clone()).await;
     assert_eq!(would(&answer).0, vec!["d:acme:sensor:dev3".to_owned()]);
@@ -122,6 +124,21 @@ async fn dry_runs_change_nothing_and_the_real_change_closes_what_they_listed() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        would(&answer),
+        (
+            vec!["d:acme:sensor:dev3".into()],
+            vec!["d:sensor:dev3".into()]
+        )
+    );
+    // Blocking the other identity dev3's certificate claims: the registry remembers the claim.
+    let (_, answer) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/blocked-devices?dry_run=true",
+            Some(json!({"identity": "d:sensor:spare3"})),
+        )
+        .await;
     assert_eq!(
         would(&answer),
         (
@@ -336,4 +353,65 @@ async fn a_topic_policy_change_closes_what_its_dry_run_listed_and_the_rest_follo
         .await
         .unwrap();
     assert!(ends_within(&mut d, Duration::from_secs(5)).await);
+}
+
+/// Another node's sessions are judged as that node judges them: by every CA that vouched for the
+/// chain and every identity the certificate claims, as it recorded them in the store.
+#[tokio::test]
+async fn a_dry_run_judges_another_node_s_sessions_as_that_node_would() {
+    let url = pg::database();
+    let (a, b, _dirs) = nodes::two_nodes_where(&url, None, |_| {}).await;
+    a.create_org("acme").await;
+    let root_ca = TestCa::root("acme root");
+    let intermediate_ca = root_ca.intermediate("acme intermediate");
+    a.upload_ca("acme", &root_ca).await;
+    let intermediate = a.upload_ca("acme", &intermediate_ca).await;
+    // Once node B's registry has heard of the CAs (its `explain` accepts), devices connect there.
+    let cert = intermediate_ca.client("d:sensor:dev1", &[]);
+    let chain = json!({"certificate_chain": cert.chain_pem()});
+    let heard = eventually(Duration::from_secs(10), || async {
+        let (_, answer) = b
+            .api("POST", "/api/v1/orgs/acme/explain", Some(chain.clone()))
+            .await;
+        answer["accepted"] == true
+    })
+    .await;
+    assert!(heard, "node B admits the intermediate's devices");
+    let mut dev1 = b.live_device(&cert, "dev1").await;
+    let dev3 = b
+        .live_device(
+            &root_ca.client("d:sensor:dev3", &["d:sensor:spare3"]),
+            "dev3",
+        )
+        .await;
+    let listed = eventually(Duration::from_secs(10), || async {
+        let (_, body) = a.api("GET", "/api/v1/orgs/acme/sessions", None).await;
+        body["items"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    assert!(listed, "node A lists node B's two sessions");
+
+    let path = format!("/api/v1/orgs/acme/ca-certificates/{intermediate}");
+    let deactivate = Some(json!({"active": false}));
+    let (_, answer) = a
+        .api("PATCH", &format!("{path}?dry_run=true"), deactivate.clone())
+        .await;
+    assert!(would(&answer).0.is_empty(), "the root vouches: {answer}");
+    let block = Some(json!({"identity": "d:sensor:spare3"}));
+    let blocked = "/api/v1/orgs/acme/blocked-devices";
+    let (_, answer) = a
+        .api("POST", &format!("{blocked}?dry_run=true"), block.clone())
+        .await;
+    assert_eq!(would(&answer).0, vec!["d:acme:sensor:dev3".to_owned()]);
+
+    // The real changes through A: node B closes what the dry runs listed, and only that.
+    let (status, _) = a.api("PATCH", &path, deactivate).await;
+    assert_eq!(status, 200);
+    let (status, _) = a.api("POST", blocked, block).await;
+    assert_eq!(status, 201);
+    assert!(closes_within_a_second(dev3).await, "dev3 closed on B");
+    let stays = tokio::time::timeout(Duration::from_secs(1), &mut dev1).await;
+    assert!(stays.is_err(), "dev1 stays on B, as the dry run said");
+    a.stop().await;
+    b.stop().await;
 }

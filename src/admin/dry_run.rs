@@ -95,7 +95,7 @@ pub async fn answer(
 }
 
 /// The client ids of the other nodes' live sessions of `org` that `after` no longer admits,
-/// judged from what their nodes wrote of them (the CA, the bound identity, the certificate).
+/// judged from what their nodes wrote of them (the certificate, its claims, its CAs).
 async fn elsewhere(
     state: &AdminState,
     org: &OrgId,
@@ -114,12 +114,14 @@ async fn elsewhere(
             if row.node_id == this_node {
                 continue;
             }
-            let device = recorded(
-                &row.identity,
-                &row.ca_id,
-                &row.fingerprint_sha256,
-                &row.serial,
-            );
+            let device = recorded(Recorded {
+                identity: &row.identity,
+                claims: &row.claims,
+                ca_id: &row.ca_id,
+                also_ca_ids: &row.also_ca_ids,
+                fingerprint: &row.fingerprint_sha256,
+                serial: &row.serial,
+            });
             let admitted = match (after, device) {
                 (Some(entry), Some(device)) => entry.revocation(&device).is_none(),
                 _ => false,
@@ -140,17 +142,36 @@ async fn elsewhere(
     }
 }
 
-/// A device as a store row records it: the identity it bound and the CA that authenticated it
-/// (not the other CAs that vouch for it, nor the other identities its certificate claims).
-fn recorded(identity: &str, ca_id: &str, fingerprint: &str, serial: &str) -> Option<Device> {
-    let identity = Identity::parse(identity)?;
+/// What a store row (another node's live session, a device of the registry) records of a device.
+struct Recorded<'a> {
+    identity: &'a str,
+    claims: &'a [String],
+    ca_id: &'a str,
+    also_ca_ids: &'a [String],
+    fingerprint: &'a str,
+    serial: &'a str,
+}
+
+/// The device a row records, as the node that served it saw it: its bound identity, every
+/// identity its certificate claims and every active CA that vouched for it. A row older than
+/// the claims (none recorded) claims its bound identity alone.
+fn recorded(row: Recorded<'_>) -> Option<Device> {
+    let identity = Identity::parse(row.identity)?;
+    let mut claims: Vec<Identity> = row
+        .claims
+        .iter()
+        .filter_map(|c| Identity::parse(c))
+        .collect();
+    if !claims.contains(&identity) {
+        claims.push(identity.clone());
+    }
     Some(Device {
-        claims: vec![identity.clone()],
+        claims,
         identity,
-        ca_id: ca_id.to_owned(),
-        also_ca_ids: Vec::new(),
-        fingerprint_sha256: fingerprint.to_owned(),
-        serial: serial.to_owned(),
+        ca_id: row.ca_id.to_owned(),
+        also_ca_ids: row.also_ca_ids.to_vec(),
+        fingerprint_sha256: row.fingerprint.to_owned(),
+        serial: row.serial.to_owned(),
     })
 }
 
@@ -183,12 +204,14 @@ fn locked_out(
             if row.not_after < today {
                 continue;
             }
-            let Some(device) = recorded(
-                &row.identity,
-                &row.ca_id,
-                &row.fingerprint_sha256,
-                &row.serial,
-            ) else {
+            let Some(device) = recorded(Recorded {
+                identity: &row.identity,
+                claims: &row.claims,
+                ca_id: &row.ca_id,
+                also_ca_ids: &row.also_ca_ids,
+                fingerprint: &row.fingerprint_sha256,
+                serial: &row.serial,
+            }) else {
                 continue;
             };
             if admits(now, &device) {

@@ -63,6 +63,8 @@ pub fn node_session(node_id: &str, session: u64, org: OrgId, info: SessionInfo) 
         org,
         client_id: info.client_id,
         identity: info.device.identity.to_string(),
+        claims: info.device.claims.iter().map(ToString::to_string).collect(),
+        also_ca_ids: info.device.also_ca_ids,
         ca_id: info.device.ca_id,
         fingerprint_sha256: info.device.fingerprint_sha256,
         serial: info.device.serial,

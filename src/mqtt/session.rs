@@ -207,6 +207,8 @@ where
         serial: device.serial,
         not_after: peer.not_after,
         at: time::OffsetDateTime::now_utc(),
+        claims: device.claims.iter().map(ToString::to_string).collect(),
+        also_ca_ids: device.also_ca_ids,
     });
     tracing::debug!(client_id = %session.client_id, org, resumed = peer.resumed, "session open");
     Ok(session)

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::filter::Where;
 use super::{
-    from_micros, parse_org_id, records, require_org, to_micros, Page, PageRequest, SqlStore,
+    from_micros, parse_org_id, records, require_org, to_micros, words, Page, PageRequest, SqlStore,
     StoreError,
 };
 use crate::identity::OrgId;
@@ -23,6 +23,10 @@ pub struct DeviceSeen {
     pub serial: String,
     pub not_after: OffsetDateTime,
     pub at: OffsetDateTime,
+    /// Every identity its certificate claims.
+    pub claims: Vec<String>,
+    /// The other active CAs that vouched for its chain.
+    pub also_ca_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +41,10 @@ pub struct DeviceRecord {
     pub last_seen: OffsetDateTime,
     /// The node that saw it last (DESIGN §12; empty for a sighting older than the column).
     pub node: String,
+    /// Every identity its certificate claims, and the other active CAs that vouched for its
+    /// chain, at its last sighting (empty for a sighting older than the columns).
+    pub claims: Vec<String>,
+    pub also_ca_ids: Vec<String>,
 }
 
 /// Filters of the device list; `None` does not filter.
@@ -51,7 +59,8 @@ pub struct DeviceFilter {
 }
 
 const COLUMNS: &str =
-    "org, identity, fingerprint_sha256, ca_id, serial, not_after, first_seen, last_seen, node";
+    "org, identity, fingerprint_sha256, ca_id, serial, not_after, first_seen, last_seen, node, \
+     claims, also_ca_ids";
 
 /// A row before its times and org are converted.
 struct DeviceRow {
@@ -64,6 +73,8 @@ struct DeviceRow {
     first_seen: i64,
     last_seen: i64,
     node: String,
+    claims: String,
+    also_ca_ids: String,
 }
 
 impl DeviceRow {
@@ -78,6 +89,8 @@ impl DeviceRow {
             first_seen: row.get(6)?,
             last_seen: row.get(7)?,
             node: row.get(8)?,
+            claims: row.get(9)?,
+            also_ca_ids: row.get(10)?,
         })
     }
 
@@ -92,6 +105,8 @@ impl DeviceRow {
             first_seen: from_micros(self.first_seen)?,
             last_seen: from_micros(self.last_seen)?,
             node: self.node,
+            claims: words(&self.claims),
+            also_ca_ids: words(&self.also_ca_ids),
         })
     }
 }
@@ -114,15 +129,16 @@ impl DeviceStore for SqlStore {
         for s in seen {
             tx.execute(
                 "INSERT INTO devices (org, identity, fingerprint_sha256, ca_id, serial, not_after,
-                     first_seen, last_seen, node)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8
+                     first_seen, last_seen, node, claims, also_ca_ids)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10
                  WHERE EXISTS (SELECT 1 FROM orgs WHERE id = ?1)
                  ON CONFLICT (org, identity, fingerprint_sha256) DO UPDATE
                  SET last_seen = CASE WHEN devices.last_seen > excluded.last_seen
                      THEN devices.last_seen ELSE excluded.last_seen END,
                      node = CASE WHEN devices.last_seen > excluded.last_seen
                      THEN devices.node ELSE excluded.node END,
-                     ca_id = excluded.ca_id",
+                     ca_id = excluded.ca_id, claims = excluded.claims,
+                     also_ca_ids = excluded.also_ca_ids",
                 params![
                     s.org.as_str(),
                     s.identity,
@@ -132,6 +148,8 @@ impl DeviceStore for SqlStore {
                     to_micros(s.not_after),
                     to_micros(s.at),
                     node_id,
+                    s.claims.join(" "),
+                    s.also_ca_ids.join(" "),
                 ],
             )?;
         }

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::filter::Where;
 use super::sql::{params, Row, Sql, SqlExt, Value};
 use super::{
-    from_micros, parse_org_id, to_micros, DbError, LiveSessionStore, PageRequest, SqlStore,
+    from_micros, parse_org_id, to_micros, words, DbError, LiveSessionStore, PageRequest, SqlStore,
     StoreError,
 };
 use crate::identity::OrgId;
@@ -31,10 +31,14 @@ pub struct NodeSession {
     pub protocol: u8,
     pub peer: Option<String>,
     pub connected_at: OffsetDateTime,
+    /// Every identity its certificate claims (empty: not recorded, a row of an older node).
+    pub claims: Vec<String>,
+    /// The other active CAs that vouched for its chain when it connected.
+    pub also_ca_ids: Vec<String>,
 }
 
 const COLUMNS: &str = "node_id, session, org, client_id, identity, ca_id, fingerprint_sha256, \
-                       serial, protocol, peer, connected_at";
+                       serial, protocol, peer, connected_at, claims, also_ca_ids";
 
 /// A row before its time and org are converted.
 struct SessionRow {
@@ -49,6 +53,8 @@ struct SessionRow {
     protocol: u8,
     peer: Option<String>,
     connected_at: i64,
+    claims: String,
+    also_ca_ids: String,
 }
 
 impl SessionRow {
@@ -65,6 +71,8 @@ impl SessionRow {
             protocol: u8::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
             peer: row.get(9)?,
             connected_at: row.get(10)?,
+            claims: row.get(11)?,
+            also_ca_ids: row.get(12)?,
         })
     }
 
@@ -81,23 +89,25 @@ impl SessionRow {
             protocol: self.protocol,
             peer: self.peer,
             connected_at: from_micros(self.connected_at)?,
+            claims: words(&self.claims),
+            also_ca_ids: words(&self.also_ca_ids),
         })
     }
 }
 
-/// Rows written in one statement (11 parameters each, well inside both engines' limits).
+/// Rows written in one statement (13 parameters each, well inside both engines' limits).
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Adds `sessions` (one already there is left as it is), a few hundred per statement.
 fn insert(tx: &dyn Sql, sessions: &[NodeSession]) -> Result<(), DbError> {
     for chunk in sessions.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len());
-        let mut args = Vec::with_capacity(chunk.len() * 11);
+        let mut args = Vec::with_capacity(chunk.len() * 13);
         for s in chunk {
             let n = args.len();
             values.push(format!(
                 "({})",
-                (1..=11)
+                (1..=13)
                     .map(|i| format!("?{}", n + i))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -113,7 +123,9 @@ fn insert(tx: &dyn Sql, sessions: &[NodeSession]) -> Result<(), DbError> {
                 s.serial,
                 s.protocol,
                 s.peer,
-                to_micros(s.connected_at)
+                to_micros(s.connected_at),
+                s.claims.join(" "),
+                s.also_ca_ids.join(" ")
             ]);
         }
         tx.execute(

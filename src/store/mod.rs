@@ -537,6 +537,11 @@ fn topic_policy_from_sql(s: &str) -> Result<TopicPolicy, StoreError> {
     }
 }
 
+/// A space-separated list column (identities, CA ids) as its words.
+fn words(list: &str) -> Vec<String> {
+    list.split_whitespace().map(str::to_owned).collect()
+}
+
 fn parse_org_id(s: &str) -> Result<OrgId, StoreError> {
     OrgId::parse(s).map_err(|_| StoreError::Corrupt(format!("invalid org id {s:?}")))
 }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_grant_holds.sql")),
     (5, include_str!("migrations/0005_leader.sql")),
     (6, include_str!("migrations/0006_live_sessions.sql")),
+    (7, include_str!("migrations/0007_device_claims.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_grant_holds.sql")),
     (12, include_str!("migrations/0012_leader.sql")),
     (13, include_str!("migrations/0013_live_sessions.sql")),
+    (14, include_str!("migrations/0014_device_claims.sql")),
 ];
 
 /// The newest schema version this build knows (the tests check it was reached).

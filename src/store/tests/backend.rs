@@ -373,6 +373,8 @@ fn node_session(
         protocol: 5,
         peer: Some("127.0.0.1:50000".into()),
         connected_at,
+        claims: vec!["d:sensor:dev1".into(), "a:dash".into()],
+        also_ca_ids: vec!["ca-0".into()],
     }
 }
 
