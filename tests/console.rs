@@ -27,6 +27,9 @@ use common::*;
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 const IMG_PROBE: &str = r#"<img src=x onerror="window.__xss=1">"#;
 const SCRIPT_PROBE: &str = "<script>window.__xss=2</script>";
+/// The CA certificates section is shown (a list, or the sentence saying there is none).
+const CAS_SHOWN: &str =
+    "!!document.getElementById('ca-list') || !!document.querySelector('#cas p')";
 /// Starting chromium on a busy 2-core machine can take a while.
 const BROWSER_START: Duration = Duration::from_secs(60);
 
@@ -173,15 +176,29 @@ impl Browser {
             .await;
     }
 
-    /// Opens the page of `org` from the org list.
+    /// Opens the page of `org` from the org list: its overview.
     async fn open_org(&self, org: &str) {
         self.until("!!document.getElementById('orgs')").await;
         self.click(&format!(
             "//table[@id='orgs']//a[normalize-space(.)='{org}']"
         ))
         .await;
-        self.until("!!document.getElementById('ca-list') || !!document.querySelector('#cas p')")
+        self.until("!!document.getElementById('overview-grants')")
             .await;
+    }
+
+    /// Opens the section titled `title` from the org page's tabs, and waits until `ready` (an
+    /// expression) is true in it.
+    async fn section(&self, title: &str, ready: &str) {
+        self.click(&format!(
+            "//nav[@id='sections']//a[normalize-space(.)='{title}']"
+        ))
+        .await;
+        self.until(&format!(
+            "document.querySelector('#sections a[aria-current=page]').textContent === '{title}' \
+             && ({ready})"
+        ))
+        .await;
     }
 
     /// With `CONSOLE_SCREENSHOTS=docs`, saves the page as `docs/console-<name>.png`, in a
@@ -247,6 +264,10 @@ async fn the_console_is_served_with_its_security_headers_and_no_inline_script() 
         ("app.js", "text/javascript; charset=utf-8"),
         ("api.js", "text/javascript; charset=utf-8"),
         ("dom.js", "text/javascript; charset=utf-8"),
+        ("ui.js", "text/javascript; charset=utf-8"),
+        ("pages/overview.js", "text/javascript; charset=utf-8"),
+        ("pages/cas.js", "text/javascript; charset=utf-8"),
+        ("pages/sessions.js", "text/javascript; charset=utf-8"),
         ("style.css", "text/css; charset=utf-8"),
     ] {
         let response = get(&server, &format!("/console/{file}")).await;
@@ -367,6 +388,7 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         .await;
     assert_eq!(rows, 1);
     browser.open_org("acme").await;
+    browser.section("CA certificates", CAS_SHOWN).await;
 
     // Upload through the file input, with a description that is markup.
     let description = step(browser.client.find(Locator::Id("ca-description")))
@@ -403,6 +425,9 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
     );
 
     // A device connects under it: the live list shows it (the event stream refreshes it).
+    browser
+        .section("Live sessions", "!!document.querySelector('#sessions p')")
+        .await;
     let cert = ca.client("d:sensor:dev1", &[]);
     let closed = server.live_device(&cert, "dev1").await;
     let registered = eventually(Duration::from_secs(10), || async {
@@ -416,6 +441,7 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         .await;
 
     // Deactivating shows its dry run first, and changes nothing until confirmed.
+    browser.section("CA certificates", CAS_SHOWN).await;
     browser
         .click("//table[@id='ca-list']//button[normalize-space(.)='Deactivate']")
         .await;
@@ -448,8 +474,9 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         )
         .await;
     browser
-        .until("!document.getElementById('session-list')")
+        .section("Live sessions", "!document.getElementById('session-list')")
         .await;
+    browser.section("CA certificates", CAS_SHOWN).await;
 
     // Activating breaks nothing: no dry run.
     browser
@@ -527,10 +554,10 @@ async fn a_viewer_is_offered_no_change_and_a_revoked_token_signs_out() {
     browser.sign_in(&server, &viewer).await;
     browser.open_org("acme").await;
     browser
-        .until("!!document.querySelector('#ca-list tbody tr')")
-        .await;
-    browser
-        .until("!!document.querySelector('#sessions p')")
+        .section(
+            "CA certificates",
+            "!!document.querySelector('#ca-list tbody tr')",
+        )
         .await;
     let offered = browser
         .eval(
