@@ -13,7 +13,12 @@ import { when } from "./ui.js";
 const SECTIONS = [
   { id: "overview", title: "Overview", module: () => import("./pages/overview.js"), may: "read" },
   { id: "cas", title: "CA certificates", module: () => import("./pages/cas.js"), may: "read" },
+  { id: "devices", title: "Devices", module: () => import("./pages/devices.js"), may: "read" },
   { id: "sessions", title: "Live sessions", module: () => import("./pages/sessions.js"), may: "read" },
+  { id: "events", title: "Events", module: () => import("./pages/events.js"), may: "read" },
+  { id: "refusals", title: "Refusals", module: () => import("./pages/refusals.js"), may: "read" },
+  { id: "blocklist", title: "Blocklist and CRLs", module: () => import("./pages/blocklist.js"), may: "read" },
+  { id: "audit", title: "Audit log", module: () => import("./pages/audit.js"), may: "read" },
 ];
 
 const app = document.getElementById("app");

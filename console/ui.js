@@ -1,8 +1,8 @@
 // Helpers the console's pages share: counts and times as people read them, the names a dry run
 // lists, and the dry-run box every destructive change goes through.
 
-import { call } from "./api.js";
-import { el, replace } from "./dom.js";
+import { ApiError, call, follow } from "./api.js";
+import { el, replace, row, table } from "./dom.js";
 
 /** `1 session`, `2 sessions`. */
 export function plural(n, one, many = `${one}s`) {
@@ -84,4 +84,80 @@ export async function dryRunFirst(ctx, box, change) {
       ),
     ),
   );
+}
+/**
+ * Asks in `box` before a change that has no dry run: `question`, what it would do (`would`), then
+ * `confirm` (calls `make`) or Cancel.
+ */
+export function confirmFirst(box, question, would, confirm, make) {
+  replace(
+    box,
+    el(
+      "div",
+      { class: "confirm", role: "dialog", "aria-labelledby": "confirm-title" },
+      el("h3", { id: "confirm-title" }, question),
+      el("p", { id: "would-close" }, would),
+      el(
+        "div",
+        { class: "actions" },
+        el(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            onclick: async () => {
+              replace(box);
+              await make();
+            },
+          },
+          confirm,
+        ),
+        el("button", { type: "button", onclick: () => replace(box) }, "Cancel"),
+      ),
+    ),
+  );
+}
+
+/**
+ * Shows in `holder` the list at `path` a page of `size` at a time, a "Show more" button below
+ * while there is more; `empty` is said when there is nothing.
+ */
+export async function paged(ctx, holder, path, columns, attrs, empty, size = 50) {
+  const body = el("tbody");
+  const more = el("button", { type: "button", class: "more" }, "Show more");
+  const sep = path.includes("?") ? "&" : "?";
+  let cursor = null;
+  const load = async () => {
+    const after = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    const page = await call("GET", `${path}${sep}limit=${size}${after}`);
+    body.append(...page.items.map((item) => row(columns, item)));
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    return page.items.length;
+  };
+  more.addEventListener("click", () => load().catch(ctx.failed));
+  const shown = await load();
+  replace(holder, shown ? [table(columns, [], attrs, body), more] : el("p", { class: "hint" }, empty));
+}
+
+/**
+ * Follows the org's event stream until the page is left: `on.event(kind, data)` for each event,
+ * `on.opened()` each time the server answered. A stream that ended (the server drops a reader
+ * that falls behind) is followed again after a pause, `on.resumed()` called for what it missed;
+ * a refused token ends it (`ctx.failed`: back to signing in).
+ */
+export async function followEvents(ctx, on) {
+  const ignore = () => {};
+  while (!ctx.signal.aborted) {
+    try {
+      await follow(ctx.org.id, ctx.signal, on.event, on.opened || ignore);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        if (!ctx.signal.aborted) ctx.failed(error);
+        return;
+      }
+    }
+    await new Promise((resume) => setTimeout(resume, 3000));
+    if (!ctx.signal.aborted) (on.resumed || ignore)();
+  }
 }

@@ -42,7 +42,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("ui.js", JS),
     asset!("pages/overview.js", JS),
     asset!("pages/cas.js", JS),
+    asset!("pages/devices.js", JS),
     asset!("pages/sessions.js", JS),
+    asset!("pages/events.js", JS),
+    asset!("pages/refusals.js", JS),
+    asset!("pages/blocklist.js", JS),
+    asset!("pages/audit.js", JS),
 ];
 
 /// `/console` (redirected to `/console/`, so that the page's relative paths resolve under it),
