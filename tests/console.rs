@@ -139,10 +139,13 @@ impl Browser {
         .unwrap()
     }
 
-    /// Waits until `expression` is true in the page.
+    /// Waits until `expression` is true in the page (one that throws, say on an element not
+    /// there yet, is not true yet).
     async fn until(&self, expression: &str) {
+        let guarded =
+            format!("(() => {{ try {{ return ({expression}); }} catch {{ return false; }} }})()");
         let met = eventually(STEP, || async {
-            self.eval(expression).await == Value::Bool(true)
+            self.eval(&guarded).await == Value::Bool(true)
         })
         .await;
         if !met {
@@ -493,7 +496,7 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
     let path = format!("/api/v1/orgs/acme/ca-certificates/{ca_id}");
     let (_, still) = server.api("GET", &path, None).await;
     assert_eq!(still["active"], true, "the dry run changed nothing");
-    browser.screenshot("org", 1400).await;
+    browser.screenshot("org", 900).await;
 
     browser
         .click("//button[normalize-space(.)='Confirm deactivation']")
@@ -507,7 +510,10 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         )
         .await;
     browser
-        .section("Live sessions", "!document.getElementById('session-list')")
+        .section(
+            "Live sessions",
+            "!!document.querySelector('#sessions p') && !document.getElementById('session-list')",
+        )
         .await;
     browser.section("CA certificates", CAS_SHOWN).await;
 
@@ -755,7 +761,7 @@ async fn the_overview_counts_sessions_refusals_expiring_certificates_and_grant_w
             format!("{} UTC", expires[..16].replace('T', " ")),
         ])
     );
-    browser.screenshot("overview", 900).await;
+    browser.screenshot("overview", 1000).await;
     browser.close().await;
 }
 
@@ -941,7 +947,7 @@ async fn refusals_are_listed_and_a_chain_is_explained() {
         .as_str()
         .unwrap()
         .starts_with("refused at CONNECT: "));
-    browser.screenshot("refusals", 1100).await;
+    browser.screenshot("refusals", 1150).await;
     browser.close().await;
 }
 
@@ -989,6 +995,7 @@ async fn an_operator_blocks_a_device_after_its_dry_run_unblocks_it_and_reads_the
         .await
         .is_empty());
     browser.type_into("block-reason", BLOCK_PROBE).await;
+    browser.screenshot("devices", 900).await;
     browser
         .click("//button[normalize-space(.)='Confirm block']")
         .await;

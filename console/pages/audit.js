@@ -26,7 +26,7 @@ export async function render(ctx) {
       ["Time", (a) => when(a.at)],
       ["Who", (a) => a.actor],
       ["Role", (a) => a.actor_role],
-      ["Action", (a) => a.action],
+      ["Action", (a) => el("span", { class: "code" }, a.action)],
       ["Target", (a) => a.target || ""],
       ["Reason", (a) => a.reason || ""],
     ],

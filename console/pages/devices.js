@@ -28,7 +28,7 @@ export async function render(ctx) {
 
 function columns(ctx, subjects, confirm, refresh) {
   const list = [
-    ["Identity", (d) => d.identity],
+    ["Identity", (d) => el("span", { class: "code" }, d.identity)],
     ["CA", (d) => subjects.get(d.ca_id) || d.ca_id],
     ["Serial", (d) => el("span", { class: "mono" }, d.serial)],
     ["Not after", (d) => when(d.not_after)],

@@ -11,8 +11,8 @@ const COLUMNS = [
   ["Event", (e) => el("span", { class: `pill ${e.kind}` }, e.kind)],
   ["Client id", (e) => e.client_id || ""],
   ["Identity", (e) => e.identity || ""],
-  ["Reason", (e) => e.reason || ""],
-  ["Peer", (e) => e.peer || ""],
+  ["Reason", (e) => el("span", { class: "code" }, e.reason || "")],
+  ["Peer", (e) => el("span", { class: "code" }, e.peer || "")],
 ];
 
 export async function render(ctx) {

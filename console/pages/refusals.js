@@ -34,12 +34,12 @@ async function showRefusals(ctx, list) {
       ? table(
           [
             ["Time", (r) => when(r.at)],
-            ["Reason", (r) => r.reason || ""],
-            ["Stage", (r) => r.stage || ""],
+            ["Reason", (r) => el("span", { class: "code" }, r.reason || "")],
+            ["Stage", (r) => el("span", { class: "code" }, r.stage || "")],
             ["Identity", (r) => r.identity || ""],
             ["Fingerprint", (r) => el("span", { class: "mono" }, r.fingerprint_sha256 || "")],
             ["SNI", (r) => r.sni || ""],
-            ["Peer", (r) => r.peer || ""],
+            ["Peer", (r) => el("span", { class: "code" }, r.peer || "")],
             ["Node", (r) => r.node],
           ],
           refusals.items,
