@@ -9,6 +9,12 @@ import { when } from "./ui.js";
 /**
  * An org's sections, in the order of its tabs: `id` (in the route), `title`, `module` (its
  * `render(ctx)`), `may` (the `/whoami` entry needed to see it). The first is the default.
+ *
+ * `render(ctx)` fills `ctx.container` and may throw (shown by the app); ctx: `org` (the API's
+ * org), `base` (its API path, `/orgs/<id>`), `me` (`/whoami`, with `may`), `container`,
+ * `signal` (aborts when the page is left: streams and timers stop with it), `show(message,
+ * kind)` (kind "error" or "done"), `failed(error)` (an API error shown; a refused token signs
+ * out).
  */
 const SECTIONS = [
   { id: "overview", title: "Overview", module: () => import("./pages/overview.js"), may: "read" },
@@ -170,12 +176,7 @@ async function orgPage(id, wanted, mine) {
   if (mine !== generation) return;
   const visible = SECTIONS.filter((s) => me.may.includes(s.may));
   const section = visible.find((s) => s.id === (wanted || "overview"));
-  if (!section) {
-    replace(app);
-    show(`No section "${wanted}" here.`);
-    return;
-  }
-  const container = el("div", { id: `section-${section.id}`, class: "section" });
+  const container = el("div", { id: `section-${section ? section.id : "unknown"}` });
   replace(
     app,
     el(
@@ -202,6 +203,10 @@ async function orgPage(id, wanted, mine) {
     ),
     container,
   );
+  if (!section) {
+    show(`No section "${wanted}" here.`);
+    return;
+  }
   const page = await section.module();
   if (mine !== generation) return;
   await page.render({

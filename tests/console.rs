@@ -640,6 +640,19 @@ async fn a_viewer_is_offered_no_change_and_a_revoked_token_signs_out() {
         browser.section(title, ready).await;
         assert_eq!(browser.buttons().await, json!([]), "{title}");
     }
+    // A section that does not exist is said so.
+    browser
+        .eval("(location.hash = '#/orgs/acme/nosuch', true)")
+        .await;
+    browser
+        .until("document.getElementById('status').textContent === 'No section \"nosuch\" here.'")
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sections a[aria-current]').length")
+            .await,
+        0
+    );
 
     // Its token revoked, the next call is refused: back to signing in, the token forgotten.
     let (status, _) = server
