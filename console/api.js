@@ -82,14 +82,20 @@ export async function all(path) {
 
 /**
  * Follows the org's event stream (Server-Sent Events) with the token in a header, which
- * EventSource cannot send: calls `onEvent(kind)` for each event until `signal` aborts.
+ * EventSource cannot send: calls `opened()` once the server answered, then `onEvent(kind, data)`
+ * for each event (`data` its JSON, null when it is not JSON) until `signal` aborts or the stream
+ * ends. Throws ApiError when the stream is refused.
  */
-export async function follow(org, signal, onEvent) {
+export async function follow(org, signal, onEvent, opened = () => {}) {
   const response = await fetch(`/api/v1/orgs/${encodeURIComponent(org)}/events`, {
     headers: { Authorization: `Bearer ${token()}`, Accept: "text/event-stream" },
     signal,
   });
-  if (!response.ok || !response.body) return;
+  if (!response.ok) {
+    throw new ApiError(response.status, `http_${response.status}`, "The event stream was refused.");
+  }
+  if (!response.body) return;
+  opened();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";
   for (;;) {
@@ -98,10 +104,21 @@ export async function follow(org, signal, onEvent) {
     buffered += value;
     let end;
     while ((end = buffered.indexOf("\n\n")) >= 0) {
-      const block = buffered.slice(0, end);
+      const lines = buffered.slice(0, end).split("\n");
       buffered = buffered.slice(end + 2);
-      const kind = block.split("\n").find((line) => line.startsWith("event:"));
-      if (kind) onEvent(kind.slice("event:".length).trim());
+      const field = (name) =>
+        lines
+          .filter((line) => line.startsWith(`${name}:`))
+          .map((line) => line.slice(name.length + 1).replace(/^ /, ""));
+      const [kind] = field("event");
+      if (!kind) continue;
+      let data = null;
+      try {
+        data = JSON.parse(field("data").join("\n"));
+      } catch {
+        data = null;
+      }
+      onEvent(kind, data);
     }
   }
 }

@@ -1,10 +1,31 @@
 // The Portcullis web console (DESIGN §13): sign in with a token, the organisations, and for one
-// organisation its CA certificates (upload, deactivate, delete, each destructive change shown as
-// its dry run first) and its live sessions. What the caller's role may not do is not offered:
-// `GET /api/v1/whoami` says what it may.
+// organisation its sections (`#/orgs/<id>/<section>`, each a module of `pages/`). What the
+// caller's role may not do is not offered: `GET /api/v1/whoami` says what it may.
 
-import { ApiError, all, call, follow, forgetToken, keepToken, token } from "./api.js";
+import { ApiError, all, call, forgetToken, keepToken, token } from "./api.js";
 import { el, replace, table } from "./dom.js";
+import { when } from "./ui.js";
+
+/**
+ * An org's sections, in the order of its tabs: `id` (in the route), `title`, `module` (its
+ * `render(ctx)`), `may` (the `/whoami` entry needed to see it). The first is the default.
+ *
+ * `render(ctx)` fills `ctx.container` and may throw (shown by the app); ctx: `org` (the API's
+ * org), `base` (its API path, `/orgs/<id>`), `me` (`/whoami`, with `may`), `container`,
+ * `signal` (aborts when the page is left: streams and timers stop with it), `show(message,
+ * kind)` (kind "error" or "done"), `failed(error)` (an API error shown; a refused token signs
+ * out).
+ */
+const SECTIONS = [
+  { id: "overview", title: "Overview", module: () => import("./pages/overview.js"), may: "read" },
+  { id: "cas", title: "CA certificates", module: () => import("./pages/cas.js"), may: "read" },
+  { id: "devices", title: "Devices", module: () => import("./pages/devices.js"), may: "read" },
+  { id: "sessions", title: "Live sessions", module: () => import("./pages/sessions.js"), may: "read" },
+  { id: "events", title: "Events", module: () => import("./pages/events.js"), may: "read" },
+  { id: "refusals", title: "Refusals", module: () => import("./pages/refusals.js"), may: "read" },
+  { id: "blocklist", title: "Blocklist and CRLs", module: () => import("./pages/blocklist.js"), may: "read" },
+  { id: "audit", title: "Audit log", module: () => import("./pages/audit.js"), may: "read" },
+];
 
 const app = document.getElementById("app");
 const status = document.getElementById("status");
@@ -31,16 +52,6 @@ function clearStatus() {
   status.textContent = "";
 }
 
-function plural(n, one, many = `${one}s`) {
-  return `${n} ${n === 1 ? one : many}`;
-}
-
-/** An RFC 3339 time as `2026-12-06 11:40 UTC`. */
-function when(time) {
-  if (!time) return "";
-  return time.endsWith("Z") ? `${time.slice(0, 16).replace("T", " ")} UTC` : time;
-}
-
 function go(hash) {
   if (location.hash === hash) render();
   else location.hash = hash;
@@ -58,8 +69,8 @@ async function render() {
     if (!me) me = await call("GET", "/whoami");
     if (mine !== generation) return;
     header();
-    const org = location.hash.match(/^#\/orgs\/([^/]+)$/);
-    if (org) await orgPage(decodeURIComponent(org[1]), mine);
+    const org = location.hash.match(/^#\/orgs\/([^/]+)(?:\/([a-z-]+))?$/);
+    if (org) await orgPage(decodeURIComponent(org[1]), org[2], mine);
     else await orgsPage(mine);
   } catch (error) {
     failed(error);
@@ -160,24 +171,12 @@ async function orgsPage(mine) {
   );
 }
 
-async function orgPage(id, mine) {
+async function orgPage(id, wanted, mine) {
   const org = await call("GET", `/orgs/${enc(id)}`);
   if (mine !== generation) return;
-  const manage = me.may.includes("manage");
-  const base = `/orgs/${enc(org.id)}`;
-  const cas = el("section", { class: "card", id: "cas" }, el("h2", {}, "CA certificates"));
-  const sessions = el("section", { class: "card", id: "sessions" }, el("h2", {}, "Live sessions"));
-  const page = {
-    base,
-    manage,
-    cas,
-    sessions,
-    subjects: new Map(),
-    refresh: async () => {
-      await showCas(page);
-      await showSessions(page);
-    },
-  };
+  const visible = SECTIONS.filter((s) => me.may.includes(s.may));
+  const section = visible.find((s) => s.id === (wanted || "overview"));
+  const container = el("div", { id: `section-${section ? section.id : "unknown"}` });
   replace(
     app,
     el(
@@ -188,257 +187,37 @@ async function orgPage(id, mine) {
       el("span", {}, org.id),
     ),
     el("h1", { id: "org-name" }, org.name),
-    cas,
-    manage ? uploadCard(page) : null,
-    sessions,
-  );
-  await page.refresh();
-  followSessions(org.id, page, leave.signal);
-}
-
-/**
- * Refreshes the live sessions on each connect and disconnect of the org's event stream, until
- * `signal` aborts (another page shown); a stream that ended (the server drops a reader that falls
- * behind) is followed again after a pause, the list refreshed for what it missed.
- */
-async function followSessions(org, page, signal) {
-  let pending = null;
-  const refresh = () => {
-    // A burst of events is one refresh.
-    clearTimeout(pending);
-    pending = setTimeout(() => {
-      if (!signal.aborted) showSessions(page).catch(failed);
-    }, 200);
-  };
-  while (!signal.aborted) {
-    await follow(org, signal, (kind) => {
-      if (kind === "connect" || kind === "disconnect") refresh();
-    }).catch(() => {});
-    await new Promise((resume) => setTimeout(resume, 3000));
-    if (!signal.aborted) refresh();
-  }
-}
-
-function uploadCard(page) {
-  let picked = null;
-  const chosen = el("p", { class: "hint", id: "ca-chosen" });
-  const file = el("input", {
-    id: "ca-file",
-    type: "file",
-    accept: ".pem,.crt,.cer,.der,application/x-pem-file,application/pkix-cert",
-  });
-  const description = el("input", { id: "ca-description", type: "text", maxlength: 1000 });
-  const pick = (f) => {
-    picked = f || null;
-    chosen.textContent = picked ? `Chosen: ${picked.name}` : "";
-  };
-  file.addEventListener("change", () => pick(file.files[0]));
-  const drop = el(
-    "div",
-    { class: "drop", id: "ca-drop" },
-    el("p", {}, "Drop a CA certificate (PEM or DER) here, or choose its file."),
-    el("label", { for: "ca-file" }, "CA certificate file"),
-    file,
-    chosen,
-  );
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    pick(event.dataTransfer.files[0]);
-  });
-  return el(
-    "form",
-    {
-      class: "card",
-      id: "upload",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        if (!picked) {
-          show("Choose or drop a certificate file first.");
-          return;
-        }
-        const bytes = new Uint8Array(await picked.arrayBuffer());
-        const pem = new TextDecoder().decode(bytes.slice(0, 64)).includes("-----BEGIN");
-        try {
-          const ca = await call(
-            "POST",
-            `${page.base}/ca-certificates?description=${enc(description.value)}`,
-            { raw: bytes, type: pem ? "application/x-pem-file" : "application/pkix-cert" },
-          );
-          show(`Uploaded ${ca.subject}.`, "done");
-          file.value = "";
-          description.value = "";
-          pick(null);
-          await showCas(page);
-        } catch (error) {
-          failed(error);
-        }
-      },
-    },
-    el("h2", {}, "Upload a CA certificate"),
-    drop,
-    el("label", { for: "ca-description" }, "Description"),
-    description,
-    el("button", { type: "submit", class: "primary" }, "Upload"),
-  );
-}
-
-async function showCas(page) {
-  const cas = await all(`${page.base}/ca-certificates`);
-  page.subjects = new Map(cas.map((ca) => [ca.id, ca.subject]));
-  const columns = [
-    ["Subject", (ca) => ca.subject],
-    ["Description", (ca) => ca.description],
-    [
-      "Active",
-      (ca) => el("span", { class: ca.active ? "pill on" : "pill off" }, ca.active ? "active" : "inactive"),
-    ],
-    ["Not after", (ca) => when(ca.not_after)],
-  ];
-  if (page.manage) columns.push(["", (ca) => caActions(page, ca)]);
-  replace(
-    page.cas,
-    el("h2", {}, "CA certificates"),
-    el("div", { id: "ca-confirm" }),
-    cas.length
-      ? table(columns, cas, { id: "ca-list" })
-      : el("p", { class: "hint" }, "No CA certificates yet: devices cannot connect."),
-  );
-}
-
-function caActions(page, ca) {
-  const path = `${page.base}/ca-certificates/${enc(ca.id)}`;
-  const activate = async () => {
-    try {
-      await call("PATCH", path, { active: true });
-      show(`Activated ${ca.subject}.`, "done");
-      await page.refresh();
-    } catch (error) {
-      failed(error);
-    }
-  };
-  return el(
-    "span",
-    { class: "actions" },
-    ca.active
-      ? el(
-          "button",
-          {
-            type: "button",
-            onclick: () =>
-              dryRunFirst(page, ca, {
-                title: "Deactivate",
-                confirm: "Confirm deactivation",
-                done: "Deactivated",
-                method: "PATCH",
-                path,
-                body: { active: false },
-              }),
-          },
-          "Deactivate",
-        )
-      : el("button", { type: "button", onclick: activate }, "Activate"),
     el(
-      "button",
-      {
-        type: "button",
-        class: "danger",
-        onclick: () =>
-          dryRunFirst(page, ca, {
-            title: "Delete",
-            confirm: "Confirm deletion",
-            done: "Deleted",
-            method: "DELETE",
-            path,
-          }),
-      },
-      "Delete",
-    ),
-  );
-}
-
-/** Shows what the change would close and lock out (its dry run), and makes it when confirmed. */
-async function dryRunFirst(page, ca, change) {
-  const box = page.cas.querySelector("#ca-confirm");
-  let would;
-  try {
-    would = await call(change.method, `${change.path}?dry_run=true`, change.body);
-  } catch (error) {
-    failed(error);
-    return;
-  }
-  const names = (list, total) =>
-    el(
-      "ul",
-      { class: "ids" },
-      list.map((name) => el("li", {}, name)),
-      total > list.length ? el("li", { class: "hint" }, `… and ${total - list.length} more`) : null,
-    );
-  const { sessions, client_ids } = would.would_close;
-  const { devices, identities } = would.would_refuse;
-  replace(
-    box,
-    el(
-      "div",
-      { class: "confirm", role: "dialog", "aria-labelledby": "confirm-title" },
-      el("h3", { id: "confirm-title" }, `${change.title} ${ca.subject}?`),
-      el("p", { id: "would-close" }, `Would close ${plural(sessions, "session")}.`),
-      sessions ? names(client_ids, sessions) : null,
-      el("p", { id: "would-refuse" }, `Would lock out ${plural(devices, "device")}.`),
-      devices ? names(identities, devices) : null,
-      el(
-        "div",
-        { class: "actions" },
+      "nav",
+      { class: "tabs", id: "sections", "aria-label": "Sections" },
+      visible.map((s) =>
         el(
-          "button",
+          "a",
           {
-            type: "button",
-            class: "danger",
-            onclick: async () => {
-              try {
-                await call(change.method, change.path, change.body);
-                show(`${change.done} ${ca.subject}.`, "done");
-                await page.refresh();
-              } catch (error) {
-                failed(error);
-              }
-            },
+            href: `#/orgs/${enc(org.id)}/${s.id}`,
+            "aria-current": s === section ? "page" : null,
           },
-          change.confirm,
+          s.title,
         ),
-        el("button", { type: "button", onclick: () => replace(box) }, "Cancel"),
       ),
     ),
+    container,
   );
-}
-
-async function showSessions(page) {
-  const sessions = await all(`${page.base}/sessions`);
-  replace(
-    page.sessions,
-    el("h2", {}, "Live sessions"),
-    el("p", { class: "hint" }, `${plural(sessions.length, "session")}, updated as devices come and go.`),
-    sessions.length
-      ? table(
-          [
-            ["Client id", (s) => s.client_id],
-            ["Identity", (s) => s.identity],
-            ["CA", (s) => page.subjects.get(s.ca_id) || s.ca_id],
-            ["MQTT", (s) => (s.protocol === 5 ? "5" : "3.1.1")],
-            ["Peer", (s) => s.peer || ""],
-            ["Connected", (s) => when(s.connected_at)],
-            ["Node", (s) => s.node],
-          ],
-          sessions,
-          { id: "session-list" },
-        )
-      : null,
-  );
+  if (!section) {
+    show(`No section "${wanted}" here.`);
+    return;
+  }
+  const page = await section.module();
+  if (mine !== generation) return;
+  await page.render({
+    org,
+    base: `/orgs/${enc(org.id)}`,
+    me,
+    container,
+    signal: leave.signal,
+    show,
+    failed,
+  });
 }
 
 signOut.addEventListener("click", () => {

@@ -34,16 +34,21 @@ export function replace(node, ...children) {
   append(node, children);
 }
 
-/** A table: `columns` are [heading, row => cell content]. */
-export function table(columns, rows, attrs = {}) {
+/** A table: `columns` are [heading, row => cell content]; `body` its tbody, when given. */
+export function table(columns, rows, attrs = {}, body = el("tbody")) {
+  append(
+    body,
+    rows.map((item) => row(columns, item)),
+  );
   return el(
     "table",
     attrs,
     el("thead", {}, el("tr", {}, columns.map(([heading]) => el("th", { scope: "col" }, heading)))),
-    el(
-      "tbody",
-      {},
-      rows.map((row) => el("tr", {}, columns.map(([, cell]) => el("td", {}, cell(row))))),
-    ),
+    body,
   );
+}
+
+/** One row of a table of `columns` (see `table`). */
+export function row(columns, item) {
+  return el("tr", {}, columns.map(([, cell]) => el("td", {}, cell(item))));
 }

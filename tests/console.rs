@@ -1,8 +1,11 @@
 //! The web console (`/console/`, DESIGN §13) in a real browser: Debian's headless chromium driven
 //! over WebDriver (chromedriver) against the real server, with real MQTT devices. Signing in keeps
-//! the token in the tab's sessionStorage only; CAs are uploaded through the file input and
-//! deactivated only after their dry run was shown; a viewer is offered no change; strings from the
-//! server are shown as text.
+//! the token in the tab's sessionStorage only; an org's sections (overview, CA certificates,
+//! devices, live sessions, events, refusals, blocklist and CRLs, audit log) show what the API
+//! says; CAs are uploaded through the file input, deactivated and deleted, and devices blocked,
+//! only after their dry run was shown, sessions disconnected after a confirmation, and the API
+//! checked for what changed; a viewer is offered no change; strings from the server are shown as
+//! text.
 //!
 //! `CONSOLE_SCREENSHOTS=docs` also saves the README's screenshots (`docs/console-*.png`).
 //!
@@ -21,12 +24,17 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use time::OffsetDateTime;
 
 use common::*;
 
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 const IMG_PROBE: &str = r#"<img src=x onerror="window.__xss=1">"#;
+const BLOCK_PROBE: &str = r#"<img src=x onerror="window.__xss=3">"#;
 const SCRIPT_PROBE: &str = "<script>window.__xss=2</script>";
+/// The CA certificates section is shown (a list, or the sentence saying there is none).
+const CAS_SHOWN: &str =
+    "!!document.getElementById('ca-list') || !!document.querySelector('#cas p')";
 /// Starting chromium on a busy 2-core machine can take a while.
 const BROWSER_START: Duration = Duration::from_secs(60);
 
@@ -131,10 +139,13 @@ impl Browser {
         .unwrap()
     }
 
-    /// Waits until `expression` is true in the page.
+    /// Waits until `expression` is true in the page (one that throws, say on an element not
+    /// there yet, is not true yet).
     async fn until(&self, expression: &str) {
+        let guarded =
+            format!("(() => {{ try {{ return ({expression}); }} catch {{ return false; }} }})()");
         let met = eventually(STEP, || async {
-            self.eval(expression).await == Value::Bool(true)
+            self.eval(&guarded).await == Value::Bool(true)
         })
         .await;
         if !met {
@@ -149,6 +160,29 @@ impl Browser {
         self.eval(&format!(
             "document.querySelector({css}) && document.querySelector({css}).textContent"
         ))
+        .await
+    }
+
+    /// The text of every element `css` finds.
+    async fn texts(&self, css: &str) -> Value {
+        let css = serde_json::to_string(css).unwrap();
+        self.eval(&format!(
+            "[...document.querySelectorAll({css})].map(e => e.textContent)"
+        ))
+        .await
+    }
+
+    /// Types `text` into the field with id `id`.
+    async fn type_into(&self, id: &str, text: &str) {
+        let field = step(self.client.find(Locator::Id(id))).await.unwrap();
+        step(field.send_keys(text)).await.unwrap();
+    }
+
+    /// The labels of the buttons shown in the page's main part.
+    async fn buttons(&self) -> Value {
+        self.eval(
+            "[...document.querySelectorAll('main button:not([hidden])')].map(b => b.textContent)",
+        )
         .await
     }
 
@@ -173,15 +207,29 @@ impl Browser {
             .await;
     }
 
-    /// Opens the page of `org` from the org list.
+    /// Opens the page of `org` from the org list: its overview.
     async fn open_org(&self, org: &str) {
         self.until("!!document.getElementById('orgs')").await;
         self.click(&format!(
             "//table[@id='orgs']//a[normalize-space(.)='{org}']"
         ))
         .await;
-        self.until("!!document.getElementById('ca-list') || !!document.querySelector('#cas p')")
+        self.until("!!document.getElementById('overview-grants')")
             .await;
+    }
+
+    /// Opens the section titled `title` from the org page's tabs, and waits until `ready` (an
+    /// expression) is true in it.
+    async fn section(&self, title: &str, ready: &str) {
+        self.click(&format!(
+            "//nav[@id='sections']//a[normalize-space(.)='{title}']"
+        ))
+        .await;
+        self.until(&format!(
+            "document.querySelector('#sections a[aria-current=page]').textContent === '{title}' \
+             && ({ready})"
+        ))
+        .await;
     }
 
     /// With `CONSOLE_SCREENSHOTS=docs`, saves the page as `docs/console-<name>.png`, in a
@@ -247,6 +295,15 @@ async fn the_console_is_served_with_its_security_headers_and_no_inline_script() 
         ("app.js", "text/javascript; charset=utf-8"),
         ("api.js", "text/javascript; charset=utf-8"),
         ("dom.js", "text/javascript; charset=utf-8"),
+        ("ui.js", "text/javascript; charset=utf-8"),
+        ("pages/overview.js", "text/javascript; charset=utf-8"),
+        ("pages/cas.js", "text/javascript; charset=utf-8"),
+        ("pages/devices.js", "text/javascript; charset=utf-8"),
+        ("pages/sessions.js", "text/javascript; charset=utf-8"),
+        ("pages/events.js", "text/javascript; charset=utf-8"),
+        ("pages/refusals.js", "text/javascript; charset=utf-8"),
+        ("pages/blocklist.js", "text/javascript; charset=utf-8"),
+        ("pages/audit.js", "text/javascript; charset=utf-8"),
         ("style.css", "text/css; charset=utf-8"),
     ] {
         let response = get(&server, &format!("/console/{file}")).await;
@@ -367,6 +424,7 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         .await;
     assert_eq!(rows, 1);
     browser.open_org("acme").await;
+    browser.section("CA certificates", CAS_SHOWN).await;
 
     // Upload through the file input, with a description that is markup.
     let description = step(browser.client.find(Locator::Id("ca-description")))
@@ -403,6 +461,9 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
     );
 
     // A device connects under it: the live list shows it (the event stream refreshes it).
+    browser
+        .section("Live sessions", "!!document.querySelector('#sessions p')")
+        .await;
     let cert = ca.client("d:sensor:dev1", &[]);
     let closed = server.live_device(&cert, "dev1").await;
     let registered = eventually(Duration::from_secs(10), || async {
@@ -416,6 +477,7 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         .await;
 
     // Deactivating shows its dry run first, and changes nothing until confirmed.
+    browser.section("CA certificates", CAS_SHOWN).await;
     browser
         .click("//table[@id='ca-list']//button[normalize-space(.)='Deactivate']")
         .await;
@@ -434,7 +496,7 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
     let path = format!("/api/v1/orgs/acme/ca-certificates/{ca_id}");
     let (_, still) = server.api("GET", &path, None).await;
     assert_eq!(still["active"], true, "the dry run changed nothing");
-    browser.screenshot("org", 1400).await;
+    browser.screenshot("org", 900).await;
 
     browser
         .click("//button[normalize-space(.)='Confirm deactivation']")
@@ -448,8 +510,12 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
         )
         .await;
     browser
-        .until("!document.getElementById('session-list')")
+        .section(
+            "Live sessions",
+            "!!document.querySelector('#sessions p') && !document.getElementById('session-list')",
+        )
         .await;
+    browser.section("CA certificates", CAS_SHOWN).await;
 
     // Activating breaks nothing: no dry run.
     browser
@@ -520,17 +586,29 @@ async fn an_operator_uploads_cas_and_changes_them_only_after_their_dry_run() {
 #[tokio::test]
 async fn a_viewer_is_offered_no_change_and_a_revoked_token_signs_out() {
     let server = TestServer::start().await;
-    let (_, _) = server.org_with_ca("acme").await;
+    let (ca, _) = server.org_with_ca("acme").await;
     let (viewer_id, viewer) = server.issue_token("acme", "watcher", "viewer").await;
+    let _dev1 = server
+        .live_device(&ca.client("d:sensor:dev1", &[]), "dev1")
+        .await;
+    registered(&server, 1).await;
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/orgs/acme/blocked-devices",
+            Some(json!({"identity": "d:sensor:lost", "reason": "stolen"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
     let browser = Browser::start().await;
 
     browser.sign_in(&server, &viewer).await;
     browser.open_org("acme").await;
     browser
-        .until("!!document.querySelector('#ca-list tbody tr')")
-        .await;
-    browser
-        .until("!!document.querySelector('#sessions p')")
+        .section(
+            "CA certificates",
+            "!!document.querySelector('#ca-list tbody tr')",
+        )
         .await;
     let offered = browser
         .eval(
@@ -543,6 +621,37 @@ async fn a_viewer_is_offered_no_change_and_a_revoked_token_signs_out() {
         offered,
         json!([false, 0, []]),
         "a viewer is offered nothing"
+    );
+    // Nor a disconnect, a block or an unblock: what it sees has no button.
+    for (title, ready) in [
+        (
+            "Devices",
+            "!!document.querySelector('#device-list tbody tr')",
+        ),
+        (
+            "Live sessions",
+            "!!document.querySelector('#session-list tbody tr')",
+        ),
+        (
+            "Blocklist and CRLs",
+            "!!document.querySelector('#block-list tbody tr')",
+        ),
+    ] {
+        browser.section(title, ready).await;
+        assert_eq!(browser.buttons().await, json!([]), "{title}");
+    }
+    // A section that does not exist is said so.
+    browser
+        .eval("(location.hash = '#/orgs/acme/nosuch', true)")
+        .await;
+    browser
+        .until("document.getElementById('status').textContent === 'No section \"nosuch\" here.'")
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#sections a[aria-current]').length")
+            .await,
+        0
     );
 
     // Its token revoked, the next call is refused: back to signing in, the token forgotten.
@@ -572,5 +681,427 @@ async fn a_viewer_is_offered_no_change_and_a_revoked_token_signs_out() {
         .as_str()
         .unwrap()
         .contains("refused"));
+    browser.close().await;
+}
+
+/// The SNI of org acme's devices.
+const ACME: &str = "acme.messaging.localhost";
+
+/// The items of an API list (one page).
+async fn items(server: &TestServer, path: &str) -> Vec<Value> {
+    let (status, body) = server.api("GET", path, None).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+/// Waits until the device registry (written behind) holds `n` devices of acme.
+async fn registered(server: &TestServer, n: usize) {
+    let done = eventually(Duration::from_secs(10), || async {
+        items(server, "/api/v1/orgs/acme/devices").await.len() == n
+    })
+    .await;
+    assert!(done, "the registry never held {n} devices");
+}
+
+#[tokio::test]
+async fn the_overview_counts_sessions_refusals_expiring_certificates_and_grant_warnings() {
+    let server = TestServer::start_with(|config| config.grants.max_uses = 10).await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    // Nine tokens signed: the signing key's grant turns to warning (90 % of its uses).
+    let (_, viewer) = server.issue_token("acme", "watcher", "viewer").await;
+    for n in 2..=9 {
+        server.issue_token("acme", &format!("t{n}"), "viewer").await;
+    }
+    let warned = items(&server, "/api/v1/orgs/acme/grants?status=warning").await;
+    assert_eq!(warned.len(), 1);
+
+    // Two devices live, one of them with a certificate that expires in 10 days; one refused.
+    let now = OffsetDateTime::now_utc();
+    let lasting = ca.client("d:sensor:dev1", &[]);
+    let _dev1 = server.live_device(&lasting, "dev1").await;
+    let soon = ca.client_valid(
+        "d:sensor:dev2",
+        &[],
+        now - time::Duration::days(1),
+        now + time::Duration::days(10),
+    );
+    let _dev2 = server.live_device(&soon, "dev2").await;
+    let bridge = server.bridge(ACME, &lasting).await;
+    mqtt::refused_v4(mqtt::v4_options(bridge, "d:acme:sensor:dev3")).await;
+    registered(&server, 2).await;
+    let refusals = items(&server, "/api/v1/orgs/acme/refusals").await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let (_, expiring) = server
+        .api("GET", "/api/v1/orgs/acme/expiring?within_days=30", None)
+        .await;
+    let expiring: Vec<_> = expiring["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!([e["kind"], e["name"]]))
+        .collect();
+    assert!(
+        expiring.contains(&json!(["device", "d:sensor:dev2"])),
+        "{expiring:?}"
+    );
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &viewer).await;
+    browser.open_org("acme").await;
+    assert_eq!(browser.text("#overview-sessions .figure").await, "2");
+    assert_eq!(browser.text("#overview-refusals .figure").await, "1");
+    assert_eq!(
+        browser.texts("#refusal-reasons tbody td").await,
+        json!([refusals[0]["reason"], "1"])
+    );
+    let shown = browser
+        .eval(
+            "[...document.querySelectorAll('#expiring-list tbody tr')]\
+             .map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])",
+        )
+        .await;
+    assert_eq!(shown, json!(expiring), "the API's expiring certificates");
+    let expires = warned[0]["expires_at"].as_str().unwrap();
+    assert_eq!(
+        browser.texts("#grant-warnings tbody td").await,
+        json!([
+            "warning",
+            format!(
+                "signing_certificate {}",
+                warned[0]["holder_id"].as_str().unwrap()
+            ),
+            "9 of 10",
+            format!("{} UTC", expires[..16].replace('T', " ")),
+        ])
+    );
+    browser.screenshot("overview", 1000).await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_operator_disconnects_a_session_after_confirming_and_the_device_is_gone() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let closed = server
+        .live_device(&ca.client("d:sensor:dev1", &[]), "dev1")
+        .await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Live sessions", "!!document.getElementById('session-list')")
+        .await;
+
+    browser
+        .click("//table[@id='session-list']//button[normalize-space(.)='Disconnect']")
+        .await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#confirm-title").await,
+        "Disconnect d:acme:sensor:dev1?"
+    );
+    assert_eq!(
+        browser.text("#would-close").await,
+        "Would close the session d:acme:sensor:dev1 (the device may connect again)."
+    );
+    let live = items(&server, "/api/v1/orgs/acme/sessions").await;
+    assert_eq!(live.len(), 1, "asking changed nothing");
+
+    browser
+        .click("//button[normalize-space(.)='Confirm disconnect']")
+        .await;
+    assert!(
+        closes_within_a_second(closed).await,
+        "the device's connection is closed"
+    );
+    browser
+        .until("!document.getElementById('session-list')")
+        .await;
+    assert_eq!(
+        browser.text("#status").await,
+        "Disconnected d:acme:sensor:dev1."
+    );
+    assert!(items(&server, "/api/v1/orgs/acme/sessions")
+        .await
+        .is_empty());
+    let audit = items(&server, "/api/v1/orgs/acme/audit-events").await;
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (&last["action"], &last["actor"], &last["target"]),
+        (
+            &json!("session.disconnect"),
+            &json!("ops"),
+            &json!("d:acme:sensor:dev1")
+        )
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_is_listed_newest_first() {
+    let server = TestServer::start().await;
+    let (ca, _) = server.org_with_ca("acme").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &server.token).await;
+    browser.open_org("acme").await;
+    browser
+        .section(
+            "Events",
+            "document.getElementById('events-state').textContent === 'Live.'",
+        )
+        .await;
+
+    let cert = ca.client("d:sensor:dev1", &[]);
+    let closed = server.live_device(&cert, "dev1").await;
+    let bridge = server.bridge(ACME, &cert).await;
+    mqtt::refused_v4(mqtt::v4_options(bridge, "d:acme:sensor:dev9")).await;
+    let (status, _) = server
+        .api(
+            "DELETE",
+            "/api/v1/orgs/acme/sessions/d:acme:sensor:dev1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(step(closed).await.is_ok());
+
+    browser
+        .until("document.querySelectorAll('#event-list tbody tr').length === 3")
+        .await;
+    let rows = browser
+        .eval(
+            "[...document.querySelectorAll('#event-list tbody tr')]\
+             .map(tr => [...tr.cells].slice(1, 5).map(td => td.textContent))",
+        )
+        .await;
+    let refusal = &items(&server, "/api/v1/orgs/acme/refusals").await[0];
+    let column = |n: usize| json!([rows[0][n], rows[1][n], rows[2][n]]);
+    assert_eq!(
+        column(0),
+        json!(["disconnect", "refused", "connect"]),
+        "newest first"
+    );
+    assert_eq!(rows[0][1], "d:acme:sensor:dev1");
+    assert_eq!(rows[2][1], "d:acme:sensor:dev1");
+    assert_eq!(rows[2][2], "d:sensor:dev1");
+    assert_eq!(rows[1][3], refusal["reason"], "the refusal's reason");
+    assert_eq!(
+        browser
+            .eval("document.getElementById('events-waiting').hidden")
+            .await,
+        true
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn refusals_are_listed_and_a_chain_is_explained() {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let cert = ca.client("d:sensor:dev1", &[]);
+    let bridge = server.bridge(ACME, &cert).await;
+    mqtt::refused_v4(mqtt::v4_options(bridge, "d:acme:sensor:other")).await;
+    let refusals = items(&server, "/api/v1/orgs/acme/refusals").await;
+    assert_eq!(refusals.len(), 1);
+    let refusal = &refusals[0];
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &server.token).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Refusals", "!!document.getElementById('refusal-list')")
+        .await;
+    let cells = browser.texts("#refusal-list tbody td").await;
+    let text = |key: &str| refusal[key].as_str().unwrap_or("").to_owned();
+    assert_eq!(
+        cells.as_array().unwrap()[1..7],
+        [
+            json!(text("reason")),
+            json!(text("stage")),
+            json!(text("identity")),
+            json!(text("fingerprint_sha256")),
+            json!(text("sni")),
+            json!(text("peer")),
+        ]
+    );
+    assert_eq!(text("stage"), "connect");
+    assert_eq!(text("sni"), ACME);
+
+    // Its chain, explained: accepted as itself, refused under another client id.
+    browser.type_into("explain-chain", &cert.chain_pem()).await;
+    browser
+        .click("//button[normalize-space(.)='Explain']")
+        .await;
+    browser
+        .until("!!document.querySelector('#explanation dl')")
+        .await;
+    let verdict = browser.texts("#explanation dd").await;
+    assert_eq!(verdict[0], "accepted");
+    assert_eq!(
+        verdict[1],
+        format!("accepted: the chain verifies to CA {ca_id}; the device may connect as d:acme:sensor:dev1")
+    );
+    browser
+        .type_into("explain-client-id", "d:acme:sensor:other")
+        .await;
+    browser
+        .click("//button[normalize-space(.)='Explain']")
+        .await;
+    browser
+        .until("document.querySelector('#explanation dd').textContent === 'refused'")
+        .await;
+    let verdict = browser.texts("#explanation dd").await;
+    assert_eq!(verdict[1], "connect");
+    assert_eq!(verdict[2], refusal["reason"], "the refusal's reason");
+    assert!(verdict[3]
+        .as_str()
+        .unwrap()
+        .starts_with("refused at CONNECT: "));
+    browser.screenshot("refusals", 1150).await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_operator_blocks_a_device_after_its_dry_run_unblocks_it_and_reads_the_audit_log() {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let cert = ca.client("d:sensor:dev1", &[]);
+    let closed = server.live_device(&cert, "dev1").await;
+    registered(&server, 1).await;
+    let now = OffsetDateTime::now_utc();
+    let crl = ca.crl(
+        &[],
+        now - time::Duration::hours(1),
+        now + time::Duration::days(7),
+    );
+    assert_eq!(server.put_crl(&ca_id, &crl).await.0, 200);
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Devices", "!!document.getElementById('device-list')")
+        .await;
+    assert_eq!(
+        browser.texts("#device-list tbody td:first-child").await,
+        json!(["d:sensor:dev1"])
+    );
+
+    // Blocking shows its dry run first, and blocks nothing until confirmed.
+    browser
+        .click("//table[@id='device-list']//button[normalize-space(.)='Block']")
+        .await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(browser.text("#confirm-title").await, "Block d:sensor:dev1?");
+    assert_eq!(browser.text("#would-close").await, "Would close 1 session.");
+    assert_eq!(
+        browser.text("#would-refuse").await,
+        "Would lock out 1 device."
+    );
+    assert!(items(&server, "/api/v1/orgs/acme/blocked-devices")
+        .await
+        .is_empty());
+    browser.type_into("block-reason", BLOCK_PROBE).await;
+    browser.screenshot("devices", 900).await;
+    browser
+        .click("//button[normalize-space(.)='Confirm block']")
+        .await;
+    assert!(
+        closes_within_a_second(closed).await,
+        "the device's session is closed"
+    );
+    let blocked = items(&server, "/api/v1/orgs/acme/blocked-devices").await;
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(
+        (&blocked[0]["identity"], &blocked[0]["reason"]),
+        (&json!("d:sensor:dev1"), &json!(BLOCK_PROBE))
+    );
+
+    // The blocklist shows it, its reason as text; the CA's CRL is listed.
+    browser
+        .section(
+            "Blocklist and CRLs",
+            "!!document.getElementById('block-list') && !!document.getElementById('crl-list')",
+        )
+        .await;
+    let cells = browser.texts("#block-list tbody td").await;
+    assert_eq!(cells[0], "d:sensor:dev1");
+    assert_eq!(cells[1], BLOCK_PROBE, "the reason is shown as text");
+    assert_eq!(cells[2], "ops");
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('main img').length")
+            .await,
+        0
+    );
+    assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+    let crls = browser.texts("#crl-list tbody td").await;
+    assert_eq!(crls[0], "CN=acme devices CA");
+    assert_eq!(crls[1], "CN=acme devices CA", "the CRL's issuer");
+    assert_eq!(crls[4], "0");
+    browser.screenshot("blocklist", 800).await;
+
+    browser
+        .click("//table[@id='block-list']//button[normalize-space(.)='Unblock']")
+        .await;
+    browser
+        .until("!document.getElementById('block-list')")
+        .await;
+    assert!(items(&server, "/api/v1/orgs/acme/blocked-devices")
+        .await
+        .is_empty());
+
+    // The audit log, a page of 25 at a time: thirty more changes make two pages.
+    for n in 0..30 {
+        let (status, _) = server
+            .api(
+                "PATCH",
+                &format!("/api/v1/orgs/acme/ca-certificates/{ca_id}"),
+                Some(json!({"description": format!("change {n}")})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut actions = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/orgs/acme/audit-events?limit=500&cursor={c}"),
+            None => "/api/v1/orgs/acme/audit-events?limit=500".to_owned(),
+        };
+        let (_, page) = server.api("GET", &path, None).await;
+        for event in page["items"].as_array().unwrap() {
+            actions.push(event["action"].clone());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert!(actions.len() > 25, "{actions:?}");
+    assert!(actions.contains(&json!("blocked_device.create")));
+    assert!(actions.contains(&json!("blocked_device.delete")));
+    browser
+        .section("Audit log", "!!document.getElementById('audit-list')")
+        .await;
+    let rows = "document.querySelectorAll('#audit-list tbody tr').length";
+    assert_eq!(browser.eval(rows).await, 25);
+    browser
+        .click("//button[normalize-space(.)='Show more']")
+        .await;
+    browser
+        .until(&format!("{rows} === {}", actions.len()))
+        .await;
+    assert_eq!(
+        browser.texts("#audit-list tbody td:nth-child(4)").await,
+        json!(actions)
+    );
+    assert_eq!(browser.buttons().await, json!([]), "no more pages");
     browser.close().await;
 }

@@ -17,33 +17,37 @@ use axum::{middleware, Router};
 const CONTENT_SECURITY_POLICY: &str =
     "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// One file of `console/`: its name under `/console/`, its media type and its content.
+macro_rules! asset {
+    ($name:literal, $media_type:expr) => {
+        (
+            $name,
+            $media_type,
+            include_str!(concat!("../../console/", $name)),
+        )
+    };
+}
+
 /// The console's files: name under `/console/`, media type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "index.html",
-        "text/html; charset=utf-8",
-        include_str!("../../console/index.html"),
-    ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../console/app.js"),
-    ),
-    (
-        "api.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../console/api.js"),
-    ),
-    (
-        "dom.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../console/dom.js"),
-    ),
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_str!("../../console/style.css"),
-    ),
+    asset!("index.html", HTML),
+    asset!("style.css", CSS),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("ui.js", JS),
+    asset!("pages/overview.js", JS),
+    asset!("pages/cas.js", JS),
+    asset!("pages/devices.js", JS),
+    asset!("pages/sessions.js", JS),
+    asset!("pages/events.js", JS),
+    asset!("pages/refusals.js", JS),
+    asset!("pages/blocklist.js", JS),
+    asset!("pages/audit.js", JS),
 ];
 
 /// `/console` (redirected to `/console/`, so that the page's relative paths resolve under it),
@@ -90,4 +94,45 @@ async fn secure(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::ASSETS;
+
+    /// The files under `dir`, as paths relative to `root` with `/` between folders.
+    fn files(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                let parts: Vec<_> = relative.iter().map(|p| p.to_str().unwrap()).collect();
+                found.push(parts.join("/"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_console_is_served() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+        let mut found = Vec::new();
+        files(&root, &root, &mut found);
+        found.sort();
+        let mut served: Vec<_> = ASSETS.iter().map(|(name, _, _)| name.to_string()).collect();
+        served.sort();
+        assert_eq!(found, served, "console/ and ASSETS differ");
+        for (name, media_type, _) in ASSETS {
+            let expected = match name.rsplit('.').next() {
+                Some("js") => super::JS,
+                Some("css") => super::CSS,
+                Some("html") => super::HTML,
+                _ => panic!("{name}: no media type for its extension"),
+            };
+            assert_eq!(media_type, &expected, "{name}");
+        }
+    }
 }
