@@ -114,14 +114,11 @@ async fn elsewhere(
             if row.node_id == this_node {
                 continue;
             }
-            let device = recorded(Recorded {
-                identity: &row.identity,
-                claims: &row.claims,
-                ca_id: &row.ca_id,
-                also_ca_ids: &row.also_ca_ids,
-                fingerprint: &row.fingerprint_sha256,
-                serial: &row.serial,
-            });
+            let device = recorded(
+                (&row.identity, &row.claims),
+                (&row.ca_id, &row.also_ca_ids),
+                (&row.fingerprint_sha256, &row.serial),
+            );
             let admitted = match (after, device) {
                 (Some(entry), Some(device)) => entry.revocation(&device).is_none(),
                 _ => false,
@@ -142,36 +139,28 @@ async fn elsewhere(
     }
 }
 
-/// What a store row (another node's live session, a device of the registry) records of a device.
-struct Recorded<'a> {
-    identity: &'a str,
-    claims: &'a [String],
-    ca_id: &'a str,
-    also_ca_ids: &'a [String],
-    fingerprint: &'a str,
-    serial: &'a str,
-}
-
-/// The device a row records, as the node that served it saw it: its bound identity, every
-/// identity its certificate claims and every active CA that vouched for it. A row older than
-/// the claims (none recorded) claims its bound identity alone.
-fn recorded(row: Recorded<'_>) -> Option<Device> {
-    let identity = Identity::parse(row.identity)?;
-    let mut claims: Vec<Identity> = row
-        .claims
-        .iter()
-        .filter_map(|c| Identity::parse(c))
-        .collect();
+/// The device a store row (another node's live session, a device of the registry) records, as
+/// the node that served it saw it: its bound identity with every identity its certificate
+/// claims, the CA that authenticated it with the other active CAs that vouched for it, and its
+/// certificate's fingerprint and serial. A row older than the claims (none recorded) claims its
+/// bound identity alone.
+fn recorded(
+    (identity, claims): (&str, &[String]),
+    (ca_id, also_ca_ids): (&str, &[String]),
+    (fingerprint, serial): (&str, &str),
+) -> Option<Device> {
+    let identity = Identity::parse(identity)?;
+    let mut claims: Vec<Identity> = claims.iter().filter_map(|c| Identity::parse(c)).collect();
     if !claims.contains(&identity) {
         claims.push(identity.clone());
     }
     Some(Device {
         claims,
         identity,
-        ca_id: row.ca_id.to_owned(),
-        also_ca_ids: row.also_ca_ids.to_vec(),
-        fingerprint_sha256: row.fingerprint.to_owned(),
-        serial: row.serial.to_owned(),
+        ca_id: ca_id.to_owned(),
+        also_ca_ids: also_ca_ids.to_vec(),
+        fingerprint_sha256: fingerprint.to_owned(),
+        serial: serial.to_owned(),
     })
 }
 
@@ -204,14 +193,11 @@ fn locked_out(
             if row.not_after < today {
                 continue;
             }
-            let Some(device) = recorded(Recorded {
-                identity: &row.identity,
-                claims: &row.claims,
-                ca_id: &row.ca_id,
-                also_ca_ids: &row.also_ca_ids,
-                fingerprint: &row.fingerprint_sha256,
-                serial: &row.serial,
-            }) else {
+            let Some(device) = recorded(
+                (&row.identity, &row.claims),
+                (&row.ca_id, &row.also_ca_ids),
+                (&row.fingerprint_sha256, &row.serial),
+            ) else {
                 continue;
             };
             if admits(now, &device) {
