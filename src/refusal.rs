@@ -64,9 +64,58 @@ pub enum Refusal {
     // A live session closed by a change.
     /// The session's organisation was deleted.
     OrgDeleted,
+    /// The org's new topic policy refuses a filter the session holds or its will, or would route
+    /// it elsewhere.
+    TopicPolicy,
 }
 
+use Refusal::*;
+
+/// Every refusal, in the order of the enum.
+const ALL: [Refusal; 35] = [
+    MaxConnections,
+    MaxConnectionsPerSource,
+    FirstByteTimeout,
+    NoSni,
+    UnknownOrg,
+    UnrecognizedName,
+    OrgHasNoCa,
+    Timeout,
+    AdmissionTimeout,
+    NoClientCertificate,
+    UnknownCa,
+    CertificateExpired,
+    CertificateNotYetValid,
+    CertificateRevoked,
+    NameConstraintViolation,
+    BadCertificate,
+    CaInactive,
+    ClientAlert,
+    Handshake,
+    Io,
+    ConnectTimeout,
+    ClosedBeforeConnect,
+    UnsupportedProtocol,
+    ClientIdInvalid,
+    OrgMismatch,
+    IdentityMismatch,
+    DeviceBlocked,
+    CrlStale,
+    OcspUnavailable,
+    WillTopic,
+    AuthMethod,
+    BrokerUnavailable,
+    BrokerBusy,
+    OrgDeleted,
+    TopicPolicy,
+];
+
 impl Refusal {
+    /// The refusal whose label (`as_str`) is `label`.
+    pub fn from_label(label: &str) -> Option<Refusal> {
+        ALL.into_iter().find(|refusal| refusal.as_str() == label)
+    }
+
     /// The bounded snake_case label of metrics, events, logs and the README.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,6 +153,7 @@ impl Refusal {
             Refusal::BrokerUnavailable => "broker_unavailable",
             Refusal::BrokerBusy => "broker_busy",
             Refusal::OrgDeleted => "org_deleted",
+            Refusal::TopicPolicy => "topic_policy",
         }
     }
 
@@ -164,6 +214,9 @@ impl Refusal {
             Refusal::ConnectTimeout => "no CONNECT came in time after the TLS handshake",
             Refusal::ClosedBeforeConnect => "the client closed the connection before its CONNECT",
             Refusal::OrgDeleted => "the organisation was deleted",
+            Refusal::TopicPolicy => {
+                "the organisation's topic policy refuses a subscription or the will"
+            }
             Refusal::UnsupportedProtocol => "only MQTT 3.1.1 and 5 are supported",
             Refusal::ClientIdInvalid => {
                 "client id must be d:<org>:<type>:<id>, g:<org>:<type>:<id> or a:<org>:<appId>"
@@ -232,16 +285,20 @@ mod tests {
             (Refusal::BrokerUnavailable, "broker_unavailable"),
             (Refusal::BrokerBusy, "broker_busy"),
             (Refusal::OrgDeleted, "org_deleted"),
+            (Refusal::TopicPolicy, "topic_policy"),
         ];
         for (refusal, label) in table {
             assert_eq!(refusal.as_str(), label, "{refusal:?}");
+            assert_eq!(Refusal::from_label(label), Some(refusal));
         }
+        assert_eq!(ALL.len(), table.len(), "ALL lists every refusal");
+        assert_eq!(Refusal::from_label("nonsense"), None);
         let mut labels: Vec<_> = table.iter().map(|(_, label)| *label).collect();
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), table.len(), "two variants share a label");
-        // The README's list of refusal reasons is this table (but `org_deleted`, which closes a
-        // live session and is listed with its metric).
+        // The README's list of refusal reasons is this table (but `org_deleted` and
+        // `topic_policy`, which close a live session and are listed with their metric).
         let readme = include_str!("../README.md");
         let start = readme
             .find("Refusal reasons")
@@ -254,12 +311,12 @@ mod tests {
         listed.dedup();
         let mut expected: Vec<&str> = table
             .iter()
-            .filter(|(refusal, _)| *refusal != Refusal::OrgDeleted)
+            .filter(|(refusal, _)| ![Refusal::OrgDeleted, Refusal::TopicPolicy].contains(refusal))
             .map(|(_, label)| *label)
             .collect();
         expected.sort_unstable();
         assert_eq!(listed, expected, "the README's list differs from the table");
-        assert!(readme.contains("`org_deleted`"));
+        assert!(readme.contains("`org_deleted`") && readme.contains("`topic_policy`"));
     }
 
     #[test]

@@ -39,9 +39,6 @@ pub enum RegistryError {
     Tls { org: String, reason: String },
 }
 
-/// The reason label of sessions a topic policy change closes (metrics, logs).
-pub const TOPIC_POLICY: &str = "topic_policy";
-
 /// What the platform serves when an org has no certificate of its own for a name.
 pub struct Platform {
     /// The platform messaging domain (`mqtts.domain`), lower case.
@@ -750,7 +747,10 @@ impl SessionTable {
                         .map(Revocation::reason)
                         .or_else(|| {
                             let policy = entry.org.topic_policy;
-                            session.closer.refuses(policy).then_some(TOPIC_POLICY)
+                            session
+                                .closer
+                                .refuses(policy)
+                                .then_some(Refusal::TopicPolicy.as_str())
                         }),
                 }?;
                 Some((session.info.client_id.clone(), session.closer.clone(), why))

@@ -248,6 +248,10 @@ async fn refusals_list_the_orgs_refused_connections_newest_first() {
     let newest = &items[0];
     assert_eq!(newest["stage"], "connect");
     assert_eq!(newest["reason"], "identity_mismatch");
+    assert_eq!(
+        newest["message"],
+        "client id is not an identity the certificate claims"
+    );
     assert_eq!(newest["identity"], "d:sensor:dev1");
     assert_eq!(newest["sni"], SNI);
     assert_eq!(newest["fingerprint_sha256"].as_str().unwrap().len(), 64);
@@ -256,6 +260,9 @@ async fn refusals_list_the_orgs_refused_connections_newest_first() {
     let oldest = &items[1];
     assert_eq!(oldest["stage"], "tls");
     assert_eq!(oldest["reason"], "unknown_ca");
+    assert!(oldest["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("none of the organisation's active CA")));
     assert_eq!(oldest["sni"], SNI);
     assert!(oldest["at"].as_str().unwrap() <= newest["at"].as_str().unwrap());
 

@@ -217,6 +217,8 @@ pub struct RefusalView {
     /// `tls` or `connect`.
     stage: Option<String>,
     reason: Option<String>,
+    /// What the reason means, as `explain` says it.
+    message: Option<String>,
     /// The identity the certificate names (known at `connect`).
     identity: Option<String>,
     fingerprint_sha256: Option<String>,
@@ -252,6 +254,11 @@ pub async fn refusals(
             sni: event.sni.clone(),
             stage: event.stage.as_deref().map(str::to_owned),
             reason: event.reason.as_deref().map(str::to_owned),
+            message: event
+                .reason
+                .as_deref()
+                .and_then(Refusal::from_label)
+                .map(|refusal| refusal.sentence().to_owned()),
             identity: event.identity.clone(),
             fingerprint_sha256: event.fingerprint_sha256.clone(),
         })

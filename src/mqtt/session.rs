@@ -455,10 +455,10 @@ where
                     Signal::Follow(_) => {
                         metrics::counter!(
                             crate::metrics::SESSIONS_REVOKED,
-                            "reason" => crate::registry::TOPIC_POLICY
+                            "reason" => Refusal::TopicPolicy.as_str()
                         )
                         .increment(1);
-                        let why = "the organisation's topic policy refuses a subscription or the will";
+                        let why = Refusal::TopicPolicy.sentence();
                         forwarder.disconnect_saying(reason::NOT_AUTHORIZED, Some(why), &mut to_client);
                         Err(SessionError::Revoked)
                     }
