@@ -525,14 +525,9 @@ impl Closer {
     }
 }
 
-/// Every topic policy, each with its bit in [`Closer`].
-const POLICIES: [TopicPolicy; 2] = [TopicPolicy::Iot2, TopicPolicy::Open];
-
+/// A topic policy's bit in [`Closer`].
 fn policy_bit(policy: TopicPolicy) -> u8 {
-    match policy {
-        TopicPolicy::Iot2 => 1,
-        TopicPolicy::Open => 2,
-    }
+    1 << policy.index()
 }
 
 /// What a live session is told by a change or an operator.
@@ -567,7 +562,7 @@ impl SessionGuard {
                 return Signal::Close(code);
             }
             let bit = self.closer.policy.swap(0, Ordering::Relaxed);
-            if let Some(policy) = POLICIES.into_iter().find(|p| policy_bit(*p) == bit) {
+            if let Some(policy) = TopicPolicy::ALL.into_iter().find(|p| policy_bit(*p) == bit) {
                 return Signal::Follow(policy);
             }
         }
@@ -576,7 +571,7 @@ impl SessionGuard {
     /// Says under which topic policies the session could not go on (`refuses`), for the dry run
     /// of a policy change and for the change itself, which closes those sessions first.
     pub fn refused_by(&self, refuses: impl Fn(TopicPolicy) -> bool) {
-        let bits = POLICIES
+        let bits = TopicPolicy::ALL
             .into_iter()
             .filter(|policy| refuses(*policy))
             .fold(0, |bits, policy| bits | policy_bit(policy));

@@ -164,11 +164,12 @@ pub struct SessionFilters {
 }
 
 impl SessionFilters {
-    /// Takes `filter` for this session, or says which cap refuses it. A filter the session holds
-    /// already is granted again at no cost (a SUBSCRIBE replaces the subscription).
-    pub fn admit(&mut self, filter: &str) -> Result<(), FilterRefused> {
+    /// Takes `filter` for this session (`true`: newly held), or says which cap refuses it. A
+    /// filter the session holds already is granted again at no cost (a SUBSCRIBE replaces the
+    /// subscription).
+    pub fn admit(&mut self, filter: &str) -> Result<bool, FilterRefused> {
         if self.live.contains(filter) {
-            return Ok(());
+            return Ok(false);
         }
         let refused = |cap: FilterRefused| {
             metrics::counter!(crate::metrics::FILTERS_REFUSED, "cap" => cap.label()).increment(1);
@@ -196,14 +197,17 @@ impl SessionFilters {
         drop(ledger);
         metrics::gauge!(crate::metrics::FILTERS_LIVE).increment(1.0);
         self.live.insert(filter.to_owned());
-        Ok(())
+        Ok(true)
     }
 
-    /// Lets go of `filter` (UNSUBSCRIBE); nothing when the session does not hold it.
-    pub fn release(&mut self, filter: &str) {
-        if self.live.remove(filter) {
+    /// Lets go of `filter` (UNSUBSCRIBE; `true`: it was held); nothing when the session does not
+    /// hold it.
+    pub fn release(&mut self, filter: &str) -> bool {
+        let held = self.live.remove(filter);
+        if held {
             self.quota.lock().release(&self.org, 1);
         }
+        held
     }
 
     /// Whether `keep` holds for every filter the session holds (a resumed session's included).
@@ -267,17 +271,22 @@ mod tests {
     async fn session_and_org_caps_refuse_past_them_and_count_what_is_live() {
         let quota = quota(2, 3, 100).await;
         let mut one = quota.open("acme", "c1", true, false, false);
-        assert_eq!(one.admit("acme/a"), Ok(()));
-        assert_eq!(one.admit("acme/a"), Ok(()), "the same filter again is free");
-        assert_eq!(one.admit("acme/b"), Ok(()));
+        assert_eq!(one.admit("acme/a"), Ok(true));
+        assert_eq!(
+            one.admit("acme/a"),
+            Ok(false),
+            "the same filter again is free"
+        );
+        assert_eq!(one.admit("acme/b"), Ok(true));
         assert_eq!(one.admit("acme/c"), Err(FilterRefused::Session));
-        one.release("acme/a");
-        assert_eq!(one.admit("acme/c"), Ok(()));
+        assert!(one.release("acme/a"));
+        assert!(!one.release("acme/a"), "let go already");
+        assert_eq!(one.admit("acme/c"), Ok(true));
         let mut two = quota.open("acme", "c2", true, false, false);
-        assert_eq!(two.admit("acme/d"), Ok(()));
+        assert_eq!(two.admit("acme/d"), Ok(true));
         assert_eq!(two.admit("acme/e"), Err(FilterRefused::Org));
         let mut other = quota.open("other", "c3", true, false, false);
-        assert_eq!(other.admit("other/a"), Ok(()), "orgs are counted apart");
+        assert_eq!(other.admit("other/a"), Ok(true), "orgs are counted apart");
         assert_eq!(quota.org_count("acme"), 3);
         drop(one);
         assert_eq!(quota.org_count("acme"), 1);
@@ -321,7 +330,7 @@ mod tests {
         one.admit("acme/b").unwrap();
         drop(one);
         let mut two = quota.open("acme", "c2", true, false, false);
-        assert_eq!(two.admit("acme/a"), Ok(()), "held already: no new cost");
+        assert_eq!(two.admit("acme/a"), Ok(true), "held already: no new cost");
         assert_eq!(two.admit("acme/c"), Err(FilterRefused::Broker));
     }
 }

@@ -134,6 +134,15 @@ fn join(prefix: &[&str], rest: &str) -> Result<String, TopicRefused> {
     Ok(out)
 }
 
+impl TopicPolicy {
+    /// Every topic policy, each at its [`TopicPolicy::index`].
+    pub const ALL: [TopicPolicy; 2] = [TopicPolicy::Iot2, TopicPolicy::Open];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What a mapped name is, for [`TopicMap::keeps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {

@@ -41,21 +41,22 @@ pub const RECEIVE_MAXIMUM: u16 = 100;
 /// The session's filter caps as the forwarder uses them: [`SessionFilters`] in a session. A
 /// trait so that the forwarder can be driven on packets without the broker the caps count in.
 pub trait Quota {
-    /// Takes a slot for `filter` (a broker filter), or says which cap refuses it.
-    fn admit(&mut self, filter: &str) -> Result<(), FilterRefused>;
-    /// Gives back the slot of `filter` (unsubscribed).
-    fn release(&mut self, filter: &str);
+    /// Takes a slot for `filter` (a broker filter; `true`: newly held), or says which cap
+    /// refuses it.
+    fn admit(&mut self, filter: &str) -> Result<bool, FilterRefused>;
+    /// Gives back the slot of `filter` (unsubscribed; `true`: it was held).
+    fn release(&mut self, filter: &str) -> bool;
     /// Whether `keep` holds for every filter held.
     fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool;
 }
 
 impl Quota for SessionFilters {
-    fn admit(&mut self, filter: &str) -> Result<(), FilterRefused> {
+    fn admit(&mut self, filter: &str) -> Result<bool, FilterRefused> {
         SessionFilters::admit(self, filter)
     }
 
-    fn release(&mut self, filter: &str) {
-        SessionFilters::release(self, filter);
+    fn release(&mut self, filter: &str) -> bool {
+        SessionFilters::release(self, filter)
     }
 
     fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool {
@@ -160,6 +161,9 @@ pub struct Forwarder<Q = SessionFilters> {
     out_aliases: Aliases,
     /// The filters this session holds, under the session and organisation caps.
     filters: Q,
+    /// How many of the filters held each topic policy would not keep ([`TopicMap::keeps`]), by
+    /// [`TopicPolicy::index`]: counted as they come and go, so that asking costs nothing.
+    outside: [u32; TopicPolicy::ALL.len()],
     /// The filters held changed since [`Forwarder::holds_changed`] was last asked.
     filters_changed: bool,
     window: delivery::Window,
@@ -243,7 +247,7 @@ impl<Q: Quota> Forwarder<Q> {
         rules: Rules,
     ) -> Forwarder<Q> {
         let protocol = connect.protocol;
-        Forwarder {
+        let mut forwarder = Forwarder {
             protocol,
             max_packet_size: rules.max_packet_size,
             acknowledge_refused: rules.acknowledge_refused_v311 && protocol == Protocol::V311,
@@ -252,7 +256,7 @@ impl<Q: Quota> Forwarder<Q> {
             aliases: HashMap::new(),
             out_aliases: Aliases::new(connect.properties.topic_alias_maximum),
             filters,
-            // A resumed session's filters are new to whoever asks first.
+            outside: [0; TopicPolicy::ALL.len()],
             filters_changed: true,
             window: delivery::Window::new(connect),
             will_wanted: true,
@@ -270,7 +274,9 @@ impl<Q: Quota> Forwarder<Q> {
             broker_acks: InOrder::default(),
             broker_comps: InOrder::default(),
             counters: Counters::new(),
-        }
+        };
+        forwarder.recount();
+        forwarder
     }
 
     /// Whether the filters held changed since this was last asked (first: since the start).
@@ -281,15 +287,45 @@ impl<Q: Quota> Forwarder<Q> {
     /// Whether every filter the session holds, and its will's topic (`will`, broker form), mean
     /// the same under `policy` ([`TopicMap::keeps`]): the session may go on under it.
     pub fn keeps_under(&self, policy: TopicPolicy, will: Option<&str>) -> bool {
-        will.is_none_or(|topic| self.topics.keeps(policy, topic, Form::Topic))
-            && self
-                .filters
-                .all(&mut |filter| self.topics.keeps(policy, filter, Form::Filter))
+        self.outside[policy.index()] == 0
+            && will.is_none_or(|topic| self.topics.keeps(policy, topic, Form::Topic))
     }
 
     /// Follows the org's new topic policy, which [`Forwarder::keeps_under`] said it may.
     pub fn set_policy(&mut self, policy: TopicPolicy) {
         self.topics.set_policy(policy);
+        self.recount();
+    }
+
+    /// Counts `filter`, newly held (`held`) or let go, among those each policy would not keep.
+    fn count_outside(&mut self, filter: &str, held: bool) {
+        for policy in TopicPolicy::ALL {
+            if !self.topics.keeps(policy, filter, Form::Filter) {
+                let count = &mut self.outside[policy.index()];
+                *count = if held {
+                    count.saturating_add(1)
+                } else {
+                    count.saturating_sub(1)
+                };
+            }
+        }
+        self.filters_changed = true;
+    }
+
+    /// Counts again every filter held (at the start: a resumed session's; after a policy change).
+    fn recount(&mut self) {
+        let mut outside = [0u32; TopicPolicy::ALL.len()];
+        let topics = &self.topics;
+        self.filters.all(&mut |filter| {
+            for policy in TopicPolicy::ALL {
+                if !topics.keeps(policy, filter, Form::Filter) {
+                    outside[policy.index()] += 1;
+                }
+            }
+            true
+        });
+        self.outside = outside;
+        self.filters_changed = true;
     }
 
     /// The traffic counters, for the bytes the session's loop moves.

@@ -49,8 +49,10 @@ impl<Q: Quota> Forwarder<Q> {
         for mut subscription in subscribe.subscriptions {
             match self.topics.filter(&subscription.filter) {
                 Ok(filter) => match self.filters.admit(&filter) {
-                    Ok(()) => {
-                        self.filters_changed = true;
+                    Ok(added) => {
+                        if added {
+                            self.count_outside(&filter, true);
+                        }
                         subscription.filter = filter;
                         slots.push(Ok(forwarded.len()));
                         forwarded.push(subscription);
@@ -102,8 +104,9 @@ impl<Q: Quota> Forwarder<Q> {
         for filter in &unsubscribe.filters {
             match self.topics.filter(filter) {
                 Ok(filter) => {
-                    self.filters.release(&filter);
-                    self.filters_changed = true;
+                    if self.filters.release(&filter) {
+                        self.count_outside(&filter, false);
+                    }
                     slots.push(Ok(forwarded.len()));
                     forwarded.push(filter);
                 }

@@ -22,16 +22,15 @@ struct Cap {
 }
 
 impl Quota for Cap {
-    fn admit(&mut self, filter: &str) -> Result<(), FilterRefused> {
+    fn admit(&mut self, filter: &str) -> Result<bool, FilterRefused> {
         if self.held.len() >= self.cap && !self.held.contains(filter) {
             return Err(FilterRefused::Session);
         }
-        self.held.insert(filter.to_owned());
-        Ok(())
+        Ok(self.held.insert(filter.to_owned()))
     }
 
-    fn release(&mut self, filter: &str) {
-        self.held.remove(filter);
+    fn release(&mut self, filter: &str) -> bool {
+        self.held.remove(filter)
     }
 
     fn all(&self, keep: &mut dyn FnMut(&str) -> bool) -> bool {
@@ -741,4 +740,60 @@ fn a_refused_v311_publish_may_be_acknowledged_and_dropped() {
             broker: vec![]
         }
     );
+}
+
+/// What a session holds is counted per topic policy as filters come and go, and again when it
+/// follows a new policy: asking whether it may go on under one costs nothing.
+#[test]
+fn the_filters_a_policy_would_not_keep_are_counted_as_they_come_and_go() {
+    let mut fw = forwarder(&v5());
+    let (iot2, open) = (TopicPolicy::Iot2, TopicPolicy::Open);
+    assert!(fw.holds_changed(), "a new session is judged once");
+    assert!(!fw.holds_changed());
+    assert!(fw.keeps_under(iot2, None) && fw.keeps_under(open, None));
+    assert!(
+        !fw.keeps_under(iot2, Some("acme/foo")),
+        "a will iot-2 refuses"
+    );
+    let sub = |fw: &mut Forwarder<Cap>, id, filter| {
+        ok_from_client(
+            fw,
+            subscribe(id, filter, options(QoS::AtMostOnce, false), None),
+        );
+    };
+    let unsub = |fw: &mut Forwarder<Cap>, id, filter: &str| {
+        let packet = Packet::Unsubscribe(codec::Unsubscribe {
+            packet_id: id,
+            filters: vec![filter.into()],
+            properties: Properties::default(),
+        });
+        ok_from_client(fw, packet);
+    };
+    sub(&mut fw, 1, "foo/#");
+    sub(&mut fw, 2, "foo/#");
+    assert!(fw.holds_changed());
+    assert!(!fw.keeps_under(iot2, None) && fw.keeps_under(open, None));
+    sub(&mut fw, 3, "iot-2/cmd/+/fmt/+");
+    unsub(&mut fw, 4, "foo/#");
+    assert!(
+        !fw.keeps_under(iot2, None),
+        "the short form routes elsewhere"
+    );
+    unsub(&mut fw, 5, "iot-2/cmd/+/fmt/+");
+    unsub(&mut fw, 6, "iot-2/cmd/+/fmt/+");
+    assert!(
+        fw.keeps_under(iot2, None),
+        "the same filter let go twice counts once"
+    );
+
+    // Following iot-2 (it holds nothing now), what it holds is counted against open.
+    sub(&mut fw, 7, "bar");
+    assert!(!fw.keeps_under(iot2, None));
+    unsub(&mut fw, 8, "bar");
+    fw.set_policy(iot2);
+    assert!(fw.keeps_under(open, None));
+    sub(&mut fw, 9, "iot-2/cmd/+/fmt/+");
+    assert!(fw.keeps_under(iot2, None) && !fw.keeps_under(open, None));
+    let will = "acme/iot-2/type/sensor/id/dev1/evt/e/fmt/f";
+    assert!(fw.keeps_under(iot2, Some(will)));
 }
