@@ -1439,6 +1439,37 @@ async fn an_operator_uploads_generates_and_activates_server_certificates_and_com
         .await;
     browser.eval("(window.scrollTo(0, 0), true)").await;
     browser.screenshot("server-certificates", 1250).await;
+
+    // Back to the platform default; an inactive one deleted after confirming.
+    browser
+        .click("//button[normalize-space(.)='Use the platform default']")
+        .await;
+    browser
+        .says("Devices are served the platform's default certificate again.")
+        .await;
+    let (_, active) = server
+        .api("GET", "/api/v1/orgs/acme/active-server-certificate", None)
+        .await;
+    assert_eq!(active["id"], Value::Null);
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Delete']",
+            row_of("server-cert-list", "acme edge")
+        ))
+        .await;
+    assert_eq!(browser.text("#confirm-title").await, "Delete acme edge?");
+    assert_eq!(
+        items(&server, certs).await.len(),
+        5,
+        "asking deleted nothing"
+    );
+    browser
+        .click("//button[normalize-space(.)='Confirm deletion']")
+        .await;
+    browser.says("Deleted acme edge.").await;
+    let left = items(&server, certs).await;
+    assert_eq!(left.len(), 4);
+    assert!(left.iter().all(|c| c["alias"] != "acme edge"));
     assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
     browser.close().await;
 }
@@ -1885,6 +1916,35 @@ async fn a_new_token_is_shown_once_then_suspended_reactivated_and_revoked() {
              === 'revoked'"
         ))
         .await;
+
+    // Deleting the former default signing certificate revokes the tokens it signed.
+    let old = signing.iter().find(|s| s["is_default"] == true).unwrap();
+    browser
+        .click(
+            "//table[@id='signing-list']//tr[td[4][normalize-space(.)='standby']]\
+             //button[normalize-space(.)='Delete']",
+        )
+        .await;
+    assert_eq!(
+        browser.text("#signing-confirm #would-close").await,
+        "Would revoke 1 token it signed."
+    );
+    browser
+        .click("//button[normalize-space(.)='Confirm deletion']")
+        .await;
+    browser
+        .says(&format!("Deleted {}.", old["alias"].as_str().unwrap()))
+        .await;
+    let signing = items(&server, "/api/v1/orgs/acme/signing-certificates").await;
+    assert_eq!(signing.len(), 1);
+    assert_ne!(signing[0]["id"], old["id"]);
+    let (status, _) = server
+        .api_as(&operator, "GET", "/api/v1/whoami", None)
+        .await;
+    assert_eq!(
+        status, 401,
+        "the operator's token was signed by the deleted one"
+    );
     assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
     browser.close().await;
 }
