@@ -1261,6 +1261,26 @@ async fn an_operator_uploads_generates_and_activates_server_certificates_and_com
         "Devices are served the platform's default certificate."
     );
 
+    // A malformed chain: the API's refusal is shown, nothing is added.
+    std::fs::write(
+        dir.join("broken.pem"),
+        "-----BEGIN CERTIFICATE-----\nbm9wZQ==\n",
+    )
+    .unwrap();
+    browser
+        .choose_file("server-chain-file", &dir.join("broken.pem"))
+        .await;
+    browser
+        .choose_file("server-key-file", &dir.join("key.pem"))
+        .await;
+    browser
+        .click("//button[normalize-space(.)='Upload PEM']")
+        .await;
+    browser.says("Not a certificate.").await;
+    assert!(items(&server, certs).await.is_empty());
+    browser.clear("server-chain-file").await;
+    browser.clear("server-key-file").await;
+
     // A chain and its key, each chosen in its file input.
     browser
         .choose_file("server-chain-file", &dir.join("chain.pem"))
@@ -1648,6 +1668,9 @@ async fn a_signature_request_waits_for_an_approver_who_approves_or_rejects_it_wi
         .click("//button[normalize-space(.)='Confirm rejection']")
         .await;
     browser.says("Rejected spare.").await;
+    browser
+        .until("document.querySelectorAll('#approval-list tbody tr').length === 1")
+        .await;
     let rejected = csr(&server, &waiting[0]).await;
     assert_eq!(
         (
