@@ -25,6 +25,9 @@ const SECTIONS = [
   { id: "refusals", title: "Refusals", module: () => import("./pages/refusals.js"), may: "read" },
   { id: "blocklist", title: "Blocklist and CRLs", module: () => import("./pages/blocklist.js"), may: "read" },
   { id: "audit", title: "Audit log", module: () => import("./pages/audit.js"), may: "read" },
+  { id: "server-certs", title: "Server certificates", module: () => import("./pages/server-certs.js"), may: "read" },
+  { id: "approvals", title: "Approval queue", module: () => import("./pages/approvals.js"), may: "read" },
+  { id: "tokens", title: "Signing certificates and tokens", module: () => import("./pages/tokens.js"), may: "read" },
 ];
 
 const app = document.getElementById("app");

@@ -1105,3 +1105,869 @@ async fn an_operator_blocks_a_device_after_its_dry_run_unblocks_it_and_reads_the
     assert_eq!(browser.buttons().await, json!([]), "no more pages");
     browser.close().await;
 }
+
+// Server certificates and CSRs, the approval queue, signing certificates and tokens.
+
+const TOKEN_PROBE: &str = r#"<img src=x onerror="window.__xss=4">"#;
+/// The server certificates section is shown (both its lists, or the sentences saying there is
+/// none).
+const SERVER_CERTS_SHOWN: &str =
+    "!!document.getElementById('server-cert-serving') && !!document.getElementById('csr-detail')";
+/// The signing certificates and tokens section is shown (what the caller may read of it).
+const TOKENS_SHOWN: &str = "!!document.getElementById('signing-confirm') \
+     && (!document.getElementById('tokens') || !!document.getElementById('token-confirm'))";
+
+impl Browser {
+    /// Chooses the file at `path` in the file input with id `id`.
+    async fn choose_file(&self, id: &str, path: &Path) {
+        let input = step(self.client.find(Locator::Id(id))).await.unwrap();
+        step(input.send_keys(path.to_str().unwrap())).await.unwrap();
+    }
+
+    /// Empties the field with id `id`.
+    async fn clear(&self, id: &str) {
+        let field = step(self.client.find(Locator::Id(id))).await.unwrap();
+        step(field.clear()).await.unwrap();
+    }
+
+    /// Picks `value` in the select with id `id`.
+    async fn pick(&self, id: &str, value: &str) {
+        self.click(&format!("//select[@id='{id}']/option[@value='{value}']"))
+            .await;
+    }
+
+    async fn sign_out(&self) {
+        self.click("//button[normalize-space(.)='Sign out']").await;
+        self.until("!!document.querySelector('label[for=token]')")
+            .await;
+    }
+
+    /// Waits until the status line says `message`.
+    async fn says(&self, message: &str) {
+        let message = serde_json::to_string(message).unwrap();
+        self.until(&format!(
+            "document.getElementById('status').textContent === {message}"
+        ))
+        .await;
+    }
+
+    /// The number of rows of the table with id `id`.
+    async fn rows(&self, id: &str) -> Value {
+        self.eval(&format!(
+            "document.querySelectorAll('#{id} tbody tr').length"
+        ))
+        .await
+    }
+}
+
+/// The XPath of the row of table `table` whose first cell is `first`.
+fn row_of(table: &str, first: &str) -> String {
+    format!("//table[@id='{table}']//tr[td[1][normalize-space(.)='{first}']]")
+}
+
+/// Creates a CSR for acme's name as `token`: its id.
+async fn csr_as(server: &TestServer, token: &str, alias: &str) -> String {
+    let (status, body) = server
+        .api_as(
+            token,
+            "POST",
+            "/api/v1/orgs/acme/csrs",
+            Some(json!({"common_name": alias, "dns_names": [ACME], "key_type": "ecdsa-p256", "alias": alias})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn csr(server: &TestServer, id: &str) -> Value {
+    let (status, body) = server
+        .api("GET", &format!("/api/v1/orgs/acme/csrs/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_certificate_and_token_pages_are_served_with_no_markup_sink() {
+    let server = TestServer::start().await;
+    for file in [
+        "pages/server-certs.js",
+        "pages/approvals.js",
+        "pages/tokens.js",
+    ] {
+        let response = get(&server, &format!("/console/{file}")).await;
+        assert_eq!(response.status(), 200, "{file}");
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(header(&response, "content-security-policy"), CSP, "{file}");
+        let text = step(response.text()).await.unwrap();
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "localStorage",
+            "sessionStorage",
+        ] {
+            assert!(!text.contains(sink), "{file} uses {sink}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_operator_uploads_generates_and_activates_server_certificates_and_completes_csrs() {
+    let server = TestServer::start().await;
+    server.create_org("acme").await;
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let web = TestCa::root("acme web CA");
+    let pems = web.server(&[ACME]);
+    let other = web.server(&[ACME]);
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    for (name, text) in [
+        ("chain.pem", &pems.chain),
+        ("key.pem", &pems.key),
+        ("other-chain.pem", &other.chain),
+        ("other-key.pem", &other.key),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "other-chain.pem",
+            "-inkey",
+            "other-key.pem",
+            "-out",
+            "other.p12",
+            "-passout",
+            "pass:p12pass",
+        ],
+    );
+    let certs = "/api/v1/orgs/acme/server-certificates";
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Server certificates", SERVER_CERTS_SHOWN)
+        .await;
+    assert_eq!(
+        browser.text("#server-cert-serving").await,
+        "Devices are served the platform's default certificate."
+    );
+
+    // A malformed chain: the API's refusal is shown, nothing is added.
+    std::fs::write(
+        dir.join("broken.pem"),
+        "-----BEGIN CERTIFICATE-----\nbm9wZQ==\n",
+    )
+    .unwrap();
+    browser
+        .choose_file("server-chain-file", &dir.join("broken.pem"))
+        .await;
+    browser
+        .choose_file("server-key-file", &dir.join("key.pem"))
+        .await;
+    browser
+        .click("//button[normalize-space(.)='Upload PEM']")
+        .await;
+    browser.says("Not a certificate.").await;
+    assert!(items(&server, certs).await.is_empty());
+    browser.clear("server-chain-file").await;
+    browser.clear("server-key-file").await;
+
+    // A chain and its key, each chosen in its file input.
+    browser
+        .choose_file("server-chain-file", &dir.join("chain.pem"))
+        .await;
+    browser
+        .choose_file("server-key-file", &dir.join("key.pem"))
+        .await;
+    browser
+        .click("//button[normalize-space(.)='Upload PEM']")
+        .await;
+    browser.says("Uploaded server (not active yet).").await;
+    let listed = items(&server, certs).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            &listed[0]["subject"],
+            &listed[0]["issuer"],
+            &listed[0]["active"]
+        ),
+        (&json!("CN=server"), &json!("CN=acme web CA"), &json!(false))
+    );
+    assert_eq!(browser.rows("server-cert-list").await, 1);
+
+    // A PKCS#12 file with the wrong password: the API's refusal is shown and the page goes on.
+    browser
+        .choose_file("server-p12-file", &dir.join("other.p12"))
+        .await;
+    browser.type_into("server-p12-password", "wrong").await;
+    browser
+        .click("//button[normalize-space(.)='Upload PKCS#12']")
+        .await;
+    browser.says("Wrong PKCS#12 password.").await;
+    assert_eq!(items(&server, certs).await.len(), 1, "nothing was added");
+    browser.clear("server-p12-password").await;
+    browser.type_into("server-p12-password", "p12pass").await;
+    browser
+        .click("//button[normalize-space(.)='Upload PKCS#12']")
+        .await;
+    browser.says("Uploaded server (not active yet).").await;
+    assert_eq!(items(&server, certs).await.len(), 2);
+    browser
+        .until("document.querySelectorAll('#server-cert-list tbody tr').length === 2")
+        .await;
+
+    // One generated from the platform CA for the org's name, then activated.
+    browser.type_into("generate-dns-name", ACME).await;
+    browser
+        .click("//button[normalize-space(.)='Generate']")
+        .await;
+    browser
+        .says(&format!("Generated {ACME} (not active yet)."))
+        .await;
+    let listed = items(&server, certs).await;
+    let generated = listed.iter().find(|c| c["alias"] == ACME).unwrap();
+    assert_ne!(generated["issuer"], "CN=acme web CA", "{generated}");
+    assert_eq!(generated["dns_names"], json!([ACME]));
+    let generated_id = generated["id"].as_str().unwrap().to_owned();
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Activate']",
+            row_of("server-cert-list", ACME)
+        ))
+        .await;
+    browser
+        .until(&format!(
+            "document.getElementById('server-cert-serving').firstChild.textContent \
+             === 'Devices are served {ACME}.'"
+        ))
+        .await;
+    let (_, active) = server
+        .api("GET", "/api/v1/orgs/acme/active-server-certificate", None)
+        .await;
+    assert_eq!(active["id"], generated_id.as_str());
+
+    // A CSR: its PEM shown (and offered as a file), the certificate signed elsewhere uploaded.
+    browser.type_into("csr-common-name", "acme broker").await;
+    browser.type_into("csr-dns-names", ACME).await;
+    browser.type_into("csr-alias", "outside").await;
+    browser
+        .click("//button[normalize-space(.)='Create CSR']")
+        .await;
+    browser.until("!!document.getElementById('csr-pem')").await;
+    let (_, csrs) = server.api("GET", "/api/v1/orgs/acme/csrs", None).await;
+    let outside = csrs["items"][0].clone();
+    assert_eq!(
+        (&outside["status"], &outside["common_name"]),
+        (&json!("generated"), &json!("acme broker"))
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('csr-pem').value")
+            .await,
+        outside["csr_pem"]
+    );
+    assert_eq!(
+        browser
+            .eval(
+                "[document.getElementById('csr-download').getAttribute('download'), \
+                  document.getElementById('csr-download').href.startsWith('blob:')]"
+            )
+            .await,
+        json!(["outside.csr.pem", true])
+    );
+    let signed = web.sign_csr(outside["csr_pem"].as_str().unwrap());
+    std::fs::write(dir.join("signed.pem"), signed).unwrap();
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Upload signed certificate']",
+            row_of("csr-list", "outside")
+        ))
+        .await;
+    browser
+        .choose_file("csr-cert-file", &dir.join("signed.pem"))
+        .await;
+    browser
+        .click("//button[normalize-space(.)='Upload certificate']")
+        .await;
+    browser
+        .says("The certificate for outside is a server certificate now (not active yet).")
+        .await;
+    let outside = csr(&server, outside["id"].as_str().unwrap()).await;
+    assert_eq!(outside["status"], "completed");
+    let (status, cert) = server
+        .api(
+            "GET",
+            &format!(
+                "{certs}/{}",
+                outside["server_certificate"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(cert["issuer"], "CN=acme web CA");
+
+    // Another, signed by the platform CA on request (an operator's needs no approval here).
+    browser.type_into("csr-common-name", "acme edge").await;
+    browser.type_into("csr-dns-names", ACME).await;
+    browser.type_into("csr-alias", "edge").await;
+    browser
+        .click("//button[normalize-space(.)='Create CSR']")
+        .await;
+    let request = format!(
+        "{}//button[normalize-space(.)='Request signature']",
+        row_of("csr-list", "edge")
+    );
+    step(browser.client.wait().for_element(Locator::XPath(&request)))
+        .await
+        .unwrap();
+    browser.click(&request).await;
+    browser
+        .until("document.getElementById('signature-issuer').value === 'platform'")
+        .await;
+    browser.type_into("signature-reason", "edge rollout").await;
+    browser
+        .click("//button[normalize-space(.)='Send request']")
+        .await;
+    browser
+        .says("Signed edge: it is a server certificate now (not active yet).")
+        .await;
+    let (_, edge) = server
+        .api("GET", "/api/v1/orgs/acme/csrs?alias=edge", None)
+        .await;
+    let edge = &edge["items"][0];
+    assert_eq!(edge["status"], "completed");
+    assert_eq!(
+        (
+            &edge["signature_request"]["issuer"],
+            &edge["signature_request"]["reason"]
+        ),
+        (&json!("platform"), &json!("edge rollout"))
+    );
+    assert_eq!(items(&server, certs).await.len(), 5);
+    browser
+        .until("document.querySelectorAll('#server-cert-list tbody tr').length === 5")
+        .await;
+    browser.eval("(window.scrollTo(0, 0), true)").await;
+    browser.screenshot("server-certificates", 1250).await;
+
+    // Back to the platform default; an inactive one deleted after confirming.
+    browser
+        .click("//button[normalize-space(.)='Use the platform default']")
+        .await;
+    browser
+        .says("Devices are served the platform's default certificate again.")
+        .await;
+    let (_, active) = server
+        .api("GET", "/api/v1/orgs/acme/active-server-certificate", None)
+        .await;
+    assert_eq!(active["id"], Value::Null);
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Delete']",
+            row_of("server-cert-list", "acme edge")
+        ))
+        .await;
+    assert_eq!(browser.text("#confirm-title").await, "Delete acme edge?");
+    assert_eq!(
+        items(&server, certs).await.len(),
+        5,
+        "asking deleted nothing"
+    );
+    browser
+        .click("//button[normalize-space(.)='Confirm deletion']")
+        .await;
+    browser.says("Deleted acme edge.").await;
+    let left = items(&server, certs).await;
+    assert_eq!(left.len(), 4);
+    assert!(left.iter().all(|c| c["alias"] != "acme edge"));
+    assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_signature_request_waits_for_an_approver_who_approves_or_rejects_it_with_a_reason() {
+    let server = TestServer::start().await;
+    server.create_org("acme").await;
+    let (status, body) = server
+        .api(
+            "PATCH",
+            "/api/v1/orgs/acme",
+            Some(json!({"approval_required_roles": ["operator"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let (_, approver) = server.issue_token("acme", "checker", "approver").await;
+    let browser = Browser::start().await;
+
+    // The operator: generating is refused (the API says why), a CSR's signature request waits.
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Server certificates", SERVER_CERTS_SHOWN)
+        .await;
+    browser.type_into("generate-dns-name", ACME).await;
+    browser
+        .click("//button[normalize-space(.)='Generate']")
+        .await;
+    browser
+        .says("This role's signatures need approval: create a CSR and request a signature instead.")
+        .await;
+    assert!(items(&server, "/api/v1/orgs/acme/server-certificates")
+        .await
+        .is_empty());
+    browser.type_into("csr-common-name", "acme broker").await;
+    browser.type_into("csr-dns-names", ACME).await;
+    browser.type_into("csr-alias", "broker").await;
+    browser
+        .click("//button[normalize-space(.)='Create CSR']")
+        .await;
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Request signature']",
+            row_of("csr-list", "broker")
+        ))
+        .await;
+    browser
+        .until("!!document.getElementById('signature-reason')")
+        .await;
+    browser.type_into("signature-reason", "new broker").await;
+    browser
+        .click("//button[normalize-space(.)='Send request']")
+        .await;
+    browser
+        .says("The signature of broker waits for an approver (the approval queue).")
+        .await;
+    let (_, listed) = server
+        .api("GET", "/api/v1/orgs/acme/csrs?alias=broker", None)
+        .await;
+    let broker = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(csr(&server, &broker).await["status"], "pending_approval");
+    // Two more, through the API.
+    let mut waiting = Vec::new();
+    for alias in ["spare", "withdrawn"] {
+        let id = csr_as(&server, &operator, alias).await;
+        let (status, body) = server
+            .api_as(
+                &operator,
+                "POST",
+                &format!("/api/v1/orgs/acme/csrs/{id}/signature-request"),
+                Some(json!({"self_signed": false, "issuer": "platform", "reason": format!("{alias} rollout")})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        waiting.push(id);
+    }
+    // The operator sees the queue, and is offered no decision.
+    browser
+        .section(
+            "Approval queue",
+            "!!document.getElementById('approval-list')",
+        )
+        .await;
+    assert_eq!(browser.rows("approval-list").await, 3);
+    assert_eq!(browser.buttons().await, json!([]));
+    browser.sign_out().await;
+
+    // The approver approves one and rejects another, each with a reason.
+    browser.sign_in(&server, &approver).await;
+    browser.open_org("acme").await;
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('#sections a')].some(a => a.textContent === 'Approval queue')")
+            .await,
+        true
+    );
+    browser
+        .section(
+            "Approval queue",
+            "!!document.getElementById('approval-list')",
+        )
+        .await;
+    assert_eq!(browser.rows("approval-list").await, 3);
+    let broker_row = serde_json::to_string(&row_of("approval-list", "broker")).unwrap();
+    let cells = browser
+        .eval(&format!(
+            "[...document.evaluate({broker_row}, document, null, 9, null).singleNodeValue.cells]\
+             .map(td => td.textContent)"
+        ))
+        .await;
+    assert_eq!(
+        cells,
+        json!([
+            "broker",
+            ACME,
+            "the platform CA",
+            "ops (operator)",
+            "new broker",
+            cells[5].clone(),
+            "ApproveReject"
+        ])
+    );
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Approve']",
+            row_of("approval-list", "broker")
+        ))
+        .await;
+    browser
+        .until("!!document.getElementById('decision-reason')")
+        .await;
+    browser.type_into("decision-reason", "names checked").await;
+    browser.screenshot("approvals", 800).await;
+    browser
+        .click("//button[normalize-space(.)='Confirm approval']")
+        .await;
+    browser.says("Approved: broker is signed.").await;
+    let approved = csr(&server, &broker).await;
+    assert_eq!(
+        (
+            &approved["status"],
+            &approved["decided_by"],
+            &approved["decision_reason"]
+        ),
+        (
+            &json!("completed"),
+            &json!("checker"),
+            &json!("names checked")
+        )
+    );
+    let (status, _) = server
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/orgs/acme/server-certificates/{}",
+                approved["server_certificate"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the approved CSR is a server certificate");
+    browser
+        .until("document.querySelectorAll('#approval-list tbody tr').length === 2")
+        .await;
+
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Reject']",
+            row_of("approval-list", "spare")
+        ))
+        .await;
+    browser.type_into("decision-reason", "not needed").await;
+    browser
+        .click("//button[normalize-space(.)='Confirm rejection']")
+        .await;
+    browser.says("Rejected spare.").await;
+    browser
+        .until("document.querySelectorAll('#approval-list tbody tr').length === 1")
+        .await;
+    let rejected = csr(&server, &waiting[0]).await;
+    assert_eq!(
+        (
+            &rejected["status"],
+            &rejected["decided_by"],
+            &rejected["decision_reason"]
+        ),
+        (&json!("rejected"), &json!("checker"), &json!("not needed"))
+    );
+
+    // Decided elsewhere meanwhile: the API's refusal is shown, and the queue follows.
+    let (status, _) = server
+        .api(
+            "POST",
+            &format!("/api/v1/orgs/acme/csrs/{}/reject", waiting[1]),
+            Some(json!({"reason": "withdrawn"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    browser
+        .click(&format!(
+            "{}//button[normalize-space(.)='Approve']",
+            row_of("approval-list", "withdrawn")
+        ))
+        .await;
+    browser.type_into("decision-reason", "late").await;
+    browser
+        .click("//button[normalize-space(.)='Confirm approval']")
+        .await;
+    browser
+        .says(
+            "The CSR's status does not allow this (its code names the status). It is rejected now.",
+        )
+        .await;
+    browser
+        .until("!document.getElementById('approval-list')")
+        .await;
+    assert_eq!(
+        browser.text("#approvals p:last-child").await,
+        "Nothing waits for approval."
+    );
+    assert_eq!(csr(&server, &waiting[1]).await["decided_by"], "admin");
+    let audit = items(&server, "/api/v1/orgs/acme/audit-events?limit=500").await;
+    let decisions: Vec<_> = audit
+        .iter()
+        .filter(|e| e["action"] == "csr.approve" || e["action"] == "csr.reject")
+        .map(|e| json!([e["action"], e["actor"], e["reason"]]))
+        .collect();
+    assert_eq!(
+        decisions,
+        json!([
+            ["csr.approve", "checker", "names checked"],
+            ["csr.reject", "checker", "not needed"],
+            ["csr.reject", "admin", "withdrawn"]
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_new_token_is_shown_once_then_suspended_reactivated_and_revoked() {
+    let server = TestServer::start().await;
+    server.create_org("acme").await;
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let signing = items(&server, "/api/v1/orgs/acme/signing-certificates").await;
+    assert_eq!(signing.len(), 1);
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &server.token).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Signing certificates and tokens", TOKENS_SHOWN)
+        .await;
+    let cells = browser.texts("#signing-list tbody td").await;
+    assert_eq!(cells[0], signing[0]["alias"]);
+    assert_eq!(cells[3], "default");
+    assert_eq!(cells[4], "1", "the tokens it signed");
+    assert_eq!(
+        browser.texts("#token-list tbody td:first-child").await,
+        json!(["ops"])
+    );
+
+    // A token named with markup: shown once, as text, and kept nowhere.
+    browser.type_into("token-name", TOKEN_PROBE).await;
+    browser.pick("token-role", "viewer").await;
+    browser.pick("token-ttl", "86400").await;
+    browser
+        .click("//button[normalize-space(.)='Create token']")
+        .await;
+    browser
+        .until("!!document.getElementById('token-once')")
+        .await;
+    let token = browser
+        .eval("document.getElementById('token-once').value")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, me) = server.api_as(&token, "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 200, "the token shown works");
+    assert_eq!(
+        (&me["name"], &me["role"]),
+        (&json!(TOKEN_PROBE), &json!("viewer"))
+    );
+    let tokens = items(&server, "/api/v1/orgs/acme/tokens").await;
+    let created = tokens.iter().find(|t| t["name"] == TOKEN_PROBE).unwrap();
+    let token_id = created["id"].as_str().unwrap().to_owned();
+    let expires = OffsetDateTime::parse(
+        created["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let lifetime = expires - OffsetDateTime::now_utc();
+    assert!(
+        lifetime > time::Duration::hours(23) && lifetime <= time::Duration::days(1),
+        "{lifetime}"
+    );
+    assert_eq!(
+        browser
+            .eval("[sessionStorage.length, sessionStorage.getItem('portcullis.token'), localStorage.length]")
+            .await,
+        json!([1, server.token, 0]),
+        "only the signed-in token is kept"
+    );
+    let url = step(browser.client.current_url()).await.unwrap();
+    assert!(!url.as_str().contains(&token), "{url}");
+    let row = row_of("token-list", TOKEN_PROBE);
+    step(browser.client.wait().for_element(Locator::XPath(&row)))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('main img').length")
+            .await,
+        0
+    );
+    assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+    browser.screenshot("tokens", 1100).await;
+    // Gone once the page is left.
+    browser
+        .section("Audit log", "!!document.getElementById('audit-list')")
+        .await;
+    browser
+        .section("Signing certificates and tokens", TOKENS_SHOWN)
+        .await;
+    let shown = serde_json::to_string(&token).unwrap();
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "!document.getElementById('token-once') && !document.body.innerText.includes({shown})"
+            ))
+            .await,
+        true
+    );
+
+    // The admin generates a second signing certificate and makes it the default.
+    browser
+        .click("//button[normalize-space(.)='Generate a signing certificate']")
+        .await;
+    browser
+        .says("Generated a signing certificate from the platform CA.")
+        .await;
+    let signing = items(&server, "/api/v1/orgs/acme/signing-certificates").await;
+    assert_eq!(signing.len(), 2);
+    let new = signing.iter().find(|s| s["is_default"] == false).unwrap();
+    browser
+        .click("//table[@id='signing-list']//button[normalize-space(.)='Make default']")
+        .await;
+    browser
+        .says(&format!(
+            "New tokens are signed with {}.",
+            new["alias"].as_str().unwrap()
+        ))
+        .await;
+    let (_, now_default) = server
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/orgs/acme/signing-certificates/{}",
+                new["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(now_default["is_default"], true);
+    browser.sign_out().await;
+
+    // The new token signs in: a viewer reads the signing certificates, and no token.
+    browser.sign_in(&server, &token).await;
+    assert_eq!(
+        browser.text("#who").await,
+        format!("{TOKEN_PROBE} · viewer of acme")
+    );
+    browser.open_org("acme").await;
+    browser
+        .section("Signing certificates and tokens", TOKENS_SHOWN)
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "[!!document.getElementById('tokens'), !!document.getElementById('token-create')]"
+            )
+            .await,
+        json!([false, false])
+    );
+    assert_eq!(browser.buttons().await, json!([]));
+    browser.sign_out().await;
+
+    // An operator suspends and reactivates it, and may neither create nor revoke.
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Signing certificates and tokens", TOKENS_SHOWN)
+        .await;
+    assert_eq!(browser.buttons().await, json!(["Suspend", "Suspend"]));
+    browser
+        .click(&format!("{row}//button[normalize-space(.)='Suspend']"))
+        .await;
+    browser.says(&format!("Suspended {TOKEN_PROBE}.")).await;
+    let path = format!("/api/v1/orgs/acme/tokens/{token_id}");
+    assert_eq!(
+        server.api("GET", &path, None).await.1["status"],
+        "suspended"
+    );
+    let (status, _) = server.api_as(&token, "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 401, "a suspended token is refused");
+    browser
+        .click(&format!("{row}//button[normalize-space(.)='Reactivate']"))
+        .await;
+    browser.says(&format!("Reactivated {TOKEN_PROBE}.")).await;
+    assert_eq!(server.api("GET", &path, None).await.1["status"], "active");
+    let (status, _) = server.api_as(&token, "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 200);
+    browser.sign_out().await;
+
+    // The admin revokes it, after confirming.
+    browser.sign_in(&server, &server.token).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Signing certificates and tokens", TOKENS_SHOWN)
+        .await;
+    browser
+        .click(&format!("{row}//button[normalize-space(.)='Revoke']"))
+        .await;
+    browser
+        .until("!!document.querySelector('#token-confirm #would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#confirm-title").await,
+        format!("Revoke {TOKEN_PROBE}?")
+    );
+    assert_eq!(server.api("GET", &path, None).await.1["status"], "active");
+    browser
+        .click("//button[normalize-space(.)='Confirm revocation']")
+        .await;
+    browser.says(&format!("Revoked {TOKEN_PROBE}.")).await;
+    assert_eq!(server.api("GET", &path, None).await.1["status"], "revoked");
+    let (status, _) = server.api_as(&token, "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 401, "a revoked token is refused");
+    let status_cell = serde_json::to_string(&format!("{row}/td[3]")).unwrap();
+    browser
+        .until(&format!(
+            "document.evaluate({status_cell}, document, null, 9, null).singleNodeValue.textContent \
+             === 'revoked'"
+        ))
+        .await;
+
+    // Deleting the former default signing certificate revokes the tokens it signed.
+    let old = signing.iter().find(|s| s["is_default"] == true).unwrap();
+    browser
+        .click(
+            "//table[@id='signing-list']//tr[td[4][normalize-space(.)='standby']]\
+             //button[normalize-space(.)='Delete']",
+        )
+        .await;
+    assert_eq!(
+        browser.text("#signing-confirm #would-close").await,
+        "Would revoke 1 token it signed."
+    );
+    browser
+        .click("//button[normalize-space(.)='Confirm deletion']")
+        .await;
+    browser
+        .says(&format!("Deleted {}.", old["alias"].as_str().unwrap()))
+        .await;
+    let signing = items(&server, "/api/v1/orgs/acme/signing-certificates").await;
+    assert_eq!(signing.len(), 1);
+    assert_ne!(signing[0]["id"], old["id"]);
+    let (status, _) = server
+        .api_as(&operator, "GET", "/api/v1/whoami", None)
+        .await;
+    assert_eq!(
+        status, 401,
+        "the operator's token was signed by the deleted one"
+    );
+    assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+    browser.close().await;
+}

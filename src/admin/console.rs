@@ -48,6 +48,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("pages/refusals.js", JS),
     asset!("pages/blocklist.js", JS),
     asset!("pages/audit.js", JS),
+    asset!("pages/server-certs.js", JS),
+    asset!("pages/approvals.js", JS),
+    asset!("pages/tokens.js", JS),
 ];
 
 /// `/console` (redirected to `/console/`, so that the page's relative paths resolve under it),
