@@ -48,6 +48,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("pages/refusals.js", JS),
     asset!("pages/blocklist.js", JS),
     asset!("pages/audit.js", JS),
+    asset!("pages/grants.js", JS),
+    asset!("pages/notifications.js", JS),
+    asset!("pages/settings.js", JS),
 ];
 
 /// `/console` (redirected to `/console/`, so that the page's relative paths resolve under it),
