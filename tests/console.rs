@@ -1802,3 +1802,78 @@ async fn devices_are_filtered_and_a_certificate_is_blocked_by_fingerprint_or_ser
         .await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_viewer_reads_the_new_sections_and_is_offered_no_change_in_them() {
+    let server = TestServer::start().await;
+    server.org_with_ca("acme").await;
+    let (_, viewer) = server.issue_token("acme", "watcher", "viewer").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &viewer).await;
+    browser.until("!!document.getElementById('orgs')").await;
+    assert_eq!(
+        browser.eval("!!document.getElementById('new-org')").await,
+        false
+    );
+    browser.open_org("acme").await;
+    let tabs = browser.texts("#sections a").await;
+    assert!(
+        !tabs.as_array().unwrap().contains(&json!("Organisation")),
+        "{tabs}"
+    );
+
+    browser
+        .section(
+            "Access grants",
+            "!!document.querySelector('#grant-list tbody tr')",
+        )
+        .await;
+    assert_eq!(browser.buttons().await, json!([]), "no renewal");
+    browser
+        .section(
+            "Notification settings",
+            "!!document.getElementById('notification-settings')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("!!document.getElementById('notify-form')")
+            .await,
+        false,
+        "no change of the settings"
+    );
+    browser
+        .section("Devices", "!!document.getElementById('device-filters')")
+        .await;
+    assert_eq!(
+        browser
+            .eval("!!document.getElementById('block-certificate')")
+            .await,
+        false,
+        "no block"
+    );
+    browser
+        .section(
+            "CA certificates",
+            "!!document.querySelector('#ca-list tbody tr')",
+        )
+        .await;
+    browser
+        .click("//table[@id='ca-list']//a[normalize-space(.)='CN=acme devices CA']")
+        .await;
+    browser
+        .until("!!document.getElementById('ca-details')")
+        .await;
+    assert_eq!(
+        browser.facts("#ca-details").await["Subject"],
+        "CN=acme devices CA"
+    );
+    assert_eq!(
+        browser
+            .eval("[!!document.getElementById('ca-settings'), !!document.getElementById('crl-upload')]")
+            .await,
+        json!([false, false]),
+        "the details, and no settings or CRL upload"
+    );
+    browser.close().await;
+}
