@@ -28,6 +28,9 @@ const SECTIONS = [
   { id: "server-certs", title: "Server certificates", module: () => import("./pages/server-certs.js"), may: "read" },
   { id: "approvals", title: "Approval queue", module: () => import("./pages/approvals.js"), may: "read" },
   { id: "tokens", title: "Signing certificates and tokens", module: () => import("./pages/tokens.js"), may: "read" },
+  { id: "grants", title: "Access grants", module: () => import("./pages/grants.js"), may: "read" },
+  { id: "notifications", title: "Notification settings", module: () => import("./pages/notifications.js"), may: "read" },
+  { id: "settings", title: "Organisation", module: () => import("./pages/settings.js"), may: "admin" },
 ];
 
 const app = document.getElementById("app");
@@ -171,6 +174,53 @@ async function orgsPage(mine) {
           )
         : el("p", { class: "hint" }, "No organisations yet."),
     ),
+    me.may.includes("admin") ? newOrgForm() : null,
+  );
+}
+
+/** The admin's form for a new org: id, name, topic policy. */
+function newOrgForm() {
+  const id = el("input", { id: "new-org-id", type: "text", maxlength: 32, required: true });
+  const name = el("input", { id: "new-org-name", type: "text", maxlength: 200, required: true });
+  const policy = el(
+    "select",
+    { id: "new-org-policy" },
+    el("option", { value: "iot-2" }, "iot-2 (the Watson IoT topic space)"),
+    el("option", { value: "open" }, "open (any topic under the org)"),
+  );
+  return el(
+    "form",
+    {
+      class: "card",
+      id: "new-org",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          const org = await call("POST", "/orgs", {
+            id: id.value.trim(),
+            name: name.value,
+            topic_policy: policy.value,
+          });
+          show(`Created ${org.id}.`, "done");
+          render();
+        } catch (error) {
+          failed(error);
+        }
+      },
+    },
+    el("h2", {}, "New organisation"),
+    el(
+      "p",
+      { class: "hint" },
+      "Its id is a DNS label of its names (lower-case letters, digits, inner hyphens).",
+    ),
+    el("label", { for: "new-org-id" }, "ID"),
+    id,
+    el("label", { for: "new-org-name" }, "Name"),
+    name,
+    el("label", { for: "new-org-policy" }, "Topic policy"),
+    policy,
+    el("button", { type: "submit", class: "primary" }, "Create"),
   );
 }
 

@@ -1971,3 +1971,775 @@ async fn a_new_token_is_shown_once_then_suspended_reactivated_and_revoked() {
     assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
     browser.close().await;
 }
+
+const ALIAS_PROBE: &str = r#"<img src=x onerror="window.__xss=5">"#;
+
+impl Browser {
+    /// Replaces what the field with id `id` holds by `text`.
+    async fn fill(&self, id: &str, text: &str) {
+        let field = step(self.client.find(Locator::Id(id))).await.unwrap();
+        step(field.clear()).await.unwrap();
+        if !text.is_empty() {
+            step(field.send_keys(text)).await.unwrap();
+        }
+    }
+
+    /// Chooses the option of value `value` in the select with id `id`.
+    async fn choose(&self, id: &str, value: &str) {
+        let select = step(self.client.find(Locator::Id(id))).await.unwrap();
+        step(select.select_by_value(value)).await.unwrap();
+    }
+
+    /// The definition list `css` as an object: each term's text → its definition's text.
+    async fn facts(&self, css: &str) -> Value {
+        let css = serde_json::to_string(css).unwrap();
+        self.eval(&format!(
+            "Object.fromEntries([...document.querySelectorAll({css} + ' dt')]\
+             .map(dt => [dt.textContent, dt.nextElementSibling.textContent]))"
+        ))
+        .await
+    }
+
+    /// Sets the date or time field `id` to `value` (the form the field's `value` takes, which
+    /// typing into it would depend on the browser's locale for), as a person's input.
+    async fn set_time(&self, id: &str, value: &str) {
+        let (id, value) = (json!(id), json!(value));
+        self.eval(&format!(
+            "(() => {{ const field = document.getElementById({id}); field.value = {value}; \
+             field.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()"
+        ))
+        .await;
+    }
+}
+
+/// Whether the connection behind `inbox` (see `clients::subscribed_v4`) ends within `within`.
+async fn connection_ends_within(
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    within: Duration,
+) -> bool {
+    tokio::time::timeout(within, async { while inbox.recv().await.is_some() {} })
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn the_new_sections_are_served_as_scripts_that_never_parse_markup() {
+    let server = TestServer::start().await;
+    for file in [
+        "pages/grants.js",
+        "pages/notifications.js",
+        "pages/settings.js",
+    ] {
+        let response = get(&server, &format!("/console/{file}")).await;
+        assert_eq!(response.status(), 200, "{file}");
+        assert_eq!(
+            header(&response, "content-type"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(header(&response, "content-security-policy"), CSP, "{file}");
+        let text = step(response.text()).await.unwrap();
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "localStorage",
+        ] {
+            assert!(!text.contains(sink), "{file} uses {sink}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_creates_an_org_sets_it_up_and_changes_its_topic_policy_and_deletes_it_after_their_dry_runs(
+) {
+    let server = TestServer::start().await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &server.token).await;
+
+    // A new org, with the open topic policy.
+    browser.until("!!document.getElementById('new-org')").await;
+    browser.type_into("new-org-id", "acme").await;
+    browser.type_into("new-org-name", "Acme Corp").await;
+    browser.choose("new-org-policy", "open").await;
+    browser.click("//button[normalize-space(.)='Create']").await;
+    browser
+        .until("!!document.querySelector('#orgs a[href=\"#/orgs/acme\"]')")
+        .await;
+    let (status, org) = server.api("GET", "/api/v1/orgs/acme", None).await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(
+        (&org["name"], &org["topic_policy"]),
+        (&json!("Acme Corp"), &json!("open"))
+    );
+
+    // A device subscribed to a filter iot-2 refuses.
+    let ca = TestCa::root("acme devices CA");
+    server.upload_ca("acme", &ca).await;
+    let (_device, mut inbox) =
+        clients::subscribed_v4(&server, &ca, "acme", "d:sensor:a", "foo/#").await;
+
+    browser.open_org("acme").await;
+    browser
+        .section("Organisation", "!!document.getElementById('org-settings')")
+        .await;
+    browser.fill("org-rename", "Acme Corporation").await;
+    browser.click("//input[@id='approval-operator']").await;
+    browser.click("//button[normalize-space(.)='Save']").await;
+    browser
+        .until("document.getElementById('org-name').textContent === 'Acme Corporation'")
+        .await;
+    let (_, org) = server.api("GET", "/api/v1/orgs/acme", None).await;
+    assert_eq!(org["name"], "Acme Corporation");
+    assert_eq!(org["approval_required_roles"], json!(["operator"]));
+
+    // The notification addresses (the admin's to change) and a webhook.
+    browser
+        .section(
+            "Notification settings",
+            "!!document.getElementById('notify-form')",
+        )
+        .await;
+    browser
+        .type_into("notify-emails", "ops@acme.example\nsecurity@acme.example")
+        .await;
+    browser
+        .type_into("notify-webhook-url", "http://127.0.0.1:9/hook")
+        .await;
+    browser
+        .type_into("notify-webhook-secret", "a secret of twenty chars")
+        .await;
+    browser.click("//button[normalize-space(.)='Save']").await;
+    browser
+        .until("document.getElementById('status').textContent === 'Notification settings saved.'")
+        .await;
+    let (_, settings) = server
+        .api("GET", "/api/v1/orgs/acme/notification-settings", None)
+        .await;
+    assert_eq!(
+        settings,
+        json!({
+            "emails": ["ops@acme.example", "security@acme.example"],
+            "webhook_url": "http://127.0.0.1:9/hook",
+            "webhook_secret_set": true,
+        })
+    );
+    let shown = browser.facts("#notification-settings").await;
+    assert_eq!(
+        shown["E-mail addresses"],
+        "ops@acme.example, security@acme.example"
+    );
+    assert_eq!(shown["Webhook secret"], "set (never shown)");
+
+    // The topic policy: its dry run lists the device; cancelled, nothing changes.
+    browser
+        .section("Organisation", "!!document.getElementById('org-settings')")
+        .await;
+    browser.choose("org-policy", "iot-2").await;
+    browser
+        .click("//button[normalize-space(.)='Change topic policy']")
+        .await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#confirm-title").await,
+        "Change acme's topic policy to iot-2?"
+    );
+    assert_eq!(browser.text("#would-close").await, "Would close 1 session.");
+    assert_eq!(
+        browser.texts("#settings-confirm .ids li").await,
+        json!(["d:acme:sensor:a"])
+    );
+    browser.screenshot("settings", 1150).await;
+    browser
+        .click("//div[@id='settings-confirm']//button[normalize-space(.)='Cancel']")
+        .await;
+    browser
+        .until("!document.getElementById('would-close')")
+        .await;
+    let (_, org) = server.api("GET", "/api/v1/orgs/acme", None).await;
+    assert_eq!(org["topic_policy"], "open", "cancelled: nothing changed");
+    assert!(
+        !connection_ends_within(&mut inbox, Duration::from_millis(300)).await,
+        "the device is still connected"
+    );
+
+    // Confirmed, the policy changes and the device's session is closed.
+    browser
+        .click("//button[normalize-space(.)='Change topic policy']")
+        .await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    browser
+        .click("//button[normalize-space(.)='Confirm topic policy']")
+        .await;
+    assert!(
+        connection_ends_within(&mut inbox, Duration::from_secs(5)).await,
+        "the device's session is closed"
+    );
+    browser
+        .until("document.getElementById('org-policy-now').textContent === 'Now: iot-2'")
+        .await;
+    let (_, org) = server.api("GET", "/api/v1/orgs/acme", None).await;
+    assert_eq!(org["topic_policy"], "iot-2");
+    assert!(items(&server, "/api/v1/orgs/acme/sessions")
+        .await
+        .is_empty());
+
+    // Deleting it shows its dry run first.
+    browser
+        .click("//button[normalize-space(.)='Delete organisation']")
+        .await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#confirm-title").await,
+        "Delete acme (Acme Corporation)?"
+    );
+    let (status, _) = server.api("GET", "/api/v1/orgs/acme", None).await;
+    assert_eq!(status, 200, "the dry run deleted nothing");
+    browser
+        .click("//button[normalize-space(.)='Confirm deletion']")
+        .await;
+    browser
+        .until("!!document.getElementById('new-org') && !document.getElementById('orgs')")
+        .await;
+    let (status, _) = server.api("GET", "/api/v1/orgs/acme", None).await;
+    assert_eq!(status, 404, "deleted once confirmed");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_operator_reads_a_cas_details_changes_its_settings_and_uploads_its_crl() {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let revoked = ca.client("d:sensor:lost", &[]);
+    let now = OffsetDateTime::now_utc();
+    let crl = ca.crl(
+        &[&revoked],
+        now - time::Duration::hours(1),
+        now + time::Duration::days(7),
+    );
+    let files = tempfile::tempdir().unwrap();
+    let crl_file = files.path().join("acme.crl.pem");
+    std::fs::write(&crl_file, crl).unwrap();
+    let path = format!("/api/v1/orgs/acme/ca-certificates/{ca_id}");
+    let (_, held) = server.api("GET", &path, None).await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section(
+            "CA certificates",
+            "!!document.querySelector('#ca-list tbody tr')",
+        )
+        .await;
+    browser
+        .click("//table[@id='ca-list']//a[normalize-space(.)='CN=acme devices CA']")
+        .await;
+    browser
+        .until("!!document.getElementById('ca-details')")
+        .await;
+    let facts = browser.facts("#ca-details").await;
+    let at = |key: &str| {
+        let time = held[key].as_str().unwrap();
+        format!("{} UTC", time[..16].replace('T', " "))
+    };
+    for (shown, api) in [
+        ("Subject", &held["subject"]),
+        ("Alias", &held["alias"]),
+        ("Description", &held["description"]),
+        ("Issuer", &held["issuer"]),
+        ("Serial", &held["serial"]),
+        ("SHA-256 fingerprint", &held["fingerprint_sha256"]),
+        ("Not before", &json!(at("not_before"))),
+        ("Not after", &json!(at("not_after"))),
+        ("OCSP", &held["ocsp_mode"]),
+    ] {
+        assert_eq!(&facts[shown], api, "{shown}");
+    }
+    assert_eq!(facts["Can issue"], "no");
+    assert_eq!(facts["CRL URL"], "none (uploaded only)");
+    assert_eq!(facts["CRL held"], "none");
+    browser.screenshot("ca-details", 1250).await;
+
+    // Its settings: an alias that is markup, a CRL URL, OCSP.
+    browser.fill("ca-alias", ALIAS_PROBE).await;
+    browser.fill("ca-set-description", "fleet roots").await;
+    browser
+        .fill("ca-crl-url", "http://127.0.0.1:9/acme.crl")
+        .await;
+    browser.choose("ca-ocsp-mode", "soft").await;
+    browser.fill("ca-ocsp-url", "http://127.0.0.1:9/ocsp").await;
+    browser
+        .click("//button[normalize-space(.)='Save settings']")
+        .await;
+    browser
+        .until(&format!(
+            "document.querySelector('#ca-details h3').textContent === {}",
+            json!(ALIAS_PROBE)
+        ))
+        .await;
+    let (_, changed) = server.api("GET", &path, None).await;
+    assert_eq!(
+        [
+            &changed["alias"],
+            &changed["description"],
+            &changed["crl_url"],
+            &changed["ocsp_mode"],
+            &changed["ocsp_url"]
+        ],
+        [
+            &json!(ALIAS_PROBE),
+            &json!("fleet roots"),
+            &json!("http://127.0.0.1:9/acme.crl"),
+            &json!("soft"),
+            &json!("http://127.0.0.1:9/ocsp")
+        ]
+    );
+    let facts = browser.facts("#ca-details").await;
+    assert_eq!(facts["Alias"], ALIAS_PROBE, "the alias is shown as text");
+    assert_eq!(facts["OCSP"], "soft");
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('main img').length")
+            .await,
+        0
+    );
+
+    // A CRL uploaded through the file input.
+    let input = step(browser.client.find(Locator::Id("crl-file")))
+        .await
+        .unwrap();
+    step(input.send_keys(crl_file.to_str().unwrap()))
+        .await
+        .unwrap();
+    browser
+        .click("//button[normalize-space(.)='Upload CRL']")
+        .await;
+    browser
+        .until("document.getElementById('ca-crl').textContent.includes('revokes 1 certificate')")
+        .await;
+    let (status, crl) = server.api("GET", &format!("{path}/crl"), None).await;
+    assert_eq!(status, 200, "{crl}");
+    assert_eq!(
+        (&crl["entries"], &crl["issuer"]),
+        (&json!(1), &json!("CN=acme devices CA"))
+    );
+    assert_eq!(browser.eval("typeof window.__xss").await, "undefined");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_operator_renews_a_grant_with_the_emailed_code_and_sets_the_webhook() {
+    let smtp = common::notices::SmtpSink::start().await;
+    let smtp_url = smtp.url();
+    let server = TestServer::start_with(|config| config.notify.smtp_url = Some(smtp_url)).await;
+    server.create_org("acme").await;
+    let (status, body) = server
+        .api(
+            "PUT",
+            "/api/v1/orgs/acme/notification-settings",
+            Some(json!({"emails": ["ops@acme.example"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let before = items(&server, "/api/v1/orgs/acme/grants").await;
+    assert_eq!(before.len(), 1);
+    let grant = &before[0];
+    assert_eq!(grant["uses"], 1, "the operator's token was signed");
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &operator).await;
+    browser.until("!!document.getElementById('orgs')").await;
+    assert_eq!(
+        browser.eval("!!document.getElementById('new-org')").await,
+        false,
+        "only the admin creates orgs"
+    );
+    browser.open_org("acme").await;
+    let tabs = browser.texts("#sections a").await;
+    assert!(
+        !tabs.as_array().unwrap().contains(&json!("Organisation")),
+        "the org's settings are the admin's: {tabs}"
+    );
+    browser
+        .section("Access grants", "!!document.getElementById('grant-list')")
+        .await;
+    let cells = browser.texts("#grant-list tbody td").await;
+    assert_eq!(cells[0], "active");
+    assert_eq!(
+        cells[1],
+        format!(
+            "signing_certificate {}",
+            grant["holder_id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(cells[2], format!("1 of {}", grant["max_uses"]));
+
+    // The code is e-mailed; a wrong one is refused, the right one renews.
+    browser
+        .click("//table[@id='grant-list']//button[normalize-space(.)='Renew']")
+        .await;
+    browser
+        .until("!!document.getElementById('renewal-form')")
+        .await;
+    assert!(browser
+        .text("#renewal-sent")
+        .await
+        .as_str()
+        .unwrap()
+        .starts_with("A code was sent to 1 address; it is good until "));
+    let mailed = eventually(Duration::from_secs(10), || async {
+        smtp.matching("renewal code").len() == 1
+    })
+    .await;
+    assert!(mailed, "the renewal code was e-mailed");
+    let mail = smtp.matching("renewal code").pop().unwrap();
+    let at = mail.find("Code: ").unwrap() + "Code: ".len();
+    let code = mail[at..at + 8].to_owned();
+    let wrong = format!(
+        "{}{}",
+        &code[..7],
+        if code.ends_with('0') { '1' } else { '0' }
+    );
+    browser.type_into("renewal-code", &wrong).await;
+    browser
+        .click("//button[normalize-space(.)='Renew with the code']")
+        .await;
+    browser
+        .until("document.getElementById('status').textContent.startsWith('The code is wrong')")
+        .await;
+    let (_, still) = server
+        .api(
+            "GET",
+            &format!("/api/v1/orgs/acme/grants/{}", grant["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(still["uses"], 1, "a wrong code renews nothing");
+    browser.fill("renewal-code", &code).await;
+    browser
+        .click("//button[normalize-space(.)='Renew with the code']")
+        .await;
+    browser
+        .until("document.getElementById('status').textContent.startsWith('Renewed: good until ')")
+        .await;
+    let renewed = items(&server, "/api/v1/orgs/acme/grants").await;
+    assert_eq!(renewed[0]["uses"], 0, "{renewed:?}");
+    assert!(
+        renewed[0]["expires_at"].as_str() > grant["expires_at"].as_str(),
+        "{renewed:?}"
+    );
+    browser
+        .until("document.querySelector('#grant-list tbody td:nth-child(3)').textContent.startsWith('0 of ')")
+        .await;
+
+    // Notification settings: the addresses are the admin's; the webhook an operator sets.
+    browser
+        .section(
+            "Notification settings",
+            "!!document.getElementById('notify-form')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('notify-emails').disabled")
+            .await,
+        true
+    );
+    browser
+        .type_into(
+            "notify-webhook-url",
+            "https://hooks.acme.example/portcullis",
+        )
+        .await;
+    browser
+        .type_into("notify-webhook-secret", "sixteen or more chars")
+        .await;
+    browser.click("//button[normalize-space(.)='Save']").await;
+    browser
+        .until("document.getElementById('status').textContent === 'Notification settings saved.'")
+        .await;
+    let (_, settings) = server
+        .api("GET", "/api/v1/orgs/acme/notification-settings", None)
+        .await;
+    assert_eq!(
+        settings,
+        json!({
+            "emails": ["ops@acme.example"],
+            "webhook_url": "https://hooks.acme.example/portcullis",
+            "webhook_secret_set": true,
+        })
+    );
+    browser.close().await;
+}
+
+/// The identities the device list shows, sorted.
+async fn listed_devices(browser: &Browser) -> Value {
+    browser
+        .eval(
+            "document.getElementById('device-list') \
+             ? [...document.querySelectorAll('#device-list tbody td:first-child')].map(td => td.textContent).sort() \
+             : []",
+        )
+        .await
+}
+
+/// The identities of the devices the API lists for `query`, sorted.
+async fn devices_for(server: &TestServer, query: &str) -> Value {
+    let mut found: Vec<String> = items(server, &format!("/api/v1/orgs/acme/devices{query}"))
+        .await
+        .iter()
+        .map(|d| d["identity"].as_str().unwrap().to_owned())
+        .collect();
+    found.sort();
+    json!(found)
+}
+
+#[tokio::test]
+async fn devices_are_filtered_and_a_certificate_is_blocked_by_fingerprint_or_serial_after_its_dry_run(
+) {
+    let server = TestServer::start().await;
+    let (ca, ca_id) = server.org_with_ca("acme").await;
+    let (_, operator) = server.issue_token("acme", "ops", "operator").await;
+    let now = OffsetDateTime::now_utc();
+    let dev1 = server
+        .live_device(&ca.client("d:sensor:dev1", &[]), "dev1")
+        .await;
+    let soon = ca.client_valid(
+        "d:sensor:dev2",
+        &[],
+        now - time::Duration::days(1),
+        now + time::Duration::days(10),
+    );
+    let mut dev2 = server.live_device(&soon, "dev2").await;
+    let _pump = clients::publisher_v4(&server, &ca, "acme", "d:pump:p7").await;
+    registered(&server, 3).await;
+    let registry = items(&server, "/api/v1/orgs/acme/devices").await;
+    let device = |identity: &str| {
+        registry
+            .iter()
+            .find(|d| d["identity"] == identity)
+            .unwrap()
+            .clone()
+    };
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &operator).await;
+    browser.open_org("acme").await;
+    browser
+        .section("Devices", "!!document.getElementById('device-list')")
+        .await;
+    assert_eq!(
+        listed_devices(&browser).await,
+        devices_for(&server, "").await
+    );
+
+    // Each filter, as the API's query takes it.
+    let wait_for = |expected: Value| {
+        format!(
+            "JSON.stringify(document.getElementById('device-list') \
+             ? [...document.querySelectorAll('#device-list tbody td:first-child')].map(td => td.textContent).sort() \
+             : []) === {}",
+            json!(expected.to_string())
+        )
+    };
+    browser.type_into("filter-type", "pump").await;
+    let pumps = devices_for(&server, "?type=pump").await;
+    assert_eq!(pumps, json!(["d:pump:p7"]));
+    browser.until(&wait_for(pumps)).await;
+    browser.fill("filter-type", "").await;
+    browser.type_into("filter-id-prefix", "dev").await;
+    let devs = devices_for(&server, "?id_prefix=dev").await;
+    assert_eq!(devs, json!(["d:sensor:dev1", "d:sensor:dev2"]));
+    browser.until(&wait_for(devs)).await;
+    let in_20_days = (now + time::Duration::days(20)).date().to_string();
+    browser.set_time("filter-expires-before", &in_20_days).await;
+    let expiring = devices_for(
+        &server,
+        &format!("?id_prefix=dev&expires_before={in_20_days}T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(expiring, json!(["d:sensor:dev2"]));
+    browser.until(&wait_for(expiring)).await;
+    browser.set_time("filter-expires-before", "").await;
+    browser.fill("filter-id-prefix", "").await;
+    browser
+        .set_time("filter-seen-after", "2099-01-01T00:00")
+        .await;
+    browser
+        .until("document.getElementById('devices').textContent.includes('No device matches.')")
+        .await;
+    assert_eq!(
+        devices_for(&server, "?seen_after=2099-01-01T00:00:00Z").await,
+        json!([])
+    );
+    browser
+        .set_time("filter-seen-after", "2000-01-01T00:00")
+        .await;
+    browser
+        .until(&wait_for(devices_for(&server, "").await))
+        .await;
+
+    // By fingerprint: the dry run names the device; cancelled, nothing is blocked.
+    let fingerprint = device("d:sensor:dev2")["fingerprint_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.fill("block-fingerprint", &fingerprint).await;
+    browser.click("//button[normalize-space(.)='Block…']").await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#confirm-title").await,
+        format!("Block the certificate {fingerprint}?")
+    );
+    assert_eq!(browser.text("#would-close").await, "Would close 1 session.");
+    assert_eq!(
+        browser.texts("#device-confirm .ids li").await,
+        json!(["d:acme:sensor:dev2", "d:sensor:dev2"])
+    );
+    browser
+        .click("//div[@id='device-confirm']//button[normalize-space(.)='Cancel']")
+        .await;
+    browser
+        .until("!document.getElementById('would-close')")
+        .await;
+    assert!(items(&server, "/api/v1/orgs/acme/blocked-devices")
+        .await
+        .is_empty());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut dev2)
+            .await
+            .is_err(),
+        "cancelled: dev2 is still connected"
+    );
+
+    // By CA and serial: confirmed, the entry is made and the device's session closed.
+    let serial = device("d:sensor:dev1")["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.choose("block-kind", "serial").await;
+    browser.choose("block-ca", &ca_id).await;
+    browser.fill("block-serial", &serial).await;
+    browser.click("//button[normalize-space(.)='Block…']").await;
+    browser
+        .until("!!document.getElementById('would-close')")
+        .await;
+    assert_eq!(
+        browser.text("#confirm-title").await,
+        format!("Block serial {serial} of CN=acme devices CA?")
+    );
+    assert_eq!(browser.text("#would-close").await, "Would close 1 session.");
+    browser.type_into("block-reason", "lost in transit").await;
+    browser
+        .click("//button[normalize-space(.)='Confirm block']")
+        .await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), dev1)
+            .await
+            .is_ok(),
+        "dev1's session is closed"
+    );
+    let blocked = items(&server, "/api/v1/orgs/acme/blocked-devices").await;
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(
+        (
+            &blocked[0]["ca_id"],
+            &blocked[0]["serial"],
+            &blocked[0]["reason"]
+        ),
+        (&json!(ca_id), &json!(serial), &json!("lost in transit"))
+    );
+    browser
+        .until(&format!(
+            "document.getElementById('status').textContent === {}",
+            json!(format!("Blocked serial {serial} of CN=acme devices CA."))
+        ))
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_viewer_reads_the_new_sections_and_is_offered_no_change_in_them() {
+    let server = TestServer::start().await;
+    server.org_with_ca("acme").await;
+    let (_, viewer) = server.issue_token("acme", "watcher", "viewer").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &viewer).await;
+    browser.until("!!document.getElementById('orgs')").await;
+    assert_eq!(
+        browser.eval("!!document.getElementById('new-org')").await,
+        false
+    );
+    browser.open_org("acme").await;
+    let tabs = browser.texts("#sections a").await;
+    assert!(
+        !tabs.as_array().unwrap().contains(&json!("Organisation")),
+        "{tabs}"
+    );
+
+    browser
+        .section(
+            "Access grants",
+            "!!document.querySelector('#grant-list tbody tr')",
+        )
+        .await;
+    assert_eq!(browser.buttons().await, json!([]), "no renewal");
+    browser
+        .section(
+            "Notification settings",
+            "!!document.getElementById('notification-settings')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("!!document.getElementById('notify-form')")
+            .await,
+        false,
+        "no change of the settings"
+    );
+    browser
+        .section("Devices", "!!document.getElementById('device-filters')")
+        .await;
+    assert_eq!(
+        browser
+            .eval("!!document.getElementById('block-certificate')")
+            .await,
+        false,
+        "no block"
+    );
+    browser
+        .section(
+            "CA certificates",
+            "!!document.querySelector('#ca-list tbody tr')",
+        )
+        .await;
+    browser
+        .click("//table[@id='ca-list']//a[normalize-space(.)='CN=acme devices CA']")
+        .await;
+    browser
+        .until("!!document.getElementById('ca-details')")
+        .await;
+    assert_eq!(
+        browser.facts("#ca-details").await["Subject"],
+        "CN=acme devices CA"
+    );
+    assert_eq!(
+        browser
+            .eval("[!!document.getElementById('ca-settings'), !!document.getElementById('crl-upload')]")
+            .await,
+        json!([false, false]),
+        "the details, and no settings or CRL upload"
+    );
+    browser.close().await;
+}

@@ -51,6 +51,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     asset!("pages/server-certs.js", JS),
     asset!("pages/approvals.js", JS),
     asset!("pages/tokens.js", JS),
+    asset!("pages/grants.js", JS),
+    asset!("pages/notifications.js", JS),
+    asset!("pages/settings.js", JS),
 ];
 
 /// `/console` (redirected to `/console/`, so that the page's relative paths resolve under it),
