@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use portcullis::codec::{self, origin, Packet, Properties, Protocol, Publish, QoS};
 use portcullis::identity::{ClientId, Identity};
 use portcullis::mqtt::delivery::Subscriptions;
-use portcullis::mqtt::topics::{TopicMap, TopicPolicy};
+use portcullis::mqtt::topics::{Form, TopicMap, TopicPolicy};
 
 fn publish_bytes(size: usize) -> BytesMut {
     let packet = Packet::Publish(Publish {
@@ -129,5 +129,36 @@ fn identity_parsing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec_publish, message_front_end, identity_parsing);
+/// What a SUBSCRIBE pays per filter: mapping it (`filter_map`), and, once newly held, judging it
+/// under every other topic policy (`filter_keeps`: counted for a policy change's dry run).
+fn subscribe_filter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("subscribe_filter");
+    let device = TopicMap::new(
+        ClientId::parse("d:acme:sensor:dev1").expect("valid"),
+        TopicPolicy::Iot2,
+    );
+    let filter = "iot-2/cmd/+/fmt/json";
+    let broker = device.filter(filter).expect("allowed");
+    group.bench_function("filter_map", |b| {
+        b.iter(|| device.filter(std::hint::black_box(filter)))
+    });
+    group.bench_function("filter_keeps", |b| {
+        b.iter(|| {
+            device.keeps(
+                TopicPolicy::Open,
+                std::hint::black_box(&broker),
+                Form::Filter,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    codec_publish,
+    message_front_end,
+    identity_parsing,
+    subscribe_filter
+);
 criterion_main!(benches);

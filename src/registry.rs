@@ -760,9 +760,15 @@ impl SessionTable {
         }
     }
 
+    /// Closes what [`SessionTable::invalidated`] lists, but for what a topic policy change
+    /// closes: those sessions end themselves when told of the policy ([`Signal::Follow`]), which
+    /// judges them again and keeps a will the policy refuses from being published.
     fn close_invalidated(&self, org: &OrgId, entry: Option<&OrgEntry>) {
         let mut closed: HashMap<&'static str, u64> = HashMap::new();
         for (_, closer, why) in self.invalidated(org, entry) {
+            if why == Refusal::TopicPolicy.as_str() {
+                continue;
+            }
             closer.close(reason::NOT_AUTHORIZED);
             *closed.entry(why).or_default() += 1;
         }

@@ -445,14 +445,18 @@ where
                         forwarder.disconnect(code, &mut to_client);
                         Err(SessionError::Revoked)
                     }
-                    // The org's topic policy changed: what the session holds was judged when it
-                    // was closed or not; judged again here, for what it took meanwhile.
+                    // The org's topic policy changed: the session goes on under it, or ends if it
+                    // holds a filter or a will the policy refuses or would route elsewhere.
                     Signal::Follow(policy) if forwarder.keeps_under(policy, will) => {
                         forwarder.set_policy(policy);
                         guard.refused_by(|policy| !forwarder.keeps_under(policy, will));
                         Ok(Flow::Continue)
                     }
-                    Signal::Follow(_) => {
+                    Signal::Follow(policy) => {
+                        // Its will is not published either where the policy refuses it.
+                        if will.is_some_and(|topic| !forwarder.keeps_topic(policy, topic)) {
+                            forwarder.cancel_will();
+                        }
                         metrics::counter!(
                             crate::metrics::SESSIONS_REVOKED,
                             "reason" => Refusal::TopicPolicy.as_str()

@@ -288,13 +288,23 @@ impl<Q: Quota> Forwarder<Q> {
     /// the same under `policy` ([`TopicMap::keeps`]): the session may go on under it.
     pub fn keeps_under(&self, policy: TopicPolicy, will: Option<&str>) -> bool {
         self.outside[policy.index()] == 0
-            && will.is_none_or(|topic| self.topics.keeps(policy, topic, Form::Topic))
+            && will.is_none_or(|topic| self.keeps_topic(policy, topic))
+    }
+
+    /// Whether `topic` (broker form: the will's) means the same under `policy`.
+    pub fn keeps_topic(&self, policy: TopicPolicy, topic: &str) -> bool {
+        self.topics.keeps(policy, topic, Form::Topic)
     }
 
     /// Follows the org's new topic policy, which [`Forwarder::keeps_under`] said it may.
     pub fn set_policy(&mut self, policy: TopicPolicy) {
         self.topics.set_policy(policy);
         self.recount();
+    }
+
+    /// The session's will is not published when it ends.
+    pub fn cancel_will(&mut self) {
+        self.will_wanted = false;
     }
 
     /// Counts `filter`, newly held (`held`) or let go, among those each policy would not keep.
