@@ -415,3 +415,48 @@ async fn a_dry_run_judges_another_node_s_sessions_as_that_node_would() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A persistent 3.1.1 session of `cn` through a bridge: whether the server had its session, and
+/// the client, subscribed to `filter` when given, after which it disconnects cleanly.
+async fn persistent(server: &TestServer, ca: &TestCa, cn: &str, filter: Option<&str>) -> bool {
+    let cert = ca.client(cn, &[]);
+    let addr = server.bridge("acme.messaging.localhost", &cert).await;
+    let mut options = mqtt::v4_options(addr, &cn.replacen(':', ":acme:", 1));
+    options.set_clean_session(false);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+    let present = mqtt::next_v4(&mut eventloop, |packet| match packet {
+        rumqttc::Packet::ConnAck(ack) => Some(ack.session_present),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    if let Some(filter) = filter {
+        mqtt::subscribe_v4(&client, &mut eventloop, filter, rumqttc::QoS::AtLeastOnce).await;
+    }
+    client.disconnect().await.unwrap();
+    while step(eventloop.poll()).await.is_ok() {}
+    present
+}
+
+/// A persistent session kept for a device that is offline when the policy changes is resumed only
+/// if what it holds means the same under the new policy; otherwise it starts clean.
+#[tokio::test]
+async fn a_kept_session_holding_what_the_new_policy_refuses_starts_clean() {
+    let (server, ca) = TestServer::start_open_org("acme").await;
+    let typed = "iot-2/type/+/id/+/evt/+/fmt/+";
+    assert!(!persistent(&server, &ca, "d:sensor:p", Some("foo/#")).await);
+    assert!(!persistent(&server, &ca, "a:dash", Some(typed)).await);
+    assert!(persistent(&server, &ca, "d:sensor:p", None).await, "kept");
+
+    let change = Some(json!({"topic_policy": "iot-2"}));
+    let (status, _) = server.api("PATCH", "/api/v1/orgs/acme", change).await;
+    assert_eq!(status, 200);
+    assert!(
+        !persistent(&server, &ca, "d:sensor:p", None).await,
+        "`foo/#` is refused under iot-2: the session starts clean"
+    );
+    assert!(
+        persistent(&server, &ca, "a:dash", None).await,
+        "the app's filter means the same: resumed"
+    );
+}

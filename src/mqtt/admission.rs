@@ -145,7 +145,9 @@ pub async fn admit(
     let expiry = session_expiry(&connect);
     let opening = Opening {
         client_id: &client_id_text,
-        clean_start: connect.clean_start,
+        // A kept session the org's topic policy changed under is resumed only if it still holds
+        // nothing the policy refuses or routes elsewhere; otherwise the broker starts it clean.
+        clean_start: connect.clean_start || !ctx.filters.resumes_under(&client_id, policy),
         expiry,
         will: will.as_ref(),
         keep_alive: keep_alive(&connect, ctx.max_keep_alive).0,

@@ -19,6 +19,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::broker::{Broker, Hold};
+use crate::identity::ClientId;
+use crate::mqtt::topics::{Form, TopicMap, TopicPolicy};
 
 /// MQTT 5 SUBACK reason for a filter past a cap.
 pub use crate::codec::reason::QUOTA_EXCEEDED;
@@ -62,8 +64,9 @@ pub struct FilterQuota {
 struct Ledger {
     /// Filters held per organisation: its live sessions' and its kept sessions'.
     orgs: HashMap<String, usize>,
-    /// Filters of persistent sessions that ended, by client id: (org, filters).
-    kept: HashMap<String, (String, HashSet<String>)>,
+    /// Filters of persistent sessions that ended, by client id: (org, the topic policy they were
+    /// made under, filters).
+    kept: HashMap<String, (String, TopicPolicy, HashSet<String>)>,
     /// Distinct filters each organisation has handed to the broker, which frees none: an org's
     /// share of `broker.max_filters`, at most `broker.max_filters_per_org`, so that subscribing
     /// to ever new filters (and unsubscribing) cannot use up the broker's bound for other orgs.
@@ -106,9 +109,25 @@ impl FilterQuota {
     /// Releases what a kept session of `client_id` held: the broker discarded that session.
     fn forget(&self, client_id: &str) {
         let mut ledger = self.lock();
-        if let Some((org, filters)) = ledger.kept.remove(client_id) {
+        if let Some((org, _, filters)) = ledger.kept.remove(client_id) {
             ledger.release(&org, filters.len());
         }
+    }
+
+    /// Whether the persistent session `client` kept (if any) may resume under its org's topic
+    /// policy `policy`: each of its filters, made under the policy the session followed then,
+    /// means the same under `policy` ([`TopicMap::keeps`]). One that does not is started clean
+    /// (the broker discards it, and what its filters held): a policy change does not leave an
+    /// offline device holding what the new policy refuses.
+    pub fn resumes_under(&self, client: &ClientId, policy: TopicPolicy) -> bool {
+        let ledger = self.lock();
+        let Some((_, then, filters)) = ledger.kept.get(&client.to_string()) else {
+            return true;
+        };
+        let made = TopicMap::new(client.clone(), *then);
+        filters
+            .iter()
+            .all(|filter| made.keeps(policy, filter, Form::Filter))
     }
 
     /// The filters of a session that starts now. `clean_start` and `session_present` are what the
@@ -126,7 +145,7 @@ impl FilterQuota {
     ) -> SessionFilters {
         let mut ledger = self.lock();
         let mut live = HashSet::new();
-        if let Some((kept_org, filters)) = ledger.kept.remove(client_id) {
+        if let Some((kept_org, _, filters)) = ledger.kept.remove(client_id) {
             if clean_start || !session_present || kept_org != org {
                 ledger.release(&kept_org, filters.len());
             } else {
@@ -139,6 +158,7 @@ impl FilterQuota {
             client_id: client_id.to_owned(),
             live,
             keep,
+            policy: TopicPolicy::default(),
         }
     }
 
@@ -161,6 +181,8 @@ pub struct SessionFilters {
     client_id: String,
     live: HashSet<String>,
     keep: bool,
+    /// The topic policy its filters were made under (see [`SessionFilters::keep`]).
+    policy: TopicPolicy,
 }
 
 impl SessionFilters {
@@ -216,9 +238,11 @@ impl SessionFilters {
     }
 
     /// Whether the session's filters stay counted for its client id once it ends (the broker
-    /// keeps the session), or are released then.
-    pub fn keep(&mut self, keep: bool) {
+    /// keeps the session), or are released then; `policy`: the topic policy the session followed
+    /// last, which made them.
+    pub fn keep(&mut self, keep: bool, policy: TopicPolicy) {
         self.keep = keep;
+        self.policy = policy;
     }
 
     /// Filters this session holds.
@@ -238,10 +262,9 @@ impl Drop for SessionFilters {
         let live = std::mem::take(&mut self.live);
         let mut ledger = self.quota.lock();
         if self.keep && !live.is_empty() {
-            let previous = ledger
-                .kept
-                .insert(self.client_id.clone(), (self.org.clone(), live));
-            if let Some((org, filters)) = previous {
+            let kept = (self.org.clone(), self.policy, live);
+            let previous = ledger.kept.insert(self.client_id.clone(), kept);
+            if let Some((org, _, filters)) = previous {
                 ledger.release(&org, filters.len());
             }
         } else {

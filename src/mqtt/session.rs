@@ -267,7 +267,9 @@ impl Open {
         broker.set_expiry(expiry);
         // Counted on only where rumqttd really keeps the session (a takeover's `Never` cannot
         // make a session opened to end with its link kept).
-        ended.filters.keep(broker.kept() && expiry != Expiry::Now);
+        ended
+            .filters
+            .keep(broker.kept() && expiry != Expiry::Now, ended.policy);
         // Only subscriptions that ask more than rumqttd keeps are worth keeping with the session.
         let subscriptions = ended.subscriptions;
         broker.keep_memo(

@@ -225,6 +225,8 @@ pub struct Ended<Q> {
     pub will_wanted: bool,
     pub filters: Q,
     pub subscriptions: Subscriptions,
+    /// The topic policy the session followed last (its filters were made under it).
+    pub policy: TopicPolicy,
 }
 
 impl<Q: Quota> Forwarder<Q> {
@@ -350,6 +352,7 @@ impl<Q: Quota> Forwarder<Q> {
             will_wanted: self.will_wanted,
             filters: self.filters,
             subscriptions: self.subscriptions,
+            policy: self.topics.policy(),
         }
     }
 
