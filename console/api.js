@@ -3,6 +3,9 @@
 
 const KEY = "portcullis.token";
 
+/** The most of the event stream held while waiting for an event's end (characters). */
+const MAX_EVENT_BUFFER = 1 << 20;
+
 export function token() {
   return sessionStorage.getItem(KEY);
 }
@@ -101,7 +104,9 @@ export async function follow(org, signal, onEvent, opened = () => {}) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffered += value;
+    buffered += value.replaceAll("\r\n", "\n");
+    // An event never ended (nothing the server sends): dropped, and the stream followed again.
+    if (buffered.length > MAX_EVENT_BUFFER) return;
     let end;
     while ((end = buffered.indexOf("\n\n")) >= 0) {
       const lines = buffered.slice(0, end).split("\n");

@@ -109,7 +109,8 @@ function signIn() {
   const field = el("input", {
     id: "token",
     type: "password",
-    autocomplete: "off",
+    // Not "off", which browsers ignore for passwords: a one-time code is not offered for saving.
+    autocomplete: "one-time-code",
     spellcheck: "false",
     required: true,
   });

@@ -46,6 +46,10 @@ export async function dryRunFirst(ctx, box, change) {
     ctx.failed(error);
     return;
   }
+  if (!would || !would.would_close || !would.would_refuse) {
+    ctx.failed(new Error("The server's answer was not a dry run: nothing was changed."));
+    return;
+  }
   const { sessions, client_ids } = would.would_close;
   const { devices, identities } = would.would_refuse;
   replace(
@@ -152,7 +156,9 @@ export async function followEvents(ctx, on) {
     try {
       await follow(ctx.org.id, ctx.signal, on.event, on.opened || ignore);
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) {
+      // A refused token, a role that may not read it, an org gone: following it again is
+      // pointless; said, and stopped.
+      if (error instanceof ApiError && [401, 403, 404].includes(error.status)) {
         if (!ctx.signal.aborted) ctx.failed(error);
         return;
       }

@@ -227,4 +227,6 @@ function showOnce(box, created) {
     ),
   );
   value.select();
+  // Gone when the page is left, also from the browser's back/forward cache.
+  window.addEventListener("pagehide", () => replace(box), { once: true });
 }
