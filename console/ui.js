@@ -52,74 +52,54 @@ export async function dryRunFirst(ctx, box, change) {
   }
   const { sessions, client_ids } = would.would_close;
   const { devices, identities } = would.would_refuse;
-  replace(
-    box,
-    el(
-      "div",
-      { class: "confirm", role: "dialog", "aria-labelledby": "confirm-title" },
-      el("h3", { id: "confirm-title" }, change.question),
-      el("p", { id: "would-close" }, `Would close ${plural(sessions, "session")}.`),
-      sessions ? names(client_ids, sessions) : null,
-      el("p", { id: "would-refuse" }, `Would lock out ${plural(devices, "device")}.`),
-      devices ? names(identities, devices) : null,
-      change.extra || null,
-      el(
-        "div",
-        { class: "actions" },
-        el(
-          "button",
-          {
-            type: "button",
-            class: "danger",
-            onclick: async () => {
-              try {
-                await call(change.method, change.path, body());
-                replace(box);
-                ctx.show(change.done, "done");
-                await change.after();
-              } catch (error) {
-                ctx.failed(error);
-              }
-            },
-          },
-          change.confirm,
-        ),
-        el("button", { type: "button", onclick: () => replace(box) }, "Cancel"),
-      ),
-    ),
-  );
+  const parts = [
+    el("p", { id: "would-close" }, `Would close ${plural(sessions, "session")}.`),
+    sessions ? names(client_ids, sessions) : null,
+    el("p", { id: "would-refuse" }, `Would lock out ${plural(devices, "device")}.`),
+    devices ? names(identities, devices) : null,
+    change.extra || null,
+  ];
+  ask(box, change.question, parts, change.confirm, async () => {
+    try {
+      await call(change.method, change.path, body());
+      replace(box);
+      ctx.show(change.done, "done");
+      await change.after();
+    } catch (error) {
+      ctx.failed(error);
+    }
+  });
 }
-/**
- * Asks in `box` before a change that has no dry run: `question`, what it would do (`would`), then
- * `confirm` (calls `make`) or Cancel.
- */
-export function confirmFirst(box, question, would, confirm, make) {
+
+/** A question in `box`: `question`, what the change would do (`parts`), then `confirm` (calls
+ * `go`) or Cancel. */
+function ask(box, question, parts, confirm, go) {
   replace(
     box,
     el(
       "div",
       { class: "confirm", role: "dialog", "aria-labelledby": "confirm-title" },
       el("h3", { id: "confirm-title" }, question),
-      el("p", { id: "would-close" }, would),
+      parts.flat(),
       el(
         "div",
         { class: "actions" },
-        el(
-          "button",
-          {
-            type: "button",
-            class: "danger",
-            onclick: async () => {
-              replace(box);
-              await make();
-            },
-          },
-          confirm,
-        ),
+        el("button", { type: "button", class: "danger", onclick: go }, confirm),
         el("button", { type: "button", onclick: () => replace(box) }, "Cancel"),
       ),
     ),
   );
+}
+
+/**
+ * Asks in `box` before a change that has no dry run: `question`, what it would do (`would`), then
+ * `confirm` (calls `make`) or Cancel.
+ */
+export function confirmFirst(box, question, would, confirm, make) {
+  ask(box, question, [el("p", { id: "would-close" }, would)], confirm, async () => {
+    replace(box);
+    await make();
+  });
 }
 
 /**
