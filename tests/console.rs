@@ -1996,16 +1996,6 @@ impl Browser {
     }
 }
 
-/// Whether the connection behind `inbox` (see `clients::subscribed_v4`) ends within `within`.
-async fn connection_ends_within(
-    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
-    within: Duration,
-) -> bool {
-    tokio::time::timeout(within, async { while inbox.recv().await.is_some() {} })
-        .await
-        .is_ok()
-}
-
 #[tokio::test]
 async fn the_admin_creates_an_org_sets_it_up_and_changes_its_topic_policy_and_deletes_it_after_their_dry_runs(
 ) {
@@ -2117,7 +2107,7 @@ async fn the_admin_creates_an_org_sets_it_up_and_changes_its_topic_policy_and_de
     let (_, org) = server.api("GET", "/api/v1/orgs/acme", None).await;
     assert_eq!(org["topic_policy"], "open", "cancelled: nothing changed");
     assert!(
-        !connection_ends_within(&mut inbox, Duration::from_millis(300)).await,
+        !ends_within(&mut inbox, Duration::from_millis(300)).await,
         "the device is still connected"
     );
 
@@ -2132,7 +2122,7 @@ async fn the_admin_creates_an_org_sets_it_up_and_changes_its_topic_policy_and_de
         .click("//button[normalize-space(.)='Confirm topic policy']")
         .await;
     assert!(
-        connection_ends_within(&mut inbox, Duration::from_secs(5)).await,
+        ends_within(&mut inbox, Duration::from_secs(5)).await,
         "the device's session is closed"
     );
     browser

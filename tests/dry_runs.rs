@@ -265,16 +265,6 @@ async fn policy_client(
     (client, mqtt::drive_v4(eventloop))
 }
 
-/// Whether the connection behind `inbox` ends within `within`.
-async fn ends_within(
-    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
-    within: Duration,
-) -> bool {
-    tokio::time::timeout(within, async { while inbox.recv().await.is_some() {} })
-        .await
-        .is_ok()
-}
-
 #[tokio::test]
 async fn a_topic_policy_change_closes_what_its_dry_run_listed_and_the_rest_follow_it() {
     let (server, ca) = TestServer::start_open_org("acme").await;

@@ -694,6 +694,17 @@ pub async fn closes_within_a_second(closed: tokio::sync::oneshot::Receiver<()>) 
         .is_ok()
 }
 
+/// Whether the connection behind `inbox` (a driven client's publishes, see `mqtt::drive_v4`)
+/// ends within `within`.
+pub async fn ends_within(
+    inbox: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    within: Duration,
+) -> bool {
+    tokio::time::timeout(within, async { while inbox.recv().await.is_some() {} })
+        .await
+        .is_ok()
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
